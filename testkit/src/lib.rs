@@ -1,1 +1,20 @@
-//! placeholder
+//! Throwaway database servers for tests and benchmarks: each test starts its own PostgreSQL
+//! from the installed server binaries, on a free loopback port, in a temporary directory that
+//! is removed when the handle drops.
+//!
+//! What it is for: every splice test that needs a real database (`cdc`, `engine`, the binary's
+//! end-to-end tests) and the benchmark scripts. What it is not for: anything a user runs.
+//!
+//! ```no_run
+//! let pg = testkit::Postgres::start()?;
+//! println!("{}", pg.url()); // postgres://postgres@127.0.0.1:PORT/postgres
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+//!
+//! The MariaDB server (row binlog) will live next to [`Postgres`] as `MariaDb`, with the same
+//! shape: `start()`, `url()`, `port()`, settings, stop on drop.
+
+mod postgres;
+mod process;
+
+pub use postgres::{Postgres, PostgresBuilder};

@@ -1,0 +1,368 @@
+//! A throwaway PostgreSQL server: initdb once into a cached template, copy it per server, start
+//! `postgres` on a free loopback port with logical decoding on, stop and delete it on drop.
+
+use crate::process::{free_port, log_tail, scratch_root, stop_child, unique_dir, RunAs};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Settings every server starts with; [`PostgresBuilder::setting`] overrides any of them.
+const DEFAULT_SETTINGS: &[(&str, &str)] = &[
+    ("wal_level", "logical"),
+    ("max_replication_slots", "16"),
+    ("max_wal_senders", "16"),
+    ("max_connections", "40"),
+    ("shared_buffers", "32MB"),
+    ("fsync", "off"),
+    ("full_page_writes", "off"),
+    ("synchronous_commit", "on"),
+    ("wal_sender_timeout", "60s"),
+    ("log_min_messages", "warning"),
+    ("log_line_prefix", "%m [%p] "),
+    ("timezone", "UTC"),
+];
+
+/// Bumped when the template's initdb arguments change, so stale templates are not reused.
+const TEMPLATE_VERSION: u32 = 1;
+
+/// A running throwaway PostgreSQL server. Dropping it stops the server (immediate shutdown)
+/// and deletes its directory.
+///
+/// The superuser is `postgres`, authentication is `trust` for local and loopback connections
+/// (replication included), and the database is `postgres`.
+#[derive(Debug)]
+pub struct Postgres {
+    bindir: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    major: u32,
+}
+
+/// Settings for a server before it starts: `Postgres::builder().setting("wal_level", "replica").start()`.
+#[derive(Debug, Default, Clone)]
+pub struct PostgresBuilder {
+    settings: Vec<(String, String)>,
+}
+
+impl PostgresBuilder {
+    /// Set a server setting (`postgres -c name=value`), overriding the harness default.
+    pub fn setting(mut self, name: &str, value: &str) -> Self {
+        self.settings.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Start the server and wait until it accepts connections.
+    pub fn start(self) -> Result<Postgres> {
+        let bins = find_server_binaries()?;
+        let run_as = RunAs::for_server("postgres")?;
+        let template = ensure_template(&bins, run_as)?;
+        let mut last_error = None;
+        // A port found free can be taken by a parallel test before the server binds it.
+        for _attempt in 0..5 {
+            match start_once(&bins, run_as, &template, &self.settings) {
+                Ok(pg) => return Ok(pg),
+                Err(e) => {
+                    tracing::warn!("throwaway postgres did not start, retrying: {e:#}");
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("postgres did not start")))
+    }
+}
+
+impl Postgres {
+    /// Start a server with the harness defaults (wal_level=logical, 16 replication slots and
+    /// WAL senders, fsync off).
+    pub fn start() -> Result<Postgres> {
+        PostgresBuilder::default().start()
+    }
+
+    /// Choose settings before starting.
+    pub fn builder() -> PostgresBuilder {
+        PostgresBuilder::default()
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`
+    pub fn url(&self) -> String {
+        self.url_as("postgres", "postgres")
+    }
+
+    /// A URL for another role or database on this server.
+    pub fn url_as(&self, user: &str, database: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// The loopback TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Always `127.0.0.1`.
+    pub fn host(&self) -> &'static str {
+        "127.0.0.1"
+    }
+
+    /// The server's major version (15 for PostgreSQL 15).
+    pub fn major_version(&self) -> u32 {
+        self.major
+    }
+
+    /// The directory holding the server binaries this server runs from (`psql`, `pgbench`,
+    /// `pg_recvlogical` are there too).
+    pub fn bindir(&self) -> &Path {
+        &self.bindir
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The directory holding the server's unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Run SQL through `psql` as the superuser and return its unaligned, tuples-only output.
+    /// For setup in synchronous code; tests that stream use a real client.
+    pub fn psql(&self, sql: &str) -> Result<String> {
+        let out = Command::new(self.bindir.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.url())
+            .arg("-c")
+            .arg(sql)
+            .stdin(Stdio::null())
+            .output()
+            .context("running psql")?;
+        if !out.status.success() {
+            bail!(
+                "psql failed on {sql:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Stop the server now (immediate shutdown) and delete its directory.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child, libc::SIGQUIT, Duration::from_secs(10));
+        }
+        if std::env::var_os("SPLICE_TESTKIT_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Where the server binaries are.
+#[derive(Debug, Clone)]
+struct ServerBinaries {
+    bindir: PathBuf,
+    major: u32,
+}
+
+/// `$SPLICE_PG_BINDIR`, else the highest `/usr/lib/postgresql/N/bin`, else `pg_config --bindir`.
+fn find_server_binaries() -> Result<ServerBinaries> {
+    let has_server = |dir: &Path| dir.join("postgres").is_file() && dir.join("initdb").is_file();
+    let mut looked = Vec::new();
+    if let Some(dir) = std::env::var_os("SPLICE_PG_BINDIR") {
+        let dir = PathBuf::from(dir);
+        if has_server(&dir) {
+            let major = server_major(&dir)?;
+            return Ok(ServerBinaries { bindir: dir, major });
+        }
+        bail!(
+            "SPLICE_PG_BINDIR={} has no `postgres` and `initdb`; point it at a PostgreSQL server's bin directory",
+            dir.display()
+        );
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let major = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((major, entry.path().join("bin")))
+        })
+        .collect();
+    versions.sort();
+    looked.push("/usr/lib/postgresql/*/bin".to_string());
+    if let Some((major, dir)) = versions.into_iter().rev().find(|(_, d)| has_server(d)) {
+        return Ok(ServerBinaries { bindir: dir, major });
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        looked.push(dir.display().to_string());
+        if has_server(&dir) {
+            let major = server_major(&dir)?;
+            return Ok(ServerBinaries { bindir: dir, major });
+        }
+    }
+    bail!(
+        "PostgreSQL server binaries (postgres, initdb) not found in {}; install postgresql-15: \
+         apt-get install postgresql-15, or set SPLICE_PG_BINDIR to their directory",
+        looked.join(", ")
+    )
+}
+
+fn server_major(bindir: &Path) -> Result<u32> {
+    let out = Command::new(bindir.join("postgres"))
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {}/postgres --version", bindir.display()))?;
+    // "postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)"
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("unexpected `postgres --version` output: {text}"))
+}
+
+/// initdb once per server version into a template directory shared by every test process;
+/// each server then starts from a copy, which is much faster than initdb.
+fn ensure_template(bins: &ServerBinaries, run_as: RunAs) -> Result<PathBuf> {
+    let template = scratch_root()?.join(format!(
+        "template-pg{}-v{TEMPLATE_VERSION}-uid{}",
+        bins.major, run_as.uid
+    ));
+    if template.join("PG_VERSION").is_file() {
+        return Ok(template);
+    }
+    // Build it beside the final name and rename it in place: renaming onto an existing
+    // non-empty directory fails, so a parallel builder that lost the race just cleans up.
+    let building = unique_dir("template-building")?;
+    run_as.chown_tree(&building)?;
+    let mut cmd = Command::new(bins.bindir.join("initdb"));
+    cmd.arg("-D")
+        .arg(&building)
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+        ])
+        .stdin(Stdio::null());
+    run_as.apply(&mut cmd);
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {}/initdb", bins.bindir.display()))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&building);
+        bail!(
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    if std::fs::rename(&building, &template).is_err() {
+        let _ = std::fs::remove_dir_all(&building);
+        if !template.join("PG_VERSION").is_file() {
+            bail!("could not create the template at {}", template.display());
+        }
+    }
+    Ok(template)
+}
+
+fn start_once(
+    bins: &ServerBinaries,
+    run_as: RunAs,
+    template: &Path,
+    settings: &[(String, String)],
+) -> Result<Postgres> {
+    let dir = unique_dir("pg")?;
+    let data = dir.join("data");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(template)
+        .arg(&data)
+        .status()
+        .context("copying the template data directory (cp -a)")?;
+    if !copied.success() {
+        let _ = std::fs::remove_dir_all(&dir);
+        bail!("cp -a {} {} failed", template.display(), data.display());
+    }
+    run_as.chown_tree(&dir)?;
+    let port = free_port()?;
+    let log_path = dir.join("postgres.log");
+    let log = std::fs::File::create(&log_path).context("creating the server log")?;
+
+    let mut cmd = Command::new(bins.bindir.join("postgres"));
+    cmd.arg("-D")
+        .arg(&data)
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-k")
+        .arg(&dir)
+        .args(["-c", "listen_addresses=127.0.0.1"]);
+    // Later settings win: defaults first, then the caller's.
+    for (name, value) in DEFAULT_SETTINGS
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .chain(settings.iter().cloned())
+    {
+        cmd.arg("-c").arg(format!("{name}={value}"));
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    run_as.apply(&mut cmd);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}/postgres", bins.bindir.display()))?;
+    let mut pg = Postgres {
+        bindir: bins.bindir.clone(),
+        dir,
+        port,
+        child: Some(child),
+        major: bins.major,
+    };
+    wait_ready(&mut pg, &log_path)?;
+    Ok(pg)
+}
+
+/// Wait until postmaster.pid says "ready" (PostgreSQL 10+ writes its status there).
+fn wait_ready(pg: &mut Postgres, log_path: &Path) -> Result<()> {
+    let pid_file = pg.data_dir().join("postmaster.pid");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(child) = pg.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!(
+                    "postgres exited during startup ({status}) on port {}:\n{}",
+                    pg.port,
+                    log_tail(log_path, 20)
+                );
+            }
+        }
+        if let Ok(text) = std::fs::read_to_string(&pid_file) {
+            if text.lines().nth(7).is_some_and(|l| l.trim() == "ready") {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "postgres did not become ready within 60s on port {}:\n{}",
+                pg.port,
+                log_tail(log_path, 20)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
