@@ -3,6 +3,7 @@
 
 mod cdc_cmd;
 mod lint_cmd;
+mod lint_output;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
