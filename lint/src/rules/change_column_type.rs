@@ -1,0 +1,57 @@
+//! `change-column-type`: `ALTER COLUMN … [SET DATA] TYPE`, MySQL `MODIFY` / `CHANGE`.
+
+use crate::ops::Op;
+use crate::rules::{Context, BOTH};
+use crate::{RuleInfo, Severity};
+
+pub(crate) const INFO: RuleInfo = RuleInfo {
+    id: "change-column-type",
+    severity: Severity::Error,
+    dialects: BOTH,
+    summary:
+        "Changing a column's type rewrites the table under an exclusive lock and can break code",
+    doc: r#"## What it does
+Flags `ALTER TABLE … ALTER [COLUMN] c [SET DATA] TYPE …`, MySQL `MODIFY [COLUMN] c …`, and
+MySQL `CHANGE [COLUMN] c c …` that keeps the name (a `CHANGE` that renames is reported by
+`rename-column`; a linter that reads only the migration cannot see the old type, so it does not
+also guess at a type change there). Tables created earlier in the same file are exempt.
+
+## Why is this bad?
+Most type changes rewrite the whole table and every index on it while holding an
+`ACCESS EXCLUSIVE` lock (PostgreSQL) or copying it (MySQL): reads and writes stop for the
+duration. Code written for the old type may also break on the new one.
+
+## Example
+```sql
+ALTER TABLE orders ALTER COLUMN amount TYPE numeric(12,2);
+```
+
+## Use instead
+A splice migration with a new column of the new type: `splice plan` (map
+`amount_new = amount::numeric(12,2)`, and the inverse for rollback), `splice expand`,
+`splice backfill`, `splice verify`, `splice cutover` (swap the names), `splice contract`.
+"#,
+    help: "write a splice migration that maps the old column to a new one of the new type \
+           (splice plan / expand / backfill / verify / cutover / contract)",
+};
+
+pub(crate) fn check(op: &Op, cx: &Context) -> Option<String> {
+    match op {
+        Op::ChangeType {
+            table,
+            column,
+            new_type,
+        } if !cx.is_new(table) => {
+            let to = if new_type.is_empty() {
+                String::new()
+            } else {
+                format!(" to {new_type}")
+            };
+            Some(format!(
+                "changing the type of column \"{column}\" on table \"{}\"{to} rewrites the table under an exclusive lock",
+                table.display
+            ))
+        }
+        _ => None,
+    }
+}
