@@ -1,6 +1,12 @@
-//! `splice cdc …`: an operator's view of change capture.
+//! `splice cdc …`: an operator's view of change capture. `tail` prints committed changes as JSON
+//! lines and acknowledges what it printed, like pg_recvlogical with keys.
 
+use cdc::{CaptureName, Change, ChangeSource, Key, PgChangeStream, PgSourceConfig, TableName};
 use clap::{Args, Subcommand};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use std::io::Write;
+use std::time::Duration;
 
 /// Change capture commands.
 #[derive(Args)]
@@ -11,15 +17,286 @@ pub struct CdcArgs {
 
 #[derive(Subcommand)]
 enum CdcCommand {
-    /// Print committed changes as JSON lines (not built yet).
-    Tail,
+    /// Print committed changes to tables as JSON lines, one per change, and acknowledge them.
+    #[command(after_help = TAIL_EXAMPLES)]
+    Tail(TailArgs),
+}
+
+const TAIL_EXAMPLES: &str = "\
+Each line is one change:
+  {\"op\":\"update\",\"table\":\"public.orders\",\"key\":{\"id\":42},\"old_key\":{\"id\":41},\"position\":\"0/16B3748\",\"committed_at\":\"2026-11-22T02:13:16.123456Z\"}
+old_key appears only when an update changed the key. position is the transaction's commit end
+LSN; the slot resumes after the last printed transaction.
+
+Examples:
+  # Print the next 10 changes to public.orders, then stop (the slot splice_tail stays):
+  splice cdc tail --database-url postgres://app@localhost/app --table public.orders --limit 10
+
+  # Follow two tables until nothing arrives for a minute, then remove the slot and publication:
+  SPLICE_DATABASE_URL=postgres://app@localhost/app \\
+    splice cdc tail --table orders --table public.customers --idle-timeout 60s --drop-slot
+
+Needs wal_level=logical, a role with REPLICATION (or superuser), a free replication slot and
+WAL sender, and a primary key or replica identity on every table.";
+
+#[derive(Args)]
+struct TailArgs {
+    /// PostgreSQL URL; defaults to $SPLICE_DATABASE_URL, then $DATABASE_URL.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+
+    /// A table to capture, as SCHEMA.TABLE (a bare name means public.NAME). Repeatable.
+    #[arg(long = "table", value_name = "SCHEMA.TABLE", required = true)]
+    tables: Vec<String>,
+
+    /// Replication slot and publication name (created if missing, reused if present).
+    #[arg(long, value_name = "NAME", default_value = "splice_tail")]
+    slot: String,
+
+    /// Stop at the end of the transaction that holds the Nth change.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+
+    /// Stop when nothing arrives for this long (e.g. 500ms, 30s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+
+    /// Skip transactions written under this replication origin. Repeatable.
+    #[arg(long = "skip-origin", value_name = "ORIGIN")]
+    skip_origins: Vec<String>,
+
+    /// Drop the slot and publication on exit.
+    #[arg(long)]
+    drop_slot: bool,
 }
 
 pub fn run(args: CdcArgs) -> u8 {
     match args.command {
-        CdcCommand::Tail => {
-            eprintln!("error: `splice cdc tail` is not built yet");
+        CdcCommand::Tail(args) => run_tail(args),
+    }
+}
+
+fn run_tail(args: TailArgs) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return crate::EXIT_USAGE;
+        }
+    };
+    match runtime.block_on(tail(args)) {
+        Ok(()) => crate::EXIT_OK,
+        Err(message) => {
+            eprintln!("error: {message}");
             crate::EXIT_USAGE
         }
+    }
+}
+
+/// The URL from the flag, then `SPLICE_DATABASE_URL`, then `DATABASE_URL`.
+fn database_url(flag: Option<String>) -> Result<String, String> {
+    flag.filter(|u| !u.is_empty())
+        .or_else(|| std::env::var("SPLICE_DATABASE_URL").ok().filter(|u| !u.is_empty()))
+        .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
+        .ok_or_else(|| {
+            "no database URL; pass --database-url postgres://USER@HOST/DB or set SPLICE_DATABASE_URL"
+                .to_string()
+        })
+}
+
+async fn tail(args: TailArgs) -> Result<(), String> {
+    let url = database_url(args.database_url)?;
+    let tables = args
+        .tables
+        .iter()
+        .map(|t| {
+            TableName::parse(t)
+                .ok_or_else(|| format!("--table {t:?} is not SCHEMA.TABLE (e.g. public.orders)"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let name = CaptureName::exact(&args.slot).map_err(|e| format!("--slot: {e}"))?;
+    let mut config = PgSourceConfig::new(url, name, tables);
+    config.skip_origins = args.skip_origins;
+    let mut stream = PgChangeStream::open(config)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let outcome = stream_to_stdout(&mut stream, args.limit, args.idle_timeout).await;
+    let closed = if args.drop_slot {
+        stream.close_and_drop().await
+    } else {
+        stream.close().await
+    };
+    outcome?;
+    closed.map_err(|e| e.to_string())
+}
+
+/// Print and acknowledge transactions until the limit, the idle timeout, Ctrl-C, or a closed
+/// stdout.
+async fn stream_to_stdout(
+    stream: &mut PgChangeStream,
+    limit: Option<u64>,
+    idle_timeout: Duration,
+) -> Result<(), String> {
+    // Lines go out in batches: whatever is already received is printed with one write and
+    // flush, then acknowledged, so a busy stream does not pay a syscall per change.
+    const BATCH_BYTES: usize = 256 * 1024;
+    let stdout = std::io::stdout();
+    let mut out: Vec<u8> = Vec::with_capacity(BATCH_BYTES + 4096);
+    let mut printed: u64 = 0;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        // Wait for the first transaction of a batch.
+        let first = tokio::select! {
+            next = tokio::time::timeout(idle_timeout, stream.next_transaction()) => next,
+            Ok(()) = &mut ctrl_c => return Ok(()),
+        };
+        let mut txn = match first {
+            Err(_idle) => return Ok(()),
+            Ok(result) => match result.map_err(|e| e.to_string())? {
+                Some(txn) => txn,
+                None => return Ok(()),
+            },
+        };
+        let mut last_position;
+        let mut done = false;
+        loop {
+            for change in &txn.changes {
+                write_change(&mut out, change).map_err(|e| format!("encoding a change: {e}"))?;
+            }
+            printed += txn.changes.len() as u64;
+            last_position = txn.position.clone();
+            if limit.is_some_and(|n| printed >= n) {
+                done = true;
+                break;
+            }
+            if out.len() >= BATCH_BYTES {
+                break;
+            }
+            // Take what is already here without waiting (next_transaction is cancel-safe).
+            match tokio::time::timeout(Duration::ZERO, stream.next_transaction()).await {
+                Ok(Ok(Some(next))) => txn = next,
+                Ok(Ok(None)) => {
+                    done = true;
+                    break;
+                }
+                Ok(Err(e)) => {
+                    flush(&stdout, &mut out)?;
+                    stream.ack(&last_position).map_err(|e| e.to_string())?;
+                    return Err(e.to_string());
+                }
+                Err(_) => break,
+            }
+        }
+        match flush(&stdout, &mut out) {
+            Ok(()) => {}
+            // The reader went away (`| head`): what it did not take stays unacknowledged.
+            Err(e) if e == "broken pipe" => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        stream.ack(&last_position).map_err(|e| e.to_string())?;
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+fn flush(stdout: &std::io::Stdout, out: &mut Vec<u8>) -> Result<(), String> {
+    let mut lock = stdout.lock();
+    let result = lock.write_all(out).and_then(|()| lock.flush());
+    out.clear();
+    result.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            "broken pipe".to_string()
+        } else {
+            format!("writing to stdout: {e}")
+        }
+    })
+}
+
+/// One JSON line for one change.
+fn write_change(out: &mut Vec<u8>, change: &Change) -> serde_json::Result<()> {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        op: &'static str,
+        table: &'a TableName,
+        key: KeyObject<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        old_key: Option<KeyObject<'a>>,
+        position: &'a cdc::Position,
+        committed_at: &'a cdc::Timestamp,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        origin: Option<&'a str>,
+    }
+    serde_json::to_writer(
+        &mut *out,
+        &Line {
+            op: change.op.as_str(),
+            table: &change.table,
+            key: KeyObject(&change.key),
+            old_key: change.old_key.as_ref().map(KeyObject),
+            position: &change.position,
+            committed_at: &change.committed_at,
+            origin: change.origin.as_deref(),
+        },
+    )?;
+    out.push(b'\n');
+    Ok(())
+}
+
+/// A key as a JSON object, columns in key order.
+struct KeyObject<'a>(&'a Key);
+
+impl Serialize for KeyObject<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (column, value) in self.0 {
+            map.serialize_entry(column, value)?;
+        }
+        map.end()
+    }
+}
+
+/// `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 30s, 5m)"))?;
+    let seconds = match unit.trim() {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_the_usual_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 days").is_err());
     }
 }
