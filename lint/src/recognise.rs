@@ -43,6 +43,7 @@ const HARMLESS_LEADING: &[&str] = &[
     "NOTIFY",
     "OPTIMIZE",
     "PREPARE",
+    "REASSIGN",
     "REFRESH",
     "RELEASE",
     "REPLACE",
@@ -268,8 +269,16 @@ pub(crate) fn recognise(src: &str, toks: &[Token], dialect: Dialect) -> Recognis
                 return Recognised::Unknown;
             }
         }
-        "CREATE" => create(&mut c, &mut ops),
-        "DROP" => drop(&mut c, &mut ops),
+        "CREATE" => {
+            if !create(&mut c, &mut ops) {
+                return Recognised::Unknown;
+            }
+        }
+        "DROP" => {
+            if !drop(&mut c, &mut ops) {
+                return Recognised::Unknown;
+            }
+        }
         "TRUNCATE" => {
             c.eat("TABLE");
             for part in split_commas(src, c.rest()) {
@@ -357,7 +366,8 @@ fn reindex(c: &mut Cursor, mut concurrently: bool) -> Recognised {
     }])
 }
 
-fn create(c: &mut Cursor, ops: &mut Vec<Op>) {
+/// `false` when the object kind is not one the recogniser knows.
+fn create(c: &mut Cursor, ops: &mut Vec<Op>) -> bool {
     c.eat_all(&["OR", "REPLACE"]);
     while let Some(w) = c.peek_word() {
         if matches!(
@@ -399,13 +409,20 @@ fn create(c: &mut Cursor, ops: &mut Vec<Op>) {
                 });
             }
         }
+    } else {
+        return second_is_harmless(c, &["SCHEMA", "DATABASE", "INDEX"]);
     }
+    true
 }
 
-fn drop(c: &mut Cursor, ops: &mut Vec<Op>) {
+/// `false` when the object kind is not one the recogniser knows.
+fn drop(c: &mut Cursor, ops: &mut Vec<Op>) -> bool {
     c.eat("TEMPORARY");
+    if !second_is_harmless(c, &["TABLE", "SCHEMA", "DATABASE", "INDEX"]) {
+        return false;
+    }
     let Some(what) = c.peek_word() else {
-        return;
+        return false;
     };
     c.i += 1;
     let concurrently = what == "INDEX" && c.eat("CONCURRENTLY");
@@ -435,6 +452,7 @@ fn drop(c: &mut Cursor, ops: &mut Vec<Op>) {
             _ => {}
         }
     }
+    true
 }
 
 fn alter_table(c: &mut Cursor, ops: &mut Vec<Op>) {

@@ -17,17 +17,22 @@ warning, never an error: valid SQL the linter does not understand must not fail 
 No rule looked at the statement, so a dangerous change in it would go unnoticed.
 
 ## Example
+A typo, or a statement from a server version or extension the parser does not know yet:
 ```sql
-ALTER TABLESPACE fast_ssd SET (random_page_cost = 1.1);
+ALTR TABLE users DROP COLUMN email;
 ```
 
 ## Use instead
-Review the statement by hand. If it is safe, acknowledge it:
+Fix the typo:
 ```sql
--- splice:ignore unparsed-statement -- reviewed: tablespace settings only
-ALTER TABLESPACE fast_ssd SET (random_page_cost = 1.1);
+ALTER TABLE users DROP COLUMN email;
 ```
-and please report it, so the recogniser can learn the statement.
+or, when the statement is valid and you have reviewed it by hand, acknowledge it (and please
+report it, so the recogniser can learn it):
+```sql
+-- splice:ignore unparsed-statement -- reviewed: only changes the extension's settings
+ALTER EXTENSION_FEATURE foo ENABLE;
+```
 "#,
     help:
         "review this statement by hand; if it is safe, add `-- splice:ignore unparsed-statement` \
