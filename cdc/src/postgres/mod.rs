@@ -194,17 +194,26 @@ impl PgChangeStream {
         let span = info_span!("cdc.open", slot = %config.name);
         async move {
             let (sql, sql_task) = connect_sql(&config.database_url).await?;
-            match Self::open_on(&config, sql, sql_task).await {
-                Ok(stream) => Ok(stream),
-                Err((error, Some(created))) => {
-                    // Leave nothing behind from a failed start.
-                    if let Ok((sql, task)) = connect_sql(&config.database_url).await {
-                        created.undo(&sql, &config.name).await;
-                        task.abort();
-                    }
+            match Self::open_on(&config, &sql).await {
+                Ok(parts) => Ok(PgChangeStream {
+                    replication: parts.replication,
+                    sql,
+                    sql_task,
+                    name: config.name.clone(),
+                    assembler: parts.assembler,
+                    skip_origins: config.skip_origins.iter().cloned().collect(),
+                    unacked: VecDeque::new(),
+                    acked: parts.start,
+                    delivered: parts.start,
+                    server_wal_end: parts.start,
+                }),
+                Err((error, created)) => {
+                    // Leave nothing behind from a failed start. The same session undoes it: a
+                    // new one may be refused for the very reason the start failed.
+                    created.undo(&sql, &config.name).await;
+                    sql_task.abort();
                     Err(error)
                 }
-                Err((error, None)) => Err(error),
             }
         }
         .instrument(span)
@@ -213,38 +222,37 @@ impl PgChangeStream {
 
     async fn open_on(
         config: &PgSourceConfig,
-        sql: tokio_postgres::Client,
-        sql_task: JoinHandle<()>,
-    ) -> Result<PgChangeStream, (CdcError, Option<Created>)> {
+        sql: &tokio_postgres::Client,
+    ) -> Result<Started, (CdcError, Created)> {
         let name = &config.name;
-        let existing = setup::check_server(&sql, name)
+        let mut created = Created::default();
+        let existing = setup::check_server(sql, name)
             .await
-            .map_err(|e| (e, None))?;
+            .map_err(|e| (e, created.clone()))?;
         let mut assembler = Assembler::default();
         for table in &config.tables {
-            let captured = setup::check_table(&sql, table)
+            let captured = setup::check_table(sql, table)
                 .await
-                .map_err(|e| (e, None))?;
+                .map_err(|e| (e, created.clone()))?;
             assembler.set_key(captured.table, captured.key);
         }
-        let mut created = Created::default();
         // The publication must exist before the slot: pgoutput looks it up as of each
         // decoded transaction, and one created later is "missing" for earlier WAL.
-        created.publication = setup::ensure_publication(&sql, name, &config.tables)
+        created.publication = setup::ensure_publication(sql, name, &config.tables)
             .await
-            .map_err(|e| (e, Some(created.clone())))?;
+            .map_err(|e| (e, created.clone()))?;
         let start = match existing {
             Some(slot) => slot.confirmed_flush,
             None => {
-                let lsn = setup::create_slot(&sql, name)
+                let lsn = setup::create_slot(sql, name)
                     .await
-                    .map_err(|e| (e, Some(created.clone())))?;
+                    .map_err(|e| (e, created.clone()))?;
                 created.slot = true;
                 info!(slot = %name, %lsn, "created replication slot");
                 lsn
             }
         };
-        let fail = |e: CdcError| (e, Some(created.clone()));
+        let fail = |e: CdcError| (e, created.clone());
         let repl_config =
             replication_config(&config.database_url, name, start, config.status_interval)
                 .map_err(fail)?;
@@ -256,17 +264,10 @@ impl PgChangeStream {
             .await
             .map_err(|e| fail(CdcError::replication(&e)))?;
         info!(slot = %name, %start, "streaming");
-        Ok(PgChangeStream {
+        Ok(Started {
             replication,
-            sql,
-            sql_task,
-            name: name.clone(),
             assembler,
-            skip_origins: config.skip_origins.iter().cloned().collect(),
-            unacked: VecDeque::new(),
-            acked: start,
-            delivered: start,
-            server_wal_end: start,
+            start,
         })
     }
 
@@ -332,6 +333,13 @@ impl PgChangeStream {
     }
 }
 
+/// A started replication session, before it becomes a stream.
+struct Started {
+    replication: ReplicationClient,
+    assembler: Assembler,
+    start: Lsn,
+}
+
 /// What a start created, to undo when the start fails.
 #[derive(Clone, Debug, Default)]
 struct Created {
@@ -342,21 +350,15 @@ struct Created {
 impl Created {
     async fn undo(&self, sql: &tokio_postgres::Client, name: &CaptureName) {
         if self.slot {
-            let _ = sql
-                .query(
-                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
-                     WHERE slot_name = $1 AND NOT active",
-                    &[&name.slot()],
-                )
-                .await;
+            // The failed replication session may still hold the slot for a moment.
+            if let Err(e) = setup::drop_slot(sql, name, Duration::from_secs(5)).await {
+                tracing::warn!("could not drop slot {name} after a failed start: {e}");
+            }
         }
         if self.publication {
-            let _ = sql
-                .batch_execute(&format!(
-                    "DROP PUBLICATION IF EXISTS {}",
-                    crate::change::quote_ident(name.publication())
-                ))
-                .await;
+            if let Err(e) = setup::drop_publication(sql, name).await {
+                tracing::warn!("could not drop publication {name} after a failed start: {e}");
+            }
         }
     }
 }

@@ -404,6 +404,16 @@ pub(crate) async fn drop_slot_and_publication(
     name: &CaptureName,
     wait: Duration,
 ) -> Result<(), CdcError> {
+    drop_slot(client, name, wait).await?;
+    drop_publication(client, name).await
+}
+
+/// Drop the slot, waiting up to `wait` for a just-stopped stream to release it.
+pub(crate) async fn drop_slot(
+    client: &Client,
+    name: &CaptureName,
+    wait: Duration,
+) -> Result<(), CdcError> {
     let deadline = Instant::now() + wait;
     loop {
         let result = client
@@ -430,6 +440,11 @@ pub(crate) async fn drop_slot_and_publication(
             }
         }
     }
+    Ok(())
+}
+
+/// Drop the publication if it exists.
+pub(crate) async fn drop_publication(client: &Client, name: &CaptureName) -> Result<(), CdcError> {
     client
         .batch_execute(&format!(
             "DROP PUBLICATION IF EXISTS {}",
