@@ -2,8 +2,10 @@
 //! and `cdc` crates.
 
 mod cdc_cmd;
+mod db_url;
 mod lint_cmd;
 mod lint_output;
+mod migrate_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,7 +32,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Lint(lint_cmd::LintArgs),
+    /// Change capture: `splice cdc tail` prints committed changes as JSON lines.
     Cdc(cdc_cmd::CdcArgs),
+    #[command(flatten)]
+    Migrate(migrate_cmd::MigrateCommand),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +51,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Lint(args) => lint_cmd::run(args),
         Command::Cdc(args) => cdc_cmd::run(args),
+        Command::Migrate(cmd) => migrate_cmd::run(cmd),
     };
     ExitCode::from(code)
 }

@@ -1,0 +1,1000 @@
+//! The phase machine: each command is one method of [`Engine`], idempotent and resumable.
+//!
+//! ```text
+//! planned → expanded → syncing → verified → cut_over → contracted → dropped
+//!    any phase → rolled_back (after cutover: back to syncing, with the old table live again)
+//! ```
+
+use crate::catalog::{self, Dependent};
+use crate::plan::Plan;
+use crate::spec::{quote_ident, quote_literal, MigrationSpec, QualifiedName};
+use crate::state::{self, MigrationRecord, Phase, RunnerLock};
+use crate::sync::{self, Capture, Control, ProgressSink, SyncProgress};
+use crate::verify::{self, VerifyReport};
+use crate::EngineError;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+use tracing::{info, info_span, warn, Instrument};
+
+/// The schema contract moves old tables into.
+pub const QUARANTINE_SCHEMA: &str = "splice_quarantine";
+
+/// Options of `splice sync`.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Return once backfill is done and capture has caught up.
+    pub until_caught_up: bool,
+    pub rows_per_second: Option<u32>,
+    pub chunk_target: Option<Duration>,
+}
+
+/// What cutover measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CutoverReport {
+    pub lock_ms: f64,
+    pub attempts: u32,
+    pub carried_over: Vec<String>,
+    pub reverse_sync: bool,
+}
+
+/// What rollback did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RollbackReport {
+    pub from: String,
+    pub to: String,
+    pub seconds: f64,
+    pub lock_ms: Option<f64>,
+}
+
+/// `splice status` for one migration.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub name: String,
+    pub table: String,
+    pub phase: String,
+    pub rows_copied: i64,
+    pub rows_total: i64,
+    pub backfill_done: bool,
+    pub backfill_rows_per_second: Option<f64>,
+    pub capture_lag_bytes: Option<i64>,
+    pub last_verify: Option<serde_json::Value>,
+    pub cutover_lock_ms: Option<f64>,
+    pub quarantined_as: Option<String>,
+    pub quarantine_until: Option<String>,
+    pub history: Vec<state::Transition>,
+}
+
+/// Drives migrations in one PostgreSQL database.
+pub struct Engine {
+    url: String,
+}
+
+fn ddl_error(what: &str, e: tokio_postgres::Error) -> EngineError {
+    EngineError::db(what.to_string(), e)
+}
+
+/// True for lock_timeout / deadlock errors worth retrying.
+fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        *c == tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE
+            || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+    })
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = 100u64 * 2u64.pow(attempt.min(6));
+    let jitter = rand::random_range(0..=base / 2);
+    Duration::from_millis(base + jitter)
+}
+
+impl Engine {
+    pub fn new(url: impl Into<String>) -> Engine {
+        Engine { url: url.into() }
+    }
+
+    async fn db(&self) -> Result<Client, EngineError> {
+        crate::connect(&self.url).await
+    }
+
+    async fn record(&self, db: &Client, name: &str) -> Result<MigrationRecord, EngineError> {
+        state::load(db, name).await?.ok_or_else(|| {
+            EngineError::Phase(format!(
+                "no migration named {name} in this database; run `splice expand FILE` first \
+                 (`splice status` lists migrations)"
+            ))
+        })
+    }
+
+    fn spec_of(record: &MigrationRecord) -> Result<MigrationSpec, EngineError> {
+        MigrationSpec::parse(&record.spec, &format!("stored spec of {}", record.name))
+            .map_err(|e| EngineError::Plan(e.0))
+    }
+
+    async fn locked(&self, name: &str) -> Result<RunnerLock, EngineError> {
+        let mut lock = RunnerLock::acquire(&self.url, name).await?;
+        lock.fence().await?;
+        Ok(lock)
+    }
+
+    /// `splice plan`: checks the file against the live schema. Changes nothing.
+    pub async fn plan(&self, spec: &MigrationSpec) -> Result<Plan, EngineError> {
+        let mut db = self.db().await?;
+        Plan::build(&mut db, spec).await
+    }
+
+    /// The statements expand runs, as one script, linted before they run.
+    pub fn expand_script(spec: &MigrationSpec, plan: &Plan) -> String {
+        let mut s = format!(
+            "SET lock_timeout = {};\n",
+            quote_literal(&format!("{}ms", spec.throttle.lock_timeout.as_millis()))
+        );
+        for ddl in state::SCHEMA_DDL {
+            s.push_str(ddl);
+            s.push_str(";\n");
+        }
+        for ddl in &plan.expand_ddl {
+            s.push_str(ddl);
+            s.push_str(";\n");
+        }
+        s
+    }
+
+    /// `splice expand`: registers the migration and creates the shadow table.
+    pub async fn expand(&self, spec_text: &str, origin: &str) -> Result<Plan, EngineError> {
+        let spec = MigrationSpec::parse(spec_text, origin).map_err(|e| EngineError::Plan(e.0))?;
+        let mut db = self.db().await?;
+        if let Some(existing) = state::load(&db, &spec.name).await? {
+            if existing.spec != spec_text {
+                return Err(EngineError::Phase(format!(
+                    "a migration named {} already exists with a different file; names are \
+                     unique per database — pick a new name, or roll the old one back",
+                    spec.name
+                )));
+            }
+            if existing.phase != Phase::Planned {
+                info!(phase = %existing.phase, "already expanded");
+                return Plan::build(&mut db, &spec).await;
+            }
+        }
+        let plan = Plan::build(&mut db, &spec).await?;
+        let script = Self::expand_script(&spec, &plan);
+        let findings: Vec<_> = lint::check(&script, &lint::Options::default())
+            .into_iter()
+            .filter(|d| d.severity == lint::Severity::Error)
+            .collect();
+        if let Some(d) = findings.first() {
+            return Err(EngineError::Plan(format!(
+                "expand's DDL does not pass splice lint ({}: {}); this is a splice bug — \
+                 please report it with the migration file",
+                d.rule, d.message
+            )));
+        }
+        state::ensure_schema(&db).await?;
+        db.execute(
+            "INSERT INTO splice.migrations (name, spec, phase) VALUES ($1, $2, 'planned')
+             ON CONFLICT (name) DO NOTHING",
+            &[&spec.name, &spec_text],
+        )
+        .await
+        .map_err(|e| EngineError::db("registering the migration", e))?;
+        let lock = self.locked(&spec.name).await?;
+        let record = self.record(&db, &spec.name).await?;
+        if record.phase != Phase::Planned {
+            return Ok(plan);
+        }
+        let tx = db
+            .transaction()
+            .await
+            .map_err(|e| EngineError::db("starting expand", e))?;
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = '{}ms'",
+            spec.throttle.lock_timeout.as_millis()
+        ))
+        .await
+        .map_err(|e| ddl_error("setting lock_timeout", e))?;
+        if catalog::table(&tx, &spec.shadow_table()).await?.is_none() {
+            for ddl in &plan.expand_ddl {
+                tx.batch_execute(ddl)
+                    .await
+                    .map_err(|e| ddl_error("creating the shadow table", e))?;
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| EngineError::db("committing expand", e))?;
+        lock.transition(
+            Some(Phase::Planned),
+            Phase::Expanded,
+            json!({ "shadow_table": spec.shadow_table().to_string() }),
+        )
+        .await?;
+        Ok(plan)
+    }
+
+    /// `splice sync`: capture first, then the throttled backfill, then keep applying changes
+    /// until `control` stops it (or, with `until_caught_up`, until caught up). After cutover it
+    /// runs reverse sync (new → old) instead.
+    pub async fn sync(
+        &self,
+        name: &str,
+        opts: &SyncOptions,
+        control: &Control,
+        progress: &mut dyn ProgressSink,
+    ) -> Result<SyncProgress, EngineError> {
+        let mut db = self.db().await?;
+        let record = self.record(&db, name).await?;
+        let mut spec = Self::spec_of(&record)?;
+        if let Some(t) = opts.chunk_target {
+            spec.throttle.chunk_target = t;
+        }
+        if opts.rows_per_second.is_some() {
+            control.set_rate(opts.rows_per_second);
+        } else if control.rate().is_none() {
+            control.set_rate(spec.throttle.rows_per_second);
+        }
+        let lock = self.locked(name).await?;
+        let span = info_span!("sync", migration = name, phase = %record.phase);
+        async move {
+            match record.phase {
+                Phase::Expanded | Phase::Syncing | Phase::Verified => {
+                    let plan = Plan::build(&mut db, &spec).await?;
+                    // Capture starts (slot created, position recorded) before the first chunk.
+                    let mut capture = Capture::open(
+                        &self.url,
+                        &spec,
+                        plan.forward.clone(),
+                        &spec.forward_slot(),
+                        &spec.origin(),
+                    )
+                    .await?;
+                    if record.phase == Phase::Expanded {
+                        lock.transition(Some(Phase::Expanded), Phase::Syncing, json!({}))
+                            .await?;
+                    }
+                    let mut p = sync::backfill(
+                        &db,
+                        &lock,
+                        &mut capture,
+                        &spec,
+                        plan.source.oid,
+                        control,
+                        progress,
+                    )
+                    .await?;
+                    let result = self
+                        .follow(&mut capture, opts, control, progress, &mut p)
+                        .await;
+                    capture.close().await?;
+                    result.map(|_| p)
+                }
+                Phase::CutOver => {
+                    let plan = Plan::build_after_cutover(&mut db, &spec).await?;
+                    let Some(reverse) = plan.reverse.clone() else {
+                        return Err(EngineError::Phase(format!(
+                            "{name} was cut over without reverse sync; there is nothing to sync"
+                        )));
+                    };
+                    let mut capture = Capture::open(
+                        &self.url,
+                        &spec,
+                        reverse,
+                        &spec.reverse_slot(),
+                        &spec.reverse_origin(),
+                    )
+                    .await?;
+                    let mut p = SyncProgress {
+                        backfill_done: true,
+                        ..Default::default()
+                    };
+                    let result = self
+                        .follow(&mut capture, opts, control, progress, &mut p)
+                        .await;
+                    capture.close().await?;
+                    result.map(|_| p)
+                }
+                other => Err(EngineError::Phase(format!(
+                    "{name} is {other}; sync runs between expand and contract"
+                ))),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Applies changes until stopped, or until caught up when asked.
+    async fn follow(
+        &self,
+        capture: &mut Capture,
+        opts: &SyncOptions,
+        control: &Control,
+        progress: &mut dyn ProgressSink,
+        p: &mut SyncProgress,
+    ) -> Result<(), EngineError> {
+        if opts.until_caught_up {
+            if p.backfill_done {
+                capture.drain().await?;
+            }
+        } else {
+            while !control.stopping() {
+                capture.apply_for(Duration::from_millis(250)).await?;
+                let lag = capture.lag().await?;
+                p.capture_lag_bytes = lag.bytes;
+                p.capture_lag_ms = lag.behind.as_millis() as u64;
+                p.txns_applied = capture.txns_applied;
+                progress.update(p);
+            }
+        }
+        let lag = capture.lag().await?;
+        p.capture_lag_bytes = lag.bytes;
+        p.capture_lag_ms = lag.behind.as_millis() as u64;
+        p.txns_applied = capture.txns_applied;
+        progress.update(p);
+        Ok(())
+    }
+
+    /// `splice verify`: drains capture, hashes both sides, records the result.
+    pub async fn verify(&self, name: &str) -> Result<VerifyReport, EngineError> {
+        let mut db = self.db().await?;
+        let record = self.record(&db, name).await?;
+        let spec = Self::spec_of(&record)?;
+        if !matches!(record.phase, Phase::Syncing | Phase::Verified) {
+            return Err(EngineError::Phase(format!(
+                "{name} is {}; verify runs after sync has started and before cutover",
+                record.phase
+            )));
+        }
+        if !record.backfill_done {
+            return Err(EngineError::Refused(format!(
+                "{name}: backfill is not complete ({} of ~{} rows); run `splice sync {name} \
+                 --until-caught-up` first",
+                record.rows_copied, record.rows_total
+            )));
+        }
+        let lock = self.locked(name).await?;
+        let plan = Plan::build(&mut db, &spec).await?;
+        let mut capture = Capture::open(
+            &self.url,
+            &spec,
+            plan.forward.clone(),
+            &spec.forward_slot(),
+            &spec.origin(),
+        )
+        .await?;
+        let target_db = self.db().await?;
+        let report = verify::verify(&db, &target_db, &mut capture, &plan.forward, 20_000).await;
+        capture.close().await?;
+        let report = report?;
+        lock.record_verify(&report).await?;
+        let figures = json!({
+            "rows_checked": report.rows_checked,
+            "diverged": report.diverged.len(),
+            "seconds": report.seconds,
+        });
+        match (report.passed(), record.phase) {
+            (true, Phase::Syncing) => {
+                lock.transition(Some(Phase::Syncing), Phase::Verified, figures)
+                    .await?
+            }
+            (false, Phase::Verified) => {
+                lock.transition(Some(Phase::Verified), Phase::Syncing, figures)
+                    .await?
+            }
+            _ => {}
+        }
+        Ok(report)
+    }
+
+    /// `splice cutover`: swaps the tables under a short lock once capture has drained.
+    pub async fn cutover(
+        &self,
+        name: &str,
+        max_lag_bytes: u64,
+        without_reverse: bool,
+    ) -> Result<CutoverReport, EngineError> {
+        let mut db = self.db().await?;
+        let record = self.record(&db, name).await?;
+        let spec = Self::spec_of(&record)?;
+        if record.phase == Phase::CutOver {
+            return Ok(CutoverReport {
+                lock_ms: record.lock_ms.unwrap_or(0.0),
+                attempts: 0,
+                carried_over: vec![],
+                reverse_sync: true,
+            });
+        }
+        if record.phase != Phase::Verified {
+            return Err(EngineError::Refused(format!(
+                "{name} is {}; cutover needs a passing verify first (`splice verify {name}`)",
+                record.phase
+            )));
+        }
+        match state::last_verify(&db, name).await? {
+            Some((true, _, _)) => {}
+            _ => {
+                return Err(EngineError::Refused(format!(
+                    "{name}: the last verify did not pass; run `splice verify {name}` until it does"
+                )))
+            }
+        }
+        let lock = self.locked(name).await?;
+        let plan = Plan::build(&mut db, &spec).await?;
+        if plan.reverse.is_none() && !without_reverse {
+            return Err(EngineError::Refused(format!(
+                "{name}: reverse sync is impossible ({}), so rollback after cutover would lose \
+                 writes; add the missing [down] entries, or pass --without-reverse-sync to \
+                 accept a one-way cutover",
+                plan.reverse_notes.join("; ")
+            )));
+        }
+        let refused: Vec<String> = plan
+            .dependents
+            .iter()
+            .filter(|d| {
+                matches!(
+                    d,
+                    Dependent::View {
+                        materialized: true,
+                        ..
+                    }
+                )
+            })
+            .map(|d| d.to_string())
+            .collect();
+        if !refused.is_empty() {
+            return Err(EngineError::Refused(format!(
+                "{name}: cannot carry these over automatically: {}; drop and recreate them \
+                 around the cutover",
+                refused.join(", ")
+            )));
+        }
+        let mut capture = Capture::open(
+            &self.url,
+            &spec,
+            plan.forward.clone(),
+            &spec.forward_slot(),
+            &spec.origin(),
+        )
+        .await?;
+        capture.drain().await?;
+        let lag = capture.lag().await?;
+        if lag.bytes > max_lag_bytes {
+            capture.close().await?;
+            return Err(EngineError::Refused(format!(
+                "{name}: capture lag {} bytes is above the bound {max_lag_bytes}; let sync catch up",
+                lag.bytes
+            )));
+        }
+        // Reverse sync's slot exists before the swap, so no write to the new table is missed.
+        let reverse = plan.reverse.clone().filter(|_| !without_reverse);
+        if let Some(rev) = &reverse {
+            let mut pre = rev.clone();
+            pre.from = spec.shadow_table();
+            let c = Capture::open(
+                &self.url,
+                &spec,
+                pre,
+                &spec.reverse_slot(),
+                &spec.reverse_origin(),
+            )
+            .await?;
+            c.close().await?;
+        }
+        let swap = Swap {
+            live: spec.table.clone(),
+            incoming: spec.shadow_table(),
+            outgoing_as: spec.retired_table(),
+        };
+        let result = self
+            .swap_under_lock(&mut db, &spec, &plan, &swap, &mut capture)
+            .await;
+        let (lock_ms, attempts, carried) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                capture.close().await?;
+                return Err(e);
+            }
+        };
+        capture.close().await?;
+        lock.set_figure(state::Figure::LockMs, lock_ms).await?;
+        lock.transition(
+            Some(Phase::Verified),
+            Phase::CutOver,
+            json!({ "lock_ms": lock_ms, "attempts": attempts, "reverse_sync": reverse.is_some() }),
+        )
+        .await?;
+        self.validate_foreign_keys(&db, &plan.dependents).await;
+        Ok(CutoverReport {
+            lock_ms,
+            attempts,
+            carried_over: carried,
+            reverse_sync: reverse.is_some(),
+        })
+    }
+
+    /// Locks `swap.live`, drains `capture` inside the lock, renames, carries dependents over,
+    /// commits. Retries lock timeouts with backoff and jitter. Returns (lock ms, attempts,
+    /// what was carried over).
+    async fn swap_under_lock(
+        &self,
+        db: &mut Client,
+        spec: &MigrationSpec,
+        plan: &Plan,
+        swap: &Swap,
+        capture: &mut Capture,
+    ) -> Result<(f64, u32, Vec<String>), EngineError> {
+        let dependents = catalog::dependents(
+            &*db,
+            &catalog::table(&*db, &swap.live)
+                .await?
+                .ok_or_else(|| EngineError::Phase(format!("table {} is gone", swap.live)))?,
+        )
+        .await?;
+        let target_columns: Vec<String> = match catalog::table(&*db, &swap.incoming).await? {
+            Some(t) => t.columns.iter().map(|c| c.name.clone()).collect(),
+            None => {
+                return Err(EngineError::Phase(format!(
+                    "table {} is gone",
+                    swap.incoming
+                )))
+            }
+        };
+        let _ = plan;
+        // The swap runs on the applier's own session: what it writes carries the engine's
+        // replication origin, so reverse capture skips it.
+        let mut conn = capture.take_apply_db()?;
+        let result =
+            swap_attempts(&mut conn, spec, swap, capture, &dependents, &target_columns).await;
+        capture.put_apply_db(conn);
+        match result? {
+            Some(r) => return Ok(r),
+            None => {}
+        }
+        Err(EngineError::Refused(format!(
+            "could not lock {} within {MAX_LOCK_ATTEMPTS} attempts; long transactions are holding it — \
+             retry later or raise throttle.lock_timeout",
+            swap.live
+        )))
+    }
+
+    /// Foreign keys were re-created NOT VALID under the lock; validate them now (SHARE UPDATE
+    /// EXCLUSIVE: writes continue).
+    async fn validate_foreign_keys(&self, db: &Client, dependents: &[Dependent]) {
+        for d in dependents {
+            if let Dependent::ForeignKeyIn {
+                table, constraint, ..
+            } = d
+            {
+                let sql = format!(
+                    "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+                    table.sql(),
+                    quote_ident(constraint)
+                );
+                if let Err(e) = db.batch_execute(&sql).await {
+                    warn!(%table, constraint, error = %crate::db_message(&e), "validating a carried-over foreign key failed; it stays NOT VALID");
+                }
+            }
+        }
+    }
+
+    /// `splice rollback`: back to the old shape from any phase, losing nothing.
+    pub async fn rollback(&self, name: &str) -> Result<RollbackReport, EngineError> {
+        let started = Instant::now();
+        let mut db = self.db().await?;
+        let record = self.record(&db, name).await?;
+        let spec = Self::spec_of(&record)?;
+        let lock = self.locked(name).await?;
+        match record.phase {
+            Phase::Planned | Phase::Expanded | Phase::Syncing | Phase::Verified => {
+                sync::drop_capture(&self.url, &spec.forward_slot()).await?;
+                sync::drop_capture(&self.url, &spec.reverse_slot()).await?;
+                db.batch_execute(&format!(
+                    "SET lock_timeout = '{}ms'; \
+                     -- splice:ignore drop-table the shadow table holds only copied rows\n\
+                     DROP TABLE IF EXISTS {}",
+                    spec.throttle.lock_timeout.as_millis(),
+                    spec.shadow_table().sql()
+                ))
+                .await
+                .map_err(|e| ddl_error("dropping the shadow table", e))?;
+                sync::drop_origin(&db, &spec.origin()).await?;
+                sync::drop_origin(&db, &spec.reverse_origin()).await?;
+                lock.reset_backfill().await?;
+                lock.transition(Some(record.phase), Phase::RolledBack, json!({}))
+                    .await?;
+                Ok(RollbackReport {
+                    from: record.phase.to_string(),
+                    to: Phase::RolledBack.to_string(),
+                    seconds: started.elapsed().as_secs_f64(),
+                    lock_ms: None,
+                })
+            }
+            Phase::CutOver => {
+                let plan = Plan::build_after_cutover(&mut db, &spec).await?;
+                let Some(reverse) = plan.reverse.clone() else {
+                    return Err(EngineError::Refused(format!(
+                        "{name} was cut over without reverse sync; the old table is stale, so \
+                         swapping back would lose writes"
+                    )));
+                };
+                let mut capture = Capture::open(
+                    &self.url,
+                    &spec,
+                    reverse,
+                    &spec.reverse_slot(),
+                    &spec.reverse_origin(),
+                )
+                .await?;
+                capture.drain().await?;
+                let swap = Swap {
+                    live: spec.table.clone(),
+                    incoming: spec.retired_table(),
+                    outgoing_as: spec.shadow_table(),
+                };
+                let r = self
+                    .swap_under_lock(&mut db, &spec, &plan, &swap, &mut capture)
+                    .await;
+                capture.close().await?;
+                let (lock_ms, _, _) = r?;
+                // Reverse sync is over; a later cutover starts it afresh.
+                sync::drop_capture(&self.url, &spec.reverse_slot()).await?;
+                lock.transition(
+                    Some(Phase::CutOver),
+                    Phase::Syncing,
+                    json!({ "rolled_back_cutover": true, "lock_ms": lock_ms }),
+                )
+                .await?;
+                Ok(RollbackReport {
+                    from: Phase::CutOver.to_string(),
+                    to: Phase::Syncing.to_string(),
+                    seconds: started.elapsed().as_secs_f64(),
+                    lock_ms: Some(lock_ms),
+                })
+            }
+            Phase::Contracted => {
+                let quarantined = spec.retired_table().in_schema(QUARANTINE_SCHEMA);
+                db.batch_execute(&format!(
+                    "SET lock_timeout = '{}ms'; ALTER TABLE {} SET SCHEMA {}",
+                    spec.throttle.lock_timeout.as_millis(),
+                    quarantined.sql(),
+                    quote_ident(&spec.table.schema)
+                ))
+                .await
+                .map_err(|e| ddl_error("restoring the old table from quarantine", e))?;
+                lock.set_quarantine(None, None).await?;
+                // Re-sync the restored table from the live one (new → old), then keep it
+                // current with reverse sync: the state cutover left it in.
+                let plan = Plan::build_after_cutover(&mut db, &spec).await?;
+                let Some(reverse) = plan.reverse.clone() else {
+                    return Err(EngineError::Refused(format!(
+                        "{name} has no reverse mapping; the restored table cannot be re-synced"
+                    )));
+                };
+                let mut capture = Capture::open(
+                    &self.url,
+                    &spec,
+                    reverse,
+                    &spec.reverse_slot(),
+                    &spec.reverse_origin(),
+                )
+                .await?;
+                lock.reset_backfill().await?;
+                let control = Control::new(None);
+                let mut quiet = QuietProgress;
+                sync::backfill(
+                    &db,
+                    &lock,
+                    &mut capture,
+                    &spec,
+                    plan.target.oid,
+                    &control,
+                    &mut quiet,
+                )
+                .await?;
+                capture.drain().await?;
+                capture.close().await?;
+                lock.transition(
+                    Some(Phase::Contracted),
+                    Phase::CutOver,
+                    json!({ "restored_from_quarantine": true }),
+                )
+                .await?;
+                Ok(RollbackReport {
+                    from: Phase::Contracted.to_string(),
+                    to: Phase::CutOver.to_string(),
+                    seconds: started.elapsed().as_secs_f64(),
+                    lock_ms: None,
+                })
+            }
+            Phase::Dropped | Phase::RolledBack => Err(EngineError::Phase(format!(
+                "{name} is {}; there is nothing to roll back",
+                record.phase
+            ))),
+        }
+    }
+
+    /// `splice contract`: stops reverse sync and moves the old table into quarantine.
+    pub async fn contract(
+        &self,
+        name: &str,
+        quarantine: Option<Duration>,
+    ) -> Result<String, EngineError> {
+        let db = self.db().await?;
+        let record = self.record(&db, name).await?;
+        let spec = Self::spec_of(&record)?;
+        if record.phase == Phase::Contracted {
+            return Ok(record.quarantine_until.unwrap_or_default());
+        }
+        if record.phase != Phase::CutOver {
+            return Err(EngineError::Refused(format!(
+                "{name} is {}; contract comes after cutover",
+                record.phase
+            )));
+        }
+        let lock = self.locked(name).await?;
+        let period = quarantine.unwrap_or(spec.quarantine);
+        sync::drop_capture(&self.url, &spec.reverse_slot()).await?;
+        sync::drop_capture(&self.url, &spec.forward_slot()).await?;
+        let quarantined = spec.retired_table().in_schema(QUARANTINE_SCHEMA);
+        db.batch_execute(&format!(
+            "SET lock_timeout = '{}ms'; CREATE SCHEMA IF NOT EXISTS {}; ALTER TABLE {} SET SCHEMA {}",
+            spec.throttle.lock_timeout.as_millis(),
+            quote_ident(QUARANTINE_SCHEMA),
+            spec.retired_table().sql(),
+            quote_ident(QUARANTINE_SCHEMA)
+        ))
+        .await
+        .map_err(|e| ddl_error("moving the old table into quarantine", e))?;
+        lock.set_quarantine(Some(&quarantined.to_string()), Some(period.as_secs_f64()))
+            .await?;
+        lock.transition(
+            Some(Phase::CutOver),
+            Phase::Contracted,
+            json!({ "quarantined_as": quarantined.to_string(), "quarantine_seconds": period.as_secs() }),
+        )
+        .await?;
+        let record = self.record(&db, name).await?;
+        Ok(record.quarantine_until.unwrap_or_default())
+    }
+
+    /// `splice drop`: drops the quarantined table once its quarantine expired.
+    pub async fn drop_quarantined(&self, name: &str, force: bool) -> Result<String, EngineError> {
+        let db = self.db().await?;
+        let record = self.record(&db, name).await?;
+        let spec = Self::spec_of(&record)?;
+        if record.phase == Phase::Dropped {
+            return Ok(record.quarantined_as.unwrap_or_default());
+        }
+        if record.phase != Phase::Contracted {
+            return Err(EngineError::Refused(format!(
+                "{name} is {}; drop comes after contract",
+                record.phase
+            )));
+        }
+        if !record.quarantine_expired && !force {
+            return Err(EngineError::Refused(format!(
+                "{name}: the quarantine of {} runs until {}; drop refuses before then \
+                 (--force drops it now, and nothing can bring it back)",
+                record.quarantined_as.clone().unwrap_or_default(),
+                record.quarantine_until.clone().unwrap_or_default()
+            )));
+        }
+        let lock = self.locked(name).await?;
+        let quarantined = spec.retired_table().in_schema(QUARANTINE_SCHEMA);
+        db.batch_execute(&format!(
+            "SET lock_timeout = '{}ms';\n\
+             -- splice:ignore drop-table the quarantine expired (or was forced); this is the one-way door\n\
+             DROP TABLE IF EXISTS {}",
+            spec.throttle.lock_timeout.as_millis(),
+            quarantined.sql()
+        ))
+        .await
+        .map_err(|e| ddl_error("dropping the quarantined table", e))?;
+        sync::drop_origin(&db, &spec.origin()).await?;
+        sync::drop_origin(&db, &spec.reverse_origin()).await?;
+        lock.transition(
+            Some(Phase::Contracted),
+            Phase::Dropped,
+            json!({ "forced": force && !record.quarantine_expired }),
+        )
+        .await?;
+        Ok(quarantined.to_string())
+    }
+
+    /// `splice status`.
+    pub async fn status(&self, name: Option<&str>) -> Result<Vec<Status>, EngineError> {
+        let db = self.db().await?;
+        let records = match name {
+            Some(n) => vec![self.record(&db, n).await?],
+            None => state::load_all(&db).await?,
+        };
+        let mut out = Vec::new();
+        for r in records {
+            let spec = Self::spec_of(&r)?;
+            let slot = if r.phase == Phase::CutOver {
+                spec.reverse_slot()
+            } else {
+                spec.forward_slot()
+            };
+            let lag: Option<i64> = db
+                .query_opt(
+                    "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint
+                     FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await
+                .map_err(|e| EngineError::db("reading capture lag", e))?
+                .and_then(|row| row.get(0));
+            let last = state::last_verify(&db, &r.name).await?.map(
+                |(passed, keys, at)| json!({ "passed": passed, "diverged_keys": keys, "at": at }),
+            );
+            out.push(Status {
+                name: r.name.clone(),
+                table: spec.table.to_string(),
+                phase: r.phase.to_string(),
+                rows_copied: r.rows_copied,
+                rows_total: r.rows_total,
+                backfill_done: r.backfill_done,
+                backfill_rows_per_second: r.backfill_rate,
+                capture_lag_bytes: lag,
+                last_verify: last,
+                cutover_lock_ms: r.lock_ms,
+                quarantined_as: r.quarantined_as.clone(),
+                quarantine_until: r.quarantine_until.clone(),
+                history: state::history(&db, &r.name).await?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The lock-retry loop of a swap; `None` when every attempt timed out.
+async fn swap_attempts(
+    conn: &mut Client,
+    spec: &MigrationSpec,
+    swap: &Swap,
+    capture: &mut Capture,
+    dependents: &[Dependent],
+    target_columns: &[String],
+) -> Result<Option<(f64, u32, Vec<String>)>, EngineError> {
+    for attempt in 1..=MAX_LOCK_ATTEMPTS {
+        let tx = conn
+            .transaction()
+            .await
+            .map_err(|e| EngineError::db("starting cutover", e))?;
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = '{}ms'",
+            spec.throttle.lock_timeout.as_millis()
+        ))
+        .await
+        .map_err(|e| ddl_error("setting lock_timeout", e))?;
+        let lock_sql = format!(
+            "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
+            swap.live.sql(),
+            swap.incoming.sql()
+        );
+        if let Err(e) = tx.batch_execute(&lock_sql).await {
+            if is_lock_timeout(&e) {
+                drop(tx);
+                let wait = backoff(attempt);
+                warn!(attempt, ?wait, "cutover lock timed out; retrying");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            return Err(ddl_error("locking the table for cutover", e));
+        }
+        let locked_at = Instant::now();
+        let ack = capture.drain_in(&tx, Duration::from_secs(5)).await?;
+        let carried = carry_over(&tx, swap, dependents, target_columns).await?;
+        tx.commit()
+            .await
+            .map_err(|e| EngineError::db("committing the swap", e))?;
+        let lock_ms = locked_at.elapsed().as_secs_f64() * 1000.0;
+        if let Some(pos) = ack {
+            capture.ack(&pos)?;
+        }
+        info!(lock_ms, attempt, "swapped");
+        return Ok(Some((lock_ms, attempt, carried)));
+    }
+    Ok(None)
+}
+
+const MAX_LOCK_ATTEMPTS: u32 = 10;
+
+/// A rename swap: `live` (the name applications use) gets `incoming`'s table; the table that
+/// had it is renamed `outgoing_as`.
+struct Swap {
+    live: QualifiedName,
+    incoming: QualifiedName,
+    outgoing_as: QualifiedName,
+}
+
+/// Renames, then moves what depended on the outgoing table to the incoming one. Runs inside
+/// the locked transaction: either all of it happens or none.
+async fn carry_over(
+    tx: &tokio_postgres::Transaction<'_>,
+    swap: &Swap,
+    dependents: &[Dependent],
+    incoming_columns: &[String],
+) -> Result<Vec<String>, EngineError> {
+    let mut done = Vec::new();
+    let sql = format!(
+        "-- splice:ignore rename-table cutover's atomic swap, under lock_timeout\n\
+         ALTER TABLE {} RENAME TO {};\n\
+         -- splice:ignore rename-table cutover's atomic swap, under lock_timeout\n\
+         ALTER TABLE {} RENAME TO {}",
+        swap.live.sql(),
+        quote_ident(&swap.outgoing_as.name),
+        swap.incoming.sql(),
+        quote_ident(&swap.live.name)
+    );
+    tx.batch_execute(&sql)
+        .await
+        .map_err(|e| ddl_error("swapping the table names", e))?;
+    let live = swap.live.sql();
+    for d in dependents {
+        let stmt = match d {
+            Dependent::View { name, definition, materialized: false } => Some(format!(
+                "CREATE OR REPLACE VIEW {} AS {}",
+                name.sql(),
+                definition.trim_end().trim_end_matches(';')
+            )),
+            Dependent::View { .. } => None,
+            Dependent::ForeignKeyIn { table, constraint, definition } => Some(format!(
+                "ALTER TABLE {t} DROP CONSTRAINT {c}; ALTER TABLE {t} ADD CONSTRAINT {c} {def} NOT VALID",
+                t = table.sql(),
+                c = quote_ident(constraint),
+                def = definition.replace(" NOT VALID", "")
+            )),
+            Dependent::Trigger { definition, .. } => Some(definition.clone()),
+            Dependent::OwnedSequence { sequence, column } => {
+                if incoming_columns.iter().any(|c| c == column) {
+                    Some(format!(
+                        "ALTER SEQUENCE {seq} OWNED BY NONE;\n\
+                         ALTER TABLE {live} ALTER COLUMN {col} SET DEFAULT nextval({lit}::regclass);\n\
+                         ALTER SEQUENCE {seq} OWNED BY {live}.{col};\n\
+                         SELECT setval({lit}::regclass, greatest((SELECT max({col}) FROM {live})::bigint, (SELECT last_value FROM {seq}), 1))",
+                        seq = sequence.sql(),
+                        col = quote_ident(column),
+                        lit = quote_literal(&sequence.sql()),
+                    ))
+                } else {
+                    None
+                }
+            }
+            Dependent::Grant { grantee, privilege } => Some(format!("GRANT {privilege} ON {live} TO {grantee}")),
+        };
+        if let Some(stmt) = stmt {
+            tx.batch_execute(&stmt).await.map_err(|e| {
+                EngineError::Refused(format!(
+                    "cannot carry over {d} to the new table: {}; nothing was swapped. Adjust it \
+                     (or drop it and recreate it after cutover), then cut over again",
+                    crate::db_message(&e)
+                ))
+            })?;
+            done.push(d.to_string());
+        }
+    }
+    // Identity and serial columns of the incoming table continue after the highest key.
+    tx.batch_execute(&format!(
+        "DO $splice$ DECLARE r record; BEGIN
+           FOR r IN SELECT a.attname, pg_get_serial_sequence({lit}, a.attname) AS seq
+                    FROM pg_attribute a WHERE a.attrelid = {lit}::regclass AND a.attnum > 0
+                      AND NOT a.attisdropped AND pg_get_serial_sequence({lit}, a.attname) IS NOT NULL
+           LOOP
+             EXECUTE format('SELECT setval(%L, greatest((SELECT max(%I) FROM %s)::bigint, 1))', r.seq, r.attname, {lit});
+           END LOOP;
+         END $splice$",
+        lit = quote_literal(&live)
+    ))
+    .await
+    .map_err(|e| ddl_error("advancing the new table's sequences", e))?;
+    Ok(done)
+}
+
+/// A progress sink that reports nothing (internal re-syncs).
+pub struct QuietProgress;
+
+impl ProgressSink for QuietProgress {
+    fn update(&mut self, _: &SyncProgress) {}
+}

@@ -1,0 +1,368 @@
+//! The migration file: what the user writes (TOML), parsed and checked for shape.
+//! Checks against the live schema happen in `plan`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A parsed migration file.
+#[derive(Debug, Clone)]
+pub struct MigrationSpec {
+    /// Unique per database; names the slot, the publication, the shadow table.
+    pub name: String,
+    /// The live table (the source relation).
+    pub table: QualifiedName,
+    /// The new shape, as a CREATE TABLE statement.
+    pub target_ddl: String,
+    /// Target column → SQL expression over the source row.
+    pub up: BTreeMap<String, String>,
+    /// Source column → SQL expression over the target row (reverse sync after cutover).
+    pub down: BTreeMap<String, String>,
+    /// Key columns; defaults to the source table's primary key.
+    pub key: Option<Vec<String>>,
+    pub throttle: Throttle,
+    /// How long contract keeps the old table in quarantine before drop is allowed.
+    pub quarantine: Duration,
+}
+
+/// Rate limits and bounds for backfill and verify.
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    /// Rows per second; `None` is unlimited.
+    pub rows_per_second: Option<u32>,
+    /// Target duration of one backfill chunk; chunk sizes adapt to it.
+    pub chunk_target: Duration,
+    /// Pause while capture lag exceeds this many bytes.
+    pub max_capture_lag_bytes: u64,
+    /// Pause while a replica's replay lag exceeds this.
+    pub max_replica_lag: Duration,
+    /// lock_timeout for every DDL statement.
+    pub lock_timeout: Duration,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            rows_per_second: None,
+            chunk_target: Duration::from_millis(200),
+            max_capture_lag_bytes: 256 * 1024 * 1024,
+            max_replica_lag: Duration::from_secs(10),
+            lock_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// `schema.table`, both parts unquoted as PostgreSQL stores them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QualifiedName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl QualifiedName {
+    /// Parses `schema.table` or `table` (schema `public`). Quoted parts keep their case.
+    pub fn parse(s: &str) -> Result<QualifiedName, SpecError> {
+        let parts = split_ident_path(s).ok_or_else(|| {
+            SpecError(format!(
+                "table `{s}` is not a table name; write it as schema.table (e.g. public.orders)"
+            ))
+        })?;
+        match parts.as_slice() {
+            [name] => Ok(QualifiedName {
+                schema: "public".into(),
+                name: name.clone(),
+            }),
+            [schema, name] => Ok(QualifiedName {
+                schema: schema.clone(),
+                name: name.clone(),
+            }),
+            _ => Err(SpecError(format!(
+                "table `{s}` has too many parts; write it as schema.table"
+            ))),
+        }
+    }
+
+    /// The name quoted for SQL: `"schema"."name"`.
+    pub fn sql(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    pub fn in_schema(&self, schema: &str) -> QualifiedName {
+        QualifiedName {
+            schema: schema.into(),
+            name: self.name.clone(),
+        }
+    }
+
+    pub fn with_name(&self, name: &str) -> QualifiedName {
+        QualifiedName {
+            schema: self.schema.clone(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for QualifiedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// Quotes an identifier for PostgreSQL.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for PostgreSQL.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn split_ident_path(s: &str) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    let mut chars = s.trim().chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    '"' => break,
+                    c => part.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == '.' {
+                    break;
+                }
+                if !(c.is_alphanumeric() || c == '_' || c == '$') {
+                    return None;
+                }
+                part.push(c.to_ascii_lowercase());
+                chars.next();
+            }
+        }
+        if part.is_empty() {
+            return None;
+        }
+        parts.push(part);
+        match chars.next() {
+            None => return Some(parts),
+            Some('.') => continue,
+            Some(_) => return None,
+        }
+    }
+}
+
+/// A migration file that cannot be used, with what to change.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: String,
+    table: String,
+    target: String,
+    #[serde(default)]
+    up: BTreeMap<String, String>,
+    #[serde(default)]
+    down: BTreeMap<String, String>,
+    key: Option<Vec<String>>,
+    #[serde(default)]
+    throttle: RawThrottle,
+    quarantine: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawThrottle {
+    rows_per_second: Option<u32>,
+    chunk_target: Option<String>,
+    max_capture_lag_bytes: Option<u64>,
+    max_replica_lag: Option<String>,
+    lock_timeout: Option<String>,
+}
+
+fn duration(field: &str, s: &str) -> Result<Duration, SpecError> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        SpecError(format!(
+            "{field} = \"{s}\" is not a duration ({e}); write e.g. \"200ms\", \"2s\" or \"30d\""
+        ))
+    })
+}
+
+impl MigrationSpec {
+    /// Parses and checks a migration file's text. `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<MigrationSpec, SpecError> {
+        let raw: RawSpec = toml::from_str(text).map_err(|e| {
+            SpecError(format!(
+                "{origin}: {e}\n  a migration file has: name, table, target, [up], [down], \
+                 and optionally key, quarantine, [throttle]"
+            ))
+        })?;
+        let name_ok = !raw.name.is_empty()
+            && raw.name.len() <= 40
+            && raw
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && raw
+                .name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase());
+        if !name_ok {
+            return Err(SpecError(format!(
+                "{origin}: name = \"{}\" must be 1-40 characters of a-z, 0-9 and _, starting \
+                 with a letter (it names the replication slot and the shadow table)",
+                raw.name
+            )));
+        }
+        let table =
+            QualifiedName::parse(&raw.table).map_err(|e| SpecError(format!("{origin}: {e}")))?;
+        if raw.target.trim().is_empty() {
+            return Err(SpecError(format!(
+                "{origin}: target is empty; give the new shape as a CREATE TABLE statement"
+            )));
+        }
+        let t = raw.throttle;
+        let defaults = Throttle::default();
+        let throttle = Throttle {
+            rows_per_second: t.rows_per_second.filter(|r| *r > 0),
+            chunk_target: match t.chunk_target {
+                Some(s) => duration("throttle.chunk_target", &s)?,
+                None => defaults.chunk_target,
+            },
+            max_capture_lag_bytes: t
+                .max_capture_lag_bytes
+                .unwrap_or(defaults.max_capture_lag_bytes),
+            max_replica_lag: match t.max_replica_lag {
+                Some(s) => duration("throttle.max_replica_lag", &s)?,
+                None => defaults.max_replica_lag,
+            },
+            lock_timeout: match t.lock_timeout {
+                Some(s) => duration("throttle.lock_timeout", &s)?,
+                None => defaults.lock_timeout,
+            },
+        };
+        let quarantine = match raw.quarantine {
+            Some(s) => duration("quarantine", &s)?,
+            None => Duration::from_secs(30 * 24 * 3600),
+        };
+        let lower = |m: BTreeMap<String, String>| -> BTreeMap<String, String> {
+            m.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect()
+        };
+        Ok(MigrationSpec {
+            name: raw.name,
+            table,
+            target_ddl: raw.target,
+            up: lower(raw.up),
+            down: lower(raw.down),
+            key: raw
+                .key
+                .map(|k| k.into_iter().map(|c| c.to_lowercase()).collect()),
+            throttle,
+            quarantine,
+        })
+    }
+
+    /// The shadow table expand creates: the target shape under a name of its own.
+    pub fn shadow_table(&self) -> QualifiedName {
+        self.table.with_name(&format!("_splice_{}_new", self.name))
+    }
+
+    /// What the old table is renamed to at cutover.
+    pub fn retired_table(&self) -> QualifiedName {
+        self.table.with_name(&format!("_splice_{}_old", self.name))
+    }
+
+    /// Replication slot and publication of forward sync (old → new).
+    pub fn forward_slot(&self) -> String {
+        format!("splice_{}_fwd", self.name)
+    }
+
+    /// Replication slot and publication of reverse sync (new → old), after cutover.
+    pub fn reverse_slot(&self) -> String {
+        format!("splice_{}_rev", self.name)
+    }
+
+    /// Replication origin forward sync's applier writes under, so capture skips its writes.
+    pub fn origin(&self) -> String {
+        format!("splice_{}", self.name)
+    }
+
+    /// Replication origin of reverse sync's applier (an origin is active in one session at a
+    /// time, and cutover has both directions open).
+    pub fn reverse_origin(&self) -> String {
+        format!("splice_{}_rev", self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORDERS: &str = r#"
+name = "orders_v2"
+table = "public.orders"
+target = """
+CREATE TABLE orders (id bigint PRIMARY KEY, amount_cents bigint NOT NULL)
+"""
+[up]
+amount_cents = "(amount * 100)::bigint"
+[down]
+amount = "amount_cents / 100.0"
+"#;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let spec = MigrationSpec::parse(ORDERS, "orders.toml").expect("valid");
+        assert_eq!(spec.name, "orders_v2");
+        assert_eq!(spec.table.sql(), "\"public\".\"orders\"");
+        assert_eq!(spec.up["amount_cents"], "(amount * 100)::bigint");
+        assert_eq!(spec.down["amount"], "amount_cents / 100.0");
+        assert_eq!(spec.quarantine, Duration::from_secs(30 * 86400));
+        assert_eq!(spec.shadow_table().name, "_splice_orders_v2_new");
+    }
+
+    #[test]
+    fn rejects_a_name_that_cannot_name_a_slot() {
+        let bad = ORDERS.replace("orders_v2", "Orders-V2");
+        let err = MigrationSpec::parse(&bad, "f.toml").expect_err("invalid name");
+        assert!(err.0.contains("a-z, 0-9 and _"), "{err}");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_names_the_fields() {
+        let bad = format!("{ORDERS}\nbogus = 1\n");
+        let err = MigrationSpec::parse(&bad, "f.toml").expect_err("unknown key");
+        assert!(err.0.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_checked() {
+        let bad = format!("quarantine = \"forever\"\n{ORDERS}");
+        let err = MigrationSpec::parse(&bad, "f.toml").expect_err("bad duration");
+        assert!(err.0.contains("quarantine"), "{err}");
+    }
+
+    #[test]
+    fn qualified_names_follow_postgres_case_rules() {
+        let q = QualifiedName::parse("Sales.\"Order Lines\"").expect("valid");
+        assert_eq!(q.schema, "sales");
+        assert_eq!(q.name, "Order Lines");
+        assert_eq!(
+            QualifiedName::parse("orders").expect("valid").schema,
+            "public"
+        );
+        assert!(QualifiedName::parse("a.b.c").is_err());
+        assert!(QualifiedName::parse("drop table x; --").is_err());
+    }
+}

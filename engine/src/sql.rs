@@ -1,0 +1,332 @@
+//! The SQL that moves rows: one [`Direction`] (from → to through a mapping) and the statements
+//! built from it. Backfill, the change applier and verify all go through the same mapping.
+//!
+//! Key values travel as text and are cast in SQL (`$1::text::bigint`), so any key type works
+//! without client-side type knowledge.
+
+use crate::plan::KeyColumn;
+use crate::spec::{quote_ident, QualifiedName};
+
+/// Rows flow `from` → `to`; `columns` are (column of `to`, expression over the `from` row
+/// aliased `s`, already cast to the column's type).
+#[derive(Debug, Clone)]
+pub struct Direction {
+    pub from: QualifiedName,
+    pub to: QualifiedName,
+    pub key: Vec<KeyColumn>,
+    pub columns: Vec<(String, String)>,
+}
+
+impl Direction {
+    fn key_list(&self, alias: &str) -> String {
+        self.key
+            .iter()
+            .map(|k| format!("{alias}{}", quote_ident(&k.name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `($n::text::type, …)` starting at parameter `first`.
+    fn key_params(&self, first: usize) -> String {
+        self.key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("${}::text::{}", first + i, k.sql_type))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn target_cols(&self) -> String {
+        self.columns
+            .iter()
+            .map(|(c, _)| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn non_key_cols(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .filter(|c| !self.key.iter().any(|k| k.name == *c))
+            .collect()
+    }
+
+    /// `ON CONFLICT (key) DO UPDATE … WHERE (t.cols) IS DISTINCT FROM (EXCLUDED.cols)`: writes
+    /// only when something differs, so re-syncing an unchanged key writes nothing.
+    fn upsert_tail(&self) -> String {
+        let non_key = self.non_key_cols();
+        if non_key.is_empty() {
+            return format!("ON CONFLICT ({}) DO NOTHING", self.key_list(""));
+        }
+        let set = non_key
+            .iter()
+            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let old = non_key
+            .iter()
+            .map(|c| format!("t.{}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let new = non_key
+            .iter()
+            .map(|c| format!("EXCLUDED.{}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "ON CONFLICT ({}) DO UPDATE SET {set}\n  WHERE ROW({old}) IS DISTINCT FROM ROW({new})",
+            self.key_list("")
+        )
+    }
+
+    fn mapped_select(&self) -> String {
+        self.columns
+            .iter()
+            .map(|(c, e)| format!("{e} AS {}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub fn key_names(&self) -> Vec<String> {
+        self.key.iter().map(|k| k.name.clone()).collect()
+    }
+}
+
+/// Copies the next chunk of source rows after a key (parameters `$1..$k`; absent for the
+/// first chunk), `$k+1` = chunk size. The source rows are share-locked by the same statement,
+/// so no delete or update of a row in the chunk can commit while it is being written: a
+/// delete applied by capture can never be undone by a stale chunk (no resurrection).
+/// Returns one row: rows copied, then the last key as text (no row when the range is empty).
+pub fn backfill_chunk(dir: &Direction, after_key: bool) -> String {
+    let k = dir.key.len();
+    let cond = if after_key {
+        format!("WHERE ({}) > ({})", dir.key_list("s."), dir.key_params(1))
+    } else {
+        String::new()
+    };
+    let limit = if after_key { k + 1 } else { 1 };
+    let key_out = dir
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, kc)| format!("s.{} AS \"__k{i}\"", quote_ident(&kc.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key_text = (0..k)
+        .map(|i| format!("\"__k{i}\"::text"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key_desc = (0..k)
+        .map(|i| format!("\"__k{i}\" DESC"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "WITH src AS (\n  SELECT {key_out}, {mapped}\n  FROM {from} s {cond}\n  ORDER BY {order} LIMIT ${limit}::bigint\n  FOR SHARE\n), ins AS (\n  INSERT INTO {to} AS t ({cols}) OVERRIDING SYSTEM VALUE\n  SELECT {cols} FROM src\n  {tail}\n)\nSELECT (SELECT count(*) FROM src), {key_text} FROM src ORDER BY {key_desc} LIMIT 1",
+        mapped = dir.mapped_select(),
+        from = dir.from.sql(),
+        order = dir.key_list("s."),
+        to = dir.to.sql(),
+        cols = dir.target_cols(),
+        tail = dir.upsert_tail(),
+    )
+}
+
+/// Re-syncs a batch of keys from the source of truth: upserts the mapped row of every key that
+/// exists in the source, deletes the target row of every key that does not. Parameters: one
+/// `text[]` per key column, all the same length. Idempotent and order-insensitive.
+/// Returns (rows written, rows deleted).
+pub fn resync_keys(dir: &Direction) -> String {
+    let unnest_args = (1..=dir.key.len())
+        .map(|i| format!("${i}::text[]"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key_aliases = (0..dir.key.len())
+        .map(|i| format!("\"__k{i}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key_cast = |alias: &str| {
+        dir.key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{alias}\"__k{i}\"::{}", k.sql_type))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "WITH keys AS (\n  SELECT DISTINCT * FROM unnest({unnest_args}) AS k({key_aliases})\n), src AS (\n  SELECT {mapped}\n  FROM {from} s WHERE ({skey}) IN (SELECT {kcast} FROM keys)\n), ins AS (\n  INSERT INTO {to} AS t ({cols}) OVERRIDING SYSTEM VALUE\n  SELECT {cols} FROM src\n  {tail}\n  RETURNING 1\n), del AS (\n  DELETE FROM {to} t USING keys k\n  WHERE ({tkey}) = ({kcast_k})\n    AND NOT EXISTS (SELECT 1 FROM {from} s WHERE ({skey}) = ({tkey}))\n  RETURNING 1\n)\nSELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM del)",
+        mapped = dir.mapped_select(),
+        from = dir.from.sql(),
+        skey = dir.key_list("s."),
+        tkey = dir.key_list("t."),
+        kcast = key_cast(""),
+        kcast_k = key_cast("k."),
+        to = dir.to.sql(),
+        cols = dir.target_cols(),
+        tail = dir.upsert_tail(),
+    )
+}
+
+/// After a TRUNCATE of the source: delete every target row whose key is gone from the source.
+pub fn delete_orphans(dir: &Direction) -> String {
+    format!(
+        "DELETE FROM {to} t WHERE NOT EXISTS (SELECT 1 FROM {from} s WHERE ({skey}) = ({tkey}))",
+        to = dir.to.sql(),
+        from = dir.from.sql(),
+        skey = dir.key_list("s."),
+        tkey = dir.key_list("t."),
+    )
+}
+
+/// A key range for verify: `(lower, upper]`, either side open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    pub lower: Option<Vec<String>>,
+    pub upper: Option<Vec<String>>,
+}
+
+impl KeyRange {
+    fn condition(&self, dir: &Direction, alias: &str) -> String {
+        let lit = |vals: &[String]| {
+            dir.key
+                .iter()
+                .zip(vals)
+                .map(|(k, v)| format!("{}::{}", crate::spec::quote_literal(v), k.sql_type))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut parts = Vec::new();
+        if let Some(lo) = &self.lower {
+            parts.push(format!("({}) > ({})", dir.key_list(alias), lit(lo)));
+        }
+        if let Some(hi) = &self.upper {
+            parts.push(format!("({}) <= ({})", dir.key_list(alias), lit(hi)));
+        }
+        if parts.is_empty() {
+            "true".into()
+        } else {
+            parts.join(" AND ")
+        }
+    }
+}
+
+/// The key `n` rows after `lower` in the source (the upper bound of the next verify range);
+/// parameters `$1..$k` for the lower key when `after_key`, then the offset.
+pub fn range_boundary(dir: &Direction, after_key: bool) -> String {
+    let k = dir.key.len();
+    let cond = if after_key {
+        format!("WHERE ({}) > ({})", dir.key_list("s."), dir.key_params(1))
+    } else {
+        String::new()
+    };
+    let offset = if after_key { k + 1 } else { 1 };
+    let key_text = dir
+        .key
+        .iter()
+        .map(|kc| format!("s.{}::text", quote_ident(&kc.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT {key_text} FROM {from} s {cond} ORDER BY {order} OFFSET ${offset}::bigint LIMIT 1",
+        from = dir.from.sql(),
+        order = dir.key_list("s."),
+    )
+}
+
+/// Canonical rows of the source side of a range: key, then every mapped target column, in the
+/// target's types, in key order, as PostgreSQL's COPY text form.
+pub fn verify_source_copy(dir: &Direction, range: &KeyRange) -> String {
+    let key_text = dir
+        .key
+        .iter()
+        .map(|kc| format!("s.{}", quote_ident(&kc.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mapped = dir
+        .columns
+        .iter()
+        .map(|(_, e)| e.clone())
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "COPY (SELECT {key_text}, {mapped} FROM {from} s WHERE {cond} ORDER BY {order}) TO STDOUT",
+        from = dir.from.sql(),
+        cond = range.condition(dir, "s."),
+        order = dir.key_list("s."),
+    )
+}
+
+/// Canonical rows of the target side of a range, in the same column order.
+pub fn verify_target_copy(dir: &Direction, range: &KeyRange) -> String {
+    let key_text = dir
+        .key
+        .iter()
+        .map(|kc| format!("t.{}::{}", quote_ident(&kc.name), kc.sql_type))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cols = dir
+        .columns
+        .iter()
+        .map(|(c, _)| format!("t.{}", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "COPY (SELECT {key_text}, {cols} FROM {to} t WHERE {cond} ORDER BY {order}) TO STDOUT",
+        to = dir.to.sql(),
+        cond = range.condition(dir, "t."),
+        order = dir.key_list("t."),
+    )
+}
+
+/// Canonical rows of a set of keys on either side (for re-checking suspects).
+pub fn verify_keys_copy(dir: &Direction, source_side: bool, keys: &[Vec<String>]) -> String {
+    let list = keys
+        .iter()
+        .map(|k| {
+            format!(
+                "({})",
+                dir.key
+                    .iter()
+                    .zip(k)
+                    .map(|(kc, v)| format!("{}::{}", crate::spec::quote_literal(v), kc.sql_type))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (table, alias, select) = if source_side {
+        let key = dir
+            .key
+            .iter()
+            .map(|kc| format!("s.{}", quote_ident(&kc.name)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mapped = dir
+            .columns
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect::<Vec<_>>()
+            .join(", ");
+        (dir.from.sql(), "s.", format!("{key}, {mapped}"))
+    } else {
+        let key = dir
+            .key
+            .iter()
+            .map(|kc| format!("t.{}::{}", quote_ident(&kc.name), kc.sql_type))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let cols = dir
+            .columns
+            .iter()
+            .map(|(c, _)| format!("t.{}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        (dir.to.sql(), "t.", format!("{key}, {cols}"))
+    };
+    let a = alias.trim_end_matches('.');
+    format!(
+        "COPY (SELECT {select} FROM {table} {a} WHERE ({k}) IN ({list}) ORDER BY {k}) TO STDOUT",
+        k = dir.key_list(alias),
+    )
+}

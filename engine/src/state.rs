@@ -1,0 +1,479 @@
+//! The state store: the `splice` schema inside the target database. Migrations, their phase,
+//! backfill checkpoints, verify results and an append-only history of transitions; and the
+//! runner lock (advisory lock + fencing token) that lets one process at a time drive a
+//! migration.
+
+use crate::EngineError;
+use serde_json::Value as Json;
+use tokio_postgres::{Client, GenericClient};
+
+/// The statements that create the state schema; idempotent, additive only.
+pub const SCHEMA_DDL: &[&str] = &[
+    "CREATE SCHEMA IF NOT EXISTS splice",
+    "CREATE TABLE IF NOT EXISTS splice.migrations (
+    name text PRIMARY KEY,
+    spec text NOT NULL,
+    phase text NOT NULL,
+    fence bigint NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    backfill_last_key text[],
+    backfill_done boolean NOT NULL DEFAULT false,
+    rows_copied bigint NOT NULL DEFAULT 0,
+    rows_total bigint NOT NULL DEFAULT 0,
+    backfill_rate double precision,
+    lock_ms double precision,
+    quarantined_as text,
+    quarantine_until timestamptz
+)",
+    "CREATE TABLE IF NOT EXISTS splice.history (
+    id bigserial PRIMARY KEY,
+    migration text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    actor text NOT NULL,
+    from_phase text,
+    to_phase text NOT NULL,
+    figures jsonb NOT NULL DEFAULT '{}'
+)",
+    "CREATE TABLE IF NOT EXISTS splice.verify_results (
+    id bigserial PRIMARY KEY,
+    migration text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    passed boolean NOT NULL,
+    rows_checked bigint NOT NULL,
+    ranges bigint NOT NULL,
+    rechecked bigint NOT NULL,
+    diverged_keys jsonb NOT NULL,
+    seconds double precision NOT NULL
+)",
+    // Capture drains by writing a marker here and reading the stream until the marker arrives:
+    // everything committed before it has then been applied.
+    "CREATE TABLE IF NOT EXISTS splice.sync_marker (
+    migration text NOT NULL,
+    id bigint NOT NULL,
+    PRIMARY KEY (migration, id)
+)",
+];
+
+/// Where a migration is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Planned,
+    Expanded,
+    Syncing,
+    Verified,
+    CutOver,
+    Contracted,
+    Dropped,
+    RolledBack,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Planned => "planned",
+            Phase::Expanded => "expanded",
+            Phase::Syncing => "syncing",
+            Phase::Verified => "verified",
+            Phase::CutOver => "cut_over",
+            Phase::Contracted => "contracted",
+            Phase::Dropped => "dropped",
+            Phase::RolledBack => "rolled_back",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        Some(match s {
+            "planned" => Phase::Planned,
+            "expanded" => Phase::Expanded,
+            "syncing" => Phase::Syncing,
+            "verified" => Phase::Verified,
+            "cut_over" => Phase::CutOver,
+            "contracted" => Phase::Contracted,
+            "dropped" => Phase::Dropped,
+            "rolled_back" => Phase::RolledBack,
+            _ => return None,
+        })
+    }
+
+    /// Before cutover the old table is live and sync runs forward.
+    pub fn before_cutover(self) -> bool {
+        matches!(
+            self,
+            Phase::Planned | Phase::Expanded | Phase::Syncing | Phase::Verified
+        )
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A migration's row in `splice.migrations`.
+#[derive(Debug, Clone)]
+pub struct MigrationRecord {
+    pub name: String,
+    pub spec: String,
+    pub phase: Phase,
+    pub fence: i64,
+    pub backfill_last_key: Option<Vec<String>>,
+    pub backfill_done: bool,
+    pub rows_copied: i64,
+    pub rows_total: i64,
+    pub backfill_rate: Option<f64>,
+    pub lock_ms: Option<f64>,
+    pub quarantined_as: Option<String>,
+    /// RFC 3339, UTC.
+    pub quarantine_until: Option<String>,
+    pub quarantine_expired: bool,
+}
+
+pub async fn ensure_schema(db: &impl GenericClient) -> Result<(), EngineError> {
+    for ddl in SCHEMA_DDL {
+        db.batch_execute(ddl)
+            .await
+            .map_err(|e| EngineError::db("creating the splice state schema", e))?;
+    }
+    Ok(())
+}
+
+async fn schema_exists(db: &impl GenericClient) -> Result<bool, EngineError> {
+    let row = db
+        .query_one("SELECT to_regclass('splice.migrations') IS NOT NULL", &[])
+        .await
+        .map_err(|e| EngineError::db("looking for the splice state schema", e))?;
+    Ok(row.get(0))
+}
+
+pub async fn load(
+    db: &impl GenericClient,
+    name: &str,
+) -> Result<Option<MigrationRecord>, EngineError> {
+    if !schema_exists(db).await? {
+        return Ok(None);
+    }
+    let row = db
+        .query_opt(
+            "SELECT name, spec, phase, fence, backfill_last_key, backfill_done, rows_copied,
+                    rows_total, backfill_rate, lock_ms, quarantined_as,
+                    to_char(quarantine_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                    coalesce(quarantine_until <= now(), false)
+             FROM splice.migrations WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| EngineError::db(format!("reading migration {name}"), e))?;
+    row.map(|r| record(&r)).transpose()
+}
+
+pub async fn load_all(db: &impl GenericClient) -> Result<Vec<MigrationRecord>, EngineError> {
+    if !schema_exists(db).await? {
+        return Ok(Vec::new());
+    }
+    let rows = db
+        .query(
+            "SELECT name, spec, phase, fence, backfill_last_key, backfill_done, rows_copied,
+                    rows_total, backfill_rate, lock_ms, quarantined_as,
+                    to_char(quarantine_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                    coalesce(quarantine_until <= now(), false)
+             FROM splice.migrations ORDER BY created_at",
+            &[],
+        )
+        .await
+        .map_err(|e| EngineError::db("reading migrations", e))?;
+    rows.iter().map(record).collect()
+}
+
+fn record(r: &tokio_postgres::Row) -> Result<MigrationRecord, EngineError> {
+    let phase_text: String = r.get(2);
+    let phase = Phase::parse(&phase_text).ok_or_else(|| {
+        EngineError::Plan(format!(
+            "splice.migrations has unknown phase `{phase_text}`; was it written by a newer splice?"
+        ))
+    })?;
+    Ok(MigrationRecord {
+        name: r.get(0),
+        spec: r.get(1),
+        phase,
+        fence: r.get(3),
+        backfill_last_key: r.get(4),
+        backfill_done: r.get(5),
+        rows_copied: r.get(6),
+        rows_total: r.get(7),
+        backfill_rate: r.get(8),
+        lock_ms: r.get(9),
+        quarantined_as: r.get(10),
+        quarantine_until: r.get(11),
+        quarantine_expired: r.get(12),
+    })
+}
+
+/// One entry of a migration's history.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Transition {
+    pub at: String,
+    pub actor: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub figures: Json,
+}
+
+pub async fn history(db: &impl GenericClient, name: &str) -> Result<Vec<Transition>, EngineError> {
+    let rows = db
+        .query(
+            "SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), actor,
+                    from_phase, to_phase, figures
+             FROM splice.history WHERE migration = $1 ORDER BY id",
+            &[&name],
+        )
+        .await
+        .map_err(|e| EngineError::db(format!("reading the history of {name}"), e))?;
+    Ok(rows
+        .iter()
+        .map(|r| Transition {
+            at: r.get(0),
+            actor: r.get(1),
+            from: r.get(2),
+            to: r.get(3),
+            figures: r.get(4),
+        })
+        .collect())
+}
+
+/// The last verify result: (passed, diverged keys, at).
+pub async fn last_verify(
+    db: &impl GenericClient,
+    name: &str,
+) -> Result<Option<(bool, Json, String)>, EngineError> {
+    let row = db
+        .query_opt(
+            "SELECT passed, diverged_keys,
+                    to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+             FROM splice.verify_results WHERE migration = $1 ORDER BY id DESC LIMIT 1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| EngineError::db("reading the last verify result", e))?;
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+}
+
+/// Who is running: `user@host pid N`.
+pub fn actor() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{user}@{host} pid {}", std::process::id())
+}
+
+/// The right to drive one migration: a session advisory lock on a connection of its own, and
+/// a fencing token. Every state write checks the token, so a runner that lost its lock (its
+/// session died while it kept going) cannot write.
+pub struct RunnerLock {
+    conn: Client,
+    pub name: String,
+    pub fence: i64,
+}
+
+impl RunnerLock {
+    /// Takes the lock for `name` or fails at once naming who to wait for.
+    pub async fn acquire(url: &str, name: &str) -> Result<RunnerLock, EngineError> {
+        let conn = crate::connect(url).await?;
+        let got: bool = conn
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtext('splice.migration'), hashtext($1))",
+                &[&name],
+            )
+            .await
+            .map_err(|e| EngineError::db("taking the runner lock", e))?
+            .get(0);
+        if !got {
+            let holder = conn
+                .query_opt(
+                    "SELECT a.pid::text || ' (' || coalesce(a.application_name, '') || ', ' ||
+                            coalesce(a.client_addr::text, 'local') || ')'
+                     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                     WHERE l.locktype = 'advisory' AND l.classid::int = hashtext('splice.migration')
+                       AND l.objid::int = hashtext($1) AND l.granted LIMIT 1",
+                    &[&name],
+                )
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.get::<_, String>(0))
+                .unwrap_or_else(|| "another session".into());
+            return Err(EngineError::Busy(format!(
+                "migration {name} is being run by another splice process (backend pid {holder}); \
+                 wait for it to finish or stop it (its work is checkpointed), then run this again"
+            )));
+        }
+        Ok(RunnerLock {
+            conn,
+            name: name.into(),
+            fence: 0,
+        })
+    }
+
+    /// Bumps the fencing token; call once the migration row exists.
+    pub async fn fence(&mut self) -> Result<(), EngineError> {
+        let row = self
+            .conn
+            .query_opt(
+                "UPDATE splice.migrations SET fence = fence + 1 WHERE name = $1 RETURNING fence",
+                &[&self.name],
+            )
+            .await
+            .map_err(|e| EngineError::db("taking the fencing token", e))?;
+        self.fence = row.map(|r| r.get(0)).unwrap_or(0);
+        Ok(())
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.conn
+    }
+
+    /// Records a transition (phase change + history row) if this runner still holds the fence.
+    pub async fn transition(
+        &self,
+        from: Option<Phase>,
+        to: Phase,
+        figures: Json,
+    ) -> Result<(), EngineError> {
+        let n = self
+            .conn
+            .execute(
+                "WITH m AS (UPDATE splice.migrations SET phase = $2, updated_at = now()
+                            WHERE name = $1 AND fence = $3 RETURNING name)
+                 INSERT INTO splice.history (migration, actor, from_phase, to_phase, figures)
+                 SELECT name, $4, $5, $2, $6 FROM m",
+                &[
+                    &self.name,
+                    &to.as_str(),
+                    &self.fence,
+                    &actor(),
+                    &from.map(|p| p.as_str()),
+                    &figures,
+                ],
+            )
+            .await
+            .map_err(|e| EngineError::db("recording the phase transition", e))?;
+        self.check_fenced(n)
+    }
+
+    fn check_fenced(&self, rows: u64) -> Result<(), EngineError> {
+        if rows == 0 {
+            return Err(EngineError::Busy(format!(
+                "migration {}: another runner took over (fencing token {} is stale); this \
+                 process stops without writing",
+                self.name, self.fence
+            )));
+        }
+        Ok(())
+    }
+
+    /// Saves the backfill checkpoint.
+    pub async fn checkpoint(
+        &self,
+        last_key: Option<&[String]>,
+        rows_copied: i64,
+        done: bool,
+        rate: Option<f64>,
+    ) -> Result<(), EngineError> {
+        let key: Option<Vec<String>> = last_key.map(|k| k.to_vec());
+        let n = self
+            .conn
+            .execute(
+                "UPDATE splice.migrations SET backfill_last_key = coalesce($2, backfill_last_key),
+                        rows_copied = $3, backfill_done = $4,
+                        backfill_rate = coalesce($6, backfill_rate), updated_at = now()
+                 WHERE name = $1 AND fence = $5",
+                &[&self.name, &key, &rows_copied, &done, &self.fence, &rate],
+            )
+            .await
+            .map_err(|e| EngineError::db("saving the backfill checkpoint", e))?;
+        self.check_fenced(n)
+    }
+
+    /// Sets one figure column of the migration row (rows_total, lock_ms).
+    pub async fn set_figure(&self, column: Figure, value: f64) -> Result<(), EngineError> {
+        let sql = match column {
+            Figure::RowsTotal => {
+                "UPDATE splice.migrations SET rows_total = $2::float8::bigint WHERE name = $1 AND fence = $3"
+            }
+            Figure::LockMs => {
+                "UPDATE splice.migrations SET lock_ms = $2 WHERE name = $1 AND fence = $3"
+            }
+        };
+        let n = self
+            .conn
+            .execute(sql, &[&self.name, &value, &self.fence])
+            .await
+            .map_err(|e| EngineError::db("saving a figure", e))?;
+        self.check_fenced(n)
+    }
+
+    pub async fn reset_backfill(&self) -> Result<(), EngineError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE splice.migrations SET backfill_last_key = NULL, backfill_done = false,
+                        rows_copied = 0 WHERE name = $1 AND fence = $2",
+                &[&self.name, &self.fence],
+            )
+            .await
+            .map_err(|e| EngineError::db("resetting the backfill checkpoint", e))?;
+        self.check_fenced(n)
+    }
+
+    pub async fn set_quarantine(
+        &self,
+        quarantined_as: Option<&str>,
+        seconds: Option<f64>,
+    ) -> Result<(), EngineError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE splice.migrations SET quarantined_as = $2,
+                        quarantine_until = CASE WHEN $3::float8 IS NULL THEN NULL
+                                                ELSE now() + make_interval(secs => $3::float8) END
+                 WHERE name = $1 AND fence = $4",
+                &[&self.name, &quarantined_as, &seconds, &self.fence],
+            )
+            .await
+            .map_err(|e| EngineError::db("recording the quarantine", e))?;
+        self.check_fenced(n)
+    }
+
+    pub async fn record_verify(
+        &self,
+        result: &crate::verify::VerifyReport,
+    ) -> Result<(), EngineError> {
+        let keys = serde_json::to_value(&result.diverged).unwrap_or(Json::Null);
+        self.conn
+            .execute(
+                "INSERT INTO splice.verify_results
+                    (migration, passed, rows_checked, ranges, rechecked, diverged_keys, seconds)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &self.name,
+                    &result.passed(),
+                    &(result.rows_checked as i64),
+                    &(result.ranges as i64),
+                    &(result.rechecked as i64),
+                    &keys,
+                    &result.seconds,
+                ],
+            )
+            .await
+            .map_err(|e| EngineError::db("recording the verify result", e))?;
+        Ok(())
+    }
+}
+
+/// Figures kept on the migration row.
+pub enum Figure {
+    RowsTotal,
+    LockMs,
+}

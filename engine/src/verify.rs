@@ -1,0 +1,227 @@
+//! Verify: both sides hashed through the mapping, per key range, and compared.
+//!
+//! Rows are encoded canonically by PostgreSQL itself: COPY's text form of the target's column
+//! types (typed, NULL as `\N` and distinct from empty, escapes for tabs and newlines), under
+//! fixed session settings (UTC, ISO dates, `extra_float_digits = 3`, hex bytea). Each row is
+//! hashed with BLAKE3 on the client; a range's digest is the hash of its row digests in key
+//! order. A range whose digests differ is narrowed to the rows that differ, and every such key
+//! is re-checked after capture has passed the position at which it was read: only keys that
+//! still differ count.
+
+use crate::sql::{self, Direction, KeyRange};
+use crate::sync::Capture;
+use crate::EngineError;
+use futures_util::{pin_mut, TryStreamExt};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tokio_postgres::Client;
+
+/// A key whose rows differ after re-checking.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DivergedKey {
+    pub key: Vec<String>,
+    /// The mapped source row (COPY text), or None when the key is missing from the source.
+    pub expected: Option<String>,
+    /// The target row, or None when the key is missing from the target.
+    pub found: Option<String>,
+}
+
+/// The outcome of one verify pass.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifyReport {
+    pub rows_checked: u64,
+    pub ranges: u64,
+    /// Keys that differed on first read and were re-checked after capture caught up.
+    pub rechecked: u64,
+    pub diverged: Vec<DivergedKey>,
+    pub seconds: f64,
+}
+
+impl VerifyReport {
+    pub fn passed(&self) -> bool {
+        self.diverged.is_empty()
+    }
+
+    /// Diverged keys per checked row.
+    pub fn divergence_rate(&self) -> f64 {
+        if self.rows_checked == 0 {
+            0.0
+        } else {
+            self.diverged.len() as f64 / self.rows_checked as f64
+        }
+    }
+}
+
+/// Rows of one side of a range: key (the first `k` fields, as text) → row digest.
+type Rows = BTreeMap<Vec<String>, ([u8; 32], String)>;
+
+/// Reads one COPY … TO STDOUT into key → (digest, line), plus the range digest.
+async fn read_side(
+    db: &Client,
+    copy: &str,
+    key_len: usize,
+    keep_lines: bool,
+) -> Result<(blake3::Hash, Rows, u64), EngineError> {
+    let stream = db
+        .copy_out(copy)
+        .await
+        .map_err(|e| EngineError::db("reading rows to verify", e))?;
+    pin_mut!(stream);
+    let mut range = blake3::Hasher::new();
+    let mut rows = Rows::new();
+    let mut n = 0u64;
+    let mut pending = Vec::new();
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .map_err(|e| EngineError::db("reading rows to verify", e))?
+    {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let line = &line[..line.len() - 1];
+            let digest = blake3::hash(line);
+            range.update(digest.as_bytes());
+            n += 1;
+            let text = String::from_utf8_lossy(line);
+            let key: Vec<String> = text.split('\t').take(key_len).map(str::to_string).collect();
+            rows.insert(
+                key,
+                (
+                    *digest.as_bytes(),
+                    if keep_lines {
+                        text.into_owned()
+                    } else {
+                        String::new()
+                    },
+                ),
+            );
+        }
+    }
+    Ok((range.finalize(), rows, n))
+}
+
+/// Keys present on one side only, or with different digests.
+fn differing(a: &Rows, b: &Rows) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = a
+        .iter()
+        .filter(|(k, (d, _))| b.get(*k).map(|(d2, _)| d2) != Some(d))
+        .map(|(k, _)| k.clone())
+        .collect();
+    out.extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
+    out
+}
+
+/// One full verify pass over `dir` while the application keeps writing. `capture` is drained
+/// first and again before suspects are re-checked.
+pub async fn verify(
+    source_db: &Client,
+    target_db: &Client,
+    capture: &mut Capture,
+    dir: &Direction,
+    range_rows: i64,
+) -> Result<VerifyReport, EngineError> {
+    let started = Instant::now();
+    capture.drain().await?;
+    let k = dir.key.len();
+    let first_boundary = sql::range_boundary(dir, false);
+    let next_boundary = sql::range_boundary(dir, true);
+    let mut report = VerifyReport::default();
+    let mut suspects: Vec<Vec<String>> = Vec::new();
+    let mut lower: Option<Vec<String>> = None;
+    loop {
+        let offset = range_rows - 1;
+        let upper_row = match &lower {
+            None => source_db.query_opt(&first_boundary, &[&offset]).await,
+            Some(lo) => {
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = lo
+                    .iter()
+                    .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
+                params.push(&offset);
+                source_db.query_opt(&next_boundary, &params).await
+            }
+        }
+        .map_err(|e| EngineError::db("finding the next verify range", e))?;
+        let upper: Option<Vec<String>> =
+            upper_row.map(|r| (0..k).map(|i| r.get::<_, String>(i)).collect());
+        let range = KeyRange {
+            lower: lower.clone(),
+            upper: upper.clone(),
+        };
+        let (src_sql, tgt_sql) = (
+            sql::verify_source_copy(dir, &range),
+            sql::verify_target_copy(dir, &range),
+        );
+        let (src, tgt) = tokio::join!(
+            read_side(source_db, &src_sql, k, false),
+            read_side(target_db, &tgt_sql, k, false)
+        );
+        let (src_hash, src_rows, n) = src?;
+        let (tgt_hash, tgt_rows, _) = tgt?;
+        report.rows_checked += n;
+        report.ranges += 1;
+        if src_hash != tgt_hash {
+            suspects.extend(differing(&src_rows, &tgt_rows));
+        }
+        match upper {
+            Some(u) => lower = Some(u),
+            None => break,
+        }
+    }
+    if !suspects.is_empty() {
+        report.rechecked = suspects.len() as u64;
+        report.diverged = recheck(source_db, target_db, capture, dir, suspects).await?;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Rounds of re-checking before a key counts as diverged. Each round first drains capture, so
+/// a key only survives every round if it differs each time capture has passed the moment it was
+/// read: a key the application keeps rewriting may differ once or twice, a row changed behind
+/// splice's back differs every time.
+const RECHECK_ROUNDS: usize = 5;
+
+async fn recheck(
+    source_db: &Client,
+    target_db: &Client,
+    capture: &mut Capture,
+    dir: &Direction,
+    mut suspects: Vec<Vec<String>>,
+) -> Result<Vec<DivergedKey>, EngineError> {
+    let k = dir.key.len();
+    let mut diverged = Vec::new();
+    for round in 0..RECHECK_ROUNDS {
+        capture.drain().await?;
+        diverged.clear();
+        let mut still = Vec::new();
+        for batch in suspects.chunks(1000) {
+            let (src_sql, tgt_sql) = (
+                sql::verify_keys_copy(dir, true, batch),
+                sql::verify_keys_copy(dir, false, batch),
+            );
+            let (src, tgt) = tokio::join!(
+                read_side(source_db, &src_sql, k, true),
+                read_side(target_db, &tgt_sql, k, true)
+            );
+            let (_, src_rows, _) = src?;
+            let (_, tgt_rows, _) = tgt?;
+            for key in differing(&src_rows, &tgt_rows) {
+                diverged.push(DivergedKey {
+                    expected: src_rows.get(&key).map(|(_, l)| l.clone()),
+                    found: tgt_rows.get(&key).map(|(_, l)| l.clone()),
+                    key: key.clone(),
+                });
+                still.push(key);
+            }
+        }
+        tracing::debug!(round, remaining = still.len(), "verify re-check");
+        if still.is_empty() {
+            break;
+        }
+        suspects = still;
+        tokio::time::sleep(std::time::Duration::from_millis(50 * (round as u64 + 1))).await;
+    }
+    Ok(diverged)
+}

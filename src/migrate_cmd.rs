@@ -1,0 +1,495 @@
+//! The migration commands: plan, expand, sync, verify, cutover, rollback, contract, drop,
+//! status. Each is one call into `engine::Engine`; this module parses arguments, shows
+//! progress and maps outcomes to exit codes.
+
+use crate::db_url;
+use clap::{Args, Subcommand};
+use engine::sync::{Control, ProgressSink, SyncProgress};
+use engine::{Engine, EngineError, MigrationSpec};
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+/// The database every migration command talks to.
+#[derive(Args, Clone)]
+pub struct DbArgs {
+    /// PostgreSQL URL; defaults to $SPLICE_DATABASE_URL, then $DATABASE_URL.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum MigrateCommand {
+    /// Check a migration file against the live schema and print every phase's SQL and locks.
+    #[command(after_help = "Example:\n  splice plan migrations/orders_v2.toml --database-url postgres://app@localhost/app\n\nChanges nothing. Exit 0 when the file is valid, 2 when it is not (the error says what to change).")]
+    Plan {
+        /// The migration file (TOML).
+        file: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Register the migration and create the new shape under a shadow name (additive DDL only).
+    #[command(after_help = "Example:\n  splice expand migrations/orders_v2.toml\n\nIdempotent: running it again after a crash continues.")]
+    Expand {
+        file: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Start change capture, then the throttled backfill; keep applying changes until interrupted.
+    #[command(after_help = "Examples:\n  splice sync orders_v2 --until-caught-up          exit 0 once backfill is done and capture caught up\n  splice sync orders_v2 --rows-per-second 20000   follow changes until Ctrl-C (checkpointed)\n\nResumes from its checkpoint after any crash. Backfill pauses while capture lag, replica lag or\nlock waits exceed their bounds; the progress line says why.")]
+    Sync {
+        /// The migration's name.
+        name: String,
+        /// Exit 0 once backfill is complete and capture has caught up.
+        #[arg(long)]
+        until_caught_up: bool,
+        /// Backfill rate limit in rows per second (default: the file's throttle, else unlimited).
+        #[arg(long, value_name = "N")]
+        rows_per_second: Option<u32>,
+        /// Target duration of one backfill chunk; chunk sizes adapt to it.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        chunk_target: Option<Duration>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Drain capture, hash both sides through the mapping, and list the keys that differ.
+    #[command(after_help = "Example:\n  splice verify orders_v2 --json\n\nWorks while the application keeps writing. Exit 0 when nothing diverges, 1 otherwise.")]
+    Verify {
+        name: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Swap the new table in under a short lock and start reverse sync (new → old).
+    #[command(after_help = "Example:\n  splice cutover orders_v2\n\nRefuses (exit 1) unless the last verify passed and capture lag is under the bound.\nPrints the time the table was locked.")]
+    Cutover {
+        name: String,
+        /// Refuse when capture lag exceeds this many bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+        max_lag_bytes: u64,
+        /// Cut over even though the old shape cannot be kept current (no rollback afterwards).
+        #[arg(long)]
+        without_reverse_sync: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Back to the old shape from any phase, with no data lost.
+    #[command(after_help = "Example:\n  splice rollback orders_v2\n\nBefore cutover: drops the shadow table and the slot. After cutover: swaps back and resumes\nforward sync. After contract: restores the old table from quarantine and re-syncs it.")]
+    Rollback {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Stop reverse sync and move the old table into quarantine. Nothing is dropped.
+    #[command(after_help = "Example:\n  splice contract orders_v2 --quarantine 7d")]
+    Contract {
+        name: String,
+        /// How long the old table stays in quarantine (default: the file's, else 30d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        quarantine: Option<Duration>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Drop the quarantined old table once its quarantine has expired.
+    #[command(after_help = "Example:\n  splice drop orders_v2\n\nRefuses (exit 1) before the quarantine expires unless --force. This is the only one-way door.")]
+    Drop {
+        name: String,
+        /// Drop even though the quarantine has not expired.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Phase, progress, capture lag, last verify, lock times, quarantine and history.
+    #[command(after_help = "Examples:\n  splice status\n  splice status orders_v2 --json")]
+    Status {
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 200ms, 30s, 7d)"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn fail(e: &EngineError) -> u8 {
+    eprintln!("error: {e}");
+    if e.is_check_failure() {
+        crate::EXIT_CHECK_FAILED
+    } else {
+        crate::EXIT_USAGE
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot encode the report: {e}"),
+    }
+}
+
+fn read_spec(file: &str) -> Result<(String, MigrationSpec), String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read migration file {file}: {e}"))?;
+    let spec = MigrationSpec::parse(&text, file).map_err(|e| e.0)?;
+    Ok((text, spec))
+}
+
+pub fn run(cmd: MigrateCommand) -> u8 {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return crate::EXIT_USAGE;
+        }
+    };
+    rt.block_on(run_async(cmd))
+}
+
+fn url_of(db: &DbArgs) -> Result<String, u8> {
+    db_url::resolve(db.database_url.clone()).map_err(|e| {
+        eprintln!("error: {e}");
+        crate::EXIT_USAGE
+    })
+}
+
+async fn run_async(cmd: MigrateCommand) -> u8 {
+    match cmd {
+        MigrateCommand::Plan { file, db } => {
+            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+            let (_, spec) = match read_spec(&file) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return crate::EXIT_USAGE;
+                }
+            };
+            match Engine::new(url).plan(&spec).await {
+                Ok(plan) => {
+                    print!("{}", engine::plan::render(&plan));
+                    crate::EXIT_OK
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        MigrateCommand::Expand { file, db } => {
+            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+            let (text, spec) = match read_spec(&file) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return crate::EXIT_USAGE;
+                }
+            };
+            match Engine::new(url).expand(&text, &file).await {
+                Ok(plan) => {
+                    println!(
+                        "expanded {}: created {} ({} columns); next: splice sync {} --until-caught-up",
+                        spec.name,
+                        spec.shadow_table(),
+                        plan.target.columns.len(),
+                        spec.name
+                    );
+                    crate::EXIT_OK
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        MigrateCommand::Sync { name, until_caught_up, rows_per_second, chunk_target, db } => {
+            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+            let control = Control::new(rows_per_second);
+            stop_on_signals(control.clone());
+            let opts = engine::phases::SyncOptions { until_caught_up, rows_per_second, chunk_target };
+            let mut bar = ProgressLine::new();
+            match Engine::new(url).sync(&name, &opts, &control, &mut bar).await {
+                Ok(p) => {
+                    bar.finish();
+                    println!(
+                        "sync {name}: {} rows copied{}, {} transactions applied, capture lag {} bytes{}",
+                        p.rows_copied,
+                        if p.backfill_done { " (backfill complete)" } else { " (backfill paused; run sync again to continue)" },
+                        p.txns_applied,
+                        p.capture_lag_bytes,
+                        if until_caught_up { ", caught up" } else { "" }
+                    );
+                    crate::EXIT_OK
+                }
+                Err(e) => {
+                    bar.finish();
+                    fail(&e)
+                }
+            }
+        }
+        MigrateCommand::Verify { name, json, db } => {
+            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+            match Engine::new(url).verify(&name).await {
+                Ok(report) => {
+                    if json {
+                        print_json(&serde_json::json!({
+                            "passed": report.passed(),
+                            "rows_checked": report.rows_checked,
+                            "ranges": report.ranges,
+                            "rechecked": report.rechecked,
+                            "divergence_rate": report.divergence_rate(),
+                            "diverged": report.diverged,
+                            "seconds": report.seconds,
+                            "cutover_allowed": report.passed(),
+                        }));
+                    } else {
+                        println!(
+                            "verify {name}: {} rows in {} ranges, {} re-checked, {} diverged ({:.1}s); cutover {}",
+                            report.rows_checked,
+                            report.ranges,
+                            report.rechecked,
+                            report.diverged.len(),
+                            report.seconds,
+                            if report.passed() { "allowed" } else { "refused" }
+                        );
+                        for d in report.diverged.iter().take(50) {
+                            println!(
+                                "  key ({}): expected {} found {}",
+                                d.key.join(", "),
+                                d.expected.as_deref().unwrap_or("<missing>"),
+                                d.found.as_deref().unwrap_or("<missing>")
+                            );
+                        }
+                        if report.diverged.len() > 50 {
+                            println!("  … {} more (see --json)", report.diverged.len() - 50);
+                        }
+                    }
+                    if report.passed() { crate::EXIT_OK } else { crate::EXIT_CHECK_FAILED }
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        MigrateCommand::Cutover { name, max_lag_bytes, without_reverse_sync, json, db } => {
+            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+            match Engine::new(url).cutover(&name, max_lag_bytes, without_reverse_sync).await {
+                Ok(r) => {
+                    if json {
+                        print_json(&r);
+                    } else {
+                        println!(
+                            "cut over {name}: table locked for {:.1} ms (attempt {}); reverse sync {}",
+                            r.lock_ms,
+                            r.attempts,
+                            if r.reverse_sync { "started (rollback stays open)" } else { "off" }
+                        );
+                        for c in &r.carried_over {
+                            println!("  carried over {c}");
+                        }
+                    }
+                    crate::EXIT_OK
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        MigrateCommand::Rollback { name, json, db } => {
+            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+            match Engine::new(url).rollback(&name).await {
+                Ok(r) => {
+                    if json {
+                        print_json(&r);
+                    } else {
+                        println!(
+                            "rolled back {name}: {} → {} in {:.2}s{}",
+                            r.from,
+                            r.to,
+                            r.seconds,
+                            r.lock_ms.map(|l| format!(" (table locked {l:.1} ms)")).unwrap_or_default()
+                        );
+                    }
+                    crate::EXIT_OK
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        MigrateCommand::Contract { name, quarantine, db } => {
+            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+            match Engine::new(url).contract(&name, quarantine).await {
+                Ok(until) => {
+                    println!("contracted {name}: the old table is in quarantine until {until}; nothing was dropped");
+                    crate::EXIT_OK
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        MigrateCommand::Drop { name, force, db } => {
+            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+            match Engine::new(url).drop_quarantined(&name, force).await {
+                Ok(table) => {
+                    println!("dropped {table}");
+                    crate::EXIT_OK
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        MigrateCommand::Status { name, json, db } => {
+            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+            match Engine::new(url).status(name.as_deref()).await {
+                Ok(list) => {
+                    if json {
+                        if name.is_some() && list.len() == 1 {
+                            print_json(&list[0]);
+                        } else {
+                            print_json(&list);
+                        }
+                    } else if list.is_empty() {
+                        println!("no migrations in this database");
+                    } else {
+                        for s in &list {
+                            print!("{}", render_status(s));
+                        }
+                    }
+                    crate::EXIT_OK
+                }
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+fn render_status(s: &engine::phases::Status) -> String {
+    let mut out = format!("{} ({}): {}\n", s.name, s.table, s.phase);
+    let pct = if s.rows_total > 0 { 100.0 * s.rows_copied as f64 / s.rows_total as f64 } else { 0.0 };
+    out.push_str(&format!(
+        "  backfill: {}/{} rows ({pct:.1}%){}{}\n",
+        s.rows_copied,
+        s.rows_total,
+        if s.backfill_done { ", complete" } else { "" },
+        s.backfill_rows_per_second.map(|r| format!(", {r:.0} rows/s")).unwrap_or_default()
+    ));
+    if let Some(l) = s.capture_lag_bytes {
+        out.push_str(&format!("  capture lag: {l} bytes\n"));
+    }
+    if let Some(v) = &s.last_verify {
+        out.push_str(&format!("  last verify: {v}\n"));
+    }
+    if let Some(l) = s.cutover_lock_ms {
+        out.push_str(&format!("  cutover lock: {l:.1} ms\n"));
+    }
+    if let Some(q) = &s.quarantined_as {
+        out.push_str(&format!(
+            "  quarantine: {q} until {}\n",
+            s.quarantine_until.as_deref().unwrap_or("?")
+        ));
+    }
+    out.push_str("  history:\n");
+    for t in &s.history {
+        out.push_str(&format!(
+            "    {} {} → {} by {} {}\n",
+            t.at,
+            t.from.as_deref().unwrap_or("-"),
+            t.to,
+            t.actor,
+            if t.figures.as_object().is_some_and(|o| o.is_empty()) { String::new() } else { t.figures.to_string() }
+        ));
+    }
+    out
+}
+
+/// SIGINT / SIGTERM ask a running sync to checkpoint and stop.
+fn stop_on_signals(control: Control) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = match signal(SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("stopping: finishing the current chunk and saving the checkpoint…");
+        control.stop();
+    });
+}
+
+/// gh-ost-style status: one rewritten line on a terminal, a plain line every few seconds in CI.
+struct ProgressLine {
+    tty: bool,
+    last: Option<Instant>,
+    drawn: bool,
+}
+
+impl ProgressLine {
+    fn new() -> ProgressLine {
+        ProgressLine { tty: std::io::stderr().is_terminal(), last: None, drawn: false }
+    }
+
+    fn finish(&mut self) {
+        if self.tty && self.drawn {
+            eprintln!();
+        }
+    }
+}
+
+impl ProgressSink for ProgressLine {
+    fn update(&mut self, p: &SyncProgress) {
+        let every = if self.tty { Duration::from_millis(100) } else { Duration::from_secs(5) };
+        if self.last.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let pct = if p.rows_total > 0 { (p.rows_copied as f64 / p.rows_total as f64).min(1.0) } else { 1.0 };
+        let eta = if p.backfill_done {
+            "done".to_string()
+        } else if p.rows_per_second > 0.0 {
+            let left = p.rows_total.saturating_sub(p.rows_copied) as f64 / p.rows_per_second;
+            humantime::format_duration(Duration::from_secs(left as u64)).to_string()
+        } else {
+            "?".into()
+        };
+        let state = match &p.throttled {
+            Some(why) => format!("throttled ({why})"),
+            None if p.backfill_done => "following changes".into(),
+            None => "copying".into(),
+        };
+        let width = 20;
+        let filled = (pct * width as f64) as usize;
+        let line = format!(
+            "[{}{}] {}/{} rows {:.1}% | {:.0} rows/s | chunk {} | applied {} txns | lag {} KB {} ms | ETA {} | {}",
+            "#".repeat(filled),
+            "-".repeat(width - filled),
+            p.rows_copied,
+            p.rows_total,
+            pct * 100.0,
+            p.rows_per_second,
+            p.chunk_size,
+            p.txns_applied,
+            p.capture_lag_bytes / 1024,
+            p.capture_lag_ms,
+            eta,
+            state
+        );
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{line}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+        self.drawn = true;
+    }
+}
