@@ -44,12 +44,20 @@ pub struct Postgres {
 #[derive(Debug, Default, Clone)]
 pub struct PostgresBuilder {
     settings: Vec<(String, String)>,
+    hba_rules: Vec<String>,
 }
 
 impl PostgresBuilder {
     /// Set a server setting (`postgres -c name=value`), overriding the harness default.
     pub fn setting(mut self, name: &str, value: &str) -> Self {
         self.settings.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Put a `pg_hba.conf` line ahead of the default `trust` rules (the first matching line
+    /// wins), e.g. `host replication app 127.0.0.1/32 reject`.
+    pub fn hba_rule(mut self, line: &str) -> Self {
+        self.hba_rules.push(line.to_string());
         self
     }
 
@@ -61,7 +69,7 @@ impl PostgresBuilder {
         let mut last_error = None;
         // A port found free can be taken by a parallel test before the server binds it.
         for _attempt in 0..5 {
-            match start_once(&bins, run_as, &template, &self.settings) {
+            match start_once(&bins, run_as, &template, &self) {
                 Ok(pg) => return Ok(pg),
                 Err(e) => {
                     tracing::warn!("throwaway postgres did not start, retrying: {e:#}");
@@ -284,7 +292,7 @@ fn start_once(
     bins: &ServerBinaries,
     run_as: RunAs,
     template: &Path,
-    settings: &[(String, String)],
+    builder: &PostgresBuilder,
 ) -> Result<Postgres> {
     let dir = unique_dir("pg")?;
     let data = dir.join("data");
@@ -297,6 +305,14 @@ fn start_once(
     if !copied.success() {
         let _ = std::fs::remove_dir_all(&dir);
         bail!("cp -a {} {} failed", template.display(), data.display());
+    }
+    if !builder.hba_rules.is_empty() {
+        let hba = data.join("pg_hba.conf");
+        let default_rules = std::fs::read_to_string(&hba).context("reading pg_hba.conf")?;
+        let mut rules = builder.hba_rules.join("\n");
+        rules.push('\n');
+        rules.push_str(&default_rules);
+        std::fs::write(&hba, rules).context("writing pg_hba.conf")?;
     }
     run_as.chown_tree(&dir)?;
     let port = free_port()?;
@@ -315,7 +331,7 @@ fn start_once(
     for (name, value) in DEFAULT_SETTINGS
         .iter()
         .map(|(n, v)| (n.to_string(), v.to_string()))
-        .chain(settings.iter().cloned())
+        .chain(builder.settings.iter().cloned())
     {
         cmd.arg("-c").arg(format!("{name}={value}"));
     }
