@@ -1,0 +1,304 @@
+//! Each phase's gates and guarantees on a real PostgreSQL server.
+
+mod common;
+
+use common::*;
+use engine::{Engine, EngineError, MigrationSpec};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+async fn expanded(rows: i64) -> (Db, tokio_postgres::Client, Engine) {
+    let db = server();
+    let client = connect(&db.url).await;
+    create_orders(&client, rows).await;
+    let engine = Engine::new(db.url.clone());
+    engine
+        .expand(ORDERS_V2, "orders_v2.toml")
+        .await
+        .expect("expand");
+    (db, client, engine)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_statement_expand_runs_passes_the_linter() {
+    let db = server();
+    let client = connect(&db.url).await;
+    create_orders(&client, 10).await;
+    let spec = MigrationSpec::parse(ORDERS_V2, "orders_v2.toml").expect("spec");
+    let plan = Engine::new(db.url.clone()).plan(&spec).await.expect("plan");
+    let script = Engine::expand_script(&spec, &plan);
+    let findings = lint::check(&script, &lint::Options::default());
+    assert!(
+        findings.is_empty(),
+        "expand's DDL:\n{script}\nlint says: {findings:#?}"
+    );
+    assert!(
+        script.contains("CREATE TABLE \"public\".\"_splice_orders_v2_new\""),
+        "{script}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_changes_nothing_and_names_what_is_wrong() {
+    let db = server();
+    let client = connect(&db.url).await;
+    create_orders(&client, 10).await;
+    let engine = Engine::new(db.url.clone());
+    let spec = MigrationSpec::parse(ORDERS_V2, "f.toml").expect("spec");
+    engine.plan(&spec).await.expect("plan");
+    let shadow: Option<String> = client
+        .query_one(
+            "SELECT to_regclass('public._splice_orders_v2_new')::text",
+            &[],
+        )
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(shadow, None, "plan created nothing");
+
+    let bad_expr = ORDERS_V2.replace("(amount * 100)::bigint", "(amount_typo * 100)::bigint");
+    let err = engine
+        .plan(&MigrationSpec::parse(&bad_expr, "f.toml").expect("spec"))
+        .await
+        .expect_err("unknown column");
+    assert!(err.to_string().contains("[up] amount_cents"), "{err}");
+    assert!(err.to_string().contains("amount_typo"), "{err}");
+
+    let new_not_null = ORDERS_V2.replace("note         text", "note text, region text NOT NULL");
+    let err = engine
+        .plan(&MigrationSpec::parse(&new_not_null, "f.toml").expect("spec"))
+        .await
+        .expect_err("NOT NULL without source");
+    assert!(err.to_string().contains("add `region = "), "{err}");
+
+    let no_down = ORDERS_V2.replace("[down]\namount = \"amount_cents / 100.0\"", "");
+    let plan = engine
+        .plan(&MigrationSpec::parse(&no_down, "f.toml").expect("spec"))
+        .await
+        .expect("a plan without reverse sync is still a plan");
+    assert!(plan.reverse.is_none());
+    let text = engine::plan::render(&plan);
+    assert!(
+        text.contains("rollback after cutover is impossible"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_never_resurrects_a_deleted_row() {
+    let (db, client, engine) = expanded(20_000).await;
+    // Delete rows all over the key range while small, rate-limited chunks copy it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let deleter = {
+        let url = db.url.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let c = connect(&url).await;
+            let mut deleted = Vec::new();
+            let mut id = 7i64;
+            while !stop.load(Ordering::Relaxed) {
+                id = (id * 7919 + 13) % 20_000 + 1;
+                if c.execute("DELETE FROM orders WHERE id = $1", &[&id])
+                    .await
+                    .unwrap_or(0)
+                    == 1
+                {
+                    deleted.push(id);
+                }
+            }
+            deleted
+        })
+    };
+    let control = engine::sync::Control::new(Some(10_000));
+    let opts = engine::phases::SyncOptions {
+        until_caught_up: true,
+        chunk_target: Some(std::time::Duration::from_millis(5)),
+        ..Default::default()
+    };
+    engine
+        .sync("orders_v2", &opts, &control, &mut Quiet)
+        .await
+        .expect("sync");
+    stop.store(true, Ordering::Relaxed);
+    let deleted = deleter.await.expect("deleter");
+    assert!(
+        deleted.len() > 20,
+        "deletes raced the backfill ({})",
+        deleted.len()
+    );
+    sync_until_caught_up(&engine, "orders_v2").await;
+    let resurrected: Vec<i64> = client
+        .query(
+            "SELECT id FROM _splice_orders_v2_new WHERE id = ANY($1) ORDER BY id",
+            &[&deleted],
+        )
+        .await
+        .expect("query")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(resurrected, Vec::<i64>::new());
+    assert_eq!(
+        mismatches(&client, "orders", "_splice_orders_v2_new").await,
+        Vec::<i64>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_a_row_changed_behind_splices_back_and_names_it() {
+    let (_db, client, engine) = expanded(2_000).await;
+    sync_until_caught_up(&engine, "orders_v2").await;
+    assert!(engine.verify("orders_v2").await.expect("verify").passed());
+    client
+        .batch_execute(
+            "UPDATE _splice_orders_v2_new SET amount_cents = -1 WHERE id = 1234;
+             DELETE FROM _splice_orders_v2_new WHERE id = 77;
+             INSERT INTO _splice_orders_v2_new VALUES (5000000, 1, 1, 'EUR', NULL);",
+        )
+        .await
+        .expect("tamper");
+    let report = engine.verify("orders_v2").await.expect("verify");
+    assert!(!report.passed());
+    let mut keys: Vec<i64> = report
+        .diverged
+        .iter()
+        .map(|d| d.key.join(",").parse().expect("numeric key"))
+        .collect();
+    keys.sort();
+    assert_eq!(keys, vec![77, 1234, 5_000_000]);
+    let missing = report
+        .diverged
+        .iter()
+        .find(|d| d.key == ["77"])
+        .expect("77");
+    assert!(missing.expected.is_some() && missing.found.is_none());
+    // A failed verify closes the cutover gate.
+    let err = engine
+        .cutover("orders_v2", u64::MAX, false)
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, EngineError::Refused(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_quarantines_and_drop_refuses_until_the_quarantine_expires() {
+    let (_db, client, engine) = expanded(500).await;
+    sync_until_caught_up(&engine, "orders_v2").await;
+    assert!(engine.verify("orders_v2").await.expect("verify").passed());
+    engine
+        .cutover("orders_v2", u64::MAX, false)
+        .await
+        .expect("cutover");
+    let until = engine.contract("orders_v2", None).await.expect("contract");
+    assert!(!until.is_empty());
+    let quarantined: i64 = client
+        .query_one(
+            "SELECT count(*) FROM splice_quarantine._splice_orders_v2_old",
+            &[],
+        )
+        .await
+        .expect("the old table is in quarantine, not dropped")
+        .get(0);
+    assert_eq!(quarantined, 500);
+
+    let err = engine
+        .drop_quarantined("orders_v2", false)
+        .await
+        .expect_err("too early");
+    assert!(matches!(err, EngineError::Refused(_)), "{err}");
+    assert!(err.to_string().contains("--force"), "{err}");
+
+    // Rollback from contract restores the old table and re-syncs it from the live one.
+    client
+        .batch_execute("UPDATE orders SET amount_cents = 99900 WHERE id = 3")
+        .await
+        .expect("write after contract");
+    engine
+        .rollback("orders_v2")
+        .await
+        .expect("restore from quarantine");
+    let amount: String = client
+        .query_one(
+            "SELECT amount::text FROM _splice_orders_v2_old WHERE id = 3",
+            &[],
+        )
+        .await
+        .expect("restored")
+        .get(0);
+    assert_eq!(amount, "999.00");
+
+    engine
+        .contract("orders_v2", None)
+        .await
+        .expect("contract again");
+    let dropped = engine
+        .drop_quarantined("orders_v2", true)
+        .await
+        .expect("forced drop");
+    assert_eq!(dropped, "splice_quarantine._splice_orders_v2_old");
+    let status = engine.status(Some("orders_v2")).await.expect("status");
+    let phases: Vec<String> = status[0].history.iter().map(|t| t.to.clone()).collect();
+    assert_eq!(
+        phases,
+        vec![
+            "expanded",
+            "syncing",
+            "verified",
+            "cut_over",
+            "contracted",
+            "cut_over",
+            "contracted",
+            "dropped"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_before_cutover_leaves_nothing_behind() {
+    let (_db, client, engine) = expanded(100).await;
+    sync_until_caught_up(&engine, "orders_v2").await;
+    engine.rollback("orders_v2").await.expect("rollback");
+    let left: i64 = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'splice_orders_v2%')
+                  + (SELECT count(*) FROM pg_publication WHERE pubname LIKE 'splice_orders_v2%')
+                  + (SELECT count(*) FROM pg_class WHERE relname = '_splice_orders_v2_new')",
+            &[],
+        )
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(left, 0);
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .expect("q")
+        .get(0);
+    assert_eq!(rows, 100, "the live table is untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_runner_at_a_time() {
+    let (db, _client, engine) = expanded(10).await;
+    let _held = engine::state::RunnerLock::acquire(&db.url, "orders_v2")
+        .await
+        .expect("lock");
+    let err = engine.verify("orders_v2").await.expect_err("busy");
+    // verify refuses before the lock (backfill not done) — sync shows the lock.
+    let _ = err;
+    let err = engine
+        .sync(
+            "orders_v2",
+            &Default::default(),
+            &engine::sync::Control::new(None),
+            &mut Quiet,
+        )
+        .await
+        .expect_err("another runner holds it");
+    assert!(matches!(err, EngineError::Busy(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("being run by another splice process"),
+        "{err}"
+    );
+}
