@@ -264,6 +264,10 @@ fn analyse(
     lines: &LineIndex,
     out: &mut Vec<Op>,
 ) -> Result<(), String> {
+    let tokens = split.tokens.get(st.tokens.clone()).unwrap_or(&[]);
+    if recognise::is_unjudged(sql, tokens) {
+        return Ok(());
+    }
     let text = sql.get(st.start..st.end).unwrap_or("");
     let parsed = match dialect {
         Dialect::Postgres => {
@@ -282,7 +286,6 @@ fn analyse(
         }
         Err(e) => e,
     };
-    let tokens = split.tokens.get(st.tokens.clone()).unwrap_or(&[]);
     match recognise::recognise(sql, tokens, dialect) {
         recognise::Recognised::Ops(ops) => {
             out.extend(ops);
