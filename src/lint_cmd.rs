@@ -206,9 +206,7 @@ fn options_from(args: &LintArgs, config: &LintConfig) -> Result<lint::Options, U
     let defaults = lint::Options::default();
     Ok(lint::Options {
         dialect,
-        postgres_version: config
-            .postgres_version
-            .unwrap_or(defaults.postgres_version),
+        postgres_version: config.postgres_version.unwrap_or(defaults.postgres_version),
         assume_in_transaction: args.assume_in_transaction || config.assume_in_transaction,
         disable: known(&config.disable, "disable")?,
         warn: known(&config.warn, "warn")?,
@@ -218,9 +216,8 @@ fn options_from(args: &LintArgs, config: &LintConfig) -> Result<lint::Options, U
 fn exclude_set(patterns: &[String]) -> Result<GlobSet, UsageError> {
     let mut builder = GlobSetBuilder::new();
     for p in patterns {
-        let glob = Glob::new(p).map_err(|e| {
-            UsageError(format!("splice.toml: [lint] exclude pattern `{p}`: {e}"))
-        })?;
+        let glob = Glob::new(p)
+            .map_err(|e| UsageError(format!("splice.toml: [lint] exclude pattern `{p}`: {e}")))?;
         builder.add(glob);
     }
     builder

@@ -20,7 +20,9 @@ pub struct DbArgs {
 #[derive(Subcommand)]
 pub enum MigrateCommand {
     /// Check a migration file against the live schema and print every phase's SQL and locks.
-    #[command(after_help = "Example:\n  splice plan migrations/orders_v2.toml --database-url postgres://app@localhost/app\n\nChanges nothing. Exit 0 when the file is valid, 2 when it is not (the error says what to change).")]
+    #[command(
+        after_help = "Example:\n  splice plan migrations/orders_v2.toml --database-url postgres://app@localhost/app\n\nChanges nothing. Exit 0 when the file is valid, 2 when it is not (the error says what to change)."
+    )]
     Plan {
         /// The migration file (TOML).
         file: String,
@@ -28,14 +30,18 @@ pub enum MigrateCommand {
         db: DbArgs,
     },
     /// Register the migration and create the new shape under a shadow name (additive DDL only).
-    #[command(after_help = "Example:\n  splice expand migrations/orders_v2.toml\n\nIdempotent: running it again after a crash continues.")]
+    #[command(
+        after_help = "Example:\n  splice expand migrations/orders_v2.toml\n\nIdempotent: running it again after a crash continues."
+    )]
     Expand {
         file: String,
         #[command(flatten)]
         db: DbArgs,
     },
     /// Start change capture, then the throttled backfill; keep applying changes until interrupted.
-    #[command(after_help = "Examples:\n  splice sync orders_v2 --until-caught-up          exit 0 once backfill is done and capture caught up\n  splice sync orders_v2 --rows-per-second 20000   follow changes until Ctrl-C (checkpointed)\n\nResumes from its checkpoint after any crash. Backfill pauses while capture lag, replica lag or\nlock waits exceed their bounds; the progress line says why.")]
+    #[command(
+        after_help = "Examples:\n  splice sync orders_v2 --until-caught-up          exit 0 once backfill is done and capture caught up\n  splice sync orders_v2 --rows-per-second 20000   follow changes until Ctrl-C (checkpointed)\n\nResumes from its checkpoint after any crash. Backfill pauses while capture lag, replica lag or\nlock waits exceed their bounds; the progress line says why."
+    )]
     Sync {
         /// The migration's name.
         name: String,
@@ -52,7 +58,9 @@ pub enum MigrateCommand {
         db: DbArgs,
     },
     /// Drain capture, hash both sides through the mapping, and list the keys that differ.
-    #[command(after_help = "Example:\n  splice verify orders_v2 --json\n\nWorks while the application keeps writing. Exit 0 when nothing diverges, 1 otherwise.")]
+    #[command(
+        after_help = "Example:\n  splice verify orders_v2 --json\n\nWorks while the application keeps writing. Exit 0 when nothing diverges, 1 otherwise."
+    )]
     Verify {
         name: String,
         /// Print the report as JSON.
@@ -62,7 +70,9 @@ pub enum MigrateCommand {
         db: DbArgs,
     },
     /// Swap the new table in under a short lock and start reverse sync (new → old).
-    #[command(after_help = "Example:\n  splice cutover orders_v2\n\nRefuses (exit 1) unless the last verify passed and capture lag is under the bound.\nPrints the time the table was locked.")]
+    #[command(
+        after_help = "Example:\n  splice cutover orders_v2\n\nRefuses (exit 1) unless the last verify passed and capture lag is under the bound.\nPrints the time the table was locked."
+    )]
     Cutover {
         name: String,
         /// Refuse when capture lag exceeds this many bytes.
@@ -77,7 +87,9 @@ pub enum MigrateCommand {
         db: DbArgs,
     },
     /// Back to the old shape from any phase, with no data lost.
-    #[command(after_help = "Example:\n  splice rollback orders_v2\n\nBefore cutover: drops the shadow table and the slot. After cutover: swaps back and resumes\nforward sync. After contract: restores the old table from quarantine and re-syncs it.")]
+    #[command(
+        after_help = "Example:\n  splice rollback orders_v2\n\nBefore cutover: drops the shadow table and the slot. After cutover: swaps back and resumes\nforward sync. After contract: restores the old table from quarantine and re-syncs it."
+    )]
     Rollback {
         name: String,
         #[arg(long)]
@@ -96,7 +108,9 @@ pub enum MigrateCommand {
         db: DbArgs,
     },
     /// Drop the quarantined old table once its quarantine has expired.
-    #[command(after_help = "Example:\n  splice drop orders_v2\n\nRefuses (exit 1) before the quarantine expires unless --force. This is the only one-way door.")]
+    #[command(
+        after_help = "Example:\n  splice drop orders_v2\n\nRefuses (exit 1) before the quarantine expires unless --force. This is the only one-way door."
+    )]
     Drop {
         name: String,
         /// Drop even though the quarantine has not expired.
@@ -172,7 +186,10 @@ fn url_of(db: &DbArgs) -> Result<String, u8> {
 async fn run_async(cmd: MigrateCommand) -> u8 {
     match cmd {
         MigrateCommand::Plan { file, db } => {
-            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+            let url = match url_of(&db) {
+                Ok(u) => u,
+                Err(c) => return c,
+            };
             let (_, spec) = match read_spec(&file) {
                 Ok(s) => s,
                 Err(e) => {
@@ -189,7 +206,10 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
             }
         }
         MigrateCommand::Expand { file, db } => {
-            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+            let url = match url_of(&db) {
+                Ok(u) => u,
+                Err(c) => return c,
+            };
             let (text, spec) = match read_spec(&file) {
                 Ok(s) => s,
                 Err(e) => {
@@ -211,13 +231,29 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
                 Err(e) => fail(&e),
             }
         }
-        MigrateCommand::Sync { name, until_caught_up, rows_per_second, chunk_target, db } => {
-            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+        MigrateCommand::Sync {
+            name,
+            until_caught_up,
+            rows_per_second,
+            chunk_target,
+            db,
+        } => {
+            let url = match url_of(&db) {
+                Ok(u) => u,
+                Err(c) => return c,
+            };
             let control = Control::new(rows_per_second);
             stop_on_signals(control.clone());
-            let opts = engine::phases::SyncOptions { until_caught_up, rows_per_second, chunk_target };
+            let opts = engine::phases::SyncOptions {
+                until_caught_up,
+                rows_per_second,
+                chunk_target,
+            };
             let mut bar = ProgressLine::new();
-            match Engine::new(url).sync(&name, &opts, &control, &mut bar).await {
+            match Engine::new(url)
+                .sync(&name, &opts, &control, &mut bar)
+                .await
+            {
                 Ok(p) => {
                     bar.finish();
                     println!(
@@ -237,7 +273,10 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
             }
         }
         MigrateCommand::Verify { name, json, db } => {
-            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+            let url = match url_of(&db) {
+                Ok(u) => u,
+                Err(c) => return c,
+            };
             match Engine::new(url).verify(&name).await {
                 Ok(report) => {
                     if json {
@@ -273,14 +312,30 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
                             println!("  … {} more (see --json)", report.diverged.len() - 50);
                         }
                     }
-                    if report.passed() { crate::EXIT_OK } else { crate::EXIT_CHECK_FAILED }
+                    if report.passed() {
+                        crate::EXIT_OK
+                    } else {
+                        crate::EXIT_CHECK_FAILED
+                    }
                 }
                 Err(e) => fail(&e),
             }
         }
-        MigrateCommand::Cutover { name, max_lag_bytes, without_reverse_sync, json, db } => {
-            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
-            match Engine::new(url).cutover(&name, max_lag_bytes, without_reverse_sync).await {
+        MigrateCommand::Cutover {
+            name,
+            max_lag_bytes,
+            without_reverse_sync,
+            json,
+            db,
+        } => {
+            let url = match url_of(&db) {
+                Ok(u) => u,
+                Err(c) => return c,
+            };
+            match Engine::new(url)
+                .cutover(&name, max_lag_bytes, without_reverse_sync)
+                .await
+            {
                 Ok(r) => {
                     if json {
                         print_json(&r);
@@ -301,7 +356,10 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
             }
         }
         MigrateCommand::Rollback { name, json, db } => {
-            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+            let url = match url_of(&db) {
+                Ok(u) => u,
+                Err(c) => return c,
+            };
             match Engine::new(url).rollback(&name).await {
                 Ok(r) => {
                     if json {
@@ -312,7 +370,9 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
                             r.from,
                             r.to,
                             r.seconds,
-                            r.lock_ms.map(|l| format!(" (table locked {l:.1} ms)")).unwrap_or_default()
+                            r.lock_ms
+                                .map(|l| format!(" (table locked {l:.1} ms)"))
+                                .unwrap_or_default()
                         );
                     }
                     crate::EXIT_OK
@@ -320,8 +380,15 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
                 Err(e) => fail(&e),
             }
         }
-        MigrateCommand::Contract { name, quarantine, db } => {
-            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+        MigrateCommand::Contract {
+            name,
+            quarantine,
+            db,
+        } => {
+            let url = match url_of(&db) {
+                Ok(u) => u,
+                Err(c) => return c,
+            };
             match Engine::new(url).contract(&name, quarantine).await {
                 Ok(until) => {
                     println!("contracted {name}: the old table is in quarantine until {until}; nothing was dropped");
@@ -331,7 +398,10 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
             }
         }
         MigrateCommand::Drop { name, force, db } => {
-            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+            let url = match url_of(&db) {
+                Ok(u) => u,
+                Err(c) => return c,
+            };
             match Engine::new(url).drop_quarantined(&name, force).await {
                 Ok(table) => {
                     println!("dropped {table}");
@@ -341,7 +411,10 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
             }
         }
         MigrateCommand::Status { name, json, db } => {
-            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+            let url = match url_of(&db) {
+                Ok(u) => u,
+                Err(c) => return c,
+            };
             match Engine::new(url).status(name.as_deref()).await {
                 Ok(list) => {
                     if json {
@@ -367,13 +440,19 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
 
 fn render_status(s: &engine::phases::Status) -> String {
     let mut out = format!("{} ({}): {}\n", s.name, s.table, s.phase);
-    let pct = if s.rows_total > 0 { 100.0 * s.rows_copied as f64 / s.rows_total as f64 } else { 0.0 };
+    let pct = if s.rows_total > 0 {
+        100.0 * s.rows_copied as f64 / s.rows_total as f64
+    } else {
+        0.0
+    };
     out.push_str(&format!(
         "  backfill: {}/{} rows ({pct:.1}%){}{}\n",
         s.rows_copied,
         s.rows_total,
         if s.backfill_done { ", complete" } else { "" },
-        s.backfill_rows_per_second.map(|r| format!(", {r:.0} rows/s")).unwrap_or_default()
+        s.backfill_rows_per_second
+            .map(|r| format!(", {r:.0} rows/s"))
+            .unwrap_or_default()
     ));
     if let Some(l) = s.capture_lag_bytes {
         out.push_str(&format!("  capture lag: {l} bytes\n"));
@@ -398,7 +477,11 @@ fn render_status(s: &engine::phases::Status) -> String {
             t.from.as_deref().unwrap_or("-"),
             t.to,
             t.actor,
-            if t.figures.as_object().is_some_and(|o| o.is_empty()) { String::new() } else { t.figures.to_string() }
+            if t.figures.as_object().is_some_and(|o| o.is_empty()) {
+                String::new()
+            } else {
+                t.figures.to_string()
+            }
         ));
     }
     out
@@ -435,7 +518,11 @@ struct ProgressLine {
 
 impl ProgressLine {
     fn new() -> ProgressLine {
-        ProgressLine { tty: std::io::stderr().is_terminal(), last: None, drawn: false }
+        ProgressLine {
+            tty: std::io::stderr().is_terminal(),
+            last: None,
+            drawn: false,
+        }
     }
 
     fn finish(&mut self) {
@@ -447,12 +534,20 @@ impl ProgressLine {
 
 impl ProgressSink for ProgressLine {
     fn update(&mut self, p: &SyncProgress) {
-        let every = if self.tty { Duration::from_millis(100) } else { Duration::from_secs(5) };
+        let every = if self.tty {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(5)
+        };
         if self.last.is_some_and(|t| t.elapsed() < every) {
             return;
         }
         self.last = Some(Instant::now());
-        let pct = if p.rows_total > 0 { (p.rows_copied as f64 / p.rows_total as f64).min(1.0) } else { 1.0 };
+        let pct = if p.rows_total > 0 {
+            (p.rows_copied as f64 / p.rows_total as f64).min(1.0)
+        } else {
+            1.0
+        };
         let eta = if p.backfill_done {
             "done".to_string()
         } else if p.rows_per_second > 0.0 {

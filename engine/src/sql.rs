@@ -113,12 +113,14 @@ pub fn backfill_chunk(dir: &Direction, after_key: bool) -> String {
         .map(|(i, kc)| format!("s.{} AS \"__k{i}\"", quote_ident(&kc.name)))
         .collect::<Vec<_>>()
         .join(", ");
+    // Output names differ from the CTE's columns: ORDER BY must sort by the typed key, not by
+    // its text (where '999' > '1000').
     let key_text = (0..k)
-        .map(|i| format!("\"__k{i}\"::text"))
+        .map(|i| format!("src.\"__k{i}\"::text AS \"__last{i}\""))
         .collect::<Vec<_>>()
         .join(", ");
     let key_desc = (0..k)
-        .map(|i| format!("\"__k{i}\" DESC"))
+        .map(|i| format!("src.\"__k{i}\" DESC"))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
