@@ -31,11 +31,23 @@ pub(crate) fn ops(stmt: &Statement, dialect: Dialect, out: &mut Vec<Op>) {
                 alter_op(&table, op, out);
             }
         }
-        Statement::CreateIndex(ci) => out.push(Op::CreateIndex {
-            name: ci.name.as_ref().map(name),
-            table: name(&ci.table_name),
-            concurrently: ci.concurrently,
-        }),
+        Statement::CreateIndex(ci) => {
+            let table = name(&ci.table_name);
+            out.push(Op::CreateIndex {
+                name: ci.name.as_ref().map(name),
+                table: table.clone(),
+                concurrently: ci.concurrently,
+            });
+            // MySQL `CREATE INDEX … ALGORITHM=… LOCK=…`.
+            for op in &ci.alter_options {
+                if matches!(
+                    op,
+                    AlterTableOperation::Algorithm { .. } | AlterTableOperation::Lock { .. }
+                ) {
+                    alter_op(&table, op, out);
+                }
+            }
+        }
         Statement::Drop {
             object_type, names, ..
         } => {

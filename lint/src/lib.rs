@@ -329,3 +329,199 @@ fn relocate(error: &sqlparser::parser::ParserError, line: usize, col: usize) -> 
         _ => msg,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ops::Fill;
+
+    /// Ops with the spelling differences of the two readers (type case, expression spacing)
+    /// normalised away.
+    fn normalised(ops: Vec<Op>) -> Vec<String> {
+        ops.into_iter()
+            .map(|op| match op {
+                Op::ChangeType { table, column, .. } => format!("ChangeType {table:?} {column}"),
+                Op::AddColumn {
+                    table,
+                    column,
+                    not_null,
+                    fill: Fill::Default(e),
+                } => format!(
+                    "AddColumn {table:?} {column} {not_null} default {}",
+                    e.to_lowercase().replace(' ', "")
+                ),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    /// Both readers of a statement sqlparser accepts must see the same operations, so the
+    /// rules judge a statement alike whichever path read it.
+    #[test]
+    fn sqlparser_and_the_recogniser_agree_on_what_statements_do() {
+        let cases: &[(Dialect, &str)] = &[
+            (
+                Dialect::Postgres,
+                "ALTER TABLE public.users DROP COLUMN email",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE IF EXISTS ONLY \"Users\" DROP COLUMN IF EXISTS a CASCADE",
+            ),
+            (Dialect::Postgres, "ALTER TABLE users RENAME COLUMN a TO b"),
+            (Dialect::Postgres, "ALTER TABLE users RENAME TO people"),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ADD COLUMN a int NOT NULL",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ADD b text NOT NULL DEFAULT 'x'",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ADD COLUMN c uuid DEFAULT gen_random_uuid()",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ADD COLUMN d timestamptz NOT NULL DEFAULT now()",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ADD COLUMN e text DEFAULT NULL",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ADD COLUMN f bigserial",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ADD COLUMN g int GENERATED ALWAYS AS IDENTITY",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ADD COLUMN h int GENERATED ALWAYS AS (a * 2) STORED",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ADD COLUMN i int PRIMARY KEY",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ALTER COLUMN a SET NOT NULL",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ALTER COLUMN a TYPE bigint",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ALTER a SET DATA TYPE bigint USING a::bigint",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ALTER COLUMN a DROP DEFAULT",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES o (id)",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES o (id) NOT VALID",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ADD CONSTRAINT c CHECK (a > 0)",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ADD CONSTRAINT u UNIQUE (a)",
+            ),
+            (Dialect::Postgres, "ALTER TABLE users ADD PRIMARY KEY (id)"),
+            (Dialect::Postgres, "ALTER TABLE users VALIDATE CONSTRAINT c"),
+            (Dialect::Postgres, "ALTER TABLE users DROP CONSTRAINT c"),
+            (Dialect::Postgres, "CREATE INDEX i ON users (a)"),
+            (
+                Dialect::Postgres,
+                "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON users USING btree (a)",
+            ),
+            (Dialect::Postgres, "CREATE INDEX ON users (a)"),
+            (Dialect::Postgres, "DROP INDEX i"),
+            (Dialect::Postgres, "DROP TABLE IF EXISTS a, b CASCADE"),
+            (Dialect::Postgres, "DROP SCHEMA s CASCADE"),
+            (Dialect::Postgres, "DROP DATABASE d"),
+            (Dialect::Postgres, "TRUNCATE TABLE a, b"),
+            (Dialect::Postgres, "CREATE TABLE t (id int)"),
+            (Dialect::Postgres, "CREATE TABLE IF NOT EXISTS s.t (id int)"),
+            (Dialect::Postgres, "BEGIN"),
+            (Dialect::Postgres, "START TRANSACTION"),
+            (Dialect::Postgres, "COMMIT"),
+            (Dialect::Postgres, "ROLLBACK"),
+            (Dialect::Postgres, "SET lock_timeout = '2s'"),
+            (Dialect::Postgres, "SET LOCAL lock_timeout TO '2s'"),
+            (Dialect::Postgres, "SET statement_timeout = '2s'"),
+            (
+                Dialect::Mysql,
+                "ALTER TABLE t CHANGE COLUMN a b INT NOT NULL",
+            ),
+            (Dialect::Mysql, "ALTER TABLE t CHANGE a a BIGINT"),
+            (
+                Dialect::Mysql,
+                "ALTER TABLE t MODIFY COLUMN a VARCHAR(10) NOT NULL",
+            ),
+            (
+                Dialect::Mysql,
+                "ALTER TABLE t ADD COLUMN a INT NOT NULL AUTO_INCREMENT",
+            ),
+            (
+                Dialect::Mysql,
+                "ALTER TABLE t ADD COLUMN a INT, ALGORITHM=COPY, LOCK=SHARED",
+            ),
+            (
+                Dialect::Mysql,
+                "ALTER TABLE t ADD COLUMN a INT, ALGORITHM = INPLACE, LOCK = NONE",
+            ),
+            (Dialect::Mysql, "ALTER TABLE `t` DROP `a`"),
+            (Dialect::Mysql, "ALTER TABLE t RENAME TO u"),
+            (Dialect::Mysql, "RENAME TABLE a TO b, c TO d"),
+            (Dialect::Mysql, "DROP INDEX i ON t"),
+            (Dialect::Mysql, "SET SESSION lock_wait_timeout = 5"),
+            (Dialect::Mysql, "SET innodb_lock_wait_timeout = 5"),
+            (Dialect::Mysql, "TRUNCATE TABLE t"),
+            (
+                Dialect::Mysql,
+                "CREATE INDEX i ON t (a) ALGORITHM=COPY LOCK=EXCLUSIVE",
+            ),
+            (Dialect::Mysql, "CREATE UNIQUE INDEX i ON t (a) LOCK = NONE"),
+        ];
+        let mut compared = 0;
+        for &(dialect, sql) in cases {
+            let s = split::split(sql, dialect);
+            let toks = &s.tokens[s.statements[0].tokens.clone()];
+            let parsed = match dialect {
+                Dialect::Postgres => sqlparser::parser::Parser::parse_sql(
+                    &sqlparser::dialect::PostgreSqlDialect {},
+                    sql,
+                ),
+                Dialect::Mysql => {
+                    sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, sql)
+                }
+            };
+            let Ok(statements) = parsed else {
+                continue;
+            };
+            let mut from_ast = Vec::new();
+            for st in &statements {
+                ast::ops(st, dialect, &mut from_ast);
+            }
+            let recognise::Recognised::Ops(from_tokens) = recognise::recognise(sql, toks, dialect)
+            else {
+                panic!("recogniser does not know {sql}");
+            };
+            assert_eq!(normalised(from_ast), normalised(from_tokens), "{sql}");
+            compared += 1;
+        }
+        assert!(compared > 40, "only {compared} cases parsed");
+    }
+}

@@ -422,11 +422,21 @@ fn create(c: &mut Cursor, ops: &mut Vec<Op>) -> bool {
         if c.eat("ON") {
             c.eat("ONLY");
             if let Some(table) = c.name() {
+                // MySQL `… ALGORITHM=… LOCK=…` after the column list.
+                let src = c.src;
+                let rest = c.rest();
+                let options: Vec<Op> = rest
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.is(src, "ALGORITHM") || t.is(src, "LOCK"))
+                    .map(|(k, _)| alter_action(src, &rest[k..], &table))
+                    .collect();
                 ops.push(Op::CreateIndex {
                     name,
                     table,
                     concurrently,
                 });
+                ops.extend(options);
             }
         }
     } else {
@@ -720,6 +730,9 @@ fn column_def(src: &str, toks: &[Token], table: Name, column: String) -> Op {
             not_null = true;
         } else if t.is(src, "AUTO_INCREMENT") {
             fill = Fill::Serial;
+        } else if t.is(src, "DEFAULT") && toks.get(k).is_some_and(|n| n.is(src, "NULL")) {
+            fill = Fill::Null;
+            k += 1;
         } else if t.is(src, "DEFAULT") {
             let n = clause_len(src, &toks[k..]);
             let expr = &toks[k..k + n];
