@@ -108,7 +108,11 @@ fn sarif_output_validates_against_the_sarif_2_1_0_schema() {
 
     let run = &sarif["runs"][0];
     let rules = run["tool"]["driver"]["rules"].as_array().expect("rules");
-    assert_eq!(rules.len(), lint::rules().len(), "every rule's metadata is included");
+    assert_eq!(
+        rules.len(),
+        lint::rules().len(),
+        "every rule's metadata is included"
+    );
     let results = run["results"].as_array().expect("results");
     let drop = results
         .iter()
@@ -135,7 +139,10 @@ fn github_output_is_one_workflow_command_per_diagnostic() {
         "{text}"
     );
     for l in &lines {
-        assert!(l.starts_with("::error ") || l.starts_with("::warning "), "{l}");
+        assert!(
+            l.starts_with("::error ") || l.starts_with("::warning "),
+            "{l}"
+        );
         assert!(l.contains("%0Ahelp: "), "help is on the annotation: {l}");
     }
 }
@@ -148,12 +155,15 @@ fn stdin_is_read_for_dash() {
     );
     assert_eq!(out.status.code(), Some(1));
     let fired = rules_fired(&json_of(&out));
-    assert!(fired.contains(&("<stdin>".into(), "drop-column".into(), 1)), "{fired:?}");
+    assert!(
+        fired.contains(&("<stdin>".into(), "drop-column".into(), 1)),
+        "{fired:?}"
+    );
 }
 
 #[test]
 fn config_disables_downgrades_and_excludes() {
-    let out = splice_lint(&["--config", "splice.toml", "--format", "json", "."]);
+    let out = splice_lint(&["--config", "team-config.toml", "--format", "json", "."]);
     let report = json_of(&out);
     let fired = rules_fired(&report);
     assert!(
@@ -181,7 +191,11 @@ fn a_config_naming_an_unknown_rule_is_a_usage_error() {
     std::fs::write(&cfg, "[lint]\ndisable = [\"no-such-rule\"]\n").expect("write cfg");
     let out = splice_lint(&["--config", cfg.to_str().expect("utf8"), "migrations"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("unknown rule `no-such-rule`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown rule `no-such-rule`"),
+        "{}",
+        stderr(&out)
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -190,7 +204,10 @@ fn mysql_dialect_flags_renames_and_copy_algorithm() {
     let out = splice_lint(&["--dialect", "mysql", "--format", "json", "mysql.sql"]);
     assert_eq!(out.status.code(), Some(1));
     let fired = rules_fired(&json_of(&out));
-    assert!(fired.contains(&("mysql.sql".into(), "rename-column".into(), 2)), "{fired:?}");
+    assert!(
+        fired.contains(&("mysql.sql".into(), "rename-column".into(), 2)),
+        "{fired:?}"
+    );
     assert!(
         fired.contains(&("mysql.sql".into(), "mysql-copy-algorithm".into(), 2)),
         "{fired:?}"
@@ -201,7 +218,11 @@ fn mysql_dialect_flags_renames_and_copy_algorithm() {
 fn a_missing_file_is_an_io_error_with_exit_2() {
     let out = splice_lint(&["does-not-exist.sql"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("does-not-exist.sql"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does-not-exist.sql"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -218,7 +239,8 @@ fn list_rules_prints_every_rule() {
     let text = stdout(&out);
     for rule in lint::rules() {
         assert!(
-            text.lines().any(|l| l.starts_with(rule.id) && l.contains(rule.summary)),
+            text.lines()
+                .any(|l| l.starts_with(rule.id) && l.contains(rule.summary)),
             "{} missing from --list-rules",
             rule.id
         );
@@ -230,7 +252,12 @@ fn explain_prints_the_rule_documentation() {
     let out = splice_lint(&["--explain", "set-not-null"]);
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
-    for section in ["## What it does", "## Why is this bad?", "## Example", "## Use instead"] {
+    for section in [
+        "## What it does",
+        "## Why is this bad?",
+        "## Example",
+        "## Use instead",
+    ] {
         assert!(text.contains(section), "{section} missing: {text}");
     }
     let unknown = splice_lint(&["--explain", "nope"]);
