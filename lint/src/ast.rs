@@ -49,7 +49,10 @@ pub(crate) fn ops(stmt: &Statement, dialect: Dialect, out: &mut Vec<Op>) {
             }
         }
         Statement::Drop {
-            object_type, names, ..
+            object_type,
+            names,
+            table,
+            ..
         } => {
             for n in names {
                 let n = name(n);
@@ -66,6 +69,7 @@ pub(crate) fn ops(stmt: &Statement, dialect: Dialect, out: &mut Vec<Op>) {
                     // sqlparser 0.63 has no `DROP INDEX CONCURRENTLY`: the recogniser sees it.
                     ObjectType::Index => out.push(Op::DropIndex {
                         name: n,
+                        table: table.as_ref().map(name),
                         concurrently: false,
                     }),
                     _ => {}

@@ -148,6 +148,8 @@ pub(crate) enum Op {
     },
     DropIndex {
         name: Name,
+        /// MySQL `DROP INDEX i ON t`.
+        table: Option<Name>,
         concurrently: bool,
     },
     Reindex {
@@ -183,9 +185,12 @@ impl Op {
                 concurrently,
                 ..
             } => (dialect == Dialect::Mysql || !concurrently).then_some(table),
-            Op::DropIndex { name, concurrently } => {
-                (dialect == Dialect::Mysql || !concurrently).then_some(name)
-            }
+            Op::DropIndex {
+                name,
+                table,
+                concurrently,
+            } => (dialect == Dialect::Mysql || !concurrently)
+                .then_some(table.as_ref().unwrap_or(name)),
             _ => None,
         }
     }

@@ -464,6 +464,10 @@ fn drop(c: &mut Cursor, ops: &mut Vec<Op>) -> bool {
         .position(|t| t.is(c.src, "ON"))
         .unwrap_or(c.rest().len());
     let src = c.src;
+    let on_table = c
+        .rest()
+        .get(end + 1..)
+        .and_then(|t| Cursor::new(src, t).name());
     for part in split_commas(src, &c.rest()[..end]) {
         let Some(name) = Cursor::new(src, part).name() else {
             continue;
@@ -478,7 +482,11 @@ fn drop(c: &mut Cursor, ops: &mut Vec<Op>) -> bool {
                 name,
                 kind: "database",
             }),
-            "INDEX" => ops.push(Op::DropIndex { name, concurrently }),
+            "INDEX" => ops.push(Op::DropIndex {
+                name,
+                table: on_table.clone(),
+                concurrently,
+            }),
             _ => {}
         }
     }

@@ -196,12 +196,16 @@ impl<'a> Splitter<'a> {
                     continue;
                 }
             }
-            if self.dialect == Dialect::Mysql && self.pending_is_empty() && self.delimiter_line() {
+            if self.dialect == Dialect::Mysql
+                && (b == b'd' || b == b'D')
+                && (self.pending_is_empty() || self.at_line_start())
+                && self.delimiter_line()
+            {
                 continue;
             }
             let start = self.pos;
             match b {
-                b'-' if self.peek(1) == b'-' => self.line_comment(),
+                b'-' if self.peek(1) == b'-' && self.dash_comment() => self.line_comment(),
                 b'#' if self.dialect == Dialect::Mysql => self.line_comment(),
                 b'/' if self.peek(1) == b'*' => self.block_comment(),
                 b'\'' => self.quoted(b'\'', Kind::Str, self.dialect == Dialect::Mysql),
@@ -250,6 +254,24 @@ impl<'a> Splitter<'a> {
         self.finish(len);
     }
 
+    /// MySQL needs whitespace (or the end) after `--` for a comment: `1--1` is arithmetic.
+    fn dash_comment(&self) -> bool {
+        self.dialect == Dialect::Postgres
+            || self
+                .bytes
+                .get(self.pos + 2)
+                .is_none_or(|b| b.is_ascii_whitespace())
+    }
+
+    /// Only whitespace precedes `pos` on its line.
+    fn at_line_start(&self) -> bool {
+        self.bytes[..self.pos]
+            .iter()
+            .rev()
+            .take_while(|&&b| b != b'\n')
+            .all(|&b| b == b' ' || b == b'\t' || b == b'\r')
+    }
+
     /// MySQL client `DELIMITER xx` line: changes the terminator, is not a statement itself.
     fn delimiter_line(&mut self) -> bool {
         const KW: &str = "DELIMITER";
@@ -263,6 +285,10 @@ impl<'a> Splitter<'a> {
         let line_end = self.src[self.pos..]
             .find('\n')
             .map_or(self.src.len(), |i| self.pos + i);
+        // The client runs the delimiter command even mid-statement: what came before ends.
+        if !self.pending_is_empty() {
+            self.finish(self.pos);
+        }
         let arg = self.src[self.pos + KW.len()..line_end].trim();
         let arg = arg.split_whitespace().next().unwrap_or("");
         if !arg.is_empty() {
@@ -583,6 +609,21 @@ mod tests {
                 "SELECT 3"
             ]
         );
+    }
+
+    #[test]
+    fn mysql_double_dash_needs_whitespace_to_start_a_comment() {
+        assert_eq!(my("select 1--1; select 2"), vec!["select 1--1", "select 2"]);
+        assert_eq!(
+            my("select 1 -- c; d\nselect 2"),
+            vec!["select 1 -- c; d\nselect 2"]
+        );
+    }
+
+    #[test]
+    fn mysql_delimiter_line_ends_an_unterminated_statement() {
+        let sql = "SELECT 1\nDELIMITER //\nSELECT 2; SELECT 3 //";
+        assert_eq!(my(sql), vec!["SELECT 1", "SELECT 2; SELECT 3"]);
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub(crate) fn check(op: &Op, cx: &Context) -> Option<String> {
         Op::DropIndex {
             name,
             concurrently: true,
+            ..
         } => format!("DROP INDEX CONCURRENTLY \"{}\"", name.display),
         Op::Reindex {
             target,

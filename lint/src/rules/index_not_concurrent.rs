@@ -54,6 +54,7 @@ pub(crate) fn check(op: &Op, cx: &Context) -> Option<String> {
         Op::DropIndex {
             name,
             concurrently: false,
+            ..
         } if !cx.is_new(name) => Some(format!(
             "dropping index \"{}\" without CONCURRENTLY takes an ACCESS EXCLUSIVE lock on its table",
             name.display
