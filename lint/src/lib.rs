@@ -3,6 +3,23 @@
 //! This crate has no database and no async: it is used by `splice lint` in CI and by the engine
 //! on the DDL it generates. It does not read files, apply `splice.toml`, or format output; the
 //! binary does that.
+//!
+//! How a file is read:
+//! 1. `split`: one lexical pass yields statements, tokens and comments. It knows both dialects'
+//!    quoting, dollar bodies, nested comments and MySQL `DELIMITER` lines, so nothing inside a
+//!    comment, string or body is ever judged, and one bad statement cannot hide the rest. Input
+//!    that cannot be SQL (unterminated quote/comment/body, unbalanced parentheses) is
+//!    `syntax-error`.
+//! 2. Each statement is parsed once with sqlparser (`ast`); when sqlparser rejects it, the
+//!    fallback recogniser (`recognise`) reads its keywords. Both produce the same `ops::Op`s.
+//!    A statement neither understands is an `unparsed-statement` warning, never an error.
+//!    Statement kinds no rule judges (DML, grants, functions, …) are classified by their
+//!    leading keywords without a full parse, since the outcome cannot differ.
+//! 3. Every rule (`rules`, one file each) judges each operation, knowing what earlier
+//!    statements did: tables and indexes created earlier in the input are new and empty, so
+//!    locking and breaking-change rules skip them; an open `BEGIN`; an earlier lock timeout.
+//! 4. `suppress` applies `-- splice:ignore` / `-- splice:ignore-file` comments and reports the
+//!    unused ones; then `Options::disable` / `Options::warn` apply.
 
 use serde::Serialize;
 use std::collections::{BTreeSet, HashSet};
