@@ -190,6 +190,61 @@ impl Serialize for Timestamp {
     }
 }
 
+/// The text was not an RFC 3339 UTC timestamp as [`Timestamp`] prints it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a UTC timestamp like 2026-11-22T02:13:16.123456Z")]
+pub struct ParseTimestampError(pub String);
+
+impl std::str::FromStr for Timestamp {
+    type Err = ParseTimestampError;
+
+    /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`.
+    fn from_str(s: &str) -> Result<Timestamp, ParseTimestampError> {
+        let err = || ParseTimestampError(s.to_string());
+        let body = s.strip_suffix('Z').ok_or_else(err)?;
+        let (date, time) = body.split_once('T').ok_or_else(err)?;
+        let mut d = date
+            .splitn(3, '-')
+            .map(|p| p.parse::<i64>().map_err(|_| err()));
+        let (y, m, day) = (
+            d.next().ok_or_else(err)??,
+            d.next().ok_or_else(err)??,
+            d.next().ok_or_else(err)??,
+        );
+        let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
+        let mut t = hms
+            .splitn(3, ':')
+            .map(|p| p.parse::<i64>().map_err(|_| err()));
+        let (hh, mm, ss) = (
+            t.next().ok_or_else(err)??,
+            t.next().ok_or_else(err)??,
+            t.next().ok_or_else(err)??,
+        );
+        if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+            return Err(err());
+        }
+        if !fraction.bytes().all(|b| b.is_ascii_digit()) || fraction.len() > 9 {
+            return Err(err());
+        }
+        let micros: i64 = format!("{fraction:0<6}")[..6].parse().map_err(|_| err())?;
+        let secs = days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss;
+        Ok(Timestamp {
+            unix_micros: secs * 1_000_000 + micros,
+        })
+    }
+}
+
+/// (year, month, day) to days since 1970-01-01 (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
 /// (Howard Hinnant's `civil_from_days`).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -266,6 +321,29 @@ mod tests {
             .to_string(),
             "2000-02-29T00:00:00.000000Z"
         );
+    }
+
+    #[test]
+    fn timestamps_parse_what_they_print() {
+        for micros in [
+            0,
+            1_795_313_596_500_000,
+            951_782_400_000_001,
+            -86_400_000_000,
+        ] {
+            let t = Timestamp {
+                unix_micros: micros,
+            };
+            assert_eq!(t.to_string().parse::<Timestamp>(), Ok(t));
+        }
+        assert_eq!(
+            "2026-11-22T02:13:16Z"
+                .parse::<Timestamp>()
+                .map(|t| t.unix_micros),
+            Ok(1_795_313_596_000_000)
+        );
+        assert!("2026-11-22 02:13:16".parse::<Timestamp>().is_err());
+        assert!("2026-13-22T02:13:16Z".parse::<Timestamp>().is_err());
     }
 
     #[test]
