@@ -3,6 +3,7 @@
 
 mod cdc_cmd;
 mod db_url;
+mod demo;
 mod lint_cmd;
 mod lint_output;
 mod migrate_cmd;
@@ -34,6 +35,8 @@ enum Command {
     Lint(lint_cmd::LintArgs),
     /// Change capture: `splice cdc tail` prints committed changes as JSON lines.
     Cdc(cdc_cmd::CdcArgs),
+    /// Run an online migration end to end on a throwaway PostgreSQL, under write load.
+    Demo(demo::DemoArgs),
     #[command(flatten)]
     Migrate(migrate_cmd::MigrateCommand),
 }
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Lint(args) => lint_cmd::run(args),
         Command::Cdc(args) => cdc_cmd::run(args),
         Command::Migrate(cmd) => migrate_cmd::run(cmd),
+        Command::Demo(args) => demo::run(args),
     };
     ExitCode::from(code)
 }
