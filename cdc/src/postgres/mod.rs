@@ -311,10 +311,11 @@ impl PgChangeStream {
             if confirmed.is_some_and(|c| c >= self.acked) {
                 return Ok(());
             }
-            if tokio::time::Instant::now() > deadline {
+            if !self.replication.is_running() || tokio::time::Instant::now() > deadline {
                 return Err(CdcError::Replication {
                     detail: format!(
-                        "the server did not confirm position {} within {timeout:?} (it has {})",
+                        "the server did not confirm position {} (the session ended, or {timeout:?} \
+                         passed; the slot has {}); the next run may repeat transactions after it",
                         self.acked,
                         confirmed.map(|c| c.to_string()).unwrap_or("nothing".into())
                     ),
