@@ -125,7 +125,9 @@ pub(crate) fn is_lock_timeout(variable: &str, dialect: Dialect) -> bool {
 fn alter_op(table: &Name, op: &AlterTableOperation, out: &mut Vec<Op>) {
     let table = table.clone();
     let o = match op {
-        AlterTableOperation::AddColumn { column_def, .. } => add_column(table, column_def),
+        AlterTableOperation::AddColumn { column_def, .. } => {
+            return add_column(table, column_def, out);
+        }
         AlterTableOperation::DropColumn { column_names, .. } => {
             for c in column_names {
                 out.push(Op::DropColumn {
@@ -244,8 +246,10 @@ const SERIAL_TYPES: &[&str] = &[
     "serial8",
 ];
 
-fn add_column(table: Name, def: &ColumnDef) -> Op {
+/// The added column, then the key constraint it declares inline (which builds an index).
+fn add_column(table: Name, def: &ColumnDef, out: &mut Vec<Op>) {
     let mut not_null = false;
+    let mut key = None;
     let mut fill = Fill::Nothing;
     let ty = def.data_type.to_string();
     if SERIAL_TYPES.iter().any(|s| ty.eq_ignore_ascii_case(s)) {
@@ -253,7 +257,12 @@ fn add_column(table: Name, def: &ColumnDef) -> Op {
     }
     for o in &def.options {
         match &o.option {
-            ColumnOption::NotNull | ColumnOption::PrimaryKey(_) => not_null = true,
+            ColumnOption::NotNull => not_null = true,
+            ColumnOption::PrimaryKey(_) => {
+                not_null = true;
+                key = Some(ConstraintKind::PrimaryKey);
+            }
+            ColumnOption::Unique(_) => key = key.or(Some(ConstraintKind::Unique)),
             ColumnOption::Default(Expr::Value(v)) if matches!(v.value, Value::Null) => {
                 fill = Fill::Null
             }
@@ -278,10 +287,19 @@ fn add_column(table: Name, def: &ColumnDef) -> Op {
             }
         }
     }
-    Op::AddColumn {
-        table,
+    out.push(Op::AddColumn {
+        table: table.clone(),
         column: ident(&def.name),
         not_null,
         fill,
+    });
+    if let Some(kind) = key {
+        out.push(Op::AddConstraint {
+            table,
+            name: None,
+            kind,
+            not_valid: false,
+            using_index: false,
+        });
     }
 }

@@ -425,6 +425,14 @@ mod tests {
             ),
             (
                 Dialect::Postgres,
+                "ALTER TABLE users ADD COLUMN j text UNIQUE, ADD COLUMN k int",
+            ),
+            (
+                Dialect::Postgres,
+                "ALTER TABLE users ADD COLUMN \"unique\" int",
+            ),
+            (
+                Dialect::Postgres,
                 "ALTER TABLE users ALTER COLUMN a SET NOT NULL",
             ),
             (

@@ -503,9 +503,39 @@ fn alter_table(c: &mut Cursor, ops: &mut Vec<Op>) {
     let src = c.src;
     for action in split_commas(src, c.rest()) {
         if !action.is_empty() {
-            ops.push(alter_action(src, action, &table));
+            let op = alter_action(src, action, &table);
+            let added = matches!(op, Op::AddColumn { .. });
+            ops.push(op);
+            if added {
+                // Inline `UNIQUE` / `PRIMARY KEY` on the new column build an index too.
+                ops.extend(inline_key(src, &action[1..], &table));
+            }
         }
     }
+}
+
+/// `ADD [COLUMN] c type … UNIQUE | PRIMARY KEY`: the constraint the column definition adds.
+fn inline_key(src: &str, after_add: &[Token], table: &Name) -> Option<Op> {
+    // Skip COLUMN, IF NOT EXISTS and the column name: a column may be called "unique".
+    let mut c = Cursor::new(src, after_add);
+    c.eat("COLUMN");
+    c.eat_all(&["IF", "NOT", "EXISTS"]);
+    c.ident()?;
+    let rest = c.rest();
+    let kind = if contains_seq(src, rest, &["PRIMARY", "KEY"]) {
+        ConstraintKind::PrimaryKey
+    } else if contains_seq(src, rest, &["UNIQUE"]) {
+        ConstraintKind::Unique
+    } else {
+        return None;
+    };
+    Some(Op::AddConstraint {
+        table: table.clone(),
+        name: None,
+        kind,
+        not_valid: false,
+        using_index: false,
+    })
 }
 
 fn alter_action(src: &str, action: &[Token], table: &Name) -> Op {

@@ -11,7 +11,8 @@ pub(crate) const INFO: RuleInfo = RuleInfo {
     summary: "Adding a PRIMARY KEY or UNIQUE constraint builds its index under an exclusive lock",
     doc: r#"## What it does
 Flags PostgreSQL `ALTER TABLE … ADD [CONSTRAINT …] PRIMARY KEY …` and `… UNIQUE …` that are not
-`USING INDEX`, on a table not created earlier in the same file.
+`USING INDEX`, including a `PRIMARY KEY` or `UNIQUE` declared inline on an added column
+(`ADD COLUMN code text UNIQUE`), on a table not created earlier in the same file.
 
 ## Why is this bad?
 The constraint's unique index is built inside the `ALTER TABLE`, holding an `ACCESS EXCLUSIVE`
