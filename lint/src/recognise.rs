@@ -285,6 +285,9 @@ pub(crate) fn recognise(src: &str, toks: &[Token], dialect: Dialect) -> Recognis
         "ALTER" => {
             if c.eat("TABLE") {
                 alter_table(&mut c, &mut ops);
+                if ops.is_empty() {
+                    return Recognised::Unknown;
+                }
             } else if !second_is_harmless(&c, &["INDEX", "SCHEMA", "DATABASE", "TABLE"]) {
                 return Recognised::Unknown;
             }
@@ -308,6 +311,9 @@ pub(crate) fn recognise(src: &str, toks: &[Token], dialect: Dialect) -> Recognis
                     ops.push(Op::Truncate { table });
                 }
             }
+            if ops.is_empty() {
+                return Recognised::Unknown;
+            }
         }
         "RENAME" => {
             if c.eat("TABLE") {
@@ -316,6 +322,9 @@ pub(crate) fn recognise(src: &str, toks: &[Token], dialect: Dialect) -> Recognis
                     if let (Some(from), true, Some(to)) = (p.name(), p.eat("TO"), p.name()) {
                         ops.push(Op::RenameTable { from, to });
                     }
+                }
+                if ops.is_empty() {
+                    return Recognised::Unknown;
                 }
             }
         }
@@ -408,8 +417,9 @@ fn create(c: &mut Cursor, ops: &mut Vec<Op>) -> bool {
     }
     if c.eat("TABLE") {
         c.eat_all(&["IF", "NOT", "EXISTS"]);
-        if let Some(table) = c.name() {
-            ops.push(Op::CreateTable { table });
+        match c.name() {
+            Some(table) => ops.push(Op::CreateTable { table }),
+            None => return false,
         }
     } else if c.eat("INDEX") {
         let concurrently = c.eat("CONCURRENTLY");
@@ -439,6 +449,7 @@ fn create(c: &mut Cursor, ops: &mut Vec<Op>) -> bool {
                 ops.extend(options);
             }
         }
+        return !ops.is_empty();
     } else {
         return second_is_harmless(c, &["SCHEMA", "DATABASE", "INDEX"]);
     }
@@ -490,7 +501,8 @@ fn drop(c: &mut Cursor, ops: &mut Vec<Op>) -> bool {
             _ => {}
         }
     }
-    true
+    // The kinds the rules judge must name what they drop.
+    !ops.is_empty() || !matches!(what.as_str(), "TABLE" | "SCHEMA" | "DATABASE" | "INDEX")
 }
 
 fn alter_table(c: &mut Cursor, ops: &mut Vec<Op>) {
@@ -920,12 +932,44 @@ mod tests {
     }
 
     #[test]
-    fn unknown_leading_keywords_are_unknown() {
-        let sql = "FROBNICATE TABLE t";
-        let s = split(sql, Dialect::Postgres);
-        assert!(matches!(
-            recognise(sql, &s.tokens, Dialect::Postgres),
-            Recognised::Unknown
-        ));
+    fn unknown_or_nameless_statements_are_unknown() {
+        for sql in [
+            "FROBNICATE TABLE t",
+            "ALTER TABLE",
+            "TRUNCATE",
+            "CREATE INDEX i",
+            "CREATE TABLE",
+            "DROP TABLE",
+            "RENAME TABLE a",
+            "CREATE WIDGET w",
+            "DROP WIDGET w",
+        ] {
+            let s = split(sql, Dialect::Postgres);
+            assert!(
+                matches!(
+                    recognise(sql, &s.tokens, Dialect::Postgres),
+                    Recognised::Unknown
+                ),
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn harmless_statement_kinds_are_recognised_with_no_operations() {
+        for sql in [
+            "DO $$ BEGIN DROP TABLE t; END $$",
+            "CREATE OR REPLACE FUNCTION f() RETURNS int AS $$ SELECT 1 $$ LANGUAGE sql",
+            "ALTER TYPE mood ADD VALUE 'x'",
+            "DROP FUNCTION IF EXISTS f()",
+            "COMMENT ON TABLE t IS 'x'",
+            "RENAME USER a TO b",
+        ] {
+            let s = split(sql, Dialect::Postgres);
+            assert!(
+                matches!(recognise(sql, &s.tokens, Dialect::Postgres), Recognised::Ops(ref o) if o.is_empty()),
+                "{sql}"
+            );
+        }
     }
 }

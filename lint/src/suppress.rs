@@ -110,14 +110,24 @@ pub(crate) fn apply(
         return findings;
     }
 
+    // Ignores by the statement they target (file-level ones under `None`), so that matching is
+    // not findings × ignores.
+    let mut by_target: std::collections::HashMap<Option<usize>, Vec<usize>> =
+        std::collections::HashMap::new();
+    for (i, ig) in ignores.iter().enumerate() {
+        by_target.entry(ig.target).or_default().push(i);
+    }
     let mut kept = Vec::with_capacity(findings.len());
     for f in findings {
         let mut suppressed = false;
-        for ig in &mut ignores {
-            if ig.target.is_some() && ig.target != f.statement {
-                continue;
-            }
-            for (r, used) in &mut ig.rules {
+        let file_level = by_target.get(&None).into_iter().flatten();
+        let here = f
+            .statement
+            .and_then(|s| by_target.get(&Some(s)))
+            .into_iter()
+            .flatten();
+        for &i in file_level.chain(here) {
+            for (r, used) in &mut ignores[i].rules {
                 if r == f.rule.id {
                     *used = true;
                     suppressed = true;
