@@ -661,6 +661,28 @@ mod tests {
     }
 
     #[test]
+    fn statement_positions_skip_leading_comments_and_exclude_terminators() {
+        let src = "-- header\n  SELECT 1;\n/* c */ SELECT\n  2 ;";
+        let s = split(src, Dialect::Postgres);
+        let idx = LineIndex::new(src);
+        let got: Vec<((usize, usize), &str, usize)> = s
+            .statements
+            .iter()
+            .map(|st| {
+                (
+                    idx.line_col(src, st.start),
+                    &src[st.start..st.end],
+                    st.terminator_end,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![((2, 3), "SELECT 1", 21), ((3, 9), "SELECT\n  2", src.len()),]
+        );
+    }
+
+    #[test]
     fn comments_are_recorded_with_their_markers() {
         let src = "-- one\nselect 1; /* two */";
         let s = split(src, Dialect::Postgres);
