@@ -27,12 +27,18 @@ ALTER TABLE orders ALTER COLUMN amount TYPE numeric(12,2);
 ```
 
 ## Use instead
-A splice migration with a new column of the new type: `splice plan` (map
-`amount_new = amount::numeric(12,2)`, and the inverse for rollback), `splice expand`,
-`splice backfill`, `splice verify`, `splice cutover` (swap the names), `splice contract`.
+A splice migration whose `target` has the new type, with the conversion in `[up]` and its
+inverse in `[down]` (so rollback works after cutover): `splice plan`, `expand`, `sync`,
+`verify`, `cutover`, `contract`. The table stays readable and writable throughout.
+```toml
+target = "CREATE TABLE orders (id bigint PRIMARY KEY, amount_cents bigint NOT NULL)"
+[up]
+amount_cents = "(amount * 100)::bigint"
+[down]
+amount = "amount_cents / 100.0"
+```
 "#,
-    help: "write a splice migration that maps the old column to a new one of the new type \
-           (splice plan / expand / backfill / verify / cutover / contract)",
+    help: "write a splice migration that maps the old column to the new type ([up] conversion, [down] inverse; splice plan / expand / sync / verify / cutover / contract)",
 };
 
 pub(crate) fn check(op: &Op, cx: &Context) -> Option<String> {

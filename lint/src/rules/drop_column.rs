@@ -22,18 +22,20 @@ ALTER TABLE users DROP COLUMN email;
 ```
 
 ## Use instead
-Stop reading and writing the column in the application first, then drop it with splice, which
-moves it to quarantine instead of deleting it:
-```sql
--- splice plan users --drop-column email   (then: splice contract, later splice drop)
+Stop reading and writing the column in the application first. Then write a splice migration
+(a `migrations/*.toml` spec) whose `target` table leaves the column out, and run
+`splice plan`, `expand`, `sync`, `verify` and `cutover`: the live table is swapped for the new
+shape with reverse sync keeping the old one current, so `splice rollback` still brings the
+column back. `splice contract` moves the old table, column and data included, into
+quarantine; only `splice drop`, after the quarantine expires, deletes it.
+```toml
+# migrations/users_drop_email.toml
+name = "users_drop_email"
+table = "public.users"
+target = "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL)"
 ```
-`splice contract` renames the column into quarantine, where `splice rollback` can restore it;
-`splice drop` deletes it only after the quarantine period expires.
 "#,
-    help:
-        "stop using the column in the application, then run a splice migration: `splice contract` \
-           moves it to quarantine (restorable with `splice rollback`) and `splice drop` deletes it \
-           once the quarantine expires",
+    help: "stop using the column, then write a splice migration whose target leaves it out (splice plan / expand / sync / verify / cutover / contract): the data stays in quarantine, restorable with `splice rollback`, until `splice drop`",
 };
 
 pub(crate) fn check(op: &Op, cx: &Context) -> Option<String> {

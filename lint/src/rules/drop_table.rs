@@ -23,16 +23,16 @@ DROP TABLE legacy_orders;
 ```
 
 ## Use instead
-Stop using the table, then let splice retire it: `splice contract` moves it into the quarantine
-schema (restorable with `splice rollback`), and `splice drop` deletes it only after the
-quarantine expires.
+Stop using the table, then let splice retire it: `splice contract` moves an old table into the
+quarantine schema with an expiry (restorable with `splice rollback`), and `splice drop` deletes
+it only once the quarantine has expired. For a table that is already unused, a reviewed
+suppression documents the decision:
 ```sql
--- splice plan legacy_orders --drop-table; splice contract; (30 days later) splice drop
+-- splice:ignore drop-table -- unused since 2026-09, quarantined 30 days by splice contract
+DROP TABLE legacy_orders;
 ```
 "#,
-    help: "stop using the table, then retire it with splice: `splice contract` moves it to \
-           quarantine (restorable with `splice rollback`), `splice drop` deletes it after the \
-           quarantine expires",
+    help: "stop using the table and retire it with splice: `splice contract` moves it to quarantine (restorable with `splice rollback`), `splice drop` deletes it after the quarantine expires",
 };
 
 pub(crate) fn check(op: &Op, cx: &Context) -> Option<String> {

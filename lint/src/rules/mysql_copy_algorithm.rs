@@ -23,15 +23,14 @@ ALTER TABLE orders MODIFY note TEXT, ALGORITHM=COPY;
 ```
 
 ## Use instead
-Ask for an online change and let MySQL refuse it if it cannot do one:
+Ask for an online change, and let MySQL refuse it if it cannot do one:
 ```sql
 ALTER TABLE orders ADD COLUMN note TEXT, ALGORITHM=INPLACE, LOCK=NONE;
 ```
-For changes that need a copy, use a splice migration (splice plan / expand / backfill / verify /
-cutover / contract), which copies in throttled chunks while the table stays writable.
+For changes that need a copy, use a splice migration (splice plan / expand / sync / verify /
+cutover / contract): it copies in throttled chunks while the table stays writable.
 "#,
-    help: "use ALGORITHM=INSTANT or INPLACE with LOCK=NONE; for changes that need a copy, use a \
-           splice migration (plan / expand / backfill / verify / cutover / contract)",
+    help: "use ALGORITHM=INSTANT or INPLACE with LOCK=NONE; for changes that need a copy, use a splice migration (splice plan / expand / sync / verify / cutover / contract)",
 };
 
 pub(crate) fn check(op: &Op, cx: &Context) -> Option<String> {

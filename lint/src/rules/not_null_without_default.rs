@@ -24,17 +24,19 @@ ALTER TABLE users ADD COLUMN tenant_id bigint NOT NULL;
 ```
 
 ## Use instead
-Expand/contract: add the column nullable (or with a constant default), backfill it, then
-enforce NOT NULL through a validated CHECK. A splice migration does all of it:
-`splice plan` (map `tenant_id`), `splice expand` adds it nullable, `splice backfill`,
-`splice verify`, `splice cutover` adds `CHECK (tenant_id IS NOT NULL) NOT VALID` and validates it.
+Expand/contract by hand: add the column nullable (or with a constant default, free since
+PostgreSQL 11), backfill it in batches, then enforce NOT NULL through a validated CHECK:
 ```sql
 ALTER TABLE users ADD COLUMN tenant_id bigint;
+-- backfill in batches, then:
+ALTER TABLE users ADD CONSTRAINT users_tenant_id_nn CHECK (tenant_id IS NOT NULL) NOT VALID;
+ALTER TABLE users VALIDATE CONSTRAINT users_tenant_id_nn;
 ```
+Or let splice do it: a migration whose `target` declares `tenant_id bigint NOT NULL` with an
+`[up]` expression that computes it; `splice sync` fills every row and `splice verify` proves
+it before `splice cutover`.
 "#,
-    help: "add the column nullable (or with a constant DEFAULT), backfill it, then enforce NOT NULL \
-           via a CHECK … NOT VALID + VALIDATE: a splice migration (plan / expand / backfill / verify \
-           / cutover) does these steps",
+    help: "add the column nullable (or with a constant DEFAULT), backfill it, then enforce NOT NULL with CHECK … NOT VALID + VALIDATE CONSTRAINT; or write a splice migration that computes it (splice plan / expand / sync / verify / cutover / contract)",
 };
 
 pub(crate) fn check(op: &Op, cx: &Context) -> Option<String> {

@@ -23,14 +23,20 @@ ALTER TABLE users RENAME COLUMN email TO email_address;
 ```
 
 ## Use instead
-A splice migration that adds the new column and keeps both in sync while code moves over:
-`splice plan` (map `email_address = email`), `splice expand` (adds the column),
-`splice backfill` and capture keep it current, `splice verify`, `splice cutover`, and finally
-`splice contract` quarantines the old column once nothing reads it.
+A splice migration whose `target` has the new name, with `[up]` mapping it from the old column
+and `[down]` mapping back: `splice plan`, `splice expand` creates the new shape, `splice sync`
+backfills it and keeps it current from change capture, `splice verify` proves it,
+`splice cutover` swaps it in with reverse sync (so `splice rollback` still works), and
+`splice contract` quarantines the old shape once nothing reads it.
+```toml
+target = "CREATE TABLE users (id bigint PRIMARY KEY, email_address text)"
+[up]
+email_address = "email"
+[down]
+email = "email_address"
+```
 "#,
-    help:
-        "write a splice migration that maps the old column to the new one (splice plan / expand / \
-           backfill / verify / cutover / contract) so both names work while the code moves over",
+    help: "write a splice migration that maps the old column to the new one ([up]/[down] in the spec; splice plan / expand / sync / verify / cutover / contract) so running code keeps working and rollback stays open",
 };
 
 pub(crate) fn check(op: &Op, cx: &Context) -> Option<String> {

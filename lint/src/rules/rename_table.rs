@@ -23,13 +23,13 @@ ALTER TABLE customers RENAME TO accounts;
 ```
 
 ## Use instead
-A splice table migration: `splice plan` with the new table as target, `splice expand` creates
-it, `splice backfill` plus change capture keep it in sync, `splice verify` proves it, and
-`splice cutover` swaps the names atomically under a short lock with reverse sync keeping the old
-shape current for rollback; `splice contract` quarantines the old table.
+A splice table migration: `splice plan` with the new table as `target`, `splice expand`
+creates it, `splice sync` backfills it and keeps it current from change capture,
+`splice verify` proves both sides hold the same data, and `splice cutover` swaps the names
+atomically under a short lock, with reverse sync keeping the old shape current so
+`splice rollback` stays possible; `splice contract` quarantines the old table.
 "#,
-    help: "use a splice table migration: splice plan / expand / backfill / verify, then `splice cutover` \
-           swaps the names atomically with reverse sync so `splice rollback` stays possible",
+    help: "use a splice table migration (splice plan / expand / sync / verify / cutover / contract): cutover swaps the names atomically under a short lock with reverse sync, so `splice rollback` stays possible",
 };
 
 pub(crate) fn check(op: &Op, cx: &Context) -> Option<String> {

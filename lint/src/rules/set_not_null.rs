@@ -24,7 +24,7 @@ ALTER TABLE users ALTER COLUMN email SET NOT NULL;
 
 ## Use instead
 Prove it with a validated CHECK first (validation lets writes through); since PostgreSQL 12,
-`SET NOT NULL` then skips the scan. `splice cutover` enforces NOT NULL this way.
+`SET NOT NULL` then skips the scan. splice enforces NOT NULL this way in the DDL it runs.
 ```sql
 ALTER TABLE users ADD CONSTRAINT users_email_not_null CHECK (email IS NOT NULL) NOT VALID;
 ALTER TABLE users VALIDATE CONSTRAINT users_email_not_null;
@@ -34,7 +34,7 @@ ALTER TABLE users DROP CONSTRAINT users_email_not_null;
 "#,
     help:
         "add CHECK (col IS NOT NULL) NOT VALID, VALIDATE CONSTRAINT it, then SET NOT NULL (no scan \
-           on PostgreSQL 12+) and drop the check, as `splice cutover` does",
+           on PostgreSQL 12+) and drop the check, as splice does in the DDL it runs",
 };
 
 pub(crate) fn check(op: &Op, cx: &Context) -> Option<String> {

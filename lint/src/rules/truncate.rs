@@ -22,12 +22,15 @@ TRUNCATE TABLE sessions;
 ```
 
 ## Use instead
-Delete in throttled batches you can stop (`DELETE … WHERE id BETWEEN … AND …`), or, to replace
-the contents, build a new table with a splice migration (splice plan / expand / backfill /
-verify / cutover) so the old rows stay in quarantine after `splice contract`.
+Delete in throttled batches you can stop:
+```sql
+DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expires_at < now() LIMIT 1000);
+```
+To replace a table's contents, build the replacement with a splice migration
+(splice plan / expand / sync / verify / cutover): after `splice contract` the old rows stay in
+quarantine until `splice drop`.
 "#,
-    help: "delete in throttled batches, or build the replacement with a splice migration \
-           (plan / expand / backfill / verify / cutover) so the old rows stay in quarantine",
+    help: "delete in throttled batches, or build the replacement with a splice migration (splice plan / expand / sync / verify / cutover / contract) so the old rows stay in quarantine",
 };
 
 pub(crate) fn check(op: &Op, cx: &Context) -> Option<String> {

@@ -29,17 +29,17 @@ ALTER TABLE orders ADD COLUMN public_id uuid DEFAULT gen_random_uuid();
 ```
 
 ## Use instead
-Add the column without a default (or with a constant one), set the default for new rows, and
-backfill existing rows in throttled chunks; a splice migration (splice plan / expand /
-backfill / verify / cutover) does exactly this.
+Add the column without a default, set the default for new rows only, and backfill the
+existing rows in batches:
 ```sql
 ALTER TABLE orders ADD COLUMN public_id uuid;
 ALTER TABLE orders ALTER COLUMN public_id SET DEFAULT gen_random_uuid();
--- then backfill existing rows in batches (splice backfill)
+UPDATE orders SET public_id = gen_random_uuid() WHERE id BETWEEN 1 AND 10000 AND public_id IS NULL;
 ```
+Or write a splice migration with `public_id = "gen_random_uuid()"` in `[up]`: `splice sync`
+fills it in throttled chunks (splice plan / expand / sync / verify / cutover).
 "#,
-    help: "add the column without the default, `ALTER COLUMN … SET DEFAULT` for new rows, and backfill \
-           existing rows in chunks with a splice migration (plan / expand / backfill / verify / cutover)",
+    help: "add the column without the default, `ALTER COLUMN … SET DEFAULT` for new rows, and backfill existing rows in batches, or write a splice migration that computes it (splice plan / expand / sync / verify / cutover / contract)",
 };
 
 /// Built-in functions whose value differs per row.
