@@ -403,3 +403,42 @@ proptest! {
         }
     }
 }
+
+/// The ```sql blocks of one `## Section` of a rule's doc.
+fn sql_blocks<'a>(doc: &'a str, section: &str) -> Vec<&'a str> {
+    let Some(start) = doc.find(section) else {
+        return vec![];
+    };
+    let body = &doc[start + section.len()..];
+    let body = &body[..body.find("\n## ").unwrap_or(body.len())];
+    body.split("```sql\n")
+        .skip(1)
+        .map(|b| &b[..b.find("```").unwrap()])
+        .collect()
+}
+
+#[test]
+fn rule_docs_examples_fire_and_their_alternatives_do_not() {
+    for r in rules() {
+        let opts = Options {
+            dialect: r.dialects[0],
+            ..Options::default()
+        };
+        let examples = sql_blocks(r.doc, "## Example");
+        assert!(!examples.is_empty(), "{}: no SQL example", r.id);
+        for sql in examples {
+            assert!(
+                ids(&check(sql, &opts)).contains(&r.id),
+                "{}: its example does not fire:\n{sql}",
+                r.id
+            );
+        }
+        for sql in sql_blocks(r.doc, "## Use instead") {
+            assert!(
+                !ids(&check(sql, &opts)).contains(&r.id),
+                "{}: its alternative fires:\n{sql}",
+                r.id
+            );
+        }
+    }
+}
