@@ -203,6 +203,13 @@ impl<'a> Splitter<'a> {
             {
                 continue;
             }
+            if self.dialect == Dialect::Postgres
+                && b == b'\\'
+                && (self.pending_is_empty() || self.at_line_start())
+            {
+                self.psql_meta_command();
+                continue;
+            }
             let start = self.pos;
             match b {
                 b'-' if self.peek(1) == b'-' && self.dash_comment() => self.line_comment(),
@@ -252,6 +259,18 @@ impl<'a> Splitter<'a> {
             }
         }
         self.finish(len);
+    }
+
+    /// A psql meta-command line (`\echo …`, `\set …`, `\gexec`): client-side, not SQL. `\g…`
+    /// sends the query typed so far, so it ends the pending statement.
+    fn psql_meta_command(&mut self) {
+        let line_end = self.src[self.pos..]
+            .find('\n')
+            .map_or(self.src.len(), |i| self.pos + i);
+        if self.src[self.pos..].starts_with("\\g") && !self.pending_is_empty() {
+            self.finish(self.pos);
+        }
+        self.pos = line_end;
     }
 
     /// MySQL needs whitespace (or the end) after `--` for a comment: `1--1` is arithmetic.
@@ -609,6 +628,13 @@ mod tests {
                 "SELECT 3"
             ]
         );
+    }
+
+    #[test]
+    fn psql_meta_commands_are_not_statements() {
+        let sql = "\\echo Use \"CREATE EXTENSION x\" to load this file. \\quit\nSELECT 1;\nSELECT 2\n\\gexec\n\\set x 1\nSELECT 3;";
+        assert_eq!(pg(sql), vec!["SELECT 1", "SELECT 2", "SELECT 3"]);
+        assert!(errors(sql, Dialect::Postgres).is_empty());
     }
 
     #[test]
