@@ -2,7 +2,7 @@
 
 use crate::ops::Op;
 use crate::rules::{Context, BOTH};
-use crate::{RuleInfo, Severity};
+use crate::{Dialect, RuleInfo, Severity};
 
 pub(crate) const INFO: RuleInfo = RuleInfo {
     id: "change-column-type",
@@ -53,8 +53,14 @@ pub(crate) fn check(op: &Op, cx: &Context) -> Option<String> {
             } else {
                 format!(" to {new_type}")
             };
+            let cost = match cx.opts.dialect {
+                Dialect::Postgres => {
+                    "rewrites the table and its indexes under an ACCESS EXCLUSIVE lock"
+                }
+                Dialect::Mysql => "usually rebuilds the table, blocking writes while it copies",
+            };
             Some(format!(
-                "changing the type of column \"{column}\" on table \"{}\"{to} rewrites the table under an exclusive lock",
+                "changing the type of column \"{column}\" on table \"{}\"{to} {cost}, and can break running code",
                 table.display
             ))
         }
