@@ -182,6 +182,10 @@ impl<'a> Splitter<'a> {
 
     fn run(&mut self) {
         let len = self.bytes.len();
+        // A UTF-8 byte-order mark (Windows editors) is not part of the first statement.
+        if self.src.starts_with('\u{feff}') {
+            self.pos = '\u{feff}'.len_utf8();
+        }
         while self.pos < len {
             let b = self.bytes[self.pos];
             if b.is_ascii_whitespace() {
@@ -494,7 +498,10 @@ impl LineIndex {
 
     pub fn line_col(&self, src: &str, offset: usize) -> (usize, usize) {
         let line = self.line(offset);
-        let start = self.starts[line - 1];
+        let mut start = self.starts[line - 1];
+        if start == 0 && src.starts_with('\u{feff}') && offset >= 3 {
+            start = 3; // editors do not show the byte-order mark
+        }
         let col = src
             .get(start..offset.min(src.len()))
             .map_or(1, |s| s.chars().count() + 1);
@@ -627,6 +634,14 @@ mod tests {
                 "CREATE PROCEDURE p() BEGIN SELECT 1; SELECT 2; END",
                 "SELECT 3"
             ]
+        );
+    }
+
+    #[test]
+    fn byte_order_mark_and_crlf_line_ends_are_whitespace() {
+        assert_eq!(
+            pg("\u{feff}SELECT 1;\r\n-- c\r\nSELECT 2;\r\n"),
+            vec!["SELECT 1", "SELECT 2"]
         );
     }
 

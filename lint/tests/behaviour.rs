@@ -442,3 +442,17 @@ fn rule_docs_examples_fire_and_their_alternatives_do_not() {
         }
     }
 }
+
+#[test]
+fn windows_files_with_a_byte_order_mark_and_crlf_lint_like_any_other() {
+    let sql = "\u{feff}SET lock_timeout = '2s';\r\n-- splice:ignore drop-table\r\nDROP TABLE a;\r\nALTER TABLE b DROP COLUMN c;\r\n";
+    let d = pg(sql);
+    assert_eq!(
+        d.iter()
+            .map(|d| (d.line, d.column, d.rule))
+            .collect::<Vec<_>>(),
+        vec![(4, 1, "drop-column")]
+    );
+    let d = pg("\u{feff}TRUNCATE t;");
+    assert_eq!((d[0].line, d[0].column, d[0].rule), (1, 1, "truncate"));
+}
