@@ -283,6 +283,11 @@ pub(crate) fn recognise(src: &str, toks: &[Token], dialect: Dialect) -> Recognis
     let mut ops = Vec::new();
     match first.as_str() {
         "ALTER" => {
+            // MariaDB `ALTER [ONLINE] [IGNORE] TABLE`.
+            if dialect == Dialect::Mysql {
+                c.eat("ONLINE");
+                c.eat("IGNORE");
+            }
             if c.eat("TABLE") {
                 alter_table(&mut c, &mut ops);
                 if ops.is_empty() {
