@@ -252,7 +252,10 @@ impl<'a> Splitter<'a> {
                     self.pos += 1;
                     self.push(Kind::Punct, start, self.pos);
                 }
-                b';' if self.delimiter.is_none() && self.cur.atomic == 0 => {
+                b';' if self.delimiter.is_none()
+                    && self.cur.atomic == 0
+                    && (self.cur.parens.is_empty() || !self.in_rule_actions()) =>
+                {
                     self.pos += 1;
                     self.finish(self.pos);
                 }
@@ -275,6 +278,17 @@ impl<'a> Splitter<'a> {
             self.finish(self.pos);
         }
         self.pos = line_end;
+    }
+
+    /// PostgreSQL `CREATE [OR REPLACE] RULE … DO (cmd; cmd)`: the one place `;` may appear
+    /// inside parentheses.
+    fn in_rule_actions(&self) -> bool {
+        let src = self.src;
+        let toks = &self.out.tokens[self.cur.first_token..];
+        self.dialect == Dialect::Postgres
+            && toks.first().is_some_and(|t| t.is(src, "CREATE"))
+            && (toks.get(1).is_some_and(|t| t.is(src, "RULE"))
+                || toks.get(3).is_some_and(|t| t.is(src, "RULE")))
     }
 
     /// MySQL needs whitespace (or the end) after `--` for a comment: `1--1` is arithmetic.
@@ -617,6 +631,13 @@ mod tests {
     #[test]
     fn dollar_inside_identifier_is_not_a_tag() {
         assert_eq!(pg("select a$b$c; select 2").len(), 2);
+    }
+
+    #[test]
+    fn rule_action_lists_do_not_split() {
+        let sql = "CREATE OR REPLACE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); INSERT INTO b VALUES (2)); SELECT 2";
+        assert_eq!(pg(sql).len(), 2);
+        assert!(errors(sql, Dialect::Postgres).is_empty());
     }
 
     #[test]
