@@ -456,3 +456,48 @@ fn windows_files_with_a_byte_order_mark_and_crlf_lint_like_any_other() {
     let d = pg("\u{feff}TRUNCATE t;");
     assert_eq!((d[0].line, d[0].column, d[0].rule), (1, 1, "truncate"));
 }
+
+const POOL: &[&str] = &[
+    "ALTER TABLE users DROP COLUMN email;",
+    "DROP TABLE orders;",
+    "TRUNCATE sessions;",
+    "CREATE INDEX i ON t (a);",
+    "ALTER TABLE t ADD COLUMN c int NOT NULL, ADD COLUMN d uuid DEFAULT gen_random_uuid();",
+    "SELECT 1;",
+    "ALTER TABLE t RENAME TO u;",
+    "BEGIN;",
+    "COMMIT;",
+    "CREATE INDEX CONCURRENTLY j ON t (a);",
+    "CREATE TABLE t (id int);",
+    "SET lock_timeout = '1s';",
+    "FROBNICATE;",
+    "SELECT (1;",
+];
+
+proptest! {
+    /// For any file built from the pool, an ignore listing a statement's rules, put on the line
+    /// before it, removes exactly that statement's diagnostics and reports nothing unused.
+    #[test]
+    fn an_ignore_removes_exactly_its_statements_diagnostics(
+        picks in prop::collection::vec(0..POOL.len(), 1..12),
+        target in any::<prop::sample::Index>(),
+    ) {
+        let lines: Vec<&str> = picks.iter().map(|&i| POOL[i]).collect();
+        let sql = lines.join("\n");
+        let before = pg(&sql);
+        let line = target.index(lines.len()) + 1;
+        let rules_here: Vec<&str> = before.iter().filter(|d| d.line == line).map(|d| d.rule).collect();
+        prop_assume!(!rules_here.is_empty());
+        let mut with_ignore = lines.clone();
+        let comment = format!("-- splice:ignore {}", rules_here.join(", "));
+        with_ignore.insert(line - 1, &comment);
+        let after = pg(&with_ignore.join("\n"));
+        let expected: Vec<(usize, &str)> = before
+            .iter()
+            .filter(|d| d.line != line)
+            .map(|d| (if d.line > line { d.line + 1 } else { d.line }, d.rule))
+            .collect();
+        let got: Vec<(usize, &str)> = after.iter().map(|d| (d.line, d.rule)).collect();
+        prop_assert_eq!(got, expected);
+    }
+}
