@@ -238,7 +238,9 @@ pub fn check(sql: &str, opts: &Options) -> Vec<Diagnostic> {
         }
     }
 
-    let kept = suppress::apply(sql, &split, &lines, findings, opts);
+    let mut kept = suppress::apply(sql, &split, &lines, findings, opts);
+    // Increasing offsets keep `line_col` linear on long lines.
+    kept.sort_by_key(|f| f.offset);
     let mut out: Vec<Diagnostic> = kept
         .into_iter()
         .map(|f| {

@@ -494,15 +494,23 @@ impl<'a> Splitter<'a> {
 }
 
 /// Maps byte offsets to 1-based (line, column-in-characters).
+///
+/// Columns count characters from the line start; the last answer is remembered, so a run of
+/// increasing offsets on one long line (minified SQL) costs linear, not quadratic, time.
 pub(crate) struct LineIndex {
     starts: Vec<usize>,
+    /// (offset, line, column) of the last `line_col` answer.
+    last: std::cell::Cell<(usize, usize, usize)>,
 }
 
 impl LineIndex {
     pub fn new(src: &str) -> Self {
         let mut starts = vec![0];
         starts.extend(src.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex { starts }
+        LineIndex {
+            starts,
+            last: std::cell::Cell::new((0, 1, 1)),
+        }
     }
 
     /// 1-based line of a byte offset.
@@ -511,14 +519,22 @@ impl LineIndex {
     }
 
     pub fn line_col(&self, src: &str, offset: usize) -> (usize, usize) {
+        let offset = offset.min(src.len());
         let line = self.line(offset);
         let mut start = self.starts[line - 1];
         if start == 0 && src.starts_with('\u{feff}') && offset >= 3 {
             start = 3; // editors do not show the byte-order mark
         }
+        let (last_offset, last_line, last_col) = self.last.get();
+        let (from, col0) = if last_line == line && last_offset >= start && last_offset <= offset {
+            (last_offset, last_col)
+        } else {
+            (start, 1)
+        };
         let col = src
-            .get(start..offset.min(src.len()))
-            .map_or(1, |s| s.chars().count() + 1);
+            .get(from..offset)
+            .map_or(col0, |s| col0 + s.chars().count());
+        self.last.set((offset, line, col));
         (line, col)
     }
 
@@ -742,6 +758,23 @@ mod tests {
             got,
             vec![((2, 3), "SELECT 1", 21), ((3, 9), "SELECT\n  2", src.len()),]
         );
+    }
+
+    #[test]
+    fn line_index_answers_agree_in_any_query_order() {
+        let src = "ab\u{e9}cd\nx\u{e9}yz\n\u{e9}\u{e9}";
+        let fresh = |o: usize| LineIndex::new(src).line_col(src, o);
+        let idx = LineIndex::new(src);
+        let offsets: Vec<usize> = (0..=src.len())
+            .filter(|&o| src.is_char_boundary(o))
+            .collect();
+        for &o in offsets
+            .iter()
+            .chain(offsets.iter().rev())
+            .chain(offsets.iter())
+        {
+            assert_eq!(idx.line_col(src, o), fresh(o), "offset {o}");
+        }
     }
 
     #[test]
