@@ -12,7 +12,9 @@ pub(crate) const INFO: RuleInfo = RuleInfo {
 Reports each rule named in a `-- splice:ignore` or `-- splice:ignore-file` comment that did not
 suppress any diagnostic: the statement was fixed, the comment is not attached to the statement
 it was meant for (it must be on the line(s) right before it, with no blank line, or at the end
-of its first or last line), or the rule name is misspelled or unknown.
+of its first or last line), or the rule name is misspelled or unknown. Ignores of rules that
+are disabled (`splice.toml` `disable`) or do not apply to the file's dialect are not reported.
+A file-level `-- splice:ignore-file unused-ignore` silences this rule for the file.
 
 ## Why is this bad?
 A stale ignore silently allows the next dangerous statement someone writes at that spot, and a
