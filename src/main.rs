@@ -22,7 +22,7 @@ pub const EXIT_USAGE: u8 = 2;
 #[command(
     name = "splice",
     version,
-    about = "Online schema migrations for PostgreSQL and MySQL/MariaDB, and a DDL linter for CI",
+    about = "Online schema migrations for PostgreSQL, and a DDL linter for PostgreSQL and MySQL/MariaDB migrations",
     propagate_version = true
 )]
 struct Cli {

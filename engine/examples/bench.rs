@@ -1,0 +1,244 @@
+//! `scripts/bench engine`: splice against the plain-SQL baselines on one throwaway server, in
+//! one run, printing ratios.
+//!
+//! (a) backfill rows/s vs `INSERT INTO new SELECT <mapping> FROM old`
+//! (b) single-row update TPS while sync runs vs without
+//! (c) verify rows/s vs `COPY old TO '/dev/null'`
+//! (d) cutover lock time under write load (p50 / p99 / max over repeated swaps)
+//! (e) rollback-after-cutover time
+//!
+//! Usage: cargo run --release -p splice-engine --example bench -- [ROWS] [SWAPS]
+
+use engine::sync::{Control, ProgressSink, SyncProgress};
+use engine::Engine;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+const SPEC: &str = r#"
+name = "orders_bench"
+table = "public.orders"
+target = """
+CREATE TABLE orders (
+    id           bigint PRIMARY KEY,
+    customer_id  bigint NOT NULL,
+    amount_cents bigint NOT NULL,
+    currency     char(3) NOT NULL,
+    note         text
+)
+"""
+[up]
+amount_cents = "(amount * 100)::bigint"
+currency = "coalesce(currency, 'EUR')"
+[down]
+amount = "amount_cents / 100.0"
+"#;
+
+const MAPPING: &str = "id, customer_id, (amount * 100)::bigint, coalesce(currency, 'EUR')::char(3), note";
+
+struct Quiet;
+impl ProgressSink for Quiet {
+    fn update(&mut self, _: &SyncProgress) {}
+}
+
+async fn connect(url: &str) -> Client {
+    match engine::connect(url).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bench: cannot connect: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn exec(db: &Client, sql: &str) {
+    if let Err(e) = db.batch_execute(sql).await {
+        eprintln!("bench: {sql}: {}", engine::db_message(&e));
+        std::process::exit(2);
+    }
+}
+
+fn die<T, E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> T + '_ {
+    move |e| {
+        eprintln!("bench: {what}: {e}");
+        std::process::exit(2)
+    }
+}
+
+/// Single-row updates by primary key from `clients` connections until `stop`; returns the count.
+async fn update_load(url: &str, clients: usize, rows: i64, stop: Arc<AtomicBool>) -> Arc<AtomicU64> {
+    let count = Arc::new(AtomicU64::new(0));
+    for c in 0..clients {
+        let db = connect(url).await;
+        let stop = stop.clone();
+        let count = count.clone();
+        tokio::spawn(async move {
+            let Ok(stmt) = db
+                .prepare("UPDATE orders SET customer_id = customer_id + 1 WHERE id = $1")
+                .await
+            else {
+                return;
+            };
+            let mut x: i64 = 12345 + c as i64 * 7919;
+            while !stop.load(Ordering::Relaxed) {
+                x = (x * 6364136223846793005 + 1442695040888963407) & i64::MAX;
+                let id = x % rows + 1;
+                if db.execute(&stmt, &[&id]).await.is_ok() {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    count
+}
+
+async fn measure_tps(url: &str, rows: i64, secs: u64) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = update_load(url, 2, rows, stop.clone()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = count.load(Ordering::Relaxed);
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let n = count.load(Ordering::Relaxed) - start;
+    let tps = n as f64 / t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tps
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rows: i64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2_000_000);
+    let swaps: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let pg = tokio::task::spawn_blocking(|| {
+        testkit::Postgres::builder()
+            .setting("shared_buffers", "512MB")
+            .setting("max_wal_size", "4GB")
+            .setting("checkpoint_timeout", "30min")
+            .start()
+    })
+    .await
+    .unwrap_or_else(die("starting PostgreSQL"))
+    .unwrap_or_else(die("starting PostgreSQL"));
+    let url = pg.url();
+    let db = connect(&url).await;
+    eprintln!("bench: loading {rows} rows");
+    exec(
+        &db,
+        &format!(
+            "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint NOT NULL,
+                                  amount numeric(12,2) NOT NULL, currency text, note text);
+             INSERT INTO orders (customer_id, amount, currency, note)
+             SELECT g % 9973, (g % 100000) / 100.0, CASE WHEN g % 7 = 0 THEN NULL ELSE 'USD' END,
+                    'order number ' || g FROM generate_series(1, {rows}) g"
+        ),
+    )
+    .await;
+    exec(&db, "VACUUM ANALYZE orders").await;
+    exec(&db, "CHECKPOINT").await;
+    let engine = Engine::new(url.clone());
+
+    // (a) backfill vs one INSERT … SELECT.
+    exec(&db, "CREATE TABLE baseline (id bigint PRIMARY KEY, customer_id bigint NOT NULL, amount_cents bigint NOT NULL, currency char(3) NOT NULL, note text)").await;
+    let t = Instant::now();
+    exec(&db, &format!("INSERT INTO baseline SELECT {MAPPING} FROM orders")).await;
+    let insert_rate = rows as f64 / t.elapsed().as_secs_f64();
+    exec(&db, "DROP TABLE baseline").await;
+    exec(&db, "CHECKPOINT").await;
+    engine.expand(SPEC, "bench").await.unwrap_or_else(die("expand"));
+    let opts = engine::phases::SyncOptions { until_caught_up: true, ..Default::default() };
+    let t = Instant::now();
+    engine
+        .sync("orders_bench", &opts, &Control::new(None), &mut Quiet)
+        .await
+        .unwrap_or_else(die("sync"));
+    let backfill_rate = rows as f64 / t.elapsed().as_secs_f64();
+    exec(&db, "CHECKPOINT").await;
+
+    // (c) verify vs COPY TO /dev/null.
+    let t = Instant::now();
+    exec(&db, "COPY orders TO '/dev/null'").await;
+    let copy_rate = rows as f64 / t.elapsed().as_secs_f64();
+    let report = engine.verify("orders_bench").await.unwrap_or_else(die("verify"));
+    let verify_rate = report.rows_checked as f64 / report.seconds;
+
+    // (b) update TPS without and with a sync running (a second migration's backfill).
+    let secs = 6;
+    let tps_alone = measure_tps(&url, rows, secs).await;
+    let spec2 = SPEC.replace("orders_bench", "orders_bench2");
+    engine.expand(&spec2, "bench2").await.unwrap_or_else(die("expand 2"));
+    let control = Control::new(None);
+    let sync2 = {
+        let engine = Engine::new(url.clone());
+        let control = control.clone();
+        tokio::spawn(async move {
+            let opts = engine::phases::SyncOptions::default();
+            engine.sync("orders_bench2", &opts, &control, &mut Quiet).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tps_sync = measure_tps(&url, rows, secs).await;
+    control.stop();
+    let _ = sync2.await;
+    engine.rollback("orders_bench2").await.unwrap_or_else(die("rollback 2"));
+
+    // (d) + (e) cutover lock time under write load; rollback after cutover.
+    let stop = Arc::new(AtomicBool::new(false));
+    let _load = update_load(&url, 2, rows, stop.clone()).await;
+    let mut locks = Vec::new();
+    let mut rollbacks = Vec::new();
+    for i in 0..swaps {
+        if i > 0 {
+            engine.sync("orders_bench", &opts, &Control::new(None), &mut Quiet).await.unwrap_or_else(die("sync"));
+            let r = engine.verify("orders_bench").await.unwrap_or_else(die("verify"));
+            if !r.passed() {
+                eprintln!("bench: verify failed: {:?}", r.diverged);
+                std::process::exit(1);
+            }
+        }
+        let cut = engine.cutover("orders_bench", u64::MAX, false).await.unwrap_or_else(die("cutover"));
+        locks.push(cut.lock_ms);
+        let t = Instant::now();
+        let rb = engine.rollback("orders_bench").await.unwrap_or_else(die("rollback"));
+        rollbacks.push(t.elapsed().as_secs_f64());
+        if let Some(l) = rb.lock_ms {
+            locks.push(l);
+        }
+        eprintln!("bench: swap {}: cutover lock {:.1} ms, rollback {:.2} s", i + 1, cut.lock_ms, t.elapsed().as_secs_f64());
+    }
+    stop.store(true, Ordering::Relaxed);
+    locks.sort_by(f64::total_cmp);
+    rollbacks.sort_by(f64::total_cmp);
+
+    println!("engine benchmark: {rows} rows, {} cores, one run", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "  (a) backfill           {:>10.0} rows/s  vs INSERT…SELECT {:>10.0} rows/s  ratio {:.2}x (target >= 0.8x)",
+        backfill_rate, insert_rate, backfill_rate / insert_rate
+    );
+    println!(
+        "  (b) update TPS, sync   {:>10.0} tx/s    vs without sync  {:>10.0} tx/s    ratio {:.2}x (target >= 0.9x)",
+        tps_sync, tps_alone, tps_sync / tps_alone
+    );
+    println!(
+        "  (c) verify             {:>10.0} rows/s  vs COPY TO /dev/null {:>6.0} rows/s  ratio {:.2}x (target >= 0.7x)",
+        verify_rate, copy_rate, verify_rate / copy_rate
+    );
+    println!(
+        "  (d) cutover lock under write load: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} swaps (target p99 < 200 ms)",
+        pct(&locks, 0.5), pct(&locks, 0.99), locks.last().copied().unwrap_or(0.0), locks.len()
+    );
+    println!(
+        "  (e) rollback after cutover: p50 {:.2} s, max {:.2} s over {} rollbacks (target < 5 s)",
+        pct(&rollbacks, 0.5), rollbacks.last().copied().unwrap_or(0.0), rollbacks.len()
+    );
+}
