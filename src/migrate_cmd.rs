@@ -57,6 +57,19 @@ pub enum MigrateCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Change the backfill rate limit of a running (or the next) sync, without restarting it.
+    #[command(after_help = "Examples:\n  splice throttle orders_v2 --rows-per-second 5000   slow the running backfill down\n  splice throttle orders_v2 --rows-per-second 0      unlimited\n  splice throttle orders_v2 --clear                  back to the sync's own setting\n\nA running sync picks the new rate up at its next chunk.")]
+    Throttle {
+        name: String,
+        /// Rows per second; 0 means unlimited.
+        #[arg(long, value_name = "N", required_unless_present = "clear")]
+        rows_per_second: Option<u32>,
+        /// Remove the override.
+        #[arg(long, conflicts_with = "rows_per_second")]
+        clear: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Drain capture, hash both sides through the mapping, and list the keys that differ.
     #[command(
         after_help = "Example:\n  splice verify orders_v2 --json\n\nWorks while the application keeps writing. Exit 0 when nothing diverges, 1 otherwise."
@@ -270,6 +283,30 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
                     bar.finish();
                     fail(&e)
                 }
+            }
+        }
+        MigrateCommand::Throttle { name, rows_per_second, clear, db } => {
+            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
+            let limit = if clear { None } else { rows_per_second.map(|r| r.min(i32::MAX as u32) as i32) };
+            let result = async {
+                let client = engine::connect(&url).await?;
+                engine::state::set_rate_limit(&client, &name, limit).await
+            }
+            .await;
+            match result {
+                Ok(true) => {
+                    match limit {
+                        None => println!("{name}: rate override cleared"),
+                        Some(0) => println!("{name}: backfill unlimited"),
+                        Some(r) => println!("{name}: backfill limited to {r} rows/s"),
+                    }
+                    crate::EXIT_OK
+                }
+                Ok(false) => {
+                    eprintln!("error: no migration named {name}; `splice status` lists them");
+                    crate::EXIT_USAGE
+                }
+                Err(e) => fail(&e),
             }
         }
         MigrateCommand::Verify { name, json, db } => {

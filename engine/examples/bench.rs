@@ -35,7 +35,8 @@ currency = "coalesce(currency, 'EUR')"
 amount = "amount_cents / 100.0"
 "#;
 
-const MAPPING: &str = "id, customer_id, (amount * 100)::bigint, coalesce(currency, 'EUR')::char(3), note";
+const MAPPING: &str =
+    "id, customer_id, (amount * 100)::bigint, coalesce(currency, 'EUR')::char(3), note";
 
 struct Quiet;
 impl ProgressSink for Quiet {
@@ -67,7 +68,12 @@ fn die<T, E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> T + '_ {
 }
 
 /// Single-row updates by primary key from `clients` connections until `stop`; returns the count.
-async fn update_load(url: &str, clients: usize, rows: i64, stop: Arc<AtomicBool>) -> Arc<AtomicU64> {
+async fn update_load(
+    url: &str,
+    clients: usize,
+    rows: i64,
+    stop: Arc<AtomicBool>,
+) -> Arc<AtomicU64> {
     let count = Arc::new(AtomicU64::new(0));
     for c in 0..clients {
         let db = connect(url).await;
@@ -118,7 +124,10 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let rows: i64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2_000_000);
+    let rows: i64 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2_000_000);
     let swaps: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
     let pg = tokio::task::spawn_blocking(|| {
         testkit::Postgres::builder()
@@ -151,12 +160,22 @@ async fn main() {
     // (a) backfill vs one INSERT … SELECT.
     exec(&db, "CREATE TABLE baseline (id bigint PRIMARY KEY, customer_id bigint NOT NULL, amount_cents bigint NOT NULL, currency char(3) NOT NULL, note text)").await;
     let t = Instant::now();
-    exec(&db, &format!("INSERT INTO baseline SELECT {MAPPING} FROM orders")).await;
+    exec(
+        &db,
+        &format!("INSERT INTO baseline SELECT {MAPPING} FROM orders"),
+    )
+    .await;
     let insert_rate = rows as f64 / t.elapsed().as_secs_f64();
     exec(&db, "DROP TABLE baseline").await;
     exec(&db, "CHECKPOINT").await;
-    engine.expand(SPEC, "bench").await.unwrap_or_else(die("expand"));
-    let opts = engine::phases::SyncOptions { until_caught_up: true, ..Default::default() };
+    engine
+        .expand(SPEC, "bench")
+        .await
+        .unwrap_or_else(die("expand"));
+    let opts = engine::phases::SyncOptions {
+        until_caught_up: true,
+        ..Default::default()
+    };
     let t = Instant::now();
     engine
         .sync("orders_bench", &opts, &Control::new(None), &mut Quiet)
@@ -169,28 +188,39 @@ async fn main() {
     let t = Instant::now();
     exec(&db, "COPY orders TO '/dev/null'").await;
     let copy_rate = rows as f64 / t.elapsed().as_secs_f64();
-    let report = engine.verify("orders_bench").await.unwrap_or_else(die("verify"));
+    let report = engine
+        .verify("orders_bench")
+        .await
+        .unwrap_or_else(die("verify"));
     let verify_rate = report.rows_checked as f64 / report.seconds;
 
     // (b) update TPS without and with a sync running (a second migration's backfill).
     let secs = 6;
     let tps_alone = measure_tps(&url, rows, secs).await;
     let spec2 = SPEC.replace("orders_bench", "orders_bench2");
-    engine.expand(&spec2, "bench2").await.unwrap_or_else(die("expand 2"));
+    engine
+        .expand(&spec2, "bench2")
+        .await
+        .unwrap_or_else(die("expand 2"));
     let control = Control::new(None);
     let sync2 = {
         let engine = Engine::new(url.clone());
         let control = control.clone();
         tokio::spawn(async move {
             let opts = engine::phases::SyncOptions::default();
-            engine.sync("orders_bench2", &opts, &control, &mut Quiet).await
+            engine
+                .sync("orders_bench2", &opts, &control, &mut Quiet)
+                .await
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let tps_sync = measure_tps(&url, rows, secs).await;
     control.stop();
     let _ = sync2.await;
-    engine.rollback("orders_bench2").await.unwrap_or_else(die("rollback 2"));
+    engine
+        .rollback("orders_bench2")
+        .await
+        .unwrap_or_else(die("rollback 2"));
 
     // (d) + (e) cutover lock time under write load; rollback after cutover.
     let stop = Arc::new(AtomicBool::new(false));
@@ -199,28 +229,50 @@ async fn main() {
     let mut rollbacks = Vec::new();
     for i in 0..swaps {
         if i > 0 {
-            engine.sync("orders_bench", &opts, &Control::new(None), &mut Quiet).await.unwrap_or_else(die("sync"));
-            let r = engine.verify("orders_bench").await.unwrap_or_else(die("verify"));
+            engine
+                .sync("orders_bench", &opts, &Control::new(None), &mut Quiet)
+                .await
+                .unwrap_or_else(die("sync"));
+            let r = engine
+                .verify("orders_bench")
+                .await
+                .unwrap_or_else(die("verify"));
             if !r.passed() {
                 eprintln!("bench: verify failed: {:?}", r.diverged);
                 std::process::exit(1);
             }
         }
-        let cut = engine.cutover("orders_bench", u64::MAX, false).await.unwrap_or_else(die("cutover"));
+        let cut = engine
+            .cutover("orders_bench", u64::MAX, false)
+            .await
+            .unwrap_or_else(die("cutover"));
         locks.push(cut.lock_ms);
         let t = Instant::now();
-        let rb = engine.rollback("orders_bench").await.unwrap_or_else(die("rollback"));
+        let rb = engine
+            .rollback("orders_bench")
+            .await
+            .unwrap_or_else(die("rollback"));
         rollbacks.push(t.elapsed().as_secs_f64());
         if let Some(l) = rb.lock_ms {
             locks.push(l);
         }
-        eprintln!("bench: swap {}: cutover lock {:.1} ms, rollback {:.2} s", i + 1, cut.lock_ms, t.elapsed().as_secs_f64());
+        eprintln!(
+            "bench: swap {}: cutover lock {:.1} ms, rollback {:.2} s",
+            i + 1,
+            cut.lock_ms,
+            t.elapsed().as_secs_f64()
+        );
     }
     stop.store(true, Ordering::Relaxed);
     locks.sort_by(f64::total_cmp);
     rollbacks.sort_by(f64::total_cmp);
 
-    println!("engine benchmark: {rows} rows, {} cores, one run", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "engine benchmark: {rows} rows, {} cores, one run",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     println!(
         "  (a) backfill           {:>10.0} rows/s  vs INSERT…SELECT {:>10.0} rows/s  ratio {:.2}x (target >= 0.8x)",
         backfill_rate, insert_rate, backfill_rate / insert_rate
@@ -239,6 +291,8 @@ async fn main() {
     );
     println!(
         "  (e) rollback after cutover: p50 {:.2} s, max {:.2} s over {} rollbacks (target < 5 s)",
-        pct(&rollbacks, 0.5), rollbacks.last().copied().unwrap_or(0.0), rollbacks.len()
+        pct(&rollbacks, 0.5),
+        rollbacks.last().copied().unwrap_or(0.0),
+        rollbacks.len()
     );
 }

@@ -22,6 +22,7 @@ pub const SCHEMA_DDL: &[&str] = &[
     rows_copied bigint NOT NULL DEFAULT 0,
     rows_total bigint NOT NULL DEFAULT 0,
     backfill_rate double precision,
+    rate_limit integer,
     lock_ms double precision,
     quarantined_as text,
     quarantine_until timestamptz
@@ -46,6 +47,7 @@ pub const SCHEMA_DDL: &[&str] = &[
     diverged_keys jsonb NOT NULL,
     seconds double precision NOT NULL
 )",
+    "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS rate_limit integer",
     // Capture drains by writing a marker here and reading the stream until the marker arrives:
     // everything committed before it has then been applied.
     "CREATE TABLE IF NOT EXISTS splice.sync_marker (
@@ -123,6 +125,7 @@ pub struct MigrationRecord {
     pub rows_copied: i64,
     pub rows_total: i64,
     pub backfill_rate: Option<f64>,
+    pub rate_limit: Option<i32>,
     pub lock_ms: Option<f64>,
     pub quarantined_as: Option<String>,
     /// RFC 3339, UTC.
@@ -159,7 +162,7 @@ pub async fn load(
             "SELECT name, spec, phase, fence, backfill_last_key, backfill_done, rows_copied,
                     rows_total, backfill_rate, lock_ms, quarantined_as,
                     to_char(quarantine_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                    coalesce(quarantine_until <= now(), false)
+                    coalesce(quarantine_until <= now(), false), rate_limit
              FROM splice.migrations WHERE name = $1",
             &[&name],
         )
@@ -177,7 +180,7 @@ pub async fn load_all(db: &impl GenericClient) -> Result<Vec<MigrationRecord>, E
             "SELECT name, spec, phase, fence, backfill_last_key, backfill_done, rows_copied,
                     rows_total, backfill_rate, lock_ms, quarantined_as,
                     to_char(quarantine_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                    coalesce(quarantine_until <= now(), false)
+                    coalesce(quarantine_until <= now(), false), rate_limit
              FROM splice.migrations ORDER BY created_at",
             &[],
         )
@@ -207,6 +210,7 @@ fn record(r: &tokio_postgres::Row) -> Result<MigrationRecord, EngineError> {
         quarantined_as: r.get(10),
         quarantine_until: r.get(11),
         quarantine_expired: r.get(12),
+        rate_limit: r.get(13),
     })
 }
 
@@ -373,27 +377,31 @@ impl RunnerLock {
         Ok(())
     }
 
-    /// Saves the backfill checkpoint.
+    /// Saves the backfill checkpoint. Returns the rate limit set with `splice throttle` while
+    /// running: `Some(0)` means unlimited, `None` means not set.
     pub async fn checkpoint(
         &self,
         last_key: Option<&[String]>,
         rows_copied: i64,
         done: bool,
         rate: Option<f64>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<i32>, EngineError> {
         let key: Option<Vec<String>> = last_key.map(|k| k.to_vec());
-        let n = self
+        let row = self
             .conn
-            .execute(
+            .query_opt(
                 "UPDATE splice.migrations SET backfill_last_key = coalesce($2, backfill_last_key),
                         rows_copied = $3, backfill_done = $4,
                         backfill_rate = coalesce($6, backfill_rate), updated_at = now()
-                 WHERE name = $1 AND fence = $5",
+                 WHERE name = $1 AND fence = $5 RETURNING rate_limit",
                 &[&self.name, &key, &rows_copied, &done, &self.fence, &rate],
             )
             .await
             .map_err(|e| EngineError::db("saving the backfill checkpoint", e))?;
-        self.check_fenced(n)
+        match row {
+            Some(r) => Ok(r.get(0)),
+            None => self.check_fenced(0).map(|_| None),
+        }
     }
 
     /// Sets one figure column of the migration row (rows_total, lock_ms).
@@ -470,6 +478,23 @@ impl RunnerLock {
             .map_err(|e| EngineError::db("recording the verify result", e))?;
         Ok(())
     }
+}
+
+/// Sets (or with `None` clears) the backfill rate limit of a migration; a running sync picks it
+/// up at its next checkpoint. `Some(0)` means unlimited. Needs no runner lock: it is a request.
+pub async fn set_rate_limit(
+    db: &impl GenericClient,
+    name: &str,
+    rows_per_second: Option<i32>,
+) -> Result<bool, EngineError> {
+    let n = db
+        .execute(
+            "UPDATE splice.migrations SET rate_limit = $2 WHERE name = $1",
+            &[&name, &rows_per_second],
+        )
+        .await
+        .map_err(|e| EngineError::db("setting the rate limit", e))?;
+    Ok(n == 1)
 }
 
 /// Figures kept on the migration row.

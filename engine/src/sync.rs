@@ -596,9 +596,13 @@ pub async fn backfill(
         }
         let rate =
             (p.rows_copied - copied_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-3);
-        runner
+        // `splice throttle` changes the rate of a running sync through the state row.
+        if let Some(limit) = runner
             .checkpoint(last_key.as_deref(), p.rows_copied as i64, done, Some(rate))
-            .await?;
+            .await?
+        {
+            control.set_rate(u32::try_from(limit).ok().filter(|l| *l > 0));
+        }
         // Size the next chunk to the target duration, smoothly.
         let ideal = chunk as f64 * target.as_secs_f64() / took.as_secs_f64().max(1e-3);
         chunk = ((chunk as f64 * 0.5 + ideal * 0.5) as i64).clamp(100, 100_000);

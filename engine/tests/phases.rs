@@ -302,3 +302,31 @@ async fn one_runner_at_a_time() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_set_while_sync_runs_is_picked_up_at_the_next_chunk() {
+    let (_db, client, engine) = expanded(5_000).await;
+    assert!(
+        engine::state::set_rate_limit(&client, "orders_v2", Some(2_500))
+            .await
+            .expect("set")
+    );
+    let control = engine::sync::Control::new(None);
+    let opts = engine::phases::SyncOptions {
+        until_caught_up: true,
+        chunk_target: Some(std::time::Duration::from_millis(5)),
+        ..Default::default()
+    };
+    engine
+        .sync("orders_v2", &opts, &control, &mut Quiet)
+        .await
+        .expect("sync");
+    assert_eq!(
+        control.rate(),
+        Some(2_500),
+        "the running sync adopted the new rate"
+    );
+    assert!(!engine::state::set_rate_limit(&client, "nope", Some(1))
+        .await
+        .expect("set"));
+}
