@@ -540,15 +540,8 @@ impl Engine {
             }
         };
         let _ = plan;
-        // The swap runs on the applier's own session: what it writes carries the engine's
-        // replication origin, so reverse capture skips it.
-        let mut conn = capture.take_apply_db()?;
-        let result =
-            swap_attempts(&mut conn, spec, swap, capture, &dependents, &target_columns).await;
-        capture.put_apply_db(conn);
-        match result? {
-            Some(r) => return Ok(r),
-            None => {}
+        if let Some(r) = swap_attempts(spec, swap, capture, &dependents, &target_columns).await? {
+            return Ok(r);
         }
         Err(EngineError::Refused(format!(
             "could not lock {} within {MAX_LOCK_ATTEMPTS} attempts; long transactions are holding it — \
@@ -848,9 +841,10 @@ impl Engine {
     }
 }
 
-/// The lock-retry loop of a swap; `None` when every attempt timed out.
+/// The lock-retry loop of a swap; `None` when every attempt timed out. The swap runs on the
+/// applier's own session: what it writes carries the engine's replication origin, so reverse
+/// capture skips it.
 async fn swap_attempts(
-    conn: &mut Client,
     spec: &MigrationSpec,
     swap: &Swap,
     capture: &mut Capture,
@@ -858,45 +852,69 @@ async fn swap_attempts(
     target_columns: &[String],
 ) -> Result<Option<(f64, u32, Vec<String>)>, EngineError> {
     for attempt in 1..=MAX_LOCK_ATTEMPTS {
-        let tx = conn
-            .transaction()
-            .await
-            .map_err(|e| EngineError::db("starting cutover", e))?;
-        tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = '{}ms'",
-            spec.throttle.lock_timeout.as_millis()
-        ))
-        .await
-        .map_err(|e| ddl_error("setting lock_timeout", e))?;
-        let lock_sql = format!(
-            "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
-            swap.live.sql(),
-            swap.incoming.sql()
-        );
-        if let Err(e) = tx.batch_execute(&lock_sql).await {
-            if is_lock_timeout(&e) {
-                drop(tx);
+        // Catch up right before locking, so what is left to apply under the lock is only what
+        // committed in the last moments.
+        capture.drain().await?;
+        let mut conn = capture.take_apply_db()?;
+        let result = swap_once(&mut conn, spec, swap, capture, dependents, target_columns).await;
+        capture.put_apply_db(conn);
+        match result? {
+            Some(lock_ms_and_carried) => {
+                let (lock_ms, carried) = lock_ms_and_carried;
+                info!(lock_ms, attempt, "swapped");
+                return Ok(Some((lock_ms, attempt, carried)));
+            }
+            None => {
                 let wait = backoff(attempt);
                 warn!(attempt, ?wait, "cutover lock timed out; retrying");
                 tokio::time::sleep(wait).await;
-                continue;
             }
-            return Err(ddl_error("locking the table for cutover", e));
         }
-        let locked_at = Instant::now();
-        let ack = capture.drain_in(&tx, Duration::from_secs(5)).await?;
-        let carried = carry_over(&tx, swap, dependents, target_columns).await?;
-        tx.commit()
-            .await
-            .map_err(|e| EngineError::db("committing the swap", e))?;
-        let lock_ms = locked_at.elapsed().as_secs_f64() * 1000.0;
-        if let Some(pos) = ack {
-            capture.ack(&pos)?;
-        }
-        info!(lock_ms, attempt, "swapped");
-        return Ok(Some((lock_ms, attempt, carried)));
     }
     Ok(None)
+}
+
+/// One attempt: lock, drain under the lock, swap, commit. `None` when the lock timed out.
+async fn swap_once(
+    conn: &mut Client,
+    spec: &MigrationSpec,
+    swap: &Swap,
+    capture: &mut Capture,
+    dependents: &[Dependent],
+    target_columns: &[String],
+) -> Result<Option<(f64, Vec<String>)>, EngineError> {
+    let tx = conn
+        .transaction()
+        .await
+        .map_err(|e| EngineError::db("starting cutover", e))?;
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{}ms'",
+        spec.throttle.lock_timeout.as_millis()
+    ))
+    .await
+    .map_err(|e| ddl_error("setting lock_timeout", e))?;
+    let lock_sql = format!(
+        "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
+        swap.live.sql(),
+        swap.incoming.sql()
+    );
+    if let Err(e) = tx.batch_execute(&lock_sql).await {
+        if is_lock_timeout(&e) {
+            return Ok(None);
+        }
+        return Err(ddl_error("locking the table for cutover", e));
+    }
+    let locked_at = Instant::now();
+    let ack = capture.drain_in(&tx, Duration::from_secs(5)).await?;
+    let carried = carry_over(&tx, swap, dependents, target_columns).await?;
+    tx.commit()
+        .await
+        .map_err(|e| EngineError::db("committing the swap", e))?;
+    let lock_ms = locked_at.elapsed().as_secs_f64() * 1000.0;
+    if let Some(pos) = ack {
+        capture.ack(&pos)?;
+    }
+    Ok(Some((lock_ms, carried)))
 }
 
 const MAX_LOCK_ATTEMPTS: u32 = 10;
