@@ -1,7 +1,9 @@
 //! `splice cdc …`: an operator's view of change capture. `tail` prints committed changes as JSON
 //! lines and acknowledges what it printed, like pg_recvlogical with keys.
 
-use cdc::{CaptureName, Change, ChangeSource, Key, PgChangeStream, PgSourceConfig, TableName};
+use cdc::{
+    CaptureName, Change, ChangeSource, Key, PgChangeStream, PgSourceConfig, TableName, Transaction,
+};
 use clap::{Args, Subcommand};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -77,6 +79,7 @@ pub fn run(args: CdcArgs) -> u8 {
 }
 
 fn run_tail(args: TailArgs) -> u8 {
+    // Two threads: the replication reader keeps reading the socket while the printer works.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -121,6 +124,9 @@ async fn tail(args: TailArgs) -> Result<(), String> {
     let name = CaptureName::exact(&args.slot).map_err(|e| format!("--slot: {e}"))?;
     let mut config = PgSourceConfig::new(url, name, tables);
     config.skip_origins = args.skip_origins;
+    // Acknowledgements are tiny; reporting them often keeps the final wait of a clean stop
+    // short.
+    config.status_interval = Duration::from_millis(50);
     let mut stream = PgChangeStream::open(config)
         .await
         .map_err(|e| e.to_string())?;
@@ -142,9 +148,11 @@ async fn stream_to_stdout(
     limit: Option<u64>,
     idle_timeout: Duration,
 ) -> Result<(), String> {
-    // Lines go out in batches: whatever is already received is printed with one write and
-    // flush, then acknowledged, so a busy stream does not pay a syscall per change.
+    // Lines go out in batches: what arrives within FLUSH_AFTER of a batch's first transaction
+    // (or until BATCH_BYTES) is printed with one write and flush, then acknowledged, so a busy
+    // stream pays neither a syscall nor an acknowledgement per change.
     const BATCH_BYTES: usize = 256 * 1024;
+    const FLUSH_AFTER: Duration = Duration::from_millis(2);
     let stdout = std::io::stdout();
     let mut out: Vec<u8> = Vec::with_capacity(BATCH_BYTES + 4096);
     let mut printed: u64 = 0;
@@ -163,14 +171,13 @@ async fn stream_to_stdout(
                 None => return Ok(()),
             },
         };
+        let batch_started = tokio::time::Instant::now();
         let mut last_position;
         let mut done = false;
         loop {
-            for change in &txn.changes {
-                write_change(&mut out, change).map_err(|e| format!("encoding a change: {e}"))?;
-            }
+            write_transaction(&mut out, &txn).map_err(|e| format!("encoding a change: {e}"))?;
             printed += txn.changes.len() as u64;
-            last_position = txn.position.clone();
+            last_position = txn.position;
             if limit.is_some_and(|n| printed >= n) {
                 done = true;
                 break;
@@ -178,19 +185,37 @@ async fn stream_to_stdout(
             if out.len() >= BATCH_BYTES {
                 break;
             }
-            // Take what is already here without waiting (next_transaction is cancel-safe).
-            match tokio::time::timeout(Duration::ZERO, stream.next_transaction()).await {
-                Ok(Ok(Some(next))) => txn = next,
-                Ok(Ok(None)) => {
+            // Take what is already here. Otherwise nap rather than wait on the stream: while
+            // nobody waits on it, the replication reader fills it without waking us for every
+            // message, and the next look takes many transactions at once. The nap ends the
+            // batch's time at the latest (next_transaction is cancel-safe).
+            let next = loop {
+                // Unconstrained: the runtime's cooperative budget would otherwise report an
+                // empty stream after a hundred or so messages and turn every look into a nap.
+                if let Some(next) =
+                    poll_once(tokio::task::unconstrained(stream.next_transaction())).await
+                {
+                    break Some(next);
+                }
+                match FLUSH_AFTER.checked_sub(batch_started.elapsed()) {
+                    Some(left) if !left.is_zero() => tokio::time::sleep(left).await,
+                    _ => break None,
+                }
+            };
+            let Some(next) = next else {
+                break;
+            };
+            match next {
+                Ok(Some(next)) => txn = next,
+                Ok(None) => {
                     done = true;
                     break;
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     flush(&stdout, &mut out)?;
                     stream.ack(&last_position).map_err(|e| e.to_string())?;
                     return Err(e.to_string());
                 }
-                Err(_) => break,
             }
         }
         match flush(&stdout, &mut out) {
@@ -206,6 +231,16 @@ async fn stream_to_stdout(
     }
 }
 
+/// Poll `future` once: its output if it is ready now, `None` (dropping it) if it would wait.
+async fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
+        std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}
+
 fn flush(stdout: &std::io::Stdout, out: &mut Vec<u8>) -> Result<(), String> {
     let mut lock = stdout.lock();
     let result = lock.write_all(out).and_then(|()| lock.flush());
@@ -219,33 +254,37 @@ fn flush(stdout: &std::io::Stdout, out: &mut Vec<u8>) -> Result<(), String> {
     })
 }
 
-/// One JSON line for one change.
-fn write_change(out: &mut Vec<u8>, change: &Change) -> serde_json::Result<()> {
-    #[derive(Serialize)]
-    struct Line<'a> {
-        op: &'static str,
-        table: &'a TableName,
-        key: KeyObject<'a>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        old_key: Option<KeyObject<'a>>,
-        position: &'a cdc::Position,
-        committed_at: &'a cdc::Timestamp,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        origin: Option<&'a str>,
+/// One JSON line per change of `txn`. The part every line of a transaction shares (position,
+/// commit time, origin) is rendered once.
+fn write_transaction(out: &mut Vec<u8>, txn: &Transaction) -> serde_json::Result<()> {
+    let mut tail = format!(
+        ",\"position\":\"{}\",\"committed_at\":\"{}\"",
+        txn.position, txn.committed_at
+    );
+    if let Some(origin) = &txn.origin {
+        tail.push_str(",\"origin\":");
+        tail.push_str(&serde_json::to_string(origin)?);
     }
-    serde_json::to_writer(
-        &mut *out,
-        &Line {
-            op: change.op.as_str(),
-            table: &change.table,
-            key: KeyObject(&change.key),
-            old_key: change.old_key.as_ref().map(KeyObject),
-            position: &change.position,
-            committed_at: &change.committed_at,
-            origin: change.origin.as_deref(),
-        },
-    )?;
-    out.push(b'\n');
+    tail.push_str("}\n");
+    for change in &txn.changes {
+        write_change_head(out, change)?;
+        out.extend_from_slice(tail.as_bytes());
+    }
+    Ok(())
+}
+
+/// `{"op":…,"table":…,"key":{…}[,"old_key":{…}]` of one change.
+fn write_change_head(out: &mut Vec<u8>, change: &Change) -> serde_json::Result<()> {
+    out.extend_from_slice(b"{\"op\":\"");
+    out.extend_from_slice(change.op.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"table\":");
+    serde_json::to_writer(&mut *out, &change.table)?;
+    out.extend_from_slice(b",\"key\":");
+    serde_json::to_writer(&mut *out, &KeyObject(&change.key))?;
+    if let Some(old_key) = &change.old_key {
+        out.extend_from_slice(b",\"old_key\":");
+        serde_json::to_writer(&mut *out, &KeyObject(old_key))?;
+    }
     Ok(())
 }
 
