@@ -122,6 +122,16 @@ impl fmt::Display for Position {
     }
 }
 
+impl std::str::FromStr for Position {
+    type Err = crate::lsn::ParseLsnError;
+
+    /// The form `Display` prints (`0/16B3748` for PostgreSQL), for positions kept in a
+    /// checkpoint.
+    fn from_str(s: &str) -> Result<Position, Self::Err> {
+        s.parse().map(Position::Lsn)
+    }
+}
+
 impl Serialize for Position {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)

@@ -170,3 +170,38 @@ async fn a_slot_in_use_by_another_stream_is_refused() -> Result<()> {
     first.close().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_start_that_fails_after_creating_the_publication_drops_it_again() -> Result<()> {
+    let pg = Postgres::start()?;
+    let admin = sql(&pg.url()).await?;
+    admin
+        .batch_execute(
+            "CREATE ROLE app LOGIN REPLICATION;
+             GRANT CREATE ON DATABASE postgres TO app;
+             CREATE TABLE items (id int PRIMARY KEY);
+             ALTER TABLE items OWNER TO app;
+             ALTER ROLE app SET statement_timeout = '300ms';",
+        )
+        .await?;
+    // Creating a logical slot waits for running transactions to finish; one that holds an xid
+    // makes it run into the role's statement timeout, after the publication was created.
+    let holder = sql(&pg.url()).await?;
+    holder
+        .batch_execute("BEGIN; SELECT txid_current();")
+        .await?;
+    let mut cfg = config(&pg, "splice_half", &["public.items"]);
+    cfg.database_url = pg.url_as("app", "postgres");
+    let err = open_err(cfg).await;
+    assert!(
+        err.to_string().contains("creating replication slot"),
+        "{err}"
+    );
+    assert_eq!(
+        leftovers(&admin).await?,
+        (vec![], vec![]),
+        "nothing left behind"
+    );
+    holder.batch_execute("COMMIT").await?;
+    Ok(())
+}
