@@ -13,7 +13,9 @@ const MIGRATION: &str = include_str!("../migrations/orders_v2.toml");
 
 /// Run an online migration end to end on a throwaway PostgreSQL, under write load.
 #[derive(Args)]
-#[command(after_help = "Examples:\n  splice demo                  1,000,000 rows, ~200 writes/s\n  splice demo --rows 100000 --writes-per-second 500\n\nNeeds the PostgreSQL server binaries (apt-get install postgresql); as root the server runs as\nthe postgres user. Everything is deleted at the end.")]
+#[command(
+    after_help = "Examples:\n  splice demo                  1,000,000 rows, ~200 writes/s\n  splice demo --rows 100000 --writes-per-second 500\n\nNeeds the PostgreSQL server binaries (apt-get install postgresql); as root the server runs as\nthe postgres user. Everything is deleted at the end."
+)]
 pub struct DemoArgs {
     /// Rows in the demo's orders table.
     #[arg(long, default_value_t = 1_000_000)]
@@ -24,7 +26,10 @@ pub struct DemoArgs {
 }
 
 pub fn run(args: DemoArgs) -> u8 {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -54,7 +59,9 @@ struct Counters {
 /// The application: single-row writes at a steady rate, in whichever shape `orders` has.
 async fn write_load(url: String, per_second: u32, stop: Arc<AtomicBool>, c: Arc<Counters>) {
     use rand::{Rng, SeedableRng};
-    let Ok(db) = engine::connect(&url).await else { return };
+    let Ok(db) = engine::connect(&url).await else {
+        return;
+    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let pause = Duration::from_secs_f64(1.0 / per_second.max(1) as f64);
     let mut tick = tokio::time::interval(pause);
@@ -91,7 +98,11 @@ impl ProgressSink for DemoProgress {
     fn update(&mut self, p: &SyncProgress) {
         self.max_lag_ms = self.max_lag_ms.max(p.capture_lag_ms);
         self.max_lag_bytes = self.max_lag_bytes.max(p.capture_lag_bytes);
-        let every = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(3) };
+        let every = if self.tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(3)
+        };
         if self.last.elapsed() < every {
             return;
         }
@@ -103,7 +114,10 @@ impl ProgressSink for DemoProgress {
             100.0 * p.rows_copied as f64 / p.rows_total.max(1) as f64,
             p.rows_per_second,
             p.capture_lag_ms,
-            p.throttled.as_ref().map(|t| format!(", throttled: {t}")).unwrap_or_default()
+            p.throttled
+                .as_ref()
+                .map(|t| format!(", throttled: {t}"))
+                .unwrap_or_default()
         );
         if self.tty {
             eprint!("\r\x1b[2K{line}");
@@ -138,14 +152,22 @@ async fn demo(args: DemoArgs) -> Result<bool, EngineError> {
     .map_err(|e| EngineError::db("loading the demo table", e))?;
     eprintln!("    loaded in {:.1}s", t.elapsed().as_secs_f64());
 
-    step(&format!("starting the application: {} writes/s", args.writes_per_second));
+    step(&format!(
+        "starting the application: {} writes/s",
+        args.writes_per_second
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters {
         writes: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         new_shape: AtomicBool::new(false),
     });
-    let load = tokio::spawn(write_load(url.clone(), args.writes_per_second, stop.clone(), counters.clone()));
+    let load = tokio::spawn(write_load(
+        url.clone(),
+        args.writes_per_second,
+        stop.clone(),
+        counters.clone(),
+    ));
 
     let engine = Engine::new(url.clone());
     let spec = engine::MigrationSpec::parse(MIGRATION, "migrations/orders_v2.toml")
@@ -156,7 +178,9 @@ async fn demo(args: DemoArgs) -> Result<bool, EngineError> {
         eprintln!("    {col} = {expr}");
     }
     step("splice expand");
-    engine.expand(MIGRATION, "migrations/orders_v2.toml").await?;
+    engine
+        .expand(MIGRATION, "migrations/orders_v2.toml")
+        .await?;
 
     step("splice sync --until-caught-up (capture first, then the throttled backfill)");
     let mut progress = DemoProgress {
@@ -166,8 +190,13 @@ async fn demo(args: DemoArgs) -> Result<bool, EngineError> {
         max_lag_bytes: 0,
     };
     let t = Instant::now();
-    let opts = engine::phases::SyncOptions { until_caught_up: true, ..Default::default() };
-    let synced = engine.sync("orders_v2", &opts, &Control::new(None), &mut progress).await?;
+    let opts = engine::phases::SyncOptions {
+        until_caught_up: true,
+        ..Default::default()
+    };
+    let synced = engine
+        .sync("orders_v2", &opts, &Control::new(None), &mut progress)
+        .await?;
     if progress.tty {
         eprintln!();
     }
@@ -178,7 +207,10 @@ async fn demo(args: DemoArgs) -> Result<bool, EngineError> {
     let report = engine.verify("orders_v2").await?;
     eprintln!(
         "    {} rows, {} re-checked, {} diverged, {:.1}s",
-        report.rows_checked, report.rechecked, report.diverged.len(), report.seconds
+        report.rows_checked,
+        report.rechecked,
+        report.diverged.len(),
+        report.seconds
     );
     if !report.passed() {
         stop.store(true, Ordering::Relaxed);
@@ -204,7 +236,9 @@ async fn demo(args: DemoArgs) -> Result<bool, EngineError> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     let _ = load.await;
-    engine.sync("orders_v2", &opts, &Control::new(None), &mut progress).await?;
+    engine
+        .sync("orders_v2", &opts, &Control::new(None), &mut progress)
+        .await?;
     let mismatched: i64 = db
         .query_one(
             "SELECT count(*) FROM
@@ -223,9 +257,18 @@ async fn demo(args: DemoArgs) -> Result<bool, EngineError> {
     let failed = counters.failed.load(Ordering::Relaxed);
 
     println!();
-    println!("splice demo report ({} rows, {} writes/s)", args.rows, args.writes_per_second);
-    println!("  backfill + catch-up     {:>10.0} rows/s  ({} rows in {:.1}s)", backfill_rate, synced.rows_copied, sync_s);
-    println!("  capture lag (max seen)  {:>10} ms     ({} bytes)", progress.max_lag_ms, progress.max_lag_bytes);
+    println!(
+        "splice demo report ({} rows, {} writes/s)",
+        args.rows, args.writes_per_second
+    );
+    println!(
+        "  backfill + catch-up     {:>10.0} rows/s  ({} rows in {:.1}s)",
+        backfill_rate, synced.rows_copied, sync_s
+    );
+    println!(
+        "  capture lag (max seen)  {:>10} ms     ({} bytes)",
+        progress.max_lag_ms, progress.max_lag_bytes
+    );
     println!(
         "  verify                  {:>10}        ({} rows, {} re-checked after capture, {:.1}s)",
         if report.passed() { "passed" } else { "FAILED" },
@@ -239,8 +282,14 @@ async fn demo(args: DemoArgs) -> Result<bool, EngineError> {
         rollback_s,
         rb.lock_ms.unwrap_or(0.0)
     );
-    println!("  application writes      {:>10}        ({} failed: statements that raced a shape change)", writes, failed);
-    println!("  rows differing old/new  {:>10}        (compared in SQL, independently of verify)", mismatched);
+    println!(
+        "  application writes      {:>10}        ({} failed: statements that raced a shape change)",
+        writes, failed
+    );
+    println!(
+        "  rows differing old/new  {:>10}        (compared in SQL, independently of verify)",
+        mismatched
+    );
     drop(pg);
     Ok(mismatched == 0)
 }

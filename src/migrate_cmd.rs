@@ -58,7 +58,9 @@ pub enum MigrateCommand {
         db: DbArgs,
     },
     /// Change the backfill rate limit of a running (or the next) sync, without restarting it.
-    #[command(after_help = "Examples:\n  splice throttle orders_v2 --rows-per-second 5000   slow the running backfill down\n  splice throttle orders_v2 --rows-per-second 0      unlimited\n  splice throttle orders_v2 --clear                  back to the sync's own setting\n\nA running sync picks the new rate up at its next chunk.")]
+    #[command(
+        after_help = "Examples:\n  splice throttle orders_v2 --rows-per-second 5000   slow the running backfill down\n  splice throttle orders_v2 --rows-per-second 0      unlimited\n  splice throttle orders_v2 --clear                  back to the sync's own setting\n\nA running sync picks the new rate up at its next chunk."
+    )]
     Throttle {
         name: String,
         /// Rows per second; 0 means unlimited.
@@ -285,9 +287,21 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
                 }
             }
         }
-        MigrateCommand::Throttle { name, rows_per_second, clear, db } => {
-            let url = match url_of(&db) { Ok(u) => u, Err(c) => return c };
-            let limit = if clear { None } else { rows_per_second.map(|r| r.min(i32::MAX as u32) as i32) };
+        MigrateCommand::Throttle {
+            name,
+            rows_per_second,
+            clear,
+            db,
+        } => {
+            let url = match url_of(&db) {
+                Ok(u) => u,
+                Err(c) => return c,
+            };
+            let limit = if clear {
+                None
+            } else {
+                rows_per_second.map(|r| r.min(i32::MAX as u32) as i32)
+            };
             let result = async {
                 let client = engine::connect(&url).await?;
                 engine::state::set_rate_limit(&client, &name, limit).await

@@ -7,25 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::Postgres;
 
-const MIGRATION: &str = r#"
-name = "orders_v2"
-table = "public.orders"
-target = """
-CREATE TABLE orders (
-    id           bigint PRIMARY KEY,
-    customer_id  bigint NOT NULL,
-    amount_cents bigint NOT NULL,
-    currency     char(3) NOT NULL,
-    note         text
-)
-"""
-quarantine = "30d"
-[up]
-amount_cents = "(amount * 100)::bigint"
-currency = "coalesce(currency, 'EUR')"
-[down]
-amount = "amount_cents / 100.0"
-"#;
+/// The example migration the demo runs (quarantine 30d).
+const MIGRATION: &str = include_str!("../migrations/orders_v2.toml");
 
 struct Env {
     pg: Postgres,

@@ -8,6 +8,7 @@
 use crate::catalog::{self, Dependent};
 use crate::plan::Plan;
 use crate::spec::{quote_ident, quote_literal, MigrationSpec, QualifiedName};
+use crate::sql::Direction;
 use crate::state::{self, MigrationRecord, Phase, RunnerLock};
 use crate::sync::{self, Capture, Control, ProgressSink, SyncProgress};
 use crate::verify::{self, VerifyReport};
@@ -109,6 +110,31 @@ impl Engine {
     fn spec_of(record: &MigrationRecord) -> Result<MigrationSpec, EngineError> {
         MigrationSpec::parse(&record.spec, &format!("stored spec of {}", record.name))
             .map_err(|e| EngineError::Plan(e.0))
+    }
+
+    /// Forward sync's capture (old → new): slot `splice_<name>_fwd`, origin `splice_<name>`.
+    async fn forward_capture(
+        &self,
+        spec: &MigrationSpec,
+        dir: Direction,
+    ) -> Result<Capture, EngineError> {
+        Capture::open(&self.url, spec, dir, &spec.forward_slot(), &spec.origin()).await
+    }
+
+    /// Reverse sync's capture (new → old): slot `splice_<name>_rev`, origin `splice_<name>_rev`.
+    async fn reverse_capture(
+        &self,
+        spec: &MigrationSpec,
+        dir: Direction,
+    ) -> Result<Capture, EngineError> {
+        Capture::open(
+            &self.url,
+            spec,
+            dir,
+            &spec.reverse_slot(),
+            &spec.reverse_origin(),
+        )
+        .await
     }
 
     async fn locked(&self, name: &str) -> Result<RunnerLock, EngineError> {
@@ -240,14 +266,7 @@ impl Engine {
                 Phase::Expanded | Phase::Syncing | Phase::Verified => {
                     let plan = Plan::build(&mut db, &spec).await?;
                     // Capture starts (slot created, position recorded) before the first chunk.
-                    let mut capture = Capture::open(
-                        &self.url,
-                        &spec,
-                        plan.forward.clone(),
-                        &spec.forward_slot(),
-                        &spec.origin(),
-                    )
-                    .await?;
+                    let mut capture = self.forward_capture(&spec, plan.forward.clone()).await?;
                     if record.phase == Phase::Expanded {
                         lock.transition(Some(Phase::Expanded), Phase::Syncing, json!({}))
                             .await?;
@@ -259,6 +278,7 @@ impl Engine {
                         &spec,
                         plan.source.oid,
                         control,
+                        crate::sql::Fill::Missing,
                         progress,
                     )
                     .await?;
@@ -275,14 +295,7 @@ impl Engine {
                             "{name} was cut over without reverse sync; there is nothing to sync"
                         )));
                     };
-                    let mut capture = Capture::open(
-                        &self.url,
-                        &spec,
-                        reverse,
-                        &spec.reverse_slot(),
-                        &spec.reverse_origin(),
-                    )
-                    .await?;
+                    let mut capture = self.reverse_capture(&spec, reverse).await?;
                     let mut p = SyncProgress {
                         backfill_done: true,
                         ..Default::default()
@@ -353,14 +366,7 @@ impl Engine {
         }
         let lock = self.locked(name).await?;
         let plan = Plan::build(&mut db, &spec).await?;
-        let mut capture = Capture::open(
-            &self.url,
-            &spec,
-            plan.forward.clone(),
-            &spec.forward_slot(),
-            &spec.origin(),
-        )
-        .await?;
+        let mut capture = self.forward_capture(&spec, plan.forward.clone()).await?;
         let target_db = self.db().await?;
         let report = verify::verify(&db, &target_db, &mut capture, &plan.forward, 20_000).await;
         capture.close().await?;
@@ -448,14 +454,7 @@ impl Engine {
                 refused.join(", ")
             )));
         }
-        let mut capture = Capture::open(
-            &self.url,
-            &spec,
-            plan.forward.clone(),
-            &spec.forward_slot(),
-            &spec.origin(),
-        )
-        .await?;
+        let mut capture = self.forward_capture(&spec, plan.forward.clone()).await?;
         capture.drain().await?;
         let lag = capture.lag().await?;
         if lag.bytes > max_lag_bytes {
@@ -470,14 +469,7 @@ impl Engine {
         if let Some(rev) = &reverse {
             let mut pre = rev.clone();
             pre.from = spec.shadow_table();
-            let c = Capture::open(
-                &self.url,
-                &spec,
-                pre,
-                &spec.reverse_slot(),
-                &spec.reverse_origin(),
-            )
-            .await?;
+            let c = self.reverse_capture(&spec, pre).await?;
             c.close().await?;
         }
         let swap = Swap {
@@ -610,14 +602,7 @@ impl Engine {
                          swapping back would lose writes"
                     )));
                 };
-                let mut capture = Capture::open(
-                    &self.url,
-                    &spec,
-                    reverse,
-                    &spec.reverse_slot(),
-                    &spec.reverse_origin(),
-                )
-                .await?;
+                let mut capture = self.reverse_capture(&spec, reverse).await?;
                 capture.drain().await?;
                 let swap = Swap {
                     live: spec.table.clone(),
@@ -663,14 +648,7 @@ impl Engine {
                         "{name} has no reverse mapping; the restored table cannot be re-synced"
                     )));
                 };
-                let mut capture = Capture::open(
-                    &self.url,
-                    &spec,
-                    reverse,
-                    &spec.reverse_slot(),
-                    &spec.reverse_origin(),
-                )
-                .await?;
+                let mut capture = self.reverse_capture(&spec, reverse).await?;
                 lock.reset_backfill().await?;
                 let control = Control::new(None);
                 let mut quiet = QuietProgress;
@@ -681,6 +659,8 @@ impl Engine {
                     &spec,
                     plan.target.oid,
                     &control,
+                    // The restored table holds the rows of the day it was quarantined.
+                    crate::sql::Fill::Overwrite,
                     &mut quiet,
                 )
                 .await?;
@@ -854,7 +834,7 @@ async fn swap_attempts(
     for attempt in 1..=MAX_LOCK_ATTEMPTS {
         // Catch up right before locking, so what is left to apply under the lock is only what
         // committed in the last moments.
-        capture.drain().await?;
+        catch_up(capture).await?;
         let mut conn = capture.take_apply_db()?;
         let result = swap_once(&mut conn, spec, swap, capture, dependents, target_columns).await;
         capture.put_apply_db(conn);
@@ -873,6 +853,30 @@ async fn swap_attempts(
     }
     Ok(None)
 }
+
+/// Drains until one drain completes quickly: only then is the backlog small enough to apply
+/// under the lock. Refuses when capture cannot keep up with the application's writes.
+async fn catch_up(capture: &mut Capture) -> Result<(), EngineError> {
+    let give_up = Instant::now() + CATCH_UP_BUDGET;
+    loop {
+        let started = Instant::now();
+        capture.drain().await?;
+        if started.elapsed() < CAUGHT_UP {
+            return Ok(());
+        }
+        if Instant::now() > give_up {
+            return Err(EngineError::Refused(format!(
+                "capture did not catch up within {}: the application writes as fast as the                  applier can re-sync, so the backlog under the lock would be too long; nothing                  was swapped — cut over when the write load is lower",
+                humantime::format_duration(CATCH_UP_BUDGET)
+            )));
+        }
+    }
+}
+
+/// A drain that finishes within this is "caught up".
+const CAUGHT_UP: Duration = Duration::from_millis(500);
+/// How long cutover keeps trying to catch up before refusing.
+const CATCH_UP_BUDGET: Duration = Duration::from_secs(120);
 
 /// One attempt: lock, drain under the lock, swap, commit. `None` when the lock timed out.
 async fn swap_once(

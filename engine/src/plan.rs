@@ -464,9 +464,10 @@ pub fn render(plan: &Plan) -> String {
     }
     s.push_str(&format!(
         "\n2. sync — publication + logical slot {slot} on {src} (brief SHARE UPDATE EXCLUSIVE for \
-         the publication), then chunked backfill; locks: FOR SHARE on each chunk's rows while \
-         it is copied\n   {}\n",
-        crate::sql::backfill_chunk(&plan.forward, false).replace('\n', "\n   "),
+         the publication), then chunked backfill; locks: none (each chunk is one INSERT … SELECT; \
+         capture re-syncs what changed while it ran)\n   {}\n",
+        crate::sql::backfill_chunk(&plan.forward, false, crate::sql::Fill::Missing)
+            .replace('\n', "\n   "),
         slot = spec.forward_slot()
     ));
     s.push_str(&format!(

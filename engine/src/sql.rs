@@ -88,17 +88,51 @@ impl Direction {
             .join(", ")
     }
 
+    /// Key, then every mapped column, over the source row `s`: what verify reads on the source.
+    fn source_row(&self) -> String {
+        let key = self.key_list("s.");
+        let mapped = self
+            .columns
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("{key}, {mapped}")
+    }
+
+    /// Key (in the source's key types), then every column, over the target row `t`.
+    fn target_row(&self) -> String {
+        let key = self
+            .key
+            .iter()
+            .map(|kc| format!("t.{}::{}", quote_ident(&kc.name), kc.sql_type))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let cols = self
+            .columns
+            .iter()
+            .map(|(c, _)| format!("t.{}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("{key}, {cols}")
+    }
+
     pub fn key_names(&self) -> Vec<String> {
         self.key.iter().map(|k| k.name.clone()).collect()
     }
 }
 
 /// Copies the next chunk of source rows after a key (parameters `$1..$k`; absent for the
-/// first chunk), `$k+1` = chunk size. The source rows are share-locked by the same statement,
-/// so no delete or update of a row in the chunk can commit while it is being written: a
-/// delete applied by capture can never be undone by a stale chunk (no resurrection).
+/// first chunk), `$k+1` = chunk size, in one statement (one snapshot, one commit).
+///
+/// No resurrection, DBLog-style: the applier runs in the same task as the backfill, between
+/// chunks, never while one is in flight. A delete (or update) that commits while a chunk is being
+/// copied is therefore applied after the chunk landed, and its re-sync reads the source of truth
+/// again: a stale row written by the chunk is corrected, never left behind. Changes committed
+/// before the chunk's snapshot are in the rows it reads. So the chunk needs no row locks on the
+/// source, which would write a lock record for every row it copies.
 /// Returns one row: rows copied, then the last key as text (no row when the range is empty).
-pub fn backfill_chunk(dir: &Direction, after_key: bool) -> String {
+pub fn backfill_chunk(dir: &Direction, after_key: bool, mode: Fill) -> String {
     let k = dir.key.len();
     let cond = if after_key {
         format!("WHERE ({}) > ({})", dir.key_list("s."), dir.key_params(1))
@@ -123,15 +157,45 @@ pub fn backfill_chunk(dir: &Direction, after_key: bool) -> String {
         .map(|i| format!("src.\"__k{i}\" DESC"))
         .collect::<Vec<_>>()
         .join(", ");
+    let write = match mode {
+        // A plain insert of the keys not there yet: capture wrote the others from a snapshot
+        // no newer than this chunk's, and re-syncs anything that changed since. Nothing else
+        // writes the target while backfill runs (one runner per migration).
+        Fill::Missing => format!(
+            "SELECT {cols} FROM src\n  WHERE NOT EXISTS (SELECT 1 FROM {to} t WHERE ({tkey}) = ({skey}))",
+            cols = dir.target_cols(),
+            to = dir.to.sql(),
+            tkey = dir.key_list("t."),
+            skey = (0..k)
+                .map(|i| format!("src.\"__k{i}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        // Every row, overwriting what differs: for a target that holds stale rows (a table
+        // restored from quarantine).
+        Fill::Overwrite => format!(
+            "SELECT {cols} FROM src\n  {tail}",
+            cols = dir.target_cols(),
+            tail = dir.upsert_tail()
+        ),
+    };
     format!(
-        "WITH src AS (\n  SELECT {key_out}, {mapped}\n  FROM {from} s {cond}\n  ORDER BY {order} LIMIT ${limit}::bigint\n  FOR SHARE\n), ins AS (\n  INSERT INTO {to} AS t ({cols}) OVERRIDING SYSTEM VALUE\n  SELECT {cols} FROM src\n  {tail}\n)\nSELECT (SELECT count(*) FROM src), {key_text} FROM src ORDER BY {key_desc} LIMIT 1",
+        "WITH src AS (\n  SELECT {key_out}, {mapped}\n  FROM {from} s {cond}\n  ORDER BY {order} LIMIT ${limit}::bigint\n), ins AS (\n  INSERT INTO {to} AS t ({cols}) OVERRIDING SYSTEM VALUE\n  {write}\n)\nSELECT (SELECT count(*) FROM src), {key_text} FROM src ORDER BY {key_desc} LIMIT 1",
         mapped = dir.mapped_select(),
         from = dir.from.sql(),
         order = dir.key_list("s."),
         to = dir.to.sql(),
         cols = dir.target_cols(),
-        tail = dir.upsert_tail(),
     )
+}
+
+/// How a backfill chunk writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// Insert only keys the target does not have (an empty target being filled).
+    Missing,
+    /// Upsert every row, writing where it differs (a target holding stale rows).
+    Overwrite,
 }
 
 /// Re-syncs a batch of keys from the source of truth: upserts the mapped row of every key that
@@ -238,20 +302,9 @@ pub fn range_boundary(dir: &Direction, after_key: bool) -> String {
 /// Canonical rows of the source side of a range: key, then every mapped target column, in the
 /// target's types, in key order, as PostgreSQL's COPY text form.
 pub fn verify_source_copy(dir: &Direction, range: &KeyRange) -> String {
-    let key_text = dir
-        .key
-        .iter()
-        .map(|kc| format!("s.{}", quote_ident(&kc.name)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mapped = dir
-        .columns
-        .iter()
-        .map(|(_, e)| e.clone())
-        .collect::<Vec<_>>()
-        .join(", ");
     format!(
-        "COPY (SELECT {key_text}, {mapped} FROM {from} s WHERE {cond} ORDER BY {order}) TO STDOUT",
+        "COPY (SELECT {row} FROM {from} s WHERE {cond} ORDER BY {order}) TO STDOUT",
+        row = dir.source_row(),
         from = dir.from.sql(),
         cond = range.condition(dir, "s."),
         order = dir.key_list("s."),
@@ -260,20 +313,9 @@ pub fn verify_source_copy(dir: &Direction, range: &KeyRange) -> String {
 
 /// Canonical rows of the target side of a range, in the same column order.
 pub fn verify_target_copy(dir: &Direction, range: &KeyRange) -> String {
-    let key_text = dir
-        .key
-        .iter()
-        .map(|kc| format!("t.{}::{}", quote_ident(&kc.name), kc.sql_type))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let cols = dir
-        .columns
-        .iter()
-        .map(|(c, _)| format!("t.{}", quote_ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
     format!(
-        "COPY (SELECT {key_text}, {cols} FROM {to} t WHERE {cond} ORDER BY {order}) TO STDOUT",
+        "COPY (SELECT {row} FROM {to} t WHERE {cond} ORDER BY {order}) TO STDOUT",
+        row = dir.target_row(),
         to = dir.to.sql(),
         cond = range.condition(dir, "t."),
         order = dir.key_list("t."),
@@ -285,50 +327,24 @@ pub fn verify_keys_copy(dir: &Direction, source_side: bool, keys: &[Vec<String>]
     let list = keys
         .iter()
         .map(|k| {
-            format!(
-                "({})",
-                dir.key
-                    .iter()
-                    .zip(k)
-                    .map(|(kc, v)| format!("{}::{}", crate::spec::quote_literal(v), kc.sql_type))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            let values = dir
+                .key
+                .iter()
+                .zip(k)
+                .map(|(kc, v)| format!("{}::{}", crate::spec::quote_literal(v), kc.sql_type))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("({values})")
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let (table, alias, select) = if source_side {
-        let key = dir
-            .key
-            .iter()
-            .map(|kc| format!("s.{}", quote_ident(&kc.name)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mapped = dir
-            .columns
-            .iter()
-            .map(|(_, e)| e.clone())
-            .collect::<Vec<_>>()
-            .join(", ");
-        (dir.from.sql(), "s.", format!("{key}, {mapped}"))
+    let (row, table, alias) = if source_side {
+        (dir.source_row(), dir.from.sql(), "s")
     } else {
-        let key = dir
-            .key
-            .iter()
-            .map(|kc| format!("t.{}::{}", quote_ident(&kc.name), kc.sql_type))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let cols = dir
-            .columns
-            .iter()
-            .map(|(c, _)| format!("t.{}", quote_ident(c)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        (dir.to.sql(), "t.", format!("{key}, {cols}"))
+        (dir.target_row(), dir.to.sql(), "t")
     };
-    let a = alias.trim_end_matches('.');
     format!(
-        "COPY (SELECT {select} FROM {table} {a} WHERE ({k}) IN ({list}) ORDER BY {k}) TO STDOUT",
-        k = dir.key_list(alias),
+        "COPY (SELECT {row} FROM {table} {alias} WHERE ({k}) IN ({list}) ORDER BY {k}) TO STDOUT",
+        k = dir.key_list(&format!("{alias}.")),
     )
 }

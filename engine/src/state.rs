@@ -285,14 +285,23 @@ impl RunnerLock {
     /// Takes the lock for `name` or fails at once naming who to wait for.
     pub async fn acquire(url: &str, name: &str) -> Result<RunnerLock, EngineError> {
         let conn = crate::connect(url).await?;
-        let got: bool = conn
-            .query_one(
-                "SELECT pg_try_advisory_lock(hashtext('splice.migration'), hashtext($1))",
-                &[&name],
-            )
-            .await
-            .map_err(|e| EngineError::db("taking the runner lock", e))?
-            .get(0);
+        // A runner that just finished (or was killed) may still be holding its session for a
+        // moment while the server tears it down: try for a short while before giving up.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let got = loop {
+            let got: bool = conn
+                .query_one(
+                    "SELECT pg_try_advisory_lock(hashtext('splice.migration'), hashtext($1))",
+                    &[&name],
+                )
+                .await
+                .map_err(|e| EngineError::db("taking the runner lock", e))?
+                .get(0);
+            if got || std::time::Instant::now() > deadline {
+                break got;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
         if !got {
             let holder = conn
                 .query_opt(

@@ -2,8 +2,9 @@
 //!
 //! Capture turns every committed change to the source into "key K changed" and re-syncs K from
 //! the source of truth through the mapping, so applying is idempotent, order-insensitive and
-//! batchable. Backfill walks the key range in chunks that share-lock their source rows, so a
-//! delete that capture applied can never be brought back by a stale chunk.
+//! batchable. Backfill walks the key range in chunks; the applier runs between chunks, never
+//! during one, so a change that commits while a chunk is copied is re-synced after the chunk
+//! landed and a delete can never be undone by a stale chunk (see `sql::backfill_chunk`).
 
 use crate::spec::MigrationSpec;
 use crate::sql::{self, Direction};
@@ -235,16 +236,15 @@ impl Capture {
                 .collect();
             match db {
                 Some(tx) => {
-                    if batch.truncate {
-                        tx.execute(&orphans, &[])
-                            .await
-                            .map_err(|e| EngineError::db("applying a truncate", e))?;
-                    }
-                    if !keys.is_empty() {
-                        tx.query_one(&resync, &params)
-                            .await
-                            .map_err(|e| EngineError::db("applying captured changes", e))?;
-                    }
+                    apply_keys(
+                        tx,
+                        &orphans,
+                        &resync,
+                        batch.truncate,
+                        !keys.is_empty(),
+                        &params,
+                    )
+                    .await?
                 }
                 None => {
                     let conn = self.apply_db.as_mut().ok_or_else(|| {
@@ -254,16 +254,15 @@ impl Capture {
                         .transaction()
                         .await
                         .map_err(|e| EngineError::db("starting an apply transaction", e))?;
-                    if batch.truncate {
-                        tx.execute(&orphans, &[])
-                            .await
-                            .map_err(|e| EngineError::db("applying a truncate", e))?;
-                    }
-                    if !keys.is_empty() {
-                        tx.query_one(&resync, &params)
-                            .await
-                            .map_err(|e| EngineError::db("applying captured changes", e))?;
-                    }
+                    apply_keys(
+                        &tx,
+                        &orphans,
+                        &resync,
+                        batch.truncate,
+                        !keys.is_empty(),
+                        &params,
+                    )
+                    .await?;
                     tx.commit()
                         .await
                         .map_err(|e| EngineError::db("committing applied changes", e))?;
@@ -381,6 +380,28 @@ impl Capture {
     pub async fn close(self) -> Result<(), EngineError> {
         Ok(self.stream.close().await?)
     }
+}
+
+/// The statements of one applied batch, inside `tx`.
+async fn apply_keys(
+    tx: &tokio_postgres::Transaction<'_>,
+    orphans: &str,
+    resync: &str,
+    truncate: bool,
+    has_keys: bool,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<(), EngineError> {
+    if truncate {
+        tx.execute(orphans, &[])
+            .await
+            .map_err(|e| EngineError::db("applying a truncate", e))?;
+    }
+    if has_keys {
+        tx.query_one(resync, params)
+            .await
+            .map_err(|e| EngineError::db("applying captured changes", e))?;
+    }
+    Ok(())
 }
 
 /// Drops a capture's slot and publication if they exist.
@@ -524,6 +545,7 @@ pub async fn backfill(
     spec: &MigrationSpec,
     source_oid: u32,
     control: &Control,
+    fill: sql::Fill,
     progress: &mut dyn ProgressSink,
 ) -> Result<SyncProgress, EngineError> {
     let record = crate::state::load(db, &spec.name)
@@ -541,8 +563,8 @@ pub async fn backfill(
         .set_figure(crate::state::Figure::RowsTotal, total as f64)
         .await?;
     let dir = capture.direction().clone();
-    let first_sql = sql::backfill_chunk(&dir, false);
-    let next_sql = sql::backfill_chunk(&dir, true);
+    let first_sql = sql::backfill_chunk(&dir, false, fill);
+    let next_sql = sql::backfill_chunk(&dir, true, fill);
     let mut last_key = record.backfill_last_key.clone();
     let mut done = record.backfill_done;
     let started = Instant::now();

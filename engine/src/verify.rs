@@ -4,7 +4,8 @@
 //! types (typed, NULL as `\N` and distinct from empty, escapes for tabs and newlines), under
 //! fixed session settings (UTC, ISO dates, `extra_float_digits = 3`, hex bytea). Each row is
 //! hashed with BLAKE3 on the client; a range's digest is the hash of its row digests in key
-//! order. A range whose digests differ is narrowed to the rows that differ, and every such key
+//! order. A range whose digests differ is read again keeping each row's key and digest, which
+//! narrows it to the rows that differ, and every such key
 //! is re-checked after capture has passed the position at which it was read: only keys that
 //! still differ count.
 
@@ -55,12 +56,23 @@ impl VerifyReport {
 /// Rows of one side of a range: key (the first `k` fields, as text) → row digest.
 type Rows = BTreeMap<Vec<String>, ([u8; 32], String)>;
 
-/// Reads one COPY … TO STDOUT into key → (digest, line), plus the range digest.
+/// What a read keeps besides the range digest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Only the range digest: the fast path for ranges that match.
+    Digest,
+    /// Every row's key and digest, to find the rows that differ.
+    Rows,
+    /// Also every row's text, to report diverged keys.
+    Lines,
+}
+
+/// Reads one COPY … TO STDOUT: the range digest, the row count, and what `keep` asks for.
 async fn read_side(
     db: &Client,
     copy: &str,
     key_len: usize,
-    keep_lines: bool,
+    keep: Keep,
 ) -> Result<(blake3::Hash, Rows, u64), EngineError> {
     let stream = db
         .copy_out(copy)
@@ -70,33 +82,40 @@ async fn read_side(
     let mut range = blake3::Hasher::new();
     let mut rows = Rows::new();
     let mut n = 0u64;
-    let mut pending = Vec::new();
+    let mut carry: Vec<u8> = Vec::new();
+    let mut row = |line: &[u8]| {
+        let digest = blake3::hash(line);
+        range.update(digest.as_bytes());
+        n += 1;
+        if keep != Keep::Digest {
+            let text = String::from_utf8_lossy(line);
+            let key: Vec<String> = text.split('\t').take(key_len).map(str::to_string).collect();
+            let line = if keep == Keep::Lines {
+                text.into_owned()
+            } else {
+                String::new()
+            };
+            rows.insert(key, (*digest.as_bytes(), line));
+        }
+    };
     while let Some(chunk) = stream
         .try_next()
         .await
         .map_err(|e| EngineError::db("reading rows to verify", e))?
     {
-        pending.extend_from_slice(&chunk);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            let line = &line[..line.len() - 1];
-            let digest = blake3::hash(line);
-            range.update(digest.as_bytes());
-            n += 1;
-            let text = String::from_utf8_lossy(line);
-            let key: Vec<String> = text.split('\t').take(key_len).map(str::to_string).collect();
-            rows.insert(
-                key,
-                (
-                    *digest.as_bytes(),
-                    if keep_lines {
-                        text.into_owned()
-                    } else {
-                        String::new()
-                    },
-                ),
-            );
+        // PostgreSQL sends one row per message; a row split across messages is carried over.
+        let mut rest: &[u8] = &chunk;
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            if carry.is_empty() {
+                row(&rest[..end]);
+            } else {
+                carry.extend_from_slice(&rest[..end]);
+                row(&carry);
+                carry.clear();
+            }
+            rest = &rest[end + 1..];
         }
+        carry.extend_from_slice(rest);
     }
     Ok((range.finalize(), rows, n))
 }
@@ -154,14 +173,21 @@ pub async fn verify(
             sql::verify_target_copy(dir, &range),
         );
         let (src, tgt) = tokio::join!(
-            read_side(source_db, &src_sql, k, false),
-            read_side(target_db, &tgt_sql, k, false)
+            read_side(source_db, &src_sql, k, Keep::Digest),
+            read_side(target_db, &tgt_sql, k, Keep::Digest)
         );
-        let (src_hash, src_rows, n) = src?;
-        let (tgt_hash, tgt_rows, _) = tgt?;
+        let (src_hash, _, n) = src?;
+        let (tgt_hash, _, _) = tgt?;
         report.rows_checked += n;
         report.ranges += 1;
         if src_hash != tgt_hash {
+            // Narrow the range to its rows: read it again keeping each row's digest.
+            let (src, tgt) = tokio::join!(
+                read_side(source_db, &src_sql, k, Keep::Rows),
+                read_side(target_db, &tgt_sql, k, Keep::Rows)
+            );
+            let (_, src_rows, _) = src?;
+            let (_, tgt_rows, _) = tgt?;
             suspects.extend(differing(&src_rows, &tgt_rows));
         }
         match upper {
@@ -202,8 +228,8 @@ async fn recheck(
                 sql::verify_keys_copy(dir, false, batch),
             );
             let (src, tgt) = tokio::join!(
-                read_side(source_db, &src_sql, k, true),
-                read_side(target_db, &tgt_sql, k, true)
+                read_side(source_db, &src_sql, k, Keep::Lines),
+                read_side(target_db, &tgt_sql, k, Keep::Lines)
             );
             let (_, src_rows, _) = src?;
             let (_, tgt_rows, _) = tgt?;

@@ -71,7 +71,7 @@ async fn plan_changes_nothing_and_names_what_is_wrong() {
         .expect_err("NOT NULL without source");
     assert!(err.to_string().contains("add `region = "), "{err}");
 
-    let no_down = ORDERS_V2.replace("[down]\namount = \"amount_cents / 100.0\"", "");
+    let no_down = ORDERS_V2.replace("amount = \"amount_cents / 100.0\"", "");
     let plan = engine
         .plan(&MigrationSpec::parse(&no_down, "f.toml").expect("spec"))
         .await

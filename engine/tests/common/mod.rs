@@ -8,27 +8,8 @@ use engine::Engine;
 use testkit::Postgres;
 use tokio_postgres::Client;
 
-pub const ORDERS_V2: &str = r#"
-name = "orders_v2"
-table = "public.orders"
-target = """
-CREATE TABLE orders (
-    id           bigint PRIMARY KEY,
-    customer_id  bigint NOT NULL,
-    amount_cents bigint NOT NULL,
-    currency     char(3) NOT NULL,
-    note         text
-)
-"""
-quarantine = "1h"
-
-[up]
-amount_cents = "(amount * 100)::bigint"
-currency = "coalesce(currency, 'EUR')"
-
-[down]
-amount = "amount_cents / 100.0"
-"#;
+/// The example migration the demo runs: orders → orders with integer cents.
+pub const ORDERS_V2: &str = include_str!("../../../migrations/orders_v2.toml");
 
 pub struct Db {
     pub pg: Postgres,
