@@ -37,6 +37,8 @@ pub struct Postgres {
     dir: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// Stops the server if this process dies without dropping it (a killed or timed-out test).
+    watchdog: Option<Child>,
     major: u32,
 }
 
@@ -160,6 +162,10 @@ impl Postgres {
     }
 
     fn shutdown(&mut self) {
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
         if let Some(mut child) = self.child.take() {
             stop_child(&mut child, libc::SIGQUIT, Duration::from_secs(10));
         }
@@ -347,10 +353,34 @@ fn start_once(
         dir,
         port,
         child: Some(child),
+        watchdog: None,
         major: bins.major,
     };
     wait_ready(&mut pg, &log_path)?;
+    pg.watchdog = spawn_watchdog(&pg, run_as);
     Ok(pg)
+}
+
+/// A small shell loop, running as the server's account, that stops the server and removes its
+/// directory once this process is gone: a test killed by a timeout must not leave a server
+/// running. It watches the process (not a thread, unlike PR_SET_PDEATHSIG, which would fire
+/// when the thread that started the server ends). Best effort: `None` if it cannot start.
+fn spawn_watchdog(pg: &Postgres, run_as: RunAs) -> Option<Child> {
+    const SCRIPT: &str = "while [ -d /proc/$1 ]; do sleep 1; done; \
+        \"$2/pg_ctl\" -D \"$3\" stop -m immediate >/dev/null 2>&1; rm -rf \"$4\"";
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(SCRIPT)
+        .arg("splice-testkit-watchdog")
+        .arg(std::process::id().to_string())
+        .arg(&pg.bindir)
+        .arg(pg.data_dir())
+        .arg(&pg.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    run_as.apply(&mut cmd);
+    cmd.spawn().ok()
 }
 
 /// Wait until postmaster.pid says "ready" (PostgreSQL 10+ writes its status there).
