@@ -161,8 +161,10 @@ pub fn backfill_chunk(dir: &Direction, after_key: bool, mode: Fill) -> String {
         // A plain insert of the keys not there yet: capture wrote the others from a snapshot
         // no newer than this chunk's, and re-syncs anything that changed since. Nothing else
         // writes the target while backfill runs (one runner per migration).
+        // The lower bound keeps the anti-join to the target's rows past the checkpoint (the few
+        // capture wrote): without it the planner hashes the whole target for every chunk.
         Fill::Missing => format!(
-            "SELECT {cols} FROM src\n  WHERE NOT EXISTS (SELECT 1 FROM {to} t WHERE ({tkey}) = ({skey}))",
+            "SELECT {cols} FROM src\n  WHERE NOT EXISTS (SELECT 1 FROM {to} t WHERE ({tkey}) = ({skey}){past})",
             cols = dir.target_cols(),
             to = dir.to.sql(),
             tkey = dir.key_list("t."),
@@ -170,6 +172,11 @@ pub fn backfill_chunk(dir: &Direction, after_key: bool, mode: Fill) -> String {
                 .map(|i| format!("src.\"__k{i}\""))
                 .collect::<Vec<_>>()
                 .join(", "),
+            past = if after_key {
+                format!(" AND ({}) > ({})", dir.key_list("t."), dir.key_params(1))
+            } else {
+                String::new()
+            },
         ),
         // Every row, overwriting what differs: for a target that holds stale rows (a table
         // restored from quarantine).
