@@ -100,19 +100,8 @@ fn run_tail(args: TailArgs) -> u8 {
     }
 }
 
-/// The URL from the flag, then `SPLICE_DATABASE_URL`, then `DATABASE_URL`.
-fn database_url(flag: Option<String>) -> Result<String, String> {
-    flag.filter(|u| !u.is_empty())
-        .or_else(|| std::env::var("SPLICE_DATABASE_URL").ok().filter(|u| !u.is_empty()))
-        .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
-        .ok_or_else(|| {
-            "no database URL; pass --database-url postgres://USER@HOST/DB or set SPLICE_DATABASE_URL"
-                .to_string()
-        })
-}
-
 async fn tail(args: TailArgs) -> Result<(), String> {
-    let url = database_url(args.database_url)?;
+    let url = crate::db_url::resolve(args.database_url)?;
     let tables = args
         .tables
         .iter()

@@ -276,9 +276,11 @@ impl Engine {
                         &lock,
                         &mut capture,
                         &spec,
-                        plan.source.oid,
+                        sync::BackfillCopy {
+                            source_oid: plan.source.oid,
+                            fill: crate::sql::Fill::Missing,
+                        },
                         control,
-                        crate::sql::Fill::Missing,
                         progress,
                     )
                     .await?;
@@ -657,10 +659,12 @@ impl Engine {
                     &lock,
                     &mut capture,
                     &spec,
-                    plan.target.oid,
+                    sync::BackfillCopy {
+                        source_oid: plan.target.oid,
+                        // The restored table holds the rows of the day it was quarantined.
+                        fill: crate::sql::Fill::Overwrite,
+                    },
                     &control,
-                    // The restored table holds the rows of the day it was quarantined.
-                    crate::sql::Fill::Overwrite,
                     &mut quiet,
                 )
                 .await?;

@@ -536,6 +536,14 @@ async fn throttle_reason(
     Ok(None)
 }
 
+/// What a backfill copies from and how it writes.
+#[derive(Debug, Clone, Copy)]
+pub struct BackfillCopy {
+    /// The table rows are read from (lock waits on it pause the backfill).
+    pub source_oid: u32,
+    pub fill: sql::Fill,
+}
+
 /// Runs the throttled backfill from its checkpoint to the end of the key range, applying
 /// captured changes between chunks. Returns when done or when `control` asks it to stop.
 pub async fn backfill(
@@ -543,11 +551,11 @@ pub async fn backfill(
     runner: &RunnerLock,
     capture: &mut Capture,
     spec: &MigrationSpec,
-    source_oid: u32,
+    copy: BackfillCopy,
     control: &Control,
-    fill: sql::Fill,
     progress: &mut dyn ProgressSink,
 ) -> Result<SyncProgress, EngineError> {
+    let BackfillCopy { source_oid, fill } = copy;
     let record = crate::state::load(db, &spec.name)
         .await?
         .ok_or_else(|| EngineError::Phase(format!("migration {} is not registered", spec.name)))?;
