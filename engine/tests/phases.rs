@@ -330,3 +330,78 @@ async fn a_rate_limit_set_while_sync_runs_is_picked_up_at_the_next_chunk() {
         .await
         .expect("set"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_carries_views_foreign_keys_sequences_triggers_and_grants_over() {
+    let db = server();
+    let client = connect(&db.url).await;
+    create_orders(&client, 200).await;
+    client
+        .batch_execute(
+            "CREATE VIEW big_orders AS SELECT id, customer_id, note FROM orders WHERE customer_id > 10;
+             CREATE TABLE order_items (id bigserial PRIMARY KEY, order_id bigint NOT NULL REFERENCES orders (id));
+             INSERT INTO order_items (order_id) SELECT g FROM generate_series(1, 20) g;
+             CREATE ROLE reader;
+             GRANT SELECT ON orders TO reader;
+             CREATE FUNCTION tidy_note() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN NEW.note := trim(NEW.note); RETURN NEW; END $$;
+             CREATE TRIGGER tidy BEFORE INSERT OR UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION tidy_note();",
+        )
+        .await
+        .expect("dependents");
+    let engine = Engine::new(db.url.clone());
+    engine
+        .expand(ORDERS_V2, "orders_v2.toml")
+        .await
+        .expect("expand");
+    sync_until_caught_up(&engine, "orders_v2").await;
+    assert!(engine.verify("orders_v2").await.expect("verify").passed());
+    let report = engine
+        .cutover("orders_v2", u64::MAX, false)
+        .await
+        .expect("cutover");
+    assert!(
+        report.carried_over.iter().any(|c| c.contains("view")),
+        "{:?}",
+        report.carried_over
+    );
+
+    let one = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        }
+    };
+    // The view reads the new table: it has the new table's rows and columns.
+    let view_on_new: bool = one(
+        "SELECT EXISTS (SELECT 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+                        WHERE r.ev_class = 'big_orders'::regclass AND d.refobjid = 'orders'::regclass)",
+    )
+    .await
+    .get(0);
+    assert!(view_on_new, "the view follows the live name");
+    let fk_target: String = one("SELECT confrelid::regclass::text FROM pg_constraint
+         WHERE conrelid = 'order_items'::regclass AND contype = 'f'")
+    .await
+    .get(0);
+    assert_eq!(fk_target, "orders");
+    let granted: bool = one("SELECT has_table_privilege('reader', 'orders', 'SELECT')")
+        .await
+        .get(0);
+    assert!(granted, "grants follow the table");
+    let trimmed: String = one(
+        "INSERT INTO orders (customer_id, amount_cents, currency, note) VALUES (1, 100, 'EUR', '  x  ')
+         RETURNING note",
+    )
+    .await
+    .get(0);
+    assert_eq!(trimmed, "x", "the trigger fires on the new table");
+    let new_id: i64 = one("SELECT max(id) FROM orders").await.get(0);
+    assert!(
+        new_id > 200,
+        "the serial default continues past the copied keys (got {new_id})"
+    );
+}
