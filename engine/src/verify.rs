@@ -3,9 +3,9 @@
 //! Rows are encoded canonically by PostgreSQL itself: COPY's text form of the target's column
 //! types (typed, NULL as `\N` and distinct from empty, escapes for tabs and newlines), under
 //! fixed session settings (UTC, ISO dates, `extra_float_digits = 3`, hex bytea). Each row is
-//! hashed with BLAKE3 on the client; a range's digest is the hash of its row digests in key
-//! order. A range whose digests differ is read again keeping each row's key and digest, which
-//! narrows it to the rows that differ, and every such key
+//! hashed with BLAKE3 on the client: a range's digest is BLAKE3 over its canonical rows in key
+//! order. A range whose digests differ is read again keeping each row's key and BLAKE3 digest,
+//! which narrows it to the rows that differ, and every such key
 //! is re-checked after capture has passed the position at which it was read: only keys that
 //! still differ count.
 
@@ -59,7 +59,8 @@ type Rows = BTreeMap<Vec<String>, ([u8; 32], String)>;
 /// What a read keeps besides the range digest.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Keep {
-    /// Only the range digest: the fast path for ranges that match.
+    /// Only the range digest (BLAKE3 over the range's canonical rows in key order): the fast
+    /// path for ranges that match.
     Digest,
     /// Every row's key and digest, to find the rows that differ.
     Rows,
@@ -83,6 +84,8 @@ async fn read_side(
     let mut rows = Rows::new();
     let mut n = 0u64;
     let mut carry: Vec<u8> = Vec::new();
+    let mut fast = blake3::Hasher::new();
+    let mut fast_rows = 0u64;
     let mut row = |line: &[u8]| {
         let digest = blake3::hash(line);
         range.update(digest.as_bytes());
@@ -103,6 +106,13 @@ async fn read_side(
         .await
         .map_err(|e| EngineError::db("reading rows to verify", e))?
     {
+        if keep == Keep::Digest {
+            // The fast path hashes the canonical rows as one stream, in key order: equal
+            // ranges give equal bytes. Rows are only told apart when a range differs.
+            fast.update(&chunk);
+            fast_rows += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+            continue;
+        }
         // PostgreSQL sends one row per message; a row split across messages is carried over.
         let mut rest: &[u8] = &chunk;
         while let Some(end) = rest.iter().position(|b| *b == b'\n') {
@@ -116,6 +126,9 @@ async fn read_side(
             rest = &rest[end + 1..];
         }
         carry.extend_from_slice(rest);
+    }
+    if keep == Keep::Digest {
+        return Ok((fast.finalize(), rows, fast_rows));
     }
     Ok((range.finalize(), rows, n))
 }
