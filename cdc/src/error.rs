@@ -114,7 +114,7 @@ impl CdcError {
 }
 
 /// The server's own message (with detail and hint) rather than the driver's wrapper.
-pub(crate) fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
             let mut s = db.message().to_string();

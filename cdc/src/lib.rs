@@ -51,7 +51,7 @@ pub mod postgres;
 pub mod source;
 
 pub use change::{Change, Key, Op, Position, TableName, Timestamp, Transaction, Value};
-pub use error::CdcError;
+pub use error::{describe_pg_error, CdcError};
 pub use lsn::Lsn;
 pub use postgres::{drop_capture, CaptureName, PgChangeStream, PgSourceConfig};
 pub use source::{ChangeSource, Lag};

@@ -62,27 +62,7 @@ impl EngineError {
 
 /// The server's message (with detail and hint) rather than the driver's "db error".
 pub fn db_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut s = db.message().to_string();
-            if let Some(d) = db.detail() {
-                s.push_str(&format!(" ({d})"));
-            }
-            if let Some(h) = db.hint() {
-                s.push_str(&format!("; hint: {h}"));
-            }
-            s
-        }
-        None => {
-            let mut s = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(inner) = source {
-                s.push_str(&format!(": {inner}"));
-                source = inner.source();
-            }
-            s
-        }
-    }
+    cdc::describe_pg_error(e)
 }
 
 /// Connects with tokio-postgres and drives the connection in the background; errors name the
