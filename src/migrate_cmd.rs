@@ -181,6 +181,13 @@ fn read_spec(file: &str) -> Result<(String, MigrationSpec), String> {
 }
 
 pub fn run(cmd: MigrateCommand) -> u8 {
+    let url = match db_url::resolve(cmd.db().database_url.clone()) {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return crate::EXIT_USAGE;
+        }
+    };
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -188,23 +195,30 @@ pub fn run(cmd: MigrateCommand) -> u8 {
             return crate::EXIT_USAGE;
         }
     };
-    rt.block_on(run_async(cmd))
+    rt.block_on(run_async(cmd, url))
 }
 
-fn url_of(db: &DbArgs) -> Result<String, u8> {
-    db_url::resolve(db.database_url.clone()).map_err(|e| {
-        eprintln!("error: {e}");
-        crate::EXIT_USAGE
-    })
+impl MigrateCommand {
+    /// Every command talks to one database.
+    fn db(&self) -> &DbArgs {
+        match self {
+            MigrateCommand::Plan { db, .. }
+            | MigrateCommand::Expand { db, .. }
+            | MigrateCommand::Sync { db, .. }
+            | MigrateCommand::Throttle { db, .. }
+            | MigrateCommand::Verify { db, .. }
+            | MigrateCommand::Cutover { db, .. }
+            | MigrateCommand::Rollback { db, .. }
+            | MigrateCommand::Contract { db, .. }
+            | MigrateCommand::Drop { db, .. }
+            | MigrateCommand::Status { db, .. } => db,
+        }
+    }
 }
 
-async fn run_async(cmd: MigrateCommand) -> u8 {
+async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
     match cmd {
-        MigrateCommand::Plan { file, db } => {
-            let url = match url_of(&db) {
-                Ok(u) => u,
-                Err(c) => return c,
-            };
+        MigrateCommand::Plan { file, .. } => {
             let (_, spec) = match read_spec(&file) {
                 Ok(s) => s,
                 Err(e) => {
@@ -220,11 +234,7 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
                 Err(e) => fail(&e),
             }
         }
-        MigrateCommand::Expand { file, db } => {
-            let url = match url_of(&db) {
-                Ok(u) => u,
-                Err(c) => return c,
-            };
+        MigrateCommand::Expand { file, .. } => {
             let (text, spec) = match read_spec(&file) {
                 Ok(s) => s,
                 Err(e) => {
@@ -251,12 +261,8 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
             until_caught_up,
             rows_per_second,
             chunk_target,
-            db,
+            ..
         } => {
-            let url = match url_of(&db) {
-                Ok(u) => u,
-                Err(c) => return c,
-            };
             let control = Control::new(rows_per_second);
             stop_on_signals(control.clone());
             let opts = engine::phases::SyncOptions {
@@ -291,12 +297,8 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
             name,
             rows_per_second,
             clear,
-            db,
+            ..
         } => {
-            let url = match url_of(&db) {
-                Ok(u) => u,
-                Err(c) => return c,
-            };
             let limit = if clear {
                 None
             } else {
@@ -323,26 +325,21 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
                 Err(e) => fail(&e),
             }
         }
-        MigrateCommand::Verify { name, json, db } => {
-            let url = match url_of(&db) {
-                Ok(u) => u,
-                Err(c) => return c,
-            };
-            match Engine::new(url).verify(&name).await {
-                Ok(report) => {
-                    if json {
-                        print_json(&serde_json::json!({
-                            "passed": report.passed(),
-                            "rows_checked": report.rows_checked,
-                            "ranges": report.ranges,
-                            "rechecked": report.rechecked,
-                            "divergence_rate": report.divergence_rate(),
-                            "diverged": report.diverged,
-                            "seconds": report.seconds,
-                            "cutover_allowed": report.passed(),
-                        }));
-                    } else {
-                        println!(
+        MigrateCommand::Verify { name, json, .. } => match Engine::new(url).verify(&name).await {
+            Ok(report) => {
+                if json {
+                    print_json(&serde_json::json!({
+                        "passed": report.passed(),
+                        "rows_checked": report.rows_checked,
+                        "ranges": report.ranges,
+                        "rechecked": report.rechecked,
+                        "divergence_rate": report.divergence_rate(),
+                        "diverged": report.diverged,
+                        "seconds": report.seconds,
+                        "cutover_allowed": report.passed(),
+                    }));
+                } else {
+                    println!(
                             "verify {name}: {} rows in {} ranges, {} re-checked, {} diverged ({:.1}s); cutover {}",
                             report.rows_checked,
                             report.ranges,
@@ -351,38 +348,33 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
                             report.seconds,
                             if report.passed() { "allowed" } else { "refused" }
                         );
-                        for d in report.diverged.iter().take(50) {
-                            println!(
-                                "  key ({}): expected {} found {}",
-                                d.key.join(", "),
-                                d.expected.as_deref().unwrap_or("<missing>"),
-                                d.found.as_deref().unwrap_or("<missing>")
-                            );
-                        }
-                        if report.diverged.len() > 50 {
-                            println!("  … {} more (see --json)", report.diverged.len() - 50);
-                        }
+                    for d in report.diverged.iter().take(50) {
+                        println!(
+                            "  key ({}): expected {} found {}",
+                            d.key.join(", "),
+                            d.expected.as_deref().unwrap_or("<missing>"),
+                            d.found.as_deref().unwrap_or("<missing>")
+                        );
                     }
-                    if report.passed() {
-                        crate::EXIT_OK
-                    } else {
-                        crate::EXIT_CHECK_FAILED
+                    if report.diverged.len() > 50 {
+                        println!("  … {} more (see --json)", report.diverged.len() - 50);
                     }
                 }
-                Err(e) => fail(&e),
+                if report.passed() {
+                    crate::EXIT_OK
+                } else {
+                    crate::EXIT_CHECK_FAILED
+                }
             }
-        }
+            Err(e) => fail(&e),
+        },
         MigrateCommand::Cutover {
             name,
             max_lag_bytes,
             without_reverse_sync,
             json,
-            db,
+            ..
         } => {
-            let url = match url_of(&db) {
-                Ok(u) => u,
-                Err(c) => return c,
-            };
             match Engine::new(url)
                 .cutover(&name, max_lag_bytes, without_reverse_sync)
                 .await
@@ -406,11 +398,7 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
                 Err(e) => fail(&e),
             }
         }
-        MigrateCommand::Rollback { name, json, db } => {
-            let url = match url_of(&db) {
-                Ok(u) => u,
-                Err(c) => return c,
-            };
+        MigrateCommand::Rollback { name, json, .. } => {
             match Engine::new(url).rollback(&name).await {
                 Ok(r) => {
                     if json {
@@ -432,27 +420,15 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
             }
         }
         MigrateCommand::Contract {
-            name,
-            quarantine,
-            db,
-        } => {
-            let url = match url_of(&db) {
-                Ok(u) => u,
-                Err(c) => return c,
-            };
-            match Engine::new(url).contract(&name, quarantine).await {
-                Ok(until) => {
-                    println!("contracted {name}: the old table is in quarantine until {until}; nothing was dropped");
-                    crate::EXIT_OK
-                }
-                Err(e) => fail(&e),
+            name, quarantine, ..
+        } => match Engine::new(url).contract(&name, quarantine).await {
+            Ok(until) => {
+                println!("contracted {name}: the old table is in quarantine until {until}; nothing was dropped");
+                crate::EXIT_OK
             }
-        }
-        MigrateCommand::Drop { name, force, db } => {
-            let url = match url_of(&db) {
-                Ok(u) => u,
-                Err(c) => return c,
-            };
+            Err(e) => fail(&e),
+        },
+        MigrateCommand::Drop { name, force, .. } => {
             match Engine::new(url).drop_quarantined(&name, force).await {
                 Ok(table) => {
                     println!("dropped {table}");
@@ -461,11 +437,7 @@ async fn run_async(cmd: MigrateCommand) -> u8 {
                 Err(e) => fail(&e),
             }
         }
-        MigrateCommand::Status { name, json, db } => {
-            let url = match url_of(&db) {
-                Ok(u) => u,
-                Err(c) => return c,
-            };
+        MigrateCommand::Status { name, json, .. } => {
             match Engine::new(url).status(name.as_deref()).await {
                 Ok(list) => {
                     if json {

@@ -1,7 +1,7 @@
 //! What the live PostgreSQL catalog says about a table: columns, key, and the objects that
 //! depend on it (which cutover has to carry over).
 
-use crate::spec::{quote_ident, QualifiedName};
+use crate::spec::QualifiedName;
 use crate::EngineError;
 use tokio_postgres::GenericClient;
 
@@ -254,9 +254,4 @@ pub async fn dependents(
         out.push(Dependent::Grant { grantee: r.get(0), privilege: r.get(1) });
     }
     Ok(out)
-}
-
-/// `ALTER TABLE … RENAME` needs only the name; quoted for SQL.
-pub fn ident(s: &str) -> String {
-    quote_ident(s)
 }

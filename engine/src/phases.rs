@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 use tracing::{info, info_span, warn, Instrument};
 
-/// The schema contract moves old tables into.
-pub const QUARANTINE_SCHEMA: &str = "splice_quarantine";
+pub use crate::spec::QUARANTINE_SCHEMA;
 
 /// Options of `splice sync`.
 #[derive(Debug, Clone, Default)]
@@ -479,9 +478,14 @@ impl Engine {
             incoming: spec.shadow_table(),
             outgoing_as: spec.retired_table(),
         };
-        let result = self
-            .swap_under_lock(&mut db, &spec, &plan, &swap, &mut capture)
-            .await;
+        let result = swap_under_lock(
+            &spec,
+            &swap,
+            &mut capture,
+            &plan.dependents,
+            &column_names(&plan.target),
+        )
+        .await;
         let (lock_ms, attempts, carried) = match result {
             Ok(r) => r,
             Err(e) => {
@@ -504,44 +508,6 @@ impl Engine {
             carried_over: carried,
             reverse_sync: reverse.is_some(),
         })
-    }
-
-    /// Locks `swap.live`, drains `capture` inside the lock, renames, carries dependents over,
-    /// commits. Retries lock timeouts with backoff and jitter. Returns (lock ms, attempts,
-    /// what was carried over).
-    async fn swap_under_lock(
-        &self,
-        db: &mut Client,
-        spec: &MigrationSpec,
-        plan: &Plan,
-        swap: &Swap,
-        capture: &mut Capture,
-    ) -> Result<(f64, u32, Vec<String>), EngineError> {
-        let dependents = catalog::dependents(
-            &*db,
-            &catalog::table(&*db, &swap.live)
-                .await?
-                .ok_or_else(|| EngineError::Phase(format!("table {} is gone", swap.live)))?,
-        )
-        .await?;
-        let target_columns: Vec<String> = match catalog::table(&*db, &swap.incoming).await? {
-            Some(t) => t.columns.iter().map(|c| c.name.clone()).collect(),
-            None => {
-                return Err(EngineError::Phase(format!(
-                    "table {} is gone",
-                    swap.incoming
-                )))
-            }
-        };
-        let _ = plan;
-        if let Some(r) = swap_attempts(spec, swap, capture, &dependents, &target_columns).await? {
-            return Ok(r);
-        }
-        Err(EngineError::Refused(format!(
-            "could not lock {} within {MAX_LOCK_ATTEMPTS} attempts; long transactions are holding it — \
-             retry later or raise throttle.lock_timeout",
-            swap.live
-        )))
     }
 
     /// Foreign keys were re-created NOT VALID under the lock; validate them now (SHARE UPDATE
@@ -611,9 +577,15 @@ impl Engine {
                     incoming: spec.retired_table(),
                     outgoing_as: spec.shadow_table(),
                 };
-                let r = self
-                    .swap_under_lock(&mut db, &spec, &plan, &swap, &mut capture)
-                    .await;
+                // After cutover the plan's source is the old table, its target the live one.
+                let r = swap_under_lock(
+                    &spec,
+                    &swap,
+                    &mut capture,
+                    &plan.dependents,
+                    &column_names(&plan.source),
+                )
+                .await;
                 capture.close().await?;
                 let (lock_ms, _, _) = r?;
                 // Reverse sync is over; a later cutover starts it afresh.
@@ -632,7 +604,7 @@ impl Engine {
                 })
             }
             Phase::Contracted => {
-                let quarantined = spec.retired_table().in_schema(QUARANTINE_SCHEMA);
+                let quarantined = spec.quarantined_table();
                 db.batch_execute(&format!(
                     "SET lock_timeout = '{}ms'; ALTER TABLE {} SET SCHEMA {}",
                     spec.throttle.lock_timeout.as_millis(),
@@ -712,7 +684,7 @@ impl Engine {
         let period = quarantine.unwrap_or(spec.quarantine);
         sync::drop_capture(&self.url, &spec.reverse_slot()).await?;
         sync::drop_capture(&self.url, &spec.forward_slot()).await?;
-        let quarantined = spec.retired_table().in_schema(QUARANTINE_SCHEMA);
+        let quarantined = spec.quarantined_table();
         db.batch_execute(&format!(
             "SET lock_timeout = '{}ms'; CREATE SCHEMA IF NOT EXISTS {}; ALTER TABLE {} SET SCHEMA {}",
             spec.throttle.lock_timeout.as_millis(),
@@ -757,7 +729,7 @@ impl Engine {
             )));
         }
         let lock = self.locked(name).await?;
-        let quarantined = spec.retired_table().in_schema(QUARANTINE_SCHEMA);
+        let quarantined = spec.quarantined_table();
         db.batch_execute(&format!(
             "SET lock_timeout = '{}ms';\n\
              -- splice:ignore drop-table the quarantine expired (or was forced); this is the one-way door\n\
@@ -822,6 +794,30 @@ impl Engine {
             });
         }
         Ok(out)
+    }
+}
+
+fn column_names(table: &catalog::Table) -> Vec<String> {
+    table.columns.iter().map(|c| c.name.clone()).collect()
+}
+
+/// Locks `swap.live`, drains `capture` inside the lock, renames, carries `dependents` (of the
+/// table that has the live name now) over to the incoming table, commits. Retries lock
+/// timeouts with backoff and jitter. Returns (lock ms, attempts, what was carried over).
+async fn swap_under_lock(
+    spec: &MigrationSpec,
+    swap: &Swap,
+    capture: &mut Capture,
+    dependents: &[Dependent],
+    incoming_columns: &[String],
+) -> Result<(f64, u32, Vec<String>), EngineError> {
+    match swap_attempts(spec, swap, capture, dependents, incoming_columns).await? {
+        Some(r) => Ok(r),
+        None => Err(EngineError::Refused(format!(
+            "could not lock {} within {MAX_LOCK_ATTEMPTS} attempts; long transactions are \
+             holding it — retry later or raise throttle.lock_timeout",
+            swap.live
+        ))),
     }
 }
 

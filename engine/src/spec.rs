@@ -5,6 +5,9 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// The schema contract moves old tables into.
+pub const QUARANTINE_SCHEMA: &str = "splice_quarantine";
+
 /// A parsed migration file.
 #[derive(Debug, Clone)]
 pub struct MigrationSpec {
@@ -281,6 +284,11 @@ impl MigrationSpec {
     /// What the old table is renamed to at cutover.
     pub fn retired_table(&self) -> QualifiedName {
         self.table.with_name(&format!("_splice_{}_old", self.name))
+    }
+
+    /// Where contract keeps the old table until drop.
+    pub fn quarantined_table(&self) -> QualifiedName {
+        self.retired_table().in_schema(QUARANTINE_SCHEMA)
     }
 
     /// Replication slot and publication of forward sync (old → new).

@@ -117,8 +117,15 @@ impl Direction {
         format!("{key}, {cols}")
     }
 
-    pub fn key_names(&self) -> Vec<String> {
-        self.key.iter().map(|k| k.name.clone()).collect()
+    /// The keyset condition on the source row `s` (`$1..$k` = the last key seen) when
+    /// `after_key`, and the number of the parameter that follows the key.
+    fn after_key(&self, after_key: bool) -> (String, usize) {
+        if after_key {
+            let cond = format!("WHERE ({}) > ({})", self.key_list("s."), self.key_params(1));
+            (cond, self.key.len() + 1)
+        } else {
+            (String::new(), 1)
+        }
     }
 }
 
@@ -134,12 +141,7 @@ impl Direction {
 /// Returns one row: rows copied, then the last key as text (no row when the range is empty).
 pub fn backfill_chunk(dir: &Direction, after_key: bool, mode: Fill) -> String {
     let k = dir.key.len();
-    let cond = if after_key {
-        format!("WHERE ({}) > ({})", dir.key_list("s."), dir.key_params(1))
-    } else {
-        String::new()
-    };
-    let limit = if after_key { k + 1 } else { 1 };
+    let (cond, limit) = dir.after_key(after_key);
     let key_out = dir
         .key
         .iter()
@@ -286,13 +288,7 @@ impl KeyRange {
 /// The key `n` rows after `lower` in the source (the upper bound of the next verify range);
 /// parameters `$1..$k` for the lower key when `after_key`, then the offset.
 pub fn range_boundary(dir: &Direction, after_key: bool) -> String {
-    let k = dir.key.len();
-    let cond = if after_key {
-        format!("WHERE ({}) > ({})", dir.key_list("s."), dir.key_params(1))
-    } else {
-        String::new()
-    };
-    let offset = if after_key { k + 1 } else { 1 };
+    let (cond, offset) = dir.after_key(after_key);
     let key_text = dir
         .key
         .iter()

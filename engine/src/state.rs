@@ -158,14 +158,7 @@ pub async fn load(
         return Ok(None);
     }
     let row = db
-        .query_opt(
-            "SELECT name, spec, phase, fence, backfill_last_key, backfill_done, rows_copied,
-                    rows_total, backfill_rate, lock_ms, quarantined_as,
-                    to_char(quarantine_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                    coalesce(quarantine_until <= now(), false), rate_limit
-             FROM splice.migrations WHERE name = $1",
-            &[&name],
-        )
+        .query_opt(&format!("{MIGRATION_COLUMNS} WHERE name = $1"), &[&name])
         .await
         .map_err(|e| EngineError::db(format!("reading migration {name}"), e))?;
     row.map(|r| record(&r)).transpose()
@@ -176,18 +169,18 @@ pub async fn load_all(db: &impl GenericClient) -> Result<Vec<MigrationRecord>, E
         return Ok(Vec::new());
     }
     let rows = db
-        .query(
-            "SELECT name, spec, phase, fence, backfill_last_key, backfill_done, rows_copied,
-                    rows_total, backfill_rate, lock_ms, quarantined_as,
-                    to_char(quarantine_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                    coalesce(quarantine_until <= now(), false), rate_limit
-             FROM splice.migrations ORDER BY created_at",
-            &[],
-        )
+        .query(&format!("{MIGRATION_COLUMNS} ORDER BY created_at"), &[])
         .await
         .map_err(|e| EngineError::db("reading migrations", e))?;
     rows.iter().map(record).collect()
 }
+
+/// The columns `record` reads, in its order.
+const MIGRATION_COLUMNS: &str = "SELECT name, spec, phase, fence, backfill_last_key, backfill_done,
+        rows_copied, rows_total, backfill_rate, lock_ms, quarantined_as,
+        to_char(quarantine_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+        coalesce(quarantine_until <= now(), false), rate_limit
+     FROM splice.migrations";
 
 fn record(r: &tokio_postgres::Row) -> Result<MigrationRecord, EngineError> {
     let phase_text: String = r.get(2);

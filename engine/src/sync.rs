@@ -32,7 +32,9 @@ pub struct Capture {
     apply_db: Option<Client>,
     marker_db: Client,
     migration: String,
-    next_marker: i64,
+    /// The applier's statements, built once from `dir`.
+    resync_sql: String,
+    orphans_sql: String,
     /// Transactions and distinct keys applied since open.
     pub txns_applied: u64,
     pub keys_applied: u64,
@@ -106,12 +108,13 @@ impl Capture {
         let marker_db = crate::connect(url).await?;
         Ok(Capture {
             stream,
+            resync_sql: sql::resync_keys(&dir),
+            orphans_sql: sql::delete_orphans(&dir),
             dir,
             source,
             apply_db: Some(apply_db),
             marker_db,
             migration: spec.name.clone(),
-            next_marker: 0,
             txns_applied: 0,
             keys_applied: 0,
         })
@@ -212,67 +215,52 @@ impl Capture {
             .collect()
     }
 
-    /// Applies a batch through `db` (the applier's own connection, or cutover's locked
-    /// transaction), then acknowledges it.
+    /// Applies a batch through `tx` (cutover's locked transaction) or, without one, in a
+    /// transaction of the applier's own session that is committed and then acknowledged. With
+    /// `tx`, the caller acknowledges once `tx` committed.
     async fn apply(
         &mut self,
         batch: Batch,
-        db: Option<&tokio_postgres::Transaction<'_>>,
+        tx: Option<&tokio_postgres::Transaction<'_>>,
     ) -> Result<(), EngineError> {
+        self.txns_applied += batch.txns;
         if batch.truncate || !batch.keys.is_empty() {
-            let keys: Vec<Vec<String>> = batch.keys.iter().cloned().collect();
+            // One text[] parameter per key column.
             let mut columns: Vec<Vec<String>> =
-                vec![Vec::with_capacity(keys.len()); self.dir.key.len()];
-            for k in &keys {
-                for (i, v) in k.iter().enumerate() {
-                    columns[i].push(v.clone());
+                vec![Vec::with_capacity(batch.keys.len()); self.dir.key.len()];
+            let n_keys = batch.keys.len();
+            for key in batch.keys {
+                for (column, value) in columns.iter_mut().zip(key) {
+                    column.push(value);
                 }
             }
-            let resync = sql::resync_keys(&self.dir);
-            let orphans = sql::delete_orphans(&self.dir);
             let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
                 .iter()
                 .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
                 .collect();
-            match db {
-                Some(tx) => {
-                    apply_keys(
-                        tx,
-                        &orphans,
-                        &resync,
-                        batch.truncate,
-                        !keys.is_empty(),
-                        &params,
-                    )
-                    .await?
-                }
+            let statements = ApplyStatements {
+                orphans: batch.truncate.then_some(self.orphans_sql.as_str()),
+                resync: (n_keys > 0).then_some(self.resync_sql.as_str()),
+            };
+            match tx {
+                Some(tx) => statements.run(tx, &params).await?,
                 None => {
                     let conn = self.apply_db.as_mut().ok_or_else(|| {
                         EngineError::Phase("the applier's connection is lent out".into())
                     })?;
-                    let tx = conn
+                    let own = conn
                         .transaction()
                         .await
                         .map_err(|e| EngineError::db("starting an apply transaction", e))?;
-                    apply_keys(
-                        &tx,
-                        &orphans,
-                        &resync,
-                        batch.truncate,
-                        !keys.is_empty(),
-                        &params,
-                    )
-                    .await?;
-                    tx.commit()
+                    statements.run(&own, &params).await?;
+                    own.commit()
                         .await
                         .map_err(|e| EngineError::db("committing applied changes", e))?;
                 }
             }
-            self.keys_applied += keys.len() as u64;
+            self.keys_applied += n_keys as u64;
         }
-        self.txns_applied += batch.txns;
-        // When applied inside cutover's transaction, the caller acknowledges after commit.
-        if db.is_none() {
+        if tx.is_none() {
             if let Some(pos) = &batch.last_position {
                 self.stream.ack(pos)?;
             }
@@ -289,7 +277,6 @@ impl Capture {
     }
 
     async fn write_marker(&mut self) -> Result<i64, EngineError> {
-        self.next_marker += 1;
         let row = self
             .marker_db
             .query_one(
@@ -314,50 +301,53 @@ impl Capture {
     /// Applies everything committed to the source before this call: writes a marker, then
     /// applies until the marker arrives.
     pub async fn drain(&mut self) -> Result<(), EngineError> {
-        let id = self.write_marker().await?;
-        let span = info_span!("capture.drain", marker = id);
-        async {
-            loop {
-                let batch = self.collect(Duration::from_millis(500)).await?;
-                let seen = batch.markers.iter().any(|m| *m >= id);
-                self.apply(batch, None).await?;
-                if seen {
-                    return Ok(());
-                }
-            }
-        }
-        .instrument(span)
-        .await
+        self.drain_through(None, None).await.map(|_| ())
     }
 
-    /// Like [`drain`](Self::drain) but applies through `tx` (which holds the source's lock);
-    /// returns the position to acknowledge once `tx` committed.
+    /// Like [`drain`](Self::drain) but applies through `tx` (which holds the source's lock),
+    /// giving up after `give_up`; returns the position to acknowledge once `tx` committed.
     pub async fn drain_in(
         &mut self,
         tx: &tokio_postgres::Transaction<'_>,
         give_up: Duration,
     ) -> Result<Option<cdc::Position>, EngineError> {
+        self.drain_through(Some(tx), Some(give_up)).await
+    }
+
+    async fn drain_through(
+        &mut self,
+        tx: Option<&tokio_postgres::Transaction<'_>>,
+        give_up: Option<Duration>,
+    ) -> Result<Option<cdc::Position>, EngineError> {
         let id = self.write_marker().await?;
-        let deadline = Instant::now() + give_up;
-        let mut last = None;
-        loop {
-            if Instant::now() > deadline {
-                return Err(EngineError::Refused(format!(
-                    "capture did not drain within {} while the table was locked; nothing was \
-                     swapped — run sync until it has caught up, then cut over again",
-                    humantime::format_duration(give_up)
-                )));
-            }
-            let batch = self.collect(Duration::from_millis(200)).await?;
-            let seen = batch.markers.iter().any(|m| *m >= id);
-            if batch.last_position.is_some() {
-                last = batch.last_position.clone();
-            }
-            self.apply(batch, Some(tx)).await?;
-            if seen {
-                return Ok(last);
+        let deadline = give_up.map(|d| (Instant::now() + d, d));
+        let span = info_span!("capture.drain", marker = id);
+        async {
+            let mut last = None;
+            loop {
+                if let Some((at, budget)) = deadline {
+                    if Instant::now() > at {
+                        return Err(EngineError::Refused(format!(
+                            "capture did not drain within {} while the table was locked; \
+                             nothing was swapped — run sync until it has caught up, then cut \
+                             over again",
+                            humantime::format_duration(budget)
+                        )));
+                    }
+                }
+                let batch = self.collect(Duration::from_millis(200)).await?;
+                let seen = batch.markers.iter().any(|m| *m >= id);
+                if batch.last_position.is_some() {
+                    last = batch.last_position.clone();
+                }
+                self.apply(batch, tx).await?;
+                if seen {
+                    return Ok(last);
+                }
             }
         }
+        .instrument(span)
+        .await
     }
 
     /// Lends out the applier's connection (its session writes under the engine's replication
@@ -382,26 +372,31 @@ impl Capture {
     }
 }
 
-/// The statements of one applied batch, inside `tx`.
-async fn apply_keys(
-    tx: &tokio_postgres::Transaction<'_>,
-    orphans: &str,
-    resync: &str,
-    truncate: bool,
-    has_keys: bool,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<(), EngineError> {
-    if truncate {
-        tx.execute(orphans, &[])
-            .await
-            .map_err(|e| EngineError::db("applying a truncate", e))?;
+/// The statements of one applied batch: orphan removal after a TRUNCATE, then the re-sync of
+/// the changed keys.
+struct ApplyStatements<'a> {
+    orphans: Option<&'a str>,
+    resync: Option<&'a str>,
+}
+
+impl ApplyStatements<'_> {
+    async fn run(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<(), EngineError> {
+        if let Some(sql) = self.orphans {
+            tx.execute(sql, &[])
+                .await
+                .map_err(|e| EngineError::db("applying a truncate", e))?;
+        }
+        if let Some(sql) = self.resync {
+            tx.query_one(sql, params)
+                .await
+                .map_err(|e| EngineError::db("applying captured changes", e))?;
+        }
+        Ok(())
     }
-    if has_keys {
-        tx.query_one(resync, params)
-            .await
-            .map_err(|e| EngineError::db("applying captured changes", e))?;
-    }
-    Ok(())
 }
 
 /// Drops a capture's slot and publication if they exist.
@@ -499,11 +494,10 @@ impl Governor {
 /// Why backfill should pause now, if it should.
 async fn throttle_reason(
     db: &Client,
-    capture: &mut Capture,
+    lag: &cdc::Lag,
     spec: &MigrationSpec,
     source_oid: u32,
 ) -> Result<Option<String>, EngineError> {
-    let lag = capture.lag().await?;
     if lag.bytes > spec.throttle.max_capture_lag_bytes {
         return Ok(Some(format!(
             "capture lag {} MB > {} MB",
@@ -587,11 +581,14 @@ pub async fn backfill(
     let mut chunk: i64 = 1000;
     let mut gov = Governor { limiter: None };
     let target = spec.throttle.chunk_target;
+    // Measured once per chunk, after capture was applied; the next throttle check uses it.
+    let mut lag = capture.lag().await?;
     while !done && !control.stopping() {
-        if let Some(reason) = throttle_reason(db, capture, spec, source_oid).await? {
+        if let Some(reason) = throttle_reason(db, &lag, spec, source_oid).await? {
             p.throttled = Some(reason);
             progress.update(&p);
             capture.apply_for(Duration::from_millis(500)).await?;
+            lag = capture.lag().await?;
             continue;
         }
         p.throttled = None;
@@ -638,7 +635,7 @@ pub async fn backfill(
         chunk = ((chunk as f64 * 0.5 + ideal * 0.5) as i64).clamp(100, 100_000);
         // Keep capture current while copying.
         capture.apply_for(Duration::ZERO).await?;
-        let lag = capture.lag().await?;
+        lag = capture.lag().await?;
         p.capture_lag_bytes = lag.bytes;
         p.capture_lag_ms = lag.behind.as_millis() as u64;
         p.txns_applied = capture.txns_applied;
