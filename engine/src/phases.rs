@@ -68,6 +68,7 @@ pub struct Status {
 /// Drives migrations in one PostgreSQL database.
 pub struct Engine {
     url: String,
+    verify_range_rows: i64,
 }
 
 fn ddl_error(what: &str, e: tokio_postgres::Error) -> EngineError {
@@ -90,7 +91,18 @@ fn backoff(attempt: u32) -> Duration {
 
 impl Engine {
     pub fn new(url: impl Into<String>) -> Engine {
-        Engine { url: url.into() }
+        Engine {
+            url: url.into(),
+            verify_range_rows: VERIFY_RANGE_ROWS,
+        }
+    }
+
+    /// About how many source rows verify hashes per key range (default 100,000). A range
+    /// whose digests differ is read again row by row, so smaller ranges narrow faster and
+    /// larger ones cost fewer round trips.
+    pub fn with_verify_range_rows(mut self, rows: i64) -> Engine {
+        self.verify_range_rows = rows.max(1);
+        self
     }
 
     async fn db(&self) -> Result<Client, EngineError> {
@@ -170,14 +182,23 @@ impl Engine {
         let spec = MigrationSpec::parse(spec_text, origin).map_err(|e| EngineError::Plan(e.0))?;
         let mut db = self.db().await?;
         if let Some(existing) = state::load(&db, &spec.name).await? {
-            if existing.spec != spec_text {
+            if existing.phase == Phase::RolledBack {
+                // A rolled-back migration left nothing behind: expand starts it again, from the
+                // file as it is now. Its history stays.
+                db.execute(
+                    "UPDATE splice.migrations SET spec = $2 WHERE name = $1 AND phase = 'rolled_back'",
+                    &[&spec.name, &spec_text],
+                )
+                .await
+                .map_err(|e| EngineError::db("re-registering the migration", e))?;
+            } else if existing.spec != spec_text {
                 return Err(EngineError::Phase(format!(
                     "a migration named {} already exists with a different file; names are \
                      unique per database — pick a new name, or roll the old one back",
                     spec.name
                 )));
             }
-            if existing.phase != Phase::Planned {
+            if !matches!(existing.phase, Phase::Planned | Phase::RolledBack) {
                 info!(phase = %existing.phase, "already expanded");
                 return Plan::build(&mut db, &spec).await;
             }
@@ -205,7 +226,7 @@ impl Engine {
         .map_err(|e| EngineError::db("registering the migration", e))?;
         let lock = self.locked(&spec.name).await?;
         let record = self.record(&db, &spec.name).await?;
-        if record.phase != Phase::Planned {
+        if !matches!(record.phase, Phase::Planned | Phase::RolledBack) {
             return Ok(plan);
         }
         let tx = db
@@ -229,7 +250,7 @@ impl Engine {
             .await
             .map_err(|e| EngineError::db("committing expand", e))?;
         lock.transition(
-            Some(Phase::Planned),
+            Some(record.phase),
             Phase::Expanded,
             json!({ "shadow_table": spec.shadow_table().to_string() }),
         )
@@ -369,7 +390,14 @@ impl Engine {
         let plan = Plan::build(&mut db, &spec).await?;
         let mut capture = self.forward_capture(&spec, plan.forward.clone()).await?;
         let target_db = self.db().await?;
-        let report = verify::verify(&db, &target_db, &mut capture, &plan.forward, 20_000).await;
+        let report = verify::verify(
+            &db,
+            &target_db,
+            &mut capture,
+            &plan.forward,
+            self.verify_range_rows,
+        )
+        .await;
         capture.close().await?;
         let report = report?;
         lock.record_verify(&report).await?;
@@ -874,6 +902,9 @@ async fn catch_up(capture: &mut Capture) -> Result<(), EngineError> {
 }
 
 /// A drain that finishes within this is "caught up".
+/// Source rows per verify range (about): a range whose digests differ is read again row by row.
+const VERIFY_RANGE_ROWS: i64 = 100_000;
+
 const CAUGHT_UP: Duration = Duration::from_millis(500);
 /// How long cutover keeps trying to catch up before refusing.
 const CATCH_UP_BUDGET: Duration = Duration::from_secs(120);

@@ -465,8 +465,10 @@ pub fn render(plan: &Plan) -> String {
     s.push_str(&format!(
         "\n2. sync — publication + logical slot {slot} on {src} (brief SHARE UPDATE EXCLUSIVE for \
          the publication), then chunked backfill; locks: none (each chunk is one INSERT … SELECT; \
-         capture re-syncs what changed while it ran)\n   {}\n",
-        crate::sql::backfill_chunk(&plan.forward, false, crate::sql::Fill::Missing)
+         capture re-syncs what changed while it ran); each chunk finds its upper key, then \
+         copies the key range:\n   {};\n   {}\n",
+        crate::sql::range_boundary(&plan.forward, true).replace('\n', "\n   "),
+        crate::sql::backfill_range(&plan.forward, true, true, crate::sql::Fill::Missing)
             .replace('\n', "\n   "),
         slot = spec.forward_slot()
     ));

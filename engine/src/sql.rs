@@ -88,30 +88,38 @@ impl Direction {
             .join(", ")
     }
 
-    /// Key, then every mapped column, over the source row `s`: what verify reads on the source.
-    fn source_row(&self) -> String {
-        let key = self.key_list("s.");
+    /// Every mapped column over the source row `s`, after the key when `with_key`: what verify
+    /// reads on the source.
+    fn source_row(&self, with_key: bool) -> String {
         let mapped = self
             .columns
             .iter()
             .map(|(_, e)| e.clone())
             .collect::<Vec<_>>()
             .join(", ");
-        format!("{key}, {mapped}")
+        if with_key {
+            format!("{}, {mapped}", self.key_list("s."))
+        } else {
+            mapped
+        }
     }
 
-    /// Key (in the source's key types), then every column, over the target row `t`.
-    fn target_row(&self) -> String {
-        let key = self
-            .key
-            .iter()
-            .map(|kc| format!("t.{}::{}", quote_ident(&kc.name), kc.sql_type))
-            .collect::<Vec<_>>()
-            .join(", ");
+    /// Every column of the target row `t`, after the key (in the source's key types) when
+    /// `with_key`.
+    fn target_row(&self, with_key: bool) -> String {
         let cols = self
             .columns
             .iter()
             .map(|(c, _)| format!("t.{}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !with_key {
+            return cols;
+        }
+        let key = self
+            .key
+            .iter()
+            .map(|kc| format!("t.{}::{}", quote_ident(&kc.name), kc.sql_type))
             .collect::<Vec<_>>()
             .join(", ");
         format!("{key}, {cols}")
@@ -129,8 +137,11 @@ impl Direction {
     }
 }
 
-/// Copies the next chunk of source rows after a key (parameters `$1..$k`; absent for the
-/// first chunk), `$k+1` = chunk size, in one statement (one snapshot, one commit).
+/// Copies one chunk of source rows: the key range `(lower, upper]` (`$1..$k` = lower when
+/// `lower`, then `$..` = upper when `upper`; an absent bound is open), in one statement (one
+/// snapshot, one commit). The upper bound comes from [`range_boundary`] first: a plain
+/// `INSERT … SELECT` over a key range costs what the one-statement copy costs, where an ordered
+/// `LIMIT` inside a CTE (to learn the last key) cost half as much again.
 ///
 /// No resurrection, DBLog-style: the applier runs in the same task as the backfill, between
 /// chunks, never while one is in flight. A delete (or update) that commits while a chunk is being
@@ -138,63 +149,68 @@ impl Direction {
 /// again: a stale row written by the chunk is corrected, never left behind. Changes committed
 /// before the chunk's snapshot are in the rows it reads. So the chunk needs no row locks on the
 /// source, which would write a lock record for every row it copies.
-/// Returns one row: rows copied, then the last key as text (no row when the range is empty).
-pub fn backfill_chunk(dir: &Direction, after_key: bool, mode: Fill) -> String {
+/// The command tag counts the rows written.
+pub fn backfill_range(dir: &Direction, lower: bool, upper: bool, mode: Fill) -> String {
     let k = dir.key.len();
-    let (cond, limit) = dir.after_key(after_key);
-    let key_out = dir
-        .key
-        .iter()
-        .enumerate()
-        .map(|(i, kc)| format!("s.{} AS \"__k{i}\"", quote_ident(&kc.name)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    // Output names differ from the CTE's columns: ORDER BY must sort by the typed key, not by
-    // its text (where '999' > '1000').
-    let key_text = (0..k)
-        .map(|i| format!("src.\"__k{i}\"::text AS \"__last{i}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let key_desc = (0..k)
-        .map(|i| format!("src.\"__k{i}\" DESC"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let bounds = |alias: &str| {
+        let mut parts = Vec::new();
+        if lower {
+            parts.push(format!(
+                "({}) > ({})",
+                dir.key_list(alias),
+                dir.key_params(1)
+            ));
+        }
+        if upper {
+            let first = if lower { k + 1 } else { 1 };
+            parts.push(format!(
+                "({}) <= ({})",
+                dir.key_list(alias),
+                dir.key_params(first)
+            ));
+        }
+        parts
+    };
+    let source_cond = bounds("s.");
+    let source_where = if source_cond.is_empty() {
+        String::new()
+    } else {
+        format!("\n  WHERE {}", source_cond.join(" AND "))
+    };
     let write = match mode {
         // A plain insert of the keys not there yet: capture wrote the others from a snapshot
         // no newer than this chunk's, and re-syncs anything that changed since. Nothing else
         // writes the target while backfill runs (one runner per migration).
-        // The lower bound keeps the anti-join to the target's rows past the checkpoint (the few
-        // capture wrote): without it the planner hashes the whole target for every chunk.
-        Fill::Missing => format!(
-            "SELECT {cols} FROM src\n  WHERE NOT EXISTS (SELECT 1 FROM {to} t WHERE ({tkey}) = ({skey}){past})",
-            cols = dir.target_cols(),
-            to = dir.to.sql(),
-            tkey = dir.key_list("t."),
-            skey = (0..k)
-                .map(|i| format!("src.\"__k{i}\""))
-                .collect::<Vec<_>>()
-                .join(", "),
-            past = if after_key {
-                format!(" AND ({}) > ({})", dir.key_list("t."), dir.key_params(1))
-            } else {
-                String::new()
-            },
-        ),
+        // The range bounds on the target keep the anti-join to the chunk's own key range:
+        // without them the planner may hash the whole target for every chunk.
+        Fill::Missing => {
+            let mut cond = vec![format!(
+                "({}) = ({})",
+                dir.key_list("t."),
+                dir.key_list("s.")
+            )];
+            cond.extend(bounds("t."));
+            format!(
+                "{}NOT EXISTS (SELECT 1 FROM {} t WHERE {})",
+                if source_cond.is_empty() {
+                    "\n  WHERE "
+                } else {
+                    " AND "
+                },
+                dir.to.sql(),
+                cond.join(" AND ")
+            )
+        }
         // Every row, overwriting what differs: for a target that holds stale rows (a table
         // restored from quarantine).
-        Fill::Overwrite => format!(
-            "SELECT {cols} FROM src\n  {tail}",
-            cols = dir.target_cols(),
-            tail = dir.upsert_tail()
-        ),
+        Fill::Overwrite => format!("\n  {}", dir.upsert_tail()),
     };
     format!(
-        "WITH src AS (\n  SELECT {key_out}, {mapped}\n  FROM {from} s {cond}\n  ORDER BY {order} LIMIT ${limit}::bigint\n), ins AS (\n  INSERT INTO {to} AS t ({cols}) OVERRIDING SYSTEM VALUE\n  {write}\n)\nSELECT (SELECT count(*) FROM src), {key_text} FROM src ORDER BY {key_desc} LIMIT 1",
-        mapped = dir.mapped_select(),
-        from = dir.from.sql(),
-        order = dir.key_list("s."),
+        "INSERT INTO {to} AS t ({cols}) OVERRIDING SYSTEM VALUE\n  SELECT {mapped}\n  FROM {from} s{source_where}{write}",
         to = dir.to.sql(),
         cols = dir.target_cols(),
+        mapped = dir.mapped_select(),
+        from = dir.from.sql(),
     )
 }
 
@@ -302,12 +318,34 @@ pub fn range_boundary(dir: &Direction, after_key: bool) -> String {
     )
 }
 
-/// Canonical rows of the source side of a range: key, then every mapped target column, in the
-/// target's types, in key order, as PostgreSQL's COPY text form.
-pub fn verify_source_copy(dir: &Direction, range: &KeyRange) -> String {
+/// The planner's row estimate and the page count of a table (parameter: its name as SQL).
+pub fn table_size() -> String {
+    "SELECT c.reltuples::float8, (pg_relation_size(c.oid) / current_setting('block_size')::int)::float8 \
+     FROM pg_class c WHERE c.oid = $1::text::regclass"
+        .to_string()
+}
+
+/// Source keys from a sample of pages (`$1` = percent of the table), in key order, as text.
+pub fn sample_keys(dir: &Direction) -> String {
+    let key_text = dir
+        .key
+        .iter()
+        .map(|kc| format!("s.{}::text", quote_ident(&kc.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT {key_text} FROM {from} s TABLESAMPLE SYSTEM ($1::float8) ORDER BY {order}",
+        from = dir.from.sql(),
+        order = dir.key_list("s."),
+    )
+}
+
+/// Canonical rows of the source side of a range: every mapped target column in the target's
+/// types (after the key when `with_key`), in key order, as PostgreSQL's COPY text form.
+pub fn verify_source_copy(dir: &Direction, range: &KeyRange, with_key: bool) -> String {
     format!(
         "COPY (SELECT {row} FROM {from} s WHERE {cond} ORDER BY {order}) TO STDOUT",
-        row = dir.source_row(),
+        row = dir.source_row(with_key),
         from = dir.from.sql(),
         cond = range.condition(dir, "s."),
         order = dir.key_list("s."),
@@ -315,10 +353,10 @@ pub fn verify_source_copy(dir: &Direction, range: &KeyRange) -> String {
 }
 
 /// Canonical rows of the target side of a range, in the same column order.
-pub fn verify_target_copy(dir: &Direction, range: &KeyRange) -> String {
+pub fn verify_target_copy(dir: &Direction, range: &KeyRange, with_key: bool) -> String {
     format!(
         "COPY (SELECT {row} FROM {to} t WHERE {cond} ORDER BY {order}) TO STDOUT",
-        row = dir.target_row(),
+        row = dir.target_row(with_key),
         to = dir.to.sql(),
         cond = range.condition(dir, "t."),
         order = dir.key_list("t."),
@@ -342,9 +380,9 @@ pub fn verify_keys_copy(dir: &Direction, source_side: bool, keys: &[Vec<String>]
         .collect::<Vec<_>>()
         .join(", ");
     let (row, table, alias) = if source_side {
-        (dir.source_row(), dir.from.sql(), "s")
+        (dir.source_row(true), dir.from.sql(), "s")
     } else {
-        (dir.target_row(), dir.to.sql(), "t")
+        (dir.target_row(true), dir.to.sql(), "t")
     };
     format!(
         "COPY (SELECT {row} FROM {table} {alias} WHERE ({k}) IN ({list}) ORDER BY {k}) TO STDOUT",

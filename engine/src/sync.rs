@@ -4,7 +4,7 @@
 //! the source of truth through the mapping, so applying is idempotent, order-insensitive and
 //! batchable. Backfill walks the key range in chunks; the applier runs between chunks, never
 //! during one, so a change that commits while a chunk is copied is re-synced after the chunk
-//! landed and a delete can never be undone by a stale chunk (see `sql::backfill_chunk`).
+//! landed and a delete can never be undone by a stale chunk (see `sql::backfill_range`).
 
 use crate::spec::MigrationSpec;
 use crate::sql::{self, Direction};
@@ -553,20 +553,31 @@ pub async fn backfill(
     let record = crate::state::load(db, &spec.name)
         .await?
         .ok_or_else(|| EngineError::Phase(format!("migration {} is not registered", spec.name)))?;
+    // The planner's row estimate: counting would read the whole table once more. A table
+    // never analyzed (reltuples < 0) is counted.
     let total: i64 = db
         .query_one(
-            &format!("SELECT count(*) FROM {}", capture.direction().from.sql()),
-            &[],
+            &format!(
+                "SELECT CASE WHEN c.reltuples < 0 THEN (SELECT count(*) FROM {}) \
+                 ELSE c.reltuples::bigint END FROM pg_class c WHERE c.oid = $1::oid",
+                capture.direction().from.sql()
+            ),
+            &[&source_oid],
         )
         .await
-        .map_err(|e| EngineError::db("counting the source rows", e))?
+        .map_err(|e| EngineError::db("estimating the source rows", e))?
         .get(0);
     runner
         .set_figure(crate::state::Figure::RowsTotal, total as f64)
         .await?;
     let dir = capture.direction().clone();
-    let first_sql = sql::backfill_chunk(&dir, false, fill);
-    let next_sql = sql::backfill_chunk(&dir, true, fill);
+    let first_upper = sql::range_boundary(&dir, false);
+    let next_upper = sql::range_boundary(&dir, true);
+    let chunk_sql = |lower: bool, upper: bool| sql::backfill_range(&dir, lower, upper, fill);
+    let statements = [
+        [chunk_sql(false, false), chunk_sql(false, true)],
+        [chunk_sql(true, false), chunk_sql(true, true)],
+    ];
     let mut last_key = record.backfill_last_key.clone();
     let mut done = record.backfill_done;
     let started = Instant::now();
@@ -594,31 +605,53 @@ pub async fn backfill(
         p.throttled = None;
         gov.wait(control.rate(), chunk as u32).await;
         let t = Instant::now();
-        let rows = match &last_key {
-            None => db.query(&first_sql, &[&chunk]).await,
-            Some(k) => {
-                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = k
-                    .iter()
-                    .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
-                    .collect();
-                params.push(&chunk);
-                db.query(&next_sql, &params).await
-            }
-        }
-        .map_err(|e| EngineError::db("copying a backfill chunk", e))?;
+        // The chunk's upper key: the `chunk`-th key after the checkpoint (none: the last chunk).
+        let offset = chunk - 1;
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = last_key
+            .iter()
+            .flatten()
+            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let probe = if last_key.is_some() {
+            &next_upper
+        } else {
+            &first_upper
+        };
+        params.push(&offset);
+        let upper: Option<Vec<String>> = db
+            .query_opt(probe, &params)
+            .await
+            .map_err(|e| EngineError::db("finding the end of a backfill chunk", e))?
+            .map(|row| {
+                (0..dir.key.len())
+                    .map(|i| row.get::<_, String>(i))
+                    .collect()
+            });
+        params.pop();
+        params.extend(
+            upper
+                .iter()
+                .flatten()
+                .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)),
+        );
+        let written = db
+            .execute(
+                &statements[usize::from(last_key.is_some())][usize::from(upper.is_some())],
+                &params,
+            )
+            .await
+            .map_err(|e| EngineError::db("copying a backfill chunk", e))?;
         let took = t.elapsed();
-        match rows.first() {
-            None => done = true,
-            Some(row) => {
-                let n: i64 = row.get(0);
-                let key: Vec<String> = (0..dir.key.len())
-                    .map(|i| row.get::<_, String>(i + 1))
-                    .collect();
-                p.rows_copied += n.max(0) as u64;
+        match upper {
+            // A full chunk: `chunk` source rows, some of which capture may have written first.
+            Some(key) => {
+                p.rows_copied += chunk as u64;
                 last_key = Some(key);
-                if n < chunk {
-                    done = true;
-                }
+            }
+            // The rest of the table: done.
+            None => {
+                p.rows_copied += written;
+                done = true;
             }
         }
         let rate =

@@ -147,8 +147,17 @@ async fn backfill_never_resurrects_a_deleted_row() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_finds_a_row_changed_behind_splices_back_and_names_it() {
     let (_db, client, engine) = expanded(2_000).await;
+    // Several ranges: 77 in the first, 5,000,000 past the last source key (the open range).
+    let engine = engine.with_verify_range_rows(400);
+    client
+        .batch_execute("ANALYZE orders")
+        .await
+        .expect("analyze");
     sync_until_caught_up(&engine, "orders_v2").await;
-    assert!(engine.verify("orders_v2").await.expect("verify").passed());
+    let clean = engine.verify("orders_v2").await.expect("verify");
+    assert!(clean.passed());
+    assert!(clean.ranges >= 3, "{clean:?}");
+    assert_eq!(clean.rows_checked, 2_000);
     client
         .batch_execute(
             "UPDATE _splice_orders_v2_new SET amount_cents = -1 WHERE id = 1234;
@@ -275,6 +284,37 @@ async fn rollback_before_cutover_leaves_nothing_behind() {
         .expect("q")
         .get(0);
     assert_eq!(rows, 100, "the live table is untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_migration_can_be_expanded_and_run_again() {
+    let (_db, client, engine) = expanded(3_000).await;
+    sync_until_caught_up(&engine, "orders_v2").await;
+    engine.rollback("orders_v2").await.expect("rollback");
+    // The file changed after the rollback: expand takes it as it is now.
+    let edited = ORDERS_V2.replace("coalesce(currency, 'EUR')", "coalesce(currency, 'GBP')");
+    engine
+        .expand(&edited, "orders_v2.toml")
+        .await
+        .expect("expand again");
+    let phase = engine.status(Some("orders_v2")).await.expect("status")[0]
+        .phase
+        .clone();
+    assert_eq!(phase, "expanded");
+    let p = sync_until_caught_up(&engine, "orders_v2").await;
+    assert!(p.backfill_done, "{p:?}");
+    let report = engine.verify("orders_v2").await.expect("verify");
+    assert!(report.passed(), "{:?}", report.diverged);
+    assert_eq!(report.rows_checked, 3_000);
+    let gbp: i64 = client
+        .query_one(
+            "SELECT count(*) FROM _splice_orders_v2_new WHERE currency = 'GBP'",
+            &[],
+        )
+        .await
+        .expect("query")
+        .get(0);
+    assert!(gbp > 0, "the backfill ran the edited mapping");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
