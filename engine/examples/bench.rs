@@ -129,13 +129,21 @@ async fn measure_tps(url: &str, rows: i64, secs: u64, commit: Commit) -> f64 {
     tps
 }
 
-/// Update TPS measured while a fresh migration of the same table syncs (backfill at `rate`, or
-/// unthrottled), then rolled back.
+/// What runs beside the application while (b) measures.
+#[derive(Clone, Copy)]
+enum Sync {
+    /// Capture and the backfill at this rate (None: unthrottled).
+    Backfilling(Option<u32>),
+    /// Capture and the applier only: the backfill finished first.
+    Following,
+}
+
+/// Update TPS measured while a fresh migration of the same table syncs, then rolled back.
 async fn tps_while_syncing(
     url: &str,
     engine: &Engine,
     name: &str,
-    rate: Option<u32>,
+    what: Sync,
     (rows, secs): (i64, u64),
     commit: Commit,
 ) -> f64 {
@@ -144,6 +152,20 @@ async fn tps_while_syncing(
         .expand(&spec, name)
         .await
         .unwrap_or_else(die("expand"));
+    let rate = match what {
+        Sync::Backfilling(rate) => rate,
+        Sync::Following => {
+            let opts = engine::phases::SyncOptions {
+                until_caught_up: true,
+                ..Default::default()
+            };
+            engine
+                .sync(name, &opts, &Control::new(None), &mut Quiet)
+                .await
+                .unwrap_or_else(die("sync"));
+            None
+        }
+    };
     let control = Control::new(rate);
     let sync = {
         let engine = Engine::new(url.to_string());
@@ -256,32 +278,23 @@ async fn main() {
 
     // (b) update TPS without and with a sync running (a second migration's backfill).
     let secs = 6;
-    let tps_alone = (
+    let tps_alone = [
         measure_tps(&url, rows, secs, Commit::Durable).await,
         measure_tps(&url, rows, secs, Commit::Async).await,
-    );
-    let mut tps_sync = [0.0; 2];
-    let mut tps_throttled = [0.0; 2];
+    ];
+    // Per commit mode: [unthrottled backfill, throttled backfill, backfill done].
+    let mut tps_sync = [[0.0; 3]; 2];
     for (i, commit) in [Commit::Durable, Commit::Async].into_iter().enumerate() {
-        let load = (rows, secs);
-        tps_sync[i] = tps_while_syncing(
-            &url,
-            &engine,
-            &format!("orders_bench_u{i}"),
-            None,
-            load,
-            commit,
-        )
-        .await;
-        tps_throttled[i] = tps_while_syncing(
-            &url,
-            &engine,
-            &format!("orders_bench_t{i}"),
-            Some(THROTTLED_ROWS_PER_SECOND),
-            load,
-            commit,
-        )
-        .await;
+        let runs = [
+            Sync::Backfilling(None),
+            Sync::Backfilling(Some(THROTTLED_ROWS_PER_SECOND)),
+            Sync::Following,
+        ];
+        for (j, what) in runs.into_iter().enumerate() {
+            let name = format!("orders_bench_{i}_{j}");
+            tps_sync[i][j] =
+                tps_while_syncing(&url, &engine, &name, what, (rows, secs), commit).await;
+        }
     }
 
     // (d) + (e) cutover lock time under write load; rollback after cutover.
@@ -347,28 +360,22 @@ async fn main() {
         "  (a) backfill           {:>10.0} rows/s  vs INSERT…SELECT {:>10.0} rows/s  ratio {:.2}x (target >= 0.8x)",
         backfill_rate, insert_rate, backfill_rate / insert_rate
     );
-    for (label, alone, sync, throttled) in [
-        (
-            "durable commits",
-            tps_alone.0,
-            tps_sync[0],
-            tps_throttled[0],
-        ),
-        (
-            "synchronous_commit=off (CPU-bound)",
-            tps_alone.1,
-            tps_sync[1],
-            tps_throttled[1],
-        ),
-    ] {
+    let labels = ["durable commits", "synchronous_commit=off (CPU-bound)"];
+    for ((label, alone), [unthrottled, throttled, following]) in
+        labels.into_iter().zip(tps_alone).zip(tps_sync)
+    {
         println!("  (b) update TPS, 2 clients, {label}: without sync {alone:.0} tx/s");
         println!(
-            "        sync, backfill unthrottled      {sync:>8.0} tx/s  ratio {:.2}x (target >= 0.9x)",
-            sync / alone
+            "        sync, backfill unthrottled     {unthrottled:>8.0} tx/s  ratio {:.2}x (target >= 0.9x)",
+            unthrottled / alone
         );
         println!(
-            "        sync, backfill at {THROTTLED_ROWS_PER_SECOND} rows/s   {throttled:>8.0} tx/s  ratio {:.2}x (target >= 0.9x)",
+            "        sync, backfill at {THROTTLED_ROWS_PER_SECOND} rows/s  {throttled:>8.0} tx/s  ratio {:.2}x (target >= 0.9x)",
             throttled / alone
+        );
+        println!(
+            "        sync, backfill done            {following:>8.0} tx/s  ratio {:.2}x (target >= 0.9x)",
+            following / alone
         );
     }
     println!(
