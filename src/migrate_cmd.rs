@@ -304,11 +304,7 @@ async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
             } else {
                 rows_per_second.map(|r| r.min(i32::MAX as u32) as i32)
             };
-            let result = async {
-                let client = engine::connect(&url).await?;
-                engine::state::set_rate_limit(&client, &name, limit).await
-            }
-            .await;
+            let result = Engine::new(url).set_rate_limit(&name, limit).await;
             match result {
                 Ok(true) => {
                     match limit {

@@ -1,21 +1,23 @@
 //! The phase machine: each command is one method of [`Engine`], idempotent and resumable.
+//! It is written against the [`Adapter`] and holds no SQL; `Engine::new(url)` drives a
+//! PostgreSQL database ([`Postgres`]).
 //!
 //! ```text
 //! planned → expanded → syncing → verified → cut_over → contracted → dropped
 //!    any phase → rolled_back (after cutover: back to syncing, with the old table live again)
 //! ```
 
+use crate::adapter::{Adapter, Swap};
 use crate::catalog::{self, Dependent};
-use crate::plan::Plan;
-use crate::spec::{quote_ident, quote_literal, MigrationSpec, QualifiedName};
-use crate::sql::Direction;
-use crate::state::{self, MigrationRecord, Phase, RunnerLock};
+use crate::plan::{Direction, Fill, Plan};
+use crate::postgres::Postgres;
+use crate::spec::MigrationSpec;
+use crate::state::{self, MigrationRecord, Phase};
 use crate::sync::{self, Capture, Control, ProgressSink, SyncProgress};
 use crate::verify::{self, VerifyReport};
 use crate::EngineError;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use tokio_postgres::Client;
 use tracing::{info, info_span, warn, Instrument};
 
 pub use crate::spec::QUARANTINE_SCHEMA;
@@ -65,22 +67,10 @@ pub struct Status {
     pub history: Vec<state::Transition>,
 }
 
-/// Drives migrations in one PostgreSQL database.
-pub struct Engine {
-    url: String,
+/// Drives migrations in one database, through its adapter (PostgreSQL by default).
+pub struct Engine<A: Adapter = Postgres> {
+    adapter: A,
     verify_range_rows: i64,
-}
-
-fn ddl_error(what: &str, e: tokio_postgres::Error) -> EngineError {
-    EngineError::db(what.to_string(), e)
-}
-
-/// True for lock_timeout / deadlock errors worth retrying.
-fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
-    e.code().is_some_and(|c| {
-        *c == tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE
-            || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
-    })
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -89,28 +79,45 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + jitter)
 }
 
-impl Engine {
-    pub fn new(url: impl Into<String>) -> Engine {
+impl Engine<Postgres> {
+    /// The engine of the PostgreSQL database at `url`.
+    pub fn new(url: impl Into<String>) -> Engine<Postgres> {
+        Engine::with_adapter(Postgres::new(url))
+    }
+
+    /// The statements expand runs, as one script, linted before they run.
+    pub fn expand_script(spec: &MigrationSpec, plan: &Plan) -> String {
+        Postgres::expand_script(spec, plan)
+    }
+}
+
+impl<A: Adapter> Engine<A> {
+    /// The engine of the database behind `adapter`.
+    pub fn with_adapter(adapter: A) -> Engine<A> {
         Engine {
-            url: url.into(),
+            adapter,
             verify_range_rows: VERIFY_RANGE_ROWS,
         }
+    }
+
+    pub fn adapter(&self) -> &A {
+        &self.adapter
     }
 
     /// About how many source rows verify hashes per key range (default 100,000). A range
     /// whose digests differ is read again row by row, so smaller ranges narrow faster and
     /// larger ones cost fewer round trips.
-    pub fn with_verify_range_rows(mut self, rows: i64) -> Engine {
+    pub fn with_verify_range_rows(mut self, rows: i64) -> Engine<A> {
         self.verify_range_rows = rows.max(1);
         self
     }
 
-    async fn db(&self) -> Result<Client, EngineError> {
-        crate::connect(&self.url).await
+    async fn db(&self) -> Result<A::Conn, EngineError> {
+        self.adapter.connect().await
     }
 
-    async fn record(&self, db: &Client, name: &str) -> Result<MigrationRecord, EngineError> {
-        state::load(db, name).await?.ok_or_else(|| {
+    async fn record(&self, db: &A::Conn, name: &str) -> Result<MigrationRecord, EngineError> {
+        self.adapter.load_record(db, name).await?.ok_or_else(|| {
             EngineError::Phase(format!(
                 "no migration named {name} in this database; run `splice expand FILE` first \
                  (`splice status` lists migrations)"
@@ -128,8 +135,15 @@ impl Engine {
         &self,
         spec: &MigrationSpec,
         dir: Direction,
-    ) -> Result<Capture, EngineError> {
-        Capture::open(&self.url, spec, dir, &spec.forward_slot(), &spec.origin()).await
+    ) -> Result<Capture<'_, A>, EngineError> {
+        Capture::open(
+            &self.adapter,
+            spec,
+            dir,
+            &spec.forward_slot(),
+            &spec.origin(),
+        )
+        .await
     }
 
     /// Reverse sync's capture (new → old): slot `splice_<name>_rev`, origin `splice_<name>_rev`.
@@ -137,9 +151,9 @@ impl Engine {
         &self,
         spec: &MigrationSpec,
         dir: Direction,
-    ) -> Result<Capture, EngineError> {
+    ) -> Result<Capture<'_, A>, EngineError> {
         Capture::open(
-            &self.url,
+            &self.adapter,
             spec,
             dir,
             &spec.reverse_slot(),
@@ -148,49 +162,44 @@ impl Engine {
         .await
     }
 
-    async fn locked(&self, name: &str) -> Result<RunnerLock, EngineError> {
-        let mut lock = RunnerLock::acquire(&self.url, name).await?;
-        lock.fence().await?;
-        Ok(lock)
+    async fn locked(&self, name: &str) -> Result<A::Lock, EngineError> {
+        self.adapter.acquire_lock(name).await
     }
 
     /// `splice plan`: checks the file against the live schema. Changes nothing.
     pub async fn plan(&self, spec: &MigrationSpec) -> Result<Plan, EngineError> {
-        let mut db = self.db().await?;
-        Plan::build(&mut db, spec).await
+        let db = self.db().await?;
+        Plan::build(&self.adapter, &db, spec).await
     }
 
-    /// The statements expand runs, as one script, linted before they run.
-    pub fn expand_script(spec: &MigrationSpec, plan: &Plan) -> String {
-        let mut s = format!(
-            "SET lock_timeout = {};\n",
-            quote_literal(&format!("{}ms", spec.throttle.lock_timeout.as_millis()))
-        );
-        for ddl in state::SCHEMA_DDL {
-            s.push_str(ddl);
-            s.push_str(";\n");
-        }
-        for ddl in &plan.expand_ddl {
-            s.push_str(ddl);
-            s.push_str(";\n");
-        }
-        s
+    /// Every phase of `plan` with the statements it runs and the locks it takes.
+    pub fn render(&self, plan: &Plan) -> String {
+        self.adapter.render_plan(plan)
+    }
+
+    /// `splice throttle`: sets (or with `None` clears) the backfill rate limit of a migration;
+    /// a running sync picks it up at its next checkpoint. `Some(0)` means unlimited. False when
+    /// there is no such migration.
+    pub async fn set_rate_limit(
+        &self,
+        name: &str,
+        rows_per_second: Option<i32>,
+    ) -> Result<bool, EngineError> {
+        let db = self.db().await?;
+        self.adapter
+            .set_rate_limit(&db, name, rows_per_second)
+            .await
     }
 
     /// `splice expand`: registers the migration and creates the shadow table.
     pub async fn expand(&self, spec_text: &str, origin: &str) -> Result<Plan, EngineError> {
         let spec = MigrationSpec::parse(spec_text, origin).map_err(|e| EngineError::Plan(e.0))?;
-        let mut db = self.db().await?;
-        if let Some(existing) = state::load(&db, &spec.name).await? {
+        let db = self.db().await?;
+        if let Some(existing) = self.adapter.load_record(&db, &spec.name).await? {
             if existing.phase == Phase::RolledBack {
                 // A rolled-back migration left nothing behind: expand starts it again, from the
                 // file as it is now. Its history stays.
-                db.execute(
-                    "UPDATE splice.migrations SET spec = $2 WHERE name = $1 AND phase = 'rolled_back'",
-                    &[&spec.name, &spec_text],
-                )
-                .await
-                .map_err(|e| EngineError::db("re-registering the migration", e))?;
+                self.adapter.reregister(&db, &spec.name, spec_text).await?;
             } else if existing.spec != spec_text {
                 return Err(EngineError::Phase(format!(
                     "a migration named {} already exists with a different file; names are \
@@ -200,11 +209,11 @@ impl Engine {
             }
             if !matches!(existing.phase, Phase::Planned | Phase::RolledBack) {
                 info!(phase = %existing.phase, "already expanded");
-                return Plan::build(&mut db, &spec).await;
+                return Plan::build(&self.adapter, &db, &spec).await;
             }
         }
-        let plan = Plan::build(&mut db, &spec).await?;
-        let script = Self::expand_script(&spec, &plan);
+        let plan = Plan::build(&self.adapter, &db, &spec).await?;
+        let script = self.adapter.expand_script(&spec, &plan);
         let findings: Vec<_> = lint::check(&script, &lint::Options::default())
             .into_iter()
             .filter(|d| d.severity == lint::Severity::Error)
@@ -216,45 +225,24 @@ impl Engine {
                 d.rule, d.message
             )));
         }
-        state::ensure_schema(&db).await?;
-        db.execute(
-            "INSERT INTO splice.migrations (name, spec, phase) VALUES ($1, $2, 'planned')
-             ON CONFLICT (name) DO NOTHING",
-            &[&spec.name, &spec_text],
-        )
-        .await
-        .map_err(|e| EngineError::db("registering the migration", e))?;
+        self.adapter.ensure_state(&db).await?;
+        self.adapter.register(&db, &spec.name, spec_text).await?;
         let lock = self.locked(&spec.name).await?;
         let record = self.record(&db, &spec.name).await?;
         if !matches!(record.phase, Phase::Planned | Phase::RolledBack) {
             return Ok(plan);
         }
-        let tx = db
-            .transaction()
-            .await
-            .map_err(|e| EngineError::db("starting expand", e))?;
-        tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = '{}ms'",
-            spec.throttle.lock_timeout.as_millis()
-        ))
-        .await
-        .map_err(|e| ddl_error("setting lock_timeout", e))?;
-        if catalog::table(&tx, &spec.shadow_table()).await?.is_none() {
-            for ddl in &plan.expand_ddl {
-                tx.batch_execute(ddl)
-                    .await
-                    .map_err(|e| ddl_error("creating the shadow table", e))?;
-            }
-        }
-        tx.commit()
-            .await
-            .map_err(|e| EngineError::db("committing expand", e))?;
-        lock.transition(
-            Some(record.phase),
-            Phase::Expanded,
-            json!({ "shadow_table": spec.shadow_table().to_string() }),
-        )
-        .await?;
+        self.adapter
+            .create_shadow(&db, &spec, &plan.expand_ddl)
+            .await?;
+        self.adapter
+            .transition(
+                &lock,
+                Some(record.phase),
+                Phase::Expanded,
+                json!({ "shadow_table": spec.shadow_table().to_string() }),
+            )
+            .await?;
         Ok(plan)
     }
 
@@ -268,7 +256,7 @@ impl Engine {
         control: &Control,
         progress: &mut dyn ProgressSink,
     ) -> Result<SyncProgress, EngineError> {
-        let mut db = self.db().await?;
+        let db = self.db().await?;
         let record = self.record(&db, name).await?;
         let mut spec = Self::spec_of(&record)?;
         if let Some(t) = opts.chunk_target {
@@ -284,11 +272,12 @@ impl Engine {
         async move {
             match record.phase {
                 Phase::Expanded | Phase::Syncing | Phase::Verified => {
-                    let plan = Plan::build(&mut db, &spec).await?;
+                    let plan = Plan::build(&self.adapter, &db, &spec).await?;
                     // Capture starts (slot created, position recorded) before the first chunk.
                     let mut capture = self.forward_capture(&spec, plan.forward.clone()).await?;
                     if record.phase == Phase::Expanded {
-                        lock.transition(Some(Phase::Expanded), Phase::Syncing, json!({}))
+                        self.adapter
+                            .transition(&lock, Some(Phase::Expanded), Phase::Syncing, json!({}))
                             .await?;
                     }
                     let mut p = sync::backfill(
@@ -297,8 +286,8 @@ impl Engine {
                         &mut capture,
                         &spec,
                         sync::BackfillCopy {
-                            source_oid: plan.source.oid,
-                            fill: crate::sql::Fill::Missing,
+                            source: &plan.source,
+                            fill: Fill::Missing,
                         },
                         control,
                         progress,
@@ -311,7 +300,7 @@ impl Engine {
                     result.map(|_| p)
                 }
                 Phase::CutOver => {
-                    let plan = Plan::build_after_cutover(&mut db, &spec).await?;
+                    let plan = Plan::build_after_cutover(&self.adapter, &db, &spec).await?;
                     let Some(reverse) = plan.reverse.clone() else {
                         return Err(EngineError::Phase(format!(
                             "{name} was cut over without reverse sync; there is nothing to sync"
@@ -340,7 +329,7 @@ impl Engine {
     /// Applies changes until stopped, or until caught up when asked.
     async fn follow(
         &self,
-        capture: &mut Capture,
+        capture: &mut Capture<'_, A>,
         opts: &SyncOptions,
         control: &Control,
         progress: &mut dyn ProgressSink,
@@ -370,7 +359,7 @@ impl Engine {
 
     /// `splice verify`: drains capture, hashes both sides, records the result.
     pub async fn verify(&self, name: &str) -> Result<VerifyReport, EngineError> {
-        let mut db = self.db().await?;
+        let db = self.db().await?;
         let record = self.record(&db, name).await?;
         let spec = Self::spec_of(&record)?;
         if !matches!(record.phase, Phase::Syncing | Phase::Verified) {
@@ -387,10 +376,11 @@ impl Engine {
             )));
         }
         let lock = self.locked(name).await?;
-        let plan = Plan::build(&mut db, &spec).await?;
+        let plan = Plan::build(&self.adapter, &db, &spec).await?;
         let mut capture = self.forward_capture(&spec, plan.forward.clone()).await?;
         let target_db = self.db().await?;
         let report = verify::verify(
+            &self.adapter,
             &db,
             &target_db,
             &mut capture,
@@ -400,7 +390,7 @@ impl Engine {
         .await;
         capture.close().await?;
         let report = report?;
-        lock.record_verify(&report).await?;
+        self.adapter.record_verify(&lock, &report).await?;
         let figures = json!({
             "rows_checked": report.rows_checked,
             "diverged": report.diverged.len(),
@@ -408,11 +398,13 @@ impl Engine {
         });
         match (report.passed(), record.phase) {
             (true, Phase::Syncing) => {
-                lock.transition(Some(Phase::Syncing), Phase::Verified, figures)
+                self.adapter
+                    .transition(&lock, Some(Phase::Syncing), Phase::Verified, figures)
                     .await?
             }
             (false, Phase::Verified) => {
-                lock.transition(Some(Phase::Verified), Phase::Syncing, figures)
+                self.adapter
+                    .transition(&lock, Some(Phase::Verified), Phase::Syncing, figures)
                     .await?
             }
             _ => {}
@@ -427,7 +419,7 @@ impl Engine {
         max_lag_bytes: u64,
         without_reverse: bool,
     ) -> Result<CutoverReport, EngineError> {
-        let mut db = self.db().await?;
+        let db = self.db().await?;
         let record = self.record(&db, name).await?;
         let spec = Self::spec_of(&record)?;
         if record.phase == Phase::CutOver {
@@ -444,7 +436,7 @@ impl Engine {
                 record.phase
             )));
         }
-        match state::last_verify(&db, name).await? {
+        match self.adapter.last_verify(&db, name).await? {
             Some((true, _, _)) => {}
             _ => {
                 return Err(EngineError::Refused(format!(
@@ -453,7 +445,7 @@ impl Engine {
             }
         }
         let lock = self.locked(name).await?;
-        let plan = Plan::build(&mut db, &spec).await?;
+        let plan = Plan::build(&self.adapter, &db, &spec).await?;
         if plan.reverse.is_none() && !without_reverse {
             return Err(EngineError::Refused(format!(
                 "{name}: reverse sync is impossible ({}), so rollback after cutover would lose \
@@ -522,14 +514,18 @@ impl Engine {
             }
         };
         capture.close().await?;
-        lock.set_figure(state::Figure::LockMs, lock_ms).await?;
-        lock.transition(
+        self.adapter
+            .set_figure(&lock, state::Figure::LockMs, lock_ms)
+            .await?;
+        self.adapter.transition(&lock,
             Some(Phase::Verified),
             Phase::CutOver,
             json!({ "lock_ms": lock_ms, "attempts": attempts, "reverse_sync": reverse.is_some() }),
         )
         .await?;
-        self.validate_foreign_keys(&db, &plan.dependents).await;
+        self.adapter
+            .settle_carried_over(&db, &plan.dependents)
+            .await;
         Ok(CutoverReport {
             lock_ms,
             attempts,
@@ -538,50 +534,22 @@ impl Engine {
         })
     }
 
-    /// Foreign keys were re-created NOT VALID under the lock; validate them now (SHARE UPDATE
-    /// EXCLUSIVE: writes continue).
-    async fn validate_foreign_keys(&self, db: &Client, dependents: &[Dependent]) {
-        for d in dependents {
-            if let Dependent::ForeignKeyIn {
-                table, constraint, ..
-            } = d
-            {
-                let sql = format!(
-                    "ALTER TABLE {} VALIDATE CONSTRAINT {}",
-                    table.sql(),
-                    quote_ident(constraint)
-                );
-                if let Err(e) = db.batch_execute(&sql).await {
-                    warn!(%table, constraint, error = %crate::db_message(&e), "validating a carried-over foreign key failed; it stays NOT VALID");
-                }
-            }
-        }
-    }
-
     /// `splice rollback`: back to the old shape from any phase, losing nothing.
     pub async fn rollback(&self, name: &str) -> Result<RollbackReport, EngineError> {
         let started = Instant::now();
-        let mut db = self.db().await?;
+        let db = self.db().await?;
         let record = self.record(&db, name).await?;
         let spec = Self::spec_of(&record)?;
         let lock = self.locked(name).await?;
         match record.phase {
             Phase::Planned | Phase::Expanded | Phase::Syncing | Phase::Verified => {
-                sync::drop_capture(&self.url, &spec.forward_slot()).await?;
-                sync::drop_capture(&self.url, &spec.reverse_slot()).await?;
-                db.batch_execute(&format!(
-                    "SET lock_timeout = '{}ms'; \
-                     -- splice:ignore drop-table the shadow table holds only copied rows\n\
-                     DROP TABLE IF EXISTS {}",
-                    spec.throttle.lock_timeout.as_millis(),
-                    spec.shadow_table().sql()
-                ))
-                .await
-                .map_err(|e| ddl_error("dropping the shadow table", e))?;
-                sync::drop_origin(&db, &spec.origin()).await?;
-                sync::drop_origin(&db, &spec.reverse_origin()).await?;
-                lock.reset_backfill().await?;
-                lock.transition(Some(record.phase), Phase::RolledBack, json!({}))
+                self.adapter.drop_capture(&spec.forward_slot()).await?;
+                self.adapter.drop_capture(&spec.reverse_slot()).await?;
+                self.adapter.drop_shadow(&db, &spec).await?;
+                self.adapter.forget_appliers(&db, &spec).await?;
+                self.adapter.reset_backfill(&lock).await?;
+                self.adapter
+                    .transition(&lock, Some(record.phase), Phase::RolledBack, json!({}))
                     .await?;
                 Ok(RollbackReport {
                     from: record.phase.to_string(),
@@ -591,7 +559,7 @@ impl Engine {
                 })
             }
             Phase::CutOver => {
-                let plan = Plan::build_after_cutover(&mut db, &spec).await?;
+                let plan = Plan::build_after_cutover(&self.adapter, &db, &spec).await?;
                 let Some(reverse) = plan.reverse.clone() else {
                     return Err(EngineError::Refused(format!(
                         "{name} was cut over without reverse sync; the old table is stale, so \
@@ -617,13 +585,15 @@ impl Engine {
                 capture.close().await?;
                 let (lock_ms, _, _) = r?;
                 // Reverse sync is over; a later cutover starts it afresh.
-                sync::drop_capture(&self.url, &spec.reverse_slot()).await?;
-                lock.transition(
-                    Some(Phase::CutOver),
-                    Phase::Syncing,
-                    json!({ "rolled_back_cutover": true, "lock_ms": lock_ms }),
-                )
-                .await?;
+                self.adapter.drop_capture(&spec.reverse_slot()).await?;
+                self.adapter
+                    .transition(
+                        &lock,
+                        Some(Phase::CutOver),
+                        Phase::Syncing,
+                        json!({ "rolled_back_cutover": true, "lock_ms": lock_ms }),
+                    )
+                    .await?;
                 Ok(RollbackReport {
                     from: Phase::CutOver.to_string(),
                     to: Phase::Syncing.to_string(),
@@ -632,26 +602,18 @@ impl Engine {
                 })
             }
             Phase::Contracted => {
-                let quarantined = spec.quarantined_table();
-                db.batch_execute(&format!(
-                    "SET lock_timeout = '{}ms'; ALTER TABLE {} SET SCHEMA {}",
-                    spec.throttle.lock_timeout.as_millis(),
-                    quarantined.sql(),
-                    quote_ident(&spec.table.schema)
-                ))
-                .await
-                .map_err(|e| ddl_error("restoring the old table from quarantine", e))?;
-                lock.set_quarantine(None, None).await?;
+                self.adapter.restore_from_quarantine(&db, &spec).await?;
+                self.adapter.set_quarantine(&lock, None, None).await?;
                 // Re-sync the restored table from the live one (new → old), then keep it
                 // current with reverse sync: the state cutover left it in.
-                let plan = Plan::build_after_cutover(&mut db, &spec).await?;
+                let plan = Plan::build_after_cutover(&self.adapter, &db, &spec).await?;
                 let Some(reverse) = plan.reverse.clone() else {
                     return Err(EngineError::Refused(format!(
                         "{name} has no reverse mapping; the restored table cannot be re-synced"
                     )));
                 };
                 let mut capture = self.reverse_capture(&spec, reverse).await?;
-                lock.reset_backfill().await?;
+                self.adapter.reset_backfill(&lock).await?;
                 let control = Control::new(None);
                 let mut quiet = QuietProgress;
                 sync::backfill(
@@ -660,9 +622,9 @@ impl Engine {
                     &mut capture,
                     &spec,
                     sync::BackfillCopy {
-                        source_oid: plan.target.oid,
+                        source: &plan.target,
                         // The restored table holds the rows of the day it was quarantined.
-                        fill: crate::sql::Fill::Overwrite,
+                        fill: Fill::Overwrite,
                     },
                     &control,
                     &mut quiet,
@@ -670,12 +632,14 @@ impl Engine {
                 .await?;
                 capture.drain().await?;
                 capture.close().await?;
-                lock.transition(
-                    Some(Phase::Contracted),
-                    Phase::CutOver,
-                    json!({ "restored_from_quarantine": true }),
-                )
-                .await?;
+                self.adapter
+                    .transition(
+                        &lock,
+                        Some(Phase::Contracted),
+                        Phase::CutOver,
+                        json!({ "restored_from_quarantine": true }),
+                    )
+                    .await?;
                 Ok(RollbackReport {
                     from: Phase::Contracted.to_string(),
                     to: Phase::CutOver.to_string(),
@@ -710,21 +674,18 @@ impl Engine {
         }
         let lock = self.locked(name).await?;
         let period = quarantine.unwrap_or(spec.quarantine);
-        sync::drop_capture(&self.url, &spec.reverse_slot()).await?;
-        sync::drop_capture(&self.url, &spec.forward_slot()).await?;
+        self.adapter.drop_capture(&spec.reverse_slot()).await?;
+        self.adapter.drop_capture(&spec.forward_slot()).await?;
         let quarantined = spec.quarantined_table();
-        db.batch_execute(&format!(
-            "SET lock_timeout = '{}ms'; CREATE SCHEMA IF NOT EXISTS {}; ALTER TABLE {} SET SCHEMA {}",
-            spec.throttle.lock_timeout.as_millis(),
-            quote_ident(QUARANTINE_SCHEMA),
-            spec.retired_table().sql(),
-            quote_ident(QUARANTINE_SCHEMA)
-        ))
-        .await
-        .map_err(|e| ddl_error("moving the old table into quarantine", e))?;
-        lock.set_quarantine(Some(&quarantined.to_string()), Some(period.as_secs_f64()))
+        self.adapter.quarantine(&db, &spec).await?;
+        self.adapter
+            .set_quarantine(
+                &lock,
+                Some(&quarantined.to_string()),
+                Some(period.as_secs_f64()),
+            )
             .await?;
-        lock.transition(
+        self.adapter.transition(&lock,
             Some(Phase::CutOver),
             Phase::Contracted,
             json!({ "quarantined_as": quarantined.to_string(), "quarantine_seconds": period.as_secs() }),
@@ -758,23 +719,16 @@ impl Engine {
         }
         let lock = self.locked(name).await?;
         let quarantined = spec.quarantined_table();
-        db.batch_execute(&format!(
-            "SET lock_timeout = '{}ms';\n\
-             -- splice:ignore drop-table the quarantine expired (or was forced); this is the one-way door\n\
-             DROP TABLE IF EXISTS {}",
-            spec.throttle.lock_timeout.as_millis(),
-            quarantined.sql()
-        ))
-        .await
-        .map_err(|e| ddl_error("dropping the quarantined table", e))?;
-        sync::drop_origin(&db, &spec.origin()).await?;
-        sync::drop_origin(&db, &spec.reverse_origin()).await?;
-        lock.transition(
-            Some(Phase::Contracted),
-            Phase::Dropped,
-            json!({ "forced": force && !record.quarantine_expired }),
-        )
-        .await?;
+        self.adapter.drop_quarantined(&db, &spec).await?;
+        self.adapter.forget_appliers(&db, &spec).await?;
+        self.adapter
+            .transition(
+                &lock,
+                Some(Phase::Contracted),
+                Phase::Dropped,
+                json!({ "forced": force && !record.quarantine_expired }),
+            )
+            .await?;
         Ok(quarantined.to_string())
     }
 
@@ -783,7 +737,7 @@ impl Engine {
         let db = self.db().await?;
         let records = match name {
             Some(n) => vec![self.record(&db, n).await?],
-            None => state::load_all(&db).await?,
+            None => self.adapter.load_records(&db).await?,
         };
         let mut out = Vec::new();
         for r in records {
@@ -793,16 +747,8 @@ impl Engine {
             } else {
                 spec.forward_slot()
             };
-            let lag: Option<i64> = db
-                .query_opt(
-                    "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint
-                     FROM pg_replication_slots WHERE slot_name = $1",
-                    &[&slot],
-                )
-                .await
-                .map_err(|e| EngineError::db("reading capture lag", e))?
-                .and_then(|row| row.get(0));
-            let last = state::last_verify(&db, &r.name).await?.map(
+            let lag = self.adapter.capture_lag_bytes(&db, &slot).await?;
+            let last = self.adapter.last_verify(&db, &r.name).await?.map(
                 |(passed, keys, at)| json!({ "passed": passed, "diverged_keys": keys, "at": at }),
             );
             out.push(Status {
@@ -818,7 +764,7 @@ impl Engine {
                 cutover_lock_ms: r.lock_ms,
                 quarantined_as: r.quarantined_as.clone(),
                 quarantine_until: r.quarantine_until.clone(),
-                history: state::history(&db, &r.name).await?,
+                history: self.adapter.history(&db, &r.name).await?,
             });
         }
         Ok(out)
@@ -832,10 +778,10 @@ fn column_names(table: &catalog::Table) -> Vec<String> {
 /// Locks `swap.live`, drains `capture` inside the lock, renames, carries `dependents` (of the
 /// table that has the live name now) over to the incoming table, commits. Retries lock
 /// timeouts with backoff and jitter. Returns (lock ms, attempts, what was carried over).
-async fn swap_under_lock(
+async fn swap_under_lock<A: Adapter>(
     spec: &MigrationSpec,
     swap: &Swap,
-    capture: &mut Capture,
+    capture: &mut Capture<'_, A>,
     dependents: &[Dependent],
     incoming_columns: &[String],
 ) -> Result<(f64, u32, Vec<String>), EngineError> {
@@ -850,12 +796,12 @@ async fn swap_under_lock(
 }
 
 /// The lock-retry loop of a swap; `None` when every attempt timed out. The swap runs on the
-/// applier's own session: what it writes carries the engine's replication origin, so reverse
-/// capture skips it.
-async fn swap_attempts(
+/// applier's own session: what it writes carries the engine's marks (PostgreSQL: its
+/// replication origin), so reverse capture skips it.
+async fn swap_attempts<A: Adapter>(
     spec: &MigrationSpec,
     swap: &Swap,
-    capture: &mut Capture,
+    capture: &mut Capture<'_, A>,
     dependents: &[Dependent],
     target_columns: &[String],
 ) -> Result<Option<(f64, u32, Vec<String>)>, EngineError> {
@@ -863,10 +809,7 @@ async fn swap_attempts(
         // Catch up right before locking, so what is left to apply under the lock is only what
         // committed in the last moments.
         catch_up(capture).await?;
-        let mut conn = capture.take_apply_db()?;
-        let result = swap_once(&mut conn, spec, swap, capture, dependents, target_columns).await;
-        capture.put_apply_db(conn);
-        match result? {
+        match capture.swap(spec, swap, dependents, target_columns).await? {
             Some(lock_ms_and_carried) => {
                 let (lock_ms, carried) = lock_ms_and_carried;
                 info!(lock_ms, attempt, "swapped");
@@ -884,7 +827,7 @@ async fn swap_attempts(
 
 /// Drains until one drain completes quickly: only then is the backlog small enough to apply
 /// under the lock. Refuses when capture cannot keep up with the application's writes.
-async fn catch_up(capture: &mut Capture) -> Result<(), EngineError> {
+async fn catch_up<A: Adapter>(capture: &mut Capture<'_, A>) -> Result<(), EngineError> {
     let give_up = Instant::now() + CATCH_UP_BUDGET;
     loop {
         let started = Instant::now();
@@ -909,141 +852,7 @@ const CAUGHT_UP: Duration = Duration::from_millis(500);
 /// How long cutover keeps trying to catch up before refusing.
 const CATCH_UP_BUDGET: Duration = Duration::from_secs(120);
 
-/// One attempt: lock, drain under the lock, swap, commit. `None` when the lock timed out.
-async fn swap_once(
-    conn: &mut Client,
-    spec: &MigrationSpec,
-    swap: &Swap,
-    capture: &mut Capture,
-    dependents: &[Dependent],
-    target_columns: &[String],
-) -> Result<Option<(f64, Vec<String>)>, EngineError> {
-    let tx = conn
-        .transaction()
-        .await
-        .map_err(|e| EngineError::db("starting cutover", e))?;
-    tx.batch_execute(&format!(
-        "SET LOCAL lock_timeout = '{}ms'",
-        spec.throttle.lock_timeout.as_millis()
-    ))
-    .await
-    .map_err(|e| ddl_error("setting lock_timeout", e))?;
-    let lock_sql = format!(
-        "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
-        swap.live.sql(),
-        swap.incoming.sql()
-    );
-    if let Err(e) = tx.batch_execute(&lock_sql).await {
-        if is_lock_timeout(&e) {
-            return Ok(None);
-        }
-        return Err(ddl_error("locking the table for cutover", e));
-    }
-    let locked_at = Instant::now();
-    let ack = capture.drain_in(&tx, Duration::from_secs(5)).await?;
-    let carried = carry_over(&tx, swap, dependents, target_columns).await?;
-    tx.commit()
-        .await
-        .map_err(|e| EngineError::db("committing the swap", e))?;
-    let lock_ms = locked_at.elapsed().as_secs_f64() * 1000.0;
-    if let Some(pos) = ack {
-        capture.ack(&pos)?;
-    }
-    Ok(Some((lock_ms, carried)))
-}
-
 const MAX_LOCK_ATTEMPTS: u32 = 10;
-
-/// A rename swap: `live` (the name applications use) gets `incoming`'s table; the table that
-/// had it is renamed `outgoing_as`.
-struct Swap {
-    live: QualifiedName,
-    incoming: QualifiedName,
-    outgoing_as: QualifiedName,
-}
-
-/// Renames, then moves what depended on the outgoing table to the incoming one. Runs inside
-/// the locked transaction: either all of it happens or none.
-async fn carry_over(
-    tx: &tokio_postgres::Transaction<'_>,
-    swap: &Swap,
-    dependents: &[Dependent],
-    incoming_columns: &[String],
-) -> Result<Vec<String>, EngineError> {
-    let mut done = Vec::new();
-    let sql = format!(
-        "-- splice:ignore rename-table cutover's atomic swap, under lock_timeout\n\
-         ALTER TABLE {} RENAME TO {};\n\
-         -- splice:ignore rename-table cutover's atomic swap, under lock_timeout\n\
-         ALTER TABLE {} RENAME TO {}",
-        swap.live.sql(),
-        quote_ident(&swap.outgoing_as.name),
-        swap.incoming.sql(),
-        quote_ident(&swap.live.name)
-    );
-    tx.batch_execute(&sql)
-        .await
-        .map_err(|e| ddl_error("swapping the table names", e))?;
-    let live = swap.live.sql();
-    for d in dependents {
-        let stmt = match d {
-            Dependent::View { name, definition, materialized: false } => Some(format!(
-                "CREATE OR REPLACE VIEW {} AS {}",
-                name.sql(),
-                definition.trim_end().trim_end_matches(';')
-            )),
-            Dependent::View { .. } => None,
-            Dependent::ForeignKeyIn { table, constraint, definition } => Some(format!(
-                "ALTER TABLE {t} DROP CONSTRAINT {c}; ALTER TABLE {t} ADD CONSTRAINT {c} {def} NOT VALID",
-                t = table.sql(),
-                c = quote_ident(constraint),
-                def = definition.replace(" NOT VALID", "")
-            )),
-            Dependent::Trigger { definition, .. } => Some(definition.clone()),
-            Dependent::OwnedSequence { sequence, column } => {
-                if incoming_columns.iter().any(|c| c == column) {
-                    Some(format!(
-                        "ALTER SEQUENCE {seq} OWNED BY NONE;\n\
-                         ALTER TABLE {live} ALTER COLUMN {col} SET DEFAULT nextval({lit}::regclass);\n\
-                         ALTER SEQUENCE {seq} OWNED BY {live}.{col};\n\
-                         SELECT setval({lit}::regclass, greatest((SELECT max({col}) FROM {live})::bigint, (SELECT last_value FROM {seq}), 1))",
-                        seq = sequence.sql(),
-                        col = quote_ident(column),
-                        lit = quote_literal(&sequence.sql()),
-                    ))
-                } else {
-                    None
-                }
-            }
-            Dependent::Grant { grantee, privilege } => Some(format!("GRANT {privilege} ON {live} TO {grantee}")),
-        };
-        if let Some(stmt) = stmt {
-            tx.batch_execute(&stmt).await.map_err(|e| {
-                EngineError::Refused(format!(
-                    "cannot carry over {d} to the new table: {}; nothing was swapped. Adjust it \
-                     (or drop it and recreate it after cutover), then cut over again",
-                    crate::db_message(&e)
-                ))
-            })?;
-            done.push(d.to_string());
-        }
-    }
-    // Identity and serial columns of the incoming table continue after the highest key.
-    tx.batch_execute(&format!(
-        "DO $splice$ DECLARE r record; BEGIN
-           FOR r IN SELECT a.attname, pg_get_serial_sequence({lit}, a.attname) AS seq
-                    FROM pg_attribute a WHERE a.attrelid = {lit}::regclass AND a.attnum > 0
-                      AND NOT a.attisdropped AND pg_get_serial_sequence({lit}, a.attname) IS NOT NULL
-           LOOP
-             EXECUTE format('SELECT setval(%L, greatest((SELECT max(%I) FROM %s)::bigint, 1))', r.seq, r.attname, {lit});
-           END LOOP;
-         END $splice$",
-        lit = quote_literal(&live)
-    ))
-    .await
-    .map_err(|e| ddl_error("advancing the new table's sequences", e))?;
-    Ok(done)
-}
 
 /// A progress sink that reports nothing (internal re-syncs).
 pub struct QuietProgress;

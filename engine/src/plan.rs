@@ -1,14 +1,41 @@
-//! The planner: a migration file checked against the live schema, resolved into the column
-//! mappings of both directions and the exact SQL of every phase. Planning changes nothing.
+//! The planner: a migration file checked against the live schema (through the
+//! [`Adapter`]), resolved into the column mappings of both directions ([`Direction`]).
+//! Planning changes nothing. The SQL every phase runs is the adapter's to show
+//! ([`Adapter::render_plan`]; [`render`] is PostgreSQL's).
 
-use crate::catalog::{self, Dependent, Table};
-use crate::spec::{quote_ident, MigrationSpec, QualifiedName};
-use crate::sql::Direction;
+use crate::adapter::Adapter;
+use crate::catalog::{Dependent, Table};
+use crate::spec::{MigrationSpec, QualifiedName};
 use crate::EngineError;
-use sqlparser::ast::{ObjectName, ObjectNamePart, Statement};
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
-use tokio_postgres::Client;
+
+pub use crate::postgres::plan::render_plan as render;
+
+/// Rows flow `from` → `to`; `columns` are (column of `to`, expression over the `from` row
+/// aliased `s`, already cast to the column's type, in the adapter's SQL dialect). Backfill, the
+/// change applier and verify all go through one `Direction`.
+#[derive(Debug, Clone)]
+pub struct Direction {
+    pub from: QualifiedName,
+    pub to: QualifiedName,
+    pub key: Vec<KeyColumn>,
+    pub columns: Vec<(String, String)>,
+}
+
+/// How a backfill chunk writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// Insert only keys the target does not have (an empty target being filled).
+    Missing,
+    /// Upsert every row, writing where it differs (a target holding stale rows).
+    Overwrite,
+}
+
+/// A key range for verify: `(lower, upper]`, either side open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    pub lower: Option<Vec<String>>,
+    pub upper: Option<Vec<String>>,
+}
 
 /// A key column: its name and its type in the source table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,122 +62,58 @@ pub struct Plan {
     pub dependents: Vec<Dependent>,
 }
 
-/// Rewrites the target DDL so it creates the shadow table: the CREATE TABLE's name becomes the
-/// shadow name; CREATE INDEX statements on the target name follow it.
-pub fn shadow_ddl(spec: &MigrationSpec) -> Result<Vec<String>, EngineError> {
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, &spec.target_ddl).map_err(|e| {
-        EngineError::Plan(format!(
-            "target: cannot parse the CREATE TABLE ({e}); give one CREATE TABLE statement, \
-             optionally followed by CREATE INDEX statements on it"
-        ))
-    })?;
-    let shadow = spec.shadow_table();
-    let shadow_name = ObjectName(vec![
-        ObjectNamePart::Identifier(sqlparser::ast::Ident::with_quote('"', &shadow.schema)),
-        ObjectNamePart::Identifier(sqlparser::ast::Ident::with_quote('"', &shadow.name)),
-    ]);
-    let mut out = Vec::new();
-    let mut target_name: Option<String> = None;
-    for mut st in statements {
-        match &mut st {
-            Statement::CreateTable(ct) if target_name.is_none() => {
-                if ct.temporary || ct.query.is_some() {
-                    return Err(EngineError::Plan(
-                        "target: must be a plain CREATE TABLE with column definitions \
-                         (not TEMP, not AS SELECT)"
-                            .into(),
-                    ));
-                }
-                target_name = Some(last_ident(&ct.name));
-                ct.name = shadow_name.clone();
-                ct.if_not_exists = false;
-            }
-            Statement::CreateIndex(ci) if target_name.is_some() => {
-                if Some(last_ident(&ci.table_name)) != target_name {
-                    return Err(EngineError::Plan(format!(
-                        "target: CREATE INDEX on {} — indexes in target must be on the new table",
-                        ci.table_name
-                    )));
-                }
-                ci.table_name = shadow_name.clone();
-                // A fresh, empty table: a plain build takes no lock anyone waits on.
-                ci.concurrently = false;
-            }
-            other => {
-                return Err(EngineError::Plan(format!(
-                    "target: unexpected statement `{}`; give one CREATE TABLE statement, \
-                     optionally followed by CREATE INDEX statements on it",
-                    first_words(&other.to_string())
-                )))
-            }
-        }
-        out.push(format!("{st}"));
-    }
-    if target_name.is_none() {
-        return Err(EngineError::Plan(
-            "target: no CREATE TABLE statement; give the new shape as CREATE TABLE".into(),
-        ));
-    }
-    Ok(out)
-}
-
-fn last_ident(name: &ObjectName) -> String {
-    match name.0.last() {
-        Some(ObjectNamePart::Identifier(id)) if id.quote_style.is_some() => id.value.clone(),
-        Some(ObjectNamePart::Identifier(id)) => id.value.to_lowercase(),
-        _ => String::new(),
-    }
-}
-
-fn first_words(s: &str) -> String {
-    s.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
-}
-
 impl Plan {
     /// Checks `spec` against the live database and resolves it. When the shadow table does not
     /// exist yet it is created inside a transaction that is rolled back.
-    pub async fn build(db: &mut Client, spec: &MigrationSpec) -> Result<Plan, EngineError> {
-        let expand_ddl = shadow_ddl(spec)?;
-        let tx = db
-            .transaction()
-            .await
-            .map_err(|e| EngineError::db("starting the planning transaction", e))?;
-        let source = catalog::table(&tx, &spec.table).await?.ok_or_else(|| {
-            EngineError::Plan(format!(
-                "table {} does not exist; check `table` in the migration file",
-                spec.table
-            ))
-        })?;
+    pub async fn build<A: Adapter>(
+        adapter: &A,
+        db: &A::Conn,
+        spec: &MigrationSpec,
+    ) -> Result<Plan, EngineError> {
+        let expand_ddl = adapter.shadow_ddl(spec)?;
+        adapter.begin_planning(db).await?;
+        let built = Self::build_planning(adapter, db, spec, expand_ddl).await;
+        // Nothing planned is kept.
+        let ended = adapter.end_planning(db).await;
+        let plan = built?;
+        ended?;
+        Ok(plan)
+    }
+
+    async fn build_planning<A: Adapter>(
+        adapter: &A,
+        db: &A::Conn,
+        spec: &MigrationSpec,
+        expand_ddl: Vec<String>,
+    ) -> Result<Plan, EngineError> {
+        let source = adapter
+            .describe_table(db, &spec.table)
+            .await?
+            .ok_or_else(|| {
+                EngineError::Plan(format!(
+                    "table {} does not exist; check `table` in the migration file",
+                    spec.table
+                ))
+            })?;
         let shadow = spec.shadow_table();
-        let mut target = catalog::table(&tx, &shadow).await?;
+        let mut target = adapter.describe_table(db, &shadow).await?;
         if target.is_none() {
-            for ddl in &expand_ddl {
-                tx.batch_execute(ddl).await.map_err(|e| {
-                    EngineError::Plan(format!(
-                        "target: the new shape does not build: {}\n  statement: {ddl}",
-                        crate::db_message(&e)
-                    ))
-                })?;
-            }
-            target = catalog::table(&tx, &shadow).await?;
+            adapter.try_shadow_ddl(db, &expand_ddl).await?;
+            target = adapter.describe_table(db, &shadow).await?;
         }
         let target = target.ok_or_else(|| {
             EngineError::Plan(format!("target: the shadow table {shadow} was not created"))
         })?;
 
-        let key = resolve_key(&tx, spec, &source, &target).await?;
-        let forward = resolve_forward(spec, &source, &target, &key)?;
-        let (reverse, reverse_notes) = resolve_reverse(spec, &source, &target, &key)?;
-        check_expressions(&tx, &forward, &source.name, "up").await?;
+        let key = resolve_key(adapter, db, spec, &source, &target).await?;
+        let forward = resolve_forward(adapter, spec, &source, &target, &key)?;
+        let (reverse, reverse_notes) = resolve_reverse(adapter, spec, &source, &target, &key)?;
+        check_expressions(adapter, db, &forward, &source.name, "up").await?;
         if let Some(rev) = &reverse {
             // Before cutover the new shape lives under the shadow name.
-            check_expressions(&tx, rev, &target.name, "down").await?;
+            check_expressions(adapter, db, rev, &target.name, "down").await?;
         }
-        let dependents = catalog::dependents(&tx, &source).await?;
-        // Nothing planned is kept.
-        tx.rollback()
-            .await
-            .map_err(|e| EngineError::db("ending the planning transaction", e))?;
+        let dependents = adapter.dependents(db, &source).await?;
         Ok(Plan {
             spec: spec.clone(),
             source,
@@ -169,11 +132,13 @@ impl Plan {
     /// The plan as it stands after cutover: the new table carries the live name, the old one
     /// the retired name. `forward` then points old → new (used only to describe), `reverse`
     /// new → old.
-    pub async fn build_after_cutover(
-        db: &mut Client,
+    pub async fn build_after_cutover<A: Adapter>(
+        adapter: &A,
+        db: &A::Conn,
         spec: &MigrationSpec,
     ) -> Result<Plan, EngineError> {
-        let old = catalog::table(&*db, &spec.retired_table())
+        let old = adapter
+            .describe_table(db, &spec.retired_table())
             .await?
             .ok_or_else(|| {
                 EngineError::Phase(format!(
@@ -181,7 +146,8 @@ impl Plan {
                     spec.retired_table()
                 ))
             })?;
-        let new = catalog::table(&*db, &spec.table)
+        let new = adapter
+            .describe_table(db, &spec.table)
             .await?
             .ok_or_else(|| EngineError::Phase(format!("table {} is missing", spec.table)))?;
         let names = match &spec.key {
@@ -198,14 +164,14 @@ impl Plan {
                     .unwrap_or_else(|| "text".into()),
             })
             .collect();
-        let mut forward = resolve_forward(spec, &old, &new, &key)?;
+        let mut forward = resolve_forward(adapter, spec, &old, &new, &key)?;
         forward.from = spec.retired_table();
         forward.to = spec.table.clone();
-        let (reverse, reverse_notes) = resolve_reverse(spec, &old, &new, &key)?;
-        let dependents = catalog::dependents(&*db, &new).await?;
+        let (reverse, reverse_notes) = resolve_reverse(adapter, spec, &old, &new, &key)?;
+        let dependents = adapter.dependents(db, &new).await?;
         Ok(Plan {
             spec: spec.clone(),
-            expand_ddl: shadow_ddl(spec)?,
+            expand_ddl: adapter.shadow_ddl(spec)?,
             source: old,
             target: new,
             key,
@@ -217,15 +183,16 @@ impl Plan {
     }
 }
 
-async fn resolve_key(
-    db: &impl tokio_postgres::GenericClient,
+async fn resolve_key<A: Adapter>(
+    adapter: &A,
+    db: &A::Conn,
     spec: &MigrationSpec,
     source: &Table,
     target: &Table,
 ) -> Result<Vec<KeyColumn>, EngineError> {
     let names = match &spec.key {
         Some(k) if !k.is_empty() => {
-            if !catalog::has_unique_index_on(db, source.oid, k).await? {
+            if !adapter.has_unique_key(db, source, k).await? {
                 return Err(EngineError::Plan(format!(
                     "key ({}) is not backed by a unique index on {}; create one \
                      (CREATE UNIQUE INDEX CONCURRENTLY) or use the primary key",
@@ -275,7 +242,7 @@ async fn resolve_key(
             sql_type: col.sql_type.clone(),
         });
     }
-    if !catalog::has_unique_index_on(db, target.oid, &names).await? {
+    if !adapter.has_unique_key(db, target, &names).await? {
         return Err(EngineError::Plan(format!(
             "target: the new table needs a PRIMARY KEY or UNIQUE constraint on ({}) — \
              sync writes by key",
@@ -285,7 +252,8 @@ async fn resolve_key(
     Ok(key)
 }
 
-fn resolve_forward(
+fn resolve_forward<A: Adapter>(
+    adapter: &A,
     spec: &MigrationSpec,
     source: &Table,
     target: &Table,
@@ -301,9 +269,9 @@ fn resolve_forward(
     let mut columns = Vec::new();
     for col in target.columns.iter().filter(|c| !c.generated) {
         let expr = match spec.up.get(&col.name) {
-            Some(e) => format!("({e})::{}", col.sql_type),
+            Some(e) => adapter.cast_expression(e, &col.sql_type),
             None if source.column(&col.name).is_some() => {
-                format!("s.{}::{}", quote_ident(&col.name), col.sql_type)
+                adapter.source_column(&col.name, &col.sql_type)
             }
             None if !col.not_null || col.has_default => continue,
             None => {
@@ -324,7 +292,8 @@ fn resolve_forward(
     })
 }
 
-fn resolve_reverse(
+fn resolve_reverse<A: Adapter>(
+    adapter: &A,
     spec: &MigrationSpec,
     source: &Table,
     target: &Table,
@@ -343,9 +312,9 @@ fn resolve_reverse(
     let mut columns = Vec::new();
     for col in source.columns.iter().filter(|c| !c.generated) {
         let expr = match spec.down.get(&col.name) {
-            Some(e) => format!("({e})::{}", col.sql_type),
+            Some(e) => adapter.cast_expression(e, &col.sql_type),
             None if target.column(&col.name).is_some() => {
-                format!("s.{}::{}", quote_ident(&col.name), col.sql_type)
+                adapter.source_column(&col.name, &col.sql_type)
             }
             None if !col.not_null || col.has_default => {
                 notes.push(format!(
@@ -390,115 +359,22 @@ fn resolve_reverse(
 
 /// Compiles every mapping expression (and its cast) against the real tables, one column at a
 /// time so an error names the column.
-async fn check_expressions(
-    db: &impl tokio_postgres::GenericClient,
+async fn check_expressions<A: Adapter>(
+    adapter: &A,
+    db: &A::Conn,
     dir: &Direction,
     from: &QualifiedName,
     section: &str,
 ) -> Result<(), EngineError> {
     for (col, expr) in &dir.columns {
-        let sql = format!("SELECT {expr} FROM {} s LIMIT 0", from.sql());
-        db.simple_query(&format!(
-            "SAVEPOINT splice_check; {sql}; RELEASE splice_check"
-        ))
-        .await
-        .map_err(|e| {
-            EngineError::Plan(format!(
-                "[{section}] {col}: `{expr}` does not compile against {}: {}",
-                from,
-                crate::db_message(&e)
-            ))
-        })?;
+        adapter
+            .check_expression(db, from, expr)
+            .await
+            .map_err(|message| {
+                EngineError::Plan(format!(
+                    "[{section}] {col}: `{expr}` does not compile against {from}: {message}"
+                ))
+            })?;
     }
     Ok(())
-}
-
-/// Human-readable: every phase with the SQL it runs and the locks it takes.
-pub fn render(plan: &Plan) -> String {
-    let spec = &plan.spec;
-    let mut s = String::new();
-    let src = plan.source.name.sql();
-    let shadow = spec.shadow_table().sql();
-    let retired = spec.retired_table().sql();
-    s.push_str(&format!(
-        "migration {}: {} ({} columns, ~{} rows) → new shape ({} columns)\n",
-        spec.name,
-        plan.source.name,
-        plan.source.columns.len(),
-        plan.source.approx_rows,
-        plan.target.columns.len()
-    ));
-    s.push_str(&format!(
-        "key: ({})\n\nmapping old → new ([up]):\n",
-        plan.key
-            .iter()
-            .map(|k| k.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    for (col, expr) in &plan.forward.columns {
-        s.push_str(&format!("  {col} = {expr}\n"));
-    }
-    match &plan.reverse {
-        Some(rev) => {
-            s.push_str("mapping new → old ([down], reverse sync after cutover):\n");
-            for (col, expr) in &rev.columns {
-                s.push_str(&format!("  {col} = {expr}\n"));
-            }
-        }
-        None => s.push_str("reverse sync: IMPOSSIBLE — rollback after cutover is not available\n"),
-    }
-    for n in &plan.reverse_notes {
-        s.push_str(&format!("  note: {n}\n"));
-    }
-    s.push_str("\ndepends on the table (carried over at cutover):\n");
-    if plan.dependents.is_empty() {
-        s.push_str("  nothing\n");
-    }
-    for d in &plan.dependents {
-        s.push_str(&format!("  {d}\n"));
-    }
-    s.push_str("\n1. expand — creates the shadow table; locks: none on the live table\n");
-    for ddl in &plan.expand_ddl {
-        s.push_str(&format!("   {ddl};\n"));
-    }
-    s.push_str(&format!(
-        "\n2. sync — publication + logical slot {slot} on {src} (brief SHARE UPDATE EXCLUSIVE for \
-         the publication), then chunked backfill; locks: none (each chunk is one INSERT … SELECT; \
-         capture re-syncs what changed while it ran); each chunk finds its upper key, then \
-         copies the key range:\n   {};\n   {}\n",
-        crate::sql::range_boundary(&plan.forward, true).replace('\n', "\n   "),
-        crate::sql::backfill_range(&plan.forward, true, true, crate::sql::Fill::Missing)
-            .replace('\n', "\n   "),
-        slot = spec.forward_slot()
-    ));
-    s.push_str(&format!(
-        "   each captured key is re-synced from the source of truth:\n   {}\n",
-        crate::sql::resync_keys(&plan.forward).replace('\n', "\n   ")
-    ));
-    s.push_str(&format!(
-        "\n3. verify — BLAKE3 over canonical rows, per key range, both sides; locks: none\n   \
-         COPY (SELECT <key>, <mapped columns> FROM {src} WHERE <range> ORDER BY <key>) TO STDOUT\n   \
-         COPY (SELECT <key>, <columns> FROM {shadow} WHERE <range> ORDER BY <key>) TO STDOUT\n"
-    ));
-    s.push_str(&format!(
-        "\n4. cutover — ACCESS EXCLUSIVE on {src} for the swap only (lock_timeout {}), capture \
-         drained under the lock:\n   ALTER TABLE {src} RENAME TO {}; -- old shape, kept current by reverse sync\n   \
-         ALTER TABLE {shadow} RENAME TO {};\n   then sequences, foreign keys, views, triggers and grants follow the new table\n",
-        humantime::format_duration(spec.throttle.lock_timeout),
-        quote_ident(&spec.retired_table().name),
-        quote_ident(&spec.table.name)
-    ));
-    s.push_str(&format!(
-        "\n5. contract — reverse sync stops; ALTER TABLE {retired} SET SCHEMA splice_quarantine \
-         (quarantine {}); nothing is dropped\n",
-        humantime::format_duration(spec.quarantine)
-    ));
-    s.push_str(
-        "\n6. drop — DROP TABLE on the quarantined table once the quarantine expired (the only \
-         one-way door)\n\nrollback — from any phase; before cutover: drop the shadow table and the \
-         slot; after cutover: swap back and resume forward sync; after contract: restore from \
-         quarantine and re-sync\n",
-    );
-    s
 }

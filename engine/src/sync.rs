@@ -1,72 +1,38 @@
-//! Sync: the change applier ([`Capture`]) and the throttled backfill ([`backfill`]).
+//! Sync: the change applier ([`Capture`]) and the throttled backfill ([`backfill`]), written
+//! against the [`Adapter`].
 //!
 //! Capture turns every committed change to the source into "key K changed" and re-syncs K from
 //! the source of truth through the mapping, so applying is idempotent, order-insensitive and
 //! batchable. Backfill walks the key range in chunks; the applier runs between chunks, never
 //! during one, so a change that commits while a chunk is copied is re-synced after the chunk
-//! landed and a delete can never be undone by a stale chunk (see `sql::backfill_range`).
+//! landed and a delete can never be undone by a stale chunk (see
+//! `postgres::sql::backfill_range`).
 
+use crate::adapter::{Adapter, Swap};
+use crate::catalog::{Dependent, Table};
+use crate::plan::{Direction, Fill};
 use crate::spec::MigrationSpec;
-use crate::sql::{self, Direction};
-use crate::state::RunnerLock;
 use crate::EngineError;
-use cdc::{CaptureName, ChangeSource, Op, PgChangeStream, PgSourceConfig, TableName, Value};
+use cdc::{ChangeSource, Op, TableName, Value};
 use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, GenericClient};
 use tracing::{debug, info_span, Instrument};
 
-/// The table capture drains through (see `state::SCHEMA_DDL`).
-pub fn marker_table() -> TableName {
-    TableName::new("splice", "sync_marker")
-}
-
 /// Applies one direction's captured changes to its target.
-pub struct Capture {
-    stream: PgChangeStream,
+pub struct Capture<'a, A: Adapter> {
+    adapter: &'a A,
+    stream: A::Stream,
+    applier: A::Applier,
     dir: Direction,
     source: TableName,
-    apply_db: Option<Client>,
-    marker_db: Client,
+    marker: TableName,
     migration: String,
-    /// The applier's statements, built once from `dir`.
-    resync_sql: String,
-    orphans_sql: String,
     /// Transactions and distinct keys applied since open.
     pub txns_applied: u64,
     pub keys_applied: u64,
-}
-
-/// Creates the replication origin the applier writes under (idempotent).
-pub async fn ensure_origin(db: &impl GenericClient, origin: &str) -> Result<(), EngineError> {
-    db.execute(
-        "SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL",
-        &[&origin],
-    )
-    .await
-    .map_err(|e| {
-        EngineError::db(
-            format!(
-                "creating replication origin {origin} (needs superuser, or EXECUTE on \
-                 pg_replication_origin_create granted to this role)"
-            ),
-            e,
-        )
-    })?;
-    Ok(())
-}
-
-pub async fn drop_origin(db: &impl GenericClient, origin: &str) -> Result<(), EngineError> {
-    db.execute(
-        "SELECT pg_replication_origin_drop($1) WHERE pg_replication_origin_oid($1) IS NOT NULL",
-        &[&origin],
-    )
-    .await
-    .map_err(|e| EngineError::db(format!("dropping replication origin {origin}"), e))?;
-    Ok(())
 }
 
 fn cdc_table(q: &crate::QualifiedName) -> TableName {
@@ -83,37 +49,24 @@ struct Batch {
     txns: u64,
 }
 
-impl Capture {
-    /// Opens (creating if needed) the slot `slot` capturing `dir.from`, skipping the engine's
-    /// own writes (origin `spec.origin()`).
+impl<'a, A: Adapter> Capture<'a, A> {
+    /// Opens (creating if needed) the change stream `slot` capturing `dir.from`, skipping the
+    /// engine's own writes, and the applier writing under `origin`.
     pub async fn open(
-        url: &str,
+        adapter: &'a A,
         spec: &MigrationSpec,
         dir: Direction,
         slot: &str,
         origin: &str,
-    ) -> Result<Capture, EngineError> {
-        let name = CaptureName::exact(slot)?;
-        let source = cdc_table(&dir.from);
-        let config = PgSourceConfig::new(url, name, vec![source.clone(), marker_table()])
-            .skip_origin(spec.origin())
-            .skip_origin(spec.reverse_origin());
-        let stream = PgChangeStream::open(config).await?;
-        let apply_db = crate::connect(url).await?;
-        ensure_origin(&apply_db, origin).await?;
-        apply_db
-            .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
-            .await
-            .map_err(|e| EngineError::db("marking the applier's session with its origin", e))?;
-        let marker_db = crate::connect(url).await?;
+    ) -> Result<Capture<'a, A>, EngineError> {
+        let (stream, applier) = adapter.open_capture(spec, &dir, slot, origin).await?;
         Ok(Capture {
+            adapter,
             stream,
-            resync_sql: sql::resync_keys(&dir),
-            orphans_sql: sql::delete_orphans(&dir),
+            applier,
+            source: cdc_table(&dir.from),
+            marker: adapter.marker_table(),
             dir,
-            source,
-            apply_db: Some(apply_db),
-            marker_db,
             migration: spec.name.clone(),
             txns_applied: 0,
             keys_applied: 0,
@@ -147,7 +100,7 @@ impl Capture {
             };
             let Some(txn) = next else { break };
             for change in &txn.changes {
-                if change.table == marker_table() {
+                if change.table == self.marker {
                     if change.op == Op::Insert {
                         if let Some(id) = self.marker_id(&change.key) {
                             batch.markers.push(id);
@@ -176,7 +129,6 @@ impl Capture {
         }
         Ok(batch)
     }
-
     fn marker_id(&self, key: &cdc::Key) -> Option<i64> {
         let mut migration = None;
         let mut id = None;
@@ -215,52 +167,19 @@ impl Capture {
             .collect()
     }
 
-    /// Applies a batch through `tx` (cutover's locked transaction) or, without one, in a
-    /// transaction of the applier's own session that is committed and then acknowledged. With
-    /// `tx`, the caller acknowledges once `tx` committed.
-    async fn apply(
-        &mut self,
-        batch: Batch,
-        tx: Option<&tokio_postgres::Transaction<'_>>,
-    ) -> Result<(), EngineError> {
+    /// Applies a batch: inside the locked swap when `locked` (the caller acknowledges once the
+    /// swap committed), otherwise in a transaction of the applier's own that is committed and
+    /// then acknowledged.
+    async fn apply(&mut self, batch: Batch, locked: bool) -> Result<(), EngineError> {
         self.txns_applied += batch.txns;
-        if batch.truncate || !batch.keys.is_empty() {
-            // One text[] parameter per key column.
-            let mut columns: Vec<Vec<String>> =
-                vec![Vec::with_capacity(batch.keys.len()); self.dir.key.len()];
-            let n_keys = batch.keys.len();
-            for key in batch.keys {
-                for (column, value) in columns.iter_mut().zip(key) {
-                    column.push(value);
-                }
-            }
-            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
-                .iter()
-                .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
-                .collect();
-            let statements = ApplyStatements {
-                orphans: batch.truncate.then_some(self.orphans_sql.as_str()),
-                resync: (n_keys > 0).then_some(self.resync_sql.as_str()),
-            };
-            match tx {
-                Some(tx) => statements.run(tx, &params).await?,
-                None => {
-                    let conn = self.apply_db.as_mut().ok_or_else(|| {
-                        EngineError::Phase("the applier's connection is lent out".into())
-                    })?;
-                    let own = conn
-                        .transaction()
-                        .await
-                        .map_err(|e| EngineError::db("starting an apply transaction", e))?;
-                    statements.run(&own, &params).await?;
-                    own.commit()
-                        .await
-                        .map_err(|e| EngineError::db("committing applied changes", e))?;
-                }
-            }
+        let n_keys = batch.keys.len();
+        if batch.truncate || n_keys > 0 {
+            self.adapter
+                .apply(&mut self.applier, batch.keys, batch.truncate)
+                .await?;
             self.keys_applied += n_keys as u64;
         }
-        if tx.is_none() {
+        if !locked {
             if let Some(pos) = &batch.last_position {
                 self.stream.ack(pos)?;
             }
@@ -272,54 +191,25 @@ impl Capture {
     pub async fn apply_for(&mut self, wait: Duration) -> Result<u64, EngineError> {
         let batch = self.collect(wait).await?;
         let n = batch.txns;
-        self.apply(batch, None).await?;
+        self.apply(batch, false).await?;
         Ok(n)
-    }
-
-    async fn write_marker(&mut self) -> Result<i64, EngineError> {
-        let row = self
-            .marker_db
-            .query_one(
-                "INSERT INTO splice.sync_marker (migration, id)
-                 SELECT $1, coalesce(max(id), 0) + 1 FROM splice.sync_marker WHERE migration = $1
-                 RETURNING id",
-                &[&self.migration],
-            )
-            .await
-            .map_err(|e| EngineError::db("writing a capture marker", e))?;
-        let id: i64 = row.get(0);
-        self.marker_db
-            .execute(
-                "DELETE FROM splice.sync_marker WHERE migration = $1 AND id < $2",
-                &[&self.migration, &(id - 10)],
-            )
-            .await
-            .map_err(|e| EngineError::db("pruning capture markers", e))?;
-        Ok(id)
     }
 
     /// Applies everything committed to the source before this call: writes a marker, then
     /// applies until the marker arrives.
     pub async fn drain(&mut self) -> Result<(), EngineError> {
-        self.drain_through(None, None).await.map(|_| ())
-    }
-
-    /// Like [`drain`](Self::drain) but applies through `tx` (which holds the source's lock),
-    /// giving up after `give_up`; returns the position to acknowledge once `tx` committed.
-    pub async fn drain_in(
-        &mut self,
-        tx: &tokio_postgres::Transaction<'_>,
-        give_up: Duration,
-    ) -> Result<Option<cdc::Position>, EngineError> {
-        self.drain_through(Some(tx), Some(give_up)).await
+        self.drain_through(false, None).await.map(|_| ())
     }
 
     async fn drain_through(
         &mut self,
-        tx: Option<&tokio_postgres::Transaction<'_>>,
+        locked: bool,
         give_up: Option<Duration>,
     ) -> Result<Option<cdc::Position>, EngineError> {
-        let id = self.write_marker().await?;
+        let id = self
+            .adapter
+            .write_marker(&mut self.applier, &self.migration)
+            .await?;
         let deadline = give_up.map(|d| (Instant::now() + d, d));
         let span = info_span!("capture.drain", marker = id);
         async {
@@ -340,7 +230,7 @@ impl Capture {
                 if batch.last_position.is_some() {
                     last = batch.last_position.clone();
                 }
-                self.apply(batch, tx).await?;
+                self.apply(batch, locked).await?;
                 if seen {
                     return Ok(last);
                 }
@@ -350,60 +240,47 @@ impl Capture {
         .await
     }
 
-    /// Lends out the applier's connection (its session writes under the engine's replication
-    /// origin, so capture skips what it writes): cutover runs its locked transaction on it.
-    pub fn take_apply_db(&mut self) -> Result<Client, EngineError> {
-        self.apply_db
-            .take()
-            .ok_or_else(|| EngineError::Phase("the applier's connection is lent out".into()))
+    /// One cutover attempt on the applier's session (its writes carry the engine's marks, so
+    /// the other direction's capture skips them): lock both tables, drain capture inside the
+    /// lock, swap and carry `dependents` over, commit, acknowledge. Returns the lock time in
+    /// ms and what was carried over; `None` when the lock timed out.
+    pub async fn swap(
+        &mut self,
+        spec: &MigrationSpec,
+        swap: &Swap,
+        dependents: &[Dependent],
+        incoming_columns: &[String],
+    ) -> Result<Option<(f64, Vec<String>)>, EngineError> {
+        if !self
+            .adapter
+            .lock_for_swap(&mut self.applier, spec, swap)
+            .await?
+        {
+            return Ok(None);
+        }
+        let locked_at = Instant::now();
+        let ack = match self.drain_through(true, Some(Duration::from_secs(5))).await {
+            Ok(ack) => ack,
+            Err(e) => {
+                self.adapter.abort_swap(&mut self.applier).await;
+                return Err(e);
+            }
+        };
+        let carried = self
+            .adapter
+            .finish_swap(&mut self.applier, swap, dependents, incoming_columns)
+            .await?;
+        let lock_ms = locked_at.elapsed().as_secs_f64() * 1000.0;
+        if let Some(pos) = ack {
+            self.stream.ack(&pos)?;
+        }
+        Ok(Some((lock_ms, carried)))
     }
 
-    pub fn put_apply_db(&mut self, db: Client) {
-        self.apply_db = Some(db);
-    }
-
-    pub fn ack(&mut self, pos: &cdc::Position) -> Result<(), EngineError> {
-        Ok(self.stream.ack(pos)?)
-    }
-
-    /// Stops cleanly; the slot stays for the next run.
+    /// Stops cleanly; the change stream stays for the next run.
     pub async fn close(self) -> Result<(), EngineError> {
         Ok(self.stream.close().await?)
     }
-}
-
-/// The statements of one applied batch: orphan removal after a TRUNCATE, then the re-sync of
-/// the changed keys.
-struct ApplyStatements<'a> {
-    orphans: Option<&'a str>,
-    resync: Option<&'a str>,
-}
-
-impl ApplyStatements<'_> {
-    async fn run(
-        &self,
-        tx: &tokio_postgres::Transaction<'_>,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<(), EngineError> {
-        if let Some(sql) = self.orphans {
-            tx.execute(sql, &[])
-                .await
-                .map_err(|e| EngineError::db("applying a truncate", e))?;
-        }
-        if let Some(sql) = self.resync {
-            tx.query_one(sql, params)
-                .await
-                .map_err(|e| EngineError::db("applying captured changes", e))?;
-        }
-        Ok(())
-    }
-}
-
-/// Drops a capture's slot and publication if they exist.
-pub async fn drop_capture(url: &str, slot: &str) -> Result<(), EngineError> {
-    let name = CaptureName::exact(slot)?;
-    cdc::drop_capture(url, &name).await?;
-    Ok(())
 }
 
 /// Run-time control of a running sync: the rate limit can change while it runs; stop asks it
@@ -492,11 +369,12 @@ impl Governor {
 }
 
 /// Why backfill should pause now, if it should.
-async fn throttle_reason(
-    db: &Client,
+async fn throttle_reason<A: Adapter>(
+    adapter: &A,
+    db: &A::Conn,
     lag: &cdc::Lag,
     spec: &MigrationSpec,
-    source_oid: u32,
+    source: &Table,
 ) -> Result<Option<String>, EngineError> {
     if lag.bytes > spec.throttle.max_capture_lag_bytes {
         return Ok(Some(format!(
@@ -505,17 +383,9 @@ async fn throttle_reason(
             spec.throttle.max_capture_lag_bytes / 1_000_000
         )));
     }
-    let row = db
-        .query_one(
-            "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8,
-                    (SELECT count(*) FROM pg_locks WHERE relation = $1 AND NOT granted)
-             FROM pg_stat_replication",
-            &[&source_oid],
-        )
-        .await
-        .map_err(|e| EngineError::db("reading replica lag and lock waits", e))?;
-    let replica_lag: f64 = row.get(0);
-    let waiting: i64 = row.get(1);
+    let load = adapter.server_load(db, source).await?;
+    let replica_lag = load.replica_lag_s;
+    let waiting = load.lock_waiters;
     if replica_lag > spec.throttle.max_replica_lag.as_secs_f64() {
         return Ok(Some(format!(
             "replica lag {replica_lag:.1}s > {}s",
@@ -532,52 +402,34 @@ async fn throttle_reason(
 
 /// What a backfill copies from and how it writes.
 #[derive(Debug, Clone, Copy)]
-pub struct BackfillCopy {
+pub struct BackfillCopy<'t> {
     /// The table rows are read from (lock waits on it pause the backfill).
-    pub source_oid: u32,
-    pub fill: sql::Fill,
+    pub source: &'t Table,
+    pub fill: Fill,
 }
 
 /// Runs the throttled backfill from its checkpoint to the end of the key range, applying
 /// captured changes between chunks. Returns when done or when `control` asks it to stop.
-pub async fn backfill(
-    db: &Client,
-    runner: &RunnerLock,
-    capture: &mut Capture,
+pub async fn backfill<A: Adapter>(
+    db: &A::Conn,
+    runner: &A::Lock,
+    capture: &mut Capture<'_, A>,
     spec: &MigrationSpec,
-    copy: BackfillCopy,
+    copy: BackfillCopy<'_>,
     control: &Control,
     progress: &mut dyn ProgressSink,
 ) -> Result<SyncProgress, EngineError> {
-    let BackfillCopy { source_oid, fill } = copy;
-    let record = crate::state::load(db, &spec.name)
+    let BackfillCopy { source, fill } = copy;
+    let adapter = capture.adapter;
+    let record = adapter
+        .load_record(db, &spec.name)
         .await?
         .ok_or_else(|| EngineError::Phase(format!("migration {} is not registered", spec.name)))?;
-    // The planner's row estimate: counting would read the whole table once more. A table
-    // never analyzed (reltuples < 0) is counted.
-    let total: i64 = db
-        .query_one(
-            &format!(
-                "SELECT CASE WHEN c.reltuples < 0 THEN (SELECT count(*) FROM {}) \
-                 ELSE c.reltuples::bigint END FROM pg_class c WHERE c.oid = $1::oid",
-                capture.direction().from.sql()
-            ),
-            &[&source_oid],
-        )
-        .await
-        .map_err(|e| EngineError::db("estimating the source rows", e))?
-        .get(0);
-    runner
-        .set_figure(crate::state::Figure::RowsTotal, total as f64)
+    let total = adapter.estimate_rows(db, source).await?;
+    adapter
+        .set_figure(runner, crate::state::Figure::RowsTotal, total as f64)
         .await?;
     let dir = capture.direction().clone();
-    let first_upper = sql::range_boundary(&dir, false);
-    let next_upper = sql::range_boundary(&dir, true);
-    let chunk_sql = |lower: bool, upper: bool| sql::backfill_range(&dir, lower, upper, fill);
-    let statements = [
-        [chunk_sql(false, false), chunk_sql(false, true)],
-        [chunk_sql(true, false), chunk_sql(true, true)],
-    ];
     let mut last_key = record.backfill_last_key.clone();
     let mut done = record.backfill_done;
     let started = Instant::now();
@@ -595,7 +447,7 @@ pub async fn backfill(
     // Measured once per chunk, after capture was applied; the next throttle check uses it.
     let mut lag = capture.lag().await?;
     while !done && !control.stopping() {
-        if let Some(reason) = throttle_reason(db, &lag, spec, source_oid).await? {
+        if let Some(reason) = throttle_reason(adapter, db, &lag, spec, source).await? {
             p.throttled = Some(reason);
             progress.update(&p);
             capture.apply_for(Duration::from_millis(500)).await?;
@@ -606,41 +458,12 @@ pub async fn backfill(
         gov.wait(control.rate(), chunk as u32).await;
         let t = Instant::now();
         // The chunk's upper key: the `chunk`-th key after the checkpoint (none: the last chunk).
-        let offset = chunk - 1;
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = last_key
-            .iter()
-            .flatten()
-            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
-        let probe = if last_key.is_some() {
-            &next_upper
-        } else {
-            &first_upper
-        };
-        params.push(&offset);
-        let upper: Option<Vec<String>> = db
-            .query_opt(probe, &params)
-            .await
-            .map_err(|e| EngineError::db("finding the end of a backfill chunk", e))?
-            .map(|row| {
-                (0..dir.key.len())
-                    .map(|i| row.get::<_, String>(i))
-                    .collect()
-            });
-        params.pop();
-        params.extend(
-            upper
-                .iter()
-                .flatten()
-                .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)),
-        );
-        let written = db
-            .execute(
-                &statements[usize::from(last_key.is_some())][usize::from(upper.is_some())],
-                &params,
-            )
-            .await
-            .map_err(|e| EngineError::db("copying a backfill chunk", e))?;
+        let upper = adapter
+            .chunk_upper(db, &dir, last_key.as_deref(), chunk - 1)
+            .await?;
+        let written = adapter
+            .copy_range(db, &dir, last_key.as_deref(), upper.as_deref(), fill)
+            .await?;
         let took = t.elapsed();
         match upper {
             // A full chunk: `chunk` source rows, some of which capture may have written first.
@@ -657,8 +480,14 @@ pub async fn backfill(
         let rate =
             (p.rows_copied - copied_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-3);
         // `splice throttle` changes the rate of a running sync through the state row.
-        if let Some(limit) = runner
-            .checkpoint(last_key.as_deref(), p.rows_copied as i64, done, Some(rate))
+        if let Some(limit) = adapter
+            .checkpoint(
+                runner,
+                last_key.as_deref(),
+                p.rows_copied as i64,
+                done,
+                Some(rate),
+            )
             .await?
         {
             control.set_rate(u32::try_from(limit).ok().filter(|l| *l > 0));

@@ -1,27 +1,28 @@
 //! Verify: both sides hashed through the mapping, per key range, and compared.
 //!
-//! Rows are encoded canonically by PostgreSQL itself: COPY's text form of the target's column
-//! types (typed, NULL as `\N` and distinct from empty, escapes for tabs and newlines), under
-//! fixed session settings (UTC, ISO dates, `extra_float_digits = 3`, hex bytea). Each row is
+//! Rows are encoded canonically by the database itself, read through
+//! [`Adapter::read_canonical`]. PostgreSQL's is COPY's text form of the target's column types
+//! (typed, NULL as `\N` and distinct from empty, escapes for tabs and newlines), under fixed
+//! session settings (UTC, ISO dates, `extra_float_digits = 3`, hex bytea). Each row is
 //! hashed with BLAKE3 on the client: a range's digest is BLAKE3 over its canonical rows in key
 //! order. A range whose digests differ is read again keeping each row's key and BLAKE3 digest,
 //! which narrows it to the rows that differ, and every such key
 //! is re-checked after capture has passed the position at which it was read: only keys that
 //! still differ count.
 
-use crate::sql::{self, Direction, KeyRange};
+use crate::adapter::{Adapter, Selection, Side};
+use crate::plan::{Direction, KeyRange};
 use crate::sync::Capture;
 use crate::EngineError;
-use futures_util::{pin_mut, TryStreamExt};
+use futures_util::TryStreamExt;
 use std::collections::BTreeMap;
 use std::time::Instant;
-use tokio_postgres::Client;
 
 /// A key whose rows differ after re-checking.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DivergedKey {
     pub key: Vec<String>,
-    /// The mapped source row (COPY text), or None when the key is missing from the source.
+    /// The mapped source row (canonical text), or None when the key is missing from the source.
     pub expected: Option<String>,
     /// The target row, or None when the key is missing from the target.
     pub found: Option<String>,
@@ -79,18 +80,17 @@ fn hash_batch(hasher: &mut blake3::Hasher, batch: &mut Vec<u8>) -> u64 {
     rows
 }
 
-/// Reads one COPY … TO STDOUT: the range digest, the row count, and what `keep` asks for.
-async fn read_side(
-    db: &Client,
-    copy: &str,
-    key_len: usize,
+/// Reads one side's canonical rows: the range digest, the row count, and what `keep` asks for.
+async fn read_side<A: Adapter>(
+    adapter: &A,
+    db: &A::Conn,
+    dir: &Direction,
+    side: Side,
+    rows_wanted: Selection<'_>,
     keep: Keep,
 ) -> Result<(blake3::Hash, Rows, u64), EngineError> {
-    let stream = db
-        .copy_out(copy)
-        .await
-        .map_err(|e| EngineError::db("reading rows to verify", e))?;
-    pin_mut!(stream);
+    let key_len = dir.key.len();
+    let mut stream = adapter.read_canonical(db, dir, side, rows_wanted).await?;
     let mut range = blake3::Hasher::new();
     let mut rows = Rows::new();
     let mut n = 0u64;
@@ -113,15 +113,11 @@ async fn read_side(
             rows.insert(key, (*digest.as_bytes(), line));
         }
     };
-    while let Some(chunk) = stream
-        .try_next()
-        .await
-        .map_err(|e| EngineError::db("reading rows to verify", e))?
-    {
+    while let Some(chunk) = stream.try_next().await? {
         if keep == Keep::Digest {
             // The fast path hashes the canonical rows as one stream, in key order: equal
             // ranges give equal bytes. Rows are only told apart when a range differs.
-            // PostgreSQL sends a message per row; BLAKE3 hashes many 1 KiB chunks at once
+            // The server may send a message per row (PostgreSQL does); BLAKE3 hashes many 1 KiB chunks at once
             // (SIMD) only when it is given them together, so rows are hashed in batches.
             batch.extend_from_slice(&chunk);
             if batch.len() >= HASH_BATCH {
@@ -129,7 +125,7 @@ async fn read_side(
             }
             continue;
         }
-        // PostgreSQL sends one row per message; a row split across messages is carried over.
+        // A row split across messages is carried over.
         let mut rest: &[u8] = &chunk;
         while let Some(end) = rest.iter().position(|b| *b == b'\n') {
             if carry.is_empty() {
@@ -161,64 +157,22 @@ fn differing(a: &Rows, b: &Rows) -> Vec<Vec<String>> {
     out
 }
 
-/// Range boundaries from a sample of the source's keys (`TABLESAMPLE SYSTEM`, about 32 pages per
-/// range): ranges of roughly `range_rows` rows each, found without walking the key. The first
-/// range is open below and the last open above, so rows written since are still covered.
-async fn sample_bounds(
-    db: &Client,
-    dir: &Direction,
-    range_rows: i64,
-) -> Result<Vec<Vec<String>>, EngineError> {
-    let row = db
-        .query_one(&sql::table_size(), &[&dir.from.sql()])
-        .await
-        .map_err(|e| EngineError::db("estimating the table size", e))?;
-    let (reltuples, pages): (f64, f64) = (row.get(0), row.get(1));
-    let rows = if reltuples > 0.0 {
-        reltuples
-    } else {
-        pages * 50.0
-    };
-    let ranges = (rows / range_rows.max(1) as f64).ceil();
-    if ranges <= 1.0 || pages <= 0.0 {
-        return Ok(Vec::new());
-    }
-    let pages_wanted = (32.0 * ranges).min((4.0 * ranges).max(20_000.0));
-    let percent = (100.0 * pages_wanted / pages).clamp(0.000_1, 100.0);
-    let k = dir.key.len();
-    let sample: Vec<Vec<String>> = db
-        .query(&sql::sample_keys(dir), &[&percent])
-        .await
-        .map_err(|e| EngineError::db("sampling the keys to verify", e))?
-        .iter()
-        .map(|r| (0..k).map(|i| r.get::<_, String>(i)).collect())
-        .collect();
-    let ranges = ranges as usize;
-    let mut bounds: Vec<Vec<String>> = Vec::with_capacity(ranges);
-    for i in 1..ranges {
-        let Some(key) = sample.get(i * sample.len() / ranges) else {
-            break;
-        };
-        if bounds.last() != Some(key) {
-            bounds.push(key.clone());
-        }
-    }
-    Ok(bounds)
-}
-
 /// One full verify pass over `dir` while the application keeps writing. `capture` is drained
 /// first and again before suspects are re-checked.
-pub async fn verify(
-    source_db: &Client,
-    target_db: &Client,
-    capture: &mut Capture,
+pub async fn verify<A: Adapter>(
+    adapter: &A,
+    source_db: &A::Conn,
+    target_db: &A::Conn,
+    capture: &mut Capture<'_, A>,
     dir: &Direction,
     range_rows: i64,
 ) -> Result<VerifyReport, EngineError> {
     let started = Instant::now();
     capture.drain().await?;
-    let k = dir.key.len();
-    let mut bounds = sample_bounds(source_db, dir, range_rows).await?.into_iter();
+    let mut bounds = adapter
+        .sample_bounds(source_db, dir, range_rows)
+        .await?
+        .into_iter();
     let mut report = VerifyReport::default();
     let mut suspects: Vec<Vec<String>> = Vec::new();
     let mut lower: Option<Vec<String>> = None;
@@ -229,13 +183,13 @@ pub async fn verify(
             upper: upper.clone(),
         };
         // The fast path reads only the mapped columns: equal ranges give equal bytes.
-        let (src_sql, tgt_sql) = (
-            sql::verify_source_copy(dir, &range, false),
-            sql::verify_target_copy(dir, &range, false),
-        );
+        let fast = Selection::Range {
+            range: &range,
+            with_key: false,
+        };
         let (src, tgt) = tokio::join!(
-            read_side(source_db, &src_sql, k, Keep::Digest),
-            read_side(target_db, &tgt_sql, k, Keep::Digest)
+            read_side(adapter, source_db, dir, Side::Source, fast, Keep::Digest),
+            read_side(adapter, target_db, dir, Side::Target, fast, Keep::Digest)
         );
         let (src_hash, _, n) = src?;
         let (tgt_hash, _, _) = tgt?;
@@ -243,13 +197,13 @@ pub async fn verify(
         report.ranges += 1;
         if src_hash != tgt_hash {
             // Narrow the range to its rows: read it again keeping each row's key and digest.
-            let (src_sql, tgt_sql) = (
-                sql::verify_source_copy(dir, &range, true),
-                sql::verify_target_copy(dir, &range, true),
-            );
+            let keyed = Selection::Range {
+                range: &range,
+                with_key: true,
+            };
             let (src, tgt) = tokio::join!(
-                read_side(source_db, &src_sql, k, Keep::Rows),
-                read_side(target_db, &tgt_sql, k, Keep::Rows)
+                read_side(adapter, source_db, dir, Side::Source, keyed, Keep::Rows),
+                read_side(adapter, target_db, dir, Side::Target, keyed, Keep::Rows)
             );
             let (_, src_rows, _) = src?;
             let (_, tgt_rows, _) = tgt?;
@@ -262,7 +216,7 @@ pub async fn verify(
     }
     if !suspects.is_empty() {
         report.rechecked = suspects.len() as u64;
-        report.diverged = recheck(source_db, target_db, capture, dir, suspects).await?;
+        report.diverged = recheck(adapter, source_db, target_db, capture, dir, suspects).await?;
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -274,27 +228,24 @@ pub async fn verify(
 /// splice's back differs every time.
 const RECHECK_ROUNDS: usize = 5;
 
-async fn recheck(
-    source_db: &Client,
-    target_db: &Client,
-    capture: &mut Capture,
+async fn recheck<A: Adapter>(
+    adapter: &A,
+    source_db: &A::Conn,
+    target_db: &A::Conn,
+    capture: &mut Capture<'_, A>,
     dir: &Direction,
     mut suspects: Vec<Vec<String>>,
 ) -> Result<Vec<DivergedKey>, EngineError> {
-    let k = dir.key.len();
     let mut diverged = Vec::new();
     for round in 0..RECHECK_ROUNDS {
         capture.drain().await?;
         diverged.clear();
         let mut still = Vec::new();
         for batch in suspects.chunks(1000) {
-            let (src_sql, tgt_sql) = (
-                sql::verify_keys_copy(dir, true, batch),
-                sql::verify_keys_copy(dir, false, batch),
-            );
+            let keys = Selection::Keys(batch);
             let (src, tgt) = tokio::join!(
-                read_side(source_db, &src_sql, k, Keep::Lines),
-                read_side(target_db, &tgt_sql, k, Keep::Lines)
+                read_side(adapter, source_db, dir, Side::Source, keys, Keep::Lines),
+                read_side(adapter, target_db, dir, Side::Target, keys, Keep::Lines)
             );
             let (_, src_rows, _) = src?;
             let (_, tgt_rows, _) = tgt?;

@@ -320,7 +320,7 @@ async fn a_rolled_back_migration_can_be_expanded_and_run_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_runner_at_a_time() {
     let (db, _client, engine) = expanded(10).await;
-    let _held = engine::state::RunnerLock::acquire(&db.url, "orders_v2")
+    let _held = engine::postgres::RunnerLock::acquire(&db.url, "orders_v2")
         .await
         .expect("lock");
     let err = engine.verify("orders_v2").await.expect_err("busy");
@@ -345,12 +345,11 @@ async fn one_runner_at_a_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_set_while_sync_runs_is_picked_up_at_the_next_chunk() {
-    let (_db, client, engine) = expanded(5_000).await;
-    assert!(
-        engine::state::set_rate_limit(&client, "orders_v2", Some(2_500))
-            .await
-            .expect("set")
-    );
+    let (_db, _client, engine) = expanded(5_000).await;
+    assert!(engine
+        .set_rate_limit("orders_v2", Some(2_500))
+        .await
+        .expect("set"));
     let control = engine::sync::Control::new(None);
     let opts = engine::phases::SyncOptions {
         until_caught_up: true,
@@ -366,9 +365,7 @@ async fn a_rate_limit_set_while_sync_runs_is_picked_up_at_the_next_chunk() {
         Some(2_500),
         "the running sync adopted the new rate"
     );
-    assert!(!engine::state::set_rate_limit(&client, "nope", Some(1))
-        .await
-        .expect("set"));
+    assert!(!engine.set_rate_limit("nope", Some(1)).await.expect("set"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

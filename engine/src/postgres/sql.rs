@@ -1,21 +1,11 @@
-//! The SQL that moves rows: one [`Direction`] (from → to through a mapping) and the statements
-//! built from it. Backfill, the change applier and verify all go through the same mapping.
+//! The PostgreSQL statements that move rows, all built from one [`Direction`] (from → to
+//! through a mapping). Backfill, the change applier and verify all go through the same mapping.
 //!
 //! Key values travel as text and are cast in SQL (`$1::text::bigint`), so any key type works
 //! without client-side type knowledge.
 
-use crate::plan::KeyColumn;
-use crate::spec::{quote_ident, QualifiedName};
-
-/// Rows flow `from` → `to`; `columns` are (column of `to`, expression over the `from` row
-/// aliased `s`, already cast to the column's type).
-#[derive(Debug, Clone)]
-pub struct Direction {
-    pub from: QualifiedName,
-    pub to: QualifiedName,
-    pub key: Vec<KeyColumn>,
-    pub columns: Vec<(String, String)>,
-}
+use crate::plan::{Direction, Fill, KeyRange};
+use crate::spec::quote_ident;
 
 impl Direction {
     fn key_list(&self, alias: &str) -> String {
@@ -214,15 +204,6 @@ pub fn backfill_range(dir: &Direction, lower: bool, upper: bool, mode: Fill) -> 
     )
 }
 
-/// How a backfill chunk writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fill {
-    /// Insert only keys the target does not have (an empty target being filled).
-    Missing,
-    /// Upsert every row, writing where it differs (a target holding stale rows).
-    Overwrite,
-}
-
 /// Re-syncs a batch of keys from the source of truth: upserts the mapped row of every key that
 /// exists in the source, deletes the target row of every key that does not. Parameters: one
 /// `text[]` per key column, all the same length. Idempotent and order-insensitive.
@@ -267,13 +248,6 @@ pub fn delete_orphans(dir: &Direction) -> String {
         skey = dir.key_list("s."),
         tkey = dir.key_list("t."),
     )
-}
-
-/// A key range for verify: `(lower, upper]`, either side open.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeyRange {
-    pub lower: Option<Vec<String>>,
-    pub upper: Option<Vec<String>>,
 }
 
 impl KeyRange {

@@ -1,0 +1,89 @@
+//! PostgreSQL's backfill statements and throttle probes: the row estimate, a chunk's upper key,
+//! the range copy, replica lag and lock waiters.
+
+use super::sql;
+use crate::adapter::Load;
+use crate::catalog::Table;
+use crate::plan::{Direction, Fill};
+use crate::EngineError;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+
+/// The planner's row estimate: counting would read the whole table once more. A table never
+/// analyzed (reltuples < 0) is counted.
+pub async fn estimate_rows(db: &Client, table: &Table) -> Result<i64, EngineError> {
+    Ok(db
+        .query_one(
+            &format!(
+                "SELECT CASE WHEN c.reltuples < 0 THEN (SELECT count(*) FROM {}) \
+                 ELSE c.reltuples::bigint END FROM pg_class c WHERE c.oid = $1::oid",
+                table.name.sql()
+            ),
+            &[&table.oid],
+        )
+        .await
+        .map_err(|e| EngineError::db("estimating the source rows", e))?
+        .get(0))
+}
+
+/// The key `offset` rows after `after` (the first key when `None`): a chunk's upper bound.
+pub async fn chunk_upper(
+    db: &Client,
+    dir: &Direction,
+    after: Option<&[String]>,
+    offset: i64,
+) -> Result<Option<Vec<String>>, EngineError> {
+    let probe = sql::range_boundary(dir, after.is_some());
+    let mut params: Vec<&(dyn ToSql + Sync)> = after
+        .into_iter()
+        .flatten()
+        .map(|v| v as &(dyn ToSql + Sync))
+        .collect();
+    params.push(&offset);
+    Ok(db
+        .query_opt(&probe, &params)
+        .await
+        .map_err(|e| EngineError::db("finding the end of a backfill chunk", e))?
+        .map(|row| {
+            (0..dir.key.len())
+                .map(|i| row.get::<_, String>(i))
+                .collect()
+        }))
+}
+
+/// Copies the key range `(lower, upper]` in one `INSERT … SELECT`; returns the rows written.
+pub async fn copy_range(
+    db: &Client,
+    dir: &Direction,
+    lower: Option<&[String]>,
+    upper: Option<&[String]>,
+    fill: Fill,
+) -> Result<u64, EngineError> {
+    let statement = sql::backfill_range(dir, lower.is_some(), upper.is_some(), fill);
+    let params: Vec<&(dyn ToSql + Sync)> = lower
+        .into_iter()
+        .flatten()
+        .chain(upper.into_iter().flatten())
+        .map(|v| v as &(dyn ToSql + Sync))
+        .collect();
+    db.execute(&statement, &params)
+        .await
+        .map_err(|e| EngineError::db("copying a backfill chunk", e))
+}
+
+/// Replica lag (`pg_stat_replication`) and sessions waiting for a lock on `table`.
+pub async fn server_load(db: &Client, table: &Table) -> Result<Load, EngineError> {
+    let row = db
+        .query_one(
+            "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8,
+                    (SELECT count(*) FROM pg_locks WHERE relation = $1 AND NOT granted)
+             FROM pg_stat_replication",
+            &[&table.oid],
+        )
+        .await
+        .map_err(|e| EngineError::db("reading replica lag and lock waits", e))?;
+    Ok(Load {
+        replica_lag_s: row.get(0),
+        lock_waiters: row.get(1),
+    })
+}

@@ -1,0 +1,205 @@
+//! PostgreSQL's side of capture: the logical-decoding stream (`cdc`), the applier's session
+//! (marked with a replication origin, so capture skips what it writes) and its statements, drain
+//! markers, and the swap transaction the applier runs at cutover.
+
+use super::sql;
+use crate::plan::Direction;
+use crate::spec::MigrationSpec;
+use crate::EngineError;
+use cdc::{CaptureName, PgChangeStream, PgSourceConfig, TableName};
+use std::collections::HashSet;
+use tokio_postgres::{Client, GenericClient};
+
+/// The table capture drains through (see `state::SCHEMA_DDL`).
+pub fn marker_table() -> TableName {
+    TableName::new("splice", "sync_marker")
+}
+
+/// The applier of one direction: its session (under a replication origin), a session for
+/// drain markers, and the statements it runs, built once.
+pub struct Applier {
+    db: Client,
+    marker_db: Client,
+    resync_sql: String,
+    orphans_sql: String,
+    key_len: usize,
+    /// A swap transaction is open on `db` (cutover): applied changes go into it.
+    in_swap: bool,
+}
+
+impl Applier {
+    /// The applier's session (cutover's swap runs on it).
+    pub(super) fn db(&self) -> &Client {
+        &self.db
+    }
+
+    pub(super) fn set_in_swap(&mut self, in_swap: bool) {
+        self.in_swap = in_swap;
+    }
+}
+
+/// Creates the replication origin the applier writes under (idempotent).
+pub async fn ensure_origin(db: &impl GenericClient, origin: &str) -> Result<(), EngineError> {
+    db.execute(
+        "SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL",
+        &[&origin],
+    )
+    .await
+    .map_err(|e| {
+        EngineError::db(
+            format!(
+                "creating replication origin {origin} (needs superuser, or EXECUTE on \
+                 pg_replication_origin_create granted to this role)"
+            ),
+            e,
+        )
+    })?;
+    Ok(())
+}
+
+pub async fn drop_origin(db: &impl GenericClient, origin: &str) -> Result<(), EngineError> {
+    db.execute(
+        "SELECT pg_replication_origin_drop($1) WHERE pg_replication_origin_oid($1) IS NOT NULL",
+        &[&origin],
+    )
+    .await
+    .map_err(|e| EngineError::db(format!("dropping replication origin {origin}"), e))?;
+    Ok(())
+}
+
+fn cdc_table(q: &crate::QualifiedName) -> TableName {
+    TableName::new(q.schema.clone(), q.name.clone())
+}
+
+/// Opens (creating if needed) the slot `slot` capturing `dir.from` and the marker table,
+/// skipping the engine's own writes (both origins of `spec`), and the applier writing under
+/// `origin`.
+pub async fn open(
+    url: &str,
+    spec: &MigrationSpec,
+    dir: &Direction,
+    slot: &str,
+    origin: &str,
+) -> Result<(PgChangeStream, Applier), EngineError> {
+    let name = CaptureName::exact(slot)?;
+    let config = PgSourceConfig::new(url, name, vec![cdc_table(&dir.from), marker_table()])
+        .skip_origin(spec.origin())
+        .skip_origin(spec.reverse_origin());
+    let stream = PgChangeStream::open(config).await?;
+    let apply_db = super::connect(url).await?;
+    ensure_origin(&apply_db, origin).await?;
+    apply_db
+        .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
+        .await
+        .map_err(|e| EngineError::db("marking the applier's session with its origin", e))?;
+    let marker_db = super::connect(url).await?;
+    Ok((
+        stream,
+        Applier {
+            db: apply_db,
+            marker_db,
+            resync_sql: sql::resync_keys(dir),
+            orphans_sql: sql::delete_orphans(dir),
+            key_len: dir.key.len(),
+            in_swap: false,
+        },
+    ))
+}
+
+/// Writes the next drain marker of `migration` and prunes old ones; returns its id.
+pub async fn write_marker(applier: &mut Applier, migration: &str) -> Result<i64, EngineError> {
+    let row = applier
+        .marker_db
+        .query_one(
+            "INSERT INTO splice.sync_marker (migration, id)
+             SELECT $1, coalesce(max(id), 0) + 1 FROM splice.sync_marker WHERE migration = $1
+             RETURNING id",
+            &[&migration],
+        )
+        .await
+        .map_err(|e| EngineError::db("writing a capture marker", e))?;
+    let id: i64 = row.get(0);
+    applier
+        .marker_db
+        .execute(
+            "DELETE FROM splice.sync_marker WHERE migration = $1 AND id < $2",
+            &[&migration, &(id - 10)],
+        )
+        .await
+        .map_err(|e| EngineError::db("pruning capture markers", e))?;
+    Ok(id)
+}
+
+/// Applies one batch: orphan removal after a TRUNCATE, then the re-sync of the changed keys
+/// (one `text[]` parameter per key column). Inside the swap transaction while one is open,
+/// otherwise in a transaction of the applier's session that is committed.
+pub async fn apply(
+    applier: &mut Applier,
+    keys: HashSet<Vec<String>>,
+    truncate: bool,
+) -> Result<(), EngineError> {
+    if !truncate && keys.is_empty() {
+        return Ok(());
+    }
+    let mut columns: Vec<Vec<String>> = vec![Vec::with_capacity(keys.len()); applier.key_len];
+    let n_keys = keys.len();
+    for key in keys {
+        for (column, value) in columns.iter_mut().zip(key) {
+            column.push(value);
+        }
+    }
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
+        .iter()
+        .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let statements = ApplyStatements {
+        orphans: truncate.then_some(applier.orphans_sql.as_str()),
+        resync: (n_keys > 0).then_some(applier.resync_sql.as_str()),
+    };
+    if applier.in_swap {
+        return statements.run(&applier.db, &params).await;
+    }
+    let own = applier
+        .db
+        .transaction()
+        .await
+        .map_err(|e| EngineError::db("starting an apply transaction", e))?;
+    statements.run(&own, &params).await?;
+    own.commit()
+        .await
+        .map_err(|e| EngineError::db("committing applied changes", e))
+}
+
+/// The statements of one applied batch: orphan removal after a TRUNCATE, then the re-sync of
+/// the changed keys.
+struct ApplyStatements<'a> {
+    orphans: Option<&'a str>,
+    resync: Option<&'a str>,
+}
+
+impl ApplyStatements<'_> {
+    async fn run(
+        &self,
+        tx: &impl GenericClient,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<(), EngineError> {
+        if let Some(sql) = self.orphans {
+            tx.execute(sql, &[])
+                .await
+                .map_err(|e| EngineError::db("applying a truncate", e))?;
+        }
+        if let Some(sql) = self.resync {
+            tx.query_one(sql, params)
+                .await
+                .map_err(|e| EngineError::db("applying captured changes", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Drops a capture's slot and publication if they exist.
+pub async fn drop_capture(url: &str, slot: &str) -> Result<(), EngineError> {
+    let name = CaptureName::exact(slot)?;
+    cdc::drop_capture(url, &name).await?;
+    Ok(())
+}

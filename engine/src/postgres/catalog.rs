@@ -1,0 +1,176 @@
+//! The PostgreSQL catalog queries behind [`crate::catalog`]: columns, key, unique indexes and
+//! the objects that depend on a table.
+
+use crate::catalog::{Column, Dependent, Table};
+use crate::spec::QualifiedName;
+use crate::EngineError;
+use tokio_postgres::GenericClient;
+
+/// Reads a table's columns and primary key. `Ok(None)` when it does not exist.
+pub async fn table(
+    db: &impl GenericClient,
+    name: &QualifiedName,
+) -> Result<Option<Table>, EngineError> {
+    let row = db
+        .query_opt(
+            "SELECT c.oid, c.reltuples::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&name.schema, &name.name],
+        )
+        .await
+        .map_err(|e| EngineError::db(format!("reading table {name}"), e))?;
+    let Some(row) = row else { return Ok(None) };
+    let oid: u32 = row.get(0);
+    let approx_rows: i64 = row.get(1);
+    let cols = db
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                    a.atthasdef, a.attgenerated <> ''
+             FROM pg_attribute a
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| EngineError::db(format!("reading columns of {name}"), e))?;
+    let columns = cols
+        .iter()
+        .map(|r| Column {
+            name: r.get(0),
+            sql_type: r.get(1),
+            not_null: r.get(2),
+            has_default: r.get(3),
+            generated: r.get(4),
+        })
+        .collect();
+    let pk = db
+        .query(
+            "SELECT a.attname::text FROM pg_index i
+             CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+             WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| EngineError::db(format!("reading the primary key of {name}"), e))?;
+    Ok(Some(Table {
+        name: name.clone(),
+        oid,
+        columns,
+        primary_key: pk.iter().map(|r| r.get(0)).collect(),
+        approx_rows: approx_rows.max(0),
+    }))
+}
+
+/// True when `columns` are exactly the columns of a unique, valid, non-partial index of `oid`.
+pub async fn has_unique_index_on(
+    db: &impl GenericClient,
+    oid: u32,
+    columns: &[String],
+) -> Result<bool, EngineError> {
+    let rows = db
+        .query(
+            "SELECT array_agg(a.attname::text ORDER BY a.attname)
+             FROM pg_index i
+             CROSS JOIN LATERAL unnest(i.indkey) AS k(attnum)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+             WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+             GROUP BY i.indexrelid",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| EngineError::db("reading unique indexes", e))?;
+    let mut want: Vec<String> = columns.to_vec();
+    want.sort();
+    Ok(rows.iter().any(|r| r.get::<_, Vec<String>>(0) == want))
+}
+
+/// Everything that depends on the table and must follow it through a swap.
+pub async fn dependents(
+    db: &impl GenericClient,
+    table: &Table,
+) -> Result<Vec<Dependent>, EngineError> {
+    let ctx = |what: &str| format!("reading {what} that depend on {}", table.name);
+    let mut out = Vec::new();
+    for r in db
+        .query(
+            "SELECT DISTINCT n.nspname::text, v.relname::text, pg_get_viewdef(v.oid), v.relkind = 'm'
+             FROM pg_depend d
+             JOIN pg_rewrite rw ON rw.oid = d.objid
+             JOIN pg_class v ON v.oid = rw.ev_class
+             JOIN pg_namespace n ON n.oid = v.relnamespace
+             WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND v.oid <> $1",
+            &[&table.oid],
+        )
+        .await
+        .map_err(|e| EngineError::db(ctx("views"), e))?
+    {
+        out.push(Dependent::View {
+            name: QualifiedName { schema: r.get(0), name: r.get(1) },
+            definition: r.get(2),
+            materialized: r.get(3),
+        });
+    }
+    for r in db
+        .query(
+            "SELECT n.nspname::text, c.relname::text, con.conname::text, pg_get_constraintdef(con.oid)
+             FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE con.contype = 'f' AND con.confrelid = $1 AND con.conrelid <> $1",
+            &[&table.oid],
+        )
+        .await
+        .map_err(|e| EngineError::db(ctx("foreign keys"), e))?
+    {
+        out.push(Dependent::ForeignKeyIn {
+            table: QualifiedName { schema: r.get(0), name: r.get(1) },
+            constraint: r.get(2),
+            definition: r.get(3),
+        });
+    }
+    for r in db
+        .query(
+            "SELECT tgname::text, pg_get_triggerdef(oid) FROM pg_trigger
+             WHERE tgrelid = $1 AND NOT tgisinternal",
+            &[&table.oid],
+        )
+        .await
+        .map_err(|e| EngineError::db(ctx("triggers"), e))?
+    {
+        out.push(Dependent::Trigger {
+            name: r.get(0),
+            definition: r.get(1),
+        });
+    }
+    for r in db
+        .query(
+            "SELECT sn.nspname::text, s.relname::text, a.attname::text
+             FROM pg_depend d
+             JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+             JOIN pg_namespace sn ON sn.oid = s.relnamespace
+             JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+             WHERE d.refobjid = $1 AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')",
+            &[&table.oid],
+        )
+        .await
+        .map_err(|e| EngineError::db(ctx("sequences"), e))?
+    {
+        out.push(Dependent::OwnedSequence {
+            sequence: QualifiedName { schema: r.get(0), name: r.get(1) },
+            column: r.get(2),
+        });
+    }
+    for r in db
+        .query(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.rolname) END, a.privilege_type
+             FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+             LEFT JOIN pg_roles g ON g.oid = a.grantee
+             WHERE c.oid = $1 AND a.grantee <> c.relowner",
+            &[&table.oid],
+        )
+        .await
+        .map_err(|e| EngineError::db(ctx("grants"), e))?
+    {
+        out.push(Dependent::Grant { grantee: r.get(0), privilege: r.get(1) });
+    }
+    Ok(out)
+}

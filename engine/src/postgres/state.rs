@@ -1,0 +1,406 @@
+//! PostgreSQL's state store: the `splice` schema inside the target database. Migrations, their
+//! phase, backfill checkpoints, verify results and an append-only history of transitions; and
+//! the runner lock (advisory lock + fencing token) that lets one process at a time drive a
+//! migration.
+
+use crate::state::{actor, Figure, MigrationRecord, Phase, Transition};
+use crate::EngineError;
+use serde_json::Value as Json;
+use tokio_postgres::{Client, GenericClient};
+
+/// The statements that create the state schema; idempotent, additive only.
+pub const SCHEMA_DDL: &[&str] = &[
+    "CREATE SCHEMA IF NOT EXISTS splice",
+    "CREATE TABLE IF NOT EXISTS splice.migrations (
+    name text PRIMARY KEY,
+    spec text NOT NULL,
+    phase text NOT NULL,
+    fence bigint NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    backfill_last_key text[],
+    backfill_done boolean NOT NULL DEFAULT false,
+    rows_copied bigint NOT NULL DEFAULT 0,
+    rows_total bigint NOT NULL DEFAULT 0,
+    backfill_rate double precision,
+    rate_limit integer,
+    lock_ms double precision,
+    quarantined_as text,
+    quarantine_until timestamptz
+)",
+    "CREATE TABLE IF NOT EXISTS splice.history (
+    id bigserial PRIMARY KEY,
+    migration text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    actor text NOT NULL,
+    from_phase text,
+    to_phase text NOT NULL,
+    figures jsonb NOT NULL DEFAULT '{}'
+)",
+    "CREATE TABLE IF NOT EXISTS splice.verify_results (
+    id bigserial PRIMARY KEY,
+    migration text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    passed boolean NOT NULL,
+    rows_checked bigint NOT NULL,
+    ranges bigint NOT NULL,
+    rechecked bigint NOT NULL,
+    diverged_keys jsonb NOT NULL,
+    seconds double precision NOT NULL
+)",
+    "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS rate_limit integer",
+    // Capture drains by writing a marker here and reading the stream until the marker arrives:
+    // everything committed before it has then been applied.
+    "CREATE TABLE IF NOT EXISTS splice.sync_marker (
+    migration text NOT NULL,
+    id bigint NOT NULL,
+    PRIMARY KEY (migration, id)
+)",
+];
+
+pub async fn ensure_schema(db: &impl GenericClient) -> Result<(), EngineError> {
+    for ddl in SCHEMA_DDL {
+        db.batch_execute(ddl)
+            .await
+            .map_err(|e| EngineError::db("creating the splice state schema", e))?;
+    }
+    Ok(())
+}
+
+async fn schema_exists(db: &impl GenericClient) -> Result<bool, EngineError> {
+    let row = db
+        .query_one("SELECT to_regclass('splice.migrations') IS NOT NULL", &[])
+        .await
+        .map_err(|e| EngineError::db("looking for the splice state schema", e))?;
+    Ok(row.get(0))
+}
+
+pub async fn load(
+    db: &impl GenericClient,
+    name: &str,
+) -> Result<Option<MigrationRecord>, EngineError> {
+    if !schema_exists(db).await? {
+        return Ok(None);
+    }
+    let row = db
+        .query_opt(&format!("{MIGRATION_COLUMNS} WHERE name = $1"), &[&name])
+        .await
+        .map_err(|e| EngineError::db(format!("reading migration {name}"), e))?;
+    row.map(|r| record(&r)).transpose()
+}
+
+pub async fn load_all(db: &impl GenericClient) -> Result<Vec<MigrationRecord>, EngineError> {
+    if !schema_exists(db).await? {
+        return Ok(Vec::new());
+    }
+    let rows = db
+        .query(&format!("{MIGRATION_COLUMNS} ORDER BY created_at"), &[])
+        .await
+        .map_err(|e| EngineError::db("reading migrations", e))?;
+    rows.iter().map(record).collect()
+}
+
+/// The columns `record` reads, in its order.
+const MIGRATION_COLUMNS: &str = "SELECT name, spec, phase, fence, backfill_last_key, backfill_done,
+        rows_copied, rows_total, backfill_rate, lock_ms, quarantined_as,
+        to_char(quarantine_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+        coalesce(quarantine_until <= now(), false), rate_limit
+     FROM splice.migrations";
+
+fn record(r: &tokio_postgres::Row) -> Result<MigrationRecord, EngineError> {
+    let phase_text: String = r.get(2);
+    let phase = Phase::parse(&phase_text).ok_or_else(|| {
+        EngineError::Plan(format!(
+            "splice.migrations has unknown phase `{phase_text}`; was it written by a newer splice?"
+        ))
+    })?;
+    Ok(MigrationRecord {
+        name: r.get(0),
+        spec: r.get(1),
+        phase,
+        fence: r.get(3),
+        backfill_last_key: r.get(4),
+        backfill_done: r.get(5),
+        rows_copied: r.get(6),
+        rows_total: r.get(7),
+        backfill_rate: r.get(8),
+        lock_ms: r.get(9),
+        quarantined_as: r.get(10),
+        quarantine_until: r.get(11),
+        quarantine_expired: r.get(12),
+        rate_limit: r.get(13),
+    })
+}
+
+pub async fn history(db: &impl GenericClient, name: &str) -> Result<Vec<Transition>, EngineError> {
+    let rows = db
+        .query(
+            "SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), actor,
+                    from_phase, to_phase, figures
+             FROM splice.history WHERE migration = $1 ORDER BY id",
+            &[&name],
+        )
+        .await
+        .map_err(|e| EngineError::db(format!("reading the history of {name}"), e))?;
+    Ok(rows
+        .iter()
+        .map(|r| Transition {
+            at: r.get(0),
+            actor: r.get(1),
+            from: r.get(2),
+            to: r.get(3),
+            figures: r.get(4),
+        })
+        .collect())
+}
+
+/// The last verify result: (passed, diverged keys, at).
+pub async fn last_verify(
+    db: &impl GenericClient,
+    name: &str,
+) -> Result<Option<(bool, Json, String)>, EngineError> {
+    let row = db
+        .query_opt(
+            "SELECT passed, diverged_keys,
+                    to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+             FROM splice.verify_results WHERE migration = $1 ORDER BY id DESC LIMIT 1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| EngineError::db("reading the last verify result", e))?;
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+}
+
+/// The right to drive one migration: a session advisory lock on a connection of its own, and
+/// a fencing token. Every state write checks the token, so a runner that lost its lock (its
+/// session died while it kept going) cannot write.
+pub struct RunnerLock {
+    conn: Client,
+    pub name: String,
+    pub fence: i64,
+}
+
+impl RunnerLock {
+    /// Takes the lock for `name` or fails at once naming who to wait for.
+    pub async fn acquire(url: &str, name: &str) -> Result<RunnerLock, EngineError> {
+        let conn = super::connect(url).await?;
+        // A runner that just finished (or was killed) may still be holding its session for a
+        // moment while the server tears it down: try for a short while before giving up.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let got = loop {
+            let got: bool = conn
+                .query_one(
+                    "SELECT pg_try_advisory_lock(hashtext('splice.migration'), hashtext($1))",
+                    &[&name],
+                )
+                .await
+                .map_err(|e| EngineError::db("taking the runner lock", e))?
+                .get(0);
+            if got || std::time::Instant::now() > deadline {
+                break got;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        if !got {
+            let holder = conn
+                .query_opt(
+                    "SELECT a.pid::text || ' (' || coalesce(a.application_name, '') || ', ' ||
+                            coalesce(a.client_addr::text, 'local') || ')'
+                     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                     WHERE l.locktype = 'advisory' AND l.classid::int = hashtext('splice.migration')
+                       AND l.objid::int = hashtext($1) AND l.granted LIMIT 1",
+                    &[&name],
+                )
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.get::<_, String>(0))
+                .unwrap_or_else(|| "another session".into());
+            return Err(EngineError::Busy(format!(
+                "migration {name} is being run by another splice process (backend pid {holder}); \
+                 wait for it to finish or stop it (its work is checkpointed), then run this again"
+            )));
+        }
+        Ok(RunnerLock {
+            conn,
+            name: name.into(),
+            fence: 0,
+        })
+    }
+
+    /// Bumps the fencing token; call once the migration row exists.
+    pub async fn fence(&mut self) -> Result<(), EngineError> {
+        let row = self
+            .conn
+            .query_opt(
+                "UPDATE splice.migrations SET fence = fence + 1 WHERE name = $1 RETURNING fence",
+                &[&self.name],
+            )
+            .await
+            .map_err(|e| EngineError::db("taking the fencing token", e))?;
+        self.fence = row.map(|r| r.get(0)).unwrap_or(0);
+        Ok(())
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.conn
+    }
+
+    /// Records a transition (phase change + history row) if this runner still holds the fence.
+    pub async fn transition(
+        &self,
+        from: Option<Phase>,
+        to: Phase,
+        figures: Json,
+    ) -> Result<(), EngineError> {
+        let n = self
+            .conn
+            .execute(
+                "WITH m AS (UPDATE splice.migrations SET phase = $2, updated_at = now()
+                            WHERE name = $1 AND fence = $3 RETURNING name)
+                 INSERT INTO splice.history (migration, actor, from_phase, to_phase, figures)
+                 SELECT name, $4, $5, $2, $6 FROM m",
+                &[
+                    &self.name,
+                    &to.as_str(),
+                    &self.fence,
+                    &actor(),
+                    &from.map(|p| p.as_str()),
+                    &figures,
+                ],
+            )
+            .await
+            .map_err(|e| EngineError::db("recording the phase transition", e))?;
+        self.check_fenced(n)
+    }
+
+    fn check_fenced(&self, rows: u64) -> Result<(), EngineError> {
+        if rows == 0 {
+            return Err(EngineError::Busy(format!(
+                "migration {}: another runner took over (fencing token {} is stale); this \
+                 process stops without writing",
+                self.name, self.fence
+            )));
+        }
+        Ok(())
+    }
+
+    /// Saves the backfill checkpoint. Returns the rate limit set with `splice throttle` while
+    /// running: `Some(0)` means unlimited, `None` means not set.
+    pub async fn checkpoint(
+        &self,
+        last_key: Option<&[String]>,
+        rows_copied: i64,
+        done: bool,
+        rate: Option<f64>,
+    ) -> Result<Option<i32>, EngineError> {
+        let key: Option<Vec<String>> = last_key.map(|k| k.to_vec());
+        let row = self
+            .conn
+            .query_opt(
+                "UPDATE splice.migrations SET backfill_last_key = coalesce($2, backfill_last_key),
+                        rows_copied = $3, backfill_done = $4,
+                        backfill_rate = coalesce($6, backfill_rate), updated_at = now()
+                 WHERE name = $1 AND fence = $5 RETURNING rate_limit",
+                &[&self.name, &key, &rows_copied, &done, &self.fence, &rate],
+            )
+            .await
+            .map_err(|e| EngineError::db("saving the backfill checkpoint", e))?;
+        match row {
+            Some(r) => Ok(r.get(0)),
+            None => self.check_fenced(0).map(|_| None),
+        }
+    }
+
+    /// Sets one figure column of the migration row (rows_total, lock_ms).
+    pub async fn set_figure(&self, column: Figure, value: f64) -> Result<(), EngineError> {
+        let sql = match column {
+            Figure::RowsTotal => {
+                "UPDATE splice.migrations SET rows_total = $2::float8::bigint WHERE name = $1 AND fence = $3"
+            }
+            Figure::LockMs => {
+                "UPDATE splice.migrations SET lock_ms = $2 WHERE name = $1 AND fence = $3"
+            }
+        };
+        let n = self
+            .conn
+            .execute(sql, &[&self.name, &value, &self.fence])
+            .await
+            .map_err(|e| EngineError::db("saving a figure", e))?;
+        self.check_fenced(n)
+    }
+
+    pub async fn reset_backfill(&self) -> Result<(), EngineError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE splice.migrations SET backfill_last_key = NULL, backfill_done = false,
+                        rows_copied = 0 WHERE name = $1 AND fence = $2",
+                &[&self.name, &self.fence],
+            )
+            .await
+            .map_err(|e| EngineError::db("resetting the backfill checkpoint", e))?;
+        self.check_fenced(n)
+    }
+
+    pub async fn set_quarantine(
+        &self,
+        quarantined_as: Option<&str>,
+        seconds: Option<f64>,
+    ) -> Result<(), EngineError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE splice.migrations SET quarantined_as = $2,
+                        quarantine_until = CASE WHEN $3::float8 IS NULL THEN NULL
+                                                ELSE now() + make_interval(secs => $3::float8) END
+                 WHERE name = $1 AND fence = $4",
+                &[&self.name, &quarantined_as, &seconds, &self.fence],
+            )
+            .await
+            .map_err(|e| EngineError::db("recording the quarantine", e))?;
+        self.check_fenced(n)
+    }
+
+    pub async fn record_verify(
+        &self,
+        result: &crate::verify::VerifyReport,
+    ) -> Result<(), EngineError> {
+        let keys = serde_json::to_value(&result.diverged).unwrap_or(Json::Null);
+        self.conn
+            .execute(
+                "INSERT INTO splice.verify_results
+                    (migration, passed, rows_checked, ranges, rechecked, diverged_keys, seconds)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &self.name,
+                    &result.passed(),
+                    &(result.rows_checked as i64),
+                    &(result.ranges as i64),
+                    &(result.rechecked as i64),
+                    &keys,
+                    &result.seconds,
+                ],
+            )
+            .await
+            .map_err(|e| EngineError::db("recording the verify result", e))?;
+        Ok(())
+    }
+}
+
+/// Sets (or with `None` clears) the backfill rate limit of a migration; a running sync picks it
+/// up at its next checkpoint. `Some(0)` means unlimited. Needs no runner lock: it is a request.
+pub async fn set_rate_limit(
+    db: &impl GenericClient,
+    name: &str,
+    rows_per_second: Option<i32>,
+) -> Result<bool, EngineError> {
+    let n = db
+        .execute(
+            "UPDATE splice.migrations SET rate_limit = $2 WHERE name = $1",
+            &[&name, &rows_per_second],
+        )
+        .await
+        .map_err(|e| EngineError::db("setting the rate limit", e))?;
+    Ok(n == 1)
+}
