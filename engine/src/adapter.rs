@@ -209,6 +209,13 @@ pub trait Adapter: Send + Sync + Sized + 'static {
         upper: Option<&[String]>,
         fill: Fill,
     ) -> impl Future<Output = Result<u64, EngineError>> + Send;
+    /// Refreshes the planner statistics of a table backfill just filled, so verify's range
+    /// reads and, after cutover, the application's queries are planned for its real size.
+    fn refresh_statistics(
+        &self,
+        conn: &Self::Conn,
+        table: &QualifiedName,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Replica lag and lock waiters on `table`, for backfill's throttle.
     fn server_load(
         &self,

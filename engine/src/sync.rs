@@ -471,9 +471,11 @@ pub async fn backfill<A: Adapter>(
                 p.rows_copied += chunk as u64;
                 last_key = Some(key);
             }
-            // The rest of the table: done.
+            // The rest of the table: done. The filled table gets its statistics now, before
+            // verify reads it and long before applications do.
             None => {
                 p.rows_copied += written;
+                adapter.refresh_statistics(db, &dir.to).await?;
                 done = true;
             }
         }

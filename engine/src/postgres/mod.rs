@@ -231,6 +231,17 @@ impl Adapter for Postgres {
         backfill::copy_range(conn, dir, lower, upper, fill).await
     }
 
+    async fn refresh_statistics(
+        &self,
+        conn: &Client,
+        table: &QualifiedName,
+    ) -> Result<(), EngineError> {
+        // SHARE UPDATE EXCLUSIVE on the filled table only; nothing else waits for it.
+        conn.batch_execute(&format!("ANALYZE {}", table.sql()))
+            .await
+            .map_err(|e| EngineError::db(format!("analyzing {table}"), e))
+    }
+
     async fn server_load(&self, conn: &Client, table: &Table) -> Result<Load, EngineError> {
         backfill::server_load(conn, table).await
     }
