@@ -333,11 +333,10 @@ pub trait Adapter: Send + Sync + Sized + 'static {
         name: &str,
         spec_text: &str,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
-    /// Replaces the spec of a rolled-back migration (expand starts it again).
+    /// Replaces the spec of a rolled-back migration (expand starts it again); fenced.
     fn reregister(
         &self,
-        conn: &Self::Conn,
-        name: &str,
+        lock: &Self::Lock,
         spec_text: &str,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// A migration's record; `None` when it (or the state store) does not exist.

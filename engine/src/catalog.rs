@@ -15,6 +15,8 @@ pub struct Column {
     pub has_default: bool,
     /// GENERATED ALWAYS AS (...) STORED columns cannot be written.
     pub generated: bool,
+    /// The collation values sort by (empty for types without one).
+    pub collation: String,
 }
 
 /// A table's shape.

@@ -195,17 +195,16 @@ impl<A: Adapter> Engine<A> {
     pub async fn expand(&self, spec_text: &str, origin: &str) -> Result<Plan, EngineError> {
         let spec = MigrationSpec::parse(spec_text, origin).map_err(|e| EngineError::Plan(e.0))?;
         let db = self.db().await?;
+        let different_file = || {
+            EngineError::Phase(format!(
+                "a migration named {} already exists with a different file; names are \
+                 unique per database — pick a new name, or roll the old one back",
+                spec.name
+            ))
+        };
         if let Some(existing) = self.adapter.load_record(&db, &spec.name).await? {
-            if existing.phase == Phase::RolledBack {
-                // A rolled-back migration left nothing behind: expand starts it again, from the
-                // file as it is now. Its history stays.
-                self.adapter.reregister(&db, &spec.name, spec_text).await?;
-            } else if existing.spec != spec_text {
-                return Err(EngineError::Phase(format!(
-                    "a migration named {} already exists with a different file; names are \
-                     unique per database — pick a new name, or roll the old one back",
-                    spec.name
-                )));
+            if existing.phase != Phase::RolledBack && existing.spec != spec_text {
+                return Err(different_file());
             }
             if !matches!(existing.phase, Phase::Planned | Phase::RolledBack) {
                 info!(phase = %existing.phase, "already expanded");
@@ -229,8 +228,13 @@ impl<A: Adapter> Engine<A> {
         self.adapter.register(&db, &spec.name, spec_text).await?;
         let lock = self.locked(&spec.name).await?;
         let record = self.record(&db, &spec.name).await?;
-        if !matches!(record.phase, Phase::Planned | Phase::RolledBack) {
-            return Ok(plan);
+        match record.phase {
+            // A rolled-back migration left nothing behind: expand starts it again, from the
+            // file as it is now, under the lock. Its history stays.
+            Phase::RolledBack => self.adapter.reregister(&lock, spec_text).await?,
+            _ if record.spec != spec_text => return Err(different_file()),
+            Phase::Planned => {}
+            _ => return Ok(plan),
         }
         self.adapter
             .create_shadow(&db, &spec, &plan.expand_ddl)

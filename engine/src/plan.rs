@@ -183,6 +183,30 @@ impl Plan {
     }
 }
 
+/// True when two key columns order their values the same way: the same type and collation,
+/// an integer widened, or a string type exchanged for another under the same collation.
+fn sorts_alike(source: &crate::catalog::Column, target: &crate::catalog::Column) -> bool {
+    fn family(sql_type: &str) -> &str {
+        match sql_type {
+            "smallint" | "integer" | "bigint" => "integer",
+            "text" => "string",
+            t if t.starts_with("character varying") => "string",
+            t => t,
+        }
+    }
+    source.collation == target.collation
+        && (source.sql_type == target.sql_type
+            || family(&source.sql_type) == family(&target.sql_type))
+}
+
+fn describe_sort(col: &crate::catalog::Column) -> String {
+    if col.collation.is_empty() {
+        col.sql_type.clone()
+    } else {
+        format!("{} COLLATE \"{}\"", col.sql_type, col.collation)
+    }
+}
+
 async fn resolve_key<A: Adapter>(
     adapter: &A,
     db: &A::Conn,
@@ -225,10 +249,20 @@ async fn resolve_key<A: Adapter>(
                 source.name
             )));
         }
-        if target.column(name).is_none() {
+        let Some(target_col) = target.column(name) else {
             return Err(EngineError::Plan(format!(
                 "key column {name} is missing from the target; the new shape must keep the key \
                  columns under the same names"
+            )));
+        };
+        if !sorts_alike(col, target_col) {
+            return Err(EngineError::Plan(format!(
+                "key column {name} changes from {} to {} in the target; backfill and verify \
+                 walk the key in one order on both sides, so it must keep its type and \
+                 collation (widening an integer is fine) — change the key in a migration keyed \
+                 on another unique key",
+                describe_sort(col),
+                describe_sort(target_col)
             )));
         }
         if spec.up.contains_key(name) {

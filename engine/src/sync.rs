@@ -475,7 +475,11 @@ pub async fn backfill<A: Adapter>(
             // verify reads it and long before applications do.
             None => {
                 p.rows_copied += written;
-                adapter.refresh_statistics(db, &dir.to).await?;
+                // Best effort: statistics are an optimisation, never a reason to fail a copy
+                // that is complete (autovacuum analyzes the table later anyway).
+                if let Err(e) = adapter.refresh_statistics(db, &dir.to).await {
+                    tracing::warn!(table = %dir.to, error = %e, "analyzing the filled table failed");
+                }
                 done = true;
             }
         }

@@ -71,6 +71,28 @@ async fn plan_changes_nothing_and_names_what_is_wrong() {
         .expect_err("NOT NULL without source");
     assert!(err.to_string().contains("add `region = "), "{err}");
 
+    let key_as_text = ORDERS_V2.replace(
+        "id           bigint PRIMARY KEY",
+        "id           text PRIMARY KEY",
+    );
+    let err = engine
+        .plan(&MigrationSpec::parse(&key_as_text, "f.toml").expect("spec"))
+        .await
+        .expect_err("a key that sorts differently");
+    assert!(
+        err.to_string()
+            .contains("key column id changes from bigint to text"),
+        "{err}"
+    );
+    let widened = ORDERS_V2.replace(
+        "id           bigint PRIMARY KEY",
+        "id           integer PRIMARY KEY",
+    );
+    engine
+        .plan(&MigrationSpec::parse(&widened, "f.toml").expect("spec"))
+        .await
+        .expect("an integer key may change width");
+
     let no_down = ORDERS_V2.replace("amount = \"amount_cents / 100.0\"", "");
     let plan = engine
         .plan(&MigrationSpec::parse(&no_down, "f.toml").expect("spec"))

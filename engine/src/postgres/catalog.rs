@@ -25,7 +25,9 @@ pub async fn table(
     let cols = db
         .query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                    a.atthasdef, a.attgenerated <> ''
+                    a.atthasdef, a.attgenerated <> '',
+                    coalesce((SELECT c.collname::text FROM pg_collation c
+                               WHERE c.oid = a.attcollation), '')
              FROM pg_attribute a
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             &[&oid],
@@ -40,6 +42,7 @@ pub async fn table(
             not_null: r.get(2),
             has_default: r.get(3),
             generated: r.get(4),
+            collation: r.get(5),
         })
         .collect();
     let pk = db

@@ -372,19 +372,8 @@ impl Adapter for Postgres {
         Ok(())
     }
 
-    async fn reregister(
-        &self,
-        conn: &Client,
-        name: &str,
-        spec_text: &str,
-    ) -> Result<(), EngineError> {
-        conn.execute(
-            "UPDATE splice.migrations SET spec = $2 WHERE name = $1 AND phase = 'rolled_back'",
-            &[&name, &spec_text],
-        )
-        .await
-        .map_err(|e| EngineError::db("re-registering the migration", e))?;
-        Ok(())
+    async fn reregister(&self, lock: &RunnerLock, spec_text: &str) -> Result<(), EngineError> {
+        lock.reregister(spec_text).await
     }
 
     async fn load_record(

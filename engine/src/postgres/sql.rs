@@ -292,9 +292,11 @@ pub fn range_boundary(dir: &Direction, after_key: bool) -> String {
     )
 }
 
-/// The planner's row estimate and the page count of a table (parameter: its name as SQL).
+/// The planner's row and page counts of a table as of its last ANALYZE, and its pages now
+/// (parameter: its name as SQL).
 pub fn table_size() -> String {
-    "SELECT c.reltuples::float8, (pg_relation_size(c.oid) / current_setting('block_size')::int)::float8 \
+    "SELECT c.reltuples::float8, c.relpages::float8, \
+            (pg_relation_size(c.oid) / current_setting('block_size')::int)::float8 \
      FROM pg_class c WHERE c.oid = $1::text::regclass"
         .to_string()
 }

@@ -330,6 +330,20 @@ impl RunnerLock {
         self.check_fenced(n)
     }
 
+    /// Replaces the spec of a rolled-back migration.
+    pub async fn reregister(&self, spec_text: &str) -> Result<(), EngineError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE splice.migrations SET spec = $3
+                  WHERE name = $1 AND fence = $2 AND phase = 'rolled_back'",
+                &[&self.name, &self.fence, &spec_text],
+            )
+            .await
+            .map_err(|e| EngineError::db("re-registering the migration", e))?;
+        self.check_fenced(n)
+    }
+
     pub async fn reset_backfill(&self) -> Result<(), EngineError> {
         let n = self
             .conn
@@ -367,11 +381,14 @@ impl RunnerLock {
         result: &crate::verify::VerifyReport,
     ) -> Result<(), EngineError> {
         let keys = serde_json::to_value(&result.diverged).unwrap_or(Json::Null);
-        self.conn
+        // Fenced like every state write: nothing is recorded once another runner took over.
+        let n = self
+            .conn
             .execute(
                 "INSERT INTO splice.verify_results
                     (migration, passed, rows_checked, ranges, rechecked, diverged_keys, seconds)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 SELECT $1, $2, $3, $4, $5, $6, $7
+                  WHERE EXISTS (SELECT 1 FROM splice.migrations WHERE name = $1 AND fence = $8)",
                 &[
                     &self.name,
                     &result.passed(),
@@ -380,11 +397,12 @@ impl RunnerLock {
                     &(result.rechecked as i64),
                     &keys,
                     &result.seconds,
+                    &self.fence,
                 ],
             )
             .await
             .map_err(|e| EngineError::db("recording the verify result", e))?;
-        Ok(())
+        self.check_fenced(n)
     }
 }
 
