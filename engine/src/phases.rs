@@ -382,11 +382,13 @@ impl<A: Adapter> Engine<A> {
         let lock = self.locked(name).await?;
         let plan = Plan::build(&self.adapter, &db, &spec).await?;
         let mut capture = self.forward_capture(&spec, plan.forward.clone()).await?;
-        let target_db = self.db().await?;
+        let mut pairs = vec![(db, self.db().await?)];
+        for _ in 1..VERIFY_PAIRS {
+            pairs.push((self.db().await?, self.db().await?));
+        }
         let report = verify::verify(
             &self.adapter,
-            &db,
-            &target_db,
+            &pairs,
             &mut capture,
             &plan.forward,
             self.verify_range_rows,
@@ -849,6 +851,9 @@ async fn catch_up<A: Adapter>(capture: &mut Capture<'_, A>) -> Result<(), Engine
 }
 
 /// A drain that finishes within this is "caught up".
+/// Ranges verify reads at once, each on its own pair of sessions (source, target).
+const VERIFY_PAIRS: usize = 2;
+
 /// Source rows per verify range (about): a range whose digests differ is read again row by row.
 const VERIFY_RANGE_ROWS: i64 = 100_000;
 

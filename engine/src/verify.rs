@@ -158,33 +158,67 @@ fn differing(a: &Rows, b: &Rows) -> Vec<Vec<String>> {
 }
 
 /// One full verify pass over `dir` while the application keeps writing. `capture` is drained
-/// first and again before suspects are re-checked.
+/// first and again before suspects are re-checked. Each pair of sessions (source, target)
+/// checks every n-th range, so n ranges are read at once: the source side evaluates the
+/// mapping and is the slower one, and several ranges in flight keep every core busy.
 pub async fn verify<A: Adapter>(
     adapter: &A,
-    source_db: &A::Conn,
-    target_db: &A::Conn,
+    pairs: &[(A::Conn, A::Conn)],
     capture: &mut Capture<'_, A>,
     dir: &Direction,
     range_rows: i64,
 ) -> Result<VerifyReport, EngineError> {
     let started = Instant::now();
+    let Some((source_db, target_db)) = pairs.first() else {
+        return Err(EngineError::Phase(
+            "verify needs at least one pair of sessions".into(),
+        ));
+    };
     capture.drain().await?;
-    let mut bounds = adapter
-        .sample_bounds(source_db, dir, range_rows)
-        .await?
-        .into_iter();
-    let mut report = VerifyReport::default();
-    let mut suspects: Vec<Vec<String>> = Vec::new();
+    let bounds = adapter.sample_bounds(source_db, dir, range_rows).await?;
+    // (lower, upper]: the first open below, the last open above.
+    let mut ranges: Vec<KeyRange> = Vec::with_capacity(bounds.len() + 1);
     let mut lower: Option<Vec<String>> = None;
-    loop {
-        let upper = bounds.next();
-        let range = KeyRange {
+    for upper in bounds.into_iter().map(Some).chain(std::iter::once(None)) {
+        ranges.push(KeyRange {
             lower: lower.clone(),
             upper: upper.clone(),
-        };
+        });
+        lower = upper;
+    }
+    let workers = pairs.iter().enumerate().map(|(w, (src, tgt))| {
+        let mine: Vec<&KeyRange> = ranges.iter().skip(w).step_by(pairs.len()).collect();
+        check_ranges(adapter, src, tgt, dir, mine)
+    });
+    let mut report = VerifyReport::default();
+    let mut suspects: Vec<Vec<String>> = Vec::new();
+    for (rows, n_ranges, found) in futures_util::future::try_join_all(workers).await? {
+        report.rows_checked += rows;
+        report.ranges += n_ranges;
+        suspects.extend(found);
+    }
+    if !suspects.is_empty() {
+        report.rechecked = suspects.len() as u64;
+        report.diverged = recheck(adapter, source_db, target_db, capture, dir, suspects).await?;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Checks `ranges` on one pair of sessions: (rows checked, ranges, keys that differed).
+async fn check_ranges<A: Adapter>(
+    adapter: &A,
+    source_db: &A::Conn,
+    target_db: &A::Conn,
+    dir: &Direction,
+    ranges: Vec<&KeyRange>,
+) -> Result<(u64, u64, Vec<Vec<String>>), EngineError> {
+    let (mut rows, mut checked) = (0u64, 0u64);
+    let mut suspects: Vec<Vec<String>> = Vec::new();
+    for range in ranges {
         // The fast path reads only the mapped columns: equal ranges give equal bytes.
         let fast = Selection::Range {
-            range: &range,
+            range,
             with_key: false,
         };
         let (src, tgt) = tokio::join!(
@@ -193,12 +227,12 @@ pub async fn verify<A: Adapter>(
         );
         let (src_hash, _, n) = src?;
         let (tgt_hash, _, _) = tgt?;
-        report.rows_checked += n;
-        report.ranges += 1;
+        rows += n;
+        checked += 1;
         if src_hash != tgt_hash {
             // Narrow the range to its rows: read it again keeping each row's key and digest.
             let keyed = Selection::Range {
-                range: &range,
+                range,
                 with_key: true,
             };
             let (src, tgt) = tokio::join!(
@@ -209,17 +243,8 @@ pub async fn verify<A: Adapter>(
             let (_, tgt_rows, _) = tgt?;
             suspects.extend(differing(&src_rows, &tgt_rows));
         }
-        match upper {
-            Some(u) => lower = Some(u),
-            None => break,
-        }
     }
-    if !suspects.is_empty() {
-        report.rechecked = suspects.len() as u64;
-        report.diverged = recheck(adapter, source_db, target_db, capture, dir, suspects).await?;
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok((rows, checked, suspects))
 }
 
 /// Rounds of re-checking before a key counts as diverged. Each round first drains capture, so
