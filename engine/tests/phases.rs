@@ -342,24 +342,21 @@ async fn a_rolled_back_migration_can_be_expanded_and_run_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_leaves_the_new_table_analyzed() {
     let (_db, client, engine) = expanded(5_000).await;
-    let before: f32 = client
-        .query_one(
-            "SELECT reltuples FROM pg_class WHERE relname = '_splice_orders_v2_new'",
-            &[],
-        )
-        .await
-        .expect("query")
-        .get(0);
+    let reltuples = || async {
+        let n: f32 = client
+            .query_one(
+                "SELECT reltuples FROM pg_class WHERE relname = '_splice_orders_v2_new'",
+                &[],
+            )
+            .await
+            .expect("query")
+            .get(0);
+        n
+    };
+    let before = reltuples().await;
     assert!(before < 0.0, "a new table has no statistics yet: {before}");
     sync_until_caught_up(&engine, "orders_v2").await;
-    let after: f32 = client
-        .query_one(
-            "SELECT reltuples FROM pg_class WHERE relname = '_splice_orders_v2_new'",
-            &[],
-        )
-        .await
-        .expect("query")
-        .get(0);
+    let after = reltuples().await;
     assert_eq!(after, 5_000.0, "ANALYZE ran once the backfill finished");
 }
 

@@ -16,6 +16,15 @@ impl Direction {
             .join(", ")
     }
 
+    /// The key columns as text: `s."id"::text, …`.
+    fn key_text(&self, alias: &str) -> String {
+        self.key
+            .iter()
+            .map(|k| format!("{alias}{}::text", quote_ident(&k.name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// `($n::text::type, …)` starting at parameter `first`.
     fn key_params(&self, first: usize) -> String {
         self.key
@@ -279,12 +288,7 @@ impl KeyRange {
 /// parameters `$1..$k` for the lower key when `after_key`, then the offset.
 pub fn range_boundary(dir: &Direction, after_key: bool) -> String {
     let (cond, offset) = dir.after_key(after_key);
-    let key_text = dir
-        .key
-        .iter()
-        .map(|kc| format!("s.{}::text", quote_ident(&kc.name)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let key_text = dir.key_text("s.");
     format!(
         "SELECT {key_text} FROM {from} s {cond} ORDER BY {order} OFFSET ${offset}::bigint LIMIT 1",
         from = dir.from.sql(),
@@ -303,12 +307,7 @@ pub fn table_size() -> String {
 
 /// Source keys from a sample of pages (`$1` = percent of the table), in key order, as text.
 pub fn sample_keys(dir: &Direction) -> String {
-    let key_text = dir
-        .key
-        .iter()
-        .map(|kc| format!("s.{}::text", quote_ident(&kc.name)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let key_text = dir.key_text("s.");
     format!(
         "SELECT {key_text} FROM {from} s TABLESAMPLE SYSTEM ($1::float8) ORDER BY {order}",
         from = dir.from.sql(),
@@ -316,26 +315,25 @@ pub fn sample_keys(dir: &Direction) -> String {
     )
 }
 
-/// Canonical rows of the source side of a range: every mapped target column in the target's
-/// types (after the key when `with_key`), in key order, as PostgreSQL's COPY text form.
-pub fn verify_source_copy(dir: &Direction, range: &KeyRange, with_key: bool) -> String {
+/// Canonical rows of one side of a range: on the source every mapped target column in the
+/// target's types, on the target its columns in the same order (after the key when
+/// `with_key`), in key order, as PostgreSQL's COPY text form.
+pub fn verify_range_copy(
+    dir: &Direction,
+    source_side: bool,
+    range: &KeyRange,
+    with_key: bool,
+) -> String {
+    let (row, table, alias) = if source_side {
+        (dir.source_row(with_key), dir.from.sql(), "s.")
+    } else {
+        (dir.target_row(with_key), dir.to.sql(), "t.")
+    };
     format!(
-        "COPY (SELECT {row} FROM {from} s WHERE {cond} ORDER BY {order}) TO STDOUT",
-        row = dir.source_row(with_key),
-        from = dir.from.sql(),
-        cond = range.condition(dir, "s."),
-        order = dir.key_list("s."),
-    )
-}
-
-/// Canonical rows of the target side of a range, in the same column order.
-pub fn verify_target_copy(dir: &Direction, range: &KeyRange, with_key: bool) -> String {
-    format!(
-        "COPY (SELECT {row} FROM {to} t WHERE {cond} ORDER BY {order}) TO STDOUT",
-        row = dir.target_row(with_key),
-        to = dir.to.sql(),
-        cond = range.condition(dir, "t."),
-        order = dir.key_list("t."),
+        "COPY (SELECT {row} FROM {table} {a} WHERE {cond} ORDER BY {order}) TO STDOUT",
+        a = &alias[..1],
+        cond = range.condition(dir, alias),
+        order = dir.key_list(alias),
     )
 }
 

@@ -64,14 +64,12 @@ pub async fn read_canonical<'a>(
     side: Side,
     rows: Selection<'_>,
 ) -> Result<BoxStream<'a, Result<Bytes, EngineError>>, EngineError> {
-    let copy = match (rows, side) {
-        (Selection::Range { range, with_key }, Side::Source) => {
-            sql::verify_source_copy(dir, range, with_key)
+    let source_side = side == Side::Source;
+    let copy = match rows {
+        Selection::Range { range, with_key } => {
+            sql::verify_range_copy(dir, source_side, range, with_key)
         }
-        (Selection::Range { range, with_key }, Side::Target) => {
-            sql::verify_target_copy(dir, range, with_key)
-        }
-        (Selection::Keys(keys), side) => sql::verify_keys_copy(dir, side == Side::Source, keys),
+        Selection::Keys(keys) => sql::verify_keys_copy(dir, source_side, keys),
     };
     let stream = db
         .copy_out(&copy)
