@@ -46,6 +46,16 @@ pub trait ChangeSource: Send {
     /// The source's position against the last acknowledged one.
     fn lag(&mut self) -> impl Future<Output = Result<Lag, CdcError>> + Send;
 
+    /// Prepares the source so that reopening it later starts reading near the last
+    /// acknowledged position rather than far behind it (PostgreSQL decodes everything from the
+    /// slot's restart point again, and that point only moves at a running-transactions record
+    /// the stream has read and confirmed). Returns true when it wrote such a record: it takes
+    /// effect once the consumer has read past it and acknowledged what follows (a drain).
+    /// Sources that resume exactly where they were acknowledged do nothing.
+    fn mark_restart_point(&mut self) -> impl Future<Output = Result<bool, CdcError>> + Send {
+        async { Ok(false) }
+    }
+
     /// Stop cleanly: make sure the server has every acknowledgement, then disconnect. The slot
     /// (or checkpoint) stays for the next run.
     fn close(self) -> impl Future<Output = Result<(), CdcError>> + Send;

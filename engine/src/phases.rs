@@ -341,7 +341,7 @@ impl<A: Adapter> Engine<A> {
     ) -> Result<(), EngineError> {
         if opts.until_caught_up {
             if p.backfill_done {
-                capture.drain().await?;
+                capture.drain_for_reopen().await?;
             }
         } else {
             while !control.stopping() {

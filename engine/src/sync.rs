@@ -277,8 +277,22 @@ impl<'a, A: Adapter> Capture<'a, A> {
         Ok(Some((lock_ms, carried)))
     }
 
-    /// Stops cleanly; the change stream stays for the next run.
-    pub async fn close(self) -> Result<(), EngineError> {
+    /// Applies everything committed to the source before this call, like [`drain`], and
+    /// leaves the change stream so that the next open starts reading near here instead of
+    /// decoding again what was already applied (after a backfill, its whole WAL).
+    ///
+    /// [`drain`]: Capture::drain
+    pub async fn drain_for_reopen(&mut self) -> Result<(), EngineError> {
+        self.stream.mark_restart_point().await?;
+        self.drain().await
+    }
+
+    /// Stops cleanly; the change stream stays for the next run, and starts reading near where
+    /// this one stopped.
+    pub async fn close(mut self) -> Result<(), EngineError> {
+        if self.stream.mark_restart_point().await? {
+            self.drain().await?;
+        }
         Ok(self.stream.close().await?)
     }
 }

@@ -397,6 +397,83 @@ pub(crate) async fn confirmed_flush(
     }
 }
 
+/// The slot's restart point and confirmed position as the server holds them now: a stream
+/// reopened on the slot decodes the WAL between the two again.
+pub(crate) async fn restart_and_confirmed(
+    client: &Client,
+    name: &CaptureName,
+) -> Result<Option<(Lsn, Lsn)>, CdcError> {
+    let row = client
+        .query_opt(
+            "SELECT restart_lsn::text, confirmed_flush_lsn::text FROM pg_replication_slots \
+             WHERE slot_name = $1",
+            &[&name.slot()],
+        )
+        .await
+        .map_err(|e| CdcError::db("reading the slot's restart position", &e))?;
+    let Some(row) = row else { return Ok(None) };
+    let parse = |i: usize| -> Result<Option<Lsn>, CdcError> {
+        row.get::<_, Option<String>>(i)
+            .map(|t| t.parse())
+            .transpose()
+            .map_err(|e| CdcError::Protocol(format!("slot {name}: {e}")))
+    };
+    Ok(parse(0)?.zip(parse(1)?))
+}
+
+/// Writes a running-transactions record to the WAL: decoding can restart at such a record, so
+/// once the slot's stream has read past one and confirmed it, the slot's restart point moves
+/// up to it. PostgreSQL 16 has `pg_log_standby_snapshot()`; before that, creating a logical
+/// slot writes one, so a temporary slot is created and dropped. Creating it waits for the
+/// transactions running now to end, so it runs under a short statement timeout. Returns the
+/// record's position.
+pub(crate) async fn log_restart_record(
+    client: &Client,
+    name: &CaptureName,
+) -> Result<Lsn, CdcError> {
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| CdcError::db("reading the server version", &e))?
+        .get(0);
+    let text: String = if version >= 160000 {
+        client
+            .query_one("SELECT pg_log_standby_snapshot()::text", &[])
+            .await
+            .map_err(|e| CdcError::db("logging a standby snapshot", &e))?
+            .get(0)
+    } else {
+        let mut temporary = format!("{}_restart", name.slot());
+        temporary.truncate(63);
+        client
+            .batch_execute("SET statement_timeout = '2s'")
+            .await
+            .map_err(|e| CdcError::db("bounding the restart-point slot", &e))?;
+        let created = client
+            .query_one(
+                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput', true)",
+                &[&temporary],
+            )
+            .await;
+        let dropped = client
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                 WHERE slot_name = $1",
+                &[&temporary],
+            )
+            .await;
+        let reset = client.batch_execute("RESET statement_timeout").await;
+        let lsn = created
+            .map_err(|e| CdcError::db("creating a temporary slot to mark a restart point", &e))?
+            .get(0);
+        dropped.map_err(|e| CdcError::db("dropping the temporary restart-point slot", &e))?;
+        reset.map_err(|e| CdcError::db("resetting the statement timeout", &e))?;
+        lsn
+    };
+    text.parse()
+        .map_err(|e| CdcError::Protocol(format!("standby snapshot position: {e}")))
+}
+
 /// Drop the slot (waiting up to `wait` for a just-stopped stream to release it) and the
 /// publication. Missing ones are fine.
 pub(crate) async fn drop_slot_and_publication(
