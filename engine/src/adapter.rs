@@ -200,10 +200,14 @@ pub trait Adapter: Send + Sync + Sized + 'static {
         offset: i64,
     ) -> impl Future<Output = Result<Option<Vec<String>>, EngineError>> + Send;
     /// Copies the mapped rows of the key range `(lower, upper]` (an absent bound is open) in
-    /// one statement; returns the rows written.
+    /// one statement; returns the rows written. Fenced like a state write, and in a way that a
+    /// runner taking over waits for a chunk in flight: once it holds the migration, a stale
+    /// runner's chunk copies nothing (it could otherwise write a row back that the new
+    /// runner's applier has deleted meanwhile).
     fn copy_range(
         &self,
         conn: &Self::Conn,
+        runner: &Self::Lock,
         dir: &Direction,
         lower: Option<&[String]>,
         upper: Option<&[String]>,

@@ -476,7 +476,14 @@ pub async fn backfill<A: Adapter>(
             .chunk_upper(db, &dir, last_key.as_deref(), chunk - 1)
             .await?;
         let written = adapter
-            .copy_range(db, &dir, last_key.as_deref(), upper.as_deref(), fill)
+            .copy_range(
+                db,
+                runner,
+                &dir,
+                last_key.as_deref(),
+                upper.as_deref(),
+                fill,
+            )
             .await?;
         let took = t.elapsed();
         match upper {

@@ -387,6 +387,64 @@ async fn one_runner_at_a_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_whose_fence_was_taken_over_copies_no_further_chunk() {
+    let (db, client, _engine) = expanded(20_000).await;
+    let target_rows = || async {
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM _splice_orders_v2_new", &[])
+            .await
+            .expect("count")
+            .get(0);
+        n
+    };
+    // A slow backfill (small chunks, 2,000 rows/s), so it is mid-way when the fence moves.
+    let url = db.url.clone();
+    let sync = tokio::spawn(async move {
+        let opts = engine::phases::SyncOptions {
+            until_caught_up: true,
+            rows_per_second: Some(2_000),
+            chunk_target: Some(std::time::Duration::from_millis(5)),
+        };
+        let engine = Engine::new(url);
+        engine
+            .sync(
+                "orders_v2",
+                &opts,
+                &engine::sync::Control::new(None),
+                &mut Quiet,
+            )
+            .await
+    });
+    for _ in 0..600 {
+        if target_rows().await > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Another runner takes over the way acquiring the lock does: it bumps the token (waiting
+    // for a chunk in flight to commit).
+    client
+        .execute(
+            "UPDATE splice.migrations SET fence = fence + 1 WHERE name = 'orders_v2'",
+            &[],
+        )
+        .await
+        .expect("take the fence");
+    let at_takeover = target_rows().await;
+    assert!(at_takeover > 0 && at_takeover < 20_000, "{at_takeover}");
+    let err = sync
+        .await
+        .expect("join")
+        .expect_err("the stale runner stops");
+    assert!(matches!(err, EngineError::Busy(_)), "{err}");
+    assert_eq!(
+        target_rows().await,
+        at_takeover,
+        "the stale runner copied nothing after the takeover"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_set_while_sync_runs_is_picked_up_at_the_next_chunk() {
     let (_db, _client, engine) = expanded(5_000).await;
     assert!(engine

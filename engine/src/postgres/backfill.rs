@@ -2,6 +2,7 @@
 //! the range copy, replica lag and lock waiters.
 
 use super::sql;
+use super::state::RunnerLock;
 use crate::adapter::Load;
 use crate::catalog::Table;
 use crate::plan::{Direction, Fill};
@@ -52,8 +53,15 @@ pub async fn chunk_upper(
 }
 
 /// Copies the key range `(lower, upper]` in one `INSERT … SELECT`; returns the rows written.
+///
+/// Fenced: the chunk's transaction first share-locks the migration's state row at `runner`'s
+/// fencing token. A runner taking over bumps the token with an UPDATE of that row, which waits
+/// for this chunk to commit, and only then starts its own capture; after that, this runner
+/// finds its token stale and copies nothing. So a stale chunk can never land after the new
+/// runner's applier deleted one of its rows.
 pub async fn copy_range(
     db: &Client,
+    runner: &RunnerLock,
     dir: &Direction,
     lower: Option<&[String]>,
     upper: Option<&[String]>,
@@ -66,9 +74,38 @@ pub async fn copy_range(
         .chain(upper.into_iter().flatten())
         .map(|v| v as &(dyn ToSql + Sync))
         .collect();
-    db.execute(&statement, &params)
+    db.batch_execute("BEGIN")
         .await
-        .map_err(|e| EngineError::db("copying a backfill chunk", e))
+        .map_err(|e| EngineError::db("starting a backfill chunk", e))?;
+    let copied = async {
+        let held = db
+            .query_opt(
+                "SELECT 1 FROM splice.migrations WHERE name = $1 AND fence = $2 FOR SHARE",
+                &[&runner.name, &runner.fence],
+            )
+            .await
+            .map_err(|e| EngineError::db("checking the fencing token", e))?;
+        if held.is_none() {
+            return Err(runner.stale());
+        }
+        db.execute(&statement, &params)
+            .await
+            .map_err(|e| EngineError::db("copying a backfill chunk", e))
+    }
+    .await;
+    match copied {
+        Ok(rows) => {
+            db.batch_execute("COMMIT")
+                .await
+                .map_err(|e| EngineError::db("committing a backfill chunk", e))?;
+            Ok(rows)
+        }
+        Err(e) => {
+            // The session stays usable; the error is what matters.
+            let _ = db.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
 }
 
 /// Replica lag (`pg_stat_replication`) and sessions waiting for a lock on `table`.

@@ -223,12 +223,13 @@ impl Adapter for Postgres {
     async fn copy_range(
         &self,
         conn: &Client,
+        runner: &RunnerLock,
         dir: &Direction,
         lower: Option<&[String]>,
         upper: Option<&[String]>,
         fill: Fill,
     ) -> Result<u64, EngineError> {
-        backfill::copy_range(conn, dir, lower, upper, fill).await
+        backfill::copy_range(conn, runner, dir, lower, upper, fill).await
     }
 
     async fn refresh_statistics(

@@ -276,13 +276,18 @@ impl RunnerLock {
 
     fn check_fenced(&self, rows: u64) -> Result<(), EngineError> {
         if rows == 0 {
-            return Err(EngineError::Busy(format!(
-                "migration {}: another runner took over (fencing token {} is stale); this \
-                 process stops without writing",
-                self.name, self.fence
-            )));
+            return Err(self.stale());
         }
         Ok(())
+    }
+
+    /// The error of a write refused because another runner took the migration over.
+    pub(super) fn stale(&self) -> EngineError {
+        EngineError::Busy(format!(
+            "migration {}: another runner took over (fencing token {} is stale); this \
+             process stops without writing",
+            self.name, self.fence
+        ))
     }
 
     /// Saves the backfill checkpoint. Returns the rate limit set with `splice throttle` while
