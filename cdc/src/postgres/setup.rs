@@ -446,7 +446,7 @@ pub(crate) async fn log_restart_record(
         let mut temporary = format!("{}_restart", name.slot());
         temporary.truncate(63);
         client
-            .batch_execute("SET statement_timeout = '2s'")
+            .batch_execute("SET statement_timeout = '1s'")
             .await
             .map_err(|e| CdcError::db("bounding the restart-point slot", &e))?;
         let created = client
