@@ -2,7 +2,8 @@
 //! one run, printing ratios.
 //!
 //! (a) backfill rows/s vs `INSERT INTO new SELECT <mapping> FROM old`
-//! (b) single-row update TPS while sync runs vs without (each paired with a run just before)
+//! (b) single-row update TPS while sync runs vs without (each paired with a run just before),
+//!     and beside a looping plain `INSERT … SELECT` (what any bulk copy costs, no splice)
 //! (c) verify rows/s vs `COPY old TO '/dev/null'`, and vs the server's share of verify alone
 //! (d) cutover lock time under write load (p50 / p99 / max over repeated swaps)
 //! (e) rollback-after-cutover time
@@ -136,6 +137,35 @@ enum Sync {
     Backfilling(Option<u32>),
     /// Capture and the applier only: the backfill finished first.
     Following,
+}
+
+/// Update TPS measured while the one-statement copy of (a) runs over and over beside the
+/// application, into a scratch table: what any bulk copy of the table costs the application,
+/// with no splice involved.
+async fn tps_beside_bulk_copy(url: &str, rows: i64, secs: u64, commit: Commit) -> f64 {
+    let db = connect(url).await;
+    exec(&db, "CREATE TABLE bulk_copy (id bigint PRIMARY KEY, customer_id bigint NOT NULL, amount_cents bigint NOT NULL, currency char(3) NOT NULL, note text)").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let copier = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                exec(
+                    &db,
+                    &format!(
+                        "TRUNCATE bulk_copy; INSERT INTO bulk_copy SELECT {MAPPING} FROM orders"
+                    ),
+                )
+                .await;
+            }
+            exec(&db, "DROP TABLE bulk_copy").await;
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tps = measure_tps(url, rows, secs, commit).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = copier.await;
+    tps
 }
 
 /// Update TPS measured while a fresh migration of the same table syncs, then rolled back.
@@ -296,6 +326,8 @@ async fn main() {
     // Per commit mode: [unthrottled backfill, throttled backfill, backfill done], each as
     // (without sync, with sync).
     let mut tps = [[(0.0, 0.0); 3]; 2];
+    // Per commit mode: the plain INSERT … SELECT of (a) beside the application instead.
+    let mut bulk = [(0.0, 0.0); 2];
     for (i, commit) in [Commit::Durable, Commit::Async].into_iter().enumerate() {
         let runs = [
             Sync::Backfilling(None),
@@ -308,6 +340,8 @@ async fn main() {
             let with = tps_while_syncing(&url, &engine, &name, what, (rows, secs), commit).await;
             tps[i][j] = (alone, with);
         }
+        let alone = measure_tps(&url, rows, secs, commit).await;
+        bulk[i] = (alone, tps_beside_bulk_copy(&url, rows, secs, commit).await);
     }
 
     // (d) + (e) cutover lock time under write load; rollback after cutover.
@@ -379,7 +413,7 @@ async fn main() {
         format!("backfill at {THROTTLED_ROWS_PER_SECOND} rows/s"),
         "backfill done (capture) ".to_string(),
     ];
-    for (label, runs) in labels.into_iter().zip(tps) {
+    for ((label, runs), (alone, with)) in labels.into_iter().zip(tps).zip(bulk) {
         println!(
             "  (b) update TPS, 2 clients, {label} (each beside a run without sync just before):"
         );
@@ -389,6 +423,10 @@ async fn main() {
                 with / alone
             );
         }
+        println!(
+            "        no splice: INSERT…SELECT looping  {with:>8.0} tx/s  vs {alone:>8.0} without  ratio {:.2}x (what any bulk copy costs)",
+            with / alone
+        );
     }
     println!(
         "  (c) verify             {:>10.0} rows/s  vs COPY TO /dev/null {:>6.0} rows/s  ratio {:.2}x (target >= 0.7x)",
