@@ -313,10 +313,20 @@ async fn main() {
         )
     );
     let floor_rate = rows as f64 / t.elapsed().as_secs_f64();
-    let report = engine
-        .verify("orders_bench")
+    // On a current-thread runtime of its own, as the CLI runs it (src/migrate_cmd.rs).
+    let report = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(die("starting a runtime"));
+            rt.block_on(Engine::new(url).verify("orders_bench"))
+        })
         .await
-        .unwrap_or_else(die("verify"));
+        .unwrap_or_else(die("verify"))
+        .unwrap_or_else(die("verify"))
+    };
     let verify_rate = report.rows_checked as f64 / report.seconds;
 
     // (b) update TPS without and with a sync running (a second migration's backfill). Each
