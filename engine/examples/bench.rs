@@ -198,12 +198,15 @@ async fn tps_while_syncing(
     };
     let control = Control::new(rate);
     let sync = {
-        let engine = Engine::new(url.to_string());
         let control = control.clone();
         let name = name.to_string();
+        let url = url.to_string();
         tokio::spawn(async move {
-            let opts = engine::phases::SyncOptions::default();
-            engine.sync(&name, &opts, &control, &mut Quiet).await
+            as_the_cli_runs(&url, move |engine| async move {
+                let opts = engine::phases::SyncOptions::default();
+                engine.sync(&name, &opts, &control, &mut Quiet).await
+            })
+            .await
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -212,6 +215,26 @@ async fn tps_while_syncing(
     let _ = sync.await;
     engine.rollback(name).await.unwrap_or_else(die("rollback"));
     tps
+}
+
+/// Runs `work` on a thread of its own with a current-thread runtime, as the CLI runs every
+/// migration command (src/migrate_cmd.rs), beside whatever this runtime is doing.
+async fn as_the_cli_runs<T, F, Fut>(url: &str, work: F) -> T
+where
+    F: FnOnce(Engine) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(die("starting a runtime"));
+        rt.block_on(work(Engine::new(url)))
+    })
+    .await
+    .unwrap_or_else(die("joining a command"))
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -281,10 +304,14 @@ async fn main() {
         ..Default::default()
     };
     let t = Instant::now();
-    engine
-        .sync("orders_bench", &opts, &Control::new(None), &mut Quiet)
-        .await
-        .unwrap_or_else(die("sync"));
+    let first = opts.clone();
+    as_the_cli_runs(&url, move |engine| async move {
+        engine
+            .sync("orders_bench", &first, &Control::new(None), &mut Quiet)
+            .await
+    })
+    .await
+    .unwrap_or_else(die("sync"));
     let backfill_rate = rows as f64 / t.elapsed().as_secs_f64();
     exec(&db, "CHECKPOINT").await;
 
@@ -313,20 +340,12 @@ async fn main() {
         )
     );
     let floor_rate = rows as f64 / t.elapsed().as_secs_f64();
-    // On a current-thread runtime of its own, as the CLI runs it (src/migrate_cmd.rs).
-    let report = {
-        let url = url.clone();
-        tokio::task::spawn_blocking(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap_or_else(die("starting a runtime"));
-            rt.block_on(Engine::new(url).verify("orders_bench"))
-        })
-        .await
-        .unwrap_or_else(die("verify"))
-        .unwrap_or_else(die("verify"))
-    };
+    let report = as_the_cli_runs(
+        &url,
+        |engine| async move { engine.verify("orders_bench").await },
+    )
+    .await
+    .unwrap_or_else(die("verify"));
     let verify_rate = report.rows_checked as f64 / report.seconds;
 
     // (b) update TPS without and with a sync running (a second migration's backfill). Each
