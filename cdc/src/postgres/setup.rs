@@ -421,6 +421,13 @@ pub(crate) async fn restart_and_confirmed(
     Ok(parse(0)?.zip(parse(1)?))
 }
 
+/// The temporary slot [`log_restart_record`] creates for `name`: never the slot's own name,
+/// whatever its length (slot names are ASCII).
+fn restart_slot_name(name: &CaptureName) -> String {
+    let slot = name.slot();
+    format!("{}_restart", &slot[..slot.len().min(63 - "_restart".len())])
+}
+
 /// Writes a running-transactions record to the WAL: decoding can restart at such a record, so
 /// once the slot's stream has read past one and confirmed it, the slot's restart point moves
 /// up to it. PostgreSQL 16 has `pg_log_standby_snapshot()`; before that, creating a logical
@@ -443,8 +450,7 @@ pub(crate) async fn log_restart_record(
             .map_err(|e| CdcError::db("logging a standby snapshot", &e))?
             .get(0)
     } else {
-        let mut temporary = format!("{}_restart", name.slot());
-        temporary.truncate(63);
+        let temporary = restart_slot_name(name);
         client
             .batch_execute("SET statement_timeout = '1s'")
             .await
@@ -458,7 +464,7 @@ pub(crate) async fn log_restart_record(
         let dropped = client
             .execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
-                 WHERE slot_name = $1",
+                 WHERE slot_name = $1 AND temporary",
                 &[&temporary],
             )
             .await;
@@ -560,6 +566,20 @@ async fn query_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_restart_point_slot_is_a_valid_name_other_than_the_slot_itself() {
+        for slot in [
+            "splice_orders_v2_fwd".to_string(),
+            "s".repeat(63),
+            "s".repeat(60),
+        ] {
+            let name = CaptureName::exact(&slot).unwrap();
+            let temporary = restart_slot_name(&name);
+            assert_ne!(temporary, slot);
+            assert!(CaptureName::exact(&temporary).is_ok(), "{temporary}");
+        }
+    }
 
     #[test]
     fn migration_names_become_valid_slot_names() {
