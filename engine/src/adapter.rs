@@ -248,10 +248,14 @@ pub trait Adapter: Send + Sync + Sized + 'static {
     ) -> impl Future<Output = Result<i64, EngineError>> + Send;
     /// Re-syncs `keys` from the source of truth (after deleting orphans when `truncate`): in a
     /// transaction of its own that is committed, or inside the swap while one is locked.
+    /// `txns` are the source transactions (their `cdc` `source_id`s) whose changes named the
+    /// keys: the re-read must see them, and a commit can reach the change stream a moment
+    /// before other sessions see it.
     fn apply(
         &self,
         applier: &mut Self::Applier,
         keys: HashSet<Vec<String>>,
+        txns: &[u64],
         truncate: bool,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Removes a change stream (slot and publication) if it exists.

@@ -43,6 +43,8 @@ fn cdc_table(q: &crate::QualifiedName) -> TableName {
 #[derive(Default)]
 struct Batch {
     keys: HashSet<Vec<String>>,
+    /// The source transactions that named `keys`.
+    txn_ids: Vec<u64>,
     truncate: bool,
     markers: Vec<i64>,
     last_position: Option<cdc::Position>,
@@ -120,6 +122,9 @@ impl<'a, A: Adapter> Capture<'a, A> {
                         }
                     }
                 }
+                if batch.txn_ids.last() != Some(&txn.source_id) {
+                    batch.txn_ids.push(txn.source_id);
+                }
             }
             batch.last_position = Some(txn.position.clone());
             batch.txns += 1;
@@ -175,7 +180,12 @@ impl<'a, A: Adapter> Capture<'a, A> {
         let n_keys = batch.keys.len();
         if batch.truncate || n_keys > 0 {
             self.adapter
-                .apply(&mut self.applier, batch.keys, batch.truncate)
+                .apply(
+                    &mut self.applier,
+                    batch.keys,
+                    &batch.txn_ids,
+                    batch.truncate,
+                )
                 .await?;
             self.keys_applied += n_keys as u64;
         }

@@ -543,3 +543,53 @@ async fn cutover_carries_views_foreign_keys_sequences_triggers_and_grants_over()
         "the serial default continues past the copied keys (got {new_id})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_applier_waits_until_a_captured_transaction_is_visible() {
+    let db = server();
+    let client = connect(&db.url).await;
+    create_orders(&client, 10).await;
+    // A transaction that is still running stands for one whose commit record was already
+    // decoded while its backend had not yet left the running set: invisible to new snapshots.
+    let writer = connect(&db.url).await;
+    writer
+        .batch_execute("BEGIN; UPDATE orders SET note = 'late' WHERE id = 1")
+        .await
+        .expect("update");
+    let xid: i64 = writer
+        .query_one("SELECT txid_current()", &[])
+        .await
+        .expect("xid")
+        .get(0);
+    let waiter = connect(&db.url).await;
+    let xids = vec![xid as u64];
+    let wait = tokio::spawn(async move {
+        engine::postgres::capture::wait_visible(&waiter, &xids, std::time::Duration::from_secs(60))
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!wait.is_finished(), "it waits while the transaction runs");
+    writer.batch_execute("COMMIT").await.expect("commit");
+    wait.await.expect("join").expect("visible once committed");
+
+    // Already visible transactions (and none) do not wait; a transaction that never becomes
+    // visible ends in an error naming the fix rather than a re-sync that reads old rows.
+    engine::postgres::capture::wait_visible(&client, &[xid as u64], std::time::Duration::ZERO)
+        .await
+        .expect("visible");
+    let stuck = connect(&db.url).await;
+    stuck.batch_execute("BEGIN").await.expect("begin");
+    let running: i64 = stuck
+        .query_one("SELECT txid_current()", &[])
+        .await
+        .expect("xid")
+        .get(0);
+    let err = engine::postgres::capture::wait_visible(
+        &client,
+        &[running as u64],
+        std::time::Duration::from_millis(100),
+    )
+    .await
+    .expect_err("never visible");
+    assert!(err.to_string().contains("stayed invisible"), "{err}");
+}

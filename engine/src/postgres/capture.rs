@@ -136,11 +136,13 @@ pub async fn write_marker(applier: &mut Applier, migration: &str) -> Result<i64,
 pub async fn apply(
     applier: &mut Applier,
     keys: HashSet<Vec<String>>,
+    txns: &[u64],
     truncate: bool,
 ) -> Result<(), EngineError> {
     if !truncate && keys.is_empty() {
         return Ok(());
     }
+    wait_visible(&applier.db, txns, VISIBLE_WITHIN).await?;
     let mut columns: Vec<Vec<String>> = vec![Vec::with_capacity(keys.len()); applier.key_len];
     let n_keys = keys.len();
     for key in keys {
@@ -168,6 +170,59 @@ pub async fn apply(
     own.commit()
         .await
         .map_err(|e| EngineError::db("committing applied changes", e))
+}
+
+/// How long [`apply`] waits for a committed source transaction to become visible before it
+/// gives up (a backend that wrote its commit record and then stalled).
+const VISIBLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits until every transaction in `txns` (32-bit ids, as logical decoding gives them) is
+/// visible to a new snapshot on `db`.
+///
+/// A transaction's commit record is flushed, and can be decoded and delivered, a moment before
+/// its backend leaves the set of running transactions; a snapshot taken in between still sees
+/// the old rows. A re-sync that read them then would write the old version, acknowledge the
+/// change, and lose it. Once visible to one snapshot, a commit is visible to every later one,
+/// so the re-sync after this sees it.
+pub async fn wait_visible(
+    db: &impl GenericClient,
+    txns: &[u64],
+    within: std::time::Duration,
+) -> Result<(), EngineError> {
+    if txns.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = txns.iter().map(|x| (*x & 0xFFFF_FFFF) as i64).collect();
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        // Each 32-bit id is widened to a full xid8 in the epoch of the snapshot's xmax (it
+        // was assigned before now, less than 2^31 transactions ago).
+        let pending: i64 = db
+            .query_one(
+                "SELECT count(*) FROM unnest($1::bigint[]) AS x(id), pg_current_snapshot() AS s
+                 WHERE NOT pg_visible_in_snapshot(
+                     (pg_snapshot_xmax(s)::text::bigint
+                      - ((pg_snapshot_xmax(s)::text::bigint % 4294967296) - x.id + 4294967296)
+                        % 4294967296)::text::xid8,
+                     s)",
+                &[&ids],
+            )
+            .await
+            .map_err(|e| EngineError::db("waiting for captured transactions to be visible", e))?
+            .get(0);
+        if pending == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(EngineError::Phase(format!(
+                "{pending} captured transaction(s) committed but stayed invisible to new \
+                 snapshots for {}s; check for a stalled backend (pg_stat_activity), then run \
+                 the command again (nothing was applied or acknowledged)",
+                within.as_secs()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }
 
 /// The statements of one applied batch: orphan removal after a TRUNCATE, then the re-sync of

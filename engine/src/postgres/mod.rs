@@ -273,9 +273,10 @@ impl Adapter for Postgres {
         &self,
         applier: &mut capture::Applier,
         keys: HashSet<Vec<String>>,
+        txns: &[u64],
         truncate: bool,
     ) -> Result<(), EngineError> {
-        capture::apply(applier, keys, truncate).await
+        capture::apply(applier, keys, txns, truncate).await
     }
 
     async fn drop_capture(&self, slot: &str) -> Result<(), EngineError> {
