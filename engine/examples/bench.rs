@@ -23,6 +23,10 @@ const EXAMPLE: &str = include_str!("../../migrations/orders_v2.toml");
 const MAPPING: &str =
     "id, customer_id, (amount * 100)::bigint, coalesce(currency, 'EUR')::char(3), note";
 
+/// The migration's target shape, for the tables the plain-SQL baselines fill.
+const TARGET_COLUMNS: &str = "(id bigint PRIMARY KEY, customer_id bigint NOT NULL, \
+     amount_cents bigint NOT NULL, currency char(3) NOT NULL, note text)";
+
 /// The backfill rate of the throttled variant of (b).
 const THROTTLED_ROWS_PER_SECOND: u32 = 20_000;
 
@@ -144,7 +148,7 @@ enum Sync {
 /// with no splice involved.
 async fn tps_beside_bulk_copy(url: &str, rows: i64, secs: u64, commit: Commit) -> f64 {
     let db = connect(url).await;
-    exec(&db, "CREATE TABLE bulk_copy (id bigint PRIMARY KEY, customer_id bigint NOT NULL, amount_cents bigint NOT NULL, currency char(3) NOT NULL, note text)").await;
+    exec(&db, &format!("CREATE TABLE bulk_copy {TARGET_COLUMNS}")).await;
     let stop = Arc::new(AtomicBool::new(false));
     let copier = {
         let stop = stop.clone();
@@ -284,7 +288,7 @@ async fn main() {
     let engine = Engine::new(url.clone());
 
     // (a) backfill vs one INSERT … SELECT.
-    exec(&db, "CREATE TABLE baseline (id bigint PRIMARY KEY, customer_id bigint NOT NULL, amount_cents bigint NOT NULL, currency char(3) NOT NULL, note text)").await;
+    exec(&db, &format!("CREATE TABLE baseline {TARGET_COLUMNS}")).await;
     let t = Instant::now();
     exec(
         &db,
@@ -320,17 +324,13 @@ async fn main() {
     let t = Instant::now();
     exec(&db, "COPY orders TO '/dev/null'").await;
     let copy_rate = rows as f64 / t.elapsed().as_secs_f64();
+    let source_copy = format!("COPY (SELECT {MAPPING} FROM orders ORDER BY id) TO '/dev/null'");
     let t = Instant::now();
-    exec(
-        &db,
-        &format!("COPY (SELECT {MAPPING} FROM orders ORDER BY id) TO '/dev/null'"),
-    )
-    .await;
+    exec(&db, &source_copy).await;
     let mapped_copy_rate = rows as f64 / t.elapsed().as_secs_f64();
     // The server's share of verify alone: both sides read in key order at once, on two
     // sessions, written to /dev/null by the server. No client-side verify can beat it here.
     let (src_db, tgt_db) = (connect(&url).await, connect(&url).await);
-    let source_copy = format!("COPY (SELECT {MAPPING} FROM orders ORDER BY id) TO '/dev/null'");
     let t = Instant::now();
     tokio::join!(
         exec(&src_db, &source_copy),
