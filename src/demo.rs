@@ -2,8 +2,9 @@
 //! load, with a report. Runs `migrations/orders_v2.toml` (compiled in).
 
 use clap::Args;
-use engine::sync::{Control, ProgressSink, SyncProgress};
-use engine::{Engine, EngineError};
+use engine::backfill::{Control, ProgressSink, SyncProgress};
+use engine::phases::ReverseSync;
+use engine::{Engine, EngineError, RateLimit};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -128,7 +129,7 @@ impl ProgressSink for DemoProgress {
 }
 
 async fn demo(args: DemoArgs) -> Result<bool, EngineError> {
-    let fail = |what: &str, e: String| EngineError::Refused(format!("{what}: {e}"));
+    let fail = |what: &str, e: String| EngineError::Missing(format!("{what}: {e}"));
     step("starting a throwaway PostgreSQL (wal_level=logical)");
     let pg = tokio::task::spawn_blocking(testkit::Postgres::start)
         .await
@@ -171,7 +172,7 @@ async fn demo(args: DemoArgs) -> Result<bool, EngineError> {
 
     let engine = Engine::new(url.clone());
     let spec = engine::MigrationSpec::parse(MIGRATION, "migrations/orders_v2.toml")
-        .map_err(|e| EngineError::Plan(e.0))?;
+        .map_err(EngineError::from)?;
     step("splice plan migrations/orders_v2.toml");
     let plan = engine.plan(&spec).await?;
     for (col, expr) in &plan.forward.columns {
@@ -195,7 +196,12 @@ async fn demo(args: DemoArgs) -> Result<bool, EngineError> {
         ..Default::default()
     };
     let synced = engine
-        .sync("orders_v2", &opts, &Control::new(None), &mut progress)
+        .sync(
+            "orders_v2",
+            &opts,
+            &Control::new(RateLimit::Unlimited),
+            &mut progress,
+        )
         .await?;
     if progress.tty {
         eprintln!();
@@ -219,7 +225,9 @@ async fn demo(args: DemoArgs) -> Result<bool, EngineError> {
     }
 
     step("splice cutover");
-    let cut = engine.cutover("orders_v2", u64::MAX, false).await?;
+    let cut = engine
+        .cutover("orders_v2", u64::MAX, ReverseSync::Start)
+        .await?;
     counters.new_shape.store(true, Ordering::Relaxed);
     eprintln!("    table locked for {:.1} ms", cut.lock_ms);
 
@@ -237,7 +245,12 @@ async fn demo(args: DemoArgs) -> Result<bool, EngineError> {
     stop.store(true, Ordering::Relaxed);
     let _ = load.await;
     engine
-        .sync("orders_v2", &opts, &Control::new(None), &mut progress)
+        .sync(
+            "orders_v2",
+            &opts,
+            &Control::new(RateLimit::Unlimited),
+            &mut progress,
+        )
         .await?;
     let mismatched: i64 = db
         .query_one(

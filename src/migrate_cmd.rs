@@ -4,8 +4,9 @@
 
 use crate::db_url;
 use clap::{Args, Subcommand};
-use engine::sync::{Control, ProgressSink, SyncProgress};
-use engine::{Engine, EngineError, MigrationSpec};
+use engine::backfill::{Control, ProgressSink, SyncProgress};
+use engine::phases::{Quarantine, ReverseSync, SyncOptions};
+use engine::{Engine, EngineError, MigrationSpec, Postgres, RateLimit, VerifyReport};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -179,7 +180,7 @@ fn print_json(v: &impl serde::Serialize) {
 fn read_spec(file: &str) -> Result<(String, MigrationSpec), String> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read migration file {file}: {e}"))?;
-    let spec = MigrationSpec::parse(&text, file).map_err(|e| e.0)?;
+    let spec = MigrationSpec::parse(&text, file).map_err(|e| e.to_string())?;
     Ok((text, spec))
 }
 
@@ -220,45 +221,10 @@ impl MigrateCommand {
 }
 
 async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
+    let engine = Engine::new(url);
     match cmd {
-        MigrateCommand::Plan { file, .. } => {
-            let (_, spec) = match read_spec(&file) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return crate::EXIT_USAGE;
-                }
-            };
-            match Engine::new(url).plan(&spec).await {
-                Ok(plan) => {
-                    print!("{}", engine::plan::render(&plan));
-                    crate::EXIT_OK
-                }
-                Err(e) => fail(&e),
-            }
-        }
-        MigrateCommand::Expand { file, .. } => {
-            let (text, spec) = match read_spec(&file) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return crate::EXIT_USAGE;
-                }
-            };
-            match Engine::new(url).expand(&text, &file).await {
-                Ok(plan) => {
-                    println!(
-                        "expanded {}: created {} ({} columns); next: splice sync {} --until-caught-up",
-                        spec.name,
-                        spec.shadow_table(),
-                        plan.target.columns.len(),
-                        spec.name
-                    );
-                    crate::EXIT_OK
-                }
-                Err(e) => fail(&e),
-            }
-        }
+        MigrateCommand::Plan { file, .. } => plan(&engine, &file).await,
+        MigrateCommand::Expand { file, .. } => expand(&engine, &file).await,
         MigrateCommand::Sync {
             name,
             until_caught_up,
@@ -266,35 +232,12 @@ async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
             chunk_target,
             ..
         } => {
-            let control = Control::new(rows_per_second);
-            stop_on_signals(control.clone());
-            let opts = engine::phases::SyncOptions {
+            let opts = SyncOptions {
                 until_caught_up,
-                rows_per_second,
+                rate_limit: rows_per_second.map(RateLimit::from_rows_per_second),
                 chunk_target,
             };
-            let mut bar = ProgressLine::new();
-            match Engine::new(url)
-                .sync(&name, &opts, &control, &mut bar)
-                .await
-            {
-                Ok(p) => {
-                    bar.finish();
-                    println!(
-                        "sync {name}: {} rows copied{}, {} transactions applied, capture lag {} bytes{}",
-                        p.rows_copied,
-                        if p.backfill_done { " (backfill complete)" } else { " (backfill paused; run sync again to continue)" },
-                        p.txns_applied,
-                        p.capture_lag_bytes,
-                        if until_caught_up { ", caught up" } else { "" }
-                    );
-                    crate::EXIT_OK
-                }
-                Err(e) => {
-                    bar.finish();
-                    fail(&e)
-                }
-            }
+            sync(&engine, &name, &opts).await
         }
         MigrateCommand::Throttle {
             name,
@@ -305,68 +248,11 @@ async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
             let limit = if clear {
                 None
             } else {
-                rows_per_second.map(|r| r.min(i32::MAX as u32) as i32)
+                rows_per_second.map(RateLimit::from_rows_per_second)
             };
-            let result = Engine::new(url).set_rate_limit(&name, limit).await;
-            match result {
-                Ok(true) => {
-                    match limit {
-                        None => println!("{name}: rate override cleared"),
-                        Some(0) => println!("{name}: backfill unlimited"),
-                        Some(r) => println!("{name}: backfill limited to {r} rows/s"),
-                    }
-                    crate::EXIT_OK
-                }
-                Ok(false) => {
-                    eprintln!("error: no migration named {name}; `splice status` lists them");
-                    crate::EXIT_USAGE
-                }
-                Err(e) => fail(&e),
-            }
+            throttle(&engine, &name, limit).await
         }
-        MigrateCommand::Verify { name, json, .. } => match Engine::new(url).verify(&name).await {
-            Ok(report) => {
-                if json {
-                    print_json(&serde_json::json!({
-                        "passed": report.passed(),
-                        "rows_checked": report.rows_checked,
-                        "ranges": report.ranges,
-                        "rechecked": report.rechecked,
-                        "divergence_rate": report.divergence_rate(),
-                        "diverged": report.diverged,
-                        "seconds": report.seconds,
-                        "cutover_allowed": report.passed(),
-                    }));
-                } else {
-                    println!(
-                            "verify {name}: {} rows in {} ranges, {} re-checked, {} diverged ({:.1}s); cutover {}",
-                            report.rows_checked,
-                            report.ranges,
-                            report.rechecked,
-                            report.diverged.len(),
-                            report.seconds,
-                            if report.passed() { "allowed" } else { "refused" }
-                        );
-                    for d in report.diverged.iter().take(50) {
-                        println!(
-                            "  key ({}): expected {} found {}",
-                            d.key.join(", "),
-                            d.expected.as_deref().unwrap_or("<missing>"),
-                            d.found.as_deref().unwrap_or("<missing>")
-                        );
-                    }
-                    if report.diverged.len() > 50 {
-                        println!("  … {} more (see --json)", report.diverged.len() - 50);
-                    }
-                }
-                if report.passed() {
-                    crate::EXIT_OK
-                } else {
-                    crate::EXIT_CHECK_FAILED
-                }
-            }
-            Err(e) => fail(&e),
-        },
+        MigrateCommand::Verify { name, json, .. } => verify(&engine, &name, json).await,
         MigrateCommand::Cutover {
             name,
             max_lag_bytes,
@@ -374,61 +260,33 @@ async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
             json,
             ..
         } => {
-            match Engine::new(url)
-                .cutover(&name, max_lag_bytes, without_reverse_sync)
-                .await
-            {
-                Ok(r) => {
-                    if json {
-                        print_json(&r);
-                    } else {
-                        println!(
-                            "cut over {name}: table locked for {:.1} ms (attempt {}); reverse sync {}",
-                            r.lock_ms,
-                            r.attempts,
-                            if r.reverse_sync { "started (rollback stays open)" } else { "off" }
-                        );
-                        for c in &r.carried_over {
-                            println!("  carried over {c}");
-                        }
-                    }
-                    crate::EXIT_OK
-                }
-                Err(e) => fail(&e),
-            }
+            let reverse = if without_reverse_sync {
+                ReverseSync::Skip
+            } else {
+                ReverseSync::Start
+            };
+            cutover(&engine, &name, max_lag_bytes, reverse, json).await
         }
-        MigrateCommand::Rollback { name, json, .. } => {
-            match Engine::new(url).rollback(&name).await {
-                Ok(r) => {
-                    if json {
-                        print_json(&r);
-                    } else {
-                        println!(
-                            "rolled back {name}: {} → {} in {:.2}s{}",
-                            r.from,
-                            r.to,
-                            r.seconds,
-                            r.lock_ms
-                                .map(|l| format!(" (table locked {l:.1} ms)"))
-                                .unwrap_or_default()
-                        );
-                    }
-                    crate::EXIT_OK
-                }
-                Err(e) => fail(&e),
-            }
-        }
+        MigrateCommand::Rollback { name, json, .. } => rollback(&engine, &name, json).await,
         MigrateCommand::Contract {
             name, quarantine, ..
-        } => match Engine::new(url).contract(&name, quarantine).await {
-            Ok(until) => {
-                println!("contracted {name}: the old table is in quarantine until {until}; nothing was dropped");
+        } => match engine.contract(&name, quarantine).await {
+            Ok(c) => {
+                println!(
+                    "contracted {name}: the old table is in quarantine until {}; nothing was dropped",
+                    c.quarantine_until
+                );
                 crate::EXIT_OK
             }
             Err(e) => fail(&e),
         },
         MigrateCommand::Drop { name, force, .. } => {
-            match Engine::new(url).drop_quarantined(&name, force).await {
+            let quarantine = if force {
+                Quarantine::Override
+            } else {
+                Quarantine::Respect
+            };
+            match engine.drop_quarantined(&name, quarantine).await {
                 Ok(table) => {
                     println!("dropped {table}");
                     crate::EXIT_OK
@@ -436,28 +294,237 @@ async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
                 Err(e) => fail(&e),
             }
         }
-        MigrateCommand::Status { name, json, .. } => {
-            match Engine::new(url).status(name.as_deref()).await {
-                Ok(list) => {
-                    if json {
-                        if name.is_some() && list.len() == 1 {
-                            print_json(&list[0]);
-                        } else {
-                            print_json(&list);
-                        }
-                    } else if list.is_empty() {
-                        println!("no migrations in this database");
-                    } else {
-                        for s in &list {
-                            print!("{}", render_status(s));
-                        }
-                    }
-                    crate::EXIT_OK
+        MigrateCommand::Status { name, json, .. } => status(&engine, name.as_deref(), json).await,
+    }
+}
+
+async fn plan(engine: &Engine<Postgres>, file: &str) -> u8 {
+    let (_, spec) = match read_spec(file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return crate::EXIT_USAGE;
+        }
+    };
+    match engine.plan(&spec).await {
+        Ok(plan) => {
+            print!("{}", engine.render(&plan));
+            crate::EXIT_OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+async fn expand(engine: &Engine<Postgres>, file: &str) -> u8 {
+    let (text, spec) = match read_spec(file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return crate::EXIT_USAGE;
+        }
+    };
+    match engine.expand(&text, file).await {
+        Ok(plan) => {
+            println!(
+                "expanded {}: created {} ({} columns); next: splice sync {} --until-caught-up",
+                spec.name,
+                spec.shadow_table(),
+                plan.target.columns.len(),
+                spec.name
+            );
+            crate::EXIT_OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+async fn sync(engine: &Engine<Postgres>, name: &str, opts: &SyncOptions) -> u8 {
+    let control = Control::new(opts.rate_limit.unwrap_or(RateLimit::Unlimited));
+    stop_on_signals(control.clone());
+    let mut bar = ProgressLine::new();
+    let result = engine.sync(name, opts, &control, &mut bar).await;
+    bar.finish();
+    match result {
+        Ok(p) => {
+            println!(
+                "sync {name}: {} rows copied{}, {} transactions applied, capture lag {} bytes{}",
+                p.rows_copied,
+                if p.backfill_done {
+                    " (backfill complete)"
+                } else {
+                    " (backfill paused; run sync again to continue)"
+                },
+                p.txns_applied,
+                p.capture_lag_bytes,
+                if opts.until_caught_up {
+                    ", caught up"
+                } else {
+                    ""
                 }
-                Err(e) => fail(&e),
+            );
+            crate::EXIT_OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+async fn throttle(engine: &Engine<Postgres>, name: &str, limit: Option<RateLimit>) -> u8 {
+    match engine.set_rate_limit(name, limit).await {
+        Ok(()) => {
+            match limit {
+                None => println!("{name}: rate override cleared"),
+                Some(RateLimit::Unlimited) => println!("{name}: backfill unlimited"),
+                Some(RateLimit::RowsPerSecond(r)) => {
+                    println!("{name}: backfill limited to {r} rows/s")
+                }
             }
+            crate::EXIT_OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// Verify's `--json`: the engine's report and its answers, as one object.
+#[derive(serde::Serialize)]
+struct VerifyJson<'r> {
+    passed: bool,
+    rows_checked: u64,
+    ranges: u64,
+    rechecked: u64,
+    divergence_rate: f64,
+    diverged: &'r [engine::seam::DivergedKey],
+    seconds: f64,
+    cutover_allowed: bool,
+}
+
+impl<'r> From<&'r VerifyReport> for VerifyJson<'r> {
+    fn from(r: &'r VerifyReport) -> VerifyJson<'r> {
+        VerifyJson {
+            passed: r.passed(),
+            rows_checked: r.rows_checked,
+            ranges: r.ranges,
+            rechecked: r.rechecked,
+            divergence_rate: r.divergence_rate(),
+            diverged: &r.diverged,
+            seconds: r.seconds,
+            cutover_allowed: r.cutover_allowed(),
         }
     }
+}
+
+async fn verify(engine: &Engine<Postgres>, name: &str, json: bool) -> u8 {
+    let report = match engine.verify(name).await {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if json {
+        print_json(&VerifyJson::from(&report));
+    } else {
+        println!(
+            "verify {name}: {} rows in {} ranges, {} re-checked, {} diverged ({:.1}s); cutover {}",
+            report.rows_checked,
+            report.ranges,
+            report.rechecked,
+            report.diverged.len(),
+            report.seconds,
+            if report.cutover_allowed() {
+                "allowed"
+            } else {
+                "refused"
+            }
+        );
+        for d in report.diverged.iter().take(50) {
+            println!(
+                "  key ({}): expected {} found {}",
+                d.key.join(", "),
+                d.expected.as_deref().unwrap_or("<missing>"),
+                d.found.as_deref().unwrap_or("<missing>")
+            );
+        }
+        if report.diverged.len() > 50 {
+            println!("  … {} more (see --json)", report.diverged.len() - 50);
+        }
+    }
+    if report.cutover_allowed() {
+        crate::EXIT_OK
+    } else {
+        crate::EXIT_CHECK_FAILED
+    }
+}
+
+async fn cutover(
+    engine: &Engine<Postgres>,
+    name: &str,
+    max_lag_bytes: u64,
+    reverse: ReverseSync,
+    json: bool,
+) -> u8 {
+    match engine.cutover(name, max_lag_bytes, reverse).await {
+        Ok(r) => {
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "cut over {name}: table locked for {:.1} ms (attempt {}); reverse sync {}",
+                    r.lock_ms,
+                    r.attempts,
+                    if r.reverse_sync {
+                        "started (rollback stays open)"
+                    } else {
+                        "off"
+                    }
+                );
+                for c in &r.carried_over {
+                    println!("  carried over {c}");
+                }
+            }
+            crate::EXIT_OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+async fn rollback(engine: &Engine<Postgres>, name: &str, json: bool) -> u8 {
+    match engine.rollback(name).await {
+        Ok(r) => {
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "rolled back {name}: {} → {} in {:.2}s{}",
+                    r.from,
+                    r.to,
+                    r.seconds,
+                    r.lock_ms
+                        .map(|l| format!(" (table locked {l:.1} ms)"))
+                        .unwrap_or_default()
+                );
+            }
+            crate::EXIT_OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+async fn status(engine: &Engine<Postgres>, name: Option<&str>, json: bool) -> u8 {
+    let list = match engine.status(name).await {
+        Ok(list) => list,
+        Err(e) => return fail(&e),
+    };
+    if json {
+        if name.is_some() && list.len() == 1 {
+            print_json(&list[0]);
+        } else {
+            print_json(&list);
+        }
+    } else if list.is_empty() {
+        println!("no migrations in this database");
+    } else {
+        for s in &list {
+            print!("{}", render_status(s));
+        }
+    }
+    crate::EXIT_OK
 }
 
 fn render_status(s: &engine::phases::Status) -> String {

@@ -10,8 +10,9 @@
 //!
 //! Usage: cargo run --release -p splice-engine --example bench -- [ROWS] [SWAPS]
 
-use engine::sync::{Control, ProgressSink, SyncProgress};
-use engine::Engine;
+use engine::backfill::{Control, NoProgress};
+use engine::phases::ReverseSync;
+use engine::{Engine, Postgres, RateLimit};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,11 +33,6 @@ const THROTTLED_ROWS_PER_SECOND: u32 = 20_000;
 
 /// The steady application write rate during cutovers and rollbacks, (d) and (e).
 const LOAD_PER_SECOND: u32 = 1_000;
-
-struct Quiet;
-impl ProgressSink for Quiet {
-    fn update(&mut self, _: &SyncProgress) {}
-}
 
 async fn connect(url: &str) -> Client {
     match engine::connect(url).await {
@@ -175,7 +171,7 @@ async fn tps_beside_bulk_copy(url: &str, rows: i64, secs: u64, commit: Commit) -
 /// Update TPS measured while a fresh migration of the same table syncs, then rolled back.
 async fn tps_while_syncing(
     url: &str,
-    engine: &Engine,
+    engine: &Engine<Postgres>,
     name: &str,
     what: Sync,
     (rows, secs): (i64, u64),
@@ -194,13 +190,18 @@ async fn tps_while_syncing(
                 ..Default::default()
             };
             engine
-                .sync(name, &opts, &Control::new(None), &mut Quiet)
+                .sync(
+                    name,
+                    &opts,
+                    &Control::new(RateLimit::Unlimited),
+                    &mut NoProgress,
+                )
                 .await
                 .unwrap_or_else(die("sync"));
             None
         }
     };
-    let control = Control::new(rate);
+    let control = Control::new(rate.map_or(RateLimit::Unlimited, RateLimit::from_rows_per_second));
     let sync = {
         let control = control.clone();
         let name = name.to_string();
@@ -208,7 +209,7 @@ async fn tps_while_syncing(
         tokio::spawn(async move {
             as_the_cli_runs(&url, move |engine| async move {
                 let opts = engine::phases::SyncOptions::default();
-                engine.sync(&name, &opts, &control, &mut Quiet).await
+                engine.sync(&name, &opts, &control, &mut NoProgress).await
             })
             .await
         })
@@ -225,7 +226,7 @@ async fn tps_while_syncing(
 /// migration command (src/migrate_cmd.rs), beside whatever this runtime is doing.
 async fn as_the_cli_runs<T, F, Fut>(url: &str, work: F) -> T
 where
-    F: FnOnce(Engine) -> Fut + Send + 'static,
+    F: FnOnce(Engine<Postgres>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T>,
     T: Send + 'static,
 {
@@ -311,7 +312,12 @@ async fn main() {
     let first = opts.clone();
     as_the_cli_runs(&url, move |engine| async move {
         engine
-            .sync("orders_bench", &first, &Control::new(None), &mut Quiet)
+            .sync(
+                "orders_bench",
+                &first,
+                &Control::new(RateLimit::Unlimited),
+                &mut NoProgress,
+            )
             .await
     })
     .await
@@ -389,7 +395,12 @@ async fn main() {
     for i in 0..swaps {
         if i > 0 {
             engine
-                .sync("orders_bench", &opts, &Control::new(None), &mut Quiet)
+                .sync(
+                    "orders_bench",
+                    &opts,
+                    &Control::new(RateLimit::Unlimited),
+                    &mut NoProgress,
+                )
                 .await
                 .unwrap_or_else(die("sync"));
             let r = engine
@@ -402,7 +413,7 @@ async fn main() {
             }
         }
         let cut = engine
-            .cutover("orders_bench", u64::MAX, false)
+            .cutover("orders_bench", u64::MAX, ReverseSync::Start)
             .await
             .unwrap_or_else(die("cutover"));
         locks.push(cut.lock_ms);

@@ -1,202 +1,129 @@
 //! The planner: a migration file checked against the live schema (through the
 //! [`Adapter`]), resolved into the column mappings of both directions ([`Direction`]).
 //! Planning changes nothing. The SQL every phase runs is the adapter's to show
-//! ([`Adapter::render_plan`]; [`render`] is PostgreSQL's).
+//! ([`Planner::render_plan`]).
 
-use crate::adapter::Adapter;
-use crate::catalog::{Dependent, Table};
+use crate::adapter::Planner;
+use crate::catalog::Table;
+use crate::seam::{Direction, KeyColumn, Plan};
 use crate::spec::{MigrationSpec, QualifiedName};
 use crate::EngineError;
 
-pub use crate::postgres::plan::render_plan as render;
-
-/// Rows flow `from` → `to`; `columns` are (column of `to`, expression over the `from` row
-/// aliased `s`, already cast to the column's type, in the adapter's SQL dialect). Backfill, the
-/// change applier and verify all go through one `Direction`.
-#[derive(Debug, Clone)]
-pub struct Direction {
-    pub from: QualifiedName,
-    pub to: QualifiedName,
-    pub key: Vec<KeyColumn>,
-    pub columns: Vec<(String, String)>,
+/// Checks `spec` against the live database and resolves it. When the shadow table does not
+/// exist yet it is created inside a transaction that is rolled back.
+pub async fn build<A: Planner>(
+    adapter: &A,
+    db: &A::Conn,
+    spec: &MigrationSpec,
+) -> Result<Plan, EngineError> {
+    let expand_ddl = adapter.shadow_ddl(spec)?;
+    adapter.begin_planning(db).await?;
+    let built = build_planning(adapter, db, spec, expand_ddl).await;
+    // Nothing planned is kept.
+    let ended = adapter.end_planning(db).await;
+    let plan = built?;
+    ended?;
+    Ok(plan)
 }
 
-/// How a backfill chunk writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fill {
-    /// Insert only keys the target does not have (an empty target being filled).
-    Missing,
-    /// Upsert every row, writing where it differs (a target holding stale rows).
-    Overwrite,
-}
-
-/// A key range for verify: `(lower, upper]`, either side open.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeyRange {
-    pub lower: Option<Vec<String>>,
-    pub upper: Option<Vec<String>>,
-}
-
-/// A key column: its name and its type in the source table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyColumn {
-    pub name: String,
-    pub sql_type: String,
-}
-
-/// A checked, resolved migration.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub spec: MigrationSpec,
-    pub source: Table,
-    pub target: Table,
-    pub key: Vec<KeyColumn>,
-    /// old → new, through `up`.
-    pub forward: Direction,
-    /// new → old, through `down`; `None` when some NOT NULL old column has no way to be filled.
-    pub reverse: Option<Direction>,
-    /// Why `reverse` is `None`, or notes about columns reverse sync leaves to defaults.
-    pub reverse_notes: Vec<String>,
-    /// The statements expand runs to create the shadow table.
-    pub expand_ddl: Vec<String>,
-    pub dependents: Vec<Dependent>,
-}
-
-impl Plan {
-    /// Checks `spec` against the live database and resolves it. When the shadow table does not
-    /// exist yet it is created inside a transaction that is rolled back.
-    pub async fn build<A: Adapter>(
-        adapter: &A,
-        db: &A::Conn,
-        spec: &MigrationSpec,
-    ) -> Result<Plan, EngineError> {
-        let expand_ddl = adapter.shadow_ddl(spec)?;
-        adapter.begin_planning(db).await?;
-        let built = Self::build_planning(adapter, db, spec, expand_ddl).await;
-        // Nothing planned is kept.
-        let ended = adapter.end_planning(db).await;
-        let plan = built?;
-        ended?;
-        Ok(plan)
-    }
-
-    async fn build_planning<A: Adapter>(
-        adapter: &A,
-        db: &A::Conn,
-        spec: &MigrationSpec,
-        expand_ddl: Vec<String>,
-    ) -> Result<Plan, EngineError> {
-        let source = adapter
-            .describe_table(db, &spec.table)
-            .await?
-            .ok_or_else(|| {
-                EngineError::Plan(format!(
-                    "table {} does not exist; check `table` in the migration file",
-                    spec.table
-                ))
-            })?;
-        let shadow = spec.shadow_table();
-        let mut target = adapter.describe_table(db, &shadow).await?;
-        if target.is_none() {
-            adapter.try_shadow_ddl(db, &expand_ddl).await?;
-            target = adapter.describe_table(db, &shadow).await?;
-        }
-        let target = target.ok_or_else(|| {
-            EngineError::Plan(format!("target: the shadow table {shadow} was not created"))
+async fn build_planning<A: Planner>(
+    adapter: &A,
+    db: &A::Conn,
+    spec: &MigrationSpec,
+    expand_ddl: Vec<String>,
+) -> Result<Plan, EngineError> {
+    let source = adapter
+        .describe_table(db, &spec.table)
+        .await?
+        .ok_or_else(|| {
+            EngineError::Plan(format!(
+                "table {} does not exist; check `table` in the migration file",
+                spec.table
+            ))
         })?;
-
-        let key = resolve_key(adapter, db, spec, &source, &target).await?;
-        let forward = resolve_forward(adapter, spec, &source, &target, &key)?;
-        let (reverse, reverse_notes) = resolve_reverse(adapter, spec, &source, &target, &key)?;
-        check_expressions(adapter, db, &forward, &source.name, "up").await?;
-        if let Some(rev) = &reverse {
-            // Before cutover the new shape lives under the shadow name.
-            check_expressions(adapter, db, rev, &target.name, "down").await?;
-        }
-        let dependents = adapter.dependents(db, &source).await?;
-        Ok(Plan {
-            spec: spec.clone(),
-            source,
-            target,
-            key,
-            forward,
-            reverse,
-            reverse_notes,
-            expand_ddl,
-            dependents,
-        })
+    let shadow = spec.shadow_table();
+    let mut target = adapter.describe_table(db, &shadow).await?;
+    if target.is_none() {
+        adapter.try_shadow_ddl(db, &expand_ddl).await?;
+        target = adapter.describe_table(db, &shadow).await?;
     }
+    let target = target.ok_or_else(|| {
+        EngineError::Plan(format!("target: the shadow table {shadow} was not created"))
+    })?;
+
+    let key = resolve_key(adapter, db, spec, &source, &target).await?;
+    let forward = resolve_forward(adapter, spec, &source, &target, &key)?;
+    let (reverse, reverse_notes) = resolve_reverse(adapter, spec, &source, &target, &key)?;
+    check_expressions(adapter, db, &forward, &source.name, "up").await?;
+    if let Some(rev) = &reverse {
+        // Before cutover the new shape lives under the shadow name.
+        check_expressions(adapter, db, rev, &target.name, "down").await?;
+    }
+    let dependents = adapter.dependents(db, &source).await?;
+    Ok(Plan {
+        spec: spec.clone(),
+        source,
+        target,
+        key,
+        forward,
+        reverse,
+        reverse_notes,
+        expand_ddl,
+        dependents,
+    })
 }
 
-impl Plan {
-    /// The plan as it stands after cutover: the new table carries the live name, the old one
-    /// the retired name. `forward` then points old → new (used only to describe), `reverse`
-    /// new → old.
-    pub async fn build_after_cutover<A: Adapter>(
-        adapter: &A,
-        db: &A::Conn,
-        spec: &MigrationSpec,
-    ) -> Result<Plan, EngineError> {
-        let old = adapter
-            .describe_table(db, &spec.retired_table())
-            .await?
-            .ok_or_else(|| {
-                EngineError::Phase(format!(
-                    "the old table {} is missing; was it moved or dropped by hand?",
-                    spec.retired_table()
-                ))
-            })?;
-        let new = adapter
-            .describe_table(db, &spec.table)
-            .await?
-            .ok_or_else(|| EngineError::Phase(format!("table {} is missing", spec.table)))?;
-        let names = match &spec.key {
-            Some(k) if !k.is_empty() => k.clone(),
-            _ => old.primary_key.clone(),
-        };
-        let key: Vec<KeyColumn> = names
-            .iter()
-            .map(|n| KeyColumn {
-                name: n.clone(),
-                sql_type: old
-                    .column(n)
-                    .map(|c| c.sql_type.clone())
-                    .unwrap_or_else(|| "text".into()),
-            })
-            .collect();
-        let mut forward = resolve_forward(adapter, spec, &old, &new, &key)?;
-        forward.from = spec.retired_table();
-        forward.to = spec.table.clone();
-        let (reverse, reverse_notes) = resolve_reverse(adapter, spec, &old, &new, &key)?;
-        let dependents = adapter.dependents(db, &new).await?;
-        Ok(Plan {
-            spec: spec.clone(),
-            expand_ddl: adapter.shadow_ddl(spec)?,
-            source: old,
-            target: new,
-            key,
-            forward,
-            reverse,
-            reverse_notes,
-            dependents,
+/// The plan as it stands after cutover: the new table carries the live name, the old one
+/// the retired name. `forward` then points old → new (used only to describe), `reverse`
+/// new → old.
+pub async fn build_after_cutover<A: Planner>(
+    adapter: &A,
+    db: &A::Conn,
+    spec: &MigrationSpec,
+) -> Result<Plan, EngineError> {
+    let old = adapter
+        .describe_table(db, &spec.retired_table())
+        .await?
+        .ok_or_else(|| {
+            EngineError::Missing(format!(
+                "the old table {} is missing; was it moved or dropped by hand?",
+                spec.retired_table()
+            ))
+        })?;
+    let new = adapter
+        .describe_table(db, &spec.table)
+        .await?
+        .ok_or_else(|| EngineError::Missing(format!("table {} is missing", spec.table)))?;
+    let names = match &spec.key {
+        Some(k) if !k.is_empty() => k.clone(),
+        _ => old.primary_key.clone(),
+    };
+    let key: Vec<KeyColumn> = names
+        .iter()
+        .map(|n| KeyColumn {
+            name: n.clone(),
+            sql_type: old
+                .column(n)
+                .map(|c| c.sql_type.clone())
+                .unwrap_or_else(|| "text".into()),
         })
-    }
-}
-
-/// True when two key columns order their values the same way: the same type and collation,
-/// an integer widened, or a string type exchanged for another under the same collation.
-fn sorts_alike(source: &crate::catalog::Column, target: &crate::catalog::Column) -> bool {
-    fn family(sql_type: &str) -> &str {
-        match sql_type {
-            "smallint" | "integer" | "bigint" => "integer",
-            "text" => "string",
-            t if t.starts_with("character varying") => "string",
-            t => t,
-        }
-    }
-    source.collation == target.collation
-        && (source.sql_type == target.sql_type
-            || family(&source.sql_type) == family(&target.sql_type))
+        .collect();
+    let mut forward = resolve_forward(adapter, spec, &old, &new, &key)?;
+    forward.from = spec.retired_table();
+    forward.to = spec.table.clone();
+    let (reverse, reverse_notes) = resolve_reverse(adapter, spec, &old, &new, &key)?;
+    let dependents = adapter.dependents(db, &new).await?;
+    Ok(Plan {
+        spec: spec.clone(),
+        expand_ddl: adapter.shadow_ddl(spec)?,
+        source: old,
+        target: new,
+        key,
+        forward,
+        reverse,
+        reverse_notes,
+        dependents,
+    })
 }
 
 fn describe_sort(col: &crate::catalog::Column) -> String {
@@ -207,7 +134,7 @@ fn describe_sort(col: &crate::catalog::Column) -> String {
     }
 }
 
-async fn resolve_key<A: Adapter>(
+async fn resolve_key<A: Planner>(
     adapter: &A,
     db: &A::Conn,
     spec: &MigrationSpec,
@@ -255,7 +182,7 @@ async fn resolve_key<A: Adapter>(
                  columns under the same names"
             )));
         };
-        if !sorts_alike(col, target_col) {
+        if !adapter.sorts_alike(col, target_col) {
             return Err(EngineError::Plan(format!(
                 "key column {name} changes from {} to {} in the target; backfill and verify \
                  walk the key in one order on both sides, so it must keep its type and \
@@ -286,7 +213,7 @@ async fn resolve_key<A: Adapter>(
     Ok(key)
 }
 
-fn resolve_forward<A: Adapter>(
+fn resolve_forward<A: Planner>(
     adapter: &A,
     spec: &MigrationSpec,
     source: &Table,
@@ -326,7 +253,7 @@ fn resolve_forward<A: Adapter>(
     })
 }
 
-fn resolve_reverse<A: Adapter>(
+fn resolve_reverse<A: Planner>(
     adapter: &A,
     spec: &MigrationSpec,
     source: &Table,
@@ -393,7 +320,7 @@ fn resolve_reverse<A: Adapter>(
 
 /// Compiles every mapping expression (and its cast) against the real tables, one column at a
 /// time so an error names the column.
-async fn check_expressions<A: Adapter>(
+async fn check_expressions<A: Planner>(
     adapter: &A,
     db: &A::Conn,
     dir: &Direction,

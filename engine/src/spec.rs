@@ -1,6 +1,7 @@
 //! The migration file: what the user writes (TOML), parsed and checked for shape.
 //! Checks against the live schema happen in `plan`.
 
+use crate::seam::RateLimit;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,8 +32,8 @@ pub struct MigrationSpec {
 /// Rate limits and bounds for backfill and verify.
 #[derive(Debug, Clone)]
 pub struct Throttle {
-    /// Rows per second; `None` is unlimited.
-    pub rows_per_second: Option<u32>,
+    /// The backfill's rate limit (`rows_per_second`; absent or 0 is unlimited).
+    pub rate_limit: RateLimit,
     /// Target duration of one backfill chunk; chunk sizes adapt to it.
     pub chunk_target: Duration,
     /// Pause while capture lag exceeds this many bytes.
@@ -46,7 +47,7 @@ pub struct Throttle {
 impl Default for Throttle {
     fn default() -> Self {
         Throttle {
-            rows_per_second: None,
+            rate_limit: RateLimit::Unlimited,
             chunk_target: Duration::from_millis(200),
             max_capture_lag_bytes: 256 * 1024 * 1024,
             max_replica_lag: Duration::from_secs(10),
@@ -85,11 +86,6 @@ impl QualifiedName {
         }
     }
 
-    /// The name quoted for SQL: `"schema"."name"`.
-    pub fn sql(&self) -> String {
-        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
-    }
-
     pub fn in_schema(&self, schema: &str) -> QualifiedName {
         QualifiedName {
             schema: schema.into(),
@@ -105,20 +101,16 @@ impl QualifiedName {
     }
 }
 
+impl From<&QualifiedName> for cdc::TableName {
+    fn from(q: &QualifiedName) -> cdc::TableName {
+        cdc::TableName::new(q.schema.clone(), q.name.clone())
+    }
+}
+
 impl std::fmt::Display for QualifiedName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{}", self.schema, self.name)
     }
-}
-
-/// Quotes an identifier for PostgreSQL.
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// Quotes a string literal for PostgreSQL.
-pub fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 fn split_ident_path(s: &str) -> Option<Vec<String>> {
@@ -238,7 +230,7 @@ impl MigrationSpec {
         let t = raw.throttle;
         let defaults = Throttle::default();
         let throttle = Throttle {
-            rows_per_second: t.rows_per_second.filter(|r| *r > 0),
+            rate_limit: RateLimit::from_rows_per_second(t.rows_per_second.unwrap_or(0)),
             chunk_target: match t.chunk_target {
                 Some(s) => duration("throttle.chunk_target", &s)?,
                 None => defaults.chunk_target,
@@ -333,7 +325,6 @@ amount = "amount_cents / 100.0"
     fn parses_the_documented_example() {
         let spec = MigrationSpec::parse(ORDERS, "orders.toml").expect("valid");
         assert_eq!(spec.name, "orders_v2");
-        assert_eq!(spec.table.sql(), "\"public\".\"orders\"");
         assert_eq!(spec.up["amount_cents"], "(amount * 100)::bigint");
         assert_eq!(spec.down["amount"], "amount_cents / 100.0");
         assert_eq!(spec.quarantine, Duration::from_secs(30 * 86400));

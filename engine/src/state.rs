@@ -3,6 +3,7 @@
 //! append-only history of transitions; and, through the adapter's runner lock (advisory lock +
 //! fencing token), one process at a time driving it.
 
+use crate::seam::RateLimit;
 use serde_json::Value as Json;
 
 /// Where a migration is.
@@ -73,7 +74,8 @@ pub struct MigrationRecord {
     pub rows_copied: i64,
     pub rows_total: i64,
     pub backfill_rate: Option<f64>,
-    pub rate_limit: Option<i32>,
+    /// The override `splice throttle` set, if any.
+    pub rate_limit: Option<RateLimit>,
     pub lock_ms: Option<f64>,
     pub quarantined_as: Option<String>,
     /// RFC 3339, UTC.
@@ -104,4 +106,32 @@ pub fn actor() -> String {
 pub enum Figure {
     RowsTotal,
     LockMs,
+}
+
+/// The last recorded verify of a migration.
+#[derive(Debug, Clone)]
+pub struct LastVerify {
+    pub passed: bool,
+    /// The diverged keys as recorded (a JSON list of `DivergedKey`s).
+    pub diverged_keys: Json,
+    /// RFC 3339, UTC.
+    pub at: String,
+}
+
+/// Where a backfill stands, saved after every chunk.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoint {
+    /// The last key copied; `None` keeps the saved one.
+    pub last_key: Option<Vec<String>>,
+    pub rows_copied: i64,
+    pub done: bool,
+    /// The backfill's rate so far, rows per second.
+    pub rows_per_second: Option<f64>,
+}
+
+/// Where contract moved the old table, and for how long it stays.
+#[derive(Debug, Clone)]
+pub struct QuarantineEntry {
+    pub quarantined_as: String,
+    pub seconds: f64,
 }

@@ -1,7 +1,7 @@
 //! Verify: both sides hashed through the mapping, per key range, and compared.
 //!
 //! Rows are encoded canonically by the database itself, read through
-//! [`Adapter::read_canonical`]. PostgreSQL's is COPY's text form of the target's column types
+//! [`VerifySource::read_canonical`]. PostgreSQL's is COPY's text form of the target's column types
 //! (typed, NULL as `\N` and distinct from empty, escapes for tabs and newlines), under fixed
 //! session settings (UTC, ISO dates, `extra_float_digits = 3`, hex bytea). Each row is
 //! hashed with BLAKE3 on the client: a range's digest is BLAKE3 over its canonical rows in key
@@ -10,49 +10,13 @@
 //! is re-checked after capture has passed the position at which it was read: only keys that
 //! still differ count.
 
-use crate::adapter::{Adapter, Selection, Side};
-use crate::plan::{Direction, KeyRange};
-use crate::sync::Capture;
+use crate::adapter::{ChangeApplier, VerifySource};
+use crate::applier::Applier;
+use crate::seam::{Direction, DivergedKey, KeyRange, Selection, Side, VerifyReport};
 use crate::EngineError;
 use futures_util::TryStreamExt;
 use std::collections::HashMap;
 use std::time::Instant;
-
-/// A key whose rows differ after re-checking.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct DivergedKey {
-    pub key: Vec<String>,
-    /// The mapped source row (canonical text), or None when the key is missing from the source.
-    pub expected: Option<String>,
-    /// The target row, or None when the key is missing from the target.
-    pub found: Option<String>,
-}
-
-/// The outcome of one verify pass.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct VerifyReport {
-    pub rows_checked: u64,
-    pub ranges: u64,
-    /// Keys that differed on first read and were re-checked after capture caught up.
-    pub rechecked: u64,
-    pub diverged: Vec<DivergedKey>,
-    pub seconds: f64,
-}
-
-impl VerifyReport {
-    pub fn passed(&self) -> bool {
-        self.diverged.is_empty()
-    }
-
-    /// Diverged keys per checked row.
-    pub fn divergence_rate(&self) -> f64 {
-        if self.rows_checked == 0 {
-            0.0
-        } else {
-            self.diverged.len() as f64 / self.rows_checked as f64
-        }
-    }
-}
 
 /// One side's rows of a keyed read, in the order they arrived: their bytes in one buffer, so
 /// reading a range of 100,000 rows allocates nothing per row.
@@ -89,11 +53,37 @@ impl Rows {
     }
 }
 
-/// A key's fields as text, from its canonical bytes.
+/// A key's fields as text, from its canonical bytes: each field unescaped, so the key is
+/// re-queried byte for byte (a text key holding a backslash, tab or newline, or a bytea key,
+/// would otherwise name no row on either side and "match").
 fn key_fields(key: &[u8]) -> Vec<String> {
     key.split(|b| *b == b'\t')
-        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .map(|f| String::from_utf8_lossy(&unescape_field(f)).into_owned())
         .collect()
+}
+
+/// One canonical field's value: `\\`, `\t`, `\n`, `\r` (and COPY's `\b`, `\f`, `\v`) turned
+/// back into the bytes they stand for. Key fields are never NULL.
+pub fn unescape_field(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut bytes = field.iter();
+    while let Some(&b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b't') => out.push(b'\t'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b'r') => out.push(b'\r'),
+            Some(b'b') => out.push(0x08),
+            Some(b'f') => out.push(0x0c),
+            Some(b'v') => out.push(0x0b),
+            Some(&other) => out.push(other),
+            None => out.push(b'\\'),
+        }
+    }
+    out
 }
 
 /// What a read keeps besides the range digest.
@@ -121,7 +111,7 @@ fn hash_batch(hasher: &mut blake3::Hasher, batch: &mut Vec<u8>) -> u64 {
 
 /// Reads one side's canonical rows: the range digest (fast path only), the row count, and
 /// what `keep` asks for.
-async fn read_side<A: Adapter>(
+async fn read_side<A: VerifySource>(
     adapter: &A,
     db: &A::Conn,
     dir: &Direction,
@@ -215,16 +205,16 @@ fn differing<'a>(
 /// first and again before suspects are re-checked. Each pair of sessions (source, target)
 /// checks every n-th range, so n ranges are read at once: the source side evaluates the
 /// mapping and is the slower one, and several ranges in flight keep every core busy.
-pub async fn verify<A: Adapter>(
+pub async fn verify<A: VerifySource + ChangeApplier>(
     adapter: &A,
     pairs: &[(A::Conn, A::Conn)],
-    capture: &mut Capture<'_, A>,
+    capture: &mut Applier<'_, A>,
     dir: &Direction,
     range_rows: i64,
 ) -> Result<VerifyReport, EngineError> {
     let started = Instant::now();
     let Some((source_db, target_db)) = pairs.first() else {
-        return Err(EngineError::Phase(
+        return Err(EngineError::Missing(
             "verify needs at least one pair of sessions".into(),
         ));
     };
@@ -260,7 +250,7 @@ pub async fn verify<A: Adapter>(
 }
 
 /// Checks `ranges` on one pair of sessions: (rows checked, ranges, keys that differed).
-async fn check_ranges<A: Adapter>(
+async fn check_ranges<A: VerifySource>(
     adapter: &A,
     source_db: &A::Conn,
     target_db: &A::Conn,
@@ -271,10 +261,7 @@ async fn check_ranges<A: Adapter>(
     let mut suspects: Vec<Vec<String>> = Vec::new();
     for range in ranges {
         // The fast path reads only the mapped columns: equal ranges give equal bytes.
-        let fast = Selection::Range {
-            range,
-            with_key: false,
-        };
+        let fast = Selection::Range(range);
         let (src, tgt) = tokio::join!(
             read_side(adapter, source_db, dir, Side::Source, fast, Keep::Digest),
             read_side(adapter, target_db, dir, Side::Target, fast, Keep::Digest)
@@ -285,10 +272,7 @@ async fn check_ranges<A: Adapter>(
         checked += 1;
         if src_hash != tgt_hash {
             // Narrow the range to its rows: read it again keeping each row's key and digest.
-            let keyed = Selection::Range {
-                range,
-                with_key: true,
-            };
+            let keyed = Selection::KeyedRange(range);
             let (src, tgt) = tokio::join!(
                 read_side(adapter, source_db, dir, Side::Source, keyed, Keep::Rows),
                 read_side(adapter, target_db, dir, Side::Target, keyed, Keep::Rows)
@@ -312,11 +296,11 @@ async fn check_ranges<A: Adapter>(
 /// splice's back differs every time.
 const RECHECK_ROUNDS: usize = 5;
 
-async fn recheck<A: Adapter>(
+async fn recheck<A: VerifySource + ChangeApplier>(
     adapter: &A,
     source_db: &A::Conn,
     target_db: &A::Conn,
-    capture: &mut Capture<'_, A>,
+    capture: &mut Applier<'_, A>,
     dir: &Direction,
     mut suspects: Vec<Vec<String>>,
 ) -> Result<Vec<DivergedKey>, EngineError> {

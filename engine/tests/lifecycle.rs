@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use engine::phases::ReverseSync;
 use engine::{Engine, MigrationSpec};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,7 +30,7 @@ async fn a_table_rewrite_under_concurrent_writes_converges_and_rolls_back_withou
     assert!(report.passed(), "verify under load: {:?}", report.diverged);
 
     engine
-        .cutover("orders_v2", u64::MAX, false)
+        .cutover("orders_v2", u64::MAX, ReverseSync::Start)
         .await
         .expect("cutover");
     stop.store(true, Ordering::Relaxed);
@@ -39,7 +40,7 @@ async fn a_table_rewrite_under_concurrent_writes_converges_and_rolls_back_withou
     // Forward sync drained under the lock; writes that raced the swap went to the new table,
     // and reverse sync carries them back: old and new agree key for key.
     sync_until_caught_up(&engine, "orders_v2").await;
-    let retired = spec.retired_table().sql();
+    let retired = spec.retired_table().to_string();
     assert_eq!(
         mismatches(&client, &retired, "public.orders").await,
         Vec::<i64>::new()

@@ -3,11 +3,12 @@
 mod common;
 
 use common::*;
-use engine::{Engine, EngineError, MigrationSpec};
+use engine::phases::{Quarantine, ReverseSync};
+use engine::{Engine, EngineError, MigrationSpec, Postgres};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-async fn expanded(rows: i64) -> (Db, tokio_postgres::Client, Engine) {
+async fn expanded(rows: i64) -> (Db, tokio_postgres::Client, Engine<Postgres>) {
     let db = server();
     let client = connect(&db.url).await;
     create_orders(&client, rows).await;
@@ -25,8 +26,9 @@ async fn every_statement_expand_runs_passes_the_linter() {
     let client = connect(&db.url).await;
     create_orders(&client, 10).await;
     let spec = MigrationSpec::parse(ORDERS_V2, "orders_v2.toml").expect("spec");
-    let plan = Engine::new(db.url.clone()).plan(&spec).await.expect("plan");
-    let script = Engine::expand_script(&spec, &plan);
+    let engine = Engine::new(db.url.clone());
+    let plan = engine.plan(&spec).await.expect("plan");
+    let script = engine.expand_script(&spec, &plan);
     let findings = lint::check(&script, &lint::Options::default());
     assert!(
         findings.is_empty(),
@@ -99,7 +101,7 @@ async fn plan_changes_nothing_and_names_what_is_wrong() {
         .await
         .expect("a plan without reverse sync is still a plan");
     assert!(plan.reverse.is_none());
-    let text = engine::plan::render(&plan);
+    let text = engine.render(&plan);
     assert!(
         text.contains("rollback after cutover is impossible"),
         "{text}"
@@ -131,14 +133,19 @@ async fn backfill_never_resurrects_a_deleted_row() {
             deleted
         })
     };
-    let control = engine::sync::Control::new(Some(10_000));
+    let control = engine::backfill::Control::new(engine::RateLimit::from_rows_per_second(10_000));
     let opts = engine::phases::SyncOptions {
         until_caught_up: true,
         chunk_target: Some(std::time::Duration::from_millis(5)),
         ..Default::default()
     };
     engine
-        .sync("orders_v2", &opts, &control, &mut Quiet)
+        .sync(
+            "orders_v2",
+            &opts,
+            &control,
+            &mut engine::backfill::NoProgress,
+        )
         .await
         .expect("sync");
     stop.store(true, Ordering::Relaxed);
@@ -205,7 +212,7 @@ async fn verify_finds_a_row_changed_behind_splices_back_and_names_it() {
     assert!(missing.expected.is_some() && missing.found.is_none());
     // A failed verify closes the cutover gate.
     let err = engine
-        .cutover("orders_v2", u64::MAX, false)
+        .cutover("orders_v2", u64::MAX, ReverseSync::Start)
         .await
         .expect_err("refused");
     assert!(matches!(err, EngineError::Refused(_)), "{err}");
@@ -217,11 +224,11 @@ async fn contract_quarantines_and_drop_refuses_until_the_quarantine_expires() {
     sync_until_caught_up(&engine, "orders_v2").await;
     assert!(engine.verify("orders_v2").await.expect("verify").passed());
     engine
-        .cutover("orders_v2", u64::MAX, false)
+        .cutover("orders_v2", u64::MAX, ReverseSync::Start)
         .await
         .expect("cutover");
-    let until = engine.contract("orders_v2", None).await.expect("contract");
-    assert!(!until.is_empty());
+    let contracted = engine.contract("orders_v2", None).await.expect("contract");
+    assert!(!contracted.quarantine_until.is_empty());
     let quarantined: i64 = client
         .query_one(
             "SELECT count(*) FROM splice_quarantine._splice_orders_v2_old",
@@ -233,7 +240,7 @@ async fn contract_quarantines_and_drop_refuses_until_the_quarantine_expires() {
     assert_eq!(quarantined, 500);
 
     let err = engine
-        .drop_quarantined("orders_v2", false)
+        .drop_quarantined("orders_v2", Quarantine::Respect)
         .await
         .expect_err("too early");
     assert!(matches!(err, EngineError::Refused(_)), "{err}");
@@ -263,7 +270,7 @@ async fn contract_quarantines_and_drop_refuses_until_the_quarantine_expires() {
         .await
         .expect("contract again");
     let dropped = engine
-        .drop_quarantined("orders_v2", true)
+        .drop_quarantined("orders_v2", Quarantine::Override)
         .await
         .expect("forced drop");
     assert_eq!(dropped, "splice_quarantine._splice_orders_v2_old");
@@ -373,8 +380,8 @@ async fn one_runner_at_a_time() {
         .sync(
             "orders_v2",
             &Default::default(),
-            &engine::sync::Control::new(None),
-            &mut Quiet,
+            &engine::backfill::Control::new(engine::RateLimit::Unlimited),
+            &mut engine::backfill::NoProgress,
         )
         .await
         .expect_err("another runner holds it");
@@ -402,7 +409,7 @@ async fn a_runner_whose_fence_was_taken_over_copies_no_further_chunk() {
     let sync = tokio::spawn(async move {
         let opts = engine::phases::SyncOptions {
             until_caught_up: true,
-            rows_per_second: Some(2_000),
+            rate_limit: Some(engine::RateLimit::from_rows_per_second(2_000)),
             chunk_target: Some(std::time::Duration::from_millis(5)),
         };
         let engine = Engine::new(url);
@@ -410,8 +417,8 @@ async fn a_runner_whose_fence_was_taken_over_copies_no_further_chunk() {
             .sync(
                 "orders_v2",
                 &opts,
-                &engine::sync::Control::new(None),
-                &mut Quiet,
+                &engine::backfill::Control::new(engine::RateLimit::Unlimited),
+                &mut engine::backfill::NoProgress,
             )
             .await
     });
@@ -447,26 +454,38 @@ async fn a_runner_whose_fence_was_taken_over_copies_no_further_chunk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_set_while_sync_runs_is_picked_up_at_the_next_chunk() {
     let (_db, _client, engine) = expanded(5_000).await;
-    assert!(engine
-        .set_rate_limit("orders_v2", Some(2_500))
+    engine
+        .set_rate_limit(
+            "orders_v2",
+            Some(engine::RateLimit::from_rows_per_second(2_500)),
+        )
         .await
-        .expect("set"));
-    let control = engine::sync::Control::new(None);
+        .expect("set");
+    let control = engine::backfill::Control::new(engine::RateLimit::Unlimited);
     let opts = engine::phases::SyncOptions {
         until_caught_up: true,
         chunk_target: Some(std::time::Duration::from_millis(5)),
         ..Default::default()
     };
     engine
-        .sync("orders_v2", &opts, &control, &mut Quiet)
+        .sync(
+            "orders_v2",
+            &opts,
+            &control,
+            &mut engine::backfill::NoProgress,
+        )
         .await
         .expect("sync");
     assert_eq!(
         control.rate(),
-        Some(2_500),
+        engine::RateLimit::from_rows_per_second(2_500),
         "the running sync adopted the new rate"
     );
-    assert!(!engine.set_rate_limit("nope", Some(1)).await.expect("set"));
+    let err = engine
+        .set_rate_limit("nope", Some(engine::RateLimit::from_rows_per_second(1)))
+        .await
+        .expect_err("no such migration");
+    assert!(matches!(err, EngineError::NoSuchMigration { .. }), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,7 +514,7 @@ async fn cutover_carries_views_foreign_keys_sequences_triggers_and_grants_over()
     sync_until_caught_up(&engine, "orders_v2").await;
     assert!(engine.verify("orders_v2").await.expect("verify").passed());
     let report = engine
-        .cutover("orders_v2", u64::MAX, false)
+        .cutover("orders_v2", u64::MAX, ReverseSync::Start)
         .await
         .expect("cutover");
     assert!(

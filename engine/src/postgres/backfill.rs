@@ -1,126 +1,143 @@
 //! PostgreSQL's backfill statements and throttle probes: the row estimate, a chunk's upper key,
 //! the range copy, replica lag and lock waiters.
 
-use super::sql;
+use super::sql::{self, qualified};
 use super::state::RunnerLock;
-use crate::adapter::Load;
+use super::Postgres;
+use crate::adapter::BackfillSource;
 use crate::catalog::Table;
-use crate::plan::{Direction, Fill};
+use crate::seam::{Direction, Fill, Load};
+use crate::spec::QualifiedName;
 use crate::EngineError;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-/// The planner's row estimate: counting would read the whole table once more. A table never
-/// analyzed (reltuples < 0) is counted.
-pub async fn estimate_rows(db: &Client, table: &Table) -> Result<i64, EngineError> {
-    Ok(db
-        .query_one(
-            &format!(
-                "SELECT CASE WHEN c.reltuples < 0 THEN (SELECT count(*) FROM {}) \
-                 ELSE c.reltuples::bigint END FROM pg_class c WHERE c.oid = $1::oid",
-                table.name.sql()
-            ),
-            &[&table.oid],
-        )
-        .await
-        .map_err(|e| EngineError::db("estimating the source rows", e))?
-        .get(0))
-}
-
-/// The key `offset` rows after `after` (the first key when `None`): a chunk's upper bound.
-pub async fn chunk_upper(
-    db: &Client,
-    dir: &Direction,
-    after: Option<&[String]>,
-    offset: i64,
-) -> Result<Option<Vec<String>>, EngineError> {
-    let probe = sql::range_boundary(dir, after.is_some());
-    let mut params: Vec<&(dyn ToSql + Sync)> = after
-        .into_iter()
-        .flatten()
-        .map(|v| v as &(dyn ToSql + Sync))
-        .collect();
-    params.push(&offset);
-    Ok(db
-        .query_opt(&probe, &params)
-        .await
-        .map_err(|e| EngineError::db("finding the end of a backfill chunk", e))?
-        .map(|row| {
-            (0..dir.key.len())
-                .map(|i| row.get::<_, String>(i))
-                .collect()
-        }))
-}
-
-/// Copies the key range `(lower, upper]` in one `INSERT … SELECT`; returns the rows written.
-///
-/// Fenced: the chunk's transaction first share-locks the migration's state row at `runner`'s
-/// fencing token. A runner taking over bumps the token with an UPDATE of that row, which waits
-/// for this chunk to commit, and only then starts its own capture; after that, this runner
-/// finds its token stale and copies nothing. So a stale chunk can never land after the new
-/// runner's applier deleted one of its rows.
-pub async fn copy_range(
-    db: &Client,
-    runner: &RunnerLock,
-    dir: &Direction,
-    lower: Option<&[String]>,
-    upper: Option<&[String]>,
-    fill: Fill,
-) -> Result<u64, EngineError> {
-    let statement = sql::backfill_range(dir, lower.is_some(), upper.is_some(), fill);
-    let params: Vec<&(dyn ToSql + Sync)> = lower
-        .into_iter()
-        .flatten()
-        .chain(upper.into_iter().flatten())
-        .map(|v| v as &(dyn ToSql + Sync))
-        .collect();
-    db.batch_execute("BEGIN")
-        .await
-        .map_err(|e| EngineError::db("starting a backfill chunk", e))?;
-    let copied = async {
-        let held = db
-            .query_opt(
-                "SELECT 1 FROM splice.migrations WHERE name = $1 AND fence = $2 FOR SHARE",
-                &[&runner.name, &runner.fence],
+impl BackfillSource for Postgres {
+    /// The planner's row estimate: counting would read the whole table once more. A table never
+    /// analyzed (reltuples < 0) is counted.
+    async fn estimate_rows(&self, db: &Client, table: &Table) -> Result<i64, EngineError> {
+        Ok(db
+            .query_one(
+                &format!(
+                    "SELECT CASE WHEN c.reltuples < 0 THEN (SELECT count(*) FROM {}) \
+                     ELSE c.reltuples::bigint END FROM pg_class c WHERE c.oid = $1::oid",
+                    qualified(&table.name)
+                ),
+                &[&table.oid],
             )
             .await
-            .map_err(|e| EngineError::db("checking the fencing token", e))?;
-        if held.is_none() {
-            return Err(runner.stale());
-        }
-        db.execute(&statement, &params)
-            .await
-            .map_err(|e| EngineError::db("copying a backfill chunk", e))
+            .map_err(|e| EngineError::db("estimating the source rows", e))?
+            .get(0))
     }
-    .await;
-    match copied {
-        Ok(rows) => {
-            db.batch_execute("COMMIT")
-                .await
-                .map_err(|e| EngineError::db("committing a backfill chunk", e))?;
-            Ok(rows)
-        }
-        Err(e) => {
-            // The session stays usable; the error is what matters.
-            let _ = db.batch_execute("ROLLBACK").await;
-            Err(e)
-        }
-    }
-}
 
-/// Replica lag (`pg_stat_replication`) and sessions waiting for a lock on `table`.
-pub async fn server_load(db: &Client, table: &Table) -> Result<Load, EngineError> {
-    let row = db
-        .query_one(
-            "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8,
-                    (SELECT count(*) FROM pg_locks WHERE relation = $1 AND NOT granted)
-             FROM pg_stat_replication",
-            &[&table.oid],
-        )
-        .await
-        .map_err(|e| EngineError::db("reading replica lag and lock waits", e))?;
-    Ok(Load {
-        replica_lag_s: row.get(0),
-        lock_waiters: row.get(1),
-    })
+    /// The key `offset` rows after `after` (the first key when `None`): a chunk's upper bound.
+    async fn chunk_upper(
+        &self,
+        db: &Client,
+        dir: &Direction,
+        after: Option<&[String]>,
+        offset: i64,
+    ) -> Result<Option<Vec<String>>, EngineError> {
+        let probe = sql::range_boundary(dir, after.is_some());
+        let mut params: Vec<&(dyn ToSql + Sync)> = after
+            .into_iter()
+            .flatten()
+            .map(|v| v as &(dyn ToSql + Sync))
+            .collect();
+        params.push(&offset);
+        Ok(db
+            .query_opt(&probe, &params)
+            .await
+            .map_err(|e| EngineError::db("finding the end of a backfill chunk", e))?
+            .map(|row| {
+                (0..dir.key.len())
+                    .map(|i| row.get::<_, String>(i))
+                    .collect()
+            }))
+    }
+
+    /// Copies the key range `(lower, upper]` in one `INSERT … SELECT`; returns the rows written.
+    ///
+    /// Fenced: the chunk's transaction first share-locks the migration's state row at `runner`'s
+    /// fencing token. A runner taking over bumps the token with an UPDATE of that row, which waits
+    /// for this chunk to commit, and only then starts its own capture; after that, this runner
+    /// finds its token stale and copies nothing. So a stale chunk can never land after the new
+    /// runner's applier deleted one of its rows.
+    async fn copy_range(
+        &self,
+        db: &Client,
+        runner: &RunnerLock,
+        dir: &Direction,
+        lower: Option<&[String]>,
+        upper: Option<&[String]>,
+        fill: Fill,
+    ) -> Result<u64, EngineError> {
+        let statement = sql::backfill_range(dir, lower.is_some(), upper.is_some(), fill);
+        let params: Vec<&(dyn ToSql + Sync)> = lower
+            .into_iter()
+            .flatten()
+            .chain(upper.into_iter().flatten())
+            .map(|v| v as &(dyn ToSql + Sync))
+            .collect();
+        db.batch_execute("BEGIN")
+            .await
+            .map_err(|e| EngineError::db("starting a backfill chunk", e))?;
+        let copied = async {
+            let held = db
+                .query_opt(
+                    "SELECT 1 FROM splice.migrations WHERE name = $1 AND fence = $2 FOR SHARE",
+                    &[&runner.name, &runner.fence],
+                )
+                .await
+                .map_err(|e| EngineError::db("checking the fencing token", e))?;
+            if held.is_none() {
+                return Err(runner.stale());
+            }
+            db.execute(&statement, &params)
+                .await
+                .map_err(|e| EngineError::db("copying a backfill chunk", e))
+        }
+        .await;
+        match copied {
+            Ok(rows) => {
+                db.batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| EngineError::db("committing a backfill chunk", e))?;
+                Ok(rows)
+            }
+            Err(e) => {
+                // The session stays usable; the error is what matters.
+                let _ = db.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn refresh_statistics(
+        &self,
+        db: &Client,
+        table: &QualifiedName,
+    ) -> Result<(), EngineError> {
+        // SHARE UPDATE EXCLUSIVE on the filled table only; nothing else waits for it.
+        db.batch_execute(&format!("ANALYZE {}", qualified(table)))
+            .await
+            .map_err(|e| EngineError::db(format!("analyzing {table}"), e))
+    }
+
+    /// Replica lag (`pg_stat_replication`) and sessions waiting for a lock on `table`.
+    async fn server_load(&self, db: &Client, table: &Table) -> Result<Load, EngineError> {
+        let row = db
+            .query_one(
+                "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8,
+                        (SELECT count(*) FROM pg_locks WHERE relation = $1 AND NOT granted)
+                 FROM pg_stat_replication",
+                &[&table.oid],
+            )
+            .await
+            .map_err(|e| EngineError::db("reading replica lag and lock waits", e))?;
+        Ok(Load {
+            replica_lag_s: row.get(0),
+            lock_waiters: row.get(1),
+        })
+    }
 }

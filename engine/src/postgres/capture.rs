@@ -3,21 +3,18 @@
 //! markers, and the swap transaction the applier runs at cutover.
 
 use super::sql;
-use crate::plan::Direction;
+use super::Postgres;
+use crate::adapter::ChangeApplier;
+use crate::seam::Direction;
 use crate::spec::MigrationSpec;
 use crate::EngineError;
 use cdc::{CaptureName, PgChangeStream, PgSourceConfig, TableName};
 use std::collections::HashSet;
 use tokio_postgres::{Client, GenericClient};
 
-/// The table capture drains through (see `state::SCHEMA_DDL`).
-pub fn marker_table() -> TableName {
-    TableName::new("splice", "sync_marker")
-}
-
 /// The applier of one direction: its session (under a replication origin), a session for
 /// drain markers, and the statements it runs, built once.
-pub struct Applier {
+pub struct ApplierSession {
     db: Client,
     marker_db: Client,
     resync_sql: String,
@@ -27,7 +24,7 @@ pub struct Applier {
     in_swap: bool,
 }
 
-impl Applier {
+impl ApplierSession {
     /// The applier's session (cutover's swap runs on it).
     pub(super) fn db(&self) -> &Client {
         &self.db
@@ -65,111 +62,6 @@ pub async fn drop_origin(db: &impl GenericClient, origin: &str) -> Result<(), En
     .await
     .map_err(|e| EngineError::db(format!("dropping replication origin {origin}"), e))?;
     Ok(())
-}
-
-fn cdc_table(q: &crate::QualifiedName) -> TableName {
-    TableName::new(q.schema.clone(), q.name.clone())
-}
-
-/// Opens (creating if needed) the slot `slot` capturing `dir.from` and the marker table,
-/// skipping the engine's own writes (both origins of `spec`), and the applier writing under
-/// `origin`.
-pub async fn open(
-    url: &str,
-    spec: &MigrationSpec,
-    dir: &Direction,
-    slot: &str,
-    origin: &str,
-) -> Result<(PgChangeStream, Applier), EngineError> {
-    let name = CaptureName::exact(slot)?;
-    let config = PgSourceConfig::new(url, name, vec![cdc_table(&dir.from), marker_table()])
-        .skip_origin(spec.origin())
-        .skip_origin(spec.reverse_origin());
-    let stream = PgChangeStream::open(config).await?;
-    let apply_db = super::connect(url).await?;
-    ensure_origin(&apply_db, origin).await?;
-    apply_db
-        .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
-        .await
-        .map_err(|e| EngineError::db("marking the applier's session with its origin", e))?;
-    let marker_db = super::connect(url).await?;
-    Ok((
-        stream,
-        Applier {
-            db: apply_db,
-            marker_db,
-            resync_sql: sql::resync_keys(dir),
-            orphans_sql: sql::delete_orphans(dir),
-            key_len: dir.key.len(),
-            in_swap: false,
-        },
-    ))
-}
-
-/// Writes the next drain marker of `migration` and prunes old ones; returns its id.
-pub async fn write_marker(applier: &mut Applier, migration: &str) -> Result<i64, EngineError> {
-    let row = applier
-        .marker_db
-        .query_one(
-            "INSERT INTO splice.sync_marker (migration, id)
-             SELECT $1, coalesce(max(id), 0) + 1 FROM splice.sync_marker WHERE migration = $1
-             RETURNING id",
-            &[&migration],
-        )
-        .await
-        .map_err(|e| EngineError::db("writing a capture marker", e))?;
-    let id: i64 = row.get(0);
-    applier
-        .marker_db
-        .execute(
-            "DELETE FROM splice.sync_marker WHERE migration = $1 AND id < $2",
-            &[&migration, &(id - 10)],
-        )
-        .await
-        .map_err(|e| EngineError::db("pruning capture markers", e))?;
-    Ok(id)
-}
-
-/// Applies one batch: orphan removal after a TRUNCATE, then the re-sync of the changed keys
-/// (one `text[]` parameter per key column). Inside the swap transaction while one is open,
-/// otherwise in a transaction of the applier's session that is committed.
-pub async fn apply(
-    applier: &mut Applier,
-    keys: HashSet<Vec<String>>,
-    txns: &[u64],
-    truncate: bool,
-) -> Result<(), EngineError> {
-    if !truncate && keys.is_empty() {
-        return Ok(());
-    }
-    wait_visible(&applier.db, txns, VISIBLE_WITHIN).await?;
-    let mut columns: Vec<Vec<String>> = vec![Vec::with_capacity(keys.len()); applier.key_len];
-    let n_keys = keys.len();
-    for key in keys {
-        for (column, value) in columns.iter_mut().zip(key) {
-            column.push(value);
-        }
-    }
-    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
-        .iter()
-        .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
-        .collect();
-    let statements = ApplyStatements {
-        orphans: truncate.then_some(applier.orphans_sql.as_str()),
-        resync: (n_keys > 0).then_some(applier.resync_sql.as_str()),
-    };
-    if applier.in_swap {
-        return statements.run(&applier.db, &params).await;
-    }
-    let own = applier
-        .db
-        .transaction()
-        .await
-        .map_err(|e| EngineError::db("starting an apply transaction", e))?;
-    statements.run(&own, &params).await?;
-    own.commit()
-        .await
-        .map_err(|e| EngineError::db("committing applied changes", e))
 }
 
 /// How long [`apply`] waits for a committed source transaction to become visible before it
@@ -214,7 +106,7 @@ pub async fn wait_visible(
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
-            return Err(EngineError::Phase(format!(
+            return Err(EngineError::Missing(format!(
                 "{pending} captured transaction(s) committed but stayed invisible to new \
                  snapshots for {}s; check for a stalled backend (pg_stat_activity), then run \
                  the command again (nothing was applied or acknowledged)",
@@ -252,9 +144,146 @@ impl ApplyStatements<'_> {
     }
 }
 
-/// Drops a capture's slot and publication if they exist.
-pub async fn drop_capture(url: &str, slot: &str) -> Result<(), EngineError> {
-    let name = CaptureName::exact(slot)?;
-    cdc::drop_capture(url, &name).await?;
-    Ok(())
+impl ChangeApplier for Postgres {
+    type Stream = PgChangeStream;
+    type ApplierSession = ApplierSession;
+
+    /// Opens (creating if needed) the slot `slot` capturing `dir.from` and the marker table,
+    /// skipping the engine's own writes (both origins of `spec`), and the applier writing under
+    /// `origin`.
+    async fn open_capture(
+        &self,
+        spec: &MigrationSpec,
+        dir: &Direction,
+        slot: &str,
+        origin: &str,
+    ) -> Result<(PgChangeStream, ApplierSession), EngineError> {
+        let name = CaptureName::exact(slot)?;
+        let config = PgSourceConfig::new(
+            self.url(),
+            name,
+            vec![TableName::from(&dir.from), self.marker_table()],
+        )
+        .skip_origin(spec.origin())
+        .skip_origin(spec.reverse_origin());
+        let stream = PgChangeStream::open(config).await?;
+        let apply_db = super::connect(self.url()).await?;
+        ensure_origin(&apply_db, origin).await?;
+        apply_db
+            .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
+            .await
+            .map_err(|e| EngineError::db("marking the applier's session with its origin", e))?;
+        let marker_db = super::connect(self.url()).await?;
+        Ok((
+            stream,
+            ApplierSession {
+                db: apply_db,
+                marker_db,
+                resync_sql: sql::resync_keys(dir),
+                orphans_sql: sql::delete_orphans(dir),
+                key_len: dir.key.len(),
+                in_swap: false,
+            },
+        ))
+    }
+
+    /// The table capture drains through (see `state::SCHEMA_DDL`).
+    fn marker_table(&self) -> TableName {
+        TableName::new("splice", "sync_marker")
+    }
+
+    /// Writes the next drain marker of `migration` and prunes old ones; returns its id.
+    async fn write_marker(
+        &self,
+        applier: &mut ApplierSession,
+        migration: &str,
+    ) -> Result<i64, EngineError> {
+        let row = applier
+            .marker_db
+            .query_one(
+                "INSERT INTO splice.sync_marker (migration, id)
+                 SELECT $1, coalesce(max(id), 0) + 1 FROM splice.sync_marker WHERE migration = $1
+                 RETURNING id",
+                &[&migration],
+            )
+            .await
+            .map_err(|e| EngineError::db("writing a capture marker", e))?;
+        let id: i64 = row.get(0);
+        applier
+            .marker_db
+            .execute(
+                "DELETE FROM splice.sync_marker WHERE migration = $1 AND id < $2",
+                &[&migration, &(id - 10)],
+            )
+            .await
+            .map_err(|e| EngineError::db("pruning capture markers", e))?;
+        Ok(id)
+    }
+
+    /// Applies one batch: orphan removal after a TRUNCATE, then the re-sync of the changed keys
+    /// (one `text[]` parameter per key column). Inside the swap transaction while one is open,
+    /// otherwise in a transaction of the applier's session that is committed.
+    async fn apply(
+        &self,
+        applier: &mut ApplierSession,
+        keys: HashSet<Vec<String>>,
+        txns: &[u64],
+        truncate: bool,
+    ) -> Result<(), EngineError> {
+        if !truncate && keys.is_empty() {
+            return Ok(());
+        }
+        wait_visible(&applier.db, txns, VISIBLE_WITHIN).await?;
+        let mut columns: Vec<Vec<String>> = vec![Vec::with_capacity(keys.len()); applier.key_len];
+        let n_keys = keys.len();
+        for key in keys {
+            for (column, value) in columns.iter_mut().zip(key) {
+                column.push(value);
+            }
+        }
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
+            .iter()
+            .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let statements = ApplyStatements {
+            orphans: truncate.then_some(applier.orphans_sql.as_str()),
+            resync: (n_keys > 0).then_some(applier.resync_sql.as_str()),
+        };
+        if applier.in_swap {
+            return statements.run(&applier.db, &params).await;
+        }
+        let own = applier
+            .db
+            .transaction()
+            .await
+            .map_err(|e| EngineError::db("starting an apply transaction", e))?;
+        statements.run(&own, &params).await?;
+        own.commit()
+            .await
+            .map_err(|e| EngineError::db("committing applied changes", e))
+    }
+
+    /// Drops a capture's slot and publication if they exist.
+    async fn drop_capture(&self, slot: &str) -> Result<(), EngineError> {
+        let name = CaptureName::exact(slot)?;
+        cdc::drop_capture(self.url(), &name).await?;
+        Ok(())
+    }
+
+    async fn forget_appliers(&self, db: &Client, spec: &MigrationSpec) -> Result<(), EngineError> {
+        drop_origin(db, &spec.origin()).await?;
+        drop_origin(db, &spec.reverse_origin()).await
+    }
+
+    async fn capture_lag_bytes(&self, db: &Client, slot: &str) -> Result<Option<i64>, EngineError> {
+        Ok(db
+            .query_opt(
+                "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(|e| EngineError::db("reading capture lag", e))?
+            .and_then(|row| row.get(0)))
+    }
 }

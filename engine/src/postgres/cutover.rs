@@ -2,10 +2,14 @@
 //! `lock_timeout` in a transaction on the applier's session, renames, and the carrying over of
 //! views, foreign keys, triggers, owned sequences and grants.
 
-use super::capture::Applier;
-use crate::adapter::Swap;
+use super::capture::ApplierSession;
+use super::sql::{qualified, quote_ident, quote_literal};
+use super::Postgres;
+use crate::adapter::{Cutover, SchemaChanges};
 use crate::catalog::Dependent;
-use crate::spec::{quote_ident, quote_literal, MigrationSpec, QUARANTINE_SCHEMA};
+use crate::error::Refusal;
+use crate::seam::Swap;
+use crate::spec::{MigrationSpec, QUARANTINE_SCHEMA};
 use crate::EngineError;
 use tokio_postgres::{Client, GenericClient};
 use tracing::warn;
@@ -29,69 +33,6 @@ async fn rollback(db: &Client) {
     }
 }
 
-/// Begins the swap transaction and locks both tables; `false` when the lock timed out.
-pub async fn lock_for_swap(
-    applier: &mut Applier,
-    spec: &MigrationSpec,
-    swap: &Swap,
-) -> Result<bool, EngineError> {
-    let db = applier.db();
-    db.batch_execute("BEGIN")
-        .await
-        .map_err(|e| EngineError::db("starting cutover", e))?;
-    if let Err(e) = db
-        .batch_execute(&format!(
-            "SET LOCAL lock_timeout = '{}ms'",
-            spec.throttle.lock_timeout.as_millis()
-        ))
-        .await
-    {
-        rollback(db).await;
-        return Err(ddl_error("setting lock_timeout", e));
-    }
-    let lock_sql = format!(
-        "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
-        swap.live.sql(),
-        swap.incoming.sql()
-    );
-    if let Err(e) = db.batch_execute(&lock_sql).await {
-        rollback(db).await;
-        if is_lock_timeout(&e) {
-            return Ok(false);
-        }
-        return Err(ddl_error("locking the table for cutover", e));
-    }
-    applier.set_in_swap(true);
-    Ok(true)
-}
-
-/// Renames, carries dependents over, commits. On failure the transaction is rolled back.
-pub async fn finish_swap(
-    applier: &mut Applier,
-    swap: &Swap,
-    dependents: &[Dependent],
-    incoming_columns: &[String],
-) -> Result<Vec<String>, EngineError> {
-    applier.set_in_swap(false);
-    let db = applier.db();
-    let carried = match carry_over(db, swap, dependents, incoming_columns).await {
-        Ok(c) => c,
-        Err(e) => {
-            rollback(db).await;
-            return Err(e);
-        }
-    };
-    db.batch_execute("COMMIT")
-        .await
-        .map_err(|e| EngineError::db("committing the swap", e))?;
-    Ok(carried)
-}
-
-pub async fn abort_swap(applier: &mut Applier) {
-    applier.set_in_swap(false);
-    rollback(applier.db()).await;
-}
-
 /// Renames, then moves what depended on the outgoing table to the incoming one. Runs inside
 /// the locked transaction: either all of it happens or none.
 async fn carry_over(
@@ -106,26 +47,26 @@ async fn carry_over(
          ALTER TABLE {} RENAME TO {};\n\
          -- splice:ignore rename-table cutover's atomic swap, under lock_timeout\n\
          ALTER TABLE {} RENAME TO {}",
-        swap.live.sql(),
+        qualified(&swap.live),
         quote_ident(&swap.outgoing_as.name),
-        swap.incoming.sql(),
+        qualified(&swap.incoming),
         quote_ident(&swap.live.name)
     );
     tx.batch_execute(&sql)
         .await
         .map_err(|e| ddl_error("swapping the table names", e))?;
-    let live = swap.live.sql();
+    let live = qualified(&swap.live);
     for d in dependents {
         let stmt = match d {
             Dependent::View { name, definition, materialized: false } => Some(format!(
                 "CREATE OR REPLACE VIEW {} AS {}",
-                name.sql(),
+                qualified(&name),
                 definition.trim_end().trim_end_matches(';')
             )),
             Dependent::View { .. } => None,
             Dependent::ForeignKeyIn { table, constraint, definition } => Some(format!(
                 "ALTER TABLE {t} DROP CONSTRAINT {c}; ALTER TABLE {t} ADD CONSTRAINT {c} {def} NOT VALID",
-                t = table.sql(),
+                t = qualified(&table),
                 c = quote_ident(constraint),
                 def = definition.replace(" NOT VALID", "")
             )),
@@ -137,9 +78,9 @@ async fn carry_over(
                          ALTER TABLE {live} ALTER COLUMN {col} SET DEFAULT nextval({lit}::regclass);\n\
                          ALTER SEQUENCE {seq} OWNED BY {live}.{col};\n\
                          SELECT setval({lit}::regclass, greatest((SELECT max({col}) FROM {live})::bigint, (SELECT last_value FROM {seq}), 1))",
-                        seq = sequence.sql(),
+                        seq = qualified(&sequence),
                         col = quote_ident(column),
-                        lit = quote_literal(&sequence.sql()),
+                        lit = quote_literal(&qualified(&sequence)),
                     ))
                 } else {
                     None
@@ -149,11 +90,10 @@ async fn carry_over(
         };
         if let Some(stmt) = stmt {
             tx.batch_execute(&stmt).await.map_err(|e| {
-                EngineError::Refused(format!(
-                    "cannot carry over {d} to the new table: {}; nothing was swapped. Adjust it \
-                     (or drop it and recreate it after cutover), then cut over again",
-                    super::db_message(&e)
-                ))
+                EngineError::from(Refusal::CarryOverFailed {
+                    object: d.to_string(),
+                    message: super::db_message(&e),
+                })
             })?;
             done.push(d.to_string());
         }
@@ -175,107 +115,181 @@ async fn carry_over(
     Ok(done)
 }
 
-/// Foreign keys were re-created NOT VALID under the lock; validate them now (SHARE UPDATE
-/// EXCLUSIVE: writes continue).
-pub async fn validate_foreign_keys(db: &Client, dependents: &[Dependent]) {
-    for d in dependents {
-        if let Dependent::ForeignKeyIn {
-            table, constraint, ..
-        } = d
-        {
-            let sql = format!(
-                "ALTER TABLE {} VALIDATE CONSTRAINT {}",
-                table.sql(),
-                quote_ident(constraint)
-            );
-            if let Err(e) = db.batch_execute(&sql).await {
-                warn!(%table, constraint, error = %super::db_message(&e), "validating a carried-over foreign key failed; it stays NOT VALID");
+impl SchemaChanges for Postgres {
+    /// Creates the shadow table (unless it exists) in one transaction under the lock timeout.
+    async fn create_shadow(
+        &self,
+        db: &Client,
+        spec: &MigrationSpec,
+        ddl: &[String],
+    ) -> Result<(), EngineError> {
+        db.batch_execute("BEGIN")
+            .await
+            .map_err(|e| EngineError::db("starting expand", e))?;
+        let result = async {
+            db.batch_execute(&format!(
+                "SET LOCAL lock_timeout = '{}ms'",
+                spec.throttle.lock_timeout.as_millis()
+            ))
+            .await
+            .map_err(|e| ddl_error("setting lock_timeout", e))?;
+            if super::catalog::table(db, &spec.shadow_table())
+                .await?
+                .is_none()
+            {
+                for statement in ddl {
+                    db.batch_execute(statement)
+                        .await
+                        .map_err(|e| ddl_error("creating the shadow table", e))?;
+                }
             }
+            Ok(())
         }
+        .await;
+        if let Err(e) = result {
+            rollback(db).await;
+            return Err(e);
+        }
+        db.batch_execute("COMMIT")
+            .await
+            .map_err(|e| EngineError::db("committing expand", e))
     }
-}
 
-/// Creates the shadow table (unless it exists) in one transaction under the lock timeout.
-pub async fn create_shadow(
-    db: &Client,
-    spec: &MigrationSpec,
-    ddl: &[String],
-) -> Result<(), EngineError> {
-    db.batch_execute("BEGIN")
-        .await
-        .map_err(|e| EngineError::db("starting expand", e))?;
-    let result = async {
+    async fn drop_shadow(&self, db: &Client, spec: &MigrationSpec) -> Result<(), EngineError> {
         db.batch_execute(&format!(
-            "SET LOCAL lock_timeout = '{}ms'",
-            spec.throttle.lock_timeout.as_millis()
+            "SET lock_timeout = '{}ms'; \
+             -- splice:ignore drop-table the shadow table holds only copied rows\n\
+             DROP TABLE IF EXISTS {}",
+            spec.throttle.lock_timeout.as_millis(),
+            qualified(&spec.shadow_table())
         ))
         .await
-        .map_err(|e| ddl_error("setting lock_timeout", e))?;
-        if super::catalog::table(db, &spec.shadow_table())
-            .await?
-            .is_none()
+        .map_err(|e| ddl_error("dropping the shadow table", e))
+    }
+
+    async fn quarantine(&self, db: &Client, spec: &MigrationSpec) -> Result<(), EngineError> {
+        db.batch_execute(&format!(
+            "SET lock_timeout = '{}ms'; CREATE SCHEMA IF NOT EXISTS {}; ALTER TABLE {} SET SCHEMA {}",
+            spec.throttle.lock_timeout.as_millis(),
+            quote_ident(QUARANTINE_SCHEMA),
+            qualified(&spec.retired_table()),
+            quote_ident(QUARANTINE_SCHEMA)
+        ))
+        .await
+        .map_err(|e| ddl_error("moving the old table into quarantine", e))
+    }
+
+    async fn restore_from_quarantine(
+        &self,
+        db: &Client,
+        spec: &MigrationSpec,
+    ) -> Result<(), EngineError> {
+        db.batch_execute(&format!(
+            "SET lock_timeout = '{}ms'; ALTER TABLE {} SET SCHEMA {}",
+            spec.throttle.lock_timeout.as_millis(),
+            qualified(&spec.quarantined_table()),
+            quote_ident(&spec.table.schema)
+        ))
+        .await
+        .map_err(|e| ddl_error("restoring the old table from quarantine", e))
+    }
+
+    async fn drop_quarantined(&self, db: &Client, spec: &MigrationSpec) -> Result<(), EngineError> {
+        db.batch_execute(&format!(
+            "SET lock_timeout = '{}ms';\n\
+             -- splice:ignore drop-table the quarantine expired (or was forced); this is the one-way door\n\
+             DROP TABLE IF EXISTS {}",
+            spec.throttle.lock_timeout.as_millis(),
+            qualified(&spec.quarantined_table())
+        ))
+        .await
+        .map_err(|e| ddl_error("dropping the quarantined table", e))
+    }
+}
+
+impl Cutover for Postgres {
+    /// Begins the swap transaction and locks both tables; `false` when the lock timed out.
+    async fn lock_for_swap(
+        &self,
+        applier: &mut ApplierSession,
+        spec: &MigrationSpec,
+        swap: &Swap,
+    ) -> Result<bool, EngineError> {
+        let db = applier.db();
+        db.batch_execute("BEGIN")
+            .await
+            .map_err(|e| EngineError::db("starting cutover", e))?;
+        if let Err(e) = db
+            .batch_execute(&format!(
+                "SET LOCAL lock_timeout = '{}ms'",
+                spec.throttle.lock_timeout.as_millis()
+            ))
+            .await
         {
-            for statement in ddl {
-                db.batch_execute(statement)
-                    .await
-                    .map_err(|e| ddl_error("creating the shadow table", e))?;
+            rollback(db).await;
+            return Err(ddl_error("setting lock_timeout", e));
+        }
+        let lock_sql = format!(
+            "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
+            qualified(&swap.live),
+            qualified(&swap.incoming)
+        );
+        if let Err(e) = db.batch_execute(&lock_sql).await {
+            rollback(db).await;
+            if is_lock_timeout(&e) {
+                return Ok(false);
+            }
+            return Err(ddl_error("locking the table for cutover", e));
+        }
+        applier.set_in_swap(true);
+        Ok(true)
+    }
+
+    /// Renames, carries dependents over, commits. On failure the transaction is rolled back.
+    async fn finish_swap(
+        &self,
+        applier: &mut ApplierSession,
+        swap: &Swap,
+        dependents: &[Dependent],
+        incoming_columns: &[String],
+    ) -> Result<Vec<String>, EngineError> {
+        applier.set_in_swap(false);
+        let db = applier.db();
+        let carried = match carry_over(db, swap, dependents, incoming_columns).await {
+            Ok(c) => c,
+            Err(e) => {
+                rollback(db).await;
+                return Err(e);
+            }
+        };
+        db.batch_execute("COMMIT")
+            .await
+            .map_err(|e| EngineError::db("committing the swap", e))?;
+        Ok(carried)
+    }
+
+    async fn abort_swap(&self, applier: &mut ApplierSession) {
+        applier.set_in_swap(false);
+        rollback(applier.db()).await;
+    }
+
+    /// Foreign keys were re-created NOT VALID under the lock; validate them now (SHARE UPDATE
+    /// EXCLUSIVE: writes continue).
+    async fn settle_carried_over(&self, db: &Client, dependents: &[Dependent]) {
+        for d in dependents {
+            if let Dependent::ForeignKeyIn {
+                table, constraint, ..
+            } = d
+            {
+                let sql = format!(
+                    "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+                    qualified(&table),
+                    quote_ident(constraint)
+                );
+                if let Err(e) = db.batch_execute(&sql).await {
+                    warn!(%table, constraint, error = %super::db_message(&e), "validating a carried-over foreign key failed; it stays NOT VALID");
+                }
             }
         }
-        Ok(())
     }
-    .await;
-    if let Err(e) = result {
-        rollback(db).await;
-        return Err(e);
-    }
-    db.batch_execute("COMMIT")
-        .await
-        .map_err(|e| EngineError::db("committing expand", e))
-}
-
-pub async fn drop_shadow(db: &Client, spec: &MigrationSpec) -> Result<(), EngineError> {
-    db.batch_execute(&format!(
-        "SET lock_timeout = '{}ms'; \
-         -- splice:ignore drop-table the shadow table holds only copied rows\n\
-         DROP TABLE IF EXISTS {}",
-        spec.throttle.lock_timeout.as_millis(),
-        spec.shadow_table().sql()
-    ))
-    .await
-    .map_err(|e| ddl_error("dropping the shadow table", e))
-}
-
-pub async fn quarantine(db: &Client, spec: &MigrationSpec) -> Result<(), EngineError> {
-    db.batch_execute(&format!(
-        "SET lock_timeout = '{}ms'; CREATE SCHEMA IF NOT EXISTS {}; ALTER TABLE {} SET SCHEMA {}",
-        spec.throttle.lock_timeout.as_millis(),
-        quote_ident(QUARANTINE_SCHEMA),
-        spec.retired_table().sql(),
-        quote_ident(QUARANTINE_SCHEMA)
-    ))
-    .await
-    .map_err(|e| ddl_error("moving the old table into quarantine", e))
-}
-
-pub async fn restore_from_quarantine(db: &Client, spec: &MigrationSpec) -> Result<(), EngineError> {
-    db.batch_execute(&format!(
-        "SET lock_timeout = '{}ms'; ALTER TABLE {} SET SCHEMA {}",
-        spec.throttle.lock_timeout.as_millis(),
-        spec.quarantined_table().sql(),
-        quote_ident(&spec.table.schema)
-    ))
-    .await
-    .map_err(|e| ddl_error("restoring the old table from quarantine", e))
-}
-
-pub async fn drop_quarantined(db: &Client, spec: &MigrationSpec) -> Result<(), EngineError> {
-    db.batch_execute(&format!(
-        "SET lock_timeout = '{}ms';\n\
-         -- splice:ignore drop-table the quarantine expired (or was forced); this is the one-way door\n\
-         DROP TABLE IF EXISTS {}",
-        spec.throttle.lock_timeout.as_millis(),
-        spec.quarantined_table().sql()
-    ))
-    .await
-    .map_err(|e| ddl_error("dropping the quarantined table", e))
 }

@@ -2,73 +2,17 @@
 //! parsed with sqlparser's PostgreSQL dialect), expand's script, compiling mapping expressions,
 //! and the rendering of every phase's SQL for `splice plan`.
 
-use super::sql;
-use crate::plan::{Fill, Plan};
-use crate::spec::{quote_ident, quote_literal, MigrationSpec, QualifiedName};
+use super::sql::{self, qualified, quote_ident, quote_literal};
+use super::{catalog, Postgres};
+use crate::adapter::Planner;
+use crate::catalog::{Column, Dependent, Table};
+use crate::seam::{Fill, Plan};
+use crate::spec::{MigrationSpec, QualifiedName};
 use crate::EngineError;
 use sqlparser::ast::{ObjectName, ObjectNamePart, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use tokio_postgres::Client;
-
-/// Rewrites the target DDL so it creates the shadow table: the CREATE TABLE's name becomes the
-/// shadow name; CREATE INDEX statements on the target name follow it.
-pub fn shadow_ddl(spec: &MigrationSpec) -> Result<Vec<String>, EngineError> {
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, &spec.target_ddl).map_err(|e| {
-        EngineError::Plan(format!(
-            "target: cannot parse the CREATE TABLE ({e}); give one CREATE TABLE statement, \
-             optionally followed by CREATE INDEX statements on it"
-        ))
-    })?;
-    let shadow = spec.shadow_table();
-    let shadow_name = ObjectName(vec![
-        ObjectNamePart::Identifier(sqlparser::ast::Ident::with_quote('"', &shadow.schema)),
-        ObjectNamePart::Identifier(sqlparser::ast::Ident::with_quote('"', &shadow.name)),
-    ]);
-    let mut out = Vec::new();
-    let mut target_name: Option<String> = None;
-    for mut st in statements {
-        match &mut st {
-            Statement::CreateTable(ct) if target_name.is_none() => {
-                if ct.temporary || ct.query.is_some() {
-                    return Err(EngineError::Plan(
-                        "target: must be a plain CREATE TABLE with column definitions \
-                         (not TEMP, not AS SELECT)"
-                            .into(),
-                    ));
-                }
-                target_name = Some(last_ident(&ct.name));
-                ct.name = shadow_name.clone();
-                ct.if_not_exists = false;
-            }
-            Statement::CreateIndex(ci) if target_name.is_some() => {
-                if Some(last_ident(&ci.table_name)) != target_name {
-                    return Err(EngineError::Plan(format!(
-                        "target: CREATE INDEX on {} — indexes in target must be on the new table",
-                        ci.table_name
-                    )));
-                }
-                ci.table_name = shadow_name.clone();
-                // A fresh, empty table: a plain build takes no lock anyone waits on.
-                ci.concurrently = false;
-            }
-            other => {
-                return Err(EngineError::Plan(format!(
-                    "target: unexpected statement `{}`; give one CREATE TABLE statement, \
-                     optionally followed by CREATE INDEX statements on it",
-                    first_words(&other.to_string())
-                )))
-            }
-        }
-        out.push(format!("{st}"));
-    }
-    if target_name.is_none() {
-        return Err(EngineError::Plan(
-            "target: no CREATE TABLE statement; give the new shape as CREATE TABLE".into(),
-        ));
-    }
-    Ok(out)
-}
 
 fn last_ident(name: &ObjectName) -> String {
     match name.0.last() {
@@ -82,133 +26,259 @@ fn first_words(s: &str) -> String {
     s.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
 }
 
-/// The statements expand runs, as one script, linted before they run.
-pub fn expand_script(spec: &MigrationSpec, plan: &Plan) -> String {
-    let mut s = format!(
-        "SET lock_timeout = {};\n",
-        quote_literal(&format!("{}ms", spec.throttle.lock_timeout.as_millis()))
-    );
-    for ddl in super::state::SCHEMA_DDL {
-        s.push_str(ddl);
-        s.push_str(";\n");
+impl Planner for Postgres {
+    fn cast_expression(&self, expr: &str, sql_type: &str) -> String {
+        format!("({expr})::{sql_type}")
     }
-    for ddl in &plan.expand_ddl {
-        s.push_str(ddl);
-        s.push_str(";\n");
-    }
-    s
-}
 
-/// Compiles one mapping expression (and its cast) against the real table, inside the planning
-/// transaction; `Err` carries the server's message.
-pub async fn check_expression(db: &Client, from: &QualifiedName, expr: &str) -> Result<(), String> {
-    let sql = format!("SELECT {expr} FROM {} s LIMIT 0", from.sql());
-    db.simple_query(&format!(
-        "SAVEPOINT splice_check; {sql}; RELEASE splice_check"
-    ))
-    .await
-    .map(|_| ())
-    .map_err(|e| super::db_message(&e))
-}
-
-/// Runs the shadow DDL inside the planning transaction.
-pub async fn try_shadow_ddl(db: &Client, ddl: &[String]) -> Result<(), EngineError> {
-    for statement in ddl {
-        db.batch_execute(statement).await.map_err(|e| {
-            EngineError::Plan(format!(
-                "target: the new shape does not build: {}\n  statement: {statement}",
-                super::db_message(&e)
-            ))
-        })?;
+    fn source_column(&self, column: &str, sql_type: &str) -> String {
+        format!("s.{}::{sql_type}", quote_ident(column))
     }
-    Ok(())
-}
 
-/// Human-readable: every phase with the SQL it runs and the locks it takes.
-pub fn render_plan(plan: &Plan) -> String {
-    let spec = &plan.spec;
-    let mut s = String::new();
-    let src = plan.source.name.sql();
-    let shadow = spec.shadow_table().sql();
-    let retired = spec.retired_table().sql();
-    s.push_str(&format!(
-        "migration {}: {} ({} columns, ~{} rows) → new shape ({} columns)\n",
-        spec.name,
-        plan.source.name,
-        plan.source.columns.len(),
-        plan.source.approx_rows,
-        plan.target.columns.len()
-    ));
-    s.push_str(&format!(
-        "key: ({})\n\nmapping old → new ([up]):\n",
-        plan.key
-            .iter()
-            .map(|k| k.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    for (col, expr) in &plan.forward.columns {
-        s.push_str(&format!("  {col} = {expr}\n"));
-    }
-    match &plan.reverse {
-        Some(rev) => {
-            s.push_str("mapping new → old ([down], reverse sync after cutover):\n");
-            for (col, expr) in &rev.columns {
-                s.push_str(&format!("  {col} = {expr}\n"));
+    /// The same type and collation, an integer widened, or a string type exchanged for another
+    /// under the same collation.
+    fn sorts_alike(&self, source: &Column, target: &Column) -> bool {
+        fn family(sql_type: &str) -> &str {
+            match sql_type {
+                "smallint" | "integer" | "bigint" => "integer",
+                "text" => "string",
+                t if t.starts_with("character varying") => "string",
+                t => t,
             }
         }
-        None => s.push_str("reverse sync: IMPOSSIBLE — rollback after cutover is not available\n"),
+        source.collation == target.collation
+            && (source.sql_type == target.sql_type
+                || family(&source.sql_type) == family(&target.sql_type))
     }
-    for n in &plan.reverse_notes {
-        s.push_str(&format!("  note: {n}\n"));
+
+    async fn begin_planning(&self, db: &Client) -> Result<(), EngineError> {
+        db.batch_execute("BEGIN")
+            .await
+            .map_err(|e| EngineError::db("starting the planning transaction", e))
     }
-    s.push_str("\ndepends on the table (carried over at cutover):\n");
-    if plan.dependents.is_empty() {
-        s.push_str("  nothing\n");
+
+    async fn end_planning(&self, db: &Client) -> Result<(), EngineError> {
+        db.batch_execute("ROLLBACK")
+            .await
+            .map_err(|e| EngineError::db("ending the planning transaction", e))
     }
-    for d in &plan.dependents {
-        s.push_str(&format!("  {d}\n"));
+
+    async fn describe_table(
+        &self,
+        db: &Client,
+        name: &QualifiedName,
+    ) -> Result<Option<Table>, EngineError> {
+        catalog::table(db, name).await
     }
-    s.push_str("\n1. expand — creates the shadow table; locks: none on the live table\n");
-    for ddl in &plan.expand_ddl {
-        s.push_str(&format!("   {ddl};\n"));
+
+    async fn has_unique_key(
+        &self,
+        db: &Client,
+        table: &Table,
+        columns: &[String],
+    ) -> Result<bool, EngineError> {
+        catalog::has_unique_index_on(db, table.oid, columns).await
     }
-    s.push_str(&format!(
-        "\n2. sync — publication + logical slot {slot} on {src} (brief SHARE UPDATE EXCLUSIVE for \
-         the publication), then chunked backfill; locks: none (each chunk is one INSERT … SELECT; \
-         capture re-syncs what changed while it ran); each chunk finds its upper key, then \
-         copies the key range:\n   {};\n   {}\n",
-        sql::range_boundary(&plan.forward, true).replace('\n', "\n   "),
-        sql::backfill_range(&plan.forward, true, true, Fill::Missing).replace('\n', "\n   "),
-        slot = spec.forward_slot()
-    ));
-    s.push_str(&format!(
-        "   each captured key is re-synced from the source of truth:\n   {}\n",
-        sql::resync_keys(&plan.forward).replace('\n', "\n   ")
-    ));
-    s.push_str(&format!(
-        "\n3. verify — BLAKE3 over canonical rows, per key range, both sides; locks: none\n   \
-         COPY (SELECT <key>, <mapped columns> FROM {src} WHERE <range> ORDER BY <key>) TO STDOUT\n   \
-         COPY (SELECT <key>, <columns> FROM {shadow} WHERE <range> ORDER BY <key>) TO STDOUT\n"
-    ));
-    s.push_str(&format!(
-        "\n4. cutover — ACCESS EXCLUSIVE on {src} for the swap only (lock_timeout {}), capture \
-         drained under the lock:\n   ALTER TABLE {src} RENAME TO {}; -- old shape, kept current by reverse sync\n   \
-         ALTER TABLE {shadow} RENAME TO {};\n   then sequences, foreign keys, views, triggers and grants follow the new table\n",
-        humantime::format_duration(spec.throttle.lock_timeout),
-        quote_ident(&spec.retired_table().name),
-        quote_ident(&spec.table.name)
-    ));
-    s.push_str(&format!(
-        "\n5. contract — reverse sync stops; ALTER TABLE {retired} SET SCHEMA splice_quarantine \
-         (quarantine {}); nothing is dropped\n",
-        humantime::format_duration(spec.quarantine)
-    ));
-    s.push_str(
-        "\n6. drop — DROP TABLE on the quarantined table once the quarantine expired (the only \
-         one-way door)\n\nrollback — from any phase; before cutover: drop the shadow table and the \
-         slot; after cutover: swap back and resume forward sync; after contract: restore from \
-         quarantine and re-sync\n",
-    );
-    s
+
+    async fn dependents(&self, db: &Client, table: &Table) -> Result<Vec<Dependent>, EngineError> {
+        catalog::dependents(db, table).await
+    }
+
+    /// Rewrites the target DDL so it creates the shadow table: the CREATE TABLE's name becomes the
+    /// shadow name; CREATE INDEX statements on the target name follow it.
+    fn shadow_ddl(&self, spec: &MigrationSpec) -> Result<Vec<String>, EngineError> {
+        let statements =
+            Parser::parse_sql(&PostgreSqlDialect {}, &spec.target_ddl).map_err(|e| {
+                EngineError::Plan(format!(
+                "target: cannot parse the CREATE TABLE ({e}); give one CREATE TABLE statement, \
+                 optionally followed by CREATE INDEX statements on it"
+            ))
+            })?;
+        let shadow = spec.shadow_table();
+        let shadow_name = ObjectName(vec![
+            ObjectNamePart::Identifier(sqlparser::ast::Ident::with_quote('"', &shadow.schema)),
+            ObjectNamePart::Identifier(sqlparser::ast::Ident::with_quote('"', &shadow.name)),
+        ]);
+        let mut out = Vec::new();
+        let mut target_name: Option<String> = None;
+        for mut st in statements {
+            match &mut st {
+                Statement::CreateTable(ct) if target_name.is_none() => {
+                    if ct.temporary || ct.query.is_some() {
+                        return Err(EngineError::Plan(
+                            "target: must be a plain CREATE TABLE with column definitions \
+                             (not TEMP, not AS SELECT)"
+                                .into(),
+                        ));
+                    }
+                    target_name = Some(last_ident(&ct.name));
+                    ct.name = shadow_name.clone();
+                    ct.if_not_exists = false;
+                }
+                Statement::CreateIndex(ci) if target_name.is_some() => {
+                    if Some(last_ident(&ci.table_name)) != target_name {
+                        return Err(EngineError::Plan(format!(
+                            "target: CREATE INDEX on {} — indexes in target must be on the new table",
+                            ci.table_name
+                        )));
+                    }
+                    ci.table_name = shadow_name.clone();
+                    // A fresh, empty table: a plain build takes no lock anyone waits on.
+                    ci.concurrently = false;
+                }
+                other => {
+                    return Err(EngineError::Plan(format!(
+                        "target: unexpected statement `{}`; give one CREATE TABLE statement, \
+                         optionally followed by CREATE INDEX statements on it",
+                        first_words(&other.to_string())
+                    )))
+                }
+            }
+            out.push(format!("{st}"));
+        }
+        if target_name.is_none() {
+            return Err(EngineError::Plan(
+                "target: no CREATE TABLE statement; give the new shape as CREATE TABLE".into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The statements expand runs, as one script, linted before they run.
+    fn expand_script(&self, spec: &MigrationSpec, plan: &Plan) -> String {
+        let mut s = format!(
+            "SET lock_timeout = {};\n",
+            quote_literal(&format!("{}ms", spec.throttle.lock_timeout.as_millis()))
+        );
+        for ddl in super::state::SCHEMA_DDL {
+            s.push_str(ddl);
+            s.push_str(";\n");
+        }
+        for ddl in &plan.expand_ddl {
+            s.push_str(ddl);
+            s.push_str(";\n");
+        }
+        s
+    }
+
+    /// Compiles one mapping expression (and its cast) against the real table, inside the planning
+    /// transaction; `Err` carries the server's message.
+    async fn check_expression(
+        &self,
+        db: &Client,
+        from: &QualifiedName,
+        expr: &str,
+    ) -> Result<(), String> {
+        let sql = format!("SELECT {expr} FROM {} s LIMIT 0", qualified(&from));
+        db.simple_query(&format!(
+            "SAVEPOINT splice_check; {sql}; RELEASE splice_check"
+        ))
+        .await
+        .map(|_| ())
+        .map_err(|e| super::db_message(&e))
+    }
+
+    /// Runs the shadow DDL inside the planning transaction.
+    async fn try_shadow_ddl(&self, db: &Client, ddl: &[String]) -> Result<(), EngineError> {
+        for statement in ddl {
+            db.batch_execute(statement).await.map_err(|e| {
+                EngineError::Plan(format!(
+                    "target: the new shape does not build: {}\n  statement: {statement}",
+                    super::db_message(&e)
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Human-readable: every phase with the SQL it runs and the locks it takes.
+    fn render_plan(&self, plan: &Plan) -> String {
+        let spec = &plan.spec;
+        let mut s = String::new();
+        let src = qualified(&plan.source.name);
+        let shadow = qualified(&spec.shadow_table());
+        let retired = qualified(&spec.retired_table());
+        s.push_str(&format!(
+            "migration {}: {} ({} columns, ~{} rows) → new shape ({} columns)\n",
+            spec.name,
+            plan.source.name,
+            plan.source.columns.len(),
+            plan.source.approx_rows,
+            plan.target.columns.len()
+        ));
+        s.push_str(&format!(
+            "key: ({})\n\nmapping old → new ([up]):\n",
+            plan.key
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        for (col, expr) in &plan.forward.columns {
+            s.push_str(&format!("  {col} = {expr}\n"));
+        }
+        match &plan.reverse {
+            Some(rev) => {
+                s.push_str("mapping new → old ([down], reverse sync after cutover):\n");
+                for (col, expr) in &rev.columns {
+                    s.push_str(&format!("  {col} = {expr}\n"));
+                }
+            }
+            None => {
+                s.push_str("reverse sync: IMPOSSIBLE — rollback after cutover is not available\n")
+            }
+        }
+        for n in &plan.reverse_notes {
+            s.push_str(&format!("  note: {n}\n"));
+        }
+        s.push_str("\ndepends on the table (carried over at cutover):\n");
+        if plan.dependents.is_empty() {
+            s.push_str("  nothing\n");
+        }
+        for d in &plan.dependents {
+            s.push_str(&format!("  {d}\n"));
+        }
+        s.push_str("\n1. expand — creates the shadow table; locks: none on the live table\n");
+        for ddl in &plan.expand_ddl {
+            s.push_str(&format!("   {ddl};\n"));
+        }
+        s.push_str(&format!(
+            "\n2. sync — publication + logical slot {slot} on {src} (brief SHARE UPDATE EXCLUSIVE for \
+             the publication), then chunked backfill; locks: none (each chunk is one INSERT … SELECT; \
+             capture re-syncs what changed while it ran); each chunk finds its upper key, then \
+             copies the key range:\n   {};\n   {}\n",
+            sql::range_boundary(&plan.forward, true).replace('\n', "\n   "),
+            sql::backfill_range(&plan.forward, true, true, Fill::Missing).replace('\n', "\n   "),
+            slot = spec.forward_slot()
+        ));
+        s.push_str(&format!(
+            "   each captured key is re-synced from the source of truth:\n   {}\n",
+            sql::resync_keys(&plan.forward).replace('\n', "\n   ")
+        ));
+        s.push_str(&format!(
+            "\n3. verify — BLAKE3 over canonical rows, per key range, both sides; locks: none\n   \
+             COPY (SELECT <key>, <mapped columns> FROM {src} WHERE <range> ORDER BY <key>) TO STDOUT\n   \
+             COPY (SELECT <key>, <columns> FROM {shadow} WHERE <range> ORDER BY <key>) TO STDOUT\n"
+        ));
+        s.push_str(&format!(
+            "\n4. cutover — ACCESS EXCLUSIVE on {src} for the swap only (lock_timeout {}), capture \
+             drained under the lock:\n   ALTER TABLE {src} RENAME TO {}; -- old shape, kept current by reverse sync\n   \
+             ALTER TABLE {shadow} RENAME TO {};\n   then sequences, foreign keys, views, triggers and grants follow the new table\n",
+            humantime::format_duration(spec.throttle.lock_timeout),
+            quote_ident(&spec.retired_table().name),
+            quote_ident(&spec.table.name)
+        ));
+        s.push_str(&format!(
+            "\n5. contract — reverse sync stops; ALTER TABLE {retired} SET SCHEMA splice_quarantine \
+             (quarantine {}); nothing is dropped\n",
+            humantime::format_duration(spec.quarantine)
+        ));
+        s.push_str(
+            "\n6. drop — DROP TABLE on the quarantined table once the quarantine expired (the only \
+             one-way door)\n\nrollback — from any phase; before cutover: drop the shadow table and the \
+             slot; after cutover: swap back and resume forward sync; after contract: restore from \
+             quarantine and re-sync\n",
+        );
+        s
+    }
 }

@@ -4,10 +4,36 @@
 //! Key values travel as text and are cast in SQL (`$1::text::bigint`), so any key type works
 //! without client-side type knowledge.
 
-use crate::plan::{Direction, Fill, KeyRange};
-use crate::spec::quote_ident;
+use crate::seam::{Direction, Fill, KeyRange, Side};
+use crate::spec::QualifiedName;
 
-impl Direction {
+/// Quotes an identifier for PostgreSQL.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for PostgreSQL (standard_conforming_strings: backslashes are
+/// literal).
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A table's name quoted for SQL: `"schema"."name"`.
+pub fn qualified(name: &QualifiedName) -> String {
+    format!("{}.{}", quote_ident(&name.schema), quote_ident(&name.name))
+}
+
+/// A [`Direction`] seen as PostgreSQL SQL: the column lists and conditions its statements share.
+struct Sql<'d>(&'d Direction);
+
+impl std::ops::Deref for Sql<'_> {
+    type Target = Direction;
+    fn deref(&self) -> &Direction {
+        self.0
+    }
+}
+
+impl Sql<'_> {
     fn key_list(&self, alias: &str) -> String {
         self.key
             .iter()
@@ -150,6 +176,7 @@ impl Direction {
 /// source, which would write a lock record for every row it copies.
 /// The command tag counts the rows written.
 pub fn backfill_range(dir: &Direction, lower: bool, upper: bool, mode: Fill) -> String {
+    let dir = Sql(dir);
     let k = dir.key.len();
     let bounds = |alias: &str| {
         let mut parts = Vec::new();
@@ -196,7 +223,7 @@ pub fn backfill_range(dir: &Direction, lower: bool, upper: bool, mode: Fill) -> 
                 } else {
                     " AND "
                 },
-                dir.to.sql(),
+                qualified(&dir.to),
                 cond.join(" AND ")
             )
         }
@@ -206,10 +233,10 @@ pub fn backfill_range(dir: &Direction, lower: bool, upper: bool, mode: Fill) -> 
     };
     format!(
         "INSERT INTO {to} AS t ({cols}) OVERRIDING SYSTEM VALUE\n  SELECT {mapped}\n  FROM {from} s{source_where}{write}",
-        to = dir.to.sql(),
+        to = qualified(&dir.to),
         cols = dir.target_cols(),
         mapped = dir.mapped_select(),
-        from = dir.from.sql(),
+        from = qualified(&dir.from),
     )
 }
 
@@ -218,6 +245,7 @@ pub fn backfill_range(dir: &Direction, lower: bool, upper: bool, mode: Fill) -> 
 /// `text[]` per key column, all the same length. Idempotent and order-insensitive.
 /// Returns (rows written, rows deleted).
 pub fn resync_keys(dir: &Direction) -> String {
+    let dir = Sql(dir);
     let unnest_args = (1..=dir.key.len())
         .map(|i| format!("${i}::text[]"))
         .collect::<Vec<_>>()
@@ -237,12 +265,12 @@ pub fn resync_keys(dir: &Direction) -> String {
     format!(
         "WITH keys AS (\n  SELECT DISTINCT * FROM unnest({unnest_args}) AS k({key_aliases})\n), src AS (\n  SELECT {mapped}\n  FROM {from} s WHERE ({skey}) IN (SELECT {kcast} FROM keys)\n), ins AS (\n  INSERT INTO {to} AS t ({cols}) OVERRIDING SYSTEM VALUE\n  SELECT {cols} FROM src\n  {tail}\n  RETURNING 1\n), del AS (\n  DELETE FROM {to} t USING keys k\n  WHERE ({tkey}) = ({kcast_k})\n    AND NOT EXISTS (SELECT 1 FROM {from} s WHERE ({skey}) = ({tkey}))\n  RETURNING 1\n)\nSELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM del)",
         mapped = dir.mapped_select(),
-        from = dir.from.sql(),
+        from = qualified(&dir.from),
         skey = dir.key_list("s."),
         tkey = dir.key_list("t."),
         kcast = key_cast(""),
         kcast_k = key_cast("k."),
-        to = dir.to.sql(),
+        to = qualified(&dir.to),
         cols = dir.target_cols(),
         tail = dir.upsert_tail(),
     )
@@ -250,30 +278,32 @@ pub fn resync_keys(dir: &Direction) -> String {
 
 /// After a TRUNCATE of the source: delete every target row whose key is gone from the source.
 pub fn delete_orphans(dir: &Direction) -> String {
+    let dir = Sql(dir);
     format!(
         "DELETE FROM {to} t WHERE NOT EXISTS (SELECT 1 FROM {from} s WHERE ({skey}) = ({tkey}))",
-        to = dir.to.sql(),
-        from = dir.from.sql(),
+        to = qualified(&dir.to),
+        from = qualified(&dir.from),
         skey = dir.key_list("s."),
         tkey = dir.key_list("t."),
     )
 }
 
-impl KeyRange {
-    fn condition(&self, dir: &Direction, alias: &str) -> String {
+/// The condition selecting `range` on the row aliased `alias`.
+fn range_condition(range: &KeyRange, dir: &Sql<'_>, alias: &str) -> String {
+    {
         let lit = |vals: &[String]| {
             dir.key
                 .iter()
                 .zip(vals)
-                .map(|(k, v)| format!("{}::{}", crate::spec::quote_literal(v), k.sql_type))
+                .map(|(k, v)| format!("{}::{}", quote_literal(v), k.sql_type))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         let mut parts = Vec::new();
-        if let Some(lo) = &self.lower {
+        if let Some(lo) = &range.lower {
             parts.push(format!("({}) > ({})", dir.key_list(alias), lit(lo)));
         }
-        if let Some(hi) = &self.upper {
+        if let Some(hi) = &range.upper {
             parts.push(format!("({}) <= ({})", dir.key_list(alias), lit(hi)));
         }
         if parts.is_empty() {
@@ -287,11 +317,12 @@ impl KeyRange {
 /// The key `n` rows after `lower` in the source (the upper bound of the next verify range);
 /// parameters `$1..$k` for the lower key when `after_key`, then the offset.
 pub fn range_boundary(dir: &Direction, after_key: bool) -> String {
+    let dir = Sql(dir);
     let (cond, offset) = dir.after_key(after_key);
     let key_text = dir.key_text("s.");
     format!(
         "SELECT {key_text} FROM {from} s {cond} ORDER BY {order} OFFSET ${offset}::bigint LIMIT 1",
-        from = dir.from.sql(),
+        from = qualified(&dir.from),
         order = dir.key_list("s."),
     )
 }
@@ -307,10 +338,11 @@ pub fn table_size() -> String {
 
 /// Source keys from a sample of pages (`$1` = percent of the table), in key order, as text.
 pub fn sample_keys(dir: &Direction) -> String {
+    let dir = Sql(dir);
     let key_text = dir.key_text("s.");
     format!(
         "SELECT {key_text} FROM {from} s TABLESAMPLE SYSTEM ($1::float8) ORDER BY {order}",
-        from = dir.from.sql(),
+        from = qualified(&dir.from),
         order = dir.key_list("s."),
     )
 }
@@ -318,27 +350,24 @@ pub fn sample_keys(dir: &Direction) -> String {
 /// Canonical rows of one side of a range: on the source every mapped target column in the
 /// target's types, on the target its columns in the same order (after the key when
 /// `with_key`), in key order, as PostgreSQL's COPY text form.
-pub fn verify_range_copy(
-    dir: &Direction,
-    source_side: bool,
-    range: &KeyRange,
-    with_key: bool,
-) -> String {
-    let (row, table, alias) = if source_side {
-        (dir.source_row(with_key), dir.from.sql(), "s.")
+pub fn verify_range_copy(dir: &Direction, side: Side, range: &KeyRange, with_key: bool) -> String {
+    let dir = Sql(dir);
+    let (row, table, alias) = if side == Side::Source {
+        (dir.source_row(with_key), qualified(&dir.from), "s.")
     } else {
-        (dir.target_row(with_key), dir.to.sql(), "t.")
+        (dir.target_row(with_key), qualified(&dir.to), "t.")
     };
     format!(
         "COPY (SELECT {row} FROM {table} {a} WHERE {cond} ORDER BY {order}) TO STDOUT",
         a = &alias[..1],
-        cond = range.condition(dir, alias),
+        cond = range_condition(range, &dir, alias),
         order = dir.key_list(alias),
     )
 }
 
 /// Canonical rows of a set of keys on either side (for re-checking suspects).
-pub fn verify_keys_copy(dir: &Direction, source_side: bool, keys: &[Vec<String>]) -> String {
+pub fn verify_keys_copy(dir: &Direction, side: Side, keys: &[Vec<String>]) -> String {
+    let dir = Sql(dir);
     let list = keys
         .iter()
         .map(|k| {
@@ -346,17 +375,17 @@ pub fn verify_keys_copy(dir: &Direction, source_side: bool, keys: &[Vec<String>]
                 .key
                 .iter()
                 .zip(k)
-                .map(|(kc, v)| format!("{}::{}", crate::spec::quote_literal(v), kc.sql_type))
+                .map(|(kc, v)| format!("{}::{}", quote_literal(v), kc.sql_type))
                 .collect::<Vec<_>>()
                 .join(", ");
             format!("({values})")
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let (row, table, alias) = if source_side {
-        (dir.source_row(true), dir.from.sql(), "s")
+    let (row, table, alias) = if side == Side::Source {
+        (dir.source_row(true), qualified(&dir.from), "s")
     } else {
-        (dir.target_row(true), dir.to.sql(), "t")
+        (dir.target_row(true), qualified(&dir.to), "t")
     };
     format!(
         "COPY (SELECT {row} FROM {table} {alias} WHERE ({k}) IN ({list}) ORDER BY {k}) TO STDOUT",

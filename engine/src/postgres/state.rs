@@ -3,7 +3,12 @@
 //! the runner lock (advisory lock + fencing token) that lets one process at a time drive a
 //! migration.
 
-use crate::state::{actor, Figure, MigrationRecord, Phase, Transition};
+use super::Postgres;
+use crate::adapter::StateStore;
+use crate::seam::{RateLimit, VerifyReport};
+use crate::state::{
+    actor, Checkpoint, Figure, LastVerify, MigrationRecord, Phase, QuarantineEntry, Transition,
+};
 use crate::EngineError;
 use serde_json::Value as Json;
 use tokio_postgres::{Client, GenericClient};
@@ -58,46 +63,12 @@ pub const SCHEMA_DDL: &[&str] = &[
 )",
 ];
 
-pub async fn ensure_schema(db: &impl GenericClient) -> Result<(), EngineError> {
-    for ddl in SCHEMA_DDL {
-        db.batch_execute(ddl)
-            .await
-            .map_err(|e| EngineError::db("creating the splice state schema", e))?;
-    }
-    Ok(())
-}
-
 async fn schema_exists(db: &impl GenericClient) -> Result<bool, EngineError> {
     let row = db
         .query_one("SELECT to_regclass('splice.migrations') IS NOT NULL", &[])
         .await
         .map_err(|e| EngineError::db("looking for the splice state schema", e))?;
     Ok(row.get(0))
-}
-
-pub async fn load(
-    db: &impl GenericClient,
-    name: &str,
-) -> Result<Option<MigrationRecord>, EngineError> {
-    if !schema_exists(db).await? {
-        return Ok(None);
-    }
-    let row = db
-        .query_opt(&format!("{MIGRATION_COLUMNS} WHERE name = $1"), &[&name])
-        .await
-        .map_err(|e| EngineError::db(format!("reading migration {name}"), e))?;
-    row.map(|r| record(&r)).transpose()
-}
-
-pub async fn load_all(db: &impl GenericClient) -> Result<Vec<MigrationRecord>, EngineError> {
-    if !schema_exists(db).await? {
-        return Ok(Vec::new());
-    }
-    let rows = db
-        .query(&format!("{MIGRATION_COLUMNS} ORDER BY created_at"), &[])
-        .await
-        .map_err(|e| EngineError::db("reading migrations", e))?;
-    rows.iter().map(record).collect()
 }
 
 /// The columns `record` reads, in its order.
@@ -110,7 +81,7 @@ const MIGRATION_COLUMNS: &str = "SELECT name, spec, phase, fence, backfill_last_
 fn record(r: &tokio_postgres::Row) -> Result<MigrationRecord, EngineError> {
     let phase_text: String = r.get(2);
     let phase = Phase::parse(&phase_text).ok_or_else(|| {
-        EngineError::Plan(format!(
+        EngineError::Missing(format!(
             "splice.migrations has unknown phase `{phase_text}`; was it written by a newer splice?"
         ))
     })?;
@@ -128,47 +99,10 @@ fn record(r: &tokio_postgres::Row) -> Result<MigrationRecord, EngineError> {
         quarantined_as: r.get(10),
         quarantine_until: r.get(11),
         quarantine_expired: r.get(12),
-        rate_limit: r.get(13),
+        rate_limit: r
+            .get::<_, Option<i32>>(13)
+            .map(|r| RateLimit::from_rows_per_second(r.max(0) as u32)),
     })
-}
-
-pub async fn history(db: &impl GenericClient, name: &str) -> Result<Vec<Transition>, EngineError> {
-    let rows = db
-        .query(
-            "SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), actor,
-                    from_phase, to_phase, figures
-             FROM splice.history WHERE migration = $1 ORDER BY id",
-            &[&name],
-        )
-        .await
-        .map_err(|e| EngineError::db(format!("reading the history of {name}"), e))?;
-    Ok(rows
-        .iter()
-        .map(|r| Transition {
-            at: r.get(0),
-            actor: r.get(1),
-            from: r.get(2),
-            to: r.get(3),
-            figures: r.get(4),
-        })
-        .collect())
-}
-
-/// The last verify result: (passed, diverged keys, at).
-pub async fn last_verify(
-    db: &impl GenericClient,
-    name: &str,
-) -> Result<Option<(bool, Json, String)>, EngineError> {
-    let row = db
-        .query_opt(
-            "SELECT passed, diverged_keys,
-                    to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
-             FROM splice.verify_results WHERE migration = $1 ORDER BY id DESC LIMIT 1",
-            &[&name],
-        )
-        .await
-        .map_err(|e| EngineError::db("reading the last verify result", e))?;
-    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
 }
 
 /// The right to drive one migration: a session advisory lock on a connection of its own, and
@@ -246,34 +180,6 @@ impl RunnerLock {
         &self.conn
     }
 
-    /// Records a transition (phase change + history row) if this runner still holds the fence.
-    pub async fn transition(
-        &self,
-        from: Option<Phase>,
-        to: Phase,
-        figures: Json,
-    ) -> Result<(), EngineError> {
-        let n = self
-            .conn
-            .execute(
-                "WITH m AS (UPDATE splice.migrations SET phase = $2, updated_at = now()
-                            WHERE name = $1 AND fence = $3 RETURNING name)
-                 INSERT INTO splice.history (migration, actor, from_phase, to_phase, figures)
-                 SELECT name, $4, $5, $2, $6 FROM m",
-                &[
-                    &self.name,
-                    &to.as_str(),
-                    &self.fence,
-                    &actor(),
-                    &from.map(|p| p.as_str()),
-                    &figures,
-                ],
-            )
-            .await
-            .map_err(|e| EngineError::db("recording the phase transition", e))?;
-        self.check_fenced(n)
-    }
-
     fn check_fenced(&self, rows: u64) -> Result<(), EngineError> {
         if rows == 0 {
             return Err(self.stale());
@@ -289,37 +195,204 @@ impl RunnerLock {
             self.name, self.fence
         ))
     }
+}
 
-    /// Saves the backfill checkpoint. Returns the rate limit set with `splice throttle` while
-    /// running: `Some(0)` means unlimited, `None` means not set.
-    pub async fn checkpoint(
+impl StateStore for Postgres {
+    type Lock = RunnerLock;
+
+    async fn ensure_state(&self, db: &Client) -> Result<(), EngineError> {
+        for ddl in SCHEMA_DDL {
+            db.batch_execute(ddl)
+                .await
+                .map_err(|e| EngineError::db("creating the splice state schema", e))?;
+        }
+        Ok(())
+    }
+
+    async fn register(&self, db: &Client, name: &str, spec_text: &str) -> Result<(), EngineError> {
+        db.execute(
+            "INSERT INTO splice.migrations (name, spec, phase) VALUES ($1, $2, 'planned')
+             ON CONFLICT (name) DO NOTHING",
+            &[&name, &spec_text],
+        )
+        .await
+        .map_err(|e| EngineError::db("registering the migration", e))?;
+        Ok(())
+    }
+
+    async fn reregister(&self, lock: &RunnerLock, spec_text: &str) -> Result<(), EngineError> {
+        let n = lock
+            .conn
+            .execute(
+                "UPDATE splice.migrations SET spec = $3
+                  WHERE name = $1 AND fence = $2 AND phase = 'rolled_back'",
+                &[&lock.name, &lock.fence, &spec_text],
+            )
+            .await
+            .map_err(|e| EngineError::db("re-registering the migration", e))?;
+        lock.check_fenced(n)
+    }
+
+    async fn load_record(
         &self,
-        last_key: Option<&[String]>,
-        rows_copied: i64,
-        done: bool,
-        rate: Option<f64>,
-    ) -> Result<Option<i32>, EngineError> {
-        let key: Option<Vec<String>> = last_key.map(|k| k.to_vec());
-        let row = self
+        db: &Client,
+        name: &str,
+    ) -> Result<Option<MigrationRecord>, EngineError> {
+        if !schema_exists(db).await? {
+            return Ok(None);
+        }
+        let row = db
+            .query_opt(&format!("{MIGRATION_COLUMNS} WHERE name = $1"), &[&name])
+            .await
+            .map_err(|e| EngineError::db(format!("reading migration {name}"), e))?;
+        row.map(|r| record(&r)).transpose()
+    }
+
+    async fn load_records(&self, db: &Client) -> Result<Vec<MigrationRecord>, EngineError> {
+        if !schema_exists(db).await? {
+            return Ok(Vec::new());
+        }
+        let rows = db
+            .query(&format!("{MIGRATION_COLUMNS} ORDER BY created_at"), &[])
+            .await
+            .map_err(|e| EngineError::db("reading migrations", e))?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn history(&self, db: &Client, name: &str) -> Result<Vec<Transition>, EngineError> {
+        let rows = db
+            .query(
+                "SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), actor,
+                        from_phase, to_phase, figures
+                 FROM splice.history WHERE migration = $1 ORDER BY id",
+                &[&name],
+            )
+            .await
+            .map_err(|e| EngineError::db(format!("reading the history of {name}"), e))?;
+        Ok(rows
+            .iter()
+            .map(|r| Transition {
+                at: r.get(0),
+                actor: r.get(1),
+                from: r.get(2),
+                to: r.get(3),
+                figures: r.get(4),
+            })
+            .collect())
+    }
+
+    async fn last_verify(
+        &self,
+        db: &Client,
+        name: &str,
+    ) -> Result<Option<LastVerify>, EngineError> {
+        let row = db
+            .query_opt(
+                "SELECT passed, diverged_keys,
+                        to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+                 FROM splice.verify_results WHERE migration = $1 ORDER BY id DESC LIMIT 1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| EngineError::db("reading the last verify result", e))?;
+        Ok(row.map(|r| LastVerify {
+            passed: r.get(0),
+            diverged_keys: r.get(1),
+            at: r.get(2),
+        }))
+    }
+
+    async fn set_rate_limit(
+        &self,
+        db: &Client,
+        name: &str,
+        limit: Option<RateLimit>,
+    ) -> Result<bool, EngineError> {
+        let rows_per_second: Option<i32> =
+            limit.map(|l| l.rows_per_second().min(i32::MAX as u32) as i32);
+        let n = db
+            .execute(
+                "UPDATE splice.migrations SET rate_limit = $2 WHERE name = $1",
+                &[&name, &rows_per_second],
+            )
+            .await
+            .map_err(|e| EngineError::db("setting the rate limit", e))?;
+        Ok(n == 1)
+    }
+
+    async fn acquire_lock(&self, name: &str) -> Result<RunnerLock, EngineError> {
+        let mut lock = RunnerLock::acquire(self.url(), name).await?;
+        lock.fence().await?;
+        Ok(lock)
+    }
+
+    /// Records a transition (phase change + history row) if this runner still holds the fence.
+    async fn transition(
+        &self,
+        lock: &RunnerLock,
+        from: Option<Phase>,
+        to: Phase,
+        figures: Json,
+    ) -> Result<(), EngineError> {
+        let n = lock
+            .conn
+            .execute(
+                "WITH m AS (UPDATE splice.migrations SET phase = $2, updated_at = now()
+                            WHERE name = $1 AND fence = $3 RETURNING name)
+                 INSERT INTO splice.history (migration, actor, from_phase, to_phase, figures)
+                 SELECT name, $4, $5, $2, $6 FROM m",
+                &[
+                    &lock.name,
+                    &to.as_str(),
+                    &lock.fence,
+                    &actor(),
+                    &from.map(|p| p.as_str()),
+                    &figures,
+                ],
+            )
+            .await
+            .map_err(|e| EngineError::db("recording the phase transition", e))?;
+        lock.check_fenced(n)
+    }
+
+    async fn checkpoint(
+        &self,
+        lock: &RunnerLock,
+        checkpoint: &Checkpoint,
+    ) -> Result<Option<RateLimit>, EngineError> {
+        let row = lock
             .conn
             .query_opt(
                 "UPDATE splice.migrations SET backfill_last_key = coalesce($2, backfill_last_key),
                         rows_copied = $3, backfill_done = $4,
                         backfill_rate = coalesce($6, backfill_rate), updated_at = now()
                  WHERE name = $1 AND fence = $5 RETURNING rate_limit",
-                &[&self.name, &key, &rows_copied, &done, &self.fence, &rate],
+                &[
+                    &lock.name,
+                    &checkpoint.last_key,
+                    &checkpoint.rows_copied,
+                    &checkpoint.done,
+                    &lock.fence,
+                    &checkpoint.rows_per_second,
+                ],
             )
             .await
             .map_err(|e| EngineError::db("saving the backfill checkpoint", e))?;
         match row {
-            Some(r) => Ok(r.get(0)),
-            None => self.check_fenced(0).map(|_| None),
+            Some(r) => Ok(r
+                .get::<_, Option<i32>>(0)
+                .map(|r| RateLimit::from_rows_per_second(r.max(0) as u32))),
+            None => lock.check_fenced(0).map(|_| None),
         }
     }
 
-    /// Sets one figure column of the migration row (rows_total, lock_ms).
-    pub async fn set_figure(&self, column: Figure, value: f64) -> Result<(), EngineError> {
-        let sql = match column {
+    async fn set_figure(
+        &self,
+        lock: &RunnerLock,
+        figure: Figure,
+        value: f64,
+    ) -> Result<(), EngineError> {
+        let sql = match figure {
             Figure::RowsTotal => {
                 "UPDATE splice.migrations SET rows_total = $2::float8::bigint WHERE name = $1 AND fence = $3"
             }
@@ -327,67 +400,56 @@ impl RunnerLock {
                 "UPDATE splice.migrations SET lock_ms = $2 WHERE name = $1 AND fence = $3"
             }
         };
-        let n = self
+        let n = lock
             .conn
-            .execute(sql, &[&self.name, &value, &self.fence])
+            .execute(sql, &[&lock.name, &value, &lock.fence])
             .await
             .map_err(|e| EngineError::db("saving a figure", e))?;
-        self.check_fenced(n)
+        lock.check_fenced(n)
     }
 
-    /// Replaces the spec of a rolled-back migration.
-    pub async fn reregister(&self, spec_text: &str) -> Result<(), EngineError> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE splice.migrations SET spec = $3
-                  WHERE name = $1 AND fence = $2 AND phase = 'rolled_back'",
-                &[&self.name, &self.fence, &spec_text],
-            )
-            .await
-            .map_err(|e| EngineError::db("re-registering the migration", e))?;
-        self.check_fenced(n)
-    }
-
-    pub async fn reset_backfill(&self) -> Result<(), EngineError> {
-        let n = self
+    async fn reset_backfill(&self, lock: &RunnerLock) -> Result<(), EngineError> {
+        let n = lock
             .conn
             .execute(
                 "UPDATE splice.migrations SET backfill_last_key = NULL, backfill_done = false,
                         rows_copied = 0 WHERE name = $1 AND fence = $2",
-                &[&self.name, &self.fence],
+                &[&lock.name, &lock.fence],
             )
             .await
             .map_err(|e| EngineError::db("resetting the backfill checkpoint", e))?;
-        self.check_fenced(n)
+        lock.check_fenced(n)
     }
 
-    pub async fn set_quarantine(
+    async fn set_quarantine(
         &self,
-        quarantined_as: Option<&str>,
-        seconds: Option<f64>,
+        lock: &RunnerLock,
+        quarantine: Option<&QuarantineEntry>,
     ) -> Result<(), EngineError> {
-        let n = self
+        let quarantined_as = quarantine.map(|q| q.quarantined_as.as_str());
+        let seconds = quarantine.map(|q| q.seconds);
+        let n = lock
             .conn
             .execute(
                 "UPDATE splice.migrations SET quarantined_as = $2,
                         quarantine_until = CASE WHEN $3::float8 IS NULL THEN NULL
                                                 ELSE now() + make_interval(secs => $3::float8) END
                  WHERE name = $1 AND fence = $4",
-                &[&self.name, &quarantined_as, &seconds, &self.fence],
+                &[&lock.name, &quarantined_as, &seconds, &lock.fence],
             )
             .await
             .map_err(|e| EngineError::db("recording the quarantine", e))?;
-        self.check_fenced(n)
+        lock.check_fenced(n)
     }
 
-    pub async fn record_verify(
+    async fn record_verify(
         &self,
-        result: &crate::verify::VerifyReport,
+        lock: &RunnerLock,
+        result: &VerifyReport,
     ) -> Result<(), EngineError> {
         let keys = serde_json::to_value(&result.diverged).unwrap_or(Json::Null);
         // Fenced like every state write: nothing is recorded once another runner took over.
-        let n = self
+        let n = lock
             .conn
             .execute(
                 "INSERT INTO splice.verify_results
@@ -395,35 +457,18 @@ impl RunnerLock {
                  SELECT $1, $2, $3, $4, $5, $6, $7
                   WHERE EXISTS (SELECT 1 FROM splice.migrations WHERE name = $1 AND fence = $8)",
                 &[
-                    &self.name,
+                    &lock.name,
                     &result.passed(),
                     &(result.rows_checked as i64),
                     &(result.ranges as i64),
                     &(result.rechecked as i64),
                     &keys,
                     &result.seconds,
-                    &self.fence,
+                    &lock.fence,
                 ],
             )
             .await
             .map_err(|e| EngineError::db("recording the verify result", e))?;
-        self.check_fenced(n)
+        lock.check_fenced(n)
     }
-}
-
-/// Sets (or with `None` clears) the backfill rate limit of a migration; a running sync picks it
-/// up at its next checkpoint. `Some(0)` means unlimited. Needs no runner lock: it is a request.
-pub async fn set_rate_limit(
-    db: &impl GenericClient,
-    name: &str,
-    rows_per_second: Option<i32>,
-) -> Result<bool, EngineError> {
-    let n = db
-        .execute(
-            "UPDATE splice.migrations SET rate_limit = $2 WHERE name = $1",
-            &[&name, &rows_per_second],
-        )
-        .await
-        .map_err(|e| EngineError::db("setting the rate limit", e))?;
-    Ok(n == 1)
 }

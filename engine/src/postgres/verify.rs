@@ -1,81 +1,84 @@
 //! PostgreSQL's side of verify: range bounds from a page sample (`TABLESAMPLE SYSTEM`) and
 //! canonical rows as COPY text under the session settings of [`super::connect`].
 
-use super::sql;
-use crate::adapter::{Selection, Side};
-use crate::plan::Direction;
+use super::sql::{self, qualified};
+use super::Postgres;
+use crate::adapter::VerifySource;
+use crate::seam::{Direction, Selection, Side};
 use crate::EngineError;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio_postgres::Client;
 
-/// Range boundaries from a sample of the source's keys (`TABLESAMPLE SYSTEM`, about 32 pages per
-/// range): ranges of roughly `range_rows` rows each, found without walking the key. The first
-/// range is open below and the last open above, so rows written since are still covered.
-pub async fn sample_bounds(
-    db: &Client,
-    dir: &Direction,
-    range_rows: i64,
-) -> Result<Vec<Vec<String>>, EngineError> {
-    let row = db
-        .query_one(&sql::table_size(), &[&dir.from.sql()])
-        .await
-        .map_err(|e| EngineError::db("estimating the table size", e))?;
-    let (reltuples, relpages, pages): (f64, f64, f64) = (row.get(0), row.get(1), row.get(2));
-    // Rows now, the planner's way: the density of the last ANALYZE times today's pages, so a
-    // table that grew since is not taken for its old size. Never analyzed: 50 rows a page.
-    let rows = if reltuples > 0.0 && relpages > 0.0 {
-        reltuples / relpages * pages
-    } else {
-        pages * 50.0
-    };
-    let ranges = (rows / range_rows.max(1) as f64).ceil();
-    if ranges <= 1.0 || pages <= 0.0 {
-        return Ok(Vec::new());
-    }
-    let pages_wanted = (32.0 * ranges).min((4.0 * ranges).max(20_000.0));
-    let percent = (100.0 * pages_wanted / pages).clamp(0.000_1, 100.0);
-    let k = dir.key.len();
-    let sample: Vec<Vec<String>> = db
-        .query(&sql::sample_keys(dir), &[&percent])
-        .await
-        .map_err(|e| EngineError::db("sampling the keys to verify", e))?
-        .iter()
-        .map(|r| (0..k).map(|i| r.get::<_, String>(i)).collect())
-        .collect();
-    let ranges = ranges as usize;
-    let mut bounds: Vec<Vec<String>> = Vec::with_capacity(ranges);
-    for i in 1..ranges {
-        let Some(key) = sample.get(i * sample.len() / ranges) else {
-            break;
+impl VerifySource for Postgres {
+    /// Range boundaries from a sample of the source's keys (`TABLESAMPLE SYSTEM`, about 32 pages per
+    /// range): ranges of roughly `range_rows` rows each, found without walking the key. The first
+    /// range is open below and the last open above, so rows written since are still covered.
+    async fn sample_bounds(
+        &self,
+        db: &Client,
+        dir: &Direction,
+        range_rows: i64,
+    ) -> Result<Vec<Vec<String>>, EngineError> {
+        let row = db
+            .query_one(&sql::table_size(), &[&qualified(&dir.from)])
+            .await
+            .map_err(|e| EngineError::db("estimating the table size", e))?;
+        let (reltuples, relpages, pages): (f64, f64, f64) = (row.get(0), row.get(1), row.get(2));
+        // Rows now, the planner's way: the density of the last ANALYZE times today's pages, so a
+        // table that grew since is not taken for its old size. Never analyzed: 50 rows a page.
+        let rows = if reltuples > 0.0 && relpages > 0.0 {
+            reltuples / relpages * pages
+        } else {
+            pages * 50.0
         };
-        if bounds.last() != Some(key) {
-            bounds.push(key.clone());
+        let ranges = (rows / range_rows.max(1) as f64).ceil();
+        if ranges <= 1.0 || pages <= 0.0 {
+            return Ok(Vec::new());
         }
+        let pages_wanted = (32.0 * ranges).min((4.0 * ranges).max(20_000.0));
+        let percent = (100.0 * pages_wanted / pages).clamp(0.000_1, 100.0);
+        let k = dir.key.len();
+        let sample: Vec<Vec<String>> = db
+            .query(&sql::sample_keys(dir), &[&percent])
+            .await
+            .map_err(|e| EngineError::db("sampling the keys to verify", e))?
+            .iter()
+            .map(|r| (0..k).map(|i| r.get::<_, String>(i)).collect())
+            .collect();
+        let ranges = ranges as usize;
+        let mut bounds: Vec<Vec<String>> = Vec::with_capacity(ranges);
+        for i in 1..ranges {
+            let Some(key) = sample.get(i * sample.len() / ranges) else {
+                break;
+            };
+            if bounds.last() != Some(key) {
+                bounds.push(key.clone());
+            }
+        }
+        Ok(bounds)
     }
-    Ok(bounds)
-}
 
-/// One side's canonical rows: `COPY (SELECT …) TO STDOUT`, one message per row.
-pub async fn read_canonical<'a>(
-    db: &'a Client,
-    dir: &Direction,
-    side: Side,
-    rows: Selection<'_>,
-) -> Result<BoxStream<'a, Result<Bytes, EngineError>>, EngineError> {
-    let source_side = side == Side::Source;
-    let copy = match rows {
-        Selection::Range { range, with_key } => {
-            sql::verify_range_copy(dir, source_side, range, with_key)
-        }
-        Selection::Keys(keys) => sql::verify_keys_copy(dir, source_side, keys),
-    };
-    let stream = db
-        .copy_out(&copy)
-        .await
-        .map_err(|e| EngineError::db("reading rows to verify", e))?;
-    Ok(stream
-        .map_err(|e| EngineError::db("reading rows to verify", e))
-        .boxed())
+    /// One side's canonical rows: `COPY (SELECT …) TO STDOUT`, one message per row.
+    async fn read_canonical<'a>(
+        &self,
+        db: &'a Client,
+        dir: &Direction,
+        side: Side,
+        rows: Selection<'_>,
+    ) -> Result<BoxStream<'a, Result<Bytes, EngineError>>, EngineError> {
+        let copy = match rows {
+            Selection::Range(range) => sql::verify_range_copy(dir, side, range, false),
+            Selection::KeyedRange(range) => sql::verify_range_copy(dir, side, range, true),
+            Selection::Keys(keys) => sql::verify_keys_copy(dir, side, keys),
+        };
+        let stream = db
+            .copy_out(&copy)
+            .await
+            .map_err(|e| EngineError::db("reading rows to verify", e))?;
+        Ok(stream
+            .map_err(|e| EngineError::db("reading rows to verify", e))
+            .boxed())
+    }
 }

@@ -3,8 +3,8 @@
 
 #![allow(dead_code)]
 
-use engine::sync::{Control, ProgressSink, SyncProgress};
-use engine::Engine;
+use engine::backfill::{Control, NoProgress, SyncProgress};
+use engine::{Engine, RateLimit};
 use testkit::Postgres;
 use tokio_postgres::Client;
 
@@ -74,18 +74,18 @@ pub async fn mismatches(db: &Client, old: &str, new: &str) -> Vec<i64> {
     rows.iter().map(|r| r.get(0)).collect()
 }
 
-pub struct Quiet;
-impl ProgressSink for Quiet {
-    fn update(&mut self, _: &SyncProgress) {}
-}
-
-pub async fn sync_until_caught_up(engine: &Engine, name: &str) -> SyncProgress {
+pub async fn sync_until_caught_up(engine: &Engine<engine::Postgres>, name: &str) -> SyncProgress {
     let opts = engine::phases::SyncOptions {
         until_caught_up: true,
         ..Default::default()
     };
     engine
-        .sync(name, &opts, &Control::new(None), &mut Quiet)
+        .sync(
+            name,
+            &opts,
+            &Control::new(RateLimit::Unlimited),
+            &mut NoProgress,
+        )
         .await
         .expect("sync")
 }

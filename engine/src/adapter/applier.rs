@@ -1,0 +1,60 @@
+//! [`ChangeApplier`]: the change stream of one direction and the applier session that
+//! re-syncs keys from the source of truth.
+
+use super::Sessions;
+use crate::seam::Direction;
+use crate::spec::MigrationSpec;
+use crate::EngineError;
+use std::collections::HashSet;
+use std::future::Future;
+
+pub trait ChangeApplier: Sessions {
+    /// The change stream of one direction's source table and of the marker table.
+    type Stream: cdc::ChangeSource + 'static;
+    /// The applier's session (its writes are skipped by capture) and its prepared statements.
+    type ApplierSession: Send + 'static;
+
+    /// Opens (creating if needed) the change stream `slot` of `dir.from` and the marker table,
+    /// skipping the engine's own writes, and the applier writing under `origin`.
+    fn open_capture(
+        &self,
+        spec: &MigrationSpec,
+        dir: &Direction,
+        slot: &str,
+        origin: &str,
+    ) -> impl Future<Output = Result<(Self::Stream, Self::ApplierSession), EngineError>> + Send;
+    /// The table drain markers are written to (its rows have columns `migration` and `id`).
+    fn marker_table(&self) -> cdc::TableName;
+    /// Writes the next drain marker of `migration`; returns its id.
+    fn write_marker(
+        &self,
+        applier: &mut Self::ApplierSession,
+        migration: &str,
+    ) -> impl Future<Output = Result<i64, EngineError>> + Send;
+    /// Re-syncs `keys` from the source of truth (after deleting orphans when `truncate`): in a
+    /// transaction of its own that is committed, or inside the swap while one is locked.
+    /// `txns` are the source transactions (their `cdc` `source_id`s) whose changes named the
+    /// keys: the re-read must see them, and a commit can reach the change stream a moment
+    /// before other sessions see it.
+    fn apply(
+        &self,
+        applier: &mut Self::ApplierSession,
+        keys: HashSet<Vec<String>>,
+        txns: &[u64],
+        truncate: bool,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Removes a change stream (slot and publication) if it exists.
+    fn drop_capture(&self, slot: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Removes what marks the migration's appliers (PostgreSQL: both replication origins).
+    fn forget_appliers(
+        &self,
+        conn: &Self::Conn,
+        spec: &MigrationSpec,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Bytes the change stream `slot` is behind, when it exists (`splice status`).
+    fn capture_lag_bytes(
+        &self,
+        conn: &Self::Conn,
+        slot: &str,
+    ) -> impl Future<Output = Result<Option<i64>, EngineError>> + Send;
+}

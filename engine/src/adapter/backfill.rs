@@ -1,0 +1,53 @@
+//! [`BackfillSource`]: what the throttled backfill reads and writes.
+
+use super::StateStore;
+use crate::catalog::Table;
+use crate::seam::{Direction, Fill, Load};
+use crate::spec::QualifiedName;
+use crate::EngineError;
+use std::future::Future;
+
+pub trait BackfillSource: StateStore {
+    /// The source's row count, estimated where the database keeps an estimate.
+    fn estimate_rows(
+        &self,
+        conn: &Self::Conn,
+        table: &Table,
+    ) -> impl Future<Output = Result<i64, EngineError>> + Send;
+    /// The key `offset` rows after `after` (from the first key when `None`) in `dir.from`, in
+    /// key order: the upper bound of a chunk. `None` past the last key.
+    fn chunk_upper(
+        &self,
+        conn: &Self::Conn,
+        dir: &Direction,
+        after: Option<&[String]>,
+        offset: i64,
+    ) -> impl Future<Output = Result<Option<Vec<String>>, EngineError>> + Send;
+    /// Copies the mapped rows of the key range `(lower, upper]` (an absent bound is open) in
+    /// one statement; returns the rows written. Fenced like a state write, and in a way that a
+    /// runner taking over waits for a chunk in flight: once it holds the migration, a stale
+    /// runner's chunk copies nothing (it could otherwise write a row back that the new
+    /// runner's applier has deleted meanwhile).
+    fn copy_range(
+        &self,
+        conn: &Self::Conn,
+        runner: &Self::Lock,
+        dir: &Direction,
+        lower: Option<&[String]>,
+        upper: Option<&[String]>,
+        fill: Fill,
+    ) -> impl Future<Output = Result<u64, EngineError>> + Send;
+    /// Refreshes the planner statistics of a table backfill just filled, so verify's range
+    /// reads and, after cutover, the application's queries are planned for its real size.
+    fn refresh_statistics(
+        &self,
+        conn: &Self::Conn,
+        table: &QualifiedName,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Replica lag and lock waiters on `table`, for backfill's throttle.
+    fn server_load(
+        &self,
+        conn: &Self::Conn,
+        table: &Table,
+    ) -> impl Future<Output = Result<Load, EngineError>> + Send;
+}

@@ -1,0 +1,43 @@
+//! [`Cutover`]: the rename swap under a short lock, on the applier's session.
+
+use super::ChangeApplier;
+use crate::catalog::Dependent;
+use crate::seam::Swap;
+use crate::spec::MigrationSpec;
+use crate::EngineError;
+use std::future::Future;
+
+pub trait Cutover: ChangeApplier {
+    /// Begins the swap on the applier's session: a transaction holding exclusive locks on
+    /// `swap.live` and `swap.incoming`, taken under the spec's lock timeout. `false` (and
+    /// nothing held) when the lock timed out; until [`finish_swap`] or [`abort_swap`],
+    /// [`apply`](ChangeApplier::apply) writes inside it.
+    ///
+    /// [`finish_swap`]: Cutover::finish_swap
+    /// [`abort_swap`]: Cutover::abort_swap
+    fn lock_for_swap(
+        &self,
+        applier: &mut Self::ApplierSession,
+        spec: &MigrationSpec,
+        swap: &Swap,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    /// Renames, carries `dependents` over to the incoming table (whose columns are
+    /// `incoming_columns`), commits; returns what was carried over. On failure nothing was
+    /// swapped.
+    fn finish_swap(
+        &self,
+        applier: &mut Self::ApplierSession,
+        swap: &Swap,
+        dependents: &[Dependent],
+        incoming_columns: &[String],
+    ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    /// Abandons a locked swap.
+    fn abort_swap(&self, applier: &mut Self::ApplierSession) -> impl Future<Output = ()> + Send;
+    /// After the swap committed: finishes what was carried over without the lock (PostgreSQL:
+    /// validates foreign keys re-created NOT VALID). Best effort; failures are logged.
+    fn settle_carried_over(
+        &self,
+        conn: &Self::Conn,
+        dependents: &[Dependent],
+    ) -> impl Future<Output = ()> + Send;
+}

@@ -1,0 +1,68 @@
+//! [`Planner`]: what planning reads and compiles. Nothing it does is kept.
+
+use super::Sessions;
+use crate::catalog::{Column, Dependent, Table};
+use crate::seam::Plan;
+use crate::spec::{MigrationSpec, QualifiedName};
+use crate::EngineError;
+use std::future::Future;
+
+pub trait Planner: Sessions {
+    /// The statements that create the shadow table from the spec's target DDL.
+    fn shadow_ddl(&self, spec: &MigrationSpec) -> Result<Vec<String>, EngineError>;
+    /// Expand's whole script (state store + shadow DDL under the lock timeout), for the linter.
+    fn expand_script(&self, spec: &MigrationSpec, plan: &Plan) -> String;
+    /// The mapping expression `expr` cast to the target column's type.
+    fn cast_expression(&self, expr: &str, sql_type: &str) -> String;
+    /// Column `column` of the `from` row, cast to `sql_type`.
+    fn source_column(&self, column: &str, sql_type: &str) -> String;
+    /// True when two key columns order their values the same way, so backfill and verify can
+    /// walk both sides in one order.
+    fn sorts_alike(&self, source: &Column, target: &Column) -> bool;
+    /// Starts a planning scope on `conn`: what runs until [`end_planning`] is thrown away.
+    ///
+    /// [`end_planning`]: Planner::end_planning
+    fn begin_planning(
+        &self,
+        conn: &Self::Conn,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Ends the planning scope, discarding everything it did.
+    fn end_planning(
+        &self,
+        conn: &Self::Conn,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Runs the shadow DDL inside the planning scope; a failure is an [`EngineError::Plan`].
+    fn try_shadow_ddl(
+        &self,
+        conn: &Self::Conn,
+        ddl: &[String],
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// A table's columns and key; `None` when it does not exist.
+    fn describe_table(
+        &self,
+        conn: &Self::Conn,
+        name: &QualifiedName,
+    ) -> impl Future<Output = Result<Option<Table>, EngineError>> + Send;
+    /// True when `columns` are exactly the columns of a unique, valid, full index of `table`.
+    fn has_unique_key(
+        &self,
+        conn: &Self::Conn,
+        table: &Table,
+        columns: &[String],
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    /// Compiles `expr` over a row of `from`; `Err` carries the server's message.
+    fn check_expression(
+        &self,
+        conn: &Self::Conn,
+        from: &QualifiedName,
+        expr: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Everything that depends on `table` and must follow it through a swap.
+    fn dependents(
+        &self,
+        conn: &Self::Conn,
+        table: &Table,
+    ) -> impl Future<Output = Result<Vec<Dependent>, EngineError>> + Send;
+    /// Every phase with the statements it runs and the locks it takes (`splice plan`).
+    fn render_plan(&self, plan: &Plan) -> String;
+}

@@ -1,0 +1,105 @@
+//! [`StateStore`]: migration records, their history, and the fenced runner lock.
+
+use super::Sessions;
+use crate::seam::{RateLimit, VerifyReport};
+use crate::state::{Figure, LastVerify, MigrationRecord, Phase, Transition};
+use crate::EngineError;
+use serde_json::Value as Json;
+use std::future::Future;
+
+pub trait StateStore: Sessions {
+    /// The runner lock of one migration, with its fencing token.
+    type Lock: Send + Sync + 'static;
+
+    /// Creates the state store (idempotent, additive only).
+    fn ensure_state(
+        &self,
+        conn: &Self::Conn,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Registers a migration in phase `planned` unless it exists.
+    fn register(
+        &self,
+        conn: &Self::Conn,
+        name: &str,
+        spec_text: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Replaces the spec of a rolled-back migration (expand starts it again); fenced.
+    fn reregister(
+        &self,
+        lock: &Self::Lock,
+        spec_text: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// A migration's record; `None` when it (or the state store) does not exist.
+    fn load_record(
+        &self,
+        conn: &Self::Conn,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<MigrationRecord>, EngineError>> + Send;
+    /// Every migration, oldest first.
+    fn load_records(
+        &self,
+        conn: &Self::Conn,
+    ) -> impl Future<Output = Result<Vec<MigrationRecord>, EngineError>> + Send;
+    /// A migration's transitions, oldest first.
+    fn history(
+        &self,
+        conn: &Self::Conn,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<Transition>, EngineError>> + Send;
+    /// The last verify result.
+    fn last_verify(
+        &self,
+        conn: &Self::Conn,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<LastVerify>, EngineError>> + Send;
+    /// Sets (`None`: clears) the rate limit a running sync picks up; false when no such
+    /// migration. Needs no lock: it is a request.
+    fn set_rate_limit(
+        &self,
+        conn: &Self::Conn,
+        name: &str,
+        limit: Option<RateLimit>,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    /// Takes the runner lock of `name` (or fails at once with [`EngineError::Busy`]) and bumps
+    /// its fencing token.
+    fn acquire_lock(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Self::Lock, EngineError>> + Send;
+    /// Records a phase change and its history entry.
+    fn transition(
+        &self,
+        lock: &Self::Lock,
+        from: Option<Phase>,
+        to: Phase,
+        figures: Json,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Saves the backfill checkpoint; returns the rate limit set while running (`None`: not
+    /// set).
+    fn checkpoint(
+        &self,
+        lock: &Self::Lock,
+        checkpoint: &crate::state::Checkpoint,
+    ) -> impl Future<Output = Result<Option<RateLimit>, EngineError>> + Send;
+    fn set_figure(
+        &self,
+        lock: &Self::Lock,
+        figure: Figure,
+        value: f64,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn reset_backfill(
+        &self,
+        lock: &Self::Lock,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Records (or with `None` clears) where the old table is quarantined and for how long.
+    fn set_quarantine(
+        &self,
+        lock: &Self::Lock,
+        quarantine: Option<&crate::state::QuarantineEntry>,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn record_verify(
+        &self,
+        lock: &Self::Lock,
+        report: &VerifyReport,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+}

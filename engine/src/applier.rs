@@ -1,0 +1,335 @@
+//! The change applier ([`Applier`]): one direction's change stream applied to its target,
+//! written against the adapter's [`ChangeApplier`] and [`Cutover`] traits.
+//!
+//! Capture turns every committed change to the source into "key K changed" and re-syncs K from
+//! the source of truth through the mapping, so applying is idempotent, order-insensitive and
+//! batchable. Backfill walks the key range in chunks; the applier runs between chunks, never
+//! during one, so a change that commits while a chunk is copied is re-synced after the chunk
+//! landed and a delete can never be undone by a stale chunk (see [`crate::backfill`]).
+
+use crate::adapter::{ChangeApplier, Cutover};
+use crate::catalog::Dependent;
+use crate::error::Refusal;
+use crate::seam::{Direction, Swap};
+use crate::spec::MigrationSpec;
+use crate::EngineError;
+use cdc::{ChangeSource, Op, TableName, Value};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use tracing::{info_span, Instrument};
+
+/// Applies one direction's captured changes to its target.
+pub struct Applier<'a, A: ChangeApplier> {
+    adapter: &'a A,
+    stream: A::Stream,
+    session: A::ApplierSession,
+    dir: Direction,
+    source: TableName,
+    marker: TableName,
+    migration: String,
+    /// Transactions and distinct keys applied since open.
+    pub txns_applied: u64,
+    pub keys_applied: u64,
+}
+
+/// A batch of coalesced changes.
+#[derive(Default)]
+struct Batch {
+    keys: HashSet<Vec<String>>,
+    /// The source transactions that named `keys`.
+    txn_ids: Vec<u64>,
+    truncate: bool,
+    markers: Vec<i64>,
+    last_position: Option<cdc::Position>,
+    txns: u64,
+}
+
+impl<'a, A: ChangeApplier> Applier<'a, A> {
+    /// Opens (creating if needed) the change stream `slot` capturing `dir.from`, skipping the
+    /// engine's own writes, and the applier writing under `origin`.
+    pub async fn open(
+        adapter: &'a A,
+        spec: &MigrationSpec,
+        dir: Direction,
+        slot: &str,
+        origin: &str,
+    ) -> Result<Applier<'a, A>, EngineError> {
+        let (stream, session) = adapter.open_capture(spec, &dir, slot, origin).await?;
+        Ok(Applier {
+            adapter,
+            stream,
+            session,
+            source: TableName::from(&dir.from),
+            marker: adapter.marker_table(),
+            dir,
+            migration: spec.name.clone(),
+            txns_applied: 0,
+            keys_applied: 0,
+        })
+    }
+
+    /// The adapter this applier writes through.
+    pub fn adapter(&self) -> &'a A {
+        self.adapter
+    }
+
+    pub fn direction(&self) -> &Direction {
+        &self.dir
+    }
+
+    /// Bytes and time behind the source.
+    pub async fn lag(&mut self) -> Result<cdc::Lag, EngineError> {
+        Ok(self.stream.lag().await?)
+    }
+
+    /// Collects what arrives within `wait` (then whatever is immediately available, up to a
+    /// batch limit).
+    async fn collect(&mut self, wait: Duration) -> Result<Batch, EngineError> {
+        let mut batch = Batch::default();
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let budget = if batch.txns == 0 {
+                left
+            } else {
+                Duration::from_millis(2)
+            };
+            let next = match tokio::time::timeout(budget, self.stream.next_transaction()).await {
+                Ok(r) => r?,
+                Err(_) => break,
+            };
+            let Some(txn) = next else { break };
+            for change in &txn.changes {
+                if change.table == self.marker {
+                    if change.op == Op::Insert {
+                        if let Some(id) = self.marker_id(&change.key) {
+                            batch.markers.push(id);
+                        }
+                    }
+                    continue;
+                }
+                if change.table != self.source {
+                    continue;
+                }
+                match change.op {
+                    Op::Truncate => batch.truncate = true,
+                    _ => {
+                        batch.keys.insert(self.key_of(&change.key)?);
+                        if let Some(old) = &change.old_key {
+                            batch.keys.insert(self.key_of(old)?);
+                        }
+                    }
+                }
+                if batch.txn_ids.last() != Some(&txn.source_id) {
+                    batch.txn_ids.push(txn.source_id);
+                }
+            }
+            batch.last_position = Some(txn.position.clone());
+            batch.txns += 1;
+            if batch.keys.len() >= 5000 || batch.txns >= 2000 {
+                break;
+            }
+        }
+        Ok(batch)
+    }
+    fn marker_id(&self, key: &cdc::Key) -> Option<i64> {
+        let mut migration = None;
+        let mut id = None;
+        for (col, v) in key {
+            match (col.as_str(), v) {
+                ("migration", Value::Text(m)) => migration = Some(m.clone()),
+                ("id", Value::Int(i)) => id = Some(*i),
+                ("id", Value::Text(t)) => id = t.parse().ok(),
+                _ => {}
+            }
+        }
+        (migration.as_deref() == Some(self.migration.as_str()))
+            .then_some(id)
+            .flatten()
+    }
+
+    /// Our key columns, as text, from a captured key.
+    fn key_of(&self, key: &cdc::Key) -> Result<Vec<String>, EngineError> {
+        self.dir
+            .key
+            .iter()
+            .map(|k| {
+                let v = key.iter().find(|(c, _)| *c == k.name).map(|(_, v)| v);
+                match v {
+                    Some(Value::Int(i)) => Ok(i.to_string()),
+                    Some(Value::Bool(b)) => Ok(b.to_string()),
+                    Some(Value::Text(t)) => Ok(t.clone()),
+                    Some(Value::Null) | None => Err(EngineError::KeyNotCaptured {
+                        table: self.source.to_string(),
+                        column: k.name.clone(),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// Applies a batch. Under [`Acknowledge::Now`] it runs in a transaction of the applier's
+    /// own that is committed, then acknowledged; under [`Acknowledge::AfterSwap`] it writes
+    /// inside the locked swap, and the caller acknowledges once the swap committed.
+    async fn apply(&mut self, batch: Batch, ack: Acknowledge) -> Result<(), EngineError> {
+        self.txns_applied += batch.txns;
+        let n_keys = batch.keys.len();
+        if batch.truncate || n_keys > 0 {
+            self.adapter
+                .apply(
+                    &mut self.session,
+                    batch.keys,
+                    &batch.txn_ids,
+                    batch.truncate,
+                )
+                .await?;
+            self.keys_applied += n_keys as u64;
+        }
+        if ack == Acknowledge::Now {
+            if let Some(pos) = &batch.last_position {
+                self.stream.ack(pos)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies whatever arrives within `wait`. Returns the number of transactions applied.
+    pub async fn apply_for(&mut self, wait: Duration) -> Result<u64, EngineError> {
+        let batch = self.collect(wait).await?;
+        let n = batch.txns;
+        self.apply(batch, Acknowledge::Now).await?;
+        Ok(n)
+    }
+
+    /// Applies everything committed to the source before this call: writes a marker, then
+    /// applies until the marker arrives.
+    pub async fn drain(&mut self) -> Result<(), EngineError> {
+        self.drain_until_marker(Acknowledge::Now, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes a marker and applies until it arrives, giving up after `budget` when one is set;
+    /// returns the last position applied.
+    async fn drain_until_marker(
+        &mut self,
+        ack: Acknowledge,
+        budget: Option<Duration>,
+    ) -> Result<Option<cdc::Position>, EngineError> {
+        let id = self
+            .adapter
+            .write_marker(&mut self.session, &self.migration)
+            .await?;
+        let deadline = budget.map(|d| (Instant::now() + d, d));
+        let span = info_span!("capture.drain", marker = id);
+        async {
+            let mut last = None;
+            loop {
+                if let Some((at, budget)) = deadline {
+                    if Instant::now() > at {
+                        return Err(Refusal::DrainUnderLock {
+                            budget: humantime::format_duration(budget).to_string(),
+                        }
+                        .into());
+                    }
+                }
+                let batch = self.collect(Duration::from_millis(200)).await?;
+                let seen = batch.markers.iter().any(|m| *m >= id);
+                if batch.last_position.is_some() {
+                    last = batch.last_position.clone();
+                }
+                self.apply(batch, ack).await?;
+                if seen {
+                    return Ok(last);
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Applies everything committed to the source before this call, like [`drain`], and
+    /// leaves the change stream so that the next open starts reading near here instead of
+    /// decoding again what was already applied (after a backfill, its whole WAL).
+    ///
+    /// [`drain`]: Applier::drain
+    pub async fn drain_for_reopen(&mut self) -> Result<(), EngineError> {
+        self.stream.mark_restart_point().await?;
+        self.drain().await
+    }
+
+    /// Stops cleanly; the change stream stays for the next run, and starts reading near where
+    /// this one stopped.
+    pub async fn close(mut self) -> Result<(), EngineError> {
+        if self.stream.mark_restart_point().await? {
+            self.drain().await?;
+        }
+        Ok(self.stream.close().await?)
+    }
+}
+
+/// When an applied batch is acknowledged to the change stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acknowledge {
+    /// Once its own transaction committed.
+    Now,
+    /// Once the swap it was written into committed (the caller acknowledges).
+    AfterSwap,
+}
+
+/// What one swap did.
+#[derive(Debug, Clone)]
+pub struct Swapped {
+    /// How long the tables were locked.
+    pub lock_ms: f64,
+    /// What was carried over to the incoming table.
+    pub carried_over: Vec<String>,
+}
+
+/// How long the backlog left at the lock may take to apply under it.
+const DRAIN_UNDER_LOCK: Duration = Duration::from_secs(5);
+
+impl<A: Cutover> Applier<'_, A> {
+    /// One cutover attempt on the applier's session (its writes carry the engine's marks, so
+    /// the other direction's capture skips them): lock both tables, drain capture inside the
+    /// lock, swap and carry `dependents` over, commit, acknowledge. `None` when the lock timed
+    /// out.
+    pub async fn swap(
+        &mut self,
+        spec: &MigrationSpec,
+        swap: &Swap,
+        dependents: &[Dependent],
+        incoming_columns: &[String],
+    ) -> Result<Option<Swapped>, EngineError> {
+        if !self
+            .adapter
+            .lock_for_swap(&mut self.session, spec, swap)
+            .await?
+        {
+            return Ok(None);
+        }
+        let locked_at = Instant::now();
+        let ack = match self
+            .drain_until_marker(Acknowledge::AfterSwap, Some(DRAIN_UNDER_LOCK))
+            .await
+        {
+            Ok(ack) => ack,
+            Err(e) => {
+                self.adapter.abort_swap(&mut self.session).await;
+                return Err(e);
+            }
+        };
+        let carried_over = self
+            .adapter
+            .finish_swap(&mut self.session, swap, dependents, incoming_columns)
+            .await?;
+        let lock_ms = locked_at.elapsed().as_secs_f64() * 1000.0;
+        if let Some(pos) = ack {
+            self.stream.ack(&pos)?;
+        }
+        Ok(Some(Swapped {
+            lock_ms,
+            carried_over,
+        }))
+    }
+}

@@ -1,0 +1,264 @@
+//! The throttled backfill ([`backfill`]): walks the source's key range in chunks and writes
+//! mapped rows, applying captured changes between chunks, never during one. So a change that
+//! commits while a chunk is copied is re-synced after the chunk landed, and a delete can never
+//! be undone by a stale chunk (no resurrection, DBLog-style). Chunks are sized to a target
+//! duration; the rate limit ([`RateLimit`], changeable at run time through [`Control`] and the
+//! state store) and pauses on capture lag, replica lag and lock waits bound what it costs.
+
+use crate::adapter::{BackfillSource, ChangeApplier};
+use crate::applier::Applier;
+use crate::catalog::Table;
+use crate::seam::{Fill, RateLimit};
+use crate::spec::MigrationSpec;
+use crate::state::Checkpoint;
+use crate::EngineError;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::debug;
+
+/// Run-time control of a running sync: the rate limit can change while it runs; stop asks it
+/// to finish its current chunk, checkpoint and return.
+#[derive(Clone, Default)]
+pub struct Control {
+    rows_per_second: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Control {
+    pub fn new(limit: RateLimit) -> Control {
+        let c = Control::default();
+        c.set_rate(limit);
+        c
+    }
+
+    pub fn set_rate(&self, limit: RateLimit) {
+        self.rows_per_second
+            .store(limit.rows_per_second(), Ordering::Relaxed);
+    }
+
+    pub fn rate(&self) -> RateLimit {
+        RateLimit::from_rows_per_second(self.rows_per_second.load(Ordering::Relaxed))
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// What a running sync reports after every chunk.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SyncProgress {
+    pub rows_copied: u64,
+    pub rows_total: u64,
+    pub rows_per_second: f64,
+    pub chunk_size: u64,
+    pub backfill_done: bool,
+    pub capture_lag_bytes: u64,
+    pub capture_lag_ms: u64,
+    pub txns_applied: u64,
+    /// Why the backfill is paused, when it is.
+    pub throttled: Option<String>,
+    pub elapsed_s: f64,
+}
+
+/// Receives progress (a terminal bar, plain CI lines, metrics).
+pub trait ProgressSink: Send {
+    fn update(&mut self, p: &SyncProgress);
+}
+
+/// A progress sink that reports nothing (internal re-syncs, tests, benches).
+pub struct NoProgress;
+
+impl ProgressSink for NoProgress {
+    fn update(&mut self, _: &SyncProgress) {}
+}
+
+/// Paces the backfill to its rate limit (a `governor` rate limiter, rebuilt when the limit
+/// changes).
+struct Pacer {
+    limiter: Option<(u32, governor::DefaultDirectRateLimiter)>,
+}
+
+impl Pacer {
+    /// Waits until `rows` more rows may be copied under `limit`.
+    async fn wait(&mut self, limit: RateLimit, rows: u32) {
+        let RateLimit::RowsPerSecond(rate) = limit else {
+            self.limiter = None;
+            return;
+        };
+        let burst = NonZeroU32::new(rows.max(rate.get())).unwrap_or(rate);
+        if self.limiter.as_ref().map(|(r, _)| *r) != Some(rate.get()) {
+            let quota = governor::Quota::per_second(rate).allow_burst(burst);
+            self.limiter = Some((rate.get(), governor::RateLimiter::direct(quota)));
+        }
+        if let Some((_, limiter)) = &self.limiter {
+            let n = NonZeroU32::new(rows.clamp(1, burst.get())).unwrap_or(NonZeroU32::MIN);
+            if limiter.until_n_ready(n).await.is_err() {
+                // More than the burst: wait proportionally instead.
+                tokio::time::sleep(Duration::from_secs_f64(rows as f64 / rate.get() as f64)).await;
+            }
+        }
+    }
+}
+
+/// Why backfill should pause now, if it should.
+async fn throttle_reason<A: BackfillSource>(
+    adapter: &A,
+    db: &A::Conn,
+    lag: &cdc::Lag,
+    spec: &MigrationSpec,
+    source: &Table,
+) -> Result<Option<String>, EngineError> {
+    if lag.bytes > spec.throttle.max_capture_lag_bytes {
+        return Ok(Some(format!(
+            "capture lag {} MB > {} MB",
+            lag.bytes / 1_000_000,
+            spec.throttle.max_capture_lag_bytes / 1_000_000
+        )));
+    }
+    let load = adapter.server_load(db, source).await?;
+    let replica_lag = load.replica_lag_s;
+    let waiting = load.lock_waiters;
+    if replica_lag > spec.throttle.max_replica_lag.as_secs_f64() {
+        return Ok(Some(format!(
+            "replica lag {replica_lag:.1}s > {}s",
+            spec.throttle.max_replica_lag.as_secs_f64()
+        )));
+    }
+    if waiting > 0 {
+        return Ok(Some(format!(
+            "{waiting} session(s) waiting for a lock on the table"
+        )));
+    }
+    Ok(None)
+}
+
+/// What a backfill copies from and how it writes.
+#[derive(Debug, Clone, Copy)]
+pub struct BackfillCopy<'t> {
+    /// The table rows are read from (lock waits on it pause the backfill).
+    pub source: &'t Table,
+    pub fill: Fill,
+}
+
+/// Runs the throttled backfill from its checkpoint to the end of the key range, applying
+/// captured changes between chunks. Returns when done or when `control` asks it to stop.
+pub async fn backfill<A: BackfillSource + ChangeApplier>(
+    db: &A::Conn,
+    runner: &A::Lock,
+    capture: &mut Applier<'_, A>,
+    spec: &MigrationSpec,
+    copy: BackfillCopy<'_>,
+    control: &Control,
+    progress: &mut dyn ProgressSink,
+) -> Result<SyncProgress, EngineError> {
+    let BackfillCopy { source, fill } = copy;
+    let adapter = capture.adapter();
+    let record =
+        adapter
+            .load_record(db, &spec.name)
+            .await?
+            .ok_or_else(|| EngineError::NoSuchMigration {
+                name: spec.name.clone(),
+            })?;
+    let total = adapter.estimate_rows(db, source).await?;
+    adapter
+        .set_figure(runner, crate::state::Figure::RowsTotal, total as f64)
+        .await?;
+    let dir = capture.direction().clone();
+    let mut last_key = record.backfill_last_key.clone();
+    let mut done = record.backfill_done;
+    let started = Instant::now();
+    let mut p = SyncProgress {
+        rows_copied: record.rows_copied.max(0) as u64,
+        rows_total: total.max(0) as u64,
+        chunk_size: 1000,
+        backfill_done: done,
+        ..Default::default()
+    };
+    let copied_at_start = p.rows_copied;
+    let mut chunk: i64 = 1000;
+    let mut pacer = Pacer { limiter: None };
+    let target = spec.throttle.chunk_target;
+    // Measured once per chunk, after capture was applied; the next throttle check uses it.
+    let mut lag = capture.lag().await?;
+    while !done && !control.stopping() {
+        if let Some(reason) = throttle_reason(adapter, db, &lag, spec, source).await? {
+            p.throttled = Some(reason);
+            progress.update(&p);
+            capture.apply_for(Duration::from_millis(500)).await?;
+            lag = capture.lag().await?;
+            continue;
+        }
+        p.throttled = None;
+        pacer.wait(control.rate(), chunk as u32).await;
+        let t = Instant::now();
+        // The chunk's upper key: the `chunk`-th key after the checkpoint (none: the last chunk).
+        let upper = adapter
+            .chunk_upper(db, &dir, last_key.as_deref(), chunk - 1)
+            .await?;
+        let written = adapter
+            .copy_range(
+                db,
+                runner,
+                &dir,
+                last_key.as_deref(),
+                upper.as_deref(),
+                fill,
+            )
+            .await?;
+        let took = t.elapsed();
+        match upper {
+            // A full chunk: `chunk` source rows, some of which capture may have written first.
+            Some(key) => {
+                p.rows_copied += chunk as u64;
+                last_key = Some(key);
+            }
+            // The rest of the table: done. The filled table gets its statistics now, before
+            // verify reads it and long before applications do.
+            None => {
+                p.rows_copied += written;
+                // Best effort: statistics are an optimisation, never a reason to fail a copy
+                // that is complete (autovacuum analyzes the table later anyway).
+                if let Err(e) = adapter.refresh_statistics(db, &dir.to).await {
+                    tracing::warn!(table = %dir.to, error = %e, "analyzing the filled table failed");
+                }
+                done = true;
+            }
+        }
+        let rate =
+            (p.rows_copied - copied_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        // `splice throttle` changes the rate of a running sync through the state row.
+        let saved = Checkpoint {
+            last_key: last_key.clone(),
+            rows_copied: p.rows_copied as i64,
+            done,
+            rows_per_second: Some(rate),
+        };
+        if let Some(limit) = adapter.checkpoint(runner, &saved).await? {
+            control.set_rate(limit);
+        }
+        // Size the next chunk to the target duration, smoothly.
+        let ideal = chunk as f64 * target.as_secs_f64() / took.as_secs_f64().max(1e-3);
+        chunk = ((chunk as f64 * 0.5 + ideal * 0.5) as i64).clamp(100, 100_000);
+        // Keep capture current while copying.
+        capture.apply_for(Duration::ZERO).await?;
+        lag = capture.lag().await?;
+        p.capture_lag_bytes = lag.bytes;
+        p.capture_lag_ms = lag.behind.as_millis() as u64;
+        p.txns_applied = capture.txns_applied;
+        p.chunk_size = chunk as u64;
+        p.backfill_done = done;
+        p.rows_per_second = rate;
+        p.elapsed_s = started.elapsed().as_secs_f64();
+        debug!(rows = p.rows_copied, chunk, "backfill chunk");
+        progress.update(&p);
+    }
+    Ok(p)
+}

@@ -1,0 +1,134 @@
+//! `EngineError`: every way a migration command can fail, each worded to name the problem and
+//! the fix. Callers decide by kind ([`EngineError::is_check_failure`], the variants), never by
+//! the text; the CLI maps kinds to exit codes.
+
+use crate::state::Phase;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The migration file cannot be used (shape, syntax).
+    #[error("{0}")]
+    Spec(#[from] crate::spec::SpecError),
+    /// The migration file does not fit the live schema.
+    #[error("{0}")]
+    Plan(String),
+    /// No migration of that name is registered.
+    #[error(
+        "no migration named {name} in this database; run `splice expand FILE` first \
+         (`splice status` lists migrations)"
+    )]
+    NoSuchMigration { name: String },
+    /// A registered migration's name is taken by a different file.
+    #[error(
+        "a migration named {name} already exists with a different file; names are unique per \
+         database — pick a new name, or roll the old one back"
+    )]
+    DifferentFile { name: String },
+    /// The command does not apply in the migration's current phase.
+    #[error("{name} is {phase}; {expected}")]
+    WrongPhase {
+        name: String,
+        phase: Phase,
+        /// Where the command runs, and what to do instead.
+        expected: String,
+    },
+    /// A gate between phases is closed: exit code 1.
+    #[error("{0}")]
+    Refused(#[from] Refusal),
+    /// Another runner holds the migration, or fenced this one out.
+    #[error("{0}")]
+    Busy(String),
+    /// Captured changes do not name their row by the migration key.
+    #[error(
+        "captured changes of {table} do not carry key column {column}; make the table's replica \
+         identity cover the migration key (ALTER TABLE … REPLICA IDENTITY USING INDEX <unique \
+         index on the key>)"
+    )]
+    KeyNotCaptured { table: String, column: String },
+    /// Something the engine needs from the database is missing or was changed by hand.
+    #[error("{0}")]
+    Missing(String),
+    /// The database refused or failed (the adapter describes it with the server's message).
+    #[error("{context}: {message}")]
+    Database { context: String, message: String },
+    #[error("change capture: {0}")]
+    Capture(#[from] cdc::CdcError),
+}
+
+/// A closed gate: what failed, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The command runs only in another phase (cutover before verify, drop before contract…).
+    #[error("{name} is {phase}; {expected}")]
+    WrongPhase {
+        name: String,
+        phase: Phase,
+        expected: String,
+    },
+    #[error(
+        "{name}: backfill is not complete ({copied} of ~{total} rows); run `splice sync {name} \
+         --until-caught-up` first"
+    )]
+    BackfillIncomplete {
+        name: String,
+        copied: i64,
+        total: i64,
+    },
+    #[error("{name}: the last verify did not pass; run `splice verify {name}` until it does")]
+    NotVerified { name: String },
+    #[error("{name}: {why}")]
+    NoReverseSync { name: String, why: String },
+    #[error(
+        "{name}: cannot carry these over automatically: {objects}; drop and recreate them around \
+         the cutover"
+    )]
+    CannotCarryOver { name: String, objects: String },
+    #[error(
+        "cannot carry over {object} to the new table: {message}; nothing was swapped. Adjust it \
+         (or drop it and recreate it after cutover), then cut over again"
+    )]
+    CarryOverFailed { object: String, message: String },
+    #[error("{name}: capture lag {bytes} bytes is above the bound {bound}; let sync catch up")]
+    CaptureLag {
+        name: String,
+        bytes: u64,
+        bound: u64,
+    },
+    #[error(
+        "capture did not catch up within {budget}: the application writes as fast as the \
+         applier can re-sync, so the backlog under the lock would be too long; nothing was \
+         swapped — cut over when the write load is lower"
+    )]
+    CaptureBehind { budget: String },
+    #[error(
+        "capture did not drain within {budget} while the table was locked; nothing was swapped \
+         — run sync until it has caught up, then cut over again"
+    )]
+    DrainUnderLock { budget: String },
+    #[error(
+        "could not lock {table} within {attempts} attempts; long transactions are holding it — \
+         retry later or raise throttle.lock_timeout"
+    )]
+    LockTimeout { table: String, attempts: u32 },
+    #[error(
+        "{name}: the quarantine of {table} runs until {until}; drop refuses before then \
+         (--force drops it now, and nothing can bring it back)"
+    )]
+    QuarantineNotExpired {
+        name: String,
+        table: String,
+        until: String,
+    },
+}
+
+impl EngineError {
+    /// True for a failed gate (exit 1) rather than a usage or connection problem (exit 2).
+    pub fn is_check_failure(&self) -> bool {
+        matches!(self, EngineError::Refused(_))
+    }
+
+    /// True when another runner holds (or took over) the migration.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, EngineError::Busy(_))
+    }
+}

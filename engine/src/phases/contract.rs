@@ -1,0 +1,70 @@
+//! `splice contract`: reverse sync stops and the old table moves into quarantine. Nothing is
+//! dropped here.
+
+use super::Engine;
+use crate::adapter::Adapter;
+use crate::error::Refusal;
+use crate::state::{Phase, QuarantineEntry};
+use crate::EngineError;
+use serde_json::json;
+use std::time::Duration;
+
+/// Where contract put the old table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Contracted {
+    pub quarantined_as: String,
+    /// RFC 3339, UTC: when `splice drop` may drop it.
+    pub quarantine_until: String,
+}
+
+impl<A: Adapter> Engine<A> {
+    /// `splice contract`: stops reverse sync and moves the old table into quarantine for
+    /// `quarantine` (default: the file's).
+    pub async fn contract(
+        &self,
+        name: &str,
+        quarantine: Option<Duration>,
+    ) -> Result<Contracted, EngineError> {
+        let super::Loaded { db, record, spec } = self.load(name).await?;
+        let quarantined = spec.quarantined_table().to_string();
+        let contracted = |until: Option<String>| Contracted {
+            quarantined_as: quarantined.clone(),
+            quarantine_until: until.unwrap_or_default(),
+        };
+        if record.phase == Phase::Contracted {
+            return Ok(contracted(record.quarantine_until));
+        }
+        if record.phase != Phase::CutOver {
+            return Err(Refusal::WrongPhase {
+                name: name.into(),
+                phase: record.phase,
+                expected: "contract comes after cutover".into(),
+            }
+            .into());
+        }
+        let lock = self.locked(name).await?;
+        let period = quarantine.unwrap_or(spec.quarantine);
+        self.adapter.drop_capture(&spec.reverse_slot()).await?;
+        self.adapter.drop_capture(&spec.forward_slot()).await?;
+        self.adapter.quarantine(&db, &spec).await?;
+        self.adapter
+            .set_quarantine(
+                &lock,
+                Some(&QuarantineEntry {
+                    quarantined_as: quarantined.clone(),
+                    seconds: period.as_secs_f64(),
+                }),
+            )
+            .await?;
+        self.adapter
+            .transition(
+                &lock,
+                Some(Phase::CutOver),
+                Phase::Contracted,
+                json!({ "quarantined_as": quarantined, "quarantine_seconds": period.as_secs() }),
+            )
+            .await?;
+        let record = self.record(&db, name).await?;
+        Ok(contracted(record.quarantine_until))
+    }
+}

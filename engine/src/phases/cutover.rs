@@ -1,0 +1,165 @@
+//! `splice cutover`: the new table takes the live name under a short lock once capture has
+//! drained, and reverse sync (new → old) starts so rollback stays open.
+
+use super::swap::swap_under_lock;
+use super::{column_names, Engine};
+use crate::adapter::Adapter;
+use crate::catalog::Dependent;
+use crate::error::Refusal;
+use crate::plan;
+use crate::seam::Swap;
+use crate::state::{self, Phase};
+use crate::EngineError;
+use serde_json::json;
+
+/// What cutover measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CutoverReport {
+    pub lock_ms: f64,
+    pub attempts: u32,
+    pub carried_over: Vec<String>,
+    pub reverse_sync: bool,
+}
+
+/// Whether cutover keeps the old shape current afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReverseSync {
+    /// Start reverse sync (new → old): rollback after cutover stays open. The default.
+    Start,
+    /// Accept a one-way cutover: the old table goes stale.
+    Skip,
+}
+
+impl<A: Adapter> Engine<A> {
+    /// `splice cutover`: swaps the tables under a short lock once capture has drained; refuses
+    /// unless the last verify passed and capture lag is under `max_lag_bytes`.
+    pub async fn cutover(
+        &self,
+        name: &str,
+        max_lag_bytes: u64,
+        reverse_sync: ReverseSync,
+    ) -> Result<CutoverReport, EngineError> {
+        let super::Loaded { db, record, spec } = self.load(name).await?;
+        if record.phase == Phase::CutOver {
+            return Ok(CutoverReport {
+                lock_ms: record.lock_ms.unwrap_or(0.0),
+                attempts: 0,
+                carried_over: vec![],
+                reverse_sync: true,
+            });
+        }
+        if record.phase != Phase::Verified {
+            return Err(Refusal::WrongPhase {
+                name: name.into(),
+                phase: record.phase,
+                expected: format!("cutover needs a passing verify first (`splice verify {name}`)"),
+            }
+            .into());
+        }
+        if !self
+            .adapter
+            .last_verify(&db, name)
+            .await?
+            .is_some_and(|v| v.passed)
+        {
+            return Err(Refusal::NotVerified { name: name.into() }.into());
+        }
+        let lock = self.locked(name).await?;
+        let plan = plan::build(&self.adapter, &db, &spec).await?;
+        if plan.reverse.is_none() && reverse_sync == ReverseSync::Start {
+            return Err(Refusal::NoReverseSync {
+                name: name.into(),
+                why: format!(
+                    "reverse sync is impossible ({}), so rollback after cutover would lose \
+                     writes; add the missing [down] entries, or pass --without-reverse-sync to \
+                     accept a one-way cutover",
+                    plan.reverse_notes.join("; ")
+                ),
+            }
+            .into());
+        }
+        let refused: Vec<String> = plan
+            .dependents
+            .iter()
+            .filter(|d| {
+                matches!(
+                    d,
+                    Dependent::View {
+                        materialized: true,
+                        ..
+                    }
+                )
+            })
+            .map(|d| d.to_string())
+            .collect();
+        if !refused.is_empty() {
+            return Err(Refusal::CannotCarryOver {
+                name: name.into(),
+                objects: refused.join(", "),
+            }
+            .into());
+        }
+        let mut capture = self.forward_applier(&spec, plan.forward.clone()).await?;
+        capture.drain().await?;
+        let lag = capture.lag().await?;
+        if lag.bytes > max_lag_bytes {
+            capture.close().await?;
+            return Err(Refusal::CaptureLag {
+                name: name.into(),
+                bytes: lag.bytes,
+                bound: max_lag_bytes,
+            }
+            .into());
+        }
+        // Reverse sync's slot exists before the swap, so no write to the new table is missed.
+        let reverse = plan
+            .reverse
+            .clone()
+            .filter(|_| reverse_sync == ReverseSync::Start);
+        if let Some(rev) = &reverse {
+            let mut pre = rev.clone();
+            pre.from = spec.shadow_table();
+            let c = self.reverse_applier(&spec, pre).await?;
+            c.close().await?;
+        }
+        let swap = Swap {
+            live: spec.table.clone(),
+            incoming: spec.shadow_table(),
+            outgoing_as: spec.retired_table(),
+        };
+        let result = swap_under_lock(
+            &spec,
+            &swap,
+            &mut capture,
+            &plan.dependents,
+            &column_names(&plan.target),
+        )
+        .await;
+        capture.close().await?;
+        let swapped = result?;
+        self.adapter
+            .set_figure(&lock, state::Figure::LockMs, swapped.lock_ms)
+            .await?;
+        self.adapter
+            .transition(
+                &lock,
+                Some(Phase::Verified),
+                Phase::CutOver,
+                json!({
+                    "lock_ms": swapped.lock_ms,
+                    "attempts": swapped.attempts,
+                    "reverse_sync": reverse.is_some(),
+                }),
+            )
+            .await?;
+        self.adapter
+            .settle_carried_over(&db, &plan.dependents)
+            .await;
+        Ok(CutoverReport {
+            lock_ms: swapped.lock_ms,
+            attempts: swapped.attempts,
+            carried_over: swapped.carried_over,
+            reverse_sync: reverse.is_some(),
+        })
+    }
+}

@@ -1,0 +1,142 @@
+//! The phase machine: each command is one method of [`Engine`], in a file of its own, each
+//! idempotent and resumable. Written against the [`Adapter`] traits; it holds no SQL and names
+//! no database.
+//!
+//! ```text
+//! planned → expanded → syncing → verified → cut_over → contracted → dropped
+//!    any phase → rolled_back (after cutover: back to syncing, with the old table live again)
+//! ```
+
+mod contract;
+mod cutover;
+mod drop;
+mod expand;
+mod rollback;
+mod status;
+mod swap;
+mod sync;
+mod throttle;
+mod verify;
+
+pub use contract::Contracted;
+pub use cutover::CutoverReport;
+pub use cutover::ReverseSync;
+pub use drop::Quarantine;
+pub use rollback::RollbackReport;
+pub use status::Status;
+pub use sync::SyncOptions;
+
+use crate::adapter::Adapter;
+use crate::applier::Applier;
+use crate::seam::Direction;
+use crate::spec::MigrationSpec;
+use crate::state::MigrationRecord;
+use crate::EngineError;
+
+pub use crate::spec::QUARANTINE_SCHEMA;
+
+/// Drives migrations in one database, through its adapter.
+pub struct Engine<A: Adapter> {
+    adapter: A,
+    verify_range_rows: i64,
+}
+
+/// Source rows per verify range (about): a range whose digests differ is read again row by row.
+const VERIFY_RANGE_ROWS: i64 = 100_000;
+
+/// A registered migration, loaded: what every command starts from.
+struct Loaded<C> {
+    db: C,
+    record: MigrationRecord,
+    spec: MigrationSpec,
+}
+
+impl<A: Adapter> Engine<A> {
+    /// The engine of the database behind `adapter`.
+    pub fn with_adapter(adapter: A) -> Engine<A> {
+        Engine {
+            adapter,
+            verify_range_rows: VERIFY_RANGE_ROWS,
+        }
+    }
+
+    pub fn adapter(&self) -> &A {
+        &self.adapter
+    }
+
+    /// About how many source rows verify hashes per key range (default 100,000). A range
+    /// whose digests differ is read again row by row, so smaller ranges narrow faster and
+    /// larger ones cost fewer round trips.
+    pub fn with_verify_range_rows(mut self, rows: i64) -> Engine<A> {
+        self.verify_range_rows = rows.max(1);
+        self
+    }
+
+    async fn db(&self) -> Result<A::Conn, EngineError> {
+        self.adapter.connect().await
+    }
+
+    /// The preamble of every command on a registered migration: a session, its record, its
+    /// stored spec.
+    async fn load(&self, name: &str) -> Result<Loaded<A::Conn>, EngineError> {
+        let db = self.db().await?;
+        let record = self.record(&db, name).await?;
+        let spec = spec_of(&record)?;
+        Ok(Loaded { db, record, spec })
+    }
+
+    async fn record(&self, db: &A::Conn, name: &str) -> Result<MigrationRecord, EngineError> {
+        self.adapter
+            .load_record(db, name)
+            .await?
+            .ok_or_else(|| EngineError::NoSuchMigration { name: name.into() })
+    }
+
+    /// Forward sync's applier (old → new): slot `splice_<name>_fwd`, origin `splice_<name>`.
+    async fn forward_applier(
+        &self,
+        spec: &MigrationSpec,
+        dir: Direction,
+    ) -> Result<Applier<'_, A>, EngineError> {
+        Applier::open(
+            &self.adapter,
+            spec,
+            dir,
+            &spec.forward_slot(),
+            &spec.origin(),
+        )
+        .await
+    }
+
+    /// Reverse sync's applier (new → old): slot `splice_<name>_rev`, origin
+    /// `splice_<name>_rev`.
+    async fn reverse_applier(
+        &self,
+        spec: &MigrationSpec,
+        dir: Direction,
+    ) -> Result<Applier<'_, A>, EngineError> {
+        Applier::open(
+            &self.adapter,
+            spec,
+            dir,
+            &spec.reverse_slot(),
+            &spec.reverse_origin(),
+        )
+        .await
+    }
+
+    async fn locked(&self, name: &str) -> Result<A::Lock, EngineError> {
+        self.adapter.acquire_lock(name).await
+    }
+}
+
+fn spec_of(record: &MigrationRecord) -> Result<MigrationSpec, EngineError> {
+    Ok(MigrationSpec::parse(
+        &record.spec,
+        &format!("stored spec of {}", record.name),
+    )?)
+}
+
+fn column_names(table: &crate::catalog::Table) -> Vec<String> {
+    table.columns.iter().map(|c| c.name.clone()).collect()
+}

@@ -1,0 +1,175 @@
+//! The words the engine and its database adapters speak in: the mapping of one direction
+//! ([`Direction`]), key ranges, verify's selections, the cutover swap, the server load backfill
+//! reads, the rate limit, the resolved [`Plan`] and verify's [`VerifyReport`]. A leaf module:
+//! it imports nothing of the engine but the other leaves (`spec`, `catalog`, `state`), so the
+//! adapter traits, the neutral modules and every adapter depend on it and never on each other.
+
+use crate::catalog::{Dependent, Table};
+use crate::spec::{MigrationSpec, QualifiedName};
+use std::num::NonZeroU32;
+
+/// Rows flow `from` → `to`; `columns` are (column of `to`, expression over the `from` row
+/// aliased `s`, already cast to the column's type, in the adapter's SQL dialect). Backfill, the
+/// change applier and verify all go through one `Direction`.
+#[derive(Debug, Clone)]
+pub struct Direction {
+    pub from: QualifiedName,
+    pub to: QualifiedName,
+    pub key: Vec<KeyColumn>,
+    pub columns: Vec<(String, String)>,
+}
+
+/// A key column: its name and its type in the source table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyColumn {
+    pub name: String,
+    pub sql_type: String,
+}
+
+/// How a backfill chunk writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// Insert only keys the target does not have (an empty target being filled).
+    Missing,
+    /// Upsert every row, writing where it differs (a target holding stale rows).
+    Overwrite,
+}
+
+/// A key range: `(lower, upper]`, either side open. Keys travel as text, one string per key
+/// column in key order; the adapter casts them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    pub lower: Option<Vec<String>>,
+    pub upper: Option<Vec<String>>,
+}
+
+/// Which rows of one side of a [`Direction`] verify reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Selection<'r> {
+    /// A key range, in key order, without the key fields (the fast path: one digest).
+    Range(&'r KeyRange),
+    /// A key range, in key order, the key fields leading each row (narrowing a range).
+    KeyedRange(&'r KeyRange),
+    /// A set of keys (re-checking suspects), in key order, the key fields leading each row.
+    Keys(&'r [Vec<String>]),
+}
+
+/// The side of a [`Direction`] a read is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Mapped rows of `from`, in the target's column types.
+    Source,
+    /// Rows of `to`, the key in the source's key types.
+    Target,
+}
+
+/// A rename swap: `live` (the name applications use) gets `incoming`'s table; the table that
+/// had it is renamed `outgoing_as`.
+#[derive(Debug, Clone)]
+pub struct Swap {
+    pub live: QualifiedName,
+    pub incoming: QualifiedName,
+    pub outgoing_as: QualifiedName,
+}
+
+/// What backfill's throttle reads from the server between chunks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Load {
+    /// Seconds the slowest replica is behind.
+    pub replica_lag_s: f64,
+    /// Sessions waiting for a lock on the source table.
+    pub lock_waiters: i64,
+}
+
+/// A backfill rate limit: the one encoding of "how fast may backfill copy" in the engine, the
+/// state store and the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    Unlimited,
+    RowsPerSecond(NonZeroU32),
+}
+
+impl RateLimit {
+    /// `0` is unlimited, as on the command line (`--rows-per-second 0`).
+    pub fn from_rows_per_second(rows: u32) -> RateLimit {
+        NonZeroU32::new(rows).map_or(RateLimit::Unlimited, RateLimit::RowsPerSecond)
+    }
+
+    /// Rows per second, `0` for unlimited: how the state store keeps it.
+    pub fn rows_per_second(self) -> u32 {
+        match self {
+            RateLimit::Unlimited => 0,
+            RateLimit::RowsPerSecond(r) => r.get(),
+        }
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RateLimit::Unlimited => f.write_str("unlimited"),
+            RateLimit::RowsPerSecond(r) => write!(f, "{r} rows/s"),
+        }
+    }
+}
+
+/// A checked, resolved migration.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub spec: MigrationSpec,
+    pub source: Table,
+    pub target: Table,
+    pub key: Vec<KeyColumn>,
+    /// old → new, through `up`.
+    pub forward: Direction,
+    /// new → old, through `down`; `None` when some NOT NULL old column has no way to be filled.
+    pub reverse: Option<Direction>,
+    /// Why `reverse` is `None`, or notes about columns reverse sync leaves to defaults.
+    pub reverse_notes: Vec<String>,
+    /// The statements expand runs to create the shadow table.
+    pub expand_ddl: Vec<String>,
+    pub dependents: Vec<Dependent>,
+}
+
+/// A key whose rows differ after re-checking.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DivergedKey {
+    pub key: Vec<String>,
+    /// The mapped source row (canonical text), or None when the key is missing from the source.
+    pub expected: Option<String>,
+    /// The target row, or None when the key is missing from the target.
+    pub found: Option<String>,
+}
+
+/// The outcome of one verify pass. The engine decides: [`cutover_allowed`] is its answer.
+///
+/// [`cutover_allowed`]: VerifyReport::cutover_allowed
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifyReport {
+    pub rows_checked: u64,
+    pub ranges: u64,
+    /// Keys that differed on first read and were re-checked after capture caught up.
+    pub rechecked: u64,
+    pub diverged: Vec<DivergedKey>,
+    pub seconds: f64,
+}
+
+impl VerifyReport {
+    pub fn passed(&self) -> bool {
+        self.diverged.is_empty()
+    }
+
+    /// Whether this result opens the gate to cutover: nothing diverged.
+    pub fn cutover_allowed(&self) -> bool {
+        self.passed()
+    }
+
+    /// Diverged keys per checked row.
+    pub fn divergence_rate(&self) -> f64 {
+        if self.rows_checked == 0 {
+            0.0
+        } else {
+            self.diverged.len() as f64 / self.rows_checked as f64
+        }
+    }
+}
