@@ -164,9 +164,9 @@ impl Sql<'_> {
 
 /// Copies one chunk of source rows: the key range `(lower, upper]` (`$1..$k` = lower when
 /// `lower`, then `$..` = upper when `upper`; an absent bound is open), in one statement (one
-/// snapshot, one commit). The upper bound comes from [`range_boundary`] first: a plain
-/// `INSERT … SELECT` over a key range costs what the one-statement copy costs, where an ordered
-/// `LIMIT` inside a CTE (to learn the last key) cost half as much again.
+/// snapshot, one commit). The upper bound comes from [`range_boundary`] first, so the
+/// copy itself is a plain `INSERT … SELECT` over a key range, the cheapest form measured
+/// (docs/benchmarks.md).
 ///
 /// No resurrection, DBLog-style: the applier runs in the same task as the backfill, between
 /// chunks, never while one is in flight. A delete (or update) that commits while a chunk is being
