@@ -1,6 +1,7 @@
 //! `splice cdc …`: an operator's view of change capture. `tail` prints committed changes as JSON
 //! lines and acknowledges what it printed, like pg_recvlogical with keys.
 
+use crate::duration::parse_duration;
 use cdc::{
     CaptureName, Change, ChangeSource, Key, PgChangeStream, PgSourceConfig, TableName, Transaction,
 };
@@ -80,14 +81,10 @@ pub fn run(args: CdcArgs) -> u8 {
 
 fn run_tail(args: TailArgs) -> u8 {
     // Two threads: the replication reader keeps reading the socket while the printer works.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime::multi_thread(Some(2)) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: could not start the async runtime: {e}");
+            eprintln!("error: {e}");
             return crate::EXIT_USAGE;
         }
     };
@@ -287,44 +284,5 @@ impl Serialize for KeyObject<'_> {
             map.serialize_entry(column, value)?;
         }
         map.end()
-    }
-}
-
-/// `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 30s, 5m)"))?;
-    let seconds = match unit.trim() {
-        "ms" => number / 1000.0,
-        "" | "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?} (use ms, s, m or h)"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_take_the_usual_units() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5 days").is_err());
     }
 }

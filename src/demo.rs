@@ -26,13 +26,11 @@ pub struct DemoArgs {
 }
 
 pub fn run(args: DemoArgs) -> u8 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // Worker threads, one per core: the write load runs beside the migration's commands.
+    let rt = match crate::runtime::multi_thread(None) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error: {e}");
             return crate::EXIT_USAGE;
         }
     };
