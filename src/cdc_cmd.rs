@@ -1,8 +1,10 @@
 //! `splice cdc …`: an operator's view of change capture. `tail` prints committed changes as JSON
 //! lines and acknowledges what it printed, like pg_recvlogical with keys.
 
+use crate::duration::parse_duration;
 use cdc::{
-    CaptureName, Change, ChangeSource, Key, PgChangeStream, PgSourceConfig, TableName, Transaction,
+    BatchLimits, CaptureName, CdcError, Change, ChangeSource, Key, PgChangeStream, PgSourceConfig,
+    Position, TableName, Transaction,
 };
 use clap::{Args, Subcommand};
 use serde::ser::{SerializeMap, Serializer};
@@ -78,47 +80,62 @@ pub fn run(args: CdcArgs) -> u8 {
     }
 }
 
+/// Why `tail` failed: reported, exit 2. Except [`BrokenPipe`]: a reader that went away
+/// (`| head`) ends the tail normally.
+///
+/// [`BrokenPipe`]: TailError::BrokenPipe
+#[derive(Debug, thiserror::Error)]
+enum TailError {
+    /// No database URL given (the message says how to give one).
+    #[error("{0}")]
+    DatabaseUrl(String),
+    #[error("--table {0:?} is not SCHEMA.TABLE (e.g. public.orders)")]
+    Table(String),
+    #[error("--slot: {0}")]
+    Slot(CdcError),
+    #[error(transparent)]
+    Cdc(#[from] CdcError),
+    #[error("encoding a change: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// Stdout was closed by its reader.
+    #[error("broken pipe")]
+    BrokenPipe,
+    #[error("writing to stdout: {0}")]
+    Stdout(std::io::Error),
+}
+
 fn run_tail(args: TailArgs) -> u8 {
     // Two threads: the replication reader keeps reading the socket while the printer works.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime::multi_thread(Some(2)) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: could not start the async runtime: {e}");
+            eprintln!("error: {e}");
             return crate::EXIT_USAGE;
         }
     };
     match runtime.block_on(tail(args)) {
         Ok(()) => crate::EXIT_OK,
-        Err(message) => {
-            eprintln!("error: {message}");
+        Err(e) => {
+            eprintln!("error: {e}");
             crate::EXIT_USAGE
         }
     }
 }
 
-async fn tail(args: TailArgs) -> Result<(), String> {
-    let url = crate::db_url::resolve(args.database_url)?;
+async fn tail(args: TailArgs) -> Result<(), TailError> {
+    let url = crate::db_url::resolve(args.database_url).map_err(TailError::DatabaseUrl)?;
     let tables = args
         .tables
         .iter()
-        .map(|t| {
-            TableName::parse(t)
-                .ok_or_else(|| format!("--table {t:?} is not SCHEMA.TABLE (e.g. public.orders)"))
-        })
+        .map(|t| TableName::parse(t).ok_or_else(|| TailError::Table(t.clone())))
         .collect::<Result<Vec<_>, _>>()?;
-    let name = CaptureName::exact(&args.slot).map_err(|e| format!("--slot: {e}"))?;
+    let name = CaptureName::exact(&args.slot).map_err(TailError::Slot)?;
     let mut config = PgSourceConfig::new(url, name, tables);
     config.skip_origins = args.skip_origins;
     // Acknowledgements are tiny; reporting them often keeps the final wait of a clean stop
     // short.
     config.status_interval = Duration::from_millis(50);
-    let mut stream = PgChangeStream::open(config)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut stream = PgChangeStream::open(config).await?;
 
     let outcome = stream_to_stdout(&mut stream, args.limit, args.idle_timeout).await;
     let closed = if args.drop_slot {
@@ -127,7 +144,7 @@ async fn tail(args: TailArgs) -> Result<(), String> {
         stream.close().await
     };
     outcome?;
-    closed.map_err(|e| e.to_string())
+    Ok(closed?)
 }
 
 /// Print and acknowledge transactions until the limit, the idle timeout, Ctrl-C, or a closed
@@ -136,11 +153,13 @@ async fn stream_to_stdout(
     stream: &mut PgChangeStream,
     limit: Option<u64>,
     idle_timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), TailError> {
     // Lines go out in batches: what arrives within FLUSH_AFTER of a batch's first transaction
-    // (or until BATCH_BYTES) is printed with one write and flush, then acknowledged, so a busy
-    // stream pays neither a syscall nor an acknowledgement per change.
+    // (up to BATCH_CHANGES changes) is printed with one write and flush (one more each
+    // BATCH_BYTES), then acknowledged, so a busy stream pays neither a syscall nor an
+    // acknowledgement per change.
     const BATCH_BYTES: usize = 256 * 1024;
+    const BATCH_CHANGES: usize = 2048;
     const FLUSH_AFTER: Duration = Duration::from_millis(2);
     let stdout = std::io::stdout();
     let mut out: Vec<u8> = Vec::with_capacity(BATCH_BYTES + 4096);
@@ -148,97 +167,80 @@ async fn stream_to_stdout(
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        // Wait for the first transaction of a batch.
-        let first = tokio::select! {
-            next = tokio::time::timeout(idle_timeout, stream.next_transaction()) => next,
+        // A batch ends at the transaction holding the limit's last change.
+        let left = limit.map(|n| usize::try_from(n.saturating_sub(printed)).unwrap_or(usize::MAX));
+        let limits = BatchLimits {
+            max_txns: usize::MAX,
+            max_changes: left.map_or(BATCH_CHANGES, |left| left.min(BATCH_CHANGES)),
+            linger: FLUSH_AFTER,
+        };
+        // Ctrl-C while a batch is being gathered (FLUSH_AFTER at most) drops it unprinted and
+        // unacknowledged: the next run prints it.
+        let next = tokio::select! {
+            next = cdc::next_batch(stream, idle_timeout, &limits) => next,
             Ok(()) = &mut ctrl_c => return Ok(()),
         };
-        let mut txn = match first {
-            Err(_idle) => return Ok(()),
-            Ok(result) => match result.map_err(|e| e.to_string())? {
-                Some(txn) => txn,
-                None => return Ok(()),
-            },
+        let (transactions, ended, failure) = match next {
+            Ok(batch) => (batch.transactions, batch.ended, None),
+            Err(e) => (e.gathered, false, Some(e.error)),
         };
-        let batch_started = tokio::time::Instant::now();
-        let mut last_position;
-        let mut done = false;
-        loop {
-            write_transaction(&mut out, &txn).map_err(|e| format!("encoding a change: {e}"))?;
+        if transactions.is_empty() {
+            // Idle for idle_timeout, or the stream ended or failed before anything arrived.
+            return failure.map_or(Ok(()), |e| Err(e.into()));
+        }
+        let mut done = ended;
+        let mut last_position = None;
+        for txn in &transactions {
+            write_transaction(&mut out, txn)?;
             printed += txn.changes.len() as u64;
-            last_position = txn.position;
+            last_position = Some(&txn.position);
             if limit.is_some_and(|n| printed >= n) {
                 done = true;
                 break;
             }
-            if out.len() >= BATCH_BYTES {
-                break;
-            }
-            // Take what is already here. Otherwise nap rather than wait on the stream: while
-            // nobody waits on it, the replication reader fills it without waking us for every
-            // message, and the next look takes many transactions at once. The nap ends the
-            // batch's time at the latest (next_transaction is cancel-safe).
-            let next = loop {
-                // Unconstrained: the runtime's cooperative budget would otherwise report an
-                // empty stream after a hundred or so messages and turn every look into a nap.
-                if let Some(next) =
-                    poll_once(tokio::task::unconstrained(stream.next_transaction())).await
-                {
-                    break Some(next);
-                }
-                match FLUSH_AFTER.checked_sub(batch_started.elapsed()) {
-                    Some(left) if !left.is_zero() => tokio::time::sleep(left).await,
-                    _ => break None,
-                }
-            };
-            let Some(next) = next else {
-                break;
-            };
-            match next {
-                Ok(Some(next)) => txn = next,
-                Ok(None) => {
-                    done = true;
-                    break;
-                }
-                Err(e) => {
-                    flush(&stdout, &mut out)?;
-                    stream.ack(&last_position).map_err(|e| e.to_string())?;
-                    return Err(e.to_string());
-                }
+            if out.len() >= BATCH_BYTES && !deliver(&stdout, &mut out, stream, last_position)? {
+                return Ok(());
             }
         }
-        match flush(&stdout, &mut out) {
-            Ok(()) => {}
-            // The reader went away (`| head`): what it did not take stays unacknowledged.
-            Err(e) if e == "broken pipe" => return Ok(()),
-            Err(e) => return Err(e),
+        let reader_there = deliver(&stdout, &mut out, stream, last_position)?;
+        if let Some(error) = failure {
+            // What arrived before the failure is printed and acknowledged; then report it.
+            return Err(error.into());
         }
-        stream.ack(&last_position).map_err(|e| e.to_string())?;
-        if done {
+        if done || !reader_there {
             return Ok(());
         }
     }
 }
 
-/// Poll `future` once: its output if it is ready now, `None` (dropping it) if it would wait.
-async fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
-    let mut future = std::pin::pin!(future);
-    std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
-        std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
-        std::task::Poll::Pending => std::task::Poll::Ready(None),
-    })
-    .await
+/// Write `out` to stdout, then acknowledge `printed`, the position of the last transaction in
+/// it. False when the reader went away (`| head`): what it did not take stays unacknowledged.
+fn deliver(
+    stdout: &std::io::Stdout,
+    out: &mut Vec<u8>,
+    stream: &mut PgChangeStream,
+    printed: Option<&Position>,
+) -> Result<bool, TailError> {
+    match flush(stdout, out) {
+        Ok(()) => {}
+        Err(TailError::BrokenPipe) => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    if let Some(position) = printed {
+        stream.ack(position)?;
+    }
+    Ok(true)
 }
 
-fn flush(stdout: &std::io::Stdout, out: &mut Vec<u8>) -> Result<(), String> {
+fn flush(stdout: &std::io::Stdout, out: &mut Vec<u8>) -> Result<(), TailError> {
     let mut lock = stdout.lock();
     let result = lock.write_all(out).and_then(|()| lock.flush());
     out.clear();
     result.map_err(|e| {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            "broken pipe".to_string()
+            TailError::BrokenPipe
         } else {
-            format!("writing to stdout: {e}")
+            TailError::Stdout(e)
         }
     })
 }
@@ -287,44 +289,5 @@ impl Serialize for KeyObject<'_> {
             map.serialize_entry(column, value)?;
         }
         map.end()
-    }
-}
-
-/// `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 30s, 5m)"))?;
-    let seconds = match unit.trim() {
-        "ms" => number / 1000.0,
-        "" | "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?} (use ms, s, m or h)"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_take_the_usual_units() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5 days").is_err());
     }
 }

@@ -27,13 +27,11 @@ pub struct DemoArgs {
 }
 
 pub fn run(args: DemoArgs) -> u8 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // Worker threads, one per core: the write load runs beside the migration's commands.
+    let rt = match crate::runtime::multi_thread(None) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error: {e}");
             return crate::EXIT_USAGE;
         }
     };
@@ -252,17 +250,9 @@ async fn demo(args: DemoArgs) -> Result<bool, EngineError> {
             &mut progress,
         )
         .await?;
+    let differing = testkit::orders_divergence_sql("orders", "_splice_orders_v2_new");
     let mismatched: i64 = db
-        .query_one(
-            "SELECT count(*) FROM
-               (SELECT id, customer_id, (amount * 100)::bigint AS amount_cents,
-                       coalesce(currency, 'EUR')::char(3) AS currency, note FROM orders) o
-             FULL JOIN _splice_orders_v2_new n ON n.id = o.id
-             WHERE o.id IS NULL OR n.id IS NULL
-                OR (o.customer_id, o.amount_cents, o.currency, o.note)
-                   IS DISTINCT FROM (n.customer_id, n.amount_cents, n.currency, n.note)",
-            &[],
-        )
+        .query_one(&format!("SELECT count(*) FROM ({differing}) d"), &[])
         .await
         .map_err(|e| EngineError::db("comparing old and new", e))?
         .get(0);

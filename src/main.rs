@@ -4,9 +4,11 @@
 mod cdc_cmd;
 mod db_url;
 mod demo;
+mod duration;
 mod lint_cmd;
 mod lint_output;
 mod migrate_cmd;
+mod runtime;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

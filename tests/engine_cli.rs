@@ -66,16 +66,11 @@ impl Env {
 
     /// Keys whose mapped old row differs from the new row, computed in SQL, not by splice.
     fn mismatches(&self) -> String {
+        let differing = testkit::orders_divergence_sql("orders", "_splice_orders_v2_new");
         self.pg
-            .psql(
-                "SELECT string_agg(coalesce(o.id, n.id)::text, ',' ORDER BY coalesce(o.id, n.id)) FROM
-                   (SELECT id, customer_id, (amount * 100)::bigint AS amount_cents,
-                           coalesce(currency, 'EUR')::char(3) AS currency, note FROM orders) o
-                 FULL JOIN _splice_orders_v2_new n ON n.id = o.id
-                 WHERE o.id IS NULL OR n.id IS NULL
-                    OR (o.customer_id, o.amount_cents, o.currency, o.note)
-                       IS DISTINCT FROM (n.customer_id, n.amount_cents, n.currency, n.note)",
-            )
+            .psql(&format!(
+                "SELECT string_agg(id::text, ',' ORDER BY id) FROM ({differing}) d"
+            ))
             .expect("compare")
     }
 }
@@ -103,10 +98,7 @@ fn write_load(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64
             .expect("runtime");
         rt.block_on(async move {
             use rand::{Rng, SeedableRng};
-            let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-            tokio::spawn(conn);
+            let db = testkit::connect(&url).await.expect("connect");
             let mut rng = rand::rngs::StdRng::seed_from_u64(42);
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {

@@ -7,6 +7,7 @@
 //!
 //! One trait, [`ChangeSource`], one item type, [`Transaction`] of [`Change`]s. The PostgreSQL
 //! source is [`PgChangeStream`]; the MySQL/MariaDB binlog source will implement the same trait.
+//! [`next_batch`] takes any source's transactions a batch at a time.
 //!
 //! ```no_run
 //! use cdc::{CaptureName, ChangeSource, PgChangeStream, PgSourceConfig, TableName};
@@ -43,6 +44,7 @@
 //! server's slot shows the last acknowledgement before disconnecting, so nothing acknowledged
 //! comes back after a clean stop.
 
+pub mod batch;
 pub mod change;
 pub mod error;
 pub mod lsn;
@@ -50,6 +52,7 @@ pub mod pgoutput;
 pub mod postgres;
 pub mod source;
 
+pub use batch::{next_batch, Batch, BatchError, BatchLimits};
 pub use change::{Change, Key, Op, Position, TableName, Timestamp, Transaction, Value};
 pub use error::{describe_pg_error, CdcError};
 pub use lsn::Lsn;

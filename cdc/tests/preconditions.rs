@@ -20,7 +20,7 @@ async fn wal_level_replica_is_refused_with_the_setting_to_change() -> Result<()>
     let pg = Postgres::builder()
         .setting("wal_level", "replica")
         .start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute("CREATE TABLE items (id int PRIMARY KEY)")
         .await?;
@@ -39,7 +39,7 @@ async fn no_free_replication_slot_is_refused_and_leaves_nothing_behind() -> Resu
     let pg = Postgres::builder()
         .setting("max_replication_slots", "1")
         .start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute("CREATE TABLE items (id int PRIMARY KEY)")
         .await?;
@@ -68,7 +68,7 @@ async fn no_free_wal_sender_is_refused_with_the_setting_to_raise() -> Result<()>
     let pg = Postgres::builder()
         .setting("max_wal_senders", "1")
         .start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute("CREATE TABLE items (id int PRIMARY KEY)")
         .await?;
@@ -90,7 +90,7 @@ async fn no_free_wal_sender_is_refused_with_the_setting_to_raise() -> Result<()>
 #[tokio::test]
 async fn a_role_without_replication_is_told_the_grant_to_run() -> Result<()> {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute(
             "CREATE ROLE app LOGIN;
@@ -117,7 +117,7 @@ async fn a_role_without_replication_is_told_the_grant_to_run() -> Result<()> {
 #[tokio::test]
 async fn a_table_without_primary_key_or_replica_identity_is_refused() -> Result<()> {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute(
             "CREATE TABLE keyed (id int PRIMARY KEY);
@@ -145,7 +145,7 @@ async fn a_table_without_primary_key_or_replica_identity_is_refused() -> Result<
 #[tokio::test]
 async fn a_missing_table_is_named() -> Result<()> {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     let err = open_err(config(&pg, "splice_missing", &["public.nowhere"])).await;
     assert!(matches!(err, CdcError::TableMissing { .. }), "{err}");
     assert!(
@@ -159,7 +159,7 @@ async fn a_missing_table_is_named() -> Result<()> {
 #[tokio::test]
 async fn a_slot_in_use_by_another_stream_is_refused() -> Result<()> {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute("CREATE TABLE items (id int PRIMARY KEY)")
         .await?;
@@ -174,7 +174,7 @@ async fn a_slot_in_use_by_another_stream_is_refused() -> Result<()> {
 #[tokio::test]
 async fn a_start_that_fails_after_creating_the_publication_drops_it_again() -> Result<()> {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute(
             "CREATE ROLE app LOGIN REPLICATION;
@@ -186,7 +186,7 @@ async fn a_start_that_fails_after_creating_the_publication_drops_it_again() -> R
         .await?;
     // Creating a logical slot waits for running transactions to finish; one that holds an xid
     // makes it run into the role's statement timeout, after the publication was created.
-    let holder = sql(&pg.url()).await?;
+    let holder = testkit::connect(&pg.url()).await?;
     holder
         .batch_execute("BEGIN; SELECT txid_current();")
         .await?;

@@ -38,7 +38,7 @@ struct Writer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_changes_arrive_once_in_commit_order_and_rolled_back_ones_never() -> Result<()> {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute("CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL)")
         .await?;
@@ -50,7 +50,7 @@ async fn committed_changes_arrive_once_in_commit_order_and_rolled_back_ones_neve
     let mut writers = Vec::new();
     for i in 0..3 {
         writers.push(Writer {
-            client: sql(&pg.url()).await?,
+            client: testkit::connect(&pg.url()).await?,
             committed: BTreeSet::new(),
             visible: BTreeSet::new(),
             open: None,
@@ -172,7 +172,7 @@ async fn insert_each(client: &tokio_postgres::Client, from: i64, to: i64) -> Res
 async fn a_consumer_dropped_mid_stream_resumes_at_the_first_unacknowledged_transaction(
 ) -> Result<()> {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute("CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL)")
         .await?;
@@ -228,7 +228,7 @@ async fn a_consumer_dropped_mid_stream_resumes_at_the_first_unacknowledged_trans
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_clean_stop_nothing_acknowledged_arrives_again() -> Result<()> {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute("CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL)")
         .await?;
@@ -264,7 +264,7 @@ async fn after_a_clean_stop_nothing_acknowledged_arrives_again() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_that_changes_the_key_carries_the_old_key() -> Result<()> {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute(
             "CREATE TABLE pairs (a int, b text, v int, PRIMARY KEY (a, b));
@@ -320,7 +320,7 @@ async fn an_update_that_changes_the_key_carries_the_old_key() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn toasted_unchanged_columns_still_carry_the_key() -> Result<()> {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     // EXTERNAL storage keeps the values out of line and uncompressed, so they are TOASTed.
     admin
         .batch_execute(
@@ -381,7 +381,7 @@ async fn toasted_unchanged_columns_still_carry_the_key() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_added_while_running_is_streamed_from_then_on() -> Result<()> {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute("CREATE TABLE first (id int PRIMARY KEY); CREATE TABLE later (id int PRIMARY KEY); CREATE TABLE external (k int PRIMARY KEY)")
         .await?;
@@ -424,7 +424,7 @@ async fn a_table_added_while_running_is_streamed_from_then_on() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_written_under_a_skipped_origin_never_arrive() -> Result<()> {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute("CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL)")
         .await?;
@@ -432,7 +432,7 @@ async fn transactions_written_under_a_skipped_origin_never_arrive() -> Result<()
         config(&pg, "splice_origin", &["public.items"]).skip_origin("splice_applier"),
     )
     .await?;
-    let applier = sql(&pg.url()).await?;
+    let applier = testkit::connect(&pg.url()).await?;
     // Each statement is its own transaction; the origin a transaction commits under is the
     // session's origin at commit.
     for statement in [
@@ -480,7 +480,7 @@ async fn transactions_written_under_a_skipped_origin_never_arrive() -> Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_counts_from_the_last_acknowledgement() -> Result<()> {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute("CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL)")
         .await?;
@@ -526,7 +526,7 @@ async fn lag_counts_from_the_last_acknowledgement() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_and_drop_removes_the_slot_and_the_publication() -> Result<()> {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute("CREATE TABLE items (id bigint PRIMARY KEY); CREATE PUBLICATION unrelated FOR TABLE items")
         .await?;
@@ -553,7 +553,7 @@ async fn close_and_drop_removes_the_slot_and_the_publication() -> Result<()> {
 async fn replica_identity_full_or_an_index_is_enough_for_a_table_without_primary_key() -> Result<()>
 {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute(
             "CREATE TABLE full_row (a int, b text);
@@ -592,7 +592,7 @@ async fn replica_identity_full_or_an_index_is_enough_for_a_table_without_primary
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncate_names_the_table_without_a_key() -> Result<()> {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute("CREATE TABLE items (id bigint PRIMARY KEY); INSERT INTO items VALUES (1);")
         .await?;
@@ -645,7 +645,7 @@ async fn bulk_load_then_one_captured_row(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_point_keeps_a_reopened_stream_from_decoding_a_bulk_load_again() -> Result<()> {
     let pg = Postgres::start()?;
-    let admin = sql(&pg.url()).await?;
+    let admin = testkit::connect(&pg.url()).await?;
     admin
         .batch_execute(
             "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL);
@@ -658,7 +658,7 @@ async fn a_restart_point_keeps_a_reopened_stream_from_decoding_a_bulk_load_again
     // decodes all of it again. (A transaction held open from before the load keeps it there
     // even if the server logs running transactions on its own meanwhile.)
     let mut stream = open(&pg, "splice_restart", &["public.items"]).await?;
-    let holder = sql(&pg.url()).await?;
+    let holder = testkit::connect(&pg.url()).await?;
     holder
         .batch_execute("BEGIN; INSERT INTO held VALUES (0)")
         .await?;

@@ -34,6 +34,16 @@ ensure_rust() {
 
 has_nextest() { cargo nextest --version >/dev/null 2>&1; }
 
+# Where cargo writes what it builds, as cargo itself reports it: CARGO_TARGET_DIR,
+# CARGO_BUILD_TARGET_DIR or build.target-dir in a cargo config move it away from ./target.
+cargo_target_dir() {
+    local dir
+    dir=$(cargo metadata --format-version 1 --no-deps |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+    [ -n "$dir" ] || die "cargo metadata did not report a target directory"
+    printf '%s\n' "$dir"
+}
+
 # PostgreSQL server binaries (initdb, postgres, pg_ctl, pg_recvlogical, pgbench).
 pg_bindir() {
     local d

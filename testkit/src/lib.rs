@@ -11,10 +11,17 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
+//! Beside the servers: [`connect`], a SQL session on one, and [`orders_divergence_sql`], the
+//! example migration's row-by-row check written independently of splice.
+//!
 //! The MariaDB server (row binlog) will live next to [`Postgres`] as `MariaDb`, with the same
 //! shape: `start()`, `url()`, `port()`, settings, stop on drop.
 
+mod client;
+mod orders;
 mod postgres;
 mod process;
 
+pub use client::connect;
+pub use orders::orders_divergence_sql;
 pub use postgres::{Postgres, PostgresBuilder};

@@ -1,25 +1,15 @@
-//! Shared pieces of the cdc integration tests: a SQL session, a stream with test settings, and
-//! reading with a hang guard (a guard, not an assertion on time).
+//! Shared pieces of the cdc integration tests: a stream with test settings, and reading with a
+//! hang guard (a guard, not an assertion on time). A SQL session is `testkit::connect`.
 
 #![allow(dead_code)]
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use cdc::{CaptureName, ChangeSource, Op, PgChangeStream, PgSourceConfig, TableName, Transaction};
 use std::time::Duration;
 use testkit::Postgres;
 
 /// How long a test waits for something that should arrive before it fails instead of hanging.
 pub const HANG_GUARD: Duration = Duration::from_secs(60);
-
-pub async fn sql(url: &str) -> Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
-}
 
 pub fn table(name: &str) -> TableName {
     TableName::parse(name).expect("test table names are valid")
