@@ -53,7 +53,7 @@ pub enum MigrateCommand {
         #[arg(long, value_name = "N")]
         rows_per_second: Option<u32>,
         /// Target duration of one backfill chunk; chunk sizes adapt to it.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
         chunk_target: Option<Duration>,
         #[command(flatten)]
         db: DbArgs,
@@ -118,7 +118,7 @@ pub enum MigrateCommand {
     Contract {
         name: String,
         /// How long the old table stays in quarantine (default: the file's, else 30d).
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
         quarantine: Option<Duration>,
         #[command(flatten)]
         db: DbArgs,
@@ -144,21 +144,6 @@ pub enum MigrateCommand {
         #[command(flatten)]
         db: DbArgs,
     },
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 200ms, 30s, 7d)"))
-}
-
-/// One thread: a migration command is one task driving database sessions, and the work is the
-/// server's. On a multi-threaded runtime every message a connection task hands to the task
-/// reading it is a wake-up across threads; that cost verify a third of its client CPU (by
-/// hand, 2,000,000 rows on 2 cores: 1.3 s on two worker threads, 1.05 s on one).
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
 fn fail(e: &EngineError) -> u8 {
@@ -192,7 +177,10 @@ pub fn run(cmd: MigrateCommand) -> u8 {
             return crate::EXIT_USAGE;
         }
     };
-    let rt = match runtime() {
+    // One thread: a migration command is one task driving database sessions, and the work is
+    // the server's; on a multi-threaded runtime every message a connection task hands to the
+    // reading task is a wake-up across threads (docs/benchmarks.md has the cost).
+    let rt = match crate::runtime::current_thread() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");

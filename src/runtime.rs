@@ -9,12 +9,8 @@ pub struct RuntimeError(std::io::Error);
 
 /// One thread, for commands that are one task driving database sessions, where the work is the
 /// server's. On a multi-threaded runtime every message a connection task hands to the task
-/// reading it is a wake-up across threads; that cost verify a third of its client CPU (by hand,
-/// 2,000,000 rows on 2 cores: 1.3 s on two worker threads, 1.05 s on one).
-#[expect(
-    dead_code,
-    reason = "the migration commands switch to it in a change of their own; remove this then"
-)]
+/// reading it is a wake-up across threads; that cost verify a third of its client CPU
+/// (docs/benchmarks.md).
 pub fn current_thread() -> Result<Runtime, RuntimeError> {
     Builder::new_current_thread()
         .enable_all()

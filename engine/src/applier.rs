@@ -83,22 +83,13 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
     }
 
     /// Collects what arrives within `wait` (then whatever is immediately available, up to a
-    /// batch limit).
+    /// batch limit), through `cdc`'s one batching loop, and coalesces it into keys.
     async fn collect(&mut self, wait: Duration) -> Result<Batch, EngineError> {
+        let gathered = cdc::next_batch(&mut self.stream, wait, &BATCH_LIMITS)
+            .await
+            .map_err(cdc::CdcError::from)?;
         let mut batch = Batch::default();
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let budget = if batch.txns == 0 {
-                left
-            } else {
-                Duration::from_millis(2)
-            };
-            let next = match tokio::time::timeout(budget, self.stream.next_transaction()).await {
-                Ok(r) => r?,
-                Err(_) => break,
-            };
-            let Some(txn) = next else { break };
+        for txn in &gathered.transactions {
             for change in &txn.changes {
                 if change.table == self.marker {
                     if change.op == Op::Insert {
@@ -124,14 +115,12 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
                     batch.txn_ids.push(txn.source_id);
                 }
             }
-            batch.last_position = Some(txn.position.clone());
             batch.txns += 1;
-            if batch.keys.len() >= 5000 || batch.txns >= 2000 {
-                break;
-            }
         }
+        batch.last_position = gathered.last_position().cloned();
         Ok(batch)
     }
+
     fn marker_id(&self, key: &cdc::Key) -> Option<i64> {
         let mut migration = None;
         let mut id = None;
@@ -267,6 +256,14 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
         Ok(self.stream.close().await?)
     }
 }
+
+/// One applied batch: up to 2,000 transactions or 5,000 changes, taking what arrives within
+/// 2 ms of the first.
+const BATCH_LIMITS: cdc::BatchLimits = cdc::BatchLimits {
+    max_txns: 2000,
+    max_changes: 5000,
+    linger: Duration::from_millis(2),
+};
 
 /// When an applied batch is acknowledged to the change stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
