@@ -60,13 +60,13 @@ async fn carry_over(
         let stmt = match d {
             Dependent::View { name, definition, materialized: false } => Some(format!(
                 "CREATE OR REPLACE VIEW {} AS {}",
-                qualified(&name),
+                qualified(name),
                 definition.trim_end().trim_end_matches(';')
             )),
             Dependent::View { .. } => None,
             Dependent::ForeignKeyIn { table, constraint, definition } => Some(format!(
                 "ALTER TABLE {t} DROP CONSTRAINT {c}; ALTER TABLE {t} ADD CONSTRAINT {c} {def} NOT VALID",
-                t = qualified(&table),
+                t = qualified(table),
                 c = quote_ident(constraint),
                 def = definition.replace(" NOT VALID", "")
             )),
@@ -78,9 +78,9 @@ async fn carry_over(
                          ALTER TABLE {live} ALTER COLUMN {col} SET DEFAULT nextval({lit}::regclass);\n\
                          ALTER SEQUENCE {seq} OWNED BY {live}.{col};\n\
                          SELECT setval({lit}::regclass, greatest((SELECT max({col}) FROM {live})::bigint, (SELECT last_value FROM {seq}), 1))",
-                        seq = qualified(&sequence),
+                        seq = qualified(sequence),
                         col = quote_ident(column),
-                        lit = quote_literal(&qualified(&sequence)),
+                        lit = quote_literal(&qualified(sequence)),
                     ))
                 } else {
                     None
@@ -283,7 +283,7 @@ impl Cutover for Postgres {
             {
                 let sql = format!(
                     "ALTER TABLE {} VALIDATE CONSTRAINT {}",
-                    qualified(&table),
+                    qualified(table),
                     quote_ident(constraint)
                 );
                 if let Err(e) = db.batch_execute(&sql).await {

@@ -169,7 +169,7 @@ impl Planner for Postgres {
         from: &QualifiedName,
         expr: &str,
     ) -> Result<(), String> {
-        let sql = format!("SELECT {expr} FROM {} s LIMIT 0", qualified(&from));
+        let sql = format!("SELECT {expr} FROM {} s LIMIT 0", qualified(from));
         db.simple_query(&format!(
             "SAVEPOINT splice_check; {sql}; RELEASE splice_check"
         ))
