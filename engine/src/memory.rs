@@ -560,7 +560,7 @@ impl SchemaChanges for Memory {
     async fn create_shadow(
         &self,
         _: &(),
-        spec: &MigrationSpec,
+        _spec: &MigrationSpec,
         ddl: &[String],
     ) -> Result<(), EngineError> {
         let mut db = self.lock();
@@ -569,7 +569,6 @@ impl SchemaChanges for Memory {
             let (name, table) = parse_create_table(statement)?;
             db.tables.entry(name).or_insert(table);
         }
-        let _ = spec;
         Ok(())
     }
 
