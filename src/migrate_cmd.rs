@@ -5,7 +5,7 @@
 use crate::db_url;
 use clap::{Args, Subcommand};
 use engine::backfill::{Control, ProgressSink, SyncProgress};
-use engine::phases::{Quarantine, ReverseSync, SyncOptions};
+use engine::phases::{Quarantine, ReverseSync, RollbackReport, SyncOptions};
 use engine::{Engine, EngineError, MigrationSpec, Postgres, RateLimit, VerifyReport};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -102,11 +102,22 @@ pub enum MigrateCommand {
         #[command(flatten)]
         db: DbArgs,
     },
-    /// Back to the old shape from any phase, with no data lost.
+    /// One step back to the old shape, with no data lost.
     #[command(
-        after_help = "Example:\n  splice rollback orders_v2\n\nBefore cutover: drops the shadow table and the slot. After cutover: swaps back and resumes\nforward sync. After contract: restores the old table from quarantine and re-syncs it."
+        after_help = "Example:\n  splice rollback orders_v2\n\nBefore cutover: abandons the migration (drops the shadow table and the slot). After cutover:\nswaps back and resumes forward sync. After contract: restores the old table from quarantine\nand re-syncs it. Running it again does nothing more: abandoning after a rollback from cutover\nis `splice abort`."
     )]
     Rollback {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Abandon a migration that is not cut over: drop its shadow table and capture.
+    #[command(
+        after_help = "Example:\n  splice abort orders_v2\n\nRefuses (exit 1) while the new table is live: `splice rollback` first. Running it again\nafter it finished does nothing."
+    )]
+    Abort {
         name: String,
         #[arg(long)]
         json: bool,
@@ -201,6 +212,7 @@ impl MigrateCommand {
             | MigrateCommand::Verify { db, .. }
             | MigrateCommand::Cutover { db, .. }
             | MigrateCommand::Rollback { db, .. }
+            | MigrateCommand::Abort { db, .. }
             | MigrateCommand::Contract { db, .. }
             | MigrateCommand::Drop { db, .. }
             | MigrateCommand::Status { db, .. } => db,
@@ -255,7 +267,12 @@ async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
             };
             cutover(&engine, &name, max_lag_bytes, reverse, json).await
         }
-        MigrateCommand::Rollback { name, json, .. } => rollback(&engine, &name, json).await,
+        MigrateCommand::Rollback { name, json, .. } => {
+            rollback(&name, engine.rollback(&name).await, json)
+        }
+        MigrateCommand::Abort { name, json, .. } => {
+            rollback(&name, engine.abort(&name).await, json)
+        }
         MigrateCommand::Contract {
             name, quarantine, ..
         } => match engine.contract(&name, quarantine).await {
@@ -472,11 +489,23 @@ async fn cutover(
     }
 }
 
-async fn rollback(engine: &Engine<Postgres>, name: &str, json: bool) -> u8 {
-    match engine.rollback(name).await {
+/// Prints what rollback or abort did.
+fn rollback(name: &str, result: Result<RollbackReport, EngineError>, json: bool) -> u8 {
+    match result {
         Ok(r) => {
             if json {
                 print_json(&r);
+            } else if r.already_done {
+                println!(
+                    "{name} is already {} (rolled back from {}); nothing to do{}",
+                    r.to,
+                    r.from,
+                    if r.to == "rolled_back" {
+                        String::new()
+                    } else {
+                        format!(". To abandon the migration: splice abort {name}")
+                    }
+                );
             } else {
                 println!(
                     "rolled back {name}: {} → {} in {:.2}s{}",

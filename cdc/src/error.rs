@@ -57,6 +57,20 @@ pub enum CdcError {
     )]
     SlotMismatch { slot: String, what: String },
 
+    #[error(
+        "replication slot {slot} was invalidated (wal_status = lost): the server removed WAL it \
+         still needed (max_slot_wal_keep_size), so changes in it are gone; drop the slot \
+         (SELECT pg_drop_replication_slot('{slot}')) and start the capture again from a known \
+         state"
+    )]
+    SlotInvalidated { slot: String },
+
+    #[error(
+        "replication slot {slot} does not exist, but this capture must continue from where it \
+         stopped (it was dropped, or lost in a failover); changes since then were not captured"
+    )]
+    SlotMissing { slot: String },
+
     #[error("{name:?} cannot name a slot: use 1 to 63 lowercase letters, digits and underscores")]
     InvalidName { name: String },
 

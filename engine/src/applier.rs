@@ -10,8 +10,9 @@
 use crate::adapter::{ChangeApplier, Cutover};
 use crate::catalog::Dependent;
 use crate::error::Refusal;
-use crate::seam::{Direction, Swap};
+use crate::seam::{Continuity, Direction, Swap};
 use crate::spec::MigrationSpec;
+use crate::state::PhaseChange;
 use crate::EngineError;
 use cdc::{ChangeSource, Op, TableName, Value};
 use std::collections::HashSet;
@@ -45,16 +46,20 @@ struct Batch {
 }
 
 impl<'a, A: ChangeApplier> Applier<'a, A> {
-    /// Opens (creating if needed) the change stream `slot` capturing `dir.from`, skipping the
-    /// engine's own writes, and the applier writing under `origin`.
+    /// Opens the change stream `slot` capturing `dir.from` (creating it only under
+    /// [`Continuity::Start`]), skipping the engine's own writes, and the applier writing under
+    /// `origin`.
     pub async fn open(
         adapter: &'a A,
         spec: &MigrationSpec,
         dir: Direction,
         slot: &str,
         origin: &str,
+        continuity: Continuity,
     ) -> Result<Applier<'a, A>, EngineError> {
-        let (stream, session) = adapter.open_capture(spec, &dir, slot, origin).await?;
+        let (stream, session) = adapter
+            .open_capture(spec, &dir, slot, origin, continuity)
+            .await?;
         Ok(Applier {
             adapter,
             stream,
@@ -289,14 +294,16 @@ const DRAIN_UNDER_LOCK: Duration = Duration::from_secs(5);
 impl<A: Cutover> Applier<'_, A> {
     /// One cutover attempt on the applier's session (its writes carry the engine's marks, so
     /// the other direction's capture skips them): lock both tables, drain capture inside the
-    /// lock, swap and carry `dependents` over, commit, acknowledge. `None` when the lock timed
-    /// out.
+    /// lock, swap and carry `dependents` over, record `change` (with the lock time so far) in
+    /// the same transaction, commit, acknowledge. `None` when the lock timed out.
     pub async fn swap(
         &mut self,
         spec: &MigrationSpec,
         swap: &Swap,
         dependents: &[Dependent],
         incoming_columns: &[String],
+        lock: &A::Lock,
+        change: &PhaseChange,
     ) -> Result<Option<Swapped>, EngineError> {
         if !self
             .adapter
@@ -316,9 +323,21 @@ impl<A: Cutover> Applier<'_, A> {
                 return Err(e);
             }
         };
+        let mut change = change.clone();
+        if let Some(figures) = change.figures.as_object_mut() {
+            let so_far = locked_at.elapsed().as_secs_f64() * 1000.0;
+            figures.insert("lock_ms".into(), serde_json::json!(so_far));
+        }
         let carried_over = self
             .adapter
-            .finish_swap(&mut self.session, swap, dependents, incoming_columns)
+            .finish_swap(
+                &mut self.session,
+                swap,
+                dependents,
+                incoming_columns,
+                lock,
+                &change,
+            )
             .await?;
         let lock_ms = locked_at.elapsed().as_secs_f64() * 1000.0;
         if let Some(pos) = ack {

@@ -53,6 +53,12 @@ pub enum EngineError {
     Database { context: String, message: String },
     #[error("change capture: {0}")]
     Capture(#[from] cdc::CdcError),
+    /// A change stream that must continue (see [`Continuity::Resume`]) is gone or unusable;
+    /// the engine turns it into [`Refusal::CaptureLost`] with the way out.
+    ///
+    /// [`Continuity::Resume`]: crate::seam::Continuity::Resume
+    #[error("replication slot {slot} {why}")]
+    StreamLost { slot: String, why: String },
 }
 
 /// A closed gate: what failed, and what to do.
@@ -110,6 +116,30 @@ pub enum Refusal {
          retry later or raise throttle.lock_timeout"
     )]
     LockTimeout { table: String, attempts: u32 },
+    /// A phase change found the migration in another phase than the one it was read in: a
+    /// second process moved it in between.
+    #[error(
+        "{name}: its phase changed while this command ran (expected {expected}, found {found}); \
+         nothing was changed — see `splice status {name}`, then run the command again"
+    )]
+    PhaseChanged {
+        name: String,
+        expected: Phase,
+        found: String,
+    },
+    /// A change stream the migration depends on vanished or was invalidated: changes made
+    /// since were not captured.
+    #[error(
+        "{name}: capture continuity is broken: replication slot {slot} {why}, so changes made \
+         since were not captured and the copy may miss them; splice will not resume from \
+         \"now\". {way_out}"
+    )]
+    CaptureLost {
+        name: String,
+        slot: String,
+        why: String,
+        way_out: String,
+    },
     #[error(
         "{name}: the quarantine of {table} runs until {until}; drop refuses before then \
          (--force drops it now, and nothing can bring it back)"

@@ -17,12 +17,15 @@ use crate::adapter::{
     VerifySource,
 };
 use crate::catalog::{Column, Dependent, Table};
+use crate::error::Refusal;
 use crate::seam::{
-    Direction, Fill, KeyRange, Load, Plan, RateLimit, Selection, Side, Swap, VerifyReport,
+    Continuity, Direction, Fill, KeyRange, Load, Plan, RateLimit, Selection, Side, Swap,
+    VerifyReport,
 };
 use crate::spec::{MigrationSpec, QualifiedName};
 use crate::state::{
-    Checkpoint, Figure, LastVerify, MigrationRecord, Phase, QuarantineEntry, Transition,
+    Checkpoint, Figure, LastVerify, MigrationRecord, Phase, PhaseChange, QuarantineEntry,
+    Transition,
 };
 use crate::EngineError;
 use bytes::Bytes;
@@ -579,12 +582,21 @@ impl SchemaChanges for Memory {
         Ok(())
     }
 
-    async fn quarantine(&self, _: &(), spec: &MigrationSpec) -> Result<(), EngineError> {
+    async fn quarantine(
+        &self,
+        _: &(),
+        spec: &MigrationSpec,
+        lock: &MemoryLock,
+        entry: &QuarantineEntry,
+        change: &PhaseChange,
+    ) -> Result<(), EngineError> {
         let mut db = self.lock();
         db.step("quarantine")?;
+        db.record_change(lock, change)?;
         if let Some(t) = db.tables.remove(&spec.retired_table()) {
             db.tables.insert(spec.quarantined_table(), t);
         }
+        db.set_quarantine(&lock.name, Some(entry));
         Ok(())
     }
 
@@ -592,18 +604,28 @@ impl SchemaChanges for Memory {
         &self,
         _: &(),
         spec: &MigrationSpec,
+        lock: &MemoryLock,
     ) -> Result<(), EngineError> {
         let mut db = self.lock();
         db.step("restore_from_quarantine")?;
+        db.check_fence(lock)?;
         if let Some(t) = db.tables.remove(&spec.quarantined_table()) {
             db.tables.insert(spec.retired_table(), t);
         }
+        db.set_quarantine(&lock.name, None);
         Ok(())
     }
 
-    async fn drop_quarantined(&self, _: &(), spec: &MigrationSpec) -> Result<(), EngineError> {
+    async fn drop_quarantined(
+        &self,
+        _: &(),
+        spec: &MigrationSpec,
+        lock: &MemoryLock,
+        change: &PhaseChange,
+    ) -> Result<(), EngineError> {
         let mut db = self.lock();
         db.step("drop_quarantined")?;
+        db.record_change(lock, change)?;
         db.tables.remove(&spec.quarantined_table());
         Ok(())
     }
@@ -623,6 +645,63 @@ impl Drop for MemoryLock {
     }
 }
 
+impl Database {
+    /// Fails unless `lock` still holds the migration's fence.
+    fn check_fence(&self, lock: &MemoryLock) -> Result<(), EngineError> {
+        let current = self.records.get(&lock.name).map(|r| r.fence);
+        if current != Some(lock.fence) {
+            return Err(EngineError::Busy(format!(
+                "migration {}: another runner took over (fencing token {} is stale)",
+                lock.name, lock.fence
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records `change` (fenced, compare-and-set on its `from`) and its history entry.
+    fn record_change(
+        &mut self,
+        lock: &MemoryLock,
+        change: &PhaseChange,
+    ) -> Result<(), EngineError> {
+        self.check_fence(lock)?;
+        let Some(r) = self.records.get_mut(&lock.name) else {
+            return Err(EngineError::NoSuchMigration {
+                name: lock.name.clone(),
+            });
+        };
+        if r.phase != change.from {
+            return Err(Refusal::PhaseChanged {
+                name: lock.name.clone(),
+                expected: change.from,
+                found: r.phase.to_string(),
+            }
+            .into());
+        }
+        r.phase = change.to;
+        self.history.push((
+            lock.name.clone(),
+            Transition {
+                at: String::new(),
+                actor: "test".into(),
+                from: Some(change.from.to_string()),
+                to: change.to.to_string(),
+                figures: change.figures.clone(),
+            },
+        ));
+        Ok(())
+    }
+
+    fn set_quarantine(&mut self, name: &str, quarantine: Option<&QuarantineEntry>) {
+        if let Some(r) = self.records.get_mut(name) {
+            r.quarantined_as = quarantine.map(|q| q.quarantined_as.clone());
+            // Time does not pass in here: a quarantine of 0 s has expired.
+            r.quarantine_until = quarantine.map(|q| format!("+{}s", q.seconds));
+            r.quarantine_expired = quarantine.is_some_and(|q| q.seconds <= 0.0);
+        }
+    }
+}
+
 impl Memory {
     /// Runs `write` on the migration's record if `lock` still holds its fence.
     fn fenced(
@@ -633,13 +712,7 @@ impl Memory {
     ) -> Result<(), EngineError> {
         let mut db = self.lock();
         db.step(step)?;
-        let current = db.records.get(&lock.name).map(|r| r.fence);
-        if current != Some(lock.fence) {
-            return Err(EngineError::Busy(format!(
-                "migration {}: another runner took over (fencing token {} is stale)",
-                lock.name, lock.fence
-            )));
-        }
+        db.check_fence(lock)?;
         write(&mut db);
         Ok(())
     }
@@ -766,28 +839,10 @@ impl StateStore for Memory {
         })
     }
 
-    async fn transition(
-        &self,
-        lock: &MemoryLock,
-        from: Option<Phase>,
-        to: Phase,
-        figures: Json,
-    ) -> Result<(), EngineError> {
-        self.fenced(lock, &format!("transition to {to}"), |db| {
-            if let Some(r) = Self::record_mut(db, &lock.name) {
-                r.phase = to;
-            }
-            db.history.push((
-                lock.name.clone(),
-                Transition {
-                    at: String::new(),
-                    actor: "test".into(),
-                    from: from.map(|p| p.to_string()),
-                    to: to.to_string(),
-                    figures,
-                },
-            ));
-        })
+    async fn transition(&self, lock: &MemoryLock, change: &PhaseChange) -> Result<(), EngineError> {
+        let mut db = self.lock();
+        db.step(&format!("transition to {}", change.to))?;
+        db.record_change(lock, change)
     }
 
     async fn checkpoint(
@@ -842,12 +897,7 @@ impl StateStore for Memory {
         quarantine: Option<&QuarantineEntry>,
     ) -> Result<(), EngineError> {
         self.fenced(lock, "set_quarantine", |db| {
-            if let Some(r) = Self::record_mut(db, &lock.name) {
-                r.quarantined_as = quarantine.map(|q| q.quarantined_as.clone());
-                // Time does not pass in here: a quarantine of 0 s has expired.
-                r.quarantine_until = quarantine.map(|q| format!("+{}s", q.seconds));
-                r.quarantine_expired = quarantine.is_some_and(|q| q.seconds <= 0.0);
-            }
+            db.set_quarantine(&lock.name, quarantine)
         })
     }
 
@@ -923,6 +973,25 @@ impl BackfillSource for Memory {
                     return;
                 }
             };
+            if fill == Fill::Mirror {
+                let gone: Vec<SortKey> = db
+                    .tables
+                    .get(&dir.to)
+                    .map(|t| {
+                        t.rows
+                            .keys()
+                            .filter(|k| in_range(k, &range) && !keys.contains(k))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for key in gone {
+                    if let Err(e) = db.resync(dir, &key) {
+                        failed = Some(e);
+                        return;
+                    }
+                }
+            }
             for key in keys {
                 let present = db
                     .tables
@@ -1076,9 +1145,16 @@ impl ChangeApplier for Memory {
         dir: &Direction,
         slot: &str,
         origin: &str,
+        continuity: Continuity,
     ) -> Result<(MemoryStream, MemorySession), EngineError> {
         let mut db = self.lock();
         db.step("open_capture")?;
+        if continuity == Continuity::Resume && !db.slots.contains_key(slot) {
+            return Err(EngineError::StreamLost {
+                slot: slot.into(),
+                why: "does not exist any more".into(),
+            });
+        }
         let start = db.next_position;
         db.slots.entry(slot.into()).or_insert(Slot {
             acked: start,
@@ -1291,10 +1367,13 @@ impl Cutover for Memory {
         swap: &Swap,
         _dependents: &[Dependent],
         _incoming_columns: &[String],
+        lock: &MemoryLock,
+        change: &PhaseChange,
     ) -> Result<Vec<String>, EngineError> {
         applier.in_swap = false;
         let mut db = self.lock();
         db.step("finish_swap")?;
+        db.record_change(lock, change)?;
         let live = db.tables.remove(&swap.live);
         let incoming = db.tables.remove(&swap.incoming);
         if let Some(t) = live {

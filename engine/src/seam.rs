@@ -31,8 +31,10 @@ pub struct KeyColumn {
 pub enum Fill {
     /// Insert only keys the target does not have (an empty target being filled).
     Missing,
-    /// Upsert every row, writing where it differs (a target holding stale rows).
-    Overwrite,
+    /// Upsert every row, writing where it differs, and delete the target's rows in the range
+    /// whose key the source no longer has (a table restored from quarantine: it must end up
+    /// equal to the source, row for row).
+    Mirror,
 }
 
 /// A key range: `(lower, upper]`, either side open. Keys travel as text, one string per key
@@ -61,6 +63,18 @@ pub enum Side {
     Source,
     /// Rows of `to`, the key in the source's key types.
     Target,
+}
+
+/// Whether opening a change stream may create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Continuity {
+    /// Nothing depends on earlier changes yet (a backfill follows, or nothing was written):
+    /// create the stream, or adopt one a crashed run of the same step created.
+    Start,
+    /// The copy depends on every change since the stream was created: it must exist, unbroken
+    /// (PostgreSQL: the slot exists and its `wal_status` is not `lost`); else
+    /// [`EngineError::StreamLost`](crate::EngineError::StreamLost). Never re-created "from now".
+    Resume,
 }
 
 /// A rename swap: `live` (the name applications use) gets `incoming`'s table; the table that

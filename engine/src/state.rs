@@ -62,6 +62,28 @@ impl std::fmt::Display for Phase {
     }
 }
 
+/// A phase change, recorded as a compare-and-set on `from` and, where it records a change to
+/// the tables (the swap, the move to or from quarantine, the drop), in the same transaction as
+/// that change: a crash leaves either both or neither.
+#[derive(Debug, Clone)]
+pub struct PhaseChange {
+    pub from: Phase,
+    pub to: Phase,
+    /// What the step measured; `"rollback": true` marks the steps `splice rollback` took.
+    pub figures: Json,
+}
+
+impl PhaseChange {
+    pub fn new(from: Phase, to: Phase, figures: Json) -> PhaseChange {
+        PhaseChange { from, to, figures }
+    }
+
+    /// True when this change was a step of `splice rollback`.
+    pub fn is_rollback(figures: &Json) -> bool {
+        figures.get("rollback").and_then(Json::as_bool) == Some(true)
+    }
+}
+
 /// A migration's row in `splice.migrations`.
 #[derive(Debug, Clone)]
 pub struct MigrationRecord {

@@ -423,10 +423,9 @@ async fn a_lost_change_stream_fails_loudly_instead_of_resuming_from_now() {
     engine.expand(SPEC, "spec.toml").await.expect("expand");
     sync_until_caught_up(&engine).await;
     assert!(db.has_slot("splice_orders_v2_fwd"));
-    db.lose_slot("splice_orders_v2_fwd");
-    assert!(!db.has_slot("splice_orders_v2_fwd"));
-    // Today the engine recreates the stream on open (the safety issue's first case); what
-    // this stand-in shows is that a stream lost while open is an error, never a silent stop.
+    // A stream lost before a command opens it is refused (see
+    // `a_lost_slot_is_refused_by_every_command_that_needs_continuity`); one lost while open
+    // is an error, never a silent stop.
     let opts = SyncOptions::default();
     let control = Control::new(RateLimit::Unlimited);
     let mut quiet = NoProgress;
@@ -440,4 +439,393 @@ async fn a_lost_change_stream_fails_loudly_instead_of_resuming_from_now() {
     let (result, ()) = tokio::join!(run, lose);
     let err = result.expect_err("the stream vanished under a running sync");
     assert!(matches!(err, EngineError::Capture(_)), "{err}");
+}
+
+// ── crash windows: every step of cutover, rollback, contract, restore and drop ──
+
+/// A database with a verified migration of `rows` rows.
+async fn verified(rows: i64) -> Memory {
+    let db = database(rows);
+    let e = engine(&db);
+    e.expand(SPEC, "spec.toml").await.expect("expand");
+    sync_until_caught_up(&e).await;
+    assert!(e
+        .verify("orders_v2")
+        .await
+        .expect("verify")
+        .cutover_allowed());
+    db
+}
+
+async fn cut_over(rows: i64) -> Memory {
+    let db = verified(rows).await;
+    engine(&db)
+        .cutover("orders_v2", u64::MAX, ReverseSync::Start)
+        .await
+        .expect("cutover");
+    db
+}
+
+async fn contracted(rows: i64) -> Memory {
+    let db = cut_over(rows).await;
+    engine(&db)
+        .contract("orders_v2", None)
+        .await
+        .expect("contract");
+    db
+}
+
+/// True when the live `orders` has the new shape.
+fn new_shape_is_live(db: &Memory) -> bool {
+    db.rows("orders").expect("live")[0].contains_key("amount_cents")
+}
+
+/// The old-shape rows the live new-shape table maps back to.
+fn mapped_down(db: &Memory) -> Vec<engine::memory::Row> {
+    db.rows("orders")
+        .expect("live")
+        .into_iter()
+        .map(|mut r| {
+            let cents: i64 = r["amount_cents"]
+                .as_deref()
+                .and_then(|c| c.parse().ok())
+                .expect("cents");
+            r.remove("amount_cents");
+            r.insert("amount".into(), Some((cents / 100).to_string()));
+            r
+        })
+        .collect()
+}
+
+/// How many steps `run` takes on a fresh copy of the state `setup` builds.
+async fn steps_of<S, R, SF, RF>(setup: S, run: R) -> usize
+where
+    S: Fn() -> SF,
+    SF: std::future::Future<Output = Memory>,
+    R: Fn(Memory) -> RF,
+    RF: std::future::Future<Output = ()>,
+{
+    let db = setup().await;
+    let before = db.steps().len();
+    run(db.clone()).await;
+    db.steps().len() - before
+}
+
+/// A write to the live new-shape table (after cutover).
+fn write_new(db: &Memory, id: &str, cents: &str) {
+    db.upsert(
+        "orders",
+        &[
+            ("id", Some(id)),
+            ("amount_cents", Some(cents)),
+            ("note", Some("after")),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_of_cutover_leaves_swap_and_phase_together_and_a_rerun_finishes() {
+    let cutover = |db: Memory| async move {
+        engine(&db)
+            .cutover("orders_v2", u64::MAX, ReverseSync::Start)
+            .await
+            .expect("cutover");
+    };
+    let steps = steps_of(|| verified(12), cutover).await;
+    assert!(steps >= 5, "cutover takes {steps} steps");
+    for step in 1..=steps {
+        let db = verified(12).await;
+        db.crash_at_step(step);
+        let first = engine(&db)
+            .cutover("orders_v2", u64::MAX, ReverseSync::Start)
+            .await;
+        // Whatever happened, the recorded phase says which table is live.
+        let phase_now = phase(&engine(&db)).await;
+        assert_eq!(
+            new_shape_is_live(&db),
+            phase_now == "cut_over",
+            "crash at step {step} ({first:?}): phase {phase_now} disagrees with the live table"
+        );
+        // The re-run finishes the cutover, and goes no further.
+        let e = engine(&db);
+        e.cutover("orders_v2", u64::MAX, ReverseSync::Start)
+            .await
+            .unwrap_or_else(|err| panic!("re-run after a crash at step {step}: {err}"));
+        assert_eq!(phase(&e).await, "cut_over", "crash at step {step}");
+        assert_eq!(db.rows("orders").expect("live").len(), 12);
+        // Rollback stays open: a write after cutover reaches the old table.
+        write_new(&db, "5", "4200");
+        e.rollback("orders_v2")
+            .await
+            .unwrap_or_else(|err| panic!("rollback after a crash at step {step}: {err}"));
+        assert!(!new_shape_is_live(&db), "crash at step {step}");
+        let five = db.rows("orders").expect("live");
+        assert_eq!(
+            five[4]["amount"].as_deref(),
+            Some("42"),
+            "crash at step {step}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_of_rollback_after_cutover_is_finished_by_a_rerun_that_goes_no_further()
+{
+    let rollback = |db: Memory| async move {
+        engine(&db).rollback("orders_v2").await.expect("rollback");
+    };
+    let steps = steps_of(|| cut_over(12), rollback).await;
+    for step in 1..=steps {
+        let db = cut_over(12).await;
+        write_new(&db, "3", "7700");
+        db.crash_at_step(step);
+        let first = engine(&db).rollback("orders_v2").await;
+        let phase_now = phase(&engine(&db)).await;
+        assert_eq!(
+            new_shape_is_live(&db),
+            phase_now == "cut_over",
+            "crash at step {step} ({first:?}): phase {phase_now} disagrees with the live table"
+        );
+        let e = engine(&db);
+        let again = e
+            .rollback("orders_v2")
+            .await
+            .unwrap_or_else(|err| panic!("re-run after a crash at step {step}: {err}"));
+        assert_eq!(again.to, "syncing", "crash at step {step}");
+        assert!(!new_shape_is_live(&db));
+        let live = db.rows("orders").expect("live");
+        assert_eq!(live.len(), 12);
+        assert_eq!(
+            live[2]["amount"].as_deref(),
+            Some("77"),
+            "crash at step {step}"
+        );
+        // A third run (the terminal died after the second) changes nothing.
+        let third = e.rollback("orders_v2").await.expect("third rollback");
+        assert!(third.already_done, "crash at step {step}");
+        assert_eq!(phase(&e).await, "syncing");
+        assert!(db.has_table("_splice_orders_v2_new"), "not abandoned");
+    }
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_of_contract_is_finished_by_a_rerun() {
+    let contract = |db: Memory| async move {
+        engine(&db)
+            .contract("orders_v2", None)
+            .await
+            .expect("contract");
+    };
+    let steps = steps_of(|| cut_over(6), contract).await;
+    for step in 1..=steps {
+        let db = cut_over(6).await;
+        db.crash_at_step(step);
+        let first = engine(&db).contract("orders_v2", None).await;
+        let phase_now = phase(&engine(&db)).await;
+        assert_eq!(
+            db.has_table("splice_quarantine._splice_orders_v2_old"),
+            phase_now == "contracted",
+            "crash at step {step} ({first:?})"
+        );
+        if phase_now == "cut_over" {
+            assert!(
+                db.has_slot("splice_orders_v2_rev"),
+                "crash at step {step}: a cut-over migration keeps its reverse capture"
+            );
+        }
+        let e = engine(&db);
+        e.contract("orders_v2", None)
+            .await
+            .unwrap_or_else(|err| panic!("re-run after a crash at step {step}: {err}"));
+        assert_eq!(phase(&e).await, "contracted");
+        assert!(db.has_table("splice_quarantine._splice_orders_v2_old"));
+        assert!(!db.has_slot("splice_orders_v2_rev"), "crash at step {step}");
+        assert!(!db.has_slot("splice_orders_v2_fwd"), "crash at step {step}");
+    }
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_of_restore_from_quarantine_ends_in_a_table_equal_to_the_live_one() {
+    let restore = |db: Memory| async move {
+        engine(&db).rollback("orders_v2").await.expect("restore");
+    };
+    let steps = steps_of(|| contracted(10), restore).await;
+    for step in 1..=steps {
+        let db = contracted(10).await;
+        // While the old table sits in quarantine: a row is deleted, one changed, one added.
+        db.delete("orders", &["4"]);
+        write_new(&db, "6", "1100");
+        write_new(&db, "11", "2200");
+        db.crash_at_step(step);
+        let _ = engine(&db).rollback("orders_v2").await;
+        let e = engine(&db);
+        let done = e
+            .rollback("orders_v2")
+            .await
+            .unwrap_or_else(|err| panic!("re-run after a crash at step {step}: {err}"));
+        assert_eq!(done.to, "cut_over", "crash at step {step}");
+        assert_eq!(phase(&e).await, "cut_over");
+        assert_eq!(
+            db.rows("_splice_orders_v2_old").expect("restored"),
+            mapped_down(&db),
+            "crash at step {step}: the restored table equals the live one, row for row"
+        );
+        // And rollback stays open from here: the next step back swaps.
+        let again = e.rollback("orders_v2").await.expect("rollback again");
+        assert!(again.already_done, "a re-run goes no further");
+    }
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_of_drop_is_finished_by_a_rerun() {
+    let drop = |db: Memory| async move {
+        engine(&db)
+            .drop_quarantined("orders_v2", Quarantine::Override)
+            .await
+            .expect("drop");
+    };
+    let steps = steps_of(|| contracted(4), drop).await;
+    for step in 1..=steps {
+        let db = contracted(4).await;
+        db.crash_at_step(step);
+        let _ = engine(&db)
+            .drop_quarantined("orders_v2", Quarantine::Override)
+            .await;
+        let phase_now = phase(&engine(&db)).await;
+        assert_eq!(
+            db.has_table("splice_quarantine._splice_orders_v2_old"),
+            phase_now == "contracted",
+            "crash at step {step}"
+        );
+        let e = engine(&db);
+        e.drop_quarantined("orders_v2", Quarantine::Override)
+            .await
+            .unwrap_or_else(|err| panic!("re-run after a crash at step {step}: {err}"));
+        assert_eq!(phase(&e).await, "dropped");
+        assert!(!db.has_table("splice_quarantine._splice_orders_v2_old"));
+    }
+}
+
+#[tokio::test]
+async fn rollback_run_twice_takes_one_step_and_abandoning_is_abort() {
+    let db = cut_over(5).await;
+    let e = engine(&db);
+    let first = e.rollback("orders_v2").await.expect("rollback");
+    assert_eq!(
+        (first.from.as_str(), first.to.as_str()),
+        ("cut_over", "syncing")
+    );
+    assert!(!first.already_done);
+    let second = e.rollback("orders_v2").await.expect("rollback again");
+    assert!(second.already_done);
+    assert_eq!(phase(&e).await, "syncing");
+    assert!(
+        db.has_table("_splice_orders_v2_new"),
+        "the shadow table stays"
+    );
+    assert!(db.has_slot("splice_orders_v2_fwd"), "forward capture stays");
+
+    let aborted = e.abort("orders_v2").await.expect("abort");
+    assert!(!aborted.already_done);
+    assert_eq!(phase(&e).await, "rolled_back");
+    assert!(!db.has_table("_splice_orders_v2_new"));
+    assert!(!db.has_slot("splice_orders_v2_fwd"));
+    assert!(
+        e.abort("orders_v2")
+            .await
+            .expect("abort again")
+            .already_done
+    );
+
+    // Abort refuses while the new table is live.
+    let db = cut_over(3).await;
+    let err = engine(&db).abort("orders_v2").await.expect_err("live");
+    assert!(matches!(refusal(&err), Refusal::WrongPhase { .. }), "{err}");
+    assert!(
+        err.to_string().contains("splice rollback orders_v2"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn phase_changes_are_compare_and_set_on_the_expected_phase() {
+    use engine::adapter::StateStore;
+    use engine::state::PhaseChange;
+    let db = verified(3).await;
+    let lock = db.acquire_lock("orders_v2").await.expect("lock");
+    let stale = PhaseChange::new(Phase::Syncing, Phase::Verified, serde_json::json!({}));
+    let err = db.transition(&lock, &stale).await.expect_err("not syncing");
+    assert!(
+        matches!(refusal(&err), Refusal::PhaseChanged { .. }),
+        "{err}"
+    );
+    drop(lock);
+    assert_eq!(phase(&engine(&db)).await, "verified", "nothing was written");
+}
+
+#[tokio::test]
+async fn a_lost_slot_is_refused_by_every_command_that_needs_continuity() {
+    // Forward capture lost before cutover: rows written since would be missing.
+    let db = verified(5).await;
+    db.lose_slot("splice_orders_v2_fwd");
+    db.upsert(
+        "orders",
+        &[
+            ("id", Some("6")),
+            ("amount", Some("1")),
+            ("note", Some("x")),
+        ],
+    );
+    let e = engine(&db);
+    let err = e
+        .cutover("orders_v2", u64::MAX, ReverseSync::Start)
+        .await
+        .expect_err("cutover");
+    assert!(
+        matches!(refusal(&err), Refusal::CaptureLost { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("splice abort orders_v2"), "{err}");
+    assert!(!new_shape_is_live(&db), "nothing was swapped");
+    let err = e.verify("orders_v2").await.expect_err("verify");
+    assert!(
+        matches!(refusal(&err), Refusal::CaptureLost { .. }),
+        "{err}"
+    );
+    let opts = SyncOptions {
+        until_caught_up: true,
+        ..Default::default()
+    };
+    let err = e
+        .sync(
+            "orders_v2",
+            &opts,
+            &Control::new(RateLimit::Unlimited),
+            &mut NoProgress,
+        )
+        .await
+        .expect_err("sync");
+    assert!(
+        matches!(refusal(&err), Refusal::CaptureLost { .. }),
+        "{err}"
+    );
+    assert!(
+        !db.has_slot("splice_orders_v2_fwd"),
+        "never re-created from now"
+    );
+
+    // Reverse capture lost after cutover: rollback would lose the writes since.
+    let db = cut_over(5).await;
+    db.lose_slot("splice_orders_v2_rev");
+    write_new(&db, "2", "500");
+    let err = engine(&db)
+        .rollback("orders_v2")
+        .await
+        .expect_err("rollback");
+    assert!(
+        matches!(refusal(&err), Refusal::CaptureLost { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("splice contract"), "{err}");
+    assert!(new_shape_is_live(&db));
 }

@@ -31,6 +31,10 @@ pub struct PgSourceConfig {
     /// acknowledged on the consumer's behalf). The engine's applier writes under
     /// `splice_<migration>` so its own writes do not come back.
     pub skip_origins: Vec<String>,
+    /// When true the slot must exist already ([`CdcError::SlotMissing`] otherwise): a consumer
+    /// whose copy depends on every change since the slot was created never has it re-created
+    /// "from now".
+    pub resume_only: bool,
     /// How soon an acknowledgement reaches the server (the replication client coalesces
     /// acknowledgements within this interval).
     pub status_interval: Duration,
@@ -43,8 +47,15 @@ impl PgSourceConfig {
             name,
             tables,
             skip_origins: Vec::new(),
+            resume_only: false,
             status_interval: Duration::from_millis(200),
         }
+    }
+
+    /// Refuse to create the slot: it must exist (see [`PgSourceConfig::resume_only`]).
+    pub fn resume_only(mut self) -> Self {
+        self.resume_only = true;
+        self
     }
 
     /// Skip transactions written under replication origin `origin`.
@@ -250,6 +261,14 @@ impl PgChangeStream {
             .map_err(|e| (e, created.clone()))?;
         let start = match existing {
             Some(slot) => slot.confirmed_flush,
+            None if config.resume_only => {
+                return Err((
+                    CdcError::SlotMissing {
+                        slot: name.slot().to_string(),
+                    },
+                    created,
+                ))
+            }
             None => {
                 let lsn = setup::create_slot(sql, name)
                     .await

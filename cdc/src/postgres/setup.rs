@@ -111,7 +111,7 @@ pub(crate) async fn check_server(
     let slot = client
         .query_opt(
             "SELECT s.plugin::text, s.slot_type, s.database::text, s.active_pid, \
-                    s.confirmed_flush_lsn::text, current_database()::text \
+                    s.confirmed_flush_lsn::text, current_database()::text, s.wal_status \
              FROM pg_replication_slots s WHERE s.slot_name = $1",
             &[&name.slot()],
         )
@@ -143,6 +143,14 @@ pub(crate) async fn check_server(
                     "it belongs to database {}",
                     database.unwrap_or_default()
                 )));
+            }
+            // The server removed WAL the slot still needed (max_slot_wal_keep_size): what was
+            // in it is gone for good.
+            let wal_status: Option<String> = row.get(6);
+            if wal_status.as_deref() == Some("lost") {
+                return Err(CdcError::SlotInvalidated {
+                    slot: name.slot().to_string(),
+                });
             }
             if let Some(pid) = active_pid {
                 return Err(CdcError::SlotInUse {

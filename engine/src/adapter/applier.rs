@@ -2,7 +2,7 @@
 //! re-syncs keys from the source of truth.
 
 use super::Sessions;
-use crate::seam::Direction;
+use crate::seam::{Continuity, Direction};
 use crate::spec::MigrationSpec;
 use crate::EngineError;
 use std::collections::HashSet;
@@ -14,14 +14,16 @@ pub trait ChangeApplier: Sessions {
     /// The applier's session (its writes are skipped by capture) and its prepared statements.
     type ApplierSession: Send + 'static;
 
-    /// Opens (creating if needed) the change stream `slot` of `dir.from` and the marker table,
-    /// skipping the engine's own writes, and the applier writing under `origin`.
+    /// Opens the change stream `slot` of `dir.from` and the marker table, skipping the
+    /// engine's own writes, and the applier writing under `origin`; creates the stream only
+    /// under [`Continuity::Start`].
     fn open_capture(
         &self,
         spec: &MigrationSpec,
         dir: &Direction,
         slot: &str,
         origin: &str,
+        continuity: Continuity,
     ) -> impl Future<Output = Result<(Self::Stream, Self::ApplierSession), EngineError>> + Send;
     /// The table drain markers are written to (its rows have columns `migration` and `id`).
     fn marker_table(&self) -> cdc::TableName;

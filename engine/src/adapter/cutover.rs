@@ -1,13 +1,14 @@
 //! [`Cutover`]: the rename swap under a short lock, on the applier's session.
 
-use super::ChangeApplier;
+use super::{ChangeApplier, StateStore};
 use crate::catalog::Dependent;
 use crate::seam::Swap;
 use crate::spec::MigrationSpec;
+use crate::state::PhaseChange;
 use crate::EngineError;
 use std::future::Future;
 
-pub trait Cutover: ChangeApplier {
+pub trait Cutover: ChangeApplier + StateStore {
     /// Begins the swap on the applier's session: a transaction holding exclusive locks on
     /// `swap.live` and `swap.incoming`, taken under the spec's lock timeout. `false` (and
     /// nothing held) when the lock timed out; until [`finish_swap`] or [`abort_swap`],
@@ -22,14 +23,17 @@ pub trait Cutover: ChangeApplier {
         swap: &Swap,
     ) -> impl Future<Output = Result<bool, EngineError>> + Send;
     /// Renames, carries `dependents` over to the incoming table (whose columns are
-    /// `incoming_columns`), commits; returns what was carried over. On failure nothing was
-    /// swapped.
+    /// `incoming_columns`), records `change` through `lock` (fenced, compare-and-set) in the
+    /// same transaction, commits; returns what was carried over. On failure nothing was
+    /// swapped and nothing recorded.
     fn finish_swap(
         &self,
         applier: &mut Self::ApplierSession,
         swap: &Swap,
         dependents: &[Dependent],
         incoming_columns: &[String],
+        lock: &Self::Lock,
+        change: &PhaseChange,
     ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     /// Abandons a locked swap.
     fn abort_swap(&self, applier: &mut Self::ApplierSession) -> impl Future<Output = ()> + Send;

@@ -2,9 +2,8 @@
 
 use super::Sessions;
 use crate::seam::{RateLimit, VerifyReport};
-use crate::state::{Figure, LastVerify, MigrationRecord, Phase, Transition};
+use crate::state::{Figure, LastVerify, MigrationRecord, PhaseChange, Transition};
 use crate::EngineError;
-use serde_json::Value as Json;
 use std::future::Future;
 
 pub trait StateStore: Sessions {
@@ -66,13 +65,13 @@ pub trait StateStore: Sessions {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Self::Lock, EngineError>> + Send;
-    /// Records a phase change and its history entry.
+    /// Records a phase change and its history entry, as a compare-and-set on `change.from`:
+    /// [`Refusal::PhaseChanged`](crate::Refusal::PhaseChanged) (and nothing written) when the
+    /// migration is in another phase.
     fn transition(
         &self,
         lock: &Self::Lock,
-        from: Option<Phase>,
-        to: Phase,
-        figures: Json,
+        change: &PhaseChange,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Saves the backfill checkpoint; returns the rate limit set while running (`None`: not
     /// set).

@@ -4,7 +4,8 @@
 use super::Engine;
 use crate::adapter::Adapter;
 use crate::error::Refusal;
-use crate::state::{Phase, QuarantineEntry};
+use crate::spec::MigrationSpec;
+use crate::state::{Phase, PhaseChange, QuarantineEntry};
 use crate::EngineError;
 use serde_json::json;
 use std::time::Duration;
@@ -32,6 +33,9 @@ impl<A: Adapter> Engine<A> {
             quarantine_until: until.unwrap_or_default(),
         };
         if record.phase == Phase::Contracted {
+            // A crash after the move into quarantine: finish the job.
+            let _lock = self.locked(name).await?;
+            self.drop_captures(&spec).await?;
             return Ok(contracted(record.quarantine_until));
         }
         if record.phase != Phase::CutOver {
@@ -44,27 +48,34 @@ impl<A: Adapter> Engine<A> {
         }
         let lock = self.locked(name).await?;
         let period = quarantine.unwrap_or(spec.quarantine);
-        self.adapter.drop_capture(&spec.reverse_slot()).await?;
-        self.adapter.drop_capture(&spec.forward_slot()).await?;
-        self.adapter.quarantine(&db, &spec).await?;
+        // The move into quarantine and the phase change commit together; the captures go
+        // after, so a crash in between leaves a contracted migration whose re-run (or
+        // rollback) finds its way, never a cut-over one whose reverse capture is gone.
         self.adapter
-            .set_quarantine(
+            .quarantine(
+                &db,
+                &spec,
                 &lock,
-                Some(&QuarantineEntry {
+                &QuarantineEntry {
                     quarantined_as: quarantined.clone(),
                     seconds: period.as_secs_f64(),
-                }),
+                },
+                &PhaseChange::new(
+                    Phase::CutOver,
+                    Phase::Contracted,
+                    json!({ "quarantined_as": quarantined, "quarantine_seconds": period.as_secs() }),
+                ),
             )
             .await?;
-        self.adapter
-            .transition(
-                &lock,
-                Some(Phase::CutOver),
-                Phase::Contracted,
-                json!({ "quarantined_as": quarantined, "quarantine_seconds": period.as_secs() }),
-            )
-            .await?;
+        self.drop_captures(&spec).await?;
         let record = self.record(&db, name).await?;
         Ok(contracted(record.quarantine_until))
+    }
+
+    /// Reverse sync is over once the old table is in quarantine; forward capture was over at
+    /// cutover.
+    async fn drop_captures(&self, spec: &MigrationSpec) -> Result<(), EngineError> {
+        self.adapter.drop_capture(&spec.reverse_slot()).await?;
+        self.adapter.drop_capture(&spec.forward_slot()).await
     }
 }

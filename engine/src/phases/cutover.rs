@@ -7,8 +7,8 @@ use crate::adapter::Adapter;
 use crate::catalog::Dependent;
 use crate::error::Refusal;
 use crate::plan;
-use crate::seam::Swap;
-use crate::state::{self, Phase};
+use crate::seam::{Continuity, Swap};
+use crate::state::{self, Phase, PhaseChange};
 use crate::EngineError;
 use serde_json::json;
 
@@ -41,6 +41,13 @@ impl<A: Adapter> Engine<A> {
     ) -> Result<CutoverReport, EngineError> {
         let super::Loaded { db, record, spec } = self.load(name).await?;
         if record.phase == Phase::CutOver {
+            // The swap and the phase change committed together: a re-run after a crash has
+            // only the settling left.
+            if let Ok(plan) = plan::build_after_cutover(&self.adapter, &db, &spec).await {
+                self.adapter
+                    .settle_carried_over(&db, &plan.dependents)
+                    .await;
+            }
             return Ok(CutoverReport {
                 lock_ms: record.lock_ms.unwrap_or(0.0),
                 attempts: 0,
@@ -99,7 +106,9 @@ impl<A: Adapter> Engine<A> {
             }
             .into());
         }
-        let mut capture = self.forward_applier(&spec, plan.forward.clone()).await?;
+        let mut capture = self
+            .forward_applier(&spec, plan.forward.clone(), Continuity::Resume)
+            .await?;
         capture.drain().await?;
         let lag = capture.lag().await?;
         if lag.bytes > max_lag_bytes {
@@ -119,7 +128,7 @@ impl<A: Adapter> Engine<A> {
         if let Some(rev) = &reverse {
             let mut pre = rev.clone();
             pre.from = spec.shadow_table();
-            let c = self.reverse_applier(&spec, pre).await?;
+            let c = self.reverse_applier(&spec, pre, Continuity::Start).await?;
             c.close().await?;
         }
         let swap = Swap {
@@ -127,30 +136,25 @@ impl<A: Adapter> Engine<A> {
             incoming: spec.shadow_table(),
             outgoing_as: spec.retired_table(),
         };
+        let change = PhaseChange::new(
+            Phase::Verified,
+            Phase::CutOver,
+            json!({ "reverse_sync": reverse.is_some() }),
+        );
         let result = swap_under_lock(
             &spec,
             &swap,
             &mut capture,
             &plan.dependents,
             &column_names(&plan.target),
+            &lock,
+            &change,
         )
         .await;
         capture.close().await?;
         let swapped = result?;
         self.adapter
             .set_figure(&lock, state::Figure::LockMs, swapped.lock_ms)
-            .await?;
-        self.adapter
-            .transition(
-                &lock,
-                Some(Phase::Verified),
-                Phase::CutOver,
-                json!({
-                    "lock_ms": swapped.lock_ms,
-                    "attempts": swapped.attempts,
-                    "reverse_sync": reverse.is_some(),
-                }),
-            )
             .await?;
         self.adapter
             .settle_carried_over(&db, &plan.dependents)

@@ -3,7 +3,7 @@
 use super::Engine;
 use crate::adapter::Adapter;
 use crate::error::Refusal;
-use crate::state::Phase;
+use crate::state::{Phase, PhaseChange};
 use crate::EngineError;
 use serde_json::json;
 
@@ -26,7 +26,10 @@ impl<A: Adapter> Engine<A> {
     ) -> Result<String, EngineError> {
         let super::Loaded { db, record, spec } = self.load(name).await?;
         if record.phase == Phase::Dropped {
-            return Ok(record.quarantined_as.unwrap_or_default());
+            // A crash after the drop committed: finish the job.
+            let _lock = self.locked(name).await?;
+            self.adapter.forget_appliers(&db, &spec).await?;
+            return Ok(spec.quarantined_table().to_string());
         }
         if record.phase != Phase::Contracted {
             return Err(Refusal::WrongPhase {
@@ -47,16 +50,27 @@ impl<A: Adapter> Engine<A> {
         }
         let lock = self.locked(name).await?;
         let quarantined = spec.quarantined_table();
-        self.adapter.drop_quarantined(&db, &spec).await?;
-        self.adapter.forget_appliers(&db, &spec).await?;
+        if record.quarantined_as.is_none() {
+            // A rollback from contract moved the table out of quarantine, then stopped.
+            return Err(Refusal::WrongPhase {
+                name: name.into(),
+                phase: record.phase,
+                expected: format!(
+                    "the old table was restored from quarantine by a rollback that did not \
+                     finish; run `splice rollback {name}` again to finish it"
+                ),
+            }
+            .into());
+        }
+        let change = PhaseChange::new(
+            Phase::Contracted,
+            Phase::Dropped,
+            json!({ "forced": forced }),
+        );
         self.adapter
-            .transition(
-                &lock,
-                Some(Phase::Contracted),
-                Phase::Dropped,
-                json!({ "forced": forced }),
-            )
+            .drop_quarantined(&db, &spec, &lock, &change)
             .await?;
+        self.adapter.forget_appliers(&db, &spec).await?;
         Ok(quarantined.to_string())
     }
 }

@@ -6,7 +6,7 @@ use crate::adapter::Adapter;
 use crate::plan;
 use crate::seam::Plan;
 use crate::spec::MigrationSpec;
-use crate::state::Phase;
+use crate::state::{Phase, PhaseChange};
 use crate::EngineError;
 use serde_json::json;
 use tracing::info;
@@ -75,9 +75,11 @@ impl<A: Adapter> Engine<A> {
         self.adapter
             .transition(
                 &lock,
-                Some(record.phase),
-                Phase::Expanded,
-                json!({ "shadow_table": spec.shadow_table().to_string() }),
+                &PhaseChange::new(
+                    record.phase,
+                    Phase::Expanded,
+                    json!({ "shadow_table": spec.shadow_table().to_string() }),
+                ),
             )
             .await?;
         Ok(plan)

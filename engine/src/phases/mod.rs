@@ -28,7 +28,8 @@ pub use sync::SyncOptions;
 
 use crate::adapter::Adapter;
 use crate::applier::Applier;
-use crate::seam::Direction;
+use crate::error::Refusal;
+use crate::seam::{Continuity, Direction};
 use crate::spec::MigrationSpec;
 use crate::state::MigrationRecord;
 use crate::EngineError;
@@ -93,10 +94,12 @@ impl<A: Adapter> Engine<A> {
     }
 
     /// Forward sync's applier (old → new): slot `splice_<name>_fwd`, origin `splice_<name>`.
+    /// A stream that must continue but cannot is refused with the way out.
     async fn forward_applier(
         &self,
         spec: &MigrationSpec,
         dir: Direction,
+        continuity: Continuity,
     ) -> Result<Applier<'_, A>, EngineError> {
         Applier::open(
             &self.adapter,
@@ -104,8 +107,21 @@ impl<A: Adapter> Engine<A> {
             dir,
             &spec.forward_slot(),
             &spec.origin(),
+            continuity,
         )
         .await
+        .map_err(|e| {
+            capture_lost(
+                e,
+                &spec.name,
+                format!(
+                    "Start again from a fresh capture: `splice abort {name}` (if it was cut over, \
+                     `splice rollback {name}` first), then `splice expand FILE`, `splice sync \
+                     {name}` (a full backfill) and `splice verify {name}` before cutover.",
+                    name = spec.name
+                ),
+            )
+        })
     }
 
     /// Reverse sync's applier (new → old): slot `splice_<name>_rev`, origin
@@ -114,6 +130,7 @@ impl<A: Adapter> Engine<A> {
         &self,
         spec: &MigrationSpec,
         dir: Direction,
+        continuity: Continuity,
     ) -> Result<Applier<'_, A>, EngineError> {
         Applier::open(
             &self.adapter,
@@ -121,12 +138,39 @@ impl<A: Adapter> Engine<A> {
             dir,
             &spec.reverse_slot(),
             &spec.reverse_origin(),
+            continuity,
         )
         .await
+        .map_err(|e| {
+            capture_lost(
+                e,
+                &spec.name,
+                format!(
+                    "The old table misses writes made to the live one since, so swapping back \
+                     would lose them: rollback after cutover is closed. The new table is live \
+                     and complete; `splice contract {name}` retires the old one.",
+                    name = spec.name
+                ),
+            )
+        })
     }
 
     async fn locked(&self, name: &str) -> Result<A::Lock, EngineError> {
         self.adapter.acquire_lock(name).await
+    }
+}
+
+/// A lost stream, as the refusal that names the way out.
+fn capture_lost(e: EngineError, name: &str, way_out: String) -> EngineError {
+    match e {
+        EngineError::StreamLost { slot, why } => Refusal::CaptureLost {
+            name: name.into(),
+            slot,
+            why,
+            way_out,
+        }
+        .into(),
+        other => other,
     }
 }
 

@@ -1,4 +1,10 @@
-//! `splice rollback`: back to the old shape from any phase, losing nothing.
+//! `splice rollback`: one step back to the old shape, losing nothing; and `splice abort`:
+//! abandoning a migration that has not been cut over, as an act of its own.
+//!
+//! Rollback takes exactly one step back, and re-running it finishes that step and goes no
+//! further: a rollback that already brought the migration back (its last transition was a
+//! rollback) does nothing the second time. Abandoning after a rollback from cutover is
+//! `splice abort`.
 
 use super::swap::swap_under_lock;
 use super::{column_names, Engine};
@@ -6,25 +12,29 @@ use crate::adapter::Adapter;
 use crate::backfill::{self, BackfillCopy, Control, NoProgress};
 use crate::error::Refusal;
 use crate::plan;
-use crate::seam::{Fill, RateLimit, Swap};
-use crate::state::Phase;
+use crate::seam::{Continuity, Fill, RateLimit, Swap};
+use crate::spec::MigrationSpec;
+use crate::state::{MigrationRecord, Phase, PhaseChange};
 use crate::EngineError;
 use serde_json::json;
 use std::time::Instant;
 
-/// What rollback did.
+/// What rollback (or abort) did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RollbackReport {
     pub from: String,
     pub to: String,
     pub seconds: f64,
     pub lock_ms: Option<f64>,
+    /// True when an earlier run had already done it: nothing was done this time.
+    pub already_done: bool,
 }
 
 impl<A: Adapter> Engine<A> {
-    /// `splice rollback`: before cutover drops the shadow table and capture; after cutover
-    /// swaps back (reverse capture drained under the lock) and resumes forward sync; after
-    /// contract restores the old table from quarantine and re-syncs it.
+    /// `splice rollback`: before cutover abandons the migration (drops the shadow table and
+    /// capture); after cutover swaps back (reverse capture drained under the lock) and resumes
+    /// forward sync; after contract restores the old table from quarantine and re-syncs it.
+    /// A rollback whose step is already done reports it and does nothing.
     pub async fn rollback(&self, name: &str) -> Result<RollbackReport, EngineError> {
         let started = Instant::now();
         let super::Loaded { db, record, spec } = self.load(name).await?;
@@ -34,17 +44,14 @@ impl<A: Adapter> Engine<A> {
             to: to.to_string(),
             seconds: started.elapsed().as_secs_f64(),
             lock_ms,
+            already_done: false,
         };
+        if let Some(done) = self.rolled_back_already(&db, &record).await? {
+            return Ok(done);
+        }
         match record.phase {
             Phase::Planned | Phase::Expanded | Phase::Syncing | Phase::Verified => {
-                self.adapter.drop_capture(&spec.forward_slot()).await?;
-                self.adapter.drop_capture(&spec.reverse_slot()).await?;
-                self.adapter.drop_shadow(&db, &spec).await?;
-                self.adapter.forget_appliers(&db, &spec).await?;
-                self.adapter.reset_backfill(&lock).await?;
-                self.adapter
-                    .transition(&lock, Some(record.phase), Phase::RolledBack, json!({}))
-                    .await?;
+                self.abandon(&db, &lock, &spec, record.phase).await?;
                 Ok(report(Phase::RolledBack, None))
             }
             Phase::CutOver => {
@@ -58,13 +65,20 @@ impl<A: Adapter> Engine<A> {
                     }
                     .into());
                 };
-                let mut capture = self.reverse_applier(&spec, reverse).await?;
+                let mut capture = self
+                    .reverse_applier(&spec, reverse, Continuity::Resume)
+                    .await?;
                 capture.drain().await?;
                 let swap = Swap {
                     live: spec.table.clone(),
                     incoming: spec.retired_table(),
                     outgoing_as: spec.shadow_table(),
                 };
+                let change = PhaseChange::new(
+                    Phase::CutOver,
+                    Phase::Syncing,
+                    json!({ "rollback": true, "rolled_back_cutover": true }),
+                );
                 // After cutover the plan's source is the old table, its target the live one.
                 let result = swap_under_lock(
                     &spec,
@@ -72,25 +86,25 @@ impl<A: Adapter> Engine<A> {
                     &mut capture,
                     &plan.dependents,
                     &column_names(&plan.source),
+                    &lock,
+                    &change,
                 )
                 .await;
                 capture.close().await?;
                 let swapped = result?;
-                // Reverse sync is over; a later cutover starts it afresh.
+                // Reverse sync is over; a later cutover starts it afresh. A crash before this
+                // leaves a slot the next cutover adopts (Continuity::Start).
                 self.adapter.drop_capture(&spec.reverse_slot()).await?;
-                self.adapter
-                    .transition(
-                        &lock,
-                        Some(Phase::CutOver),
-                        Phase::Syncing,
-                        json!({ "rolled_back_cutover": true, "lock_ms": swapped.lock_ms }),
-                    )
-                    .await?;
                 Ok(report(Phase::Syncing, Some(swapped.lock_ms)))
             }
             Phase::Contracted => {
-                self.adapter.restore_from_quarantine(&db, &spec).await?;
-                self.adapter.set_quarantine(&lock, None).await?;
+                // The move out of quarantine clears the quarantine entry in the same
+                // transaction; a re-run after a crash finds it cleared and goes on re-syncing.
+                if record.quarantined_as.is_some() {
+                    self.adapter
+                        .restore_from_quarantine(&db, &spec, &lock)
+                        .await?;
+                }
                 // Re-sync the restored table from the live one (new → old), then keep it
                 // current with reverse sync: the state cutover left it in.
                 let plan = plan::build_after_cutover(&self.adapter, &db, &spec).await?;
@@ -103,7 +117,10 @@ impl<A: Adapter> Engine<A> {
                     }
                     .into());
                 };
-                let mut capture = self.reverse_applier(&spec, reverse).await?;
+                // Contract dropped reverse capture: a fresh one, then a full re-copy.
+                let mut capture = self
+                    .reverse_applier(&spec, reverse, Continuity::Start)
+                    .await?;
                 self.adapter.reset_backfill(&lock).await?;
                 backfill::backfill(
                     &db,
@@ -112,8 +129,9 @@ impl<A: Adapter> Engine<A> {
                     &spec,
                     BackfillCopy {
                         source: &plan.target,
-                        // The restored table holds the rows of the day it was quarantined.
-                        fill: Fill::Overwrite,
+                        // The restored table holds the rows of the day it was quarantined:
+                        // every row is overwritten, and rows deleted since are removed.
+                        fill: Fill::Mirror,
                     },
                     &Control::new(RateLimit::Unlimited),
                     &mut NoProgress,
@@ -124,18 +142,111 @@ impl<A: Adapter> Engine<A> {
                 self.adapter
                     .transition(
                         &lock,
-                        Some(Phase::Contracted),
-                        Phase::CutOver,
-                        json!({ "restored_from_quarantine": true }),
+                        &PhaseChange::new(
+                            Phase::Contracted,
+                            Phase::CutOver,
+                            json!({ "rollback": true, "restored_from_quarantine": true }),
+                        ),
                     )
                     .await?;
                 Ok(report(Phase::CutOver, None))
             }
-            Phase::Dropped | Phase::RolledBack => Err(EngineError::WrongPhase {
+            Phase::Dropped => Err(EngineError::WrongPhase {
                 name: name.into(),
                 phase: record.phase,
-                expected: "there is nothing to roll back".into(),
+                expected: "the old table was dropped; there is nothing to roll back to".into(),
+            }),
+            Phase::RolledBack => unreachable_rolled_back(name),
+        }
+    }
+
+    /// `splice abort`: abandons a migration that has not been cut over (or was rolled back
+    /// from cutover): drops the shadow table and capture. Refuses while the new table is live.
+    pub async fn abort(&self, name: &str) -> Result<RollbackReport, EngineError> {
+        let started = Instant::now();
+        let super::Loaded { db, record, spec } = self.load(name).await?;
+        let done = |already_done: bool| RollbackReport {
+            from: record.phase.to_string(),
+            to: Phase::RolledBack.to_string(),
+            seconds: started.elapsed().as_secs_f64(),
+            lock_ms: None,
+            already_done,
+        };
+        match record.phase {
+            Phase::RolledBack => Ok(done(true)),
+            p if p.before_cutover() => {
+                let lock = self.locked(name).await?;
+                self.abandon(&db, &lock, &spec, p).await?;
+                Ok(done(false))
+            }
+            Phase::CutOver | Phase::Contracted => Err(Refusal::WrongPhase {
+                name: name.into(),
+                phase: record.phase,
+                expected: format!(
+                    "the new table is live; `splice rollback {name}` first (until the old \
+                     table is live again), then abort"
+                ),
+            }
+            .into()),
+            _ => Err(EngineError::WrongPhase {
+                name: name.into(),
+                phase: record.phase,
+                expected: "there is nothing to abort".into(),
             }),
         }
     }
+
+    /// Drops what expand and sync created; every step is idempotent, so a re-run after a
+    /// crash finishes the job.
+    async fn abandon(
+        &self,
+        db: &A::Conn,
+        lock: &A::Lock,
+        spec: &MigrationSpec,
+        from: Phase,
+    ) -> Result<(), EngineError> {
+        self.adapter.drop_capture(&spec.forward_slot()).await?;
+        self.adapter.drop_capture(&spec.reverse_slot()).await?;
+        self.adapter.drop_shadow(db, spec).await?;
+        self.adapter.forget_appliers(db, spec).await?;
+        self.adapter.reset_backfill(lock).await?;
+        self.adapter
+            .transition(
+                lock,
+                &PhaseChange::new(from, Phase::RolledBack, json!({ "rollback": true })),
+            )
+            .await
+    }
+
+    /// When the migration's last transition was a rollback (or it is rolled back), the report
+    /// of a rollback that has nothing left to do.
+    async fn rolled_back_already(
+        &self,
+        db: &A::Conn,
+        record: &MigrationRecord,
+    ) -> Result<Option<RollbackReport>, EngineError> {
+        let last = self.adapter.history(db, &record.name).await?.pop();
+        let already = record.phase == Phase::RolledBack
+            || last.as_ref().is_some_and(|t| {
+                t.to == record.phase.as_str() && PhaseChange::is_rollback(&t.figures)
+            });
+        Ok(already.then(|| RollbackReport {
+            from: last
+                .and_then(|t| t.from)
+                .unwrap_or_else(|| record.phase.to_string()),
+            to: record.phase.to_string(),
+            seconds: 0.0,
+            lock_ms: None,
+            already_done: true,
+        }))
+    }
+}
+
+/// `rolled_back_already` answers for this phase before the match.
+fn unreachable_rolled_back(name: &str) -> Result<RollbackReport, EngineError> {
+    Err(EngineError::WrongPhase {
+        name: name.into(),
+        phase: Phase::RolledBack,
+        expected: "there is nothing to roll back".into(),
+    })
 }

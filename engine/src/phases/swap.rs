@@ -7,6 +7,7 @@ use crate::catalog::Dependent;
 use crate::error::Refusal;
 use crate::seam::Swap;
 use crate::spec::MigrationSpec;
+use crate::state::PhaseChange;
 use crate::EngineError;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -32,7 +33,8 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// Locks `swap.live`, drains `capture` inside the lock, renames, carries `dependents` (of the
-/// table that has the live name now) over to the incoming table, commits. Retries lock
+/// table that has the live name now) over to the incoming table, records `change` in the same
+/// transaction, commits. Retries lock
 /// timeouts with backoff and jitter. The swap runs on the applier's own session: what it
 /// writes carries the engine's marks (PostgreSQL: its replication origin), so reverse capture
 /// skips it.
@@ -42,13 +44,15 @@ pub(super) async fn swap_under_lock<A: Adapter>(
     capture: &mut Applier<'_, A>,
     dependents: &[Dependent],
     incoming_columns: &[String],
+    lock: &A::Lock,
+    change: &PhaseChange,
 ) -> Result<SwapOutcome, EngineError> {
     for attempt in 1..=MAX_LOCK_ATTEMPTS {
         // Catch up right before locking, so what is left to apply under the lock is only what
         // committed in the last moments.
         catch_up(capture).await?;
         match capture
-            .swap(spec, swap, dependents, incoming_columns)
+            .swap(spec, swap, dependents, incoming_columns, lock, change)
             .await?
         {
             Some(Swapped {

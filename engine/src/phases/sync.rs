@@ -6,8 +6,8 @@ use crate::adapter::Adapter;
 use crate::applier::Applier;
 use crate::backfill::{self, BackfillCopy, Control, ProgressSink, SyncProgress};
 use crate::plan;
-use crate::seam::{Fill, RateLimit};
-use crate::state::Phase;
+use crate::seam::{Continuity, Fill, RateLimit};
+use crate::state::{Phase, PhaseChange};
 use crate::EngineError;
 use serde_json::json;
 use std::time::Duration;
@@ -58,10 +58,21 @@ impl<A: Adapter> Engine<A> {
                 Phase::Expanded | Phase::Syncing | Phase::Verified => {
                     let plan = plan::build(&self.adapter, &db, &spec).await?;
                     // Capture starts (slot created, position recorded) before the first chunk.
-                    let mut capture = self.forward_applier(&spec, plan.forward.clone()).await?;
+                    // The first sync starts capture; every later one must continue it.
+                    let continuity = if record.phase == Phase::Expanded {
+                        Continuity::Start
+                    } else {
+                        Continuity::Resume
+                    };
+                    let mut capture = self
+                        .forward_applier(&spec, plan.forward.clone(), continuity)
+                        .await?;
                     if record.phase == Phase::Expanded {
                         self.adapter
-                            .transition(&lock, Some(Phase::Expanded), Phase::Syncing, json!({}))
+                            .transition(
+                                &lock,
+                                &PhaseChange::new(Phase::Expanded, Phase::Syncing, json!({})),
+                            )
                             .await?;
                     }
                     let mut p = backfill::backfill(
@@ -92,7 +103,9 @@ impl<A: Adapter> Engine<A> {
                                 .into(),
                         });
                     };
-                    let mut capture = self.reverse_applier(&spec, reverse).await?;
+                    let mut capture = self
+                        .reverse_applier(&spec, reverse, Continuity::Resume)
+                        .await?;
                     let mut p = SyncProgress {
                         backfill_done: true,
                         ..Default::default()

@@ -4,8 +4,8 @@ use super::Engine;
 use crate::adapter::Adapter;
 use crate::error::Refusal;
 use crate::plan;
-use crate::seam::VerifyReport;
-use crate::state::Phase;
+use crate::seam::{Continuity, VerifyReport};
+use crate::state::{Phase, PhaseChange};
 use crate::{verify, EngineError};
 use serde_json::json;
 
@@ -34,7 +34,9 @@ impl<A: Adapter> Engine<A> {
         }
         let lock = self.locked(name).await?;
         let plan = plan::build(&self.adapter, &db, &spec).await?;
-        let mut capture = self.forward_applier(&spec, plan.forward.clone()).await?;
+        let mut capture = self
+            .forward_applier(&spec, plan.forward.clone(), Continuity::Resume)
+            .await?;
         let mut pairs = vec![(db, self.db().await?)];
         for _ in 1..VERIFY_PAIRS {
             pairs.push((self.db().await?, self.db().await?));
@@ -58,12 +60,18 @@ impl<A: Adapter> Engine<A> {
         match (report.passed(), record.phase) {
             (true, Phase::Syncing) => {
                 self.adapter
-                    .transition(&lock, Some(Phase::Syncing), Phase::Verified, figures)
+                    .transition(
+                        &lock,
+                        &PhaseChange::new(Phase::Syncing, Phase::Verified, figures),
+                    )
                     .await?
             }
             (false, Phase::Verified) => {
                 self.adapter
-                    .transition(&lock, Some(Phase::Verified), Phase::Syncing, figures)
+                    .transition(
+                        &lock,
+                        &PhaseChange::new(Phase::Verified, Phase::Syncing, figures),
+                    )
                     .await?
             }
             _ => {}

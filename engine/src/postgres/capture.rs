@@ -5,10 +5,10 @@
 use super::sql;
 use super::Postgres;
 use crate::adapter::ChangeApplier;
-use crate::seam::Direction;
+use crate::seam::{Continuity, Direction};
 use crate::spec::MigrationSpec;
 use crate::EngineError;
-use cdc::{CaptureName, PgChangeStream, PgSourceConfig, TableName};
+use cdc::{CaptureName, CdcError, PgChangeStream, PgSourceConfig, TableName};
 use std::collections::HashSet;
 use tokio_postgres::{Client, GenericClient};
 
@@ -157,16 +157,32 @@ impl ChangeApplier for Postgres {
         dir: &Direction,
         slot: &str,
         origin: &str,
+        continuity: Continuity,
     ) -> Result<(PgChangeStream, ApplierSession), EngineError> {
         let name = CaptureName::exact(slot)?;
-        let config = PgSourceConfig::new(
+        let mut config = PgSourceConfig::new(
             self.url(),
             name,
             vec![TableName::from(&dir.from), self.marker_table()],
         )
         .skip_origin(spec.origin())
         .skip_origin(spec.reverse_origin());
-        let stream = PgChangeStream::open(config).await?;
+        if continuity == Continuity::Resume {
+            config = config.resume_only();
+        }
+        let stream = PgChangeStream::open(config).await.map_err(|e| match e {
+            CdcError::SlotMissing { slot } => EngineError::StreamLost {
+                slot,
+                why: "does not exist any more (dropped by hand, or lost in a failover)".into(),
+            },
+            CdcError::SlotInvalidated { slot } => EngineError::StreamLost {
+                slot,
+                why: "was invalidated by the server (wal_status = lost: WAL it still needed \
+                      was removed, see max_slot_wal_keep_size)"
+                    .into(),
+            },
+            other => other.into(),
+        })?;
         let apply_db = super::connect(self.url()).await?;
         ensure_origin(&apply_db, origin).await?;
         apply_db

@@ -4,12 +4,14 @@
 
 use super::capture::ApplierSession;
 use super::sql::{qualified, quote_ident, quote_literal};
+use super::state::{record_change, record_quarantine, RunnerLock};
 use super::Postgres;
 use crate::adapter::{Cutover, SchemaChanges};
 use crate::catalog::Dependent;
 use crate::error::Refusal;
 use crate::seam::Swap;
 use crate::spec::{MigrationSpec, QUARANTINE_SCHEMA};
+use crate::state::{PhaseChange, QuarantineEntry};
 use crate::EngineError;
 use tokio_postgres::{Client, GenericClient};
 use tracing::warn;
@@ -30,6 +32,29 @@ fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
 async fn rollback(db: &Client) {
     if let Err(e) = db.batch_execute("ROLLBACK").await {
         tracing::debug!(error = %e, "rolling back the swap transaction");
+    }
+}
+
+/// Runs `work` in a transaction on `db`: committed when it succeeds, rolled back when not.
+async fn in_transaction<T>(
+    db: &Client,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    db.batch_execute("BEGIN")
+        .await
+        .map_err(|e| ddl_error(what, e))?;
+    match work.await {
+        Ok(v) => {
+            db.batch_execute("COMMIT")
+                .await
+                .map_err(|e| ddl_error(what, e))?;
+            Ok(v)
+        }
+        Err(e) => {
+            rollback(db).await;
+            Err(e)
+        }
     }
 }
 
@@ -167,43 +192,73 @@ impl SchemaChanges for Postgres {
         .map_err(|e| ddl_error("dropping the shadow table", e))
     }
 
-    async fn quarantine(&self, db: &Client, spec: &MigrationSpec) -> Result<(), EngineError> {
-        db.batch_execute(&format!(
-            "SET lock_timeout = '{}ms'; CREATE SCHEMA IF NOT EXISTS {}; ALTER TABLE {} SET SCHEMA {}",
+    async fn quarantine(
+        &self,
+        db: &Client,
+        spec: &MigrationSpec,
+        lock: &RunnerLock,
+        entry: &QuarantineEntry,
+        change: &PhaseChange,
+    ) -> Result<(), EngineError> {
+        let ddl = format!(
+            "SET LOCAL lock_timeout = '{}ms'; CREATE SCHEMA IF NOT EXISTS {}; ALTER TABLE {} SET SCHEMA {}",
             spec.throttle.lock_timeout.as_millis(),
             quote_ident(QUARANTINE_SCHEMA),
             qualified(&spec.retired_table()),
             quote_ident(QUARANTINE_SCHEMA)
-        ))
+        );
+        in_transaction(db, "moving the old table into quarantine", async {
+            db.batch_execute(&ddl)
+                .await
+                .map_err(|e| ddl_error("moving the old table into quarantine", e))?;
+            record_quarantine(db, lock, Some(entry)).await?;
+            record_change(db, lock, change).await
+        })
         .await
-        .map_err(|e| ddl_error("moving the old table into quarantine", e))
     }
 
     async fn restore_from_quarantine(
         &self,
         db: &Client,
         spec: &MigrationSpec,
+        lock: &RunnerLock,
     ) -> Result<(), EngineError> {
-        db.batch_execute(&format!(
-            "SET lock_timeout = '{}ms'; ALTER TABLE {} SET SCHEMA {}",
+        let ddl = format!(
+            "SET LOCAL lock_timeout = '{}ms'; ALTER TABLE {} SET SCHEMA {}",
             spec.throttle.lock_timeout.as_millis(),
             qualified(&spec.quarantined_table()),
             quote_ident(&spec.table.schema)
-        ))
+        );
+        in_transaction(db, "restoring the old table from quarantine", async {
+            db.batch_execute(&ddl)
+                .await
+                .map_err(|e| ddl_error("restoring the old table from quarantine", e))?;
+            record_quarantine(db, lock, None).await
+        })
         .await
-        .map_err(|e| ddl_error("restoring the old table from quarantine", e))
     }
 
-    async fn drop_quarantined(&self, db: &Client, spec: &MigrationSpec) -> Result<(), EngineError> {
-        db.batch_execute(&format!(
-            "SET lock_timeout = '{}ms';\n\
+    async fn drop_quarantined(
+        &self,
+        db: &Client,
+        spec: &MigrationSpec,
+        lock: &RunnerLock,
+        change: &PhaseChange,
+    ) -> Result<(), EngineError> {
+        let ddl = format!(
+            "SET LOCAL lock_timeout = '{}ms';\n\
              -- splice:ignore drop-table the quarantine expired (or was forced); this is the one-way door\n\
              DROP TABLE IF EXISTS {}",
             spec.throttle.lock_timeout.as_millis(),
             qualified(&spec.quarantined_table())
-        ))
+        );
+        in_transaction(db, "dropping the quarantined table", async {
+            db.batch_execute(&ddl)
+                .await
+                .map_err(|e| ddl_error("dropping the quarantined table", e))?;
+            record_change(db, lock, change).await
+        })
         .await
-        .map_err(|e| ddl_error("dropping the quarantined table", e))
     }
 }
 
@@ -252,10 +307,18 @@ impl Cutover for Postgres {
         swap: &Swap,
         dependents: &[Dependent],
         incoming_columns: &[String],
+        lock: &RunnerLock,
+        change: &PhaseChange,
     ) -> Result<Vec<String>, EngineError> {
         applier.set_in_swap(false);
         let db = applier.db();
-        let carried = match carry_over(db, swap, dependents, incoming_columns).await {
+        let swapped = async {
+            let carried = carry_over(db, swap, dependents, incoming_columns).await?;
+            // The phase change commits with the swap: a crash leaves both or neither.
+            record_change(db, lock, change).await?;
+            Ok(carried)
+        };
+        let carried = match swapped.await {
             Ok(c) => c,
             Err(e) => {
                 rollback(db).await;

@@ -229,10 +229,29 @@ pub fn backfill_range(dir: &Direction, lower: bool, upper: bool, mode: Fill) -> 
         }
         // Every row, overwriting what differs: for a target that holds stale rows (a table
         // restored from quarantine).
-        Fill::Overwrite => format!("\n  {}", dir.upsert_tail()),
+        Fill::Mirror => format!("\n  {}", dir.upsert_tail()),
+    };
+    // Mirror also deletes the range's target rows whose key the source lost; the delete and
+    // the upsert see one snapshot and touch disjoint keys.
+    let delete_gone = match mode {
+        Fill::Missing => String::new(),
+        Fill::Mirror => {
+            let mut cond = bounds("t.");
+            cond.push(format!(
+                "NOT EXISTS (SELECT 1 FROM {} s WHERE ({}) = ({}))",
+                qualified(&dir.from),
+                dir.key_list("s."),
+                dir.key_list("t.")
+            ));
+            format!(
+                "WITH gone AS (DELETE FROM {} t WHERE {})\n",
+                qualified(&dir.to),
+                cond.join(" AND ")
+            )
+        }
     };
     format!(
-        "INSERT INTO {to} AS t ({cols}) OVERRIDING SYSTEM VALUE\n  SELECT {mapped}\n  FROM {from} s{source_where}{write}",
+        "{delete_gone}INSERT INTO {to} AS t ({cols}) OVERRIDING SYSTEM VALUE\n  SELECT {mapped}\n  FROM {from} s{source_where}{write}",
         to = qualified(&dir.to),
         cols = dir.target_cols(),
         mapped = dir.mapped_select(),

@@ -5,9 +5,11 @@
 
 use super::Postgres;
 use crate::adapter::StateStore;
+use crate::error::Refusal;
 use crate::seam::{RateLimit, VerifyReport};
 use crate::state::{
-    actor, Checkpoint, Figure, LastVerify, MigrationRecord, Phase, QuarantineEntry, Transition,
+    actor, Checkpoint, Figure, LastVerify, MigrationRecord, Phase, PhaseChange, QuarantineEntry,
+    Transition,
 };
 use crate::EngineError;
 use serde_json::Value as Json;
@@ -197,6 +199,72 @@ impl RunnerLock {
     }
 }
 
+/// Records `change` and its history row on `db` (the lock's session, or the session whose
+/// transaction holds the change it records), fenced and as a compare-and-set on `change.from`.
+pub(super) async fn record_change(
+    db: &impl GenericClient,
+    lock: &RunnerLock,
+    change: &PhaseChange,
+) -> Result<(), EngineError> {
+    let n = db
+        .execute(
+            "WITH m AS (UPDATE splice.migrations SET phase = $2, updated_at = now()
+                        WHERE name = $1 AND fence = $3 AND phase = $5 RETURNING name)
+             INSERT INTO splice.history (migration, actor, from_phase, to_phase, figures)
+             SELECT name, $4, $5, $2, $6 FROM m",
+            &[
+                &lock.name,
+                &change.to.as_str(),
+                &lock.fence,
+                &actor(),
+                &change.from.as_str(),
+                &change.figures,
+            ],
+        )
+        .await
+        .map_err(|e| EngineError::db("recording the phase transition", e))?;
+    if n == 1 {
+        return Ok(());
+    }
+    let now = db
+        .query_opt(
+            "SELECT phase, fence FROM splice.migrations WHERE name = $1",
+            &[&lock.name],
+        )
+        .await
+        .map_err(|e| EngineError::db("reading the migration's phase", e))?;
+    match now {
+        Some(row) if row.get::<_, i64>(1) == lock.fence => Err(Refusal::PhaseChanged {
+            name: lock.name.clone(),
+            expected: change.from,
+            found: row.get(0),
+        }
+        .into()),
+        _ => Err(lock.stale()),
+    }
+}
+
+/// Records (or with `None` clears) the quarantine entry on `db`, fenced.
+pub(super) async fn record_quarantine(
+    db: &impl GenericClient,
+    lock: &RunnerLock,
+    quarantine: Option<&QuarantineEntry>,
+) -> Result<(), EngineError> {
+    let quarantined_as = quarantine.map(|q| q.quarantined_as.as_str());
+    let seconds = quarantine.map(|q| q.seconds);
+    let n = db
+        .execute(
+            "UPDATE splice.migrations SET quarantined_as = $2,
+                    quarantine_until = CASE WHEN $3::float8 IS NULL THEN NULL
+                                            ELSE now() + make_interval(secs => $3::float8) END
+             WHERE name = $1 AND fence = $4",
+            &[&lock.name, &quarantined_as, &seconds, &lock.fence],
+        )
+        .await
+        .map_err(|e| EngineError::db("recording the quarantine", e))?;
+    lock.check_fenced(n)
+}
+
 impl StateStore for Postgres {
     type Lock = RunnerLock;
 
@@ -326,33 +394,10 @@ impl StateStore for Postgres {
         Ok(lock)
     }
 
-    /// Records a transition (phase change + history row) if this runner still holds the fence.
-    async fn transition(
-        &self,
-        lock: &RunnerLock,
-        from: Option<Phase>,
-        to: Phase,
-        figures: Json,
-    ) -> Result<(), EngineError> {
-        let n = lock
-            .conn
-            .execute(
-                "WITH m AS (UPDATE splice.migrations SET phase = $2, updated_at = now()
-                            WHERE name = $1 AND fence = $3 RETURNING name)
-                 INSERT INTO splice.history (migration, actor, from_phase, to_phase, figures)
-                 SELECT name, $4, $5, $2, $6 FROM m",
-                &[
-                    &lock.name,
-                    &to.as_str(),
-                    &lock.fence,
-                    &actor(),
-                    &from.map(|p| p.as_str()),
-                    &figures,
-                ],
-            )
-            .await
-            .map_err(|e| EngineError::db("recording the phase transition", e))?;
-        lock.check_fenced(n)
+    /// Records a transition (phase change + history row) if this runner still holds the fence
+    /// and the migration is in `change.from`.
+    async fn transition(&self, lock: &RunnerLock, change: &PhaseChange) -> Result<(), EngineError> {
+        record_change(&lock.conn, lock, change).await
     }
 
     async fn checkpoint(
@@ -426,20 +471,7 @@ impl StateStore for Postgres {
         lock: &RunnerLock,
         quarantine: Option<&QuarantineEntry>,
     ) -> Result<(), EngineError> {
-        let quarantined_as = quarantine.map(|q| q.quarantined_as.as_str());
-        let seconds = quarantine.map(|q| q.seconds);
-        let n = lock
-            .conn
-            .execute(
-                "UPDATE splice.migrations SET quarantined_as = $2,
-                        quarantine_until = CASE WHEN $3::float8 IS NULL THEN NULL
-                                                ELSE now() + make_interval(secs => $3::float8) END
-                 WHERE name = $1 AND fence = $4",
-                &[&lock.name, &quarantined_as, &seconds, &lock.fence],
-            )
-            .await
-            .map_err(|e| EngineError::db("recording the quarantine", e))?;
-        lock.check_fenced(n)
+        record_quarantine(&lock.conn, lock, quarantine).await
     }
 
     async fn record_verify(
