@@ -266,3 +266,239 @@ fn a_missing_database_url_is_a_usage_error_naming_the_fix() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SPLICE_DATABASE_URL"));
 }
+
+/// Writes that work on either shape of `orders` (before and after cutover): note updates,
+/// inserts, deletes and key updates, until `stop`.
+fn shape_agnostic_load(
+    url: String,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            use rand::{Rng, SeedableRng};
+            let db = testkit::connect(&url).await.expect("connect");
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let id: i64 = rng.random_range(1..3_000);
+                let fresh = 50_000_000 + seed as i64 * 1_000_000 + n as i64;
+                match rng.random_range(0..10) {
+                    0..=4 => {
+                        let _ = db
+                            .batch_execute(&format!(
+                                "UPDATE orders SET note = 'w{n}' WHERE id = {id}"
+                            ))
+                            .await;
+                    }
+                    5..=6 => {
+                        // One of the two fits the live shape.
+                        let old = format!(
+                            "INSERT INTO orders (id, customer_id, amount) VALUES ({fresh}, 3, 9.99)"
+                        );
+                        if db.batch_execute(&old).await.is_err() {
+                            let _ = db
+                                .batch_execute(&format!(
+                                    "INSERT INTO orders (id, customer_id, amount_cents, currency) \
+                                     VALUES ({fresh}, 3, 999, 'USD')"
+                                ))
+                                .await;
+                        }
+                    }
+                    7 => {
+                        let _ = db
+                            .batch_execute(&format!("DELETE FROM orders WHERE id = {id}"))
+                            .await;
+                    }
+                    _ => {
+                        let _ = db
+                            .batch_execute(&format!(
+                                "UPDATE orders SET id = id + 10000000 WHERE id = {id}"
+                            ))
+                            .await;
+                    }
+                }
+                n += 1;
+                if n % 10 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            n
+        })
+    })
+}
+
+impl Env {
+    /// Runs `args` with the process set to abort at `point`; asserts it died there.
+    fn killed_at(&self, point: &str, args: &[&str]) {
+        let out = self
+            .command(args)
+            .env("SPLICE_FAULT_POINT", point)
+            .output()
+            .expect("run splice");
+        assert!(
+            out.status.code().is_none() && String::from_utf8_lossy(&out.stderr).contains(point),
+            "{args:?} should have died at {point}: {}",
+            text(&out)
+        );
+        // The server notices the dead sessions (and ends their transactions) in a moment.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.splice_retrying(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn phase(&self) -> String {
+        self.pg
+            .psql("SELECT phase FROM splice.migrations WHERE name = 'orders_v2'")
+            .expect("phase")
+    }
+
+    /// True when the table named `orders` has the new shape.
+    fn new_shape_is_live(&self) -> bool {
+        self.pg
+            .psql(
+                "SELECT count(*) FROM information_schema.columns \
+                 WHERE table_schema = 'public' AND table_name = 'orders' \
+                   AND column_name = 'amount_cents'",
+            )
+            .expect("columns")
+            == "1"
+    }
+
+    /// Keys where `old` (old shape) and `new` (new shape) differ, computed in SQL.
+    fn differing(&self, old: &str, new: &str) -> String {
+        let differing = testkit::orders_divergence_sql(old, new);
+        self.pg
+            .psql(&format!(
+                "SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM ({differing}) d"
+            ))
+            .expect("compare")
+    }
+}
+
+#[test]
+fn a_kill_at_every_named_point_of_cutover_rollback_contract_restore_and_drop_loses_nothing() {
+    let env = Env::new(3_000);
+    env.ok(&["expand", "orders_v2.toml"]);
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = shape_agnostic_load(env.pg.url(), stop.clone(), 7);
+
+    // Cutover and rollback after cutover, killed inside and around the swap; each re-run
+    // finishes its command, and the recorded phase always says which table is live.
+    let cutover_points = [
+        "cutover.reverse_created",
+        "swap.locked",
+        "swap.drained",
+        "swap.committed",
+        "cutover.swapped",
+    ];
+    let rollback_points = [
+        "swap.locked",
+        "swap.drained",
+        "swap.committed",
+        "rollback.swapped",
+        "swap.committed",
+    ];
+    for (cut, back) in cutover_points.iter().zip(rollback_points) {
+        env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+        env.ok(&["verify", "orders_v2"]);
+        env.killed_at(cut, &["cutover", "orders_v2"]);
+        assert_eq!(
+            env.new_shape_is_live(),
+            env.phase() == "cut_over",
+            "killed at {cut}: phase {} disagrees with the live table",
+            env.phase()
+        );
+        env.ok(&["cutover", "orders_v2"]);
+        assert!(env.new_shape_is_live(), "after cutover (killed at {cut})");
+        env.killed_at(back, &["rollback", "orders_v2"]);
+        assert_eq!(
+            env.new_shape_is_live(),
+            env.phase() == "cut_over",
+            "rollback killed at {back}: phase {} disagrees with the live table",
+            env.phase()
+        );
+        env.ok(&["rollback", "orders_v2"]);
+        assert_eq!(env.phase(), "syncing");
+        // Re-running the rollback that finished goes no further.
+        let again = env.ok(&["rollback", "orders_v2"]);
+        assert!(again.contains("nothing to do"), "{again}");
+        assert_eq!(env.phase(), "syncing", "a second rollback did not abandon");
+    }
+
+    // Every write so far is in both tables.
+    stop.store(true, Ordering::Relaxed);
+    let writes = load.join().expect("load");
+    assert!(writes > 100, "the load ran ({writes} statements)");
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    assert_eq!(env.differing("orders", "_splice_orders_v2_new"), "");
+
+    // Contract, restore from quarantine and drop, each killed between its changes.
+    env.ok(&["verify", "orders_v2"]);
+    env.ok(&["cutover", "orders_v2"]);
+    env.killed_at("contract.quarantined", &["contract", "orders_v2"]);
+    env.ok(&["contract", "orders_v2"]);
+    assert_eq!(env.phase(), "contracted");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = shape_agnostic_load(env.pg.url(), stop.clone(), 8);
+    std::thread::sleep(Duration::from_millis(500));
+    env.killed_at("restore.moved", &["rollback", "orders_v2"]);
+    env.killed_at("restore.copied", &["rollback", "orders_v2"]);
+    env.ok(&["rollback", "orders_v2"]);
+    assert_eq!(env.phase(), "cut_over");
+    stop.store(true, Ordering::Relaxed);
+    load.join().expect("load");
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    assert_eq!(
+        env.differing("_splice_orders_v2_old", "orders"),
+        "",
+        "the restored table equals the live one, rows deleted meanwhile included"
+    );
+    env.ok(&["contract", "orders_v2"]);
+    env.killed_at("drop.dropped", &["drop", "orders_v2", "--force"]);
+    env.ok(&["drop", "orders_v2", "--force"]);
+    assert_eq!(env.phase(), "dropped");
+}
+
+#[test]
+fn cutover_refuses_when_the_forward_slot_was_lost_and_never_recreates_it() {
+    let env = Env::new(500);
+    env.ok(&["expand", "orders_v2.toml"]);
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    env.ok(&["verify", "orders_v2"]);
+    // A DBA cleans up a "stale" slot, then the application writes.
+    env.pg
+        .psql("SELECT pg_drop_replication_slot('splice_orders_v2_fwd')")
+        .expect("drop slot");
+    env.pg
+        .psql(
+            "INSERT INTO orders (customer_id, amount) \
+             SELECT 1, 1.00 FROM generate_series(1, 100)",
+        )
+        .expect("insert");
+    let out = env.splice(&["cutover", "orders_v2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("capture continuity is broken"), "{err}");
+    assert!(err.contains("splice abort orders_v2"), "{err}");
+    assert!(!env.new_shape_is_live(), "nothing was swapped");
+    let slots = env
+        .pg
+        .psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'splice_orders_v2_fwd'")
+        .expect("slots");
+    assert_eq!(slots, "0", "the slot was not re-created from now");
+    // The way out works: abort, expand again, a fresh full sync carries every row.
+    env.ok(&["abort", "orders_v2"]);
+    env.ok(&["expand", "orders_v2.toml"]);
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    assert_eq!(env.mismatches(), "");
+}

@@ -313,6 +313,7 @@ impl<A: Cutover> Applier<'_, A> {
             return Ok(None);
         }
         let locked_at = Instant::now();
+        crate::fault::point("swap.locked");
         let ack = match self
             .drain_until_marker(Acknowledge::AfterSwap, Some(DRAIN_UNDER_LOCK))
             .await
@@ -323,6 +324,7 @@ impl<A: Cutover> Applier<'_, A> {
                 return Err(e);
             }
         };
+        crate::fault::point("swap.drained");
         let mut change = change.clone();
         if let Some(figures) = change.figures.as_object_mut() {
             let so_far = locked_at.elapsed().as_secs_f64() * 1000.0;
@@ -340,6 +342,7 @@ impl<A: Cutover> Applier<'_, A> {
             )
             .await?;
         let lock_ms = locked_at.elapsed().as_secs_f64() * 1000.0;
+        crate::fault::point("swap.committed");
         if let Some(pos) = ack {
             self.stream.ack(&pos)?;
         }

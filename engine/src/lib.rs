@@ -20,6 +20,7 @@ pub mod applier;
 pub mod backfill;
 pub mod catalog;
 mod error;
+pub mod fault;
 pub mod memory;
 pub mod phases;
 pub mod plan;

@@ -67,6 +67,7 @@ impl<A: Adapter> Engine<A> {
                 ),
             )
             .await?;
+        crate::fault::point("contract.quarantined");
         self.drop_captures(&spec).await?;
         let record = self.record(&db, name).await?;
         Ok(contracted(record.quarantine_until))

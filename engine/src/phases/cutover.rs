@@ -130,6 +130,7 @@ impl<A: Adapter> Engine<A> {
             pre.from = spec.shadow_table();
             let c = self.reverse_applier(&spec, pre, Continuity::Start).await?;
             c.close().await?;
+            crate::fault::point("cutover.reverse_created");
         }
         let swap = Swap {
             live: spec.table.clone(),
@@ -153,6 +154,7 @@ impl<A: Adapter> Engine<A> {
         .await;
         capture.close().await?;
         let swapped = result?;
+        crate::fault::point("cutover.swapped");
         self.adapter
             .set_figure(&lock, state::Figure::LockMs, swapped.lock_ms)
             .await?;

@@ -70,6 +70,7 @@ impl<A: Adapter> Engine<A> {
         self.adapter
             .drop_quarantined(&db, &spec, &lock, &change)
             .await?;
+        crate::fault::point("drop.dropped");
         self.adapter.forget_appliers(&db, &spec).await?;
         Ok(quarantined.to_string())
     }

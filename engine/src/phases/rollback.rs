@@ -92,6 +92,7 @@ impl<A: Adapter> Engine<A> {
                 .await;
                 capture.close().await?;
                 let swapped = result?;
+                crate::fault::point("rollback.swapped");
                 // Reverse sync is over; a later cutover starts it afresh. A crash before this
                 // leaves a slot the next cutover adopts (Continuity::Start).
                 self.adapter.drop_capture(&spec.reverse_slot()).await?;
@@ -104,6 +105,7 @@ impl<A: Adapter> Engine<A> {
                     self.adapter
                         .restore_from_quarantine(&db, &spec, &lock)
                         .await?;
+                    crate::fault::point("restore.moved");
                 }
                 // Re-sync the restored table from the live one (new → old), then keep it
                 // current with reverse sync: the state cutover left it in.
@@ -139,6 +141,7 @@ impl<A: Adapter> Engine<A> {
                 .await?;
                 capture.drain().await?;
                 capture.close().await?;
+                crate::fault::point("restore.copied");
                 self.adapter
                     .transition(
                         &lock,
@@ -207,6 +210,7 @@ impl<A: Adapter> Engine<A> {
     ) -> Result<(), EngineError> {
         self.adapter.drop_capture(&spec.forward_slot()).await?;
         self.adapter.drop_capture(&spec.reverse_slot()).await?;
+        crate::fault::point("abort.captures_dropped");
         self.adapter.drop_shadow(db, spec).await?;
         self.adapter.forget_appliers(db, spec).await?;
         self.adapter.reset_backfill(lock).await?;
