@@ -502,3 +502,46 @@ fn cutover_refuses_when_the_forward_slot_was_lost_and_never_recreates_it() {
     env.ok(&["sync", "orders_v2", "--until-caught-up"]);
     assert_eq!(env.mismatches(), "");
 }
+
+#[test]
+fn a_runner_frozen_while_holding_the_cutover_lock_does_not_block_the_table() {
+    let env = Env::new(500);
+    env.ok(&["expand", "orders_v2.toml"]);
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    env.ok(&["verify", "orders_v2"]);
+    // The runner freezes (SIGSTOP) with the table locked, inside the swap.
+    let mut frozen = env
+        .command(&["cutover", "orders_v2"])
+        .env("SPLICE_FAULT_POINT", "swap.drained")
+        .env("SPLICE_FAULT_ACTION", "stop")
+        .spawn()
+        .expect("spawn cutover");
+    let stat = format!("/proc/{}/stat", frozen.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = std::fs::read_to_string(&stat).unwrap_or_default();
+        if state.split(' ').nth(2) == Some("T") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the runner never froze");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The application's next statement waits at most for the server to end the frozen
+    // transaction (the swap's hold budget), not forever: with a lock_timeout far above that
+    // budget it gets through while the runner is still frozen.
+    let count = env
+        .pg
+        .psql("SET lock_timeout = '60s'; SELECT count(*) FROM orders")
+        .expect("the table is usable while the runner is frozen");
+    assert!(count.ends_with("500"), "{count}");
+    assert!(
+        frozen.try_wait().expect("poll").is_none(),
+        "the runner was still frozen when the table became usable"
+    );
+    assert!(!env.new_shape_is_live(), "the frozen swap was rolled back");
+    frozen.kill().expect("kill the frozen runner");
+    let _ = frozen.wait();
+    env.ok(&["cutover", "orders_v2"]);
+    assert!(env.new_shape_is_live());
+    assert_eq!(env.differing("_splice_orders_v2_old", "orders"), "");
+}

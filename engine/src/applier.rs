@@ -10,7 +10,7 @@
 use crate::adapter::{ChangeApplier, Cutover};
 use crate::catalog::Dependent;
 use crate::error::Refusal;
-use crate::seam::{Continuity, Direction, Swap};
+use crate::seam::{Continuity, Direction, Swap, SwapLock};
 use crate::spec::MigrationSpec;
 use crate::state::PhaseChange;
 use crate::EngineError;
@@ -290,12 +290,17 @@ pub struct Swapped {
 
 /// How long the backlog left at the lock may take to apply under it.
 const DRAIN_UNDER_LOCK: Duration = Duration::from_secs(5);
+/// How long the server lets the swap transaction wait on this process (a statement, or idle
+/// between statements) before it ends the transaction itself: a runner frozen while holding
+/// the lock (SIGSTOP, a paused VM, a dropped tunnel) blocks the table for at most this long.
+pub const HOLD_BUDGET: Duration = Duration::from_secs(6);
 
 impl<A: Cutover> Applier<'_, A> {
     /// One cutover attempt on the applier's session (its writes carry the engine's marks, so
     /// the other direction's capture skips them): lock both tables, drain capture inside the
     /// lock, swap and carry `dependents` over, record `change` (with the lock time so far) in
-    /// the same transaction, commit, acknowledge. `None` when the lock timed out.
+    /// the same transaction, commit, acknowledge. `Err(holders)` when the lock timed out (who held
+    /// the tables).
     pub async fn swap(
         &mut self,
         spec: &MigrationSpec,
@@ -304,13 +309,13 @@ impl<A: Cutover> Applier<'_, A> {
         incoming_columns: &[String],
         lock: &A::Lock,
         change: &PhaseChange,
-    ) -> Result<Option<Swapped>, EngineError> {
-        if !self
+    ) -> Result<Result<Swapped, Vec<String>>, EngineError> {
+        if let SwapLock::TimedOut { holders } = self
             .adapter
-            .lock_for_swap(&mut self.session, spec, swap)
+            .lock_for_swap(&mut self.session, spec, swap, HOLD_BUDGET)
             .await?
         {
-            return Ok(None);
+            return Ok(Err(holders));
         }
         let locked_at = Instant::now();
         crate::fault::point("swap.locked");
@@ -346,7 +351,7 @@ impl<A: Cutover> Applier<'_, A> {
         if let Some(pos) = ack {
             self.stream.ack(&pos)?;
         }
-        Ok(Some(Swapped {
+        Ok(Ok(Swapped {
             lock_ms,
             carried_over,
         }))

@@ -112,10 +112,15 @@ pub enum Refusal {
     )]
     DrainUnderLock { budget: String },
     #[error(
-        "could not lock {table} within {attempts} attempts; long transactions are holding it — \
-         retry later or raise throttle.lock_timeout"
+        "could not lock {table} within {attempts} attempts; these sessions held it at the last \
+         attempt: {holders}. End them (SELECT pg_terminate_backend(pid)) or wait for them, \
+         then cut over again; nothing was swapped"
     )]
-    LockTimeout { table: String, attempts: u32 },
+    LockTimeout {
+        table: String,
+        attempts: u32,
+        holders: String,
+    },
     /// A phase change found the migration in another phase than the one it was read in: a
     /// second process moved it in between.
     #[error(

@@ -21,11 +21,19 @@ pub const POINTS: &[&str] = &[
     "abort.captures_dropped",
 ];
 
-/// Aborts the process here when `SPLICE_FAULT_POINT` is `name` (debug builds only).
+/// Aborts the process here when `SPLICE_FAULT_POINT` is `name` (debug builds only); with
+/// `SPLICE_FAULT_ACTION=stop` it freezes instead (SIGSTOP), as a paused VM would.
 #[inline]
 pub fn point(name: &str) {
     #[cfg(debug_assertions)]
     if std::env::var("SPLICE_FAULT_POINT").is_ok_and(|p| p == name) {
+        if std::env::var("SPLICE_FAULT_ACTION").is_ok_and(|a| a == "stop") {
+            eprintln!("splice: SPLICE_FAULT_POINT={name}: freezing here");
+            let _ = std::process::Command::new("kill")
+                .args(["-STOP", &std::process::id().to_string()])
+                .status();
+            return;
+        }
         eprintln!("splice: SPLICE_FAULT_POINT={name}: aborting here");
         std::process::abort();
     }

@@ -19,7 +19,7 @@ use crate::adapter::{
 use crate::catalog::{Column, Dependent, Table};
 use crate::error::Refusal;
 use crate::seam::{
-    Continuity, Direction, Fill, KeyRange, Load, Plan, RateLimit, Selection, Side, Swap,
+    Continuity, Direction, Fill, KeyRange, Load, Plan, RateLimit, Selection, Side, Swap, SwapLock,
     VerifyReport,
 };
 use crate::spec::{MigrationSpec, QualifiedName};
@@ -1355,10 +1355,11 @@ impl Cutover for Memory {
         applier: &mut MemorySession,
         _spec: &MigrationSpec,
         _swap: &Swap,
-    ) -> Result<bool, EngineError> {
+        _hold_budget: Duration,
+    ) -> Result<SwapLock, EngineError> {
         self.lock().step("lock_for_swap")?;
         applier.in_swap = true;
-        Ok(true)
+        Ok(SwapLock::Locked)
     }
 
     async fn finish_swap(

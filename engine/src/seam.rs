@@ -77,6 +77,16 @@ pub enum Continuity {
     Resume,
 }
 
+/// How an attempt to lock the tables for a swap ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwapLock {
+    /// Both tables are locked; the swap transaction is open.
+    Locked,
+    /// The lock timeout passed; nothing is held. `holders` describes the sessions that held
+    /// a lock on the tables (PostgreSQL: pid, state, transaction age, query).
+    TimedOut { holders: Vec<String> },
+}
+
 /// A rename swap: `live` (the name applications use) gets `incoming`'s table; the table that
 /// had it is renamed `outgoing_as`.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 
 use super::{ChangeApplier, StateStore};
 use crate::catalog::Dependent;
-use crate::seam::Swap;
+use crate::seam::{Swap, SwapLock};
 use crate::spec::MigrationSpec;
 use crate::state::PhaseChange;
 use crate::EngineError;
@@ -10,8 +10,10 @@ use std::future::Future;
 
 pub trait Cutover: ChangeApplier + StateStore {
     /// Begins the swap on the applier's session: a transaction holding exclusive locks on
-    /// `swap.live` and `swap.incoming`, taken under the spec's lock timeout. `false` (and
-    /// nothing held) when the lock timed out; until [`finish_swap`] or [`abort_swap`],
+    /// `swap.live` and `swap.incoming`, taken under the spec's lock timeout, which the server
+    /// itself ends if this process stops answering for longer than `hold_budget` (a frozen
+    /// runner must not keep the table locked). [`SwapLock::TimedOut`] (nothing held) names
+    /// who held the tables; until [`finish_swap`] or [`abort_swap`],
     /// [`apply`](ChangeApplier::apply) writes inside it.
     ///
     /// [`finish_swap`]: Cutover::finish_swap
@@ -21,7 +23,8 @@ pub trait Cutover: ChangeApplier + StateStore {
         applier: &mut Self::ApplierSession,
         spec: &MigrationSpec,
         swap: &Swap,
-    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
+        hold_budget: std::time::Duration,
+    ) -> impl Future<Output = Result<SwapLock, EngineError>> + Send;
     /// Renames, carries `dependents` over to the incoming table (whose columns are
     /// `incoming_columns`), records `change` through `lock` (fenced, compare-and-set) in the
     /// same transaction, commits; returns what was carried over. On failure nothing was

@@ -47,6 +47,7 @@ pub(super) async fn swap_under_lock<A: Adapter>(
     lock: &A::Lock,
     change: &PhaseChange,
 ) -> Result<SwapOutcome, EngineError> {
+    let mut holders = Vec::new();
     for attempt in 1..=MAX_LOCK_ATTEMPTS {
         // Catch up right before locking, so what is left to apply under the lock is only what
         // committed in the last moments.
@@ -55,7 +56,7 @@ pub(super) async fn swap_under_lock<A: Adapter>(
             .swap(spec, swap, dependents, incoming_columns, lock, change)
             .await?
         {
-            Some(Swapped {
+            Ok(Swapped {
                 lock_ms,
                 carried_over,
             }) => {
@@ -66,9 +67,10 @@ pub(super) async fn swap_under_lock<A: Adapter>(
                     carried_over,
                 });
             }
-            None => {
+            Err(held_by) => {
                 let wait = backoff(attempt);
-                warn!(attempt, ?wait, "cutover lock timed out; retrying");
+                warn!(attempt, ?wait, holders = %held_by.join("; "), "cutover lock timed out; retrying");
+                holders = held_by;
                 tokio::time::sleep(wait).await;
             }
         }
@@ -76,6 +78,11 @@ pub(super) async fn swap_under_lock<A: Adapter>(
     Err(Refusal::LockTimeout {
         table: swap.live.to_string(),
         attempts: MAX_LOCK_ATTEMPTS,
+        holders: if holders.is_empty() {
+            "none seen".into()
+        } else {
+            holders.join("; ")
+        },
     }
     .into())
 }

@@ -9,7 +9,7 @@ use super::Postgres;
 use crate::adapter::{Cutover, SchemaChanges};
 use crate::catalog::Dependent;
 use crate::error::Refusal;
-use crate::seam::Swap;
+use crate::seam::{Swap, SwapLock};
 use crate::spec::{MigrationSpec, QUARANTINE_SCHEMA};
 use crate::state::{PhaseChange, QuarantineEntry};
 use crate::EngineError;
@@ -32,6 +32,42 @@ fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
 async fn rollback(db: &Client) {
     if let Err(e) = db.batch_execute("ROLLBACK").await {
         tracing::debug!(error = %e, "rolling back the swap transaction");
+    }
+}
+
+/// The sessions holding a lock on any of `tables`: pid, state, transaction age and query, for
+/// the operator to end or wait for. Best effort: empty when the catalog cannot be read.
+async fn lock_holders(db: &Client, tables: &[&crate::spec::QualifiedName]) -> Vec<String> {
+    let names: Vec<String> = tables.iter().map(|t| qualified(t)).collect();
+    let rows = db
+        .query(
+            "SELECT DISTINCT a.pid, coalesce(a.state, '?'), a.usename::text,
+                    coalesce(extract(epoch FROM now() - a.xact_start)::float8, 0),
+                    left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 120)
+               FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE l.granted AND l.locktype = 'relation'
+                AND l.relation = ANY (SELECT to_regclass(n)::oid FROM unnest($1::text[]) n)
+                AND a.pid <> pg_backend_pid()
+              ORDER BY a.pid",
+            &[&names],
+        )
+        .await;
+    match rows {
+        Ok(rows) => rows
+            .iter()
+            .map(|r| {
+                let (pid, state, user, age, query): (i32, String, Option<String>, f64, String) =
+                    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+                format!(
+                    "pid {pid} ({}, {state} for {age:.0}s in its transaction: {query})",
+                    user.unwrap_or_default()
+                )
+            })
+            .collect(),
+        Err(e) => {
+            warn!(error = %super::db_message(&e), "listing who holds the table's locks");
+            Vec::new()
+        }
     }
 }
 
@@ -269,20 +305,25 @@ impl Cutover for Postgres {
         applier: &mut ApplierSession,
         spec: &MigrationSpec,
         swap: &Swap,
-    ) -> Result<bool, EngineError> {
+        hold_budget: std::time::Duration,
+    ) -> Result<SwapLock, EngineError> {
         let db = applier.db();
         db.batch_execute("BEGIN")
             .await
             .map_err(|e| EngineError::db("starting cutover", e))?;
+        // The server ends the transaction (and frees the table) if this process stops
+        // answering: no statement and no idle gap inside it may outlast the hold budget.
         if let Err(e) = db
             .batch_execute(&format!(
-                "SET LOCAL lock_timeout = '{}ms'",
-                spec.throttle.lock_timeout.as_millis()
+                "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{budget}ms'; \
+                 SET LOCAL idle_in_transaction_session_timeout = '{budget}ms'",
+                spec.throttle.lock_timeout.as_millis(),
+                budget = hold_budget.as_millis()
             ))
             .await
         {
             rollback(db).await;
-            return Err(ddl_error("setting lock_timeout", e));
+            return Err(ddl_error("setting the swap's timeouts", e));
         }
         let lock_sql = format!(
             "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
@@ -292,12 +333,14 @@ impl Cutover for Postgres {
         if let Err(e) = db.batch_execute(&lock_sql).await {
             rollback(db).await;
             if is_lock_timeout(&e) {
-                return Ok(false);
+                return Ok(SwapLock::TimedOut {
+                    holders: lock_holders(db, &[&swap.live, &swap.incoming]).await,
+                });
             }
             return Err(ddl_error("locking the table for cutover", e));
         }
         applier.set_in_swap(true);
-        Ok(true)
+        Ok(SwapLock::Locked)
     }
 
     /// Renames, carries dependents over, commits. On failure the transaction is rolled back.
