@@ -545,3 +545,37 @@ fn a_runner_frozen_while_holding_the_cutover_lock_does_not_block_the_table() {
     assert!(env.new_shape_is_live());
     assert_eq!(env.differing("_splice_orders_v2_old", "orders"), "");
 }
+
+#[test]
+fn a_column_added_to_the_source_after_expand_is_refused_by_name_before_cutover() {
+    let env = Env::new(300);
+    env.ok(&["expand", "orders_v2.toml"]);
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    env.ok(&["verify", "orders_v2"]);
+    env.pg
+        .psql(
+            "ALTER TABLE orders ADD COLUMN discount_code text; \
+             UPDATE orders SET discount_code = 'SPRING' WHERE id <= 10",
+        )
+        .expect("alter");
+    for args in [
+        &["sync", "orders_v2", "--until-caught-up"][..],
+        &["verify", "orders_v2"][..],
+        &["cutover", "orders_v2"][..],
+    ] {
+        let out = env.splice(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("column discount_code (text) was added"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("splice abort orders_v2"), "{args:?}: {err}");
+    }
+    assert!(!env.new_shape_is_live());
+    let kept = env
+        .pg
+        .psql("SELECT count(*) FROM orders WHERE discount_code = 'SPRING'")
+        .expect("count");
+    assert_eq!(kept, "10");
+}

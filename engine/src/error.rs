@@ -132,6 +132,18 @@ pub enum Refusal {
         expected: Phase,
         found: String,
     },
+    /// The source table changed shape after expand.
+    #[error(
+        "{name}: the source table {table} changed since expand: {changes}. The copy follows the \
+         shape expand planned, so this would be lost or mis-copied at cutover. Undo the change, \
+         or start again from a file that covers it: `splice abort {name}`, edit the file, then \
+         `splice expand FILE`"
+    )]
+    SourceDrift {
+        name: String,
+        table: String,
+        changes: String,
+    },
     /// A change stream the migration depends on vanished or was invalidated: changes made
     /// since were not captured.
     #[error(

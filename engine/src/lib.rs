@@ -19,6 +19,7 @@ pub mod adapter;
 pub mod applier;
 pub mod backfill;
 pub mod catalog;
+pub mod drift;
 mod error;
 pub mod fault;
 pub mod memory;

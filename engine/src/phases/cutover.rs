@@ -73,6 +73,7 @@ impl<A: Adapter> Engine<A> {
         }
         let lock = self.locked(name).await?;
         let plan = plan::build(&self.adapter, &db, &spec).await?;
+        self.check_source_drift(&db, name, &plan).await?;
         if plan.reverse.is_none() && reverse_sync == ReverseSync::Start {
             return Err(Refusal::NoReverseSync {
                 name: name.into(),

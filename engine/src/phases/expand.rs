@@ -3,6 +3,7 @@
 
 use super::Engine;
 use crate::adapter::Adapter;
+use crate::drift::SourceShape;
 use crate::plan;
 use crate::seam::Plan;
 use crate::spec::MigrationSpec;
@@ -78,7 +79,10 @@ impl<A: Adapter> Engine<A> {
                 &PhaseChange::new(
                     record.phase,
                     Phase::Expanded,
-                    json!({ "shadow_table": spec.shadow_table().to_string() }),
+                    json!({
+                        "shadow_table": spec.shadow_table().to_string(),
+                        "source_shape": SourceShape::of(&plan.source),
+                    }),
                 ),
             )
             .await?;

@@ -28,10 +28,11 @@ pub use sync::SyncOptions;
 
 use crate::adapter::Adapter;
 use crate::applier::Applier;
+use crate::drift::SourceShape;
 use crate::error::Refusal;
 use crate::seam::{Continuity, Direction};
 use crate::spec::MigrationSpec;
-use crate::state::MigrationRecord;
+use crate::state::{MigrationRecord, Phase};
 use crate::EngineError;
 
 pub use crate::spec::QUARANTINE_SCHEMA;
@@ -157,6 +158,42 @@ impl<A: Adapter> Engine<A> {
 
     async fn locked(&self, name: &str) -> Result<A::Lock, EngineError> {
         self.adapter.acquire_lock(name).await
+    }
+}
+
+impl<A: Adapter> Engine<A> {
+    /// Refuses when the source table no longer has the shape expand recorded. Migrations
+    /// expanded before the shape was recorded are not checked.
+    async fn check_source_drift(
+        &self,
+        db: &A::Conn,
+        name: &str,
+        plan: &crate::seam::Plan,
+    ) -> Result<(), EngineError> {
+        let history = self.adapter.history(db, name).await?;
+        let Some(recorded) = history
+            .iter()
+            .rev()
+            .find(|t| t.to == Phase::Expanded.as_str())
+            .and_then(|t| t.figures.get("source_shape"))
+            .and_then(|s| serde_json::from_value::<SourceShape>(s.clone()).ok())
+        else {
+            tracing::warn!(
+                migration = name,
+                "no source shape recorded at expand; drift is not checked"
+            );
+            return Ok(());
+        };
+        let changes = recorded.changes(&SourceShape::of(&plan.source));
+        if changes.is_empty() {
+            return Ok(());
+        }
+        Err(Refusal::SourceDrift {
+            name: name.into(),
+            table: plan.source.name.to_string(),
+            changes: changes.join("; "),
+        }
+        .into())
     }
 }
 

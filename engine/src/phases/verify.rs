@@ -34,6 +34,7 @@ impl<A: Adapter> Engine<A> {
         }
         let lock = self.locked(name).await?;
         let plan = plan::build(&self.adapter, &db, &spec).await?;
+        self.check_source_drift(&db, name, &plan).await?;
         let mut capture = self
             .forward_applier(&spec, plan.forward.clone(), Continuity::Resume)
             .await?;
