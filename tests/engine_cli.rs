@@ -579,3 +579,81 @@ fn a_column_added_to_the_source_after_expand_is_refused_by_name_before_cutover()
         .expect("count");
     assert_eq!(kept, "10");
 }
+
+#[test]
+fn an_audit_trigger_records_each_application_write_once_before_and_after_cutover_and_rollback() {
+    let env = Env::new(200);
+    env.pg
+        .psql(
+            "CREATE TABLE audit (n bigserial, op text, id bigint);
+             CREATE FUNCTION audit_orders() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               INSERT INTO audit (op, id) VALUES (TG_OP, CASE WHEN TG_OP = 'DELETE' THEN OLD.id ELSE NEW.id END);
+               RETURN NULL;
+             END $$;
+             CREATE TRIGGER orders_audit AFTER INSERT OR UPDATE OR DELETE ON orders
+               FOR EACH ROW EXECUTE FUNCTION audit_orders();",
+        )
+        .expect("audit trigger");
+    let audited = || -> i64 {
+        env.pg
+            .psql("SELECT count(*) FROM audit")
+            .expect("count")
+            .parse()
+            .expect("number")
+    };
+    env.ok(&["expand", "orders_v2.toml"]);
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    // Before cutover: 3 application writes, 3 audit rows (the applier's copies fire nothing).
+    env.pg
+        .psql("UPDATE orders SET note = 'a' WHERE id IN (1, 2); DELETE FROM orders WHERE id = 3")
+        .expect("writes");
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    assert_eq!(audited(), 3);
+    env.ok(&["verify", "orders_v2"]);
+    env.ok(&["cutover", "orders_v2"]);
+    // After cutover: the trigger fires on the new live table; reverse sync's writes into the
+    // old table fire nothing.
+    env.pg
+        .psql(
+            "UPDATE orders SET note = 'b' WHERE id IN (4, 5); \
+             INSERT INTO orders (id, customer_id, amount_cents, currency) VALUES (9001, 1, 100, 'EUR')",
+        )
+        .expect("writes after cutover");
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    assert_eq!(
+        audited(),
+        6,
+        "one audit row per application write after cutover"
+    );
+    // Rollback works with the trigger present and leaves each table its triggers.
+    let out = env.splice(&["rollback", "orders_v2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!env.new_shape_is_live());
+    env.pg
+        .psql("UPDATE orders SET note = 'c' WHERE id = 6")
+        .expect("write after rollback");
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    assert_eq!(
+        audited(),
+        7,
+        "one audit row per application write after rollback"
+    );
+    assert_eq!(env.mismatches(), "");
+    // Cutover again: the disabled copy on the new table is replaced, not duplicated.
+    env.ok(&["verify", "orders_v2"]);
+    env.ok(&["cutover", "orders_v2"]);
+    env.pg
+        .psql("UPDATE orders SET note = 'd' WHERE id = 7")
+        .expect("write after the second cutover");
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    assert_eq!(audited(), 8);
+    let enabled = env
+        .pg
+        .psql(
+            "SELECT string_agg(c.relname || ':' || t.tgenabled::text, ',' ORDER BY c.relname) \
+             FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE t.tgname = 'orders_audit'",
+        )
+        .expect("triggers");
+    assert_eq!(enabled, "_splice_orders_v2_old:D,orders:O");
+}

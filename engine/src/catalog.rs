@@ -51,8 +51,13 @@ pub enum Dependent {
         constraint: String,
         definition: String,
     },
-    /// A trigger on this table (not internal ones).
-    Trigger { name: String, definition: String },
+    /// A trigger on this table (not internal ones), with its firing state (PostgreSQL's
+    /// `tgenabled`: `O` origin and local, `D` disabled, `R` replica, `A` always).
+    Trigger {
+        name: String,
+        definition: String,
+        enabled: String,
+    },
     /// A sequence owned by a column of this table (serial / identity).
     OwnedSequence {
         sequence: QualifiedName,

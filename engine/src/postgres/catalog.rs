@@ -132,7 +132,7 @@ pub async fn dependents(
     }
     for r in db
         .query(
-            "SELECT tgname::text, pg_get_triggerdef(oid) FROM pg_trigger
+            "SELECT tgname::text, pg_get_triggerdef(oid), tgenabled::text FROM pg_trigger
              WHERE tgrelid = $1 AND NOT tgisinternal",
             &[&table.oid],
         )
@@ -142,6 +142,7 @@ pub async fn dependents(
         out.push(Dependent::Trigger {
             name: r.get(0),
             definition: r.get(1),
+            enabled: r.get(2),
         });
     }
     for r in db

@@ -131,7 +131,23 @@ async fn carry_over(
                 c = quote_ident(constraint),
                 def = definition.replace(" NOT VALID", "")
             )),
-            Dependent::Trigger { definition, .. } => Some(definition.clone()),
+            // The incoming table gets the trigger as it was (dropping the disabled copy an
+            // earlier swap left on it); the outgoing table's copy is disabled, so the applier's
+            // writes into it (reverse sync, or forward sync after a rollback) fire nothing.
+            Dependent::Trigger { name, definition, enabled } => {
+                let t = quote_ident(name);
+                let state = match enabled.as_str() {
+                    "D" => format!("\nALTER TABLE {live} DISABLE TRIGGER {t};"),
+                    "R" => format!("\nALTER TABLE {live} ENABLE REPLICA TRIGGER {t};"),
+                    "A" => format!("\nALTER TABLE {live} ENABLE ALWAYS TRIGGER {t};"),
+                    _ => String::new(),
+                };
+                Some(format!(
+                    "DROP TRIGGER IF EXISTS {t} ON {live};\n{definition};{state}\n\
+                     ALTER TABLE {outgoing} DISABLE TRIGGER {t}",
+                    outgoing = qualified(&swap.outgoing_as),
+                ))
+            }
             Dependent::OwnedSequence { sequence, column } => {
                 if incoming_columns.iter().any(|c| c == column) {
                     Some(format!(
