@@ -6,7 +6,7 @@ use crate::db_url;
 use clap::{Args, Subcommand};
 use engine::backfill::{Control, ProgressSink, SyncProgress};
 use engine::phases::{Quarantine, ReverseSync, RollbackReport, SyncOptions};
-use engine::{Engine, EngineError, MigrationSpec, Postgres, RateLimit, VerifyReport};
+use engine::{Engine, EngineError, MigrationSpec, Phase, Postgres, RateLimit, VerifyReport};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -104,10 +104,14 @@ pub enum MigrateCommand {
     },
     /// One step back to the old shape, with no data lost.
     #[command(
-        after_help = "Example:\n  splice rollback orders_v2\n\nBefore cutover: abandons the migration (drops the shadow table and the slot). After cutover:\nswaps back and resumes forward sync. After contract: restores the old table from quarantine\nand re-syncs it. Running it again does nothing more: abandoning after a rollback from cutover\nis `splice abort`."
+        after_help = "Example:\n  splice rollback orders_v2\n\nBefore cutover: abandons the migration (drops the shadow table and the slot). After cutover:\nswaps back and resumes forward sync. After contract: restores the old table from quarantine\nand re-syncs it. Running it again does nothing more: after a restore from quarantine,\n`splice rollback orders_v2 --from cut_over` swaps back; abandoning after a rollback from cutover\nis `splice abort`."
     )]
     Rollback {
         name: String,
+        /// Roll back only from this phase (e.g. cut_over); also takes a step after an earlier
+        /// rollback, which a plain re-run never does.
+        #[arg(long, value_name = "PHASE", value_parser = parse_phase)]
+        from: Option<Phase>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -267,9 +271,9 @@ async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
             };
             cutover(&engine, &name, max_lag_bytes, reverse, json).await
         }
-        MigrateCommand::Rollback { name, json, .. } => {
-            rollback(&name, engine.rollback(&name).await, json)
-        }
+        MigrateCommand::Rollback {
+            name, from, json, ..
+        } => rollback(&name, engine.rollback_from(&name, from).await, json),
         MigrateCommand::Abort { name, json, .. } => {
             rollback(&name, engine.abort(&name).await, json)
         }
@@ -500,10 +504,13 @@ fn rollback(name: &str, result: Result<RollbackReport, EngineError>, json: bool)
                     "{name} is already {} (rolled back from {}); nothing to do{}",
                     r.to,
                     r.from,
-                    if r.to == "rolled_back" {
-                        String::new()
-                    } else {
-                        format!(". To abandon the migration: splice abort {name}")
+                    match r.to.as_str() {
+                        "rolled_back" => String::new(),
+                        "cut_over" => format!(
+                            ". To step back further (swap the old table back): splice rollback \
+                             {name} --from cut_over"
+                        ),
+                        _ => format!(". To abandon the migration: splice abort {name}"),
                     }
                 );
             } else {
@@ -693,4 +700,14 @@ impl ProgressSink for ProgressLine {
         let _ = err.flush();
         self.drawn = true;
     }
+}
+
+/// A phase name as `splice status` prints it.
+fn parse_phase(s: &str) -> Result<Phase, String> {
+    Phase::parse(s).ok_or_else(|| {
+        format!(
+            "{s:?} is not a phase; use one of planned, expanded, syncing, verified, cut_over, \
+             contracted"
+        )
+    })
 }

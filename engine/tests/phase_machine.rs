@@ -829,3 +829,46 @@ async fn a_lost_slot_is_refused_by_every_command_that_needs_continuity() {
     assert!(err.to_string().contains("splice contract"), "{err}");
     assert!(new_shape_is_live(&db));
 }
+
+#[tokio::test]
+async fn after_a_restore_from_quarantine_an_explicit_step_swaps_back_and_forward_sync_resumes() {
+    let db = contracted(6).await;
+    let e = engine(&db);
+    let restored = e.rollback("orders_v2").await.expect("restore");
+    assert_eq!(restored.to, "cut_over");
+    // A plain re-run goes no further; --from cut_over is the explicit next step.
+    assert!(e.rollback("orders_v2").await.expect("re-run").already_done);
+    let err = e
+        .rollback_from("orders_v2", Some(Phase::Verified))
+        .await
+        .expect_err("not verified");
+    assert!(matches!(err, EngineError::WrongPhase { .. }), "{err}");
+    let back = e
+        .rollback_from("orders_v2", Some(Phase::CutOver))
+        .await
+        .expect("swap back");
+    assert_eq!(
+        (back.from.as_str(), back.to.as_str()),
+        ("cut_over", "syncing")
+    );
+    assert!(!new_shape_is_live(&db));
+    // Contract had dropped forward capture; the swap back started it again first, so a write
+    // to the old table right after reaches the new one.
+    db.upsert(
+        "orders",
+        &[
+            ("id", Some("2")),
+            ("amount", Some("77")),
+            ("note", Some("back")),
+        ],
+    );
+    sync_until_caught_up(&e).await;
+    let new = db.rows("_splice_orders_v2_new").expect("new");
+    assert_eq!(new[1]["amount_cents"].as_deref(), Some("7700"));
+    // Re-running the same explicit step reports it done.
+    let again = e
+        .rollback_from("orders_v2", Some(Phase::CutOver))
+        .await
+        .expect("re-run");
+    assert!(again.already_done);
+}

@@ -36,6 +36,17 @@ impl<A: Adapter> Engine<A> {
     /// forward sync; after contract restores the old table from quarantine and re-syncs it.
     /// A rollback whose step is already done reports it and does nothing.
     pub async fn rollback(&self, name: &str) -> Result<RollbackReport, EngineError> {
+        self.rollback_from(name, None).await
+    }
+
+    /// `splice rollback --from PHASE`: rolls back only from `expected` (a re-run after it
+    /// finished reports it as done); takes a further step after a rollback, which plain
+    /// [`rollback`](Engine::rollback) does not.
+    pub async fn rollback_from(
+        &self,
+        name: &str,
+        expected: Option<Phase>,
+    ) -> Result<RollbackReport, EngineError> {
         let started = Instant::now();
         let super::Loaded { db, record, spec } = self.load(name).await?;
         let lock = self.locked(name).await?;
@@ -46,8 +57,26 @@ impl<A: Adapter> Engine<A> {
             lock_ms,
             already_done: false,
         };
-        if let Some(done) = self.rolled_back_already(&db, &record).await? {
-            return Ok(done);
+        let already = self.rolled_back_already(&db, &record).await?;
+        match expected {
+            None => {
+                if let Some(done) = already {
+                    return Ok(done);
+                }
+            }
+            Some(p) if p != record.phase => {
+                return match already {
+                    Some(done) if done.from == p.as_str() => Ok(done),
+                    _ => Err(EngineError::WrongPhase {
+                        name: name.into(),
+                        phase: record.phase,
+                        expected: format!(
+                            "not {p}; nothing was rolled back (`splice status {name}`)"
+                        ),
+                    }),
+                };
+            }
+            Some(_) => {}
         }
         match record.phase {
             Phase::Planned | Phase::Expanded | Phase::Syncing | Phase::Verified => {
@@ -65,6 +94,14 @@ impl<A: Adapter> Engine<A> {
                     }
                     .into());
                 };
+                // Forward capture must exist before the swap back, so no write to the old table
+                // after it is missed. Until the swap the new table is live and complete, so a
+                // forward stream created now (after a restore from quarantine, or one lost
+                // while cut over) misses nothing.
+                self.forward_applier(&spec, plan.forward.clone(), Continuity::Start)
+                    .await?
+                    .close()
+                    .await?;
                 let mut capture = self
                     .reverse_applier(&spec, reverse, Continuity::Resume)
                     .await?;
