@@ -126,8 +126,17 @@ impl ProgressSink for DemoProgress {
     }
 }
 
-async fn demo(args: DemoArgs) -> Result<bool, EngineError> {
-    let fail = |what: &str, e: String| EngineError::Missing(format!("{what}: {e}"));
+/// What can stop the demo: its own set-up, or a migration command.
+#[derive(Debug, thiserror::Error)]
+enum DemoError {
+    #[error("{what}: {detail}")]
+    Setup { what: &'static str, detail: String },
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+}
+
+async fn demo(args: DemoArgs) -> Result<bool, DemoError> {
+    let fail = |what: &'static str, detail: String| DemoError::Setup { what, detail };
     step("starting a throwaway PostgreSQL (wal_level=logical)");
     let pg = tokio::task::spawn_blocking(testkit::Postgres::start)
         .await
@@ -148,7 +157,7 @@ async fn demo(args: DemoArgs) -> Result<bool, EngineError> {
         args.rows
     ))
     .await
-    .map_err(|e| EngineError::db("loading the demo table", e))?;
+    .map_err(|e| fail("loading the demo table", engine::db_message(&e)))?;
     eprintln!("    loaded in {:.1}s", t.elapsed().as_secs_f64());
 
     step(&format!(
@@ -254,7 +263,7 @@ async fn demo(args: DemoArgs) -> Result<bool, EngineError> {
     let mismatched: i64 = db
         .query_one(&format!("SELECT count(*) FROM ({differing}) d"), &[])
         .await
-        .map_err(|e| EngineError::db("comparing old and new", e))?
+        .map_err(|e| fail("comparing old and new", engine::db_message(&e)))?
         .get(0);
     let writes = counters.writes.load(Ordering::Relaxed);
     let failed = counters.failed.load(Ordering::Relaxed);

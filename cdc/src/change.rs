@@ -76,8 +76,9 @@ impl Serialize for TableName {
     }
 }
 
-/// Quote an SQL identifier.
-pub(crate) fn quote_ident(ident: &str) -> String {
+/// Quotes an SQL identifier (PostgreSQL's double quotes; the engine's PostgreSQL adapter uses
+/// this one too).
+pub fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 

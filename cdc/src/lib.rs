@@ -53,7 +53,9 @@ pub mod postgres;
 pub mod source;
 
 pub use batch::{next_batch, Batch, BatchError, BatchLimits};
-pub use change::{Change, Key, Op, Position, TableName, Timestamp, Transaction, Value};
+pub use change::{
+    quote_ident, Change, Key, Op, Position, TableName, Timestamp, Transaction, Value,
+};
 pub use error::{describe_pg_error, CdcError};
 pub use lsn::Lsn;
 pub use postgres::{drop_capture, CaptureName, PgChangeStream, PgSourceConfig};

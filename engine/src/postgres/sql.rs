@@ -7,10 +7,7 @@
 use crate::seam::{Direction, Fill, KeyRange, Side};
 use crate::spec::QualifiedName;
 
-/// Quotes an identifier for PostgreSQL.
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
+pub use cdc::quote_ident;
 
 /// Quotes a string literal for PostgreSQL (standard_conforming_strings: backslashes are
 /// literal).

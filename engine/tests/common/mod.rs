@@ -23,13 +23,7 @@ pub fn server() -> Db {
 }
 
 pub async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
+    testkit::connect(url).await.expect("connect")
 }
 
 /// `orders(id bigserial, customer_id, amount numeric(12,2), currency text, note text)` with
@@ -55,22 +49,8 @@ pub async fn create_orders(db: &Client, rows: i64) {
 /// Every key's mapped old row against the new row, computed in SQL independently of splice.
 /// Returns the keys that differ (both directions).
 pub async fn mismatches(db: &Client, old: &str, new: &str) -> Vec<i64> {
-    let rows = db
-        .query(
-            &format!(
-                "SELECT coalesce(o.id, n.id) FROM
-                   (SELECT id, customer_id, (amount * 100)::bigint AS amount_cents,
-                           coalesce(currency, 'EUR')::char(3) AS currency, note FROM {old}) o
-                 FULL JOIN {new} n ON n.id = o.id
-                 WHERE o.id IS NULL OR n.id IS NULL
-                    OR (o.customer_id, o.amount_cents, o.currency, o.note)
-                       IS DISTINCT FROM (n.customer_id, n.amount_cents, n.currency, n.note)
-                 ORDER BY 1"
-            ),
-            &[],
-        )
-        .await
-        .expect("compare");
+    let sql = format!("{} ORDER BY 1", testkit::orders_divergence_sql(old, new));
+    let rows = db.query(&sql, &[]).await.expect("compare");
     rows.iter().map(|r| r.get(0)).collect()
 }
 
