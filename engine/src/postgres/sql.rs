@@ -12,10 +12,16 @@ pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// Quotes a string literal for PostgreSQL (standard_conforming_strings: backslashes are
-/// literal).
+/// Quotes a string literal for PostgreSQL so that it reads back as exactly `s` under any
+/// `standard_conforming_strings`: a value holding a backslash is written as an escape string
+/// (`E'a\\b'`), as PostgreSQL's own `quote_literal` does.
 pub fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    let quoted = s.replace('\'', "''");
+    if s.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
 }
 
 /// A table's name quoted for SQL: `"schema"."name"`.
