@@ -246,3 +246,279 @@ async fn verify_is_exact_when_the_database_turns_standard_conforming_strings_off
         );
     }
 }
+
+/// `events` has json, xml and point columns (types without `=`); the new shape keeps them and
+/// adds a column, so the applier's upsert compares rows holding them.
+const EVENTS_V2: &str = r#"name = "events_v2"
+table = "public.events"
+target = """
+CREATE TABLE events (
+    id      bigint PRIMARY KEY,
+    payload json,
+    doc     xml,
+    at      point,
+    body    jsonb,
+    size    integer
+)
+"""
+[up]
+body = "payload::jsonb"
+size = "length(payload::text)"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_with_json_xml_and_point_columns_syncs_under_updates_and_verifies() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let db = server();
+    let client = connect(&db.url).await;
+    client
+        .batch_execute(
+            "CREATE TABLE events (id bigint PRIMARY KEY, payload json, doc xml, at point);
+             INSERT INTO events
+             SELECT g, json_build_object('n', g, 'tags', json_build_array('a', g % 7)),
+                    xmlelement(name e, xmlattributes(g AS n), 'event ' || g),
+                    point(g / 3.0, -g)
+             FROM generate_series(1, 2000) g;",
+        )
+        .await
+        .expect("create events");
+    let engine = Engine::new(db.url.clone());
+    engine
+        .expand(EVENTS_V2, "events_v2.toml")
+        .await
+        .expect("expand");
+
+    // Updates of every such column (and inserts and deletes) while backfill and capture run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let url = db.url.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let c = connect(&url).await;
+            let mut n: i64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let id = (n * 37) % 2000 + 1;
+                let sql = match n % 5 {
+                    0 => format!(
+                        "UPDATE events SET payload = '{{\"n\": {n},  \"spaced\" : true}}' \
+                         WHERE id = {id}"
+                    ),
+                    1 => format!(
+                        "UPDATE events SET doc = '<e n=\"{n}\">changed</e>' WHERE id = {id}"
+                    ),
+                    2 => format!("UPDATE events SET at = point({n}, 0.1) WHERE id = {id}"),
+                    3 => format!(
+                        "INSERT INTO events VALUES ({}, '[1, 2]', '<new/>', '(1,2)')",
+                        100_000 + n
+                    ),
+                    _ => format!("DELETE FROM events WHERE id = {}", id + 1),
+                };
+                c.batch_execute(&sql).await.expect("write");
+                n += 1;
+                if n % 20 == 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+            }
+            n
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    sync_until_caught_up(&engine, "events_v2").await;
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.await.expect("writer");
+    assert!(writes > 50, "the writer ran: {writes}");
+    // The same value written twice is re-synced without error and without a change.
+    client
+        .batch_execute("UPDATE events SET payload = payload, doc = doc, at = at WHERE id <= 100")
+        .await
+        .expect("rewrite");
+    sync_until_caught_up(&engine, "events_v2").await;
+
+    let report = engine.verify("events_v2").await.expect("verify");
+    assert!(report.passed(), "{report:?}");
+    // Independently of splice: every row, by its text.
+    let differing: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events o FULL JOIN _splice_events_v2_new n USING (id)
+             WHERE (o.payload::text, o.doc::text, o.at::text, o.payload::jsonb,
+                    length(o.payload::text))
+                   IS DISTINCT FROM (n.payload::text, n.doc::text, n.at::text, n.body, n.size)",
+            &[],
+        )
+        .await
+        .expect("compare")
+        .get(0);
+    assert_eq!(differing, 0);
+}
+
+/// Whether table `name` exists.
+async fn exists(db: &Client, name: &str) -> bool {
+    db.query_one("SELECT to_regclass($1::text) IS NOT NULL", &[&name])
+        .await
+        .expect("to_regclass")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_never_runs_statements_smuggled_into_a_mapping() {
+    let db = server();
+    let client = connect(&db.url).await;
+    create_orders(&client, 10).await;
+    client
+        .batch_execute("CREATE TABLE x (id int); INSERT INTO x VALUES (1)")
+        .await
+        .expect("create x");
+    let engine = Engine::new(db.url.clone());
+    let smuggled = [
+        // The issue's example.
+        "1; COMMIT; DROP TABLE x; SELECT 1",
+        // One that closes the planning SELECT first, so every statement of it parses.
+        "'EUR')::char(3) FROM public.orders s; COMMIT; DROP TABLE x; SELECT ('EUR'",
+    ];
+    for expr in smuggled {
+        let spec = ORDERS_V2.replace(
+            "currency = \"coalesce(currency, 'EUR')\"",
+            &format!("currency = \"{}\"", expr.replace('"', "\\\"")),
+        );
+        let spec = engine::MigrationSpec::parse(&spec, "evil.toml").expect("spec");
+        assert_eq!(spec.up["currency"], expr);
+        let err = engine.plan(&spec).await.expect_err("refused");
+        let message = err.to_string();
+        assert!(
+            exists(&client, "public.x").await,
+            "{expr}: table x was dropped"
+        );
+        assert!(
+            message.contains("[up] currency") && message.contains(expr),
+            "{expr}: the error names the mapping: {message}"
+        );
+        assert!(
+            matches!(err, engine::EngineError::Plan(_)),
+            "{expr}: {err:?}"
+        );
+        // Nothing planned was kept: the planning transaction was not committed by the file.
+        assert!(
+            !exists(&client, "public._splice_orders_v2_new").await,
+            "{expr}: the shadow table of the planning transaction was committed"
+        );
+    }
+    let err = engine
+        .plan(
+            &engine::MigrationSpec::parse(
+                &ORDERS_V2.replace(
+                    "currency = \"coalesce(currency, 'EUR')\"",
+                    "currency = \"1; COMMIT; DROP TABLE x; SELECT 1\"",
+                ),
+                "evil.toml",
+            )
+            .expect("spec"),
+        )
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("one SQL expression"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_compiles_every_statement_sync_will_run() {
+    let db = server();
+    let client = connect(&db.url).await;
+    create_orders(&client, 10).await;
+    let engine = Engine::new(db.url.clone());
+    // An aggregate compiles on its own over the whole table, but not in backfill's per-row
+    // INSERT … SELECT: that must fail at plan time, not at the first chunk.
+    let spec = ORDERS_V2.replace("(amount * 100)::bigint", "count(*)");
+    let err = engine
+        .plan(&engine::MigrationSpec::parse(&spec, "agg.toml").expect("spec"))
+        .await
+        .expect_err("the backfill statement does not compile");
+    let message = err.to_string();
+    assert!(matches!(err, engine::EngineError::Plan(_)), "{err:?}");
+    assert!(
+        message.contains("sync (old → new): the backfill chunk does not compile")
+            && message.contains("GROUP BY"),
+        "{message}"
+    );
+    assert!(!exists(&client, "public._splice_orders_v2_new").await);
+    // The same for the reverse direction's statements.
+    let spec = ORDERS_V2.replace("amount_cents / 100.0", "sum(amount_cents) / 100.0");
+    let err = engine
+        .plan(&engine::MigrationSpec::parse(&spec, "agg.toml").expect("spec"))
+        .await
+        .expect_err("the reverse statements do not compile");
+    assert!(
+        err.to_string()
+            .contains("reverse sync (new → old, after cutover): the backfill chunk"),
+        "{err}"
+    );
+    engine
+        .plan(&engine::MigrationSpec::parse(ORDERS_V2, "ok.toml").expect("spec"))
+        .await
+        .expect("the example compiles");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splice_refuses_a_schema_of_its_own_name_that_another_role_controls() {
+    use engine::postgres::catalog::ensure_own_schema;
+    let db = server();
+    let admin = connect(&db.url).await;
+    admin
+        .batch_execute(
+            "CREATE ROLE runner LOGIN; CREATE ROLE mallory LOGIN;
+             GRANT CREATE ON DATABASE postgres TO runner, mallory;",
+        )
+        .await
+        .expect("roles");
+    let runner = connect(&db.pg.url_as("runner", "postgres")).await;
+    let mallory = connect(&db.pg.url_as("mallory", "postgres")).await;
+
+    // Missing: created, owned by the runner; again: nothing to do.
+    ensure_own_schema(&runner, "splice").await.expect("created");
+    ensure_own_schema(&runner, "splice")
+        .await
+        .expect("idempotent");
+    let owner: String = admin
+        .query_one(
+            "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'splice'",
+            &[],
+        )
+        .await
+        .expect("owner")
+        .get(0);
+    assert_eq!(owner, "runner");
+
+    // Someone else's schema of that name is refused, and named with its owner.
+    mallory
+        .batch_execute("CREATE SCHEMA splice_quarantine")
+        .await
+        .expect("mallory's schema");
+    let err = ensure_own_schema(&runner, "splice_quarantine")
+        .await
+        .expect_err("foreign-owned");
+    assert!(
+        matches!(err, engine::EngineError::ForeignSchema { .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("splice_quarantine") && message.contains("owned by mallory"),
+        "{message}"
+    );
+
+    // The runner's own schema that lets others create objects in it is refused too.
+    runner
+        .batch_execute("GRANT CREATE ON SCHEMA splice TO PUBLIC")
+        .await
+        .expect("grant");
+    let err = ensure_own_schema(&runner, "splice")
+        .await
+        .expect_err("open to everyone");
+    assert!(err.to_string().contains("grants CREATE to PUBLIC"), "{err}");
+    runner
+        .batch_execute("REVOKE CREATE ON SCHEMA splice FROM PUBLIC")
+        .await
+        .expect("revoke");
+    ensure_own_schema(&runner, "splice")
+        .await
+        .expect("own again");
+}

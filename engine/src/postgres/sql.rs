@@ -83,8 +83,15 @@ impl Sql<'_> {
             .collect()
     }
 
-    /// `ON CONFLICT (key) DO UPDATE … WHERE (t.cols) IS DISTINCT FROM (EXCLUDED.cols)`: writes
-    /// only when something differs, so re-syncing an unchanged key writes nothing.
+    /// `ON CONFLICT (key) DO UPDATE … WHERE (t.cols::text) IS DISTINCT FROM
+    /// (EXCLUDED.cols::text)`: writes only when something differs, so re-syncing an unchanged
+    /// key writes nothing.
+    ///
+    /// Columns are compared by their text form, which every type has: `json`, `xml` and `point`
+    /// have no `=` at all, and where `=` exists it can call two values equal whose text differs
+    /// (`1.5` and `1.50` as numeric, `0` and `-0` as float, citext). The text form (under the
+    /// session settings of [`super::connect`]) is what verify compares, so the applier writes
+    /// exactly when verify would see a difference.
     fn upsert_tail(&self) -> String {
         let non_key = self.non_key_cols();
         if non_key.is_empty() {
@@ -97,12 +104,12 @@ impl Sql<'_> {
             .join(", ");
         let old = non_key
             .iter()
-            .map(|c| format!("t.{}", quote_ident(c)))
+            .map(|c| format!("t.{}::text", quote_ident(c)))
             .collect::<Vec<_>>()
             .join(", ");
         let new = non_key
             .iter()
-            .map(|c| format!("EXCLUDED.{}", quote_ident(c)))
+            .map(|c| format!("EXCLUDED.{}::text", quote_ident(c)))
             .collect::<Vec<_>>()
             .join(", ");
         format!(
@@ -357,6 +364,20 @@ pub fn sample_keys(dir: &Direction) -> String {
 /// target's types, on the target its columns in the same order (after the key when
 /// `with_key`), in key order, as PostgreSQL's COPY text form.
 pub fn verify_range_copy(dir: &Direction, side: Side, range: &KeyRange, with_key: bool) -> String {
+    format!(
+        "COPY ({}) TO STDOUT",
+        verify_range_select(dir, side, range, with_key)
+    )
+}
+
+/// The query of [`verify_range_copy`] (planning compiles it on its own: COPY cannot be
+/// prepared).
+pub fn verify_range_select(
+    dir: &Direction,
+    side: Side,
+    range: &KeyRange,
+    with_key: bool,
+) -> String {
     let dir = Sql(dir);
     let (row, table, alias) = if side == Side::Source {
         (dir.source_row(with_key), qualified(&dir.from), "s.")
@@ -364,7 +385,7 @@ pub fn verify_range_copy(dir: &Direction, side: Side, range: &KeyRange, with_key
         (dir.target_row(with_key), qualified(&dir.to), "t.")
     };
     format!(
-        "COPY (SELECT {row} FROM {table} {a} WHERE {cond} ORDER BY {order}) TO STDOUT",
+        "SELECT {row} FROM {table} {a} WHERE {cond} ORDER BY {order}",
         a = &alias[..1],
         cond = range_condition(range, &dir, alias),
         order = dir.key_list(alias),
