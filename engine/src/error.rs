@@ -48,6 +48,15 @@ pub enum EngineError {
     /// Something the engine needs from the database is missing or was changed by hand.
     #[error("{0}")]
     Missing(String),
+    /// A schema splice keeps its own tables in (its state, quarantine) exists but is controlled
+    /// by a role the runner is not; it is refused, never adopted.
+    #[error(
+        "schema {schema} {why}; splice keeps its state and quarantined tables in schemas of its \
+         own and will not use one another role controls (that role could read, rewrite or \
+         shadow what splice keeps there): drop or rename that schema if it is not meant for \
+         splice, or run splice as a role that owns it"
+    )]
+    ForeignSchema { schema: String, why: String },
     /// The database refused or failed (the adapter describes it with the server's message).
     #[error("{context}: {message}")]
     Database { context: String, message: String },

@@ -59,6 +59,21 @@ async fn build_planning<A: Planner>(
         // Before cutover the new shape lives under the shadow name.
         check_expressions(adapter, db, rev, &target.name, "down").await?;
     }
+    // Every statement the runners will build from the mappings compiles now, not at the first
+    // captured change.
+    adapter
+        .check_statements(db, &forward, "sync (old → new)")
+        .await?;
+    if let Some(rev) = &reverse {
+        let planned = Direction {
+            from: target.name.clone(),
+            to: source.name.clone(),
+            ..rev.clone()
+        };
+        adapter
+            .check_statements(db, &planned, "reverse sync (new → old, after cutover)")
+            .await?;
+    }
     let dependents = adapter.dependents(db, &source).await?;
     Ok(Plan {
         spec: spec.clone(),

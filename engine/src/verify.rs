@@ -55,10 +55,23 @@ impl Rows {
 
 /// A key's fields as text, from its canonical bytes: each field unescaped, so the key is
 /// re-queried byte for byte (a text key holding a backslash, tab or newline, or a bytea key,
-/// would otherwise name no row on either side and "match").
-fn key_fields(key: &[u8]) -> Vec<String> {
+/// would otherwise name no row on either side and "match"). A field that is not UTF-8 (a
+/// `SQL_ASCII` database) cannot be re-queried exactly: that is an error, never a lossy guess
+/// that would clear the key.
+fn key_fields(key: &[u8]) -> Result<Vec<String>, EngineError> {
     key.split(|b| *b == b'\t')
-        .map(|f| String::from_utf8_lossy(&unescape_field(f)).into_owned())
+        .map(|f| {
+            String::from_utf8(unescape_field(f)).map_err(|e| EngineError::Database {
+                context: format!(
+                    "verify cannot re-check the key {}",
+                    String::from_utf8_lossy(key)
+                ),
+                message: format!(
+                    "its text is not valid UTF-8 ({e}); verify re-queries keys by their exact \
+                     text, so the database's encoding must be UTF-8 (or the key's values ASCII)"
+                ),
+            })
+        })
         .collect()
 }
 
@@ -280,11 +293,9 @@ async fn check_ranges<A: VerifySource>(
             let (_, src_rows, _) = src?;
             let (_, tgt_rows, _) = tgt?;
             let (src_index, tgt_index) = (src_rows.by_key(), tgt_rows.by_key());
-            suspects.extend(
-                differing(&src_rows, &src_index, &tgt_rows, &tgt_index)
-                    .into_iter()
-                    .map(key_fields),
-            );
+            for key in differing(&src_rows, &src_index, &tgt_rows, &tgt_index) {
+                suspects.push(key_fields(key)?);
+            }
         }
     }
     Ok((rows, checked, suspects))
@@ -319,7 +330,7 @@ async fn recheck<A: VerifySource + ChangeApplier>(
             let (_, tgt_rows, _) = tgt?;
             let (src_index, tgt_index) = (src_rows.by_key(), tgt_rows.by_key());
             for key in differing(&src_rows, &src_index, &tgt_rows, &tgt_index) {
-                let fields = key_fields(key);
+                let fields = key_fields(key)?;
                 diverged.push(DivergedKey {
                     expected: src_rows.line(&src_index, key),
                     found: tgt_rows.line(&tgt_index, key),

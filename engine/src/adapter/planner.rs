@@ -2,7 +2,7 @@
 
 use super::Sessions;
 use crate::catalog::{Column, Dependent, Table};
-use crate::seam::Plan;
+use crate::seam::{Direction, Plan};
 use crate::spec::{MigrationSpec, QualifiedName};
 use crate::EngineError;
 use std::future::Future;
@@ -57,6 +57,19 @@ pub trait Planner: Sessions {
         from: &QualifiedName,
         expr: &str,
     ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Compiles, without running, every statement that moves rows along `dir` (backfill, the
+    /// applier's re-sync, verify's reads) inside the planning scope, so that a mapping or a
+    /// column type those statements cannot handle fails at plan time rather than at the first
+    /// captured change; a failure is an [`EngineError::Plan`] that starts with `purpose`.
+    /// An adapter whose statements cannot fail to compile keeps the default (nothing to do).
+    fn check_statements(
+        &self,
+        _conn: &Self::Conn,
+        _dir: &Direction,
+        _purpose: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send {
+        async { Ok(()) }
+    }
     /// Everything that depends on `table` and must follow it through a swap.
     fn dependents(
         &self,

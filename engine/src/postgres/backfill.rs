@@ -45,15 +45,18 @@ impl BackfillSource for Postgres {
             .map(|v| v as &(dyn ToSql + Sync))
             .collect();
         params.push(&offset);
-        Ok(db
+        let Some(row) = db
             .query_opt(&probe, &params)
             .await
             .map_err(|e| EngineError::db("finding the end of a backfill chunk", e))?
-            .map(|row| {
-                (0..dir.key.len())
-                    .map(|i| row.get::<_, String>(i))
-                    .collect()
-            }))
+        else {
+            return Ok(None);
+        };
+        (0..dir.key.len())
+            .map(|i| row.try_get::<_, String>(i))
+            .collect::<Result<Vec<String>, _>>()
+            .map(Some)
+            .map_err(|e| EngineError::db("reading the end of a backfill chunk as text", e))
     }
 
     /// Copies the key range `(lower, upper]` in one `INSERT … SELECT`; returns the rows written.

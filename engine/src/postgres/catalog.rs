@@ -1,5 +1,6 @@
 //! The PostgreSQL catalog queries behind [`crate::catalog`]: columns, key, unique indexes and
-//! the objects that depend on a table.
+//! the objects that depend on a table; and [`ensure_own_schema`], which creates splice's own
+//! schemas without ever adopting someone else's.
 
 use crate::catalog::{Column, Dependent, Table};
 use crate::spec::QualifiedName;
@@ -177,4 +178,95 @@ pub async fn dependents(
         out.push(Dependent::Grant { grantee: r.get(0), privilege: r.get(1) });
     }
     Ok(out)
+}
+
+/// Creates schema `name` when it is missing, and makes sure it is splice's own: owned by a role
+/// the current user is a member of, with CREATE granted to no role outside that. A schema of
+/// that name that another role controls is refused ([`EngineError::ForeignSchema`]), never
+/// adopted the way `CREATE SCHEMA IF NOT EXISTS` would: its owner could read and rewrite
+/// splice's state, or put functions and tables there that splice's statements would use.
+///
+/// Call it before using the state schema (`splice`) and the quarantine schema.
+pub async fn ensure_own_schema(db: &impl GenericClient, name: &str) -> Result<(), EngineError> {
+    let mut control = schema_control(db, name).await?;
+    if control.is_none() {
+        // IF NOT EXISTS: a schema created meanwhile by someone else is caught just below.
+        db.execute(
+            &format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                super::sql::quote_ident(name)
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| EngineError::db(format!("creating schema {name}"), e))?;
+        control = schema_control(db, name).await?;
+    }
+    let Some(control) = control else {
+        return Err(EngineError::Missing(format!(
+            "schema {name} was created but cannot be found; was it dropped at once by someone else?"
+        )));
+    };
+    if !control.owner_is_ours {
+        return Err(EngineError::ForeignSchema {
+            schema: name.to_string(),
+            why: format!(
+                "already exists and is owned by {}, a role {} is not a member of",
+                control.owner, control.user
+            ),
+        });
+    }
+    if !control.foreign_creators.is_empty() {
+        return Err(EngineError::ForeignSchema {
+            schema: name.to_string(),
+            why: format!(
+                "grants CREATE to {}, outside the roles {} is a member of (REVOKE CREATE ON \
+                 SCHEMA {} FROM …)",
+                control.foreign_creators,
+                control.user,
+                super::sql::quote_ident(name)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Who controls a schema, as seen by the current user.
+struct SchemaControl {
+    owner: String,
+    /// The current user is a member of the owner (superusers are members of every role).
+    owner_is_ours: bool,
+    user: String,
+    /// Roles outside the current user's that may create objects in it (`PUBLIC` included),
+    /// comma-separated; empty when none.
+    foreign_creators: String,
+}
+
+/// `None` when schema `name` does not exist.
+async fn schema_control(
+    db: &impl GenericClient,
+    name: &str,
+) -> Result<Option<SchemaControl>, EngineError> {
+    let row = db
+        .query_opt(
+            "SELECT n.nspowner::regrole::text, pg_has_role(n.nspowner, 'MEMBER'), current_user::text,
+                    coalesce((SELECT string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                                     ELSE a.grantee::regrole::text END, ', ')
+                              FROM aclexplode(n.nspacl) a
+                              WHERE a.privilege_type = 'CREATE'
+                                AND CASE WHEN a.grantee = 0 THEN true
+                                         ELSE NOT pg_has_role(a.grantee, 'MEMBER') END), '')
+             FROM pg_namespace n WHERE n.nspname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| EngineError::db(format!("reading who owns schema {name}"), e))?;
+    let Some(row) = row else { return Ok(None) };
+    let read = |e| EngineError::db(format!("reading who owns schema {name}"), e);
+    Ok(Some(SchemaControl {
+        owner: row.try_get(0).map_err(read)?,
+        owner_is_ours: row.try_get(1).map_err(read)?,
+        user: row.try_get(2).map_err(read)?,
+        foreign_creators: row.try_get(3).map_err(read)?,
+    }))
 }

@@ -53,11 +53,13 @@ pub async fn connect(url: &str) -> Result<Client, EngineError> {
             tracing::debug!(error = %e, "database connection ended");
         }
     });
-    // One canonical text form for every value verify hashes.
+    // One canonical text form for every value verify hashes; and string literals read the
+    // same whatever the database or role sets (verify re-queries keys holding backslashes).
     client
         .batch_execute(
             "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; \
-             SET extra_float_digits = 3; SET bytea_output = 'hex'",
+             SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+             SET standard_conforming_strings = on",
         )
         .await
         .map_err(|e| EngineError::db("setting session defaults", e))?;

@@ -6,7 +6,7 @@ use super::sql::{self, qualified, quote_ident, quote_literal};
 use super::{catalog, Postgres};
 use crate::adapter::Planner;
 use crate::catalog::{Column, Dependent, Table};
-use crate::seam::{Fill, Plan};
+use crate::seam::{Direction, Fill, KeyRange, Plan, Side};
 use crate::spec::{MigrationSpec, QualifiedName};
 use crate::EngineError;
 use sqlparser::ast::{ObjectName, ObjectNamePart, Statement};
@@ -162,7 +162,12 @@ impl Planner for Postgres {
     }
 
     /// Compiles one mapping expression (and its cast) against the real table, inside the planning
-    /// transaction; `Err` carries the server's message.
+    /// transaction, without running it; `Err` carries the server's message.
+    ///
+    /// The expression is prepared (extended protocol), which takes exactly one statement: an
+    /// expression that closes the SELECT and appends statements of its own (`1; COMMIT; DROP
+    /// TABLE x`) is refused by the server before anything runs, where a simple-protocol query
+    /// would have run them all, outside the planning transaction.
     async fn check_expression(
         &self,
         db: &Client,
@@ -170,18 +175,66 @@ impl Planner for Postgres {
         expr: &str,
     ) -> Result<(), String> {
         let sql = format!("SELECT {expr} FROM {} s LIMIT 0", qualified(from));
-        db.simple_query(&format!(
-            "SAVEPOINT splice_check; {sql}; RELEASE splice_check"
-        ))
-        .await
-        .map(|_| ())
-        .map_err(|e| super::db_message(&e))
+        db.prepare(&sql).await.map(|_| ()).map_err(|e| {
+            let message = super::db_message(&e);
+            if e.code() == Some(&tokio_postgres::error::SqlState::SYNTAX_ERROR) {
+                format!(
+                    "{message}; a mapping is one SQL expression over the old row, never a \
+                     statement or several"
+                )
+            } else {
+                message
+            }
+        })
     }
 
-    /// Runs the shadow DDL inside the planning transaction.
+    /// Prepares (compiles without running) every statement backfill, the applier and verify
+    /// build from `dir`, inside the planning transaction.
+    async fn check_statements(
+        &self,
+        db: &Client,
+        dir: &Direction,
+        purpose: &str,
+    ) -> Result<(), EngineError> {
+        let every_row = KeyRange::default();
+        let statements = [
+            (
+                "backfill chunk",
+                sql::backfill_range(dir, true, true, Fill::Missing),
+            ),
+            ("chunk boundary", sql::range_boundary(dir, true)),
+            (
+                "refill after a restore from quarantine",
+                sql::backfill_range(dir, true, true, Fill::Overwrite),
+            ),
+            ("re-sync of captured keys", sql::resync_keys(dir)),
+            ("delete after a TRUNCATE", sql::delete_orphans(dir)),
+            ("verify's key sample", sql::sample_keys(dir)),
+            (
+                "verify's read of the old rows",
+                sql::verify_range_select(dir, Side::Source, &every_row, true),
+            ),
+            (
+                "verify's read of the new rows",
+                sql::verify_range_select(dir, Side::Target, &every_row, true),
+            ),
+        ];
+        for (what, statement) in statements {
+            db.prepare(&statement).await.map_err(|e| {
+                EngineError::Plan(format!(
+                    "{purpose}: the {what} does not compile: {}\n  statement: {statement}",
+                    super::db_message(&e)
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Runs the shadow DDL inside the planning transaction, one statement at a time through
+    /// the extended protocol, so no statement can carry another.
     async fn try_shadow_ddl(&self, db: &Client, ddl: &[String]) -> Result<(), EngineError> {
         for statement in ddl {
-            db.batch_execute(statement).await.map_err(|e| {
+            db.execute(statement.as_str(), &[]).await.map_err(|e| {
                 EngineError::Plan(format!(
                     "target: the new shape does not build: {}\n  statement: {statement}",
                     super::db_message(&e)

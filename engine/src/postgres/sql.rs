@@ -9,10 +9,16 @@ use crate::spec::QualifiedName;
 
 pub use cdc::quote_ident;
 
-/// Quotes a string literal for PostgreSQL (standard_conforming_strings: backslashes are
-/// literal).
+/// Quotes a string literal for PostgreSQL so that it reads back as exactly `s` under any
+/// `standard_conforming_strings`: a value holding a backslash is written as an escape string
+/// (`E'a\\b'`), as PostgreSQL's own `quote_literal` does.
 pub fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    let quoted = s.replace('\'', "''");
+    if s.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
 }
 
 /// A table's name quoted for SQL: `"schema"."name"`.
@@ -74,8 +80,15 @@ impl Sql<'_> {
             .collect()
     }
 
-    /// `ON CONFLICT (key) DO UPDATE … WHERE (t.cols) IS DISTINCT FROM (EXCLUDED.cols)`: writes
-    /// only when something differs, so re-syncing an unchanged key writes nothing.
+    /// `ON CONFLICT (key) DO UPDATE … WHERE (t.cols::text) IS DISTINCT FROM
+    /// (EXCLUDED.cols::text)`: writes only when something differs, so re-syncing an unchanged
+    /// key writes nothing.
+    ///
+    /// Columns are compared by their text form, which every type has: `json`, `xml` and `point`
+    /// have no `=` at all, and where `=` exists it can call two values equal whose text differs
+    /// (`1.5` and `1.50` as numeric, `0` and `-0` as float, citext). The text form (under the
+    /// session settings of [`super::connect`]) is what verify compares, so the applier writes
+    /// exactly when verify would see a difference.
     fn upsert_tail(&self) -> String {
         let non_key = self.non_key_cols();
         if non_key.is_empty() {
@@ -88,12 +101,12 @@ impl Sql<'_> {
             .join(", ");
         let old = non_key
             .iter()
-            .map(|c| format!("t.{}", quote_ident(c)))
+            .map(|c| format!("t.{}::text", quote_ident(c)))
             .collect::<Vec<_>>()
             .join(", ");
         let new = non_key
             .iter()
-            .map(|c| format!("EXCLUDED.{}", quote_ident(c)))
+            .map(|c| format!("EXCLUDED.{}::text", quote_ident(c)))
             .collect::<Vec<_>>()
             .join(", ");
         format!(
@@ -367,6 +380,20 @@ pub fn sample_keys(dir: &Direction) -> String {
 /// target's types, on the target its columns in the same order (after the key when
 /// `with_key`), in key order, as PostgreSQL's COPY text form.
 pub fn verify_range_copy(dir: &Direction, side: Side, range: &KeyRange, with_key: bool) -> String {
+    format!(
+        "COPY ({}) TO STDOUT",
+        verify_range_select(dir, side, range, with_key)
+    )
+}
+
+/// The query of [`verify_range_copy`] (planning compiles it on its own: COPY cannot be
+/// prepared).
+pub fn verify_range_select(
+    dir: &Direction,
+    side: Side,
+    range: &KeyRange,
+    with_key: bool,
+) -> String {
     let dir = Sql(dir);
     let (row, table, alias) = if side == Side::Source {
         (dir.source_row(with_key), qualified(&dir.from), "s.")
@@ -374,7 +401,7 @@ pub fn verify_range_copy(dir: &Direction, side: Side, range: &KeyRange, with_key
         (dir.target_row(with_key), qualified(&dir.to), "t.")
     };
     format!(
-        "COPY (SELECT {row} FROM {table} {a} WHERE {cond} ORDER BY {order}) TO STDOUT",
+        "SELECT {row} FROM {table} {a} WHERE {cond} ORDER BY {order}",
         a = &alias[..1],
         cond = range_condition(range, &dir, alias),
         order = dir.key_list(alias),

@@ -45,8 +45,9 @@ impl VerifySource for Postgres {
             .await
             .map_err(|e| EngineError::db("sampling the keys to verify", e))?
             .iter()
-            .map(|r| (0..k).map(|i| r.get::<_, String>(i)).collect())
-            .collect();
+            .map(|r| (0..k).map(|i| r.try_get::<_, String>(i)).collect())
+            .collect::<Result<_, _>>()
+            .map_err(|e| EngineError::db("reading the sampled keys as text", e))?;
         let ranges = ranges as usize;
         let mut bounds: Vec<Vec<String>> = Vec::with_capacity(ranges);
         for i in 1..ranges {
