@@ -214,8 +214,9 @@ impl SchemaChanges for Postgres {
                 .await?
                 .is_none()
             {
+                // One statement per round trip (extended protocol): nothing rides along.
                 for statement in ddl {
-                    db.batch_execute(statement)
+                    db.execute(statement.as_str(), &[])
                         .await
                         .map_err(|e| ddl_error("creating the shadow table", e))?;
                 }
@@ -253,13 +254,13 @@ impl SchemaChanges for Postgres {
         change: &PhaseChange,
     ) -> Result<(), EngineError> {
         let ddl = format!(
-            "SET LOCAL lock_timeout = '{}ms'; CREATE SCHEMA IF NOT EXISTS {}; ALTER TABLE {} SET SCHEMA {}",
+            "SET LOCAL lock_timeout = '{}ms'; ALTER TABLE {} SET SCHEMA {}",
             spec.throttle.lock_timeout.as_millis(),
-            quote_ident(QUARANTINE_SCHEMA),
             qualified(&spec.retired_table()),
             quote_ident(QUARANTINE_SCHEMA)
         );
         in_transaction(db, "moving the old table into quarantine", async {
+            super::catalog::ensure_own_schema(db, QUARANTINE_SCHEMA).await?;
             db.batch_execute(&ddl)
                 .await
                 .map_err(|e| ddl_error("moving the old table into quarantine", e))?;

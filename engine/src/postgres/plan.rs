@@ -205,7 +205,7 @@ impl Planner for Postgres {
             ("chunk boundary", sql::range_boundary(dir, true)),
             (
                 "refill after a restore from quarantine",
-                sql::backfill_range(dir, true, true, Fill::Overwrite),
+                sql::backfill_range(dir, true, true, Fill::Mirror),
             ),
             ("re-sync of captured keys", sql::resync_keys(dir)),
             ("delete after a TRUNCATE", sql::delete_orphans(dir)),

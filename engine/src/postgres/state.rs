@@ -269,6 +269,9 @@ impl StateStore for Postgres {
     type Lock = RunnerLock;
 
     async fn ensure_state(&self, db: &Client) -> Result<(), EngineError> {
+        // Never adopt a `splice` schema another role controls: the state store's tables
+        // decide what splice drops.
+        super::catalog::ensure_own_schema(db, "splice").await?;
         for ddl in SCHEMA_DDL {
             db.batch_execute(ddl)
                 .await
