@@ -318,7 +318,15 @@ async fn plan(engine: &Engine<Postgres>, file: &str) -> u8 {
     match engine.plan(&spec).await {
         Ok(plan) => {
             print!("{}", engine.render(&plan));
-            crate::EXIT_OK
+            if plan.not_carried.is_empty() {
+                crate::EXIT_OK
+            } else {
+                eprintln!(
+                    "error: the new shape lacks {} index(es)/constraint(s) of the live table (listed under NOT CARRIED); expand would refuse",
+                    plan.not_carried.len()
+                );
+                crate::EXIT_CHECK_FAILED
+            }
         }
         Err(e) => fail(&e),
     }

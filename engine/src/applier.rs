@@ -296,6 +296,14 @@ const DRAIN_UNDER_LOCK: Duration = Duration::from_secs(5);
 pub const HOLD_BUDGET: Duration = Duration::from_secs(6);
 
 impl<A: Cutover> Applier<'_, A> {
+    /// Validates, before the first lock attempt, what the incoming table holds `NOT VALID`
+    /// that the table it replaces holds valid ([`Cutover::validate_incoming`]).
+    pub async fn validate_incoming(&mut self, swap: &Swap) -> Result<Vec<String>, EngineError> {
+        self.adapter
+            .validate_incoming(&mut self.session, swap)
+            .await
+    }
+
     /// One cutover attempt on the applier's session (its writes carry the engine's marks, so
     /// the other direction's capture skips them): lock both tables, drain capture inside the
     /// lock, swap and carry `dependents` over, record `change` (with the lock time so far) in

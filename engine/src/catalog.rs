@@ -36,6 +36,35 @@ impl Table {
     }
 }
 
+/// What a table's structure holds beyond its columns: an index (with the primary-key, unique
+/// or exclusion constraint it backs), a check constraint, or an outgoing foreign key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StructureKind {
+    Index,
+    Check,
+    ForeignKey,
+}
+
+/// One index or constraint, with a shape that does not depend on its name or its table's, so
+/// the live table's and the new shape's can be compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Structure {
+    pub kind: StructureKind,
+    pub name: String,
+    pub shape: String,
+}
+
+impl std::fmt::Display for Structure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            StructureKind::Index => "index",
+            StructureKind::Check => "check constraint",
+            StructureKind::ForeignKey => "foreign key",
+        };
+        write!(f, "{kind} {}", self.name)
+    }
+}
+
 /// An object that refers to the table and must follow it through a rename swap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dependent {

@@ -141,6 +141,15 @@ pub enum Refusal {
         expected: Phase,
         found: String,
     },
+    /// The new shape silently lacks indexes or constraints the live table has.
+    #[error(
+        "{name}: the new shape lacks what the live table has: {objects}. After cutover they \
+         would be gone (uniqueness unenforced, lookups without their index). Add them to \
+         target, or declare them dropped on purpose in the file (drop_indexes = [...], \
+         drop_constraints = [...]), or give the change as alter = \"ALTER TABLE …\", which \
+         keeps everything"
+    )]
+    NotCarried { name: String, objects: String },
     /// The source table changed shape after expand.
     #[error(
         "{name}: the source table {table} changed since expand: {changes}. The copy follows the \

@@ -445,8 +445,13 @@ impl Sessions for Memory {
 }
 
 impl Planner for Memory {
-    fn shadow_ddl(&self, spec: &MigrationSpec) -> Result<Vec<String>, EngineError> {
-        let (_, table) = parse_create_table(&spec.target_ddl)?;
+    async fn shadow_ddl(&self, _: &(), spec: &MigrationSpec) -> Result<Vec<String>, EngineError> {
+        let crate::spec::Shape::Target(ddl) = &spec.shape else {
+            return Err(EngineError::Plan(
+                "the in-memory adapter takes target (CREATE TABLE) migrations only".into(),
+            ));
+        };
+        let (_, table) = parse_create_table(ddl)?;
         let shadow = spec.shadow_table();
         let columns: Vec<String> = table
             .columns
@@ -1383,6 +1388,14 @@ impl Cutover for Memory {
         if let Some(t) = incoming {
             db.tables.insert(swap.live.clone(), t);
         }
+        Ok(Vec::new())
+    }
+
+    async fn validate_incoming(
+        &self,
+        _: &mut MemorySession,
+        _: &Swap,
+    ) -> Result<Vec<String>, EngineError> {
         Ok(Vec::new())
     }
 

@@ -4,10 +4,26 @@
 //! ([`Planner::render_plan`]).
 
 use crate::adapter::Planner;
-use crate::catalog::Table;
+use crate::catalog::{Structure, StructureKind, Table};
 use crate::seam::{Direction, KeyColumn, Plan};
-use crate::spec::{MigrationSpec, QualifiedName};
+use crate::spec::{MigrationSpec, QualifiedName, Shape};
 use crate::EngineError;
+
+/// `spec` with the mappings its shape implies added where the file gives none.
+fn with_implied_mappings<A: Planner>(
+    adapter: &A,
+    spec: &MigrationSpec,
+) -> Result<MigrationSpec, EngineError> {
+    let implied = adapter.implied_mappings(spec)?;
+    let mut spec = spec.clone();
+    for (k, v) in implied.up {
+        spec.up.entry(k).or_insert(v);
+    }
+    for (k, v) in implied.down {
+        spec.down.entry(k).or_insert(v);
+    }
+    Ok(spec)
+}
 
 /// Checks `spec` against the live database and resolves it. When the shadow table does not
 /// exist yet it is created inside a transaction that is rolled back.
@@ -16,7 +32,8 @@ pub async fn build<A: Planner>(
     db: &A::Conn,
     spec: &MigrationSpec,
 ) -> Result<Plan, EngineError> {
-    let expand_ddl = adapter.shadow_ddl(spec)?;
+    let spec = &with_implied_mappings(adapter, spec)?;
+    let expand_ddl = adapter.shadow_ddl(db, spec).await?;
     adapter.begin_planning(db).await?;
     let built = build_planning(adapter, db, spec, expand_ddl).await;
     // Nothing planned is kept.
@@ -74,6 +91,7 @@ async fn build_planning<A: Planner>(
             .check_statements(db, &planned, "reverse sync (new → old, after cutover)")
             .await?;
     }
+    let (not_carried, dropped) = compare_structures(adapter, db, spec, &source, &target).await?;
     let dependents = adapter.dependents(db, &source).await?;
     Ok(Plan {
         spec: spec.clone(),
@@ -85,6 +103,8 @@ async fn build_planning<A: Planner>(
         reverse_notes,
         expand_ddl,
         dependents,
+        not_carried,
+        dropped,
     })
 }
 
@@ -96,6 +116,7 @@ pub async fn build_after_cutover<A: Planner>(
     db: &A::Conn,
     spec: &MigrationSpec,
 ) -> Result<Plan, EngineError> {
+    let spec = &with_implied_mappings(adapter, spec)?;
     let old = adapter
         .describe_table(db, &spec.retired_table())
         .await?
@@ -130,7 +151,8 @@ pub async fn build_after_cutover<A: Planner>(
     let dependents = adapter.dependents(db, &new).await?;
     Ok(Plan {
         spec: spec.clone(),
-        expand_ddl: adapter.shadow_ddl(spec)?,
+        // Expand is long done: the live table is the new shape now.
+        expand_ddl: Vec::new(),
         source: old,
         target: new,
         key,
@@ -138,7 +160,46 @@ pub async fn build_after_cutover<A: Planner>(
         reverse,
         reverse_notes,
         dependents,
+        // Checked before cutover; the swap carries index names both ways.
+        not_carried: Vec::new(),
+        dropped: Vec::new(),
     })
+}
+
+/// The live table's indexes and constraints the new shape lacks (compared by shape, not
+/// name): those the file declares dropped, or that the ALTER itself removed, are `dropped`;
+/// the rest are `not_carried`.
+async fn compare_structures<A: Planner>(
+    adapter: &A,
+    db: &A::Conn,
+    spec: &MigrationSpec,
+    source: &Table,
+    target: &Table,
+) -> Result<(Vec<Structure>, Vec<Structure>), EngineError> {
+    let mut target_left = adapter.structures(db, target).await?;
+    let mut not_carried = Vec::new();
+    let mut dropped = Vec::new();
+    for s in adapter.structures(db, source).await? {
+        if let Some(i) = target_left
+            .iter()
+            .position(|t| t.kind == s.kind && t.shape == s.shape)
+        {
+            target_left.remove(i);
+            continue;
+        }
+        let declared = match s.kind {
+            StructureKind::Index => spec.drop_indexes.contains(&s.name),
+            StructureKind::Check | StructureKind::ForeignKey => {
+                spec.drop_constraints.contains(&s.name)
+            }
+        };
+        if declared || matches!(spec.shape, Shape::Alter(_)) {
+            dropped.push(s);
+        } else {
+            not_carried.push(s);
+        }
+    }
+    Ok((not_carried, dropped))
 }
 
 fn describe_sort(col: &crate::catalog::Column) -> String {

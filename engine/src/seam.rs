@@ -4,7 +4,7 @@
 //! it imports nothing of the engine but the other leaves (`spec`, `catalog`, `state`), so the
 //! adapter traits, the neutral modules and every adapter depend on it and never on each other.
 
-use crate::catalog::{Dependent, Table};
+use crate::catalog::{Dependent, Structure, Table};
 use crate::spec::{MigrationSpec, QualifiedName};
 use std::num::NonZeroU32;
 
@@ -153,6 +153,12 @@ pub struct Plan {
     /// The statements expand runs to create the shadow table.
     pub expand_ddl: Vec<String>,
     pub dependents: Vec<Dependent>,
+    /// Indexes and constraints of the live table the new shape lacks and the file does not
+    /// declare dropped (`drop_indexes`, `drop_constraints`): expand and cutover refuse them.
+    pub not_carried: Vec<Structure>,
+    /// Indexes and constraints of the live table the new shape drops on purpose: declared in
+    /// the file, or (alter mode) removed by the ALTER itself.
+    pub dropped: Vec<Structure>,
 }
 
 /// A key whose rows differ after re-checking.

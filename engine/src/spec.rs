@@ -16,8 +16,14 @@ pub struct MigrationSpec {
     pub name: String,
     /// The live table (the source relation).
     pub table: QualifiedName,
-    /// The new shape, as a CREATE TABLE statement.
-    pub target_ddl: String,
+    /// The new shape: a whole CREATE TABLE, or ALTER TABLE statements applied to a copy of
+    /// the live table.
+    pub shape: Shape,
+    /// Indexes of the live table the new shape drops on purpose (`target` mode: any index the
+    /// target lacks must be named here).
+    pub drop_indexes: Vec<String>,
+    /// Constraints of the live table the new shape drops on purpose.
+    pub drop_constraints: Vec<String>,
     /// Target column → SQL expression over the source row.
     pub up: BTreeMap<String, String>,
     /// Source column → SQL expression over the target row (reverse sync after cutover).
@@ -27,6 +33,19 @@ pub struct MigrationSpec {
     pub throttle: Throttle,
     /// How long contract keeps the old table in quarantine before drop is allowed.
     pub quarantine: Duration,
+}
+
+/// How a migration file gives the new shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// `target = "CREATE TABLE …"`: the whole new table, optionally with CREATE INDEX
+    /// statements; what it leaves out of the live table's indexes and constraints must be
+    /// declared in `drop_indexes` / `drop_constraints`.
+    Target(String),
+    /// `alter = "ALTER TABLE … ; …"`: the shadow starts as an exact structural copy of the live
+    /// table (columns, defaults, identity, constraints, every index, outgoing foreign keys,
+    /// storage parameters, comments) and the statements are applied to it.
+    Alter(String),
 }
 
 /// Rate limits and bounds for backfill and verify.
@@ -164,7 +183,12 @@ pub struct SpecError(pub String);
 struct RawSpec {
     name: String,
     table: String,
-    target: String,
+    target: Option<String>,
+    alter: Option<String>,
+    #[serde(default)]
+    drop_indexes: Vec<String>,
+    #[serde(default)]
+    drop_constraints: Vec<String>,
     #[serde(default)]
     up: BTreeMap<String, String>,
     #[serde(default)]
@@ -198,8 +222,9 @@ impl MigrationSpec {
     pub fn parse(text: &str, origin: &str) -> Result<MigrationSpec, SpecError> {
         let raw: RawSpec = toml::from_str(text).map_err(|e| {
             SpecError(format!(
-                "{origin}: {e}\n  a migration file has: name, table, target, [up], [down], \
-                 and optionally key, quarantine, [throttle]"
+                "{origin}: {e}\n  a migration file has: name, table, target (or alter), [up], \
+                 [down], and optionally key, quarantine, drop_indexes, drop_constraints, \
+                 [throttle]"
             ))
         })?;
         let name_ok = !raw.name.is_empty()
@@ -222,11 +247,24 @@ impl MigrationSpec {
         }
         let table =
             QualifiedName::parse(&raw.table).map_err(|e| SpecError(format!("{origin}: {e}")))?;
-        if raw.target.trim().is_empty() {
-            return Err(SpecError(format!(
-                "{origin}: target is empty; give the new shape as a CREATE TABLE statement"
-            )));
-        }
+        let given = |s: &Option<String>| s.as_deref().is_some_and(|t| !t.trim().is_empty());
+        let shape = match (raw.target, raw.alter) {
+            (Some(t), None) if given(&Some(t.clone())) => Shape::Target(t),
+            (None, Some(a)) if given(&Some(a.clone())) => Shape::Alter(a),
+            (Some(_), Some(_)) => {
+                return Err(SpecError(format!(
+                    "{origin}: give either target (the whole new CREATE TABLE) or alter (ALTER \
+                     TABLE statements applied to a copy of the live table), not both"
+                )))
+            }
+            _ => {
+                return Err(SpecError(format!(
+                    "{origin}: no new shape; give alter = \"ALTER TABLE {} …\" (the change), or \
+                     target = \"CREATE TABLE …\" (the whole new table)",
+                    raw.table
+                )))
+            }
+        };
         let t = raw.throttle;
         let defaults = Throttle::default();
         let throttle = Throttle {
@@ -257,7 +295,9 @@ impl MigrationSpec {
         Ok(MigrationSpec {
             name: raw.name,
             table,
-            target_ddl: raw.target,
+            shape,
+            drop_indexes: raw.drop_indexes,
+            drop_constraints: raw.drop_constraints,
             up: lower(raw.up),
             down: lower(raw.down),
             key: raw

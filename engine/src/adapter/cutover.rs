@@ -38,6 +38,15 @@ pub trait Cutover: ChangeApplier + StateStore {
         lock: &Self::Lock,
         change: &PhaseChange,
     ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    /// Before the first lock attempt, outside any transaction: validates the constraints the
+    /// incoming table holds `NOT VALID` (alter mode's foreign keys) that the table it replaces
+    /// holds valid; returns their names. Refuses with
+    /// [`Refusal::CarryOverFailed`](crate::Refusal::CarryOverFailed) when one does not hold.
+    fn validate_incoming(
+        &self,
+        applier: &mut Self::ApplierSession,
+        swap: &Swap,
+    ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     /// Abandons a locked swap.
     fn abort_swap(&self, applier: &mut Self::ApplierSession) -> impl Future<Output = ()> + Send;
     /// After the swap committed: finishes what was carried over without the lock (PostgreSQL:

@@ -42,7 +42,7 @@ mod verify;
 pub use applier::ChangeApplier;
 pub use backfill::BackfillSource;
 pub use cutover::Cutover;
-pub use planner::Planner;
+pub use planner::{ImpliedMappings, Planner};
 pub use schema::SchemaChanges;
 pub use state::StateStore;
 pub use verify::VerifySource;

@@ -1,15 +1,46 @@
 //! [`Planner`]: what planning reads and compiles. Nothing it does is kept.
 
 use super::Sessions;
-use crate::catalog::{Column, Dependent, Table};
+use crate::catalog::{Column, Dependent, Structure, Table};
 use crate::seam::{Direction, Plan};
 use crate::spec::{MigrationSpec, QualifiedName};
 use crate::EngineError;
+use std::collections::BTreeMap;
 use std::future::Future;
 
+/// `[up]` and `[down]` entries a migration's shape implies.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImpliedMappings {
+    pub up: BTreeMap<String, String>,
+    pub down: BTreeMap<String, String>,
+}
+
 pub trait Planner: Sessions {
-    /// The statements that create the shadow table from the spec's target DDL.
-    fn shadow_ddl(&self, spec: &MigrationSpec) -> Result<Vec<String>, EngineError>;
+    /// The indexes, check constraints and outgoing foreign keys of `table`, with shapes that
+    /// compare across tables (see [`Structure`]). Adapters that cannot tell return none, and
+    /// nothing is compared.
+    fn structures(
+        &self,
+        conn: &Self::Conn,
+        table: &Table,
+    ) -> impl Future<Output = Result<Vec<Structure>, EngineError>> + Send {
+        let _ = (conn, table);
+        async { Ok(Vec::new()) }
+    }
+    /// The `[up]` and `[down]` entries the spec's shape implies and the file does not give
+    /// (alter mode: a renamed column maps to its old name, a `USING` expression forward).
+    fn implied_mappings(&self, spec: &MigrationSpec) -> Result<ImpliedMappings, EngineError> {
+        let _ = spec;
+        Ok(ImpliedMappings::default())
+    }
+
+    /// The statements that create the shadow table: the spec's target DDL renamed, or (alter
+    /// mode) a structural copy of the live table with the ALTER statements applied.
+    fn shadow_ddl(
+        &self,
+        conn: &Self::Conn,
+        spec: &MigrationSpec,
+    ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     /// Expand's whole script (state store + shadow DDL under the lock timeout), for the linter.
     fn expand_script(&self, spec: &MigrationSpec, plan: &Plan) -> String;
     /// The mapping expression `expr` cast to the target column's type.

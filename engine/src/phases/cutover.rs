@@ -74,6 +74,7 @@ impl<A: Adapter> Engine<A> {
         let lock = self.locked(name).await?;
         let plan = plan::build(&self.adapter, &db, &spec).await?;
         self.check_source_drift(&db, name, &plan).await?;
+        super::expand::refuse_not_carried(&plan)?;
         if plan.reverse.is_none() && reverse_sync == ReverseSync::Start {
             return Err(Refusal::NoReverseSync {
                 name: name.into(),

@@ -4,6 +4,7 @@
 use super::Engine;
 use crate::adapter::Adapter;
 use crate::drift::SourceShape;
+use crate::error::Refusal;
 use crate::plan;
 use crate::seam::Plan;
 use crate::spec::MigrationSpec;
@@ -46,6 +47,7 @@ impl<A: Adapter> Engine<A> {
             }
         }
         let plan = plan::build(&self.adapter, &db, &spec).await?;
+        refuse_not_carried(&plan)?;
         let script = self.adapter.expand_script(&spec, &plan);
         let findings: Vec<_> = lint::check(&script, &lint::Options::default())
             .into_iter()
@@ -88,4 +90,21 @@ impl<A: Adapter> Engine<A> {
             .await?;
         Ok(plan)
     }
+}
+
+/// Refuses a plan whose new shape silently lacks indexes or constraints of the live table.
+pub(super) fn refuse_not_carried(plan: &Plan) -> Result<(), EngineError> {
+    if plan.not_carried.is_empty() {
+        return Ok(());
+    }
+    Err(Refusal::NotCarried {
+        name: plan.spec.name.clone(),
+        objects: plan
+            .not_carried
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+    .into())
 }

@@ -47,6 +47,10 @@ pub(super) async fn swap_under_lock<A: Adapter>(
     lock: &A::Lock,
     change: &PhaseChange,
 ) -> Result<SwapOutcome, EngineError> {
+    let validated = capture.validate_incoming(swap).await?;
+    if !validated.is_empty() {
+        info!(constraints = %validated.join(", "), "validated on the incoming table");
+    }
     let mut holders = Vec::new();
     for attempt in 1..=MAX_LOCK_ATTEMPTS {
         // Catch up right before locking, so what is left to apply under the lock is only what

@@ -270,3 +270,109 @@ async fn schema_control(
         foreign_creators: row.try_get(3).map_err(read)?,
     }))
 }
+
+/// The SQL giving each index of the tables `$1::oid[]` a shape independent of its name and its
+/// table's name (access method, uniqueness, key and included columns, predicate), so the same
+/// index on two tables compares equal. Columns: table oid, index name, shape, backs a
+/// constraint (primary key, unique, exclusion).
+const INDEX_SHAPES: &str = "
+    SELECT x.indrelid, c.relname::text,
+           am.amname || '|' || x.indisunique || '|' || x.indisprimary || '|' || x.indnkeyatts
+             || '|' || (SELECT string_agg(pg_get_indexdef(x.indexrelid, k, true), ',' ORDER BY k)
+                        FROM generate_series(1, x.indnatts) k)
+             || '|' || coalesce(pg_get_expr(x.indpred, x.indrelid, true), ''),
+           EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid
+                   AND k.conrelid = x.indrelid)
+    FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_am am ON am.oid = c.relam
+    WHERE x.indrelid = ANY($1::oid[])
+    ORDER BY c.relname";
+
+/// The indexes, check constraints and outgoing foreign keys of table `oid`, each with a
+/// name-independent shape.
+pub async fn structures(
+    db: &impl GenericClient,
+    oid: u32,
+) -> Result<Vec<crate::catalog::Structure>, EngineError> {
+    use crate::catalog::{Structure, StructureKind};
+    let mut out = Vec::new();
+    for r in db
+        .query(INDEX_SHAPES, &[&vec![oid]])
+        .await
+        .map_err(|e| EngineError::db("reading the table's indexes", e))?
+    {
+        out.push(Structure {
+            kind: StructureKind::Index,
+            name: r.get(1),
+            shape: r.get(2),
+        });
+    }
+    for r in db
+        .query(
+            "SELECT contype::text, conname::text, pg_get_constraintdef(oid)
+             FROM pg_constraint WHERE conrelid = $1 AND contype IN ('c', 'f') ORDER BY conname",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| EngineError::db("reading the table's constraints", e))?
+    {
+        let kind: String = r.get(0);
+        let definition: String = r.get(2);
+        out.push(Structure {
+            kind: if kind == "f" {
+                StructureKind::ForeignKey
+            } else {
+                StructureKind::Check
+            },
+            name: r.get(1),
+            shape: definition.trim_end_matches(" NOT VALID").to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Pairs each index of `outgoing` with the index of `incoming` of the same shape and a
+/// different name, one to one: (outgoing's name, incoming's name).
+pub async fn matching_indexes(
+    db: &impl GenericClient,
+    outgoing: &QualifiedName,
+    incoming: &QualifiedName,
+) -> Result<Vec<(String, String)>, EngineError> {
+    let oid_of = |q: &QualifiedName| {
+        format!(
+            "{}.{}",
+            super::sql::quote_ident(&q.schema),
+            super::sql::quote_ident(&q.name)
+        )
+    };
+    let oids = db
+        .query_one(
+            "SELECT to_regclass($1)::oid, to_regclass($2)::oid",
+            &[&oid_of(outgoing), &oid_of(incoming)],
+        )
+        .await
+        .map_err(|e| EngineError::db("looking up the swapped tables", e))?;
+    let (out_oid, in_oid): (Option<u32>, Option<u32>) = (oids.get(0), oids.get(1));
+    let (Some(out_oid), Some(in_oid)) = (out_oid, in_oid) else {
+        return Ok(Vec::new());
+    };
+    let rows = db
+        .query(INDEX_SHAPES, &[&vec![out_oid, in_oid]])
+        .await
+        .map_err(|e| EngineError::db("reading the swapped tables' indexes", e))?;
+    let mut incoming_left: Vec<(String, String)> = rows
+        .iter()
+        .filter(|r| r.get::<_, u32>(0) == in_oid)
+        .map(|r| (r.get(1), r.get(2)))
+        .collect();
+    let mut pairs = Vec::new();
+    for r in rows.iter().filter(|r| r.get::<_, u32>(0) == out_oid) {
+        let (name, shape): (String, String) = (r.get(1), r.get(2));
+        if let Some(i) = incoming_left.iter().position(|(_, s)| *s == shape) {
+            let (in_name, _) = incoming_left.remove(i);
+            if in_name != name {
+                pairs.push((name, in_name));
+            }
+        }
+    }
+    Ok(pairs)
+}

@@ -117,6 +117,25 @@ async fn carry_over(
         .await
         .map_err(|e| ddl_error("swapping the table names", e))?;
     let live = qualified(&swap.live);
+    // Indexes (and the constraints they back) keep their names on whichever table has the
+    // live name: each pair of same-shaped indexes trades names.
+    let pairs = super::catalog::matching_indexes(tx, &swap.outgoing_as, &swap.live).await?;
+    for (k, (outgoing_name, incoming_name)) in pairs.iter().enumerate() {
+        let in_schema = |n: &str| format!("{}.{}", quote_ident(&swap.live.schema), quote_ident(n));
+        let tmp = format!("_splice_swap_{k}");
+        tx.batch_execute(&format!(
+            "ALTER INDEX {} RENAME TO {};\nALTER INDEX {} RENAME TO {};\nALTER INDEX {} RENAME TO {}",
+            in_schema(outgoing_name),
+            quote_ident(&tmp),
+            in_schema(incoming_name),
+            quote_ident(outgoing_name),
+            in_schema(&tmp),
+            quote_ident(incoming_name),
+        ))
+        .await
+        .map_err(|e| ddl_error(&format!("giving index {outgoing_name} its name back"), e))?;
+        done.push(format!("index name {outgoing_name}"));
+    }
     for d in dependents {
         let stmt = match d {
             Dependent::View { name, definition, materialized: false } => Some(format!(
@@ -389,6 +408,45 @@ impl Cutover for Postgres {
             .await
             .map_err(|e| EngineError::db("committing the swap", e))?;
         Ok(carried)
+    }
+
+    async fn validate_incoming(
+        &self,
+        applier: &mut ApplierSession,
+        swap: &Swap,
+    ) -> Result<Vec<String>, EngineError> {
+        let db = applier.db();
+        let rows = db
+            .query(
+                "SELECT i.conname::text FROM pg_constraint i
+                 WHERE i.conrelid = to_regclass($1) AND NOT i.convalidated
+                   AND EXISTS (SELECT 1 FROM pg_constraint o
+                               WHERE o.conrelid = to_regclass($2) AND o.conname = i.conname
+                                 AND o.convalidated)
+                 ORDER BY 1",
+                &[&qualified(&swap.incoming), &qualified(&swap.live)],
+            )
+            .await
+            .map_err(|e| EngineError::db("listing constraints to validate", e))?;
+        let mut done = Vec::new();
+        for r in rows {
+            let name: String = r.get(0);
+            // SHARE UPDATE EXCLUSIVE on the incoming table: writes go on.
+            db.batch_execute(&format!(
+                "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+                qualified(&swap.incoming),
+                quote_ident(&name)
+            ))
+            .await
+            .map_err(|e| {
+                EngineError::from(Refusal::CarryOverFailed {
+                    object: format!("constraint {name}"),
+                    message: super::db_message(&e),
+                })
+            })?;
+            done.push(name);
+        }
+        Ok(done)
     }
 
     async fn abort_swap(&self, applier: &mut ApplierSession) {

@@ -6,6 +6,7 @@
 //! quarantine DDL ([`cutover`]), planning and `splice plan`'s rendering ([`plan`]) and the state
 //! store with its runner lock ([`state`]).
 
+pub mod alter;
 pub mod backfill;
 pub mod capture;
 pub mod catalog;

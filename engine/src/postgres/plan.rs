@@ -4,10 +4,10 @@
 
 use super::sql::{self, qualified, quote_ident, quote_literal};
 use super::{catalog, Postgres};
-use crate::adapter::Planner;
-use crate::catalog::{Column, Dependent, Table};
+use crate::adapter::{ImpliedMappings, Planner};
+use crate::catalog::{Column, Dependent, Structure, Table};
 use crate::seam::{Direction, Fill, KeyRange, Plan, Side};
-use crate::spec::{MigrationSpec, QualifiedName};
+use crate::spec::{MigrationSpec, QualifiedName, Shape};
 use crate::EngineError;
 use sqlparser::ast::{ObjectName, ObjectNamePart, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
@@ -26,7 +26,77 @@ fn first_words(s: &str) -> String {
     s.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
 }
 
+/// Target mode: the target's CREATE TABLE under the shadow name; CREATE INDEX statements on
+/// the target name follow it.
+fn target_ddl(spec: &MigrationSpec, ddl: &str) -> Result<Vec<String>, EngineError> {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, ddl).map_err(|e| {
+        EngineError::Plan(format!(
+            "target: cannot parse the CREATE TABLE ({e}); give one CREATE TABLE statement, \
+             optionally followed by CREATE INDEX statements on it"
+        ))
+    })?;
+    let shadow = spec.shadow_table();
+    let shadow_name = ObjectName(vec![
+        ObjectNamePart::Identifier(sqlparser::ast::Ident::with_quote('"', &shadow.schema)),
+        ObjectNamePart::Identifier(sqlparser::ast::Ident::with_quote('"', &shadow.name)),
+    ]);
+    let mut out = Vec::new();
+    let mut target_name: Option<String> = None;
+    for mut st in statements {
+        match &mut st {
+            Statement::CreateTable(ct) if target_name.is_none() => {
+                if ct.temporary || ct.query.is_some() {
+                    return Err(EngineError::Plan(
+                        "target: must be a plain CREATE TABLE with column definitions \
+                         (not TEMP, not AS SELECT)"
+                            .into(),
+                    ));
+                }
+                target_name = Some(last_ident(&ct.name));
+                ct.name = shadow_name.clone();
+                ct.if_not_exists = false;
+            }
+            Statement::CreateIndex(ci) if target_name.is_some() => {
+                if Some(last_ident(&ci.table_name)) != target_name {
+                    return Err(EngineError::Plan(format!(
+                        "target: CREATE INDEX on {} — indexes in target must be on the new table",
+                        ci.table_name
+                    )));
+                }
+                ci.table_name = shadow_name.clone();
+                // A fresh, empty table: a plain build takes no lock anyone waits on.
+                ci.concurrently = false;
+            }
+            other => {
+                return Err(EngineError::Plan(format!(
+                    "target: unexpected statement `{}`; give one CREATE TABLE statement, \
+                     optionally followed by CREATE INDEX statements on it",
+                    first_words(&other.to_string())
+                )))
+            }
+        }
+        out.push(format!("{st}"));
+    }
+    if target_name.is_none() {
+        return Err(EngineError::Plan(
+            "target: no CREATE TABLE statement; give the new shape as CREATE TABLE".into(),
+        ));
+    }
+    Ok(out)
+}
+
 impl Planner for Postgres {
+    async fn structures(&self, db: &Client, table: &Table) -> Result<Vec<Structure>, EngineError> {
+        catalog::structures(db, table.oid).await
+    }
+
+    fn implied_mappings(&self, spec: &MigrationSpec) -> Result<ImpliedMappings, EngineError> {
+        match &spec.shape {
+            Shape::Target(_) => Ok(ImpliedMappings::default()),
+            Shape::Alter(alter) => super::alter::implied_mappings(spec, alter),
+        }
+    }
+
     fn cast_expression(&self, expr: &str, sql_type: &str) -> String {
         format!("({expr})::{sql_type}")
     }
@@ -86,62 +156,15 @@ impl Planner for Postgres {
 
     /// Rewrites the target DDL so it creates the shadow table: the CREATE TABLE's name becomes the
     /// shadow name; CREATE INDEX statements on the target name follow it.
-    fn shadow_ddl(&self, spec: &MigrationSpec) -> Result<Vec<String>, EngineError> {
-        let statements =
-            Parser::parse_sql(&PostgreSqlDialect {}, &spec.target_ddl).map_err(|e| {
-                EngineError::Plan(format!(
-                "target: cannot parse the CREATE TABLE ({e}); give one CREATE TABLE statement, \
-                 optionally followed by CREATE INDEX statements on it"
-            ))
-            })?;
-        let shadow = spec.shadow_table();
-        let shadow_name = ObjectName(vec![
-            ObjectNamePart::Identifier(sqlparser::ast::Ident::with_quote('"', &shadow.schema)),
-            ObjectNamePart::Identifier(sqlparser::ast::Ident::with_quote('"', &shadow.name)),
-        ]);
-        let mut out = Vec::new();
-        let mut target_name: Option<String> = None;
-        for mut st in statements {
-            match &mut st {
-                Statement::CreateTable(ct) if target_name.is_none() => {
-                    if ct.temporary || ct.query.is_some() {
-                        return Err(EngineError::Plan(
-                            "target: must be a plain CREATE TABLE with column definitions \
-                             (not TEMP, not AS SELECT)"
-                                .into(),
-                        ));
-                    }
-                    target_name = Some(last_ident(&ct.name));
-                    ct.name = shadow_name.clone();
-                    ct.if_not_exists = false;
-                }
-                Statement::CreateIndex(ci) if target_name.is_some() => {
-                    if Some(last_ident(&ci.table_name)) != target_name {
-                        return Err(EngineError::Plan(format!(
-                            "target: CREATE INDEX on {} — indexes in target must be on the new table",
-                            ci.table_name
-                        )));
-                    }
-                    ci.table_name = shadow_name.clone();
-                    // A fresh, empty table: a plain build takes no lock anyone waits on.
-                    ci.concurrently = false;
-                }
-                other => {
-                    return Err(EngineError::Plan(format!(
-                        "target: unexpected statement `{}`; give one CREATE TABLE statement, \
-                         optionally followed by CREATE INDEX statements on it",
-                        first_words(&other.to_string())
-                    )))
-                }
-            }
-            out.push(format!("{st}"));
+    async fn shadow_ddl(
+        &self,
+        db: &Client,
+        spec: &MigrationSpec,
+    ) -> Result<Vec<String>, EngineError> {
+        match &spec.shape {
+            Shape::Target(ddl) => target_ddl(spec, ddl),
+            Shape::Alter(alter) => super::alter::shadow_ddl(db, spec, alter).await,
         }
-        if target_name.is_none() {
-            return Err(EngineError::Plan(
-                "target: no CREATE TABLE statement; give the new shape as CREATE TABLE".into(),
-            ));
-        }
-        Ok(out)
     }
 
     /// The statements expand runs, as one script, linted before they run.
@@ -283,6 +306,22 @@ impl Planner for Postgres {
         }
         for n in &plan.reverse_notes {
             s.push_str(&format!("  note: {n}\n"));
+        }
+        if !plan.not_carried.is_empty() {
+            s.push_str(
+                "\nNOT CARRIED — the live table has these and the new shape does not; expand \
+                 and cutover refuse until target has them or the file declares them dropped \
+                 (drop_indexes / drop_constraints):\n",
+            );
+            for x in &plan.not_carried {
+                s.push_str(&format!("  {x}: {}\n", x.shape));
+            }
+        }
+        if !plan.dropped.is_empty() {
+            s.push_str("\ndropped on purpose (declared in the file, or by the ALTER):\n");
+            for x in &plan.dropped {
+                s.push_str(&format!("  {x}\n"));
+            }
         }
         s.push_str("\ndepends on the table (carried over at cutover):\n");
         if plan.dependents.is_empty() {
