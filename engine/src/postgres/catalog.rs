@@ -153,14 +153,19 @@ pub async fn dependents(
              JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
              JOIN pg_namespace sn ON sn.oid = s.relnamespace
              JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-             WHERE d.refobjid = $1 AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')",
+             WHERE d.refobjid = $1 AND d.classid = 'pg_class'::regclass AND d.deptype = 'a'",
+            // Serial sequences only ('a'): an identity sequence ('i') belongs to its table for
+            // good; the new table has its own, advanced past the highest key at cutover.
             &[&table.oid],
         )
         .await
         .map_err(|e| EngineError::db(ctx("sequences"), e))?
     {
         out.push(Dependent::OwnedSequence {
-            sequence: QualifiedName { schema: r.get(0), name: r.get(1) },
+            sequence: QualifiedName {
+                schema: r.get(0),
+                name: r.get(1),
+            },
             column: r.get(2),
         });
     }
