@@ -56,5 +56,8 @@ pub use batch::{next_batch, Batch, BatchError, BatchLimits};
 pub use change::{Change, Key, Op, Position, TableName, Timestamp, Transaction, Value};
 pub use error::{describe_pg_error, CdcError};
 pub use lsn::Lsn;
-pub use postgres::{drop_capture, CaptureName, PgChangeStream, PgSourceConfig};
+pub use postgres::{
+    connect, drop_capture, CaptureName, ConnectError, PgChangeStream, PgSourceConfig, PgTarget,
+    SslMode,
+};
 pub use source::{ChangeSource, Lag};

@@ -23,13 +23,7 @@ pub fn server() -> Db {
 }
 
 pub async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
+    testkit::connect(url).await.expect("connect")
 }
 
 /// `orders(id bigserial, customer_id, amount numeric(12,2), currency text, note text)` with
