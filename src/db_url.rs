@@ -9,7 +9,10 @@ pub fn resolve(flag: Option<String>) -> Result<String, String> {
     resolve_in(flag, &env)
 }
 
-fn resolve_in(flag: Option<String>, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn resolve_in(
+    flag: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     flag.filter(|v| !v.trim().is_empty())
         .or_else(|| env("SPLICE_DATABASE_URL"))
         .or_else(|| env("DATABASE_URL"))

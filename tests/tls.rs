@@ -258,3 +258,46 @@ fn pg_variables_connect_when_no_url_is_given() {
         text(&out)
     );
 }
+
+#[test]
+fn verify_full_refuses_a_host_name_the_certificate_does_not_list_and_verify_ca_accepts_it() {
+    let env = TlsEnv::new(0);
+    // Connect to the server's address under a name its certificate does not carry.
+    let url = |mode: &str| {
+        format!(
+            "postgres://postgres@not-in-the-certificate.invalid:{}/postgres?hostaddr=127.0.0.1\
+             &sslmode={mode}&sslrootcert={}",
+            env.pg.port(),
+            env.ca().display()
+        )
+    };
+
+    let out = env.splice(&url("verify-full"), &["plan", "orders_v2.toml"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not name host not-in-the-certificate.invalid"),
+        "{}",
+        text(&out)
+    );
+    assert!(err.contains("sslmode=verify-ca"), "{}", text(&out));
+
+    // verify-ca checks only the chain, on the SQL and the replication connection alike.
+    let out = env.splice(&url("verify-ca"), &["plan", "orders_v2.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let verify_ca = url("verify-ca");
+    let out = env
+        .command(&[
+            "cdc",
+            "tail",
+            "--database-url",
+            &verify_ca,
+            "--table",
+            "orders",
+            "--idle-timeout",
+            "100ms",
+        ])
+        .output()
+        .expect("run splice cdc tail");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}

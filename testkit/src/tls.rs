@@ -48,8 +48,7 @@ impl TestCa {
 
     /// Write the CA certificate to `path`.
     pub fn write_cert(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.cert_pem())
-            .with_context(|| format!("writing {}", path.display()))
+        std::fs::write(path, self.cert_pem()).with_context(|| format!("writing {}", path.display()))
     }
 
     /// A server certificate for `names` (host names or IP addresses).

@@ -189,9 +189,7 @@ impl PgTarget {
 
     /// Open an ordinary SQL session; its connection runs on a task of the current runtime
     /// until the client is dropped (or the handle aborted).
-    pub async fn connect(
-        &self,
-    ) -> Result<(tokio_postgres::Client, JoinHandle<()>), ConnectError> {
+    pub async fn connect(&self) -> Result<(tokio_postgres::Client, JoinHandle<()>), ConnectError> {
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(self.tls.rustls_config()?);
         let (client, connection) = self
             .config
@@ -207,45 +205,92 @@ impl PgTarget {
     }
 
     /// The replication client's TLS settings (disabled over a Unix socket, as libpq does).
-    pub fn replication_tls(&self) -> Result<pgwire_replication::TlsConfig, ConnectError> {
+    pub async fn replication_tls(&self) -> Result<pgwire_replication::TlsConfig, ConnectError> {
         if self.is_unix_socket() {
             return Ok(pgwire_replication::TlsConfig::disabled());
         }
-        if self.tls.mode != SslMode::Disable {
-            // Name an unusable file now rather than as the replication client's error.
-            self.tls.rustls_config()?;
+        if self.tls.mode == SslMode::Disable {
+            return Ok(self.tls.replication_tls(&self.host()));
         }
-        Ok(self.tls.replication_tls(&self.host()))
+        // Name an unusable file now rather than as the replication client's error.
+        self.tls.rustls_config()?;
+        if self.tls.mode != SslMode::VerifyCa {
+            return Ok(self.tls.replication_tls(&self.host()));
+        }
+        // pgwire-replication =0.5.0 accepts another host's certificate under verify-ca only
+        // when rustls reports the name error it knew (`NotValidForName`); rustls now reports
+        // `NotValidForNameContext`, so its verify-ca fails whenever the host name is not in
+        // the certificate. Instead: check the chain here (our verify-ca), take a name the
+        // CA-signed certificate lists, and let the client verify-full against that name.
+        // Same guarantee, a certificate from the trusted CA, checked on the connection itself.
+        let mut tls = self.tls.replication_tls(&self.host());
+        if let Some(name) = self.name_in_certificate().await? {
+            tls.mode = pgwire_replication::SslMode::VerifyFull;
+            tls.sni_hostname = Some(name);
+        }
+        Ok(tls)
+    }
+
+    /// Where to open TCP connections: `hostaddr` when given, else the host name.
+    pub fn address(&self) -> String {
+        self.config
+            .get_hostaddrs()
+            .first()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| self.host())
+    }
+
+    /// A TLS handshake with the server under this target's settings (the chain checked), and
+    /// the first DNS name or address its certificate lists. `None` when the server does not
+    /// offer TLS or the certificate lists no name.
+    async fn name_in_certificate(&self) -> Result<Option<String>, ConnectError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let failed = |detail: String| ConnectError::Failed {
+            target: self.describe(),
+            detail,
+        };
+        let mut tcp = tokio::net::TcpStream::connect((self.address().as_str(), self.port()))
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        // SSLRequest: length 8, code 80877103.
+        tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if answer[0] != b'S' {
+            return Ok(None);
+        }
+        let connector =
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(self.tls.rustls_config()?));
+        let server_name = rustls::pki_types::ServerName::try_from(self.host()).map_err(|e| {
+            failed(format!(
+                "{} is not a valid TLS server name: {e}",
+                self.host()
+            ))
+        })?;
+        let stream =
+            connector
+                .connect(server_name, tcp)
+                .await
+                .map_err(|e| match rustls_error(&e) {
+                    Some(tls) => self.explain_tls(tls),
+                    None => failed(format!("TLS handshake failed: {e}")),
+                })?;
+        let (_, session) = stream.get_ref();
+        Ok(session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|cert| super::tls::first_name(cert)))
     }
 
     /// Turn a failed connect into the error that names the fix.
     fn explain(&self, e: &tokio_postgres::Error) -> ConnectError {
-        use rustls::CertificateError as Cert;
         let target = self.describe();
         if let Some(tls) = rustls_error(e) {
-            let detail = tls.to_string();
-            return match tls {
-                rustls::Error::InvalidCertificate(
-                    Cert::NotValidForName | Cert::NotValidForNameContext { .. },
-                ) => ConnectError::HostNameMismatch {
-                    target,
-                    host: self.host(),
-                    detail,
-                },
-                rustls::Error::InvalidCertificate(
-                    Cert::UnknownIssuer | Cert::BadSignature | Cert::BadEncoding,
-                ) => ConnectError::UntrustedCertificate {
-                    target,
-                    roots: match &self.tls.roots {
-                        TrustRoots::File(path) => {
-                            format!("the CA in sslrootcert={}", path.display())
-                        }
-                        TrustRoots::Platform => "any of this machine's trusted CAs".into(),
-                    },
-                    detail,
-                },
-                _ => ConnectError::Handshake { target, detail },
-            };
+            return self.explain_tls(tls);
         }
         if let Some(db) = e.as_db_error() {
             // pg_hba.conf's `hostnossl … reject` (or no `host` line for a plain connection):
@@ -273,10 +318,39 @@ impl PgTarget {
     }
 }
 
+impl PgTarget {
+    /// A failed TLS handshake, named by what the user can change.
+    fn explain_tls(&self, tls: &rustls::Error) -> ConnectError {
+        use rustls::CertificateError as Cert;
+        let target = self.describe();
+        let detail = tls.to_string();
+        match tls {
+            rustls::Error::InvalidCertificate(
+                Cert::NotValidForName | Cert::NotValidForNameContext { .. },
+            ) => ConnectError::HostNameMismatch {
+                target,
+                host: self.host(),
+                detail,
+            },
+            rustls::Error::InvalidCertificate(
+                Cert::UnknownIssuer | Cert::BadSignature | Cert::BadEncoding,
+            ) => ConnectError::UntrustedCertificate {
+                target,
+                roots: match &self.tls.roots {
+                    TrustRoots::File(path) => {
+                        format!("the CA in sslrootcert={}", path.display())
+                    }
+                    TrustRoots::Platform => "any of this machine's trusted CAs".into(),
+                },
+                detail,
+            },
+            _ => ConnectError::Handshake { target, detail },
+        }
+    }
+}
+
 /// Connect an ordinary SQL session to `url` (see [`PgTarget::from_url`]).
-pub async fn connect(
-    url: &str,
-) -> Result<(tokio_postgres::Client, JoinHandle<()>), ConnectError> {
+pub async fn connect(url: &str) -> Result<(tokio_postgres::Client, JoinHandle<()>), ConnectError> {
     PgTarget::from_url(url)?.connect().await
 }
 
@@ -533,7 +607,10 @@ mod tests {
              &sslrootcert=%2Fetc%2Fca%20dir%2Fca.pem",
         )
         .expect("splits");
-        assert_eq!(split.rest, "postgres://u:p%3Fw@db:5433/app?application_name=x");
+        assert_eq!(
+            split.rest,
+            "postgres://u:p%3Fw@db:5433/app?application_name=x"
+        );
         assert_eq!(
             split.params,
             vec![
@@ -551,7 +628,10 @@ mod tests {
         .expect("splits");
         assert_eq!(split.rest, "host='db' dbname='my app' user='o\\'k'");
         assert_eq!(split.params[0], ("sslmode".into(), "verify-ca".into()));
-        assert_eq!(split.params[1], ("sslrootcert".into(), "/c a/ca.pem".into()));
+        assert_eq!(
+            split.params[1],
+            ("sslrootcert".into(), "/c a/ca.pem".into())
+        );
         let t = target("host=db dbname='my app' sslmode=verify-ca sslrootcert=/ca.pem user=o\\'k");
         assert_eq!(t.config().get_dbname(), Some("my app"));
         assert_eq!(t.config().get_user(), Some("o'k"));

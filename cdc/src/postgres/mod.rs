@@ -113,7 +113,7 @@ async fn connect_sql(
 
 /// The replication client's settings, from the same URL (and the same TLS settings and
 /// password resolution as the SQL sessions).
-fn replication_config(
+async fn replication_config(
     database_url: &str,
     name: &CaptureName,
     start: Lsn,
@@ -133,8 +133,9 @@ fn replication_config(
         .get_dbname()
         .map(str::to_string)
         .unwrap_or_else(|| user.clone());
+    // `hostaddr` is where to connect; the host name is still what TLS checks.
     Ok(ReplicationConfig::new(
-        target.host(),
+        target.address(),
         user,
         password,
         database,
@@ -142,7 +143,7 @@ fn replication_config(
         name.publication(),
     )
     .with_port(target.port())
-    .with_tls(target.replication_tls()?)
+    .with_tls(target.replication_tls().await?)
     .with_start_lsn(start.into())
     // Never report less than what the server already has.
     .with_ack_lsn(start.into())
@@ -221,6 +222,7 @@ impl PgChangeStream {
         let fail = |e: CdcError| (e, created.clone());
         let repl_config =
             replication_config(&config.database_url, name, start, config.status_interval)
+                .await
                 .map_err(fail)?;
         let mut replication = ReplicationClient::connect(repl_config)
             .await

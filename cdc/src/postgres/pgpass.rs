@@ -125,7 +125,10 @@ mod tests {
         let text = "db:5432:app:alice:pw\n";
         assert_eq!(lookup(text, &query("db", 5433, "app", "alice")), None);
         assert_eq!(lookup(text, &query("db", 5432, "app", "bob")), None);
-        assert_eq!(lookup("too:few:fields\n", &query("too", 5432, "x", "y")), None);
+        assert_eq!(
+            lookup("too:few:fields\n", &query("too", 5432, "x", "y")),
+            None
+        );
     }
 
     #[test]
@@ -161,7 +164,10 @@ mod tests {
             "HOME" => Some("/home/a".to_string()),
             _ => None,
         };
-        assert_eq!(default_path(&env), Some(PathBuf::from("/etc/splice/pgpass")));
+        assert_eq!(
+            default_path(&env),
+            Some(PathBuf::from("/etc/splice/pgpass"))
+        );
         let env = |k: &str| (k == "HOME").then(|| "/home/a".to_string());
         assert_eq!(default_path(&env), Some(PathBuf::from("/home/a/.pgpass")));
     }

@@ -145,7 +145,8 @@ impl TlsSettings {
         }
     }
 
-    /// The replication client's TLS settings for a connection to `host`.
+    /// The replication client's TLS settings for a server known as `host` (the name the
+    /// certificate must list under verify-full, even when `hostaddr` gives the address).
     pub(crate) fn replication_tls(&self, host: &str) -> pgwire_replication::TlsConfig {
         use pgwire_replication::SslMode as Mode;
         let mode = match self.mode {
@@ -161,12 +162,9 @@ impl TlsSettings {
             // the Mozilla roots when none is found).
             TrustRoots::Platform => openssl_probe::probe().cert_file,
         };
-        // The client refuses verify-full to an IP address unless the name to check is given
-        // explicitly; the certificate may well list the address.
-        let sni_hostname = host
-            .parse::<std::net::IpAddr>()
-            .is_ok()
-            .then(|| host.to_string());
+        // Named explicitly: the client otherwise checks the address it connects to, and
+        // refuses verify-full to an IP address (which the certificate may well list).
+        let sni_hostname = Some(host.to_string());
         pgwire_replication::TlsConfig {
             mode,
             ca_pem_path,
@@ -248,9 +246,7 @@ fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConnectError>
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| ConnectError::File {
         param: "sslkey",
         path: path.to_path_buf(),
-        detail: format!(
-            "it holds no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"
-        ),
+        detail: format!("it holds no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
     })
 }
 
@@ -367,4 +363,26 @@ pub(crate) fn rustls_error<'a>(
         next = err.source();
     }
     None
+}
+
+/// The first DNS name (a wildcard's `*` filled in) or IP address a certificate lists.
+pub(crate) fn first_name(cert: &CertificateDer<'_>) -> Option<String> {
+    use x509_cert::der::Decode;
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::SubjectAltName;
+    let cert = x509_cert::Certificate::from_der(cert.as_ref()).ok()?;
+    let (_, names) = cert.tbs_certificate.get::<SubjectAltName>().ok()??;
+    names.0.iter().find_map(|name| match name {
+        GeneralName::DnsName(dns) => Some(dns.as_str().replacen('*', "splice", 1)),
+        GeneralName::IpAddress(octets) => match octets.as_bytes().len() {
+            4 => <[u8; 4]>::try_from(octets.as_bytes())
+                .ok()
+                .map(|a| std::net::IpAddr::from(a).to_string()),
+            16 => <[u8; 16]>::try_from(octets.as_bytes())
+                .ok()
+                .map(|a| std::net::IpAddr::from(a).to_string()),
+            _ => None,
+        },
+        _ => None,
+    })
 }
