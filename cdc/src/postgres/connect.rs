@@ -86,8 +86,16 @@ pub struct PgTarget {
     tls: TlsSettings,
 }
 
-/// The TLS parameters splice reads itself; tokio-postgres never sees them.
-const TLS_PARAMS: &[&str] = &["sslmode", "sslrootcert", "sslcert", "sslkey"];
+/// The TLS parameters splice reads itself; tokio-postgres never sees them. `sslnegotiation`
+/// is taken out and ignored: every connection uses the classic negotiation (SSLRequest), which
+/// every server that offers direct negotiation also accepts.
+const TLS_PARAMS: &[&str] = &[
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslnegotiation",
+];
 
 impl PgTarget {
     /// Read `url` (`postgres://…` or `key=value …`) with the process environment.
