@@ -16,10 +16,11 @@ struct TlsEnv {
 
 impl TlsEnv {
     fn new(rows: i64) -> TlsEnv {
-        let pg = Postgres::builder()
-            .tls_only()
-            .start()
-            .expect("start a TLS-only PostgreSQL");
+        TlsEnv::with(Postgres::builder().tls_only(), rows)
+    }
+
+    fn with(builder: testkit::PostgresBuilder, rows: i64) -> TlsEnv {
+        let pg = builder.start().expect("start a TLS-only PostgreSQL");
         pg.psql(&format!(
             "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint NOT NULL,
                                   amount numeric(12,2) NOT NULL, currency text, note text);
@@ -62,7 +63,11 @@ impl TlsEnv {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_splice"));
-        c.args(args).current_dir(&self.dir).stdin(Stdio::null());
+        // HOME is the test's directory: no ~/.pgpass or ~/.postgresql of the machine applies.
+        c.args(args)
+            .current_dir(&self.dir)
+            .env("HOME", &self.dir)
+            .stdin(Stdio::null());
         for var in [
             "SPLICE_DATABASE_URL",
             "DATABASE_URL",
@@ -71,6 +76,7 @@ impl TlsEnv {
             "PGUSER",
             "PGDATABASE",
             "PGPASSWORD",
+            "PGPASSFILE",
             "PGSSLMODE",
             "PGSSLROOTCERT",
             "PGSSLCERT",
@@ -300,4 +306,107 @@ fn verify_full_refuses_a_host_name_the_certificate_does_not_list_and_verify_ca_a
         .output()
         .expect("run splice cdc tail");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// `splice cdc tail` over `url` until 100 ms pass without a change: it opens an SQL session
+/// and the replication connection, so success means both authenticated.
+fn tail_briefly(env: &TlsEnv, url: &str, extra_env: &[(&str, &str)]) -> Output {
+    let mut cmd = env.command(&[
+        "cdc",
+        "tail",
+        "--database-url",
+        url,
+        "--table",
+        "orders",
+        "--idle-timeout",
+        "100ms",
+    ]);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run splice cdc tail")
+}
+
+fn write_private(path: &Path, contents: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn client_certificates_authenticate_the_sql_and_the_replication_connection() {
+    let env = TlsEnv::with(
+        Postgres::builder()
+            .tls_only()
+            .hba_rule("hostssl all app all cert")
+            .hba_rule("hostssl replication app all cert"),
+        0,
+    );
+    env.pg
+        .psql("CREATE ROLE app LOGIN SUPERUSER REPLICATION")
+        .expect("role");
+    let issued = env.pg.issue_client_cert("app").expect("client certificate");
+    let (cert, key) = (env.dir.join("app.crt"), env.dir.join("app.key"));
+    write_private(&cert, &issued.cert_pem, 0o644);
+    write_private(&key, &issued.key_pem, 0o600);
+    let base = format!(
+        "postgres://app@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        env.pg.port(),
+        env.ca().display()
+    );
+
+    let with_cert = format!("{base}&sslcert={}&sslkey={}", cert.display(), key.display());
+    let out = tail_briefly(&env, &with_cert, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let out = tail_briefly(&env, &base, &[]);
+    assert_ne!(out.status.code(), Some(0), "no certificate: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("certificate"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_password_comes_from_pgpassword_or_a_private_password_file_and_is_never_printed() {
+    const PASSWORD: &str = "s3cret-pw";
+    let env = TlsEnv::with(
+        Postgres::builder()
+            .tls_only()
+            .hba_rule("hostssl all app all scram-sha-256")
+            .hba_rule("hostssl replication app all scram-sha-256"),
+        0,
+    );
+    env.pg
+        .psql(&format!(
+            "SET password_encryption = 'scram-sha-256';
+             CREATE ROLE app LOGIN SUPERUSER REPLICATION PASSWORD '{PASSWORD}'"
+        ))
+        .expect("role");
+    let url = format!(
+        "postgres://app@127.0.0.1:{}/postgres?sslmode=require",
+        env.pg.port()
+    );
+
+    let out = tail_briefly(&env, &url, &[]);
+    assert_ne!(out.status.code(), Some(0), "no password: {}", text(&out));
+
+    let out = tail_briefly(&env, &url, &[("PGPASSWORD", PASSWORD)]);
+    assert_eq!(out.status.code(), Some(0), "PGPASSWORD: {}", text(&out));
+
+    let pgpass = env.dir.join("pgpass");
+    let line = format!("127.0.0.1:{}:postgres:app:{PASSWORD}\n", env.pg.port());
+    let pgpass_env = pgpass.display().to_string();
+    write_private(&pgpass, &line, 0o600);
+    let out = tail_briefly(&env, &url, &[("PGPASSFILE", &pgpass_env)]);
+    assert_eq!(out.status.code(), Some(0), "PGPASSFILE: {}", text(&out));
+
+    // Readable by others: ignored, with a warning that says how to fix it.
+    write_private(&pgpass, &line, 0o644);
+    let out = tail_briefly(&env, &url, &[("PGPASSFILE", &pgpass_env)]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chmod 0600"), "{}", text(&out));
+    assert!(!err.contains(PASSWORD), "{}", text(&out));
 }

@@ -45,6 +45,7 @@ pub struct Postgres {
     major: u32,
     /// The CA certificate file of a [`PostgresBuilder::tls_only`] server.
     ca_cert: Option<PathBuf>,
+    ca: Option<std::sync::Arc<TestCa>>,
 }
 
 /// Settings for a server before it starts: `Postgres::builder().setting("wal_level", "replica").start()`.
@@ -79,7 +80,8 @@ impl PostgresBuilder {
 
     /// Serve TLS (`ssl=on`) with a certificate for `localhost` and `127.0.0.1` signed by a
     /// throwaway CA ([`Postgres::ca_cert_path`]), and refuse every TCP connection without TLS,
-    /// replication included.
+    /// replication included. The server trusts client certificates from the same CA
+    /// ([`Postgres::issue_client_cert`]); `hba_rule("hostssl all all all cert")` requires them.
     pub fn tls_only(mut self) -> Self {
         self.tls_only = true;
         self
@@ -91,14 +93,14 @@ impl PostgresBuilder {
         let run_as = RunAs::for_server("postgres")?;
         let template = ensure_template(&bins, run_as)?;
         let ca = if self.tls_only {
-            Some(TestCa::generate("splice test CA")?)
+            Some(std::sync::Arc::new(TestCa::generate("splice test CA")?))
         } else {
             None
         };
         let mut last_error = None;
         // A port found free can be taken by a parallel test before the server binds it.
         for _attempt in 0..5 {
-            match start_once(&bins, run_as, &template, &self, ca.as_ref()) {
+            match start_once(&bins, run_as, &template, &self, ca.clone()) {
                 Ok(pg) => return Ok(pg),
                 Err(e) => {
                     tracing::warn!("throwaway postgres did not start, retrying: {e:#}");
@@ -162,6 +164,14 @@ impl Postgres {
     /// (`None` for a server without TLS).
     pub fn ca_cert_path(&self) -> Option<&Path> {
         self.ca_cert.as_deref()
+    }
+
+    /// A client certificate for role `user` from a [`PostgresBuilder::tls_only`] server's CA.
+    pub fn issue_client_cert(&self, user: &str) -> Result<crate::IssuedCert> {
+        match &self.ca {
+            Some(ca) => ca.issue_client(user),
+            None => bail!("this server has no TLS; start it with Postgres::builder().tls_only()"),
+        }
     }
 
     /// The directory holding the server's unix socket.
@@ -332,7 +342,7 @@ fn start_once(
     run_as: RunAs,
     template: &Path,
     builder: &PostgresBuilder,
-    ca: Option<&TestCa>,
+    ca: Option<std::sync::Arc<TestCa>>,
 ) -> Result<Postgres> {
     let dir = unique_dir("pg")?;
     let data = dir.join("data");
@@ -348,7 +358,7 @@ fn start_once(
     }
     let mut tls_settings = Vec::new();
     let mut hba_rules = builder.hba_rules.clone();
-    let ca_cert = match ca {
+    let ca_cert = match &ca {
         Some(ca) => {
             tls_settings = write_tls_files(ca, &dir)?;
             hba_rules.splice(0..0, TLS_ONLY_HBA.iter().map(|l| l.to_string()));
@@ -401,6 +411,7 @@ fn start_once(
         watchdog: None,
         major: bins.major,
         ca_cert,
+        ca,
     };
     wait_ready(&mut pg, &log_path)?;
     pg.watchdog = spawn_watchdog(&pg, run_as);
@@ -424,6 +435,10 @@ fn write_tls_files(ca: &TestCa, dir: &Path) -> Result<Vec<(String, String)>> {
         ("ssl".into(), "on".into()),
         ("ssl_cert_file".into(), cert.display().to_string()),
         ("ssl_key_file".into(), key.display().to_string()),
+        (
+            "ssl_ca_file".into(),
+            dir.join("ca.crt").display().to_string(),
+        ),
     ])
 }
 

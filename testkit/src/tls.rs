@@ -72,4 +72,22 @@ impl TestCa {
             key_pem: key.serialize_pem(),
         })
     }
+
+    /// A client certificate for database role `user` (its common name), for `cert`
+    /// authentication in `pg_hba.conf`.
+    pub fn issue_client(&self, user: &str) -> Result<IssuedCert> {
+        let mut params =
+            CertificateParams::new(Vec::<String>::new()).context("client parameters")?;
+        params.distinguished_name.push(DnType::CommonName, user);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate().context("client key")?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .context("signing the client certificate")?;
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
 }
