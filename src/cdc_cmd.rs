@@ -45,7 +45,9 @@ WAL sender, and a primary key or replica identity on every table.";
 
 #[derive(Args)]
 struct TailArgs {
-    /// PostgreSQL URL; defaults to $SPLICE_DATABASE_URL, then $DATABASE_URL.
+    /// PostgreSQL URL (libpq URL or key=value form; sslmode, sslrootcert, sslcert and sslkey
+    /// are honoured); defaults to $SPLICE_DATABASE_URL, then $DATABASE_URL, then
+    /// $PGHOST/$PGPORT/$PGUSER/$PGDATABASE. See docs/connecting.md.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
 

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 /// The database every migration command talks to.
 #[derive(Args, Clone)]
 pub struct DbArgs {
-    /// PostgreSQL URL; defaults to $SPLICE_DATABASE_URL, then $DATABASE_URL.
+    /// PostgreSQL URL (libpq URL or key=value form; sslmode, sslrootcert, sslcert and sslkey
+    /// are honoured); defaults to $SPLICE_DATABASE_URL, then $DATABASE_URL, then
+    /// $PGHOST/$PGPORT/$PGUSER/$PGDATABASE. See docs/connecting.md.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
 }

@@ -261,6 +261,8 @@ fn a_missing_database_url_is_a_usage_error_naming_the_fix() {
         .args(["status"])
         .env_remove("SPLICE_DATABASE_URL")
         .env_remove("DATABASE_URL")
+        .env_remove("PGHOST")
+        .env_remove("PGDATABASE")
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));

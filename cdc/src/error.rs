@@ -75,8 +75,8 @@ pub enum CdcError {
     InvalidName { name: String },
 
     // ── runtime ──
-    #[error("could not connect to {target}: {detail}; check the database URL and that the server is running")]
-    Connect { target: String, detail: String },
+    #[error("{0}")]
+    Connect(#[from] crate::postgres::ConnectError),
 
     #[error("{context}: {detail}")]
     Database { context: String, detail: String },
@@ -117,6 +117,20 @@ impl CdcError {
         CdcError::Database {
             context: context.into(),
             detail: describe_pg_error(e),
+        }
+    }
+
+    /// The replication connection could not start. TLS problems are usually caught by the SQL
+    /// session opened before it, with the same settings; what is left is named as TLS.
+    pub(crate) fn replication_connect(e: &pgwire_replication::PgWireError) -> CdcError {
+        match e {
+            pgwire_replication::PgWireError::Tls(detail) => CdcError::Replication {
+                detail: format!(
+                    "TLS on the replication connection failed: {detail}; check sslmode, \
+                     sslrootcert, sslcert and sslkey"
+                ),
+            },
+            other => CdcError::replication(other),
         }
     }
 

@@ -58,5 +58,8 @@ pub use change::{
 };
 pub use error::{describe_pg_error, CdcError};
 pub use lsn::Lsn;
-pub use postgres::{drop_capture, CaptureName, PgChangeStream, PgSourceConfig};
+pub use postgres::{
+    connect, drop_capture, CaptureName, ConnectError, PgChangeStream, PgSourceConfig, PgTarget,
+    SslMode,
+};
 pub use source::{ChangeSource, Lag};

@@ -60,6 +60,9 @@ pub enum EngineError {
     /// The database refused or failed (the adapter describes it with the server's message).
     #[error("{context}: {message}")]
     Database { context: String, message: String },
+    /// The database cannot be reached: the message names the target and the fix.
+    #[error("{0}")]
+    Connect(#[from] cdc::ConnectError),
     #[error("change capture: {0}")]
     Capture(#[from] cdc::CdcError),
     /// A change stream that must continue (see [`Continuity::Resume`]) is gone or unusable;

@@ -21,7 +21,9 @@ mod client;
 mod orders;
 mod postgres;
 mod process;
+mod tls;
 
 pub use client::connect;
 pub use orders::orders_divergence_sql;
 pub use postgres::{Postgres, PostgresBuilder};
+pub use tls::{IssuedCert, TestCa};

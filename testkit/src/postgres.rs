@@ -1,7 +1,10 @@
 //! A throwaway PostgreSQL server: initdb once into a cached template, copy it per server, start
 //! `postgres` on a free loopback port with logical decoding on, stop and delete it on drop.
+//! [`PostgresBuilder::tls_only`] gives it a throwaway CA and certificate and refuses every
+//! connection without TLS.
 
 use crate::process::{free_port, log_tail, scratch_root, stop_child, unique_dir, RunAs};
+use crate::tls::TestCa;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -40,6 +43,9 @@ pub struct Postgres {
     /// Stops the server if this process dies without dropping it (a killed or timed-out test).
     watchdog: Option<Child>,
     major: u32,
+    /// The CA certificate file of a [`PostgresBuilder::tls_only`] server.
+    ca_cert: Option<PathBuf>,
+    ca: Option<std::sync::Arc<TestCa>>,
 }
 
 /// Settings for a server before it starts: `Postgres::builder().setting("wal_level", "replica").start()`.
@@ -47,7 +53,16 @@ pub struct Postgres {
 pub struct PostgresBuilder {
     settings: Vec<(String, String)>,
     hba_rules: Vec<String>,
+    tls_only: bool,
 }
+
+/// The `pg_hba.conf` lines of a TLS-only server, ahead of everything else: any connection
+/// without TLS is refused, replication included (the Unix socket cannot do TLS and stays open
+/// for the harness's own tools).
+const TLS_ONLY_HBA: &[&str] = &[
+    "hostnossl all all all reject",
+    "hostnossl replication all all reject",
+];
 
 impl PostgresBuilder {
     /// Set a server setting (`postgres -c name=value`), overriding the harness default.
@@ -63,15 +78,29 @@ impl PostgresBuilder {
         self
     }
 
+    /// Serve TLS (`ssl=on`) with a certificate for `localhost` and `127.0.0.1` signed by a
+    /// throwaway CA ([`Postgres::ca_cert_path`]), and refuse every TCP connection without TLS,
+    /// replication included. The server trusts client certificates from the same CA
+    /// ([`Postgres::issue_client_cert`]); `hba_rule("hostssl all all all cert")` requires them.
+    pub fn tls_only(mut self) -> Self {
+        self.tls_only = true;
+        self
+    }
+
     /// Start the server and wait until it accepts connections.
     pub fn start(self) -> Result<Postgres> {
         let bins = find_server_binaries()?;
         let run_as = RunAs::for_server("postgres")?;
         let template = ensure_template(&bins, run_as)?;
+        let ca = if self.tls_only {
+            Some(std::sync::Arc::new(TestCa::generate("splice test CA")?))
+        } else {
+            None
+        };
         let mut last_error = None;
         // A port found free can be taken by a parallel test before the server binds it.
         for _attempt in 0..5 {
-            match start_once(&bins, run_as, &template, &self) {
+            match start_once(&bins, run_as, &template, &self, ca.clone()) {
                 Ok(pg) => return Ok(pg),
                 Err(e) => {
                     tracing::warn!("throwaway postgres did not start, retrying: {e:#}");
@@ -129,6 +158,20 @@ impl Postgres {
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
+    }
+
+    /// The PEM file of the CA that signed a [`PostgresBuilder::tls_only`] server's certificate
+    /// (`None` for a server without TLS).
+    pub fn ca_cert_path(&self) -> Option<&Path> {
+        self.ca_cert.as_deref()
+    }
+
+    /// A client certificate for role `user` from a [`PostgresBuilder::tls_only`] server's CA.
+    pub fn issue_client_cert(&self, user: &str) -> Result<crate::IssuedCert> {
+        match &self.ca {
+            Some(ca) => ca.issue_client(user),
+            None => bail!("this server has no TLS; start it with Postgres::builder().tls_only()"),
+        }
     }
 
     /// The directory holding the server's unix socket.
@@ -299,6 +342,7 @@ fn start_once(
     run_as: RunAs,
     template: &Path,
     builder: &PostgresBuilder,
+    ca: Option<std::sync::Arc<TestCa>>,
 ) -> Result<Postgres> {
     let dir = unique_dir("pg")?;
     let data = dir.join("data");
@@ -312,10 +356,20 @@ fn start_once(
         let _ = std::fs::remove_dir_all(&dir);
         bail!("cp -a {} {} failed", template.display(), data.display());
     }
-    if !builder.hba_rules.is_empty() {
+    let mut tls_settings = Vec::new();
+    let mut hba_rules = builder.hba_rules.clone();
+    let ca_cert = match &ca {
+        Some(ca) => {
+            tls_settings = write_tls_files(ca, &dir)?;
+            hba_rules.splice(0..0, TLS_ONLY_HBA.iter().map(|l| l.to_string()));
+            Some(dir.join("ca.crt"))
+        }
+        None => None,
+    };
+    if !hba_rules.is_empty() {
         let hba = data.join("pg_hba.conf");
         let default_rules = std::fs::read_to_string(&hba).context("reading pg_hba.conf")?;
-        let mut rules = builder.hba_rules.join("\n");
+        let mut rules = hba_rules.join("\n");
         rules.push('\n');
         rules.push_str(&default_rules);
         std::fs::write(&hba, rules).context("writing pg_hba.conf")?;
@@ -337,6 +391,7 @@ fn start_once(
     for (name, value) in DEFAULT_SETTINGS
         .iter()
         .map(|(n, v)| (n.to_string(), v.to_string()))
+        .chain(tls_settings)
         .chain(builder.settings.iter().cloned())
     {
         cmd.arg("-c").arg(format!("{name}={value}"));
@@ -355,10 +410,36 @@ fn start_once(
         child: Some(child),
         watchdog: None,
         major: bins.major,
+        ca_cert,
+        ca,
     };
     wait_ready(&mut pg, &log_path)?;
     pg.watchdog = spawn_watchdog(&pg, run_as);
     Ok(pg)
+}
+
+/// The CA certificate, the server's certificate and its key (mode 0600, as the server
+/// requires; the caller gives the directory to the server's account) in `dir`, and the
+/// settings that serve them.
+fn write_tls_files(ca: &TestCa, dir: &Path) -> Result<Vec<(String, String)>> {
+    use std::os::unix::fs::PermissionsExt;
+    let server = ca.issue_server(&["localhost", "127.0.0.1"])?;
+    ca.write_cert(&dir.join("ca.crt"))?;
+    let cert = dir.join("server.crt");
+    let key = dir.join("server.key");
+    std::fs::write(&cert, &server.cert_pem).context("writing server.crt")?;
+    std::fs::write(&key, &server.key_pem).context("writing server.key")?;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .context("chmod 0600 server.key")?;
+    Ok(vec![
+        ("ssl".into(), "on".into()),
+        ("ssl_cert_file".into(), cert.display().to_string()),
+        ("ssl_key_file".into(), key.display().to_string()),
+        (
+            "ssl_ca_file".into(),
+            dir.join("ca.crt").display().to_string(),
+        ),
+    ])
 }
 
 /// A small shell loop, running as the server's account, that stops the server and removes its

@@ -2,12 +2,17 @@
 //! replication connection, turned into whole transactions with per-transaction acknowledgements.
 
 mod assemble;
+pub mod connect;
+mod pgpass;
 mod setup;
+pub mod tls;
 
+pub use connect::{connect, ConnectError, PgTarget};
 pub use setup::CaptureName;
+pub use tls::{SslMode, TlsSettings, TrustRoots};
 
 use crate::change::{Position, TableName, Timestamp, Transaction};
-use crate::error::{describe_pg_error, CdcError};
+use crate::error::CdcError;
 use crate::lsn::Lsn;
 use crate::pgoutput;
 use crate::source::{ChangeSource, Lag};
@@ -114,68 +119,22 @@ impl std::fmt::Debug for PgChangeStream {
 async fn connect_sql(
     database_url: &str,
 ) -> Result<(tokio_postgres::Client, JoinHandle<()>), CdcError> {
-    let config: tokio_postgres::Config =
-        database_url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| CdcError::Connect {
-                target: "the database URL".into(),
-                detail: format!("it does not parse ({e})"),
-            })?;
-    let (client, connection) =
-        config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| CdcError::Connect {
-                target: describe_target(&config),
-                detail: describe_pg_error(&e),
-            })?;
-    let task = tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            debug!("cdc SQL connection ended: {e}");
-        }
-    });
-    Ok((client, task))
+    Ok(PgTarget::from_url(database_url)?.connect().await?)
 }
 
-/// `host:port/database`, without the password.
-fn describe_target(config: &tokio_postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        #[cfg(unix)]
-        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!(
-        "{host}:{port}/{}",
-        config.get_dbname().unwrap_or("(default database)")
-    )
-}
-
-/// The replication client's settings, from the same URL.
-fn replication_config(
+/// The replication client's settings, from the same URL (and the same TLS settings and
+/// password resolution as the SQL sessions).
+async fn replication_config(
     database_url: &str,
     name: &CaptureName,
     start: Lsn,
     status_interval: Duration,
 ) -> Result<ReplicationConfig, CdcError> {
-    let config: tokio_postgres::Config =
-        database_url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| CdcError::Connect {
-                target: "the database URL".into(),
-                detail: format!("it does not parse ({e})"),
-            })?;
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        #[cfg(unix)]
-        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
+    let target = PgTarget::from_url(database_url)?;
+    let config = target.config();
     let user = config
         .get_user()
         .map(str::to_string)
-        .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "postgres".into());
     let password = config
         .get_password()
@@ -185,16 +144,17 @@ fn replication_config(
         .get_dbname()
         .map(str::to_string)
         .unwrap_or_else(|| user.clone());
-    let port = config.get_ports().first().copied().unwrap_or(5432);
+    // `hostaddr` is where to connect; the host name is still what TLS checks.
     Ok(ReplicationConfig::new(
-        host,
+        target.address(),
         user,
         password,
         database,
         name.slot(),
         name.publication(),
     )
-    .with_port(port)
+    .with_port(target.port())
+    .with_tls(target.replication_tls().await?)
     .with_start_lsn(start.into())
     // Never report less than what the server already has.
     .with_ack_lsn(start.into())
@@ -281,10 +241,11 @@ impl PgChangeStream {
         let fail = |e: CdcError| (e, created.clone());
         let repl_config =
             replication_config(&config.database_url, name, start, config.status_interval)
+                .await
                 .map_err(fail)?;
         let mut replication = ReplicationClient::connect(repl_config)
             .await
-            .map_err(|e| fail(CdcError::replication(&e)))?;
+            .map_err(|e| fail(CdcError::replication_connect(&e)))?;
         replication
             .wait_started()
             .await

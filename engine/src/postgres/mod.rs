@@ -41,19 +41,8 @@ pub fn db_message(e: &tokio_postgres::Error) -> String {
 /// Connects with tokio-postgres and drives the connection in the background, with the session
 /// settings verify's canonical text depends on; errors name the URL's host and the fix.
 pub async fn connect(url: &str) -> Result<Client, EngineError> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| EngineError::Database {
-            context: "cannot connect to the database (check --database-url / \
-                      SPLICE_DATABASE_URL and that the server is running)"
-                .into(),
-            message: db_message(&e),
-        })?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "database connection ended");
-        }
-    });
+    // TLS, the libpq environment and the password file: the same rules as change capture.
+    let (client, _connection) = cdc::connect(url).await?;
     // One canonical text form for every value verify hashes; and string literals read the
     // same whatever the database or role sets (verify re-queries keys holding backslashes).
     client
