@@ -335,19 +335,24 @@ fn main() -> Result<()> {
         args.next()
             .context("usage: fault_campaign SPLICE_BINARY [SEEDS] [ROWS]")?,
     );
-    // Commands run in a directory of their own: the binary's path must not be relative.
-    let splice = splice
-        .canonicalize()
-        .with_context(|| format!("{} does not exist", splice.display()))?;
+    // A copy of its own: a rebuild of the original while the campaign runs must not pull
+    // the binary from under it.
+    let copy = std::env::temp_dir().join(format!("splice-faults-{}", std::process::id()));
+    std::fs::copy(&splice, &copy).with_context(|| format!("copying {}", splice.display()))?;
+    let splice = copy;
     let seeds: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(50);
     let rows: i64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3_000);
     let server = testkit::Postgres::start()?;
     let started = Instant::now();
     let mut tally = Tally::default();
     for seed in 1..=seeds {
-        run_seed(&splice, &server, seed, rows, &mut tally)
-            .with_context(|| format!("seed {seed}"))?;
+        let ran = run_seed(&splice, &server, seed, rows, &mut tally);
+        if let Err(e) = ran {
+            let _ = std::fs::remove_file(&splice);
+            return Err(e.context(format!("seed {seed}")));
+        }
     }
+    let _ = std::fs::remove_file(&splice);
     println!();
     println!("fault campaign: {} s", started.elapsed().as_secs());
     println!("  seeds run            {}", tally.seeds);
