@@ -8,6 +8,7 @@ mod duration;
 mod lint_cmd;
 mod lint_output;
 mod migrate_cmd;
+mod new_cmd;
 mod runtime;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,7 @@ enum Command {
     Cdc(cdc_cmd::CdcArgs),
     /// Run an online migration end to end on a throwaway PostgreSQL, under write load.
     Demo(demo::DemoArgs),
+    New(new_cmd::NewArgs),
     #[command(flatten)]
     Migrate(migrate_cmd::MigrateCommand),
 }
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Cdc(args) => cdc_cmd::run(args),
         Command::Migrate(cmd) => migrate_cmd::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::New(args) => new_cmd::run(args),
     };
     ExitCode::from(code)
 }

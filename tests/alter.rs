@@ -283,3 +283,42 @@ CREATE TABLE community (
     assert!(plan.contains("dropped on purpose"), "{plan}");
     env.ok(&["expand", "narrow.toml"]);
 }
+
+#[test]
+fn splice_new_writes_the_migration_a_lint_error_suggests_and_it_plans() {
+    let env = Env::new();
+    // The linter's help names the command that runs the flagged ALTER online.
+    let sql = env.dir.join("001_widen.sql");
+    std::fs::write(
+        &sql,
+        "SET lock_timeout = '2s';\nALTER TABLE community ALTER COLUMN title TYPE varchar(200);\n",
+    )
+    .expect("write sql");
+    let out = env.splice(&["lint", "001_widen.sql"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let lint = String::from_utf8_lossy(&out.stdout);
+    let suggested =
+        "splice new <name> --alter 'ALTER TABLE community ALTER COLUMN title TYPE varchar(200)'";
+    assert!(lint.contains(suggested), "{lint}");
+
+    env.ok(&[
+        "new",
+        "widen_title",
+        "--alter",
+        "ALTER TABLE community ALTER COLUMN title TYPE varchar(200)",
+    ]);
+    let plan = env.ok(&["plan", "widen_title.toml"]);
+    assert!(
+        plan.contains("TYPE VARCHAR(200)") || plan.contains("TYPE varchar(200)"),
+        "{plan}"
+    );
+    // A second `new` does not overwrite the file.
+    let out = env.splice(&[
+        "new",
+        "widen_title",
+        "--alter",
+        "ALTER TABLE community ADD COLUMN x int",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+}

@@ -250,18 +250,43 @@ pub fn check(sql: &str, opts: &Options) -> Vec<Diagnostic> {
             } else {
                 f.rule.severity
             };
+            let statement = f
+                .statement
+                .and_then(|i| split.statements.get(i))
+                .map(|st| &sql[st.start..st.end]);
             Diagnostic {
                 line,
                 column,
                 rule: f.rule.id,
                 severity,
                 message: f.message,
-                help: f.rule.help.to_string(),
+                help: help_for(f.rule, statement, opts.dialect),
             }
         })
         .collect();
     out.sort_by_key(|d| (d.line, d.column));
     out
+}
+
+/// The rule's help; for an ALTER TABLE that rewrites or scans the table under its lock, also
+/// the one command that writes the splice migration running that same ALTER online.
+fn help_for(rule: &RuleInfo, statement: Option<&str>, dialect: Dialect) -> String {
+    const ONLINE: [&str; 2] = ["change-column-type", "set-not-null"];
+    let alter = statement.map(str::trim).filter(|st| {
+        st.get(..11)
+            .is_some_and(|p| p.eq_ignore_ascii_case("alter table"))
+    });
+    match alter {
+        Some(st) if dialect == Dialect::Postgres && ONLINE.contains(&rule.id) => {
+            let one_line = st.split_whitespace().collect::<Vec<_>>().join(" ");
+            format!(
+                "{}; or run this same ALTER online: splice new <name> --alter '{}'",
+                rule.help,
+                one_line.replace('\'', "'\\''")
+            )
+        }
+        _ => rule.help.to_string(),
+    }
 }
 
 /// Index of the statement whose text contains `offset`.

@@ -232,6 +232,49 @@ pub fn implied_mappings(spec: &MigrationSpec, alter: &str) -> Result<Implied, En
     Ok(implied)
 }
 
+/// The table the first ALTER TABLE statement of `alter` names (`schema.table`, or `table`),
+/// as written; `None` when there is no ALTER TABLE to read it from.
+pub fn table_of(alter: &str) -> Option<String> {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, alter).ok()?;
+    statements.into_iter().find_map(|st| match st {
+        Statement::AlterTable(at) => Some(
+            at.name
+                .0
+                .iter()
+                .map(ident_value)
+                .collect::<Vec<_>>()
+                .join("."),
+        ),
+        _ => None,
+    })
+}
+
+/// The text of a migration file that runs `alter` online on `table`.
+pub fn migration_file(name: &str, table: &str, alter: &str) -> String {
+    let alter = alter.trim().trim_end_matches(';').trim();
+    let quoted = if alter.contains("\"\"\"") || alter.contains('\\') {
+        // A TOML literal string keeps every character as it is.
+        format!("'''{alter}'''")
+    } else {
+        format!("\"\"\"{alter}\"\"\"")
+    };
+    format!(
+        "# {name}: {alter_line}\n\
+         # splice plan {name}.toml, then expand, sync, verify, cutover, contract.\n\
+         name = \"{name}\"\n\
+         table = \"{table}\"\n\
+         # The shadow table starts as an exact copy of the live one (columns, indexes,\n\
+         # constraints, foreign keys, storage parameters, comments); this runs on it.\n\
+         alter = {quoted}\n\
+         quarantine = \"30d\"\n\
+         \n\
+         [up]      # new column = SQL expression over the old row, where the ALTER does not say\n\
+         \n\
+         [down]    # old column = SQL expression over the new row, for rollback after cutover\n",
+        alter_line = alter.lines().next().unwrap_or_default(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +300,21 @@ mod tests {
         assert_eq!(implied.down["amount"], "\"grand_total\"");
         assert_eq!(implied.up["qty"], "qty * 10");
         assert!(!implied.up.contains_key("total"));
+    }
+
+    #[test]
+    fn a_generated_file_parses_back_to_the_same_alter() {
+        let alter = "ALTER TABLE public.community ALTER COLUMN title TYPE varchar(200);";
+        assert_eq!(table_of(alter).as_deref(), Some("public.community"));
+        let file = migration_file("widen_title", "public.community", alter);
+        let spec = MigrationSpec::parse(&file, "generated").expect("parses");
+        assert_eq!(
+            spec.shape,
+            crate::spec::Shape::Alter(
+                "ALTER TABLE public.community ALTER COLUMN title TYPE varchar(200)".into()
+            )
+        );
+        assert_eq!(spec.table.to_string(), "public.community");
     }
 
     #[test]
