@@ -365,6 +365,12 @@ async fn sync(engine: &Engine<Postgres>, name: &str, opts: &SyncOptions) -> u8 {
     bar.finish();
     match result {
         Ok(p) => {
+            if p.indexes_built > 0 {
+                println!(
+                    "sync {name}: built {} deferred index(es) in {:.1}s",
+                    p.indexes_built, p.index_build_s
+                );
+            }
             println!(
                 "sync {name}: {} rows copied{}, {} transactions applied, capture lag {} bytes{}",
                 p.rows_copied,

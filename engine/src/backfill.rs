@@ -64,6 +64,9 @@ pub struct SyncProgress {
     pub txns_applied: u64,
     /// Why the backfill is paused, when it is.
     pub throttled: Option<String>,
+    /// Deferred secondary indexes this run built after the backfill, and how long that took.
+    pub indexes_built: u32,
+    pub index_build_s: f64,
     pub elapsed_s: f64,
 }
 

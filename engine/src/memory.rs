@@ -24,8 +24,8 @@ use crate::seam::{
 };
 use crate::spec::{MigrationSpec, QualifiedName};
 use crate::state::{
-    Checkpoint, Figure, LastVerify, MigrationRecord, Phase, PhaseChange, QuarantineEntry,
-    Transition,
+    Checkpoint, DeferredIndex, Figure, LastVerify, MigrationRecord, Phase, PhaseChange,
+    QuarantineEntry, Transition,
 };
 use crate::EngineError;
 use bytes::Bytes;
@@ -570,14 +570,27 @@ impl SchemaChanges for Memory {
         _: &(),
         _spec: &MigrationSpec,
         ddl: &[String],
-    ) -> Result<(), EngineError> {
+        lock: &MemoryLock,
+        change: &PhaseChange,
+    ) -> Result<Vec<DeferredIndex>, EngineError> {
         let mut db = self.lock();
         db.step("create_shadow")?;
+        db.record_change(lock, change)?;
         for statement in ddl {
             let (name, table) = parse_create_table(statement)?;
             db.tables.entry(name).or_insert(table);
         }
-        Ok(())
+        // No indexes in here: nothing to defer.
+        Ok(Vec::new())
+    }
+
+    async fn build_index(
+        &self,
+        _: &(),
+        _: &MigrationSpec,
+        _: &DeferredIndex,
+    ) -> Result<bool, EngineError> {
+        Ok(false)
     }
 
     async fn drop_shadow(&self, _: &(), spec: &MigrationSpec) -> Result<(), EngineError> {

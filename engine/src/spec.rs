@@ -24,6 +24,8 @@ pub struct MigrationSpec {
     pub drop_indexes: Vec<String>,
     /// Constraints of the live table the new shape drops on purpose.
     pub drop_constraints: Vec<String>,
+    /// When the shadow's secondary indexes are built.
+    pub build_indexes: IndexBuild,
     /// Target column → SQL expression over the source row.
     pub up: BTreeMap<String, String>,
     /// Source column → SQL expression over the target row (reverse sync after cutover).
@@ -33,6 +35,18 @@ pub struct MigrationSpec {
     pub throttle: Throttle,
     /// How long contract keeps the old table in quarantine before drop is allowed.
     pub quarantine: Duration,
+}
+
+/// When the shadow table's secondary indexes (those no constraint and no upsert needs) are
+/// built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IndexBuild {
+    /// Once, in bulk, when the backfill is done and before verify (`CREATE INDEX
+    /// CONCURRENTLY`): the copy does not maintain them row by row. The default.
+    #[default]
+    AfterBackfill,
+    /// With the table, at expand: maintained by every copied row.
+    AtExpand,
 }
 
 /// How a migration file gives the new shape.
@@ -189,6 +203,7 @@ struct RawSpec {
     drop_indexes: Vec<String>,
     #[serde(default)]
     drop_constraints: Vec<String>,
+    build_indexes: Option<String>,
     #[serde(default)]
     up: BTreeMap<String, String>,
     #[serde(default)]
@@ -265,6 +280,16 @@ impl MigrationSpec {
                 )))
             }
         };
+        let build_indexes = match raw.build_indexes.as_deref() {
+            None | Some("after_backfill") => IndexBuild::AfterBackfill,
+            Some("at_expand") => IndexBuild::AtExpand,
+            Some(other) => {
+                return Err(SpecError(format!(
+                    "{origin}: build_indexes = \"{other}\"; use \"after_backfill\" (the default) \
+                     or \"at_expand\""
+                )))
+            }
+        };
         let t = raw.throttle;
         let defaults = Throttle::default();
         let throttle = Throttle {
@@ -298,6 +323,7 @@ impl MigrationSpec {
             shape,
             drop_indexes: raw.drop_indexes,
             drop_constraints: raw.drop_constraints,
+            build_indexes,
             up: lower(raw.up),
             down: lower(raw.down),
             key: raw

@@ -84,6 +84,14 @@ impl PhaseChange {
     }
 }
 
+/// A secondary index of the shadow table that is built after the backfill.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeferredIndex {
+    pub name: String,
+    /// The adapter's statement that creates it (PostgreSQL: `pg_get_indexdef`).
+    pub definition: String,
+}
+
 /// A migration's row in `splice.migrations`.
 #[derive(Debug, Clone)]
 pub struct MigrationRecord {

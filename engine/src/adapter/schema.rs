@@ -2,18 +2,33 @@
 
 use super::StateStore;
 use crate::spec::MigrationSpec;
-use crate::state::{PhaseChange, QuarantineEntry};
+use crate::state::{DeferredIndex, PhaseChange, QuarantineEntry};
 use crate::EngineError;
 use std::future::Future;
 
 pub trait SchemaChanges: StateStore {
-    /// Creates the shadow table (unless it exists) under the spec's lock timeout.
+    /// Creates the shadow table (unless it exists) under the spec's lock timeout and records
+    /// `change` through `lock` in the same transaction. Under
+    /// [`IndexBuild::AfterBackfill`](crate::spec::IndexBuild) the secondary indexes (those no
+    /// constraint backs and no upsert can use) are dropped again in that transaction, and
+    /// their definitions recorded with the change (`deferred_indexes`) for
+    /// [`build_index`](SchemaChanges::build_index) after the backfill.
     fn create_shadow(
         &self,
         conn: &Self::Conn,
         spec: &MigrationSpec,
         ddl: &[String],
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+        lock: &Self::Lock,
+        change: &PhaseChange,
+    ) -> impl Future<Output = Result<Vec<DeferredIndex>, EngineError>> + Send;
+    /// Builds one deferred index of the shadow table unless a valid one of that name exists
+    /// (an invalid leftover of an interrupted build is dropped first); true when it built it.
+    fn build_index(
+        &self,
+        conn: &Self::Conn,
+        spec: &MigrationSpec,
+        index: &DeferredIndex,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
     /// Drops the shadow table if it exists (rollback before cutover).
     fn drop_shadow(
         &self,

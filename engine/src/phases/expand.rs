@@ -72,11 +72,13 @@ impl<A: Adapter> Engine<A> {
             Phase::Planned => {}
             _ => return Ok(plan),
         }
-        self.adapter
-            .create_shadow(&db, &spec, &plan.expand_ddl)
-            .await?;
-        self.adapter
-            .transition(
+        // The shadow table and the phase change commit together.
+        let deferred = self
+            .adapter
+            .create_shadow(
+                &db,
+                &spec,
+                &plan.expand_ddl,
                 &lock,
                 &PhaseChange::new(
                     record.phase,
@@ -88,6 +90,12 @@ impl<A: Adapter> Engine<A> {
                 ),
             )
             .await?;
+        if !deferred.is_empty() {
+            info!(
+                indexes = deferred.len(),
+                "secondary indexes are built after the backfill"
+            );
+        }
         Ok(plan)
     }
 }

@@ -32,7 +32,7 @@ use crate::drift::SourceShape;
 use crate::error::Refusal;
 use crate::seam::{Continuity, Direction};
 use crate::spec::MigrationSpec;
-use crate::state::{MigrationRecord, Phase};
+use crate::state::{DeferredIndex, MigrationRecord, Phase};
 use crate::EngineError;
 
 pub use crate::spec::QUARANTINE_SCHEMA;
@@ -194,6 +194,35 @@ impl<A: Adapter> Engine<A> {
             changes: changes.join("; "),
         }
         .into())
+    }
+}
+
+impl<A: Adapter> Engine<A> {
+    /// Builds the shadow's secondary indexes expand deferred (`CREATE INDEX CONCURRENTLY`;
+    /// those already built are skipped): after the backfill, and again before cutover in case
+    /// a sync stopped in between. Returns how many it built and how long that took.
+    async fn build_deferred_indexes(
+        &self,
+        db: &A::Conn,
+        spec: &MigrationSpec,
+    ) -> Result<(u32, f64), EngineError> {
+        let history = self.adapter.history(db, &spec.name).await?;
+        let deferred: Vec<DeferredIndex> = history
+            .iter()
+            .rev()
+            .find(|t| t.to == Phase::Expanded.as_str())
+            .and_then(|t| t.figures.get("deferred_indexes"))
+            .and_then(|d| serde_json::from_value(d.clone()).ok())
+            .unwrap_or_default();
+        let started = std::time::Instant::now();
+        let mut built = 0;
+        for index in &deferred {
+            if self.adapter.build_index(db, spec, index).await? {
+                tracing::info!(index = %index.name, "built a deferred index");
+                built += 1;
+            }
+        }
+        Ok((built, started.elapsed().as_secs_f64()))
     }
 }
 

@@ -89,6 +89,13 @@ impl<A: Adapter> Engine<A> {
                         progress,
                     )
                     .await?;
+                    if p.backfill_done {
+                        // Indexes in bulk now the copy is done; capture keeps the slot's
+                        // place meanwhile and the applier catches up right after.
+                        let (built, seconds) = self.build_deferred_indexes(&db, &spec).await?;
+                        p.indexes_built = built;
+                        p.index_build_s = seconds;
+                    }
                     let result = follow(&mut capture, opts, control, progress, &mut p).await;
                     capture.close().await?;
                     result.map(|_| p)

@@ -10,8 +10,9 @@ use crate::adapter::{Cutover, SchemaChanges};
 use crate::catalog::Dependent;
 use crate::error::Refusal;
 use crate::seam::{Swap, SwapLock};
+use crate::spec::IndexBuild;
 use crate::spec::{MigrationSpec, QUARANTINE_SCHEMA};
-use crate::state::{PhaseChange, QuarantineEntry};
+use crate::state::{DeferredIndex, PhaseChange, QuarantineEntry};
 use crate::EngineError;
 use tokio_postgres::{Client, GenericClient};
 use tracing::warn;
@@ -69,6 +70,54 @@ async fn lock_holders(db: &Client, tables: &[&crate::spec::QualifiedName]) -> Ve
             Vec::new()
         }
     }
+}
+
+/// Drops the secondary indexes of the freshly created `shadow` (those no constraint backs and
+/// no upsert can arbitrate on: non-unique, partial or expression indexes) and returns their
+/// definitions, to be built in bulk after the backfill.
+async fn defer_secondary_indexes(
+    db: &Client,
+    shadow: &crate::spec::QualifiedName,
+) -> Result<Vec<DeferredIndex>, EngineError> {
+    let rows = db
+        .query(
+            "SELECT c.relname::text, pg_get_indexdef(x.indexrelid)
+             FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+             WHERE x.indrelid = to_regclass($1)
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid
+                               AND k.conrelid = x.indrelid)
+               AND NOT (x.indisunique AND x.indpred IS NULL AND x.indexprs IS NULL)
+             ORDER BY c.relname",
+            &[&qualified(shadow)],
+        )
+        .await
+        .map_err(|e| EngineError::db("listing the new table's secondary indexes", e))?;
+    let mut deferred = Vec::new();
+    for r in rows {
+        let index = DeferredIndex {
+            name: r.get(0),
+            definition: r.get(1),
+        };
+        db.batch_execute(&format!(
+            "DROP INDEX {}.{}",
+            quote_ident(&shadow.schema),
+            quote_ident(&index.name)
+        ))
+        .await
+        .map_err(|e| ddl_error("deferring a secondary index", e))?;
+        deferred.push(index);
+    }
+    Ok(deferred)
+}
+
+/// `CREATE [UNIQUE] INDEX name …` as `CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS name …`.
+fn concurrent(definition: &str) -> Option<String> {
+    for prefix in ["CREATE UNIQUE INDEX ", "CREATE INDEX "] {
+        if let Some(rest) = definition.strip_prefix(prefix) {
+            return Some(format!("{prefix}CONCURRENTLY IF NOT EXISTS {rest}"));
+        }
+    }
+    None
 }
 
 /// Runs `work` in a transaction on `db`: committed when it succeeds, rolled back when not.
@@ -212,23 +261,24 @@ async fn carry_over(
 }
 
 impl SchemaChanges for Postgres {
-    /// Creates the shadow table (unless it exists) in one transaction under the lock timeout.
+    /// Creates the shadow table (unless it exists), defers its secondary indexes, and records
+    /// the phase change, in one transaction under the lock timeout.
     async fn create_shadow(
         &self,
         db: &Client,
         spec: &MigrationSpec,
         ddl: &[String],
-    ) -> Result<(), EngineError> {
-        db.batch_execute("BEGIN")
-            .await
-            .map_err(|e| EngineError::db("starting expand", e))?;
-        let result = async {
+        lock: &RunnerLock,
+        change: &PhaseChange,
+    ) -> Result<Vec<DeferredIndex>, EngineError> {
+        in_transaction(db, "creating the shadow table", async {
             db.batch_execute(&format!(
                 "SET LOCAL lock_timeout = '{}ms'",
                 spec.throttle.lock_timeout.as_millis()
             ))
             .await
             .map_err(|e| ddl_error("setting lock_timeout", e))?;
+            let mut deferred = Vec::new();
             if super::catalog::table(db, &spec.shadow_table())
                 .await?
                 .is_none()
@@ -239,17 +289,70 @@ impl SchemaChanges for Postgres {
                         .await
                         .map_err(|e| ddl_error("creating the shadow table", e))?;
                 }
+                if spec.build_indexes == IndexBuild::AfterBackfill {
+                    deferred = defer_secondary_indexes(db, &spec.shadow_table()).await?;
+                }
             }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            rollback(db).await;
-            return Err(e);
-        }
-        db.batch_execute("COMMIT")
+            let mut change = change.clone();
+            if let Some(figures) = change.figures.as_object_mut() {
+                figures.insert(
+                    "deferred_indexes".into(),
+                    serde_json::to_value(&deferred).unwrap_or_default(),
+                );
+            }
+            record_change(db, lock, &change).await?;
+            Ok(deferred)
+        })
+        .await
+    }
+
+    /// `CREATE INDEX CONCURRENTLY` on the shadow table: writes (the applier's) go on.
+    async fn build_index(
+        &self,
+        db: &Client,
+        spec: &MigrationSpec,
+        index: &DeferredIndex,
+    ) -> Result<bool, EngineError> {
+        let shadow = spec.shadow_table();
+        let valid: Option<bool> = db
+            .query_opt(
+                "SELECT x.indisvalid FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&shadow.schema, &index.name],
+            )
             .await
-            .map_err(|e| EngineError::db("committing expand", e))
+            .map_err(|e| EngineError::db("looking up a deferred index", e))?
+            .map(|r| r.get(0));
+        let qualified_index = format!(
+            "{}.{}",
+            quote_ident(&shadow.schema),
+            quote_ident(&index.name)
+        );
+        match valid {
+            Some(true) => return Ok(false),
+            // An interrupted concurrent build leaves an invalid index behind.
+            Some(false) => db
+                .batch_execute(&format!(
+                    "DROP INDEX CONCURRENTLY IF EXISTS {qualified_index}"
+                ))
+                .await
+                .map_err(|e| ddl_error("dropping an interrupted index build", e))?,
+            None => {}
+        }
+        let concurrently = concurrent(&index.definition).ok_or_else(|| {
+            EngineError::Missing(format!(
+                "the recorded definition of index {} is not a CREATE INDEX: {}",
+                index.name, index.definition
+            ))
+        })?;
+        db.batch_execute(&concurrently).await.map_err(|e| {
+            ddl_error(
+                &format!("building index {} on the new table", index.name),
+                e,
+            )
+        })?;
+        Ok(true)
     }
 
     async fn drop_shadow(&self, db: &Client, spec: &MigrationSpec) -> Result<(), EngineError> {
