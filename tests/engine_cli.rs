@@ -659,3 +659,87 @@ fn an_audit_trigger_records_each_application_write_once_before_and_after_cutover
         .expect("triggers");
     assert_eq!(enabled, "_splice_orders_v2_old:D,orders:O");
 }
+
+#[test]
+fn owner_rls_policies_column_grants_publications_and_properties_follow_the_live_name() {
+    let env = Env::new(300);
+    env.pg
+        .psql(
+            "CREATE ROLE app_owner; CREATE ROLE tenant; CREATE ROLE reader;
+             ALTER TABLE orders OWNER TO app_owner;
+             ALTER TABLE orders ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY tenant_rows ON orders FOR ALL TO tenant
+               USING (customer_id = 7) WITH CHECK (customer_id = 7);
+             GRANT SELECT, INSERT, UPDATE ON orders TO tenant;
+             GRANT USAGE ON SEQUENCE orders_id_seq TO tenant;
+             GRANT SELECT (id, note) ON orders TO reader;
+             CREATE PUBLICATION downstream FOR TABLE orders;
+             ALTER TABLE orders REPLICA IDENTITY FULL;
+             ALTER TABLE orders SET (fillfactor = 90);
+             COMMENT ON TABLE orders IS 'one row per order';
+             COMMENT ON COLUMN orders.note IS 'free text';
+             ALTER TABLE orders ALTER COLUMN customer_id SET STATISTICS 500;",
+        )
+        .expect("properties");
+    let tenant_rows = env
+        .pg
+        .psql("SELECT count(*) FROM orders WHERE customer_id = 7")
+        .expect("count");
+    // What the application sees, and what the catalog says, for the table named `orders`.
+    let check = |when: &str| {
+        let q = |sql: &str| env.pg.psql(sql).unwrap_or_else(|e| format!("ERROR {e}"));
+        assert_eq!(
+            q("SELECT pg_get_userbyid(relowner) || ' ' || relrowsecurity || ' ' || relreplident::text || ' ' || array_to_string(reloptions, ',') || ' ' || obj_description(oid, 'pg_class') FROM pg_class WHERE oid = 'public.orders'::regclass"),
+            "app_owner true f fillfactor=90 one row per order",
+            "{when}: owner, RLS, replica identity, storage parameters, comment"
+        );
+        assert_eq!(
+            q("SELECT string_agg(policyname || ':' || array_to_string(roles, ',') || ':' || qual, ';') FROM pg_policies WHERE tablename = 'orders'"),
+            "tenant_rows:tenant:(customer_id = 7)",
+            "{when}: the policy"
+        );
+        assert_eq!(
+            q("SELECT col_description('public.orders'::regclass, attnum) || ' ' || (SELECT attstattarget FROM pg_attribute WHERE attrelid = 'public.orders'::regclass AND attname = 'customer_id') FROM pg_attribute WHERE attrelid = 'public.orders'::regclass AND attname = 'note'"),
+            "free text 500",
+            "{when}: column comment and statistics target"
+        );
+        assert_eq!(
+            q("SELECT string_agg(schemaname || '.' || tablename, ',') FROM pg_publication_tables WHERE pubname = 'downstream'"),
+            "public.orders",
+            "{when}: the other publication follows the live name"
+        );
+        // The tenant sees only its rows and cannot write another tenant's.
+        assert!(
+            q("SET ROLE tenant; SELECT count(*) FROM orders").ends_with(&tenant_rows),
+            "{when}: RLS keeps the tenant to its rows"
+        );
+        assert!(
+            !q("SET ROLE tenant; UPDATE orders SET note = 'mine' WHERE customer_id = 7")
+                .starts_with("ERROR"),
+            "{when}: the tenant can still write its rows"
+        );
+        assert!(
+            q("SET ROLE tenant; INSERT INTO orders (customer_id, note) VALUES (8, 'x')")
+                .contains("row-level security"),
+            "{when}: WITH CHECK still holds"
+        );
+        // The reader's column grant: id and note, nothing else.
+        assert!(
+            !q("SET ROLE reader; SELECT id, note FROM orders LIMIT 1").contains("ERROR"),
+            "{when}: the column grant"
+        );
+        assert!(
+            q("SET ROLE reader; SELECT customer_id FROM orders LIMIT 1")
+                .contains("permission denied"),
+            "{when}: only the granted columns"
+        );
+    };
+    check("before");
+    env.ok(&["expand", "orders_v2.toml"]);
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    env.ok(&["verify", "orders_v2"]);
+    env.ok(&["cutover", "orders_v2"]);
+    check("after cutover");
+    env.ok(&["rollback", "orders_v2"]);
+    check("after rollback");
+}

@@ -94,6 +94,16 @@ pub enum Dependent {
     },
     /// A grant of privileges on this table.
     Grant { grantee: String, privilege: String },
+    /// Anything else the table carries (owner, row-level security and its policies, column
+    /// grants, publication membership, replica identity, storage parameters, comments,
+    /// statistics targets): what it is, and the adapter's statements that give it to the table
+    /// that takes the live name. `{table}` in them stands for that table, `{old}` for the one
+    /// that gives it up. `column`: carried only when the incoming table has that column.
+    Property {
+        what: String,
+        column: Option<String>,
+        statements: Vec<String>,
+    },
 }
 
 impl std::fmt::Display for Dependent {
@@ -120,6 +130,7 @@ impl std::fmt::Display for Dependent {
                 write!(f, "sequence {sequence} owned by column {column}")
             }
             Dependent::Grant { grantee, privilege } => write!(f, "grant {privilege} to {grantee}"),
+            Dependent::Property { what, .. } => f.write_str(what),
         }
     }
 }

@@ -94,7 +94,8 @@ pub async fn dependents(
     table: &Table,
 ) -> Result<Vec<Dependent>, EngineError> {
     let ctx = |what: &str| format!("reading {what} that depend on {}", table.name);
-    let mut out = Vec::new();
+    // The owner first: a sequence can be re-owned only by a column of a table of its owner.
+    let mut out = properties(db, table).await?;
     for r in db
         .query(
             "SELECT DISTINCT n.nspname::text, v.relname::text, pg_get_viewdef(v.oid), v.relkind = 'm'
@@ -181,6 +182,207 @@ pub async fn dependents(
         .map_err(|e| EngineError::db(ctx("grants"), e))?
     {
         out.push(Dependent::Grant { grantee: r.get(0), privilege: r.get(1) });
+    }
+    Ok(out)
+}
+
+/// What else the table carries, as [`Dependent::Property`] entries: owner, row-level security
+/// and policies, column grants, publication membership, replica identity, storage parameters,
+/// comments and statistics targets.
+async fn properties(db: &impl GenericClient, table: &Table) -> Result<Vec<Dependent>, EngineError> {
+    let ctx = |what: &str| format!("reading the {what} of {}", table.name);
+    let prop =
+        |what: String, column: Option<String>, statements: Vec<String>| Dependent::Property {
+            what,
+            column,
+            statements,
+        };
+    let mut out = Vec::new();
+    let row = db
+        .query_one(
+            "SELECT quote_ident(pg_get_userbyid(c.relowner)), pg_get_userbyid(c.relowner) = current_user,
+                    c.relrowsecurity, c.relforcerowsecurity, c.relreplident::text,
+                    (SELECT quote_ident(i.relname) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+                      WHERE x.indrelid = c.oid AND x.indisreplident),
+                    array_to_string(c.reloptions, ', '), obj_description(c.oid, 'pg_class')
+             FROM pg_class c WHERE c.oid = $1",
+            &[&table.oid],
+        )
+        .await
+        .map_err(|e| EngineError::db(ctx("properties"), e))?;
+    let owner: String = row.get(0);
+    let owned_by_runner: bool = row.get(1);
+    if !owned_by_runner {
+        out.push(prop(
+            format!("owner {owner}"),
+            None,
+            vec![format!("ALTER TABLE {{table}} OWNER TO {owner}")],
+        ));
+    }
+    let (rls, force): (bool, bool) = (row.get(2), row.get(3));
+    if rls {
+        out.push(prop(
+            "row-level security".into(),
+            None,
+            vec!["ALTER TABLE {table} ENABLE ROW LEVEL SECURITY".into()],
+        ));
+    }
+    if force {
+        out.push(prop(
+            "forced row-level security".into(),
+            None,
+            vec!["ALTER TABLE {table} FORCE ROW LEVEL SECURITY".into()],
+        ));
+    }
+    let replident: String = row.get(4);
+    let replident_index: Option<String> = row.get(5);
+    let identity = match (replident.as_str(), replident_index) {
+        ("f", _) => Some("FULL".to_string()),
+        ("n", _) => Some("NOTHING".to_string()),
+        // Index names are traded before properties are carried: the incoming table's index
+        // of the same definition has this name by then.
+        ("i", Some(index)) => Some(format!("USING INDEX {index}")),
+        _ => None,
+    };
+    if let Some(identity) = identity {
+        out.push(prop(
+            format!("replica identity {identity}"),
+            None,
+            vec![format!("ALTER TABLE {{table}} REPLICA IDENTITY {identity}")],
+        ));
+    }
+    if let Some(opts) = row.get::<_, Option<String>>(6).filter(|o| !o.is_empty()) {
+        out.push(prop(
+            format!("storage parameters ({opts})"),
+            None,
+            vec![format!("ALTER TABLE {{table}} SET ({opts})")],
+        ));
+    }
+    if let Some(comment) = row.get::<_, Option<String>>(7) {
+        out.push(prop(
+            "table comment".into(),
+            None,
+            vec![format!(
+                "COMMENT ON TABLE {{table}} IS {}",
+                super::sql::quote_literal(&comment)
+            )],
+        ));
+    }
+    for r in db
+        .query(
+            "SELECT quote_ident(p.polname), p.polname::text,
+                    CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
+                    CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                                  WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+                    CASE WHEN p.polroles = '{0}' THEN 'PUBLIC'
+                         ELSE (SELECT string_agg(quote_ident(rolname), ', ') FROM pg_roles
+                               WHERE oid = ANY (p.polroles)) END,
+                    pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
+             FROM pg_policy p WHERE p.polrelid = $1 ORDER BY p.polname",
+            &[&table.oid],
+        )
+        .await
+        .map_err(|e| EngineError::db(ctx("policies"), e))?
+    {
+        let (quoted, name, kind, cmd, roles): (String, String, String, String, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        let using: Option<String> = r.get(5);
+        let check: Option<String> = r.get(6);
+        let mut create = format!("CREATE POLICY {quoted} ON {{table}} AS {kind} FOR {cmd} TO {roles}");
+        if let Some(u) = using {
+            create.push_str(&format!(" USING ({u})"));
+        }
+        if let Some(c) = check {
+            create.push_str(&format!(" WITH CHECK ({c})"));
+        }
+        out.push(prop(
+            format!("policy {name}"),
+            None,
+            // A swap back finds the policy still on the table it returns to.
+            vec![format!("DROP POLICY IF EXISTS {quoted} ON {{table}}"), create],
+        ));
+    }
+    for r in db
+        .query(
+            "SELECT a.attname::text, quote_ident(a.attname),
+                    CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END,
+                    g.privilege_type
+             FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) g
+             LEFT JOIN pg_roles r ON r.oid = g.grantee
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum, 3, 4",
+            &[&table.oid],
+        )
+        .await
+        .map_err(|e| EngineError::db(ctx("column grants"), e))?
+    {
+        let (column, quoted, grantee, privilege): (String, String, String, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        out.push(prop(
+            format!("grant {privilege} ({column}) to {grantee}"),
+            Some(column),
+            vec![format!(
+                "GRANT {privilege} ({quoted}) ON {{table}} TO {grantee}"
+            )],
+        ));
+    }
+    for r in db
+        .query(
+            "SELECT a.attname::text, quote_ident(a.attname), col_description(a.attrelid, a.attnum),
+                    a.attstattarget::int4
+             FROM pg_attribute a
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+               AND (col_description(a.attrelid, a.attnum) IS NOT NULL OR a.attstattarget >= 0)
+             ORDER BY a.attnum",
+            &[&table.oid],
+        )
+        .await
+        .map_err(|e| EngineError::db(ctx("column comments and statistics targets"), e))?
+    {
+        let (column, quoted): (String, String) = (r.get(0), r.get(1));
+        let comment: Option<String> = r.get(2);
+        let target: i32 = r.get(3);
+        if let Some(c) = comment {
+            out.push(prop(
+                format!("comment on column {column}"),
+                Some(column.clone()),
+                vec![format!(
+                    "COMMENT ON COLUMN {{table}}.{quoted} IS {}",
+                    super::sql::quote_literal(&c)
+                )],
+            ));
+        }
+        if target >= 0 {
+            out.push(prop(
+                format!("statistics target {target} on column {column}"),
+                Some(column),
+                vec![format!(
+                    "ALTER TABLE {{table}} ALTER COLUMN {quoted} SET STATISTICS {target}"
+                )],
+            ));
+        }
+    }
+    for r in db
+        .query(
+            "SELECT quote_ident(p.pubname), p.pubname::text FROM pg_publication_rel pr
+             JOIN pg_publication p ON p.oid = pr.prpubid
+             WHERE pr.prrelid = $1 AND p.pubname NOT LIKE 'splice\\_%' AND NOT p.puballtables
+             ORDER BY 1",
+            &[&table.oid],
+        )
+        .await
+        .map_err(|e| EngineError::db(ctx("publications"), e))?
+    {
+        let (quoted, name): (String, String) = (r.get(0), r.get(1));
+        out.push(prop(
+            format!("membership of publication {name}"),
+            None,
+            // Its consumers follow the live name: the table giving it up leaves.
+            vec![
+                format!("ALTER PUBLICATION {quoted} DROP TABLE {{old}}"),
+                format!("ALTER PUBLICATION {quoted} ADD TABLE {{table}}"),
+            ],
+        ));
     }
     Ok(out)
 }

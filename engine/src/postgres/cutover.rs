@@ -232,6 +232,20 @@ async fn carry_over(
                 }
             }
             Dependent::Grant { grantee, privilege } => Some(format!("GRANT {privilege} ON {live} TO {grantee}")),
+            Dependent::Property { column, statements, .. } => {
+                if column.as_ref().is_some_and(|c| !incoming_columns.contains(c)) {
+                    None
+                } else {
+                    let old = qualified(&swap.outgoing_as);
+                    Some(
+                        statements
+                            .iter()
+                            .map(|s| s.replace("{table}", &live).replace("{old}", &old))
+                            .collect::<Vec<_>>()
+                            .join(";\n"),
+                    )
+                }
+            }
         };
         if let Some(stmt) = stmt {
             tx.batch_execute(&stmt).await.map_err(|e| {
