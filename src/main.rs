@@ -9,6 +9,7 @@ mod lint_cmd;
 mod lint_output;
 mod migrate_cmd;
 mod runtime;
+mod session_name;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

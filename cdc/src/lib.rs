@@ -58,5 +58,7 @@ pub use change::{
 };
 pub use error::{describe_pg_error, CdcError};
 pub use lsn::Lsn;
-pub use postgres::{drop_capture, CaptureName, PgChangeStream, PgSourceConfig};
+pub use postgres::{
+    capture_preconditions, drop_capture, CaptureName, PgChangeStream, PgSourceConfig,
+};
 pub use source::{ChangeSource, Lag};

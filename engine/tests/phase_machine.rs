@@ -216,7 +216,7 @@ async fn drop_refuses_until_the_quarantine_expires_unless_overridden() {
         .drop_quarantined("orders_v2", Quarantine::Override)
         .await
         .expect("forced drop");
-    assert_eq!(dropped, "splice_quarantine._splice_orders_v2_old");
+    assert_eq!(dropped.table, "splice_quarantine._splice_orders_v2_old");
     assert!(!db.has_table("splice_quarantine._splice_orders_v2_old"));
     assert_eq!(phase(&engine).await, "dropped");
 }

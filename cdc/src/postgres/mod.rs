@@ -4,7 +4,7 @@
 mod assemble;
 mod setup;
 
-pub use setup::CaptureName;
+pub use setup::{capture_preconditions, CaptureName};
 
 use crate::change::{Position, TableName, Timestamp, Transaction};
 use crate::error::{describe_pg_error, CdcError};
@@ -200,7 +200,10 @@ fn replication_config(
     .with_ack_lsn(start.into())
     .with_status_interval(status_interval)
     .with_wakeup_interval(Duration::from_secs(5))
-    .with_application_name(format!("splice {}", name.slot())))
+    .with_application_name(config.get_application_name().map_or_else(
+        || format!("splice {}", name.slot()),
+        |a| format!("{a} ({})", name.slot()),
+    )))
 }
 
 impl PgChangeStream {
