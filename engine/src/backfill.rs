@@ -84,7 +84,12 @@ impl Control {
         }
         s.overridden = limit;
         self.store(&s);
-        Some((self.rate(), self.rate_source()))
+        let source = if limit.is_some() {
+            RateSource::Override
+        } else {
+            s.own_source
+        };
+        Some((self.rate(), source))
     }
 
     /// Records that the sync's own rate replaced an override set before it started.
