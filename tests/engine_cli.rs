@@ -885,7 +885,7 @@ fn plan_checks_every_server_precondition_of_sync_and_says_when_rows_are_unknown(
         .expect("run");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text(&out).contains("ALTER ROLE app WITH REPLICATION"),
+        text(&out).contains("ALTER ROLE \"app\" WITH REPLICATION"),
         "{}",
         text(&out)
     );
