@@ -22,7 +22,7 @@ pub struct DbArgs {
 pub enum MigrateCommand {
     /// Check a migration file against the live schema and print every phase's SQL and locks.
     #[command(
-        after_help = "Example:\n  splice plan migrations/orders_v2.toml --database-url postgres://app@localhost/app\n\nChanges nothing. Exit 0 when the file is valid, 2 when it is not (the error says what to change)."
+        after_help = "Example:\n  splice plan migrations/orders_v2.toml --database-url postgres://app@localhost/app\n\nChanges nothing. Exit 0 when the file is valid and the server has what sync needs (wal_level=logical,\nreplication rights, free slots and WAL senders), 1 when the server lacks one of those (each named\nwith its fix), 2 when the file does not fit (the error says what to change)."
     )]
     Plan {
         /// The migration file (TOML).

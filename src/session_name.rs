@@ -64,14 +64,6 @@ mod tests {
             with_application_name("postgres://db/app?application_name=mine", "splice x"),
             "postgres://db/app?application_name=mine"
         );
-        for (url, name) in [
-            ("postgres://app@db/app", "splice sync orders_v2"),
-            ("host=db dbname=app", "splice it's"),
-        ] {
-            let config: tokio_postgres::Config =
-                with_application_name(url, name).parse().expect("parses");
-            assert_eq!(config.get_application_name(), Some(name));
-        }
     }
 
     #[test]
