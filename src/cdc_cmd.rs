@@ -102,8 +102,6 @@ enum TailError {
          slot of your own (leave out --slot for splice_tail)"
     )]
     MigrationSlot { slot: String, owner: String },
-    #[error("{0}")]
-    Engine(#[from] engine::EngineError),
     #[error(transparent)]
     Cdc(#[from] CdcError),
     #[error("encoding a change: {0}")]
@@ -166,7 +164,10 @@ async fn tail(args: TailArgs) -> Result<(), TailError> {
 /// Refuses a slot that is, or is named like, a migration's change stream: `splice_<name>_fwd`
 /// and `splice_<name>_rev` are the migrations' own, whether or not one is registered here.
 async fn refuse_migration_slot(url: &str, slot: &str) -> Result<(), TailError> {
-    if let Some(migration) = engine::Engine::new(url).migration_of_slot(slot).await? {
+    // Naming the migration is a courtesy: the name's form below refuses every migration's
+    // slot anyway, so a failed look-up (no server) is left to the stream's own connect to
+    // report, in its words.
+    if let Ok(Some(migration)) = engine::Engine::new(url).migration_of_slot(slot).await {
         return Err(TailError::MigrationSlot {
             slot: slot.into(),
             owner: format!("migration {migration}"),
