@@ -95,6 +95,15 @@ enum TailError {
     Table(String),
     #[error("--slot: {0}")]
     Slot(CdcError),
+    /// The slot is a migration's change stream: consuming it would acknowledge changes its
+    /// applier never applied.
+    #[error(
+        "--slot {slot} is the change stream of {owner}: tailing it would acknowledge changes \
+         the migration's applier has not applied, and the new table would silently miss them. \
+         Follow the migration with `splice status`; to see the table's changes, tail with a \
+         slot of your own (leave out --slot for splice_tail)"
+    )]
+    MigrationSlot { slot: String, owner: String },
     #[error(transparent)]
     Cdc(#[from] CdcError),
     #[error("encoding a change: {0}")]
@@ -126,12 +135,17 @@ fn run_tail(args: TailArgs) -> u8 {
 
 async fn tail(args: TailArgs) -> Result<(), TailError> {
     let url = crate::db_url::resolve(args.database_url).map_err(TailError::DatabaseUrl)?;
+    let url = crate::session_name::with_application_name(
+        &url,
+        &crate::session_name::of_command(&["cdc", "tail", &args.slot]),
+    );
     let tables = args
         .tables
         .iter()
         .map(|t| TableName::parse(t).ok_or_else(|| TailError::Table(t.clone())))
         .collect::<Result<Vec<_>, _>>()?;
     let name = CaptureName::exact(&args.slot).map_err(TailError::Slot)?;
+    refuse_migration_slot(&url, &args.slot).await?;
     let mut config = PgSourceConfig::new(url, name, tables);
     config.skip_origins = args.skip_origins;
     // Acknowledgements are tiny; reporting them often keeps the final wait of a clean stop
@@ -147,6 +161,32 @@ async fn tail(args: TailArgs) -> Result<(), TailError> {
     };
     outcome?;
     Ok(closed?)
+}
+
+/// Refuses a slot that is, or is named like, a migration's change stream: `splice_<name>_fwd`
+/// and `splice_<name>_rev` are the migrations' own, whether or not one is registered here.
+async fn refuse_migration_slot(url: &str, slot: &str) -> Result<(), TailError> {
+    // Naming the migration is a courtesy: the name's form below refuses every migration's
+    // slot anyway, so a failed look-up (no server) is left to the stream's own connect to
+    // report, in its words.
+    if let Ok(Some(migration)) = engine::Engine::new(url).migration_of_slot(slot).await {
+        return Err(TailError::MigrationSlot {
+            slot: slot.into(),
+            owner: format!("migration {migration}"),
+        });
+    }
+    let reserved = slot
+        .strip_prefix("splice_")
+        .is_some_and(|rest| rest.len() > 4 && (rest.ends_with("_fwd") || rest.ends_with("_rev")));
+    if reserved {
+        return Err(TailError::MigrationSlot {
+            slot: slot.into(),
+            owner: "a migration (splice_<name>_fwd and splice_<name>_rev are reserved for \
+                    migrations)"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 /// Print and acknowledge transactions until the limit, the idle timeout, Ctrl-C, or a closed

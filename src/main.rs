@@ -10,6 +10,7 @@ mod lint_output;
 mod migrate_cmd;
 mod new_cmd;
 mod runtime;
+mod session_name;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

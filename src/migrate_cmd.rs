@@ -4,7 +4,7 @@
 
 use crate::db_url;
 use clap::{Args, Subcommand};
-use engine::backfill::{Control, ProgressSink, SyncProgress};
+use engine::backfill::{Control, ProgressSink, RateSource, SyncProgress};
 use engine::phases::{Quarantine, ReverseSync, RollbackReport, SyncOptions};
 use engine::{Engine, EngineError, MigrationSpec, Phase, Postgres, RateLimit, VerifyReport};
 use std::io::{IsTerminal, Write};
@@ -24,7 +24,7 @@ pub struct DbArgs {
 pub enum MigrateCommand {
     /// Check a migration file against the live schema and print every phase's SQL and locks.
     #[command(
-        after_help = "Example:\n  splice plan migrations/orders_v2.toml --database-url postgres://app@localhost/app\n\nChanges nothing. Exit 0 when the file is valid, 2 when it is not (the error says what to change)."
+        after_help = "Example:\n  splice plan migrations/orders_v2.toml --database-url postgres://app@localhost/app\n\nChanges nothing. Exit 0 when the file is valid and the server has what sync needs (wal_level=logical,\nreplication rights, free slots and WAL senders), 1 when the server lacks one of those (each named\nwith its fix), 2 when the file does not fit (the error says what to change)."
     )]
     Plan {
         /// The migration file (TOML).
@@ -188,7 +188,7 @@ fn read_spec(file: &str) -> Result<(String, MigrationSpec), String> {
 
 pub fn run(cmd: MigrateCommand) -> u8 {
     let url = match db_url::resolve(cmd.db().database_url.clone()) {
-        Ok(url) => url,
+        Ok(url) => crate::session_name::with_application_name(&url, &cmd.session_name()),
         Err(e) => {
             eprintln!("error: {e}");
             return crate::EXIT_USAGE;
@@ -208,6 +208,30 @@ pub fn run(cmd: MigrateCommand) -> u8 {
 }
 
 impl MigrateCommand {
+    /// `splice sync orders_v2`: what its sessions are called in `pg_stat_activity`.
+    fn session_name(&self) -> String {
+        let file_name = |f: &str| {
+            std::path::Path::new(f)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let (command, subject) = match self {
+            MigrateCommand::Plan { file, .. } => ("plan", file_name(file)),
+            MigrateCommand::Expand { file, .. } => ("expand", file_name(file)),
+            MigrateCommand::Sync { name, .. } => ("sync", name.clone()),
+            MigrateCommand::Throttle { name, .. } => ("throttle", name.clone()),
+            MigrateCommand::Verify { name, .. } => ("verify", name.clone()),
+            MigrateCommand::Cutover { name, .. } => ("cutover", name.clone()),
+            MigrateCommand::Rollback { name, .. } => ("rollback", name.clone()),
+            MigrateCommand::Abort { name, .. } => ("abort", name.clone()),
+            MigrateCommand::Contract { name, .. } => ("contract", name.clone()),
+            MigrateCommand::Drop { name, .. } => ("drop", name.clone()),
+            MigrateCommand::Status { name, .. } => ("status", name.clone().unwrap_or_default()),
+        };
+        crate::session_name::of_command(&[command, subject.as_str()])
+    }
+
     /// Every command talks to one database.
     fn db(&self) -> &DbArgs {
         match self {
@@ -282,6 +306,20 @@ async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
         MigrateCommand::Contract {
             name, quarantine, ..
         } => match engine.contract(&name, quarantine).await {
+            Ok(c) if c.already => {
+                println!(
+                    "{name} is already contracted{}; nothing to do",
+                    if c.quarantine_until.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (the old table is in quarantine until {})",
+                            c.quarantine_until
+                        )
+                    }
+                );
+                crate::EXIT_OK
+            }
             Ok(c) => {
                 println!(
                     "contracted {name}: the old table is in quarantine until {}; nothing was dropped",
@@ -298,8 +336,15 @@ async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
                 Quarantine::Respect
             };
             match engine.drop_quarantined(&name, quarantine).await {
-                Ok(table) => {
-                    println!("dropped {table}");
+                Ok(d) if d.already => {
+                    println!(
+                        "{name} is already dropped ({} is gone); nothing to do",
+                        d.table
+                    );
+                    crate::EXIT_OK
+                }
+                Ok(d) => {
+                    println!("dropped {}", d.table);
                     crate::EXIT_OK
                 }
                 Err(e) => fail(&e),
@@ -343,12 +388,23 @@ async fn expand(engine: &Engine<Postgres>, file: &str) -> u8 {
         }
     };
     match engine.expand(&text, file).await {
-        Ok(plan) => {
+        Ok(r) if r.already => {
+            println!(
+                "{} is already expanded ({} exists; phase {}); nothing to do. See `splice \
+                 status {}` for the next step",
+                spec.name,
+                spec.shadow_table(),
+                r.phase,
+                spec.name
+            );
+            crate::EXIT_OK
+        }
+        Ok(r) => {
             println!(
                 "expanded {}: created {} ({} columns); next: splice sync {} --until-caught-up",
                 spec.name,
                 spec.shadow_table(),
-                plan.target.columns.len(),
+                r.plan.target.columns.len(),
                 spec.name
             );
             crate::EXIT_OK
@@ -360,7 +416,7 @@ async fn expand(engine: &Engine<Postgres>, file: &str) -> u8 {
 async fn sync(engine: &Engine<Postgres>, name: &str, opts: &SyncOptions) -> u8 {
     let control = Control::new(opts.rate_limit.unwrap_or(RateLimit::Unlimited));
     stop_on_signals(control.clone());
-    let mut bar = ProgressLine::new();
+    let mut bar = ProgressLine::new(name);
     let result = engine.sync(name, opts, &control, &mut bar).await;
     bar.finish();
     match result {
@@ -397,11 +453,19 @@ async fn throttle(engine: &Engine<Postgres>, name: &str, limit: Option<RateLimit
     match engine.set_rate_limit(name, limit).await {
         Ok(()) => {
             match limit {
-                None => println!("{name}: rate override cleared"),
-                Some(RateLimit::Unlimited) => println!("{name}: backfill unlimited"),
-                Some(RateLimit::RowsPerSecond(r)) => {
-                    println!("{name}: backfill limited to {r} rows/s")
-                }
+                None => println!(
+                    "{name}: rate override cleared; a running sync returns to its own rate at \
+                     its next chunk"
+                ),
+                Some(limit) => println!(
+                    "{name}: backfill {}; a running sync picks it up at its next chunk and says \
+                     so. It overrides the rate the sync was started with until `splice throttle \
+                     {name} --clear`, and ends with a rollback",
+                    match limit {
+                        RateLimit::Unlimited => "unlimited".to_string(),
+                        RateLimit::RowsPerSecond(r) => format!("limited to {r} rows/s"),
+                    }
+                ),
             }
             crate::EXIT_OK
         }
@@ -488,6 +552,14 @@ async fn cutover(
         Ok(r) => {
             if json {
                 print_json(&r);
+            } else if r.already {
+                println!(
+                    "{name} is already cut over{}; nothing to do",
+                    r.cut_over_at
+                        .as_deref()
+                        .map(|at| format!(" (at {at})"))
+                        .unwrap_or_default()
+                );
             } else {
                 println!(
                     "cut over {name}: table locked for {:.1} ms (attempt {}); reverse sync {}",
@@ -598,6 +670,13 @@ fn render_status(s: &engine::phases::Status) -> String {
             s.quarantine_until.as_deref().unwrap_or("?")
         ));
     }
+    if let Some(r) = s.rate_override {
+        out.push_str(&format!(
+            "  rate override (splice throttle): {}\n",
+            RateLimit::from_rows_per_second(r)
+        ));
+    }
+    out.push_str(&format!("  next: {}\n", s.next));
     out.push_str("  history:\n");
     for t in &s.history {
         out.push_str(&format!(
@@ -640,18 +719,68 @@ fn stop_on_signals(control: Control) {
 
 /// gh-ost-style status: one rewritten line on a terminal, a plain line every few seconds in CI.
 struct ProgressLine {
+    name: String,
     tty: bool,
     last: Option<Instant>,
     drawn: bool,
+    /// The rate limit and its source last shown.
+    rate: Option<(u32, RateSource)>,
 }
 
 impl ProgressLine {
-    fn new() -> ProgressLine {
+    fn new(name: &str) -> ProgressLine {
         ProgressLine {
+            name: name.into(),
             tty: std::io::stderr().is_terminal(),
             last: None,
             drawn: false,
+            rate: None,
         }
+    }
+
+    /// A line of its own whenever the rate in force changes source: an override of
+    /// `splice throttle` never changes a sync's rate silently.
+    fn note_rate(&mut self, p: &SyncProgress) {
+        let now = (p.rate_limit, p.rate_source);
+        let first = self.rate.is_none();
+        if self.rate == Some(now) {
+            return;
+        }
+        self.rate = Some(now);
+        let name = &self.name;
+        let rate = RateLimit::from_rows_per_second(p.rate_limit);
+        let message = match (first, p.rate_source) {
+            (true, RateSource::Override) => format!(
+                "note: backfill rate {rate}, set by `splice throttle` before this sync started; \
+                 `splice throttle {name} --clear` returns to the sync's own rate"
+            ),
+            (true, _) => match p.replaced_override {
+                Some(r) => format!(
+                    "note: the rate on the command line ({rate}) replaced the earlier `splice \
+                     throttle` override ({})",
+                    RateLimit::from_rows_per_second(r)
+                ),
+                None => return,
+            },
+            (false, RateSource::Override) => format!(
+                "warning: `splice throttle` changed the backfill rate to {rate}, overriding the \
+                 rate this sync started with until `splice throttle {name} --clear`"
+            ),
+            (false, source) => format!(
+                "note: the `splice throttle` override was cleared; backfill rate back to {rate} \
+                 (from {})",
+                match source {
+                    RateSource::CommandLine => "the command line",
+                    _ => "the migration file",
+                }
+            ),
+        };
+        let mut err = std::io::stderr().lock();
+        if self.tty && self.drawn {
+            let _ = write!(err, "\r\x1b[2K");
+        }
+        let _ = writeln!(err, "{message}");
+        let _ = err.flush();
     }
 
     fn finish(&mut self) {
@@ -663,6 +792,7 @@ impl ProgressLine {
 
 impl ProgressSink for ProgressLine {
     fn update(&mut self, p: &SyncProgress) {
+        self.note_rate(p);
         let every = if self.tty {
             Duration::from_millis(100)
         } else {

@@ -743,3 +743,291 @@ fn owner_rls_policies_column_grants_publications_and_properties_follow_the_live_
     env.ok(&["rollback", "orders_v2"]);
     check("after rollback");
 }
+
+// ── guard rails ──
+
+/// `splice ARGS` must exit `code` with `fragment` in its output (stdout or stderr).
+fn expect_exit(env: &Env, args: &[&str], code: i32, fragment: &str) {
+    let out = env.splice(args);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {all}");
+    assert!(
+        all.contains(fragment),
+        "{args:?} should say {fragment:?}: {all}"
+    );
+}
+
+#[test]
+fn every_phase_gate_exits_1_naming_the_command_that_comes_next_and_reruns_say_already_done() {
+    let env = Env::new(300);
+    env.ok(&["expand", "orders_v2.toml"]);
+    let sync_next = "next: `splice sync orders_v2 --until-caught-up`";
+    // (phase, command) → exit code, message fragment.
+    let expanded: &[(&[&str], i32, &str)] = &[
+        (&["verify", "orders_v2"], 1, sync_next),
+        (&["cutover", "orders_v2"], 1, sync_next),
+        (&["contract", "orders_v2"], 1, sync_next),
+        (&["drop", "orders_v2"], 1, sync_next),
+        (
+            &["expand", "orders_v2.toml"],
+            0,
+            "orders_v2 is already expanded",
+        ),
+        (&["sync", "nope"], 2, "no migration named nope"),
+    ];
+    for (args, code, fragment) in expanded {
+        expect_exit(&env, args, *code, fragment);
+    }
+    // Cutover before sync must not send the operator to verify, which would refuse too.
+    let out = env.splice(&["cutover", "orders_v2"]);
+    assert!(!text(&out).contains("splice verify"), "{}", text(&out));
+
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    let synced: &[(&[&str], i32, &str)] = &[
+        (
+            &["cutover", "orders_v2"],
+            1,
+            "next: `splice verify orders_v2`",
+        ),
+        (&["drop", "orders_v2"], 1, "next: `splice verify orders_v2`"),
+    ];
+    for (args, code, fragment) in synced {
+        expect_exit(&env, args, *code, fragment);
+    }
+    env.ok(&["verify", "orders_v2"]);
+    expect_exit(
+        &env,
+        &["contract", "orders_v2"],
+        1,
+        "next: `splice cutover orders_v2`",
+    );
+    env.ok(&["cutover", "orders_v2"]);
+    expect_exit(
+        &env,
+        &["cutover", "orders_v2"],
+        0,
+        "orders_v2 is already cut over (at ",
+    );
+    let out = env.splice(&["cutover", "orders_v2"]);
+    assert!(!text(&out).contains("table locked"), "{}", text(&out));
+    expect_exit(
+        &env,
+        &["verify", "orders_v2"],
+        1,
+        "next: `splice contract orders_v2`",
+    );
+    env.ok(&["contract", "orders_v2", "--quarantine", "1h"]);
+    expect_exit(
+        &env,
+        &["contract", "orders_v2"],
+        0,
+        "orders_v2 is already contracted",
+    );
+    env.ok(&["drop", "orders_v2", "--force"]);
+    expect_exit(
+        &env,
+        &["drop", "orders_v2"],
+        0,
+        "orders_v2 is already dropped",
+    );
+    expect_exit(&env, &["sync", "orders_v2"], 1, "orders_v2 is dropped");
+
+    // After a rollback: sync and verify refuse (exit 1, not 2) and name expand.
+    let env = Env::new(100);
+    env.ok(&["expand", "orders_v2.toml"]);
+    env.ok(&["abort", "orders_v2"]);
+    let rolled_back: &[(&[&str], i32, &str)] = &[
+        (
+            &["sync", "orders_v2", "--until-caught-up"],
+            1,
+            "next: `splice expand FILE`",
+        ),
+        (&["verify", "orders_v2"], 1, "next: `splice expand FILE`"),
+        (&["cutover", "orders_v2"], 1, "next: `splice expand FILE`"),
+    ];
+    for (args, code, fragment) in rolled_back {
+        expect_exit(&env, args, *code, fragment);
+    }
+}
+
+#[test]
+fn expand_refuses_a_second_migration_of_a_table_and_names_the_one_in_flight() {
+    let env = Env::new(100);
+    env.ok(&["expand", "orders_v2.toml"]);
+    std::fs::write(
+        env.dir.join("orders_v3.toml"),
+        MIGRATION.replace("orders_v2", "orders_v3"),
+    )
+    .expect("write");
+    expect_exit(
+        &env,
+        &["expand", "orders_v3.toml"],
+        1,
+        "public.orders already has a migration in flight: orders_v2 is expanded",
+    );
+    assert_eq!(
+        env.pg
+            .psql("SELECT count(*) FROM splice.migrations WHERE name = 'orders_v3'")
+            .expect("count"),
+        "0",
+        "the refused migration left nothing behind"
+    );
+    env.ok(&["abort", "orders_v2"]);
+    env.ok(&["expand", "orders_v3.toml"]);
+}
+
+#[test]
+fn cdc_tail_refuses_a_migrations_slot_and_leaves_it_unconsumed() {
+    let env = Env::new(100);
+    env.ok(&["expand", "orders_v2.toml"]);
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    env.pg
+        .psql("UPDATE orders SET note = 'pending' WHERE id = 1")
+        .expect("a change for the migration");
+    let confirmed = || {
+        env.pg
+            .psql(
+                "SELECT confirmed_flush_lsn FROM pg_replication_slots \
+                 WHERE slot_name = 'splice_orders_v2_fwd'",
+            )
+            .expect("slot")
+    };
+    let before = confirmed();
+    for slot in ["splice_orders_v2_fwd", "splice_orders_v2_rev"] {
+        let out = env.splice(&[
+            "cdc",
+            "tail",
+            "--table",
+            "orders",
+            "--slot",
+            slot,
+            "--idle-timeout",
+            "200ms",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("change stream of migration orders_v2"),
+            "{err}"
+        );
+        assert!(out.stdout.is_empty(), "{}", text(&out));
+    }
+    // A name of the migrations' form is reserved even when no such migration is registered.
+    let out = env.splice(&[
+        "cdc",
+        "tail",
+        "--table",
+        "orders",
+        "--slot",
+        "splice_other_fwd",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("reserved for migrations"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        confirmed(),
+        before,
+        "nothing was acknowledged on the migration's slot"
+    );
+    let slots = env
+        .pg
+        .psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'splice_other_fwd'")
+        .expect("slots");
+    assert_eq!(slots, "0", "no slot was created for a refused name");
+}
+
+#[test]
+fn plan_checks_every_server_precondition_of_sync_and_says_when_rows_are_unknown() {
+    // Never analyzed (too few rows for autovacuum): the row count is unknown, not ~0.
+    let env = Env::new(10);
+    let out = env.splice(&["plan", "orders_v2.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(plan.contains("rows: not analyzed"), "{plan}");
+    assert!(!plan.contains("~0 rows"), "{plan}");
+    env.pg.psql("ANALYZE orders").expect("analyze");
+    let out = env.splice(&["plan", "orders_v2.toml"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("~10 rows"),
+        "{}",
+        text(&out)
+    );
+
+    // A role without REPLICATION: plan fails (exit 1) naming the fix.
+    env.pg
+        .psql(
+            "CREATE ROLE app LOGIN; GRANT ALL ON SCHEMA public TO app; \
+             GRANT ALL ON ALL TABLES IN SCHEMA public TO app; \
+             GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO app",
+        )
+        .expect("role");
+    let out = env
+        .command(&["plan", "orders_v2.toml"])
+        .env("SPLICE_DATABASE_URL", env.pg.url_as("app", "postgres"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("ALTER ROLE \"app\" WITH REPLICATION"),
+        "{}",
+        text(&out)
+    );
+
+    // wal_level=replica: sync would fail, so plan does (exit 1), naming the setting.
+    let pg = testkit::Postgres::builder()
+        .setting("wal_level", "replica")
+        .start()
+        .expect("start");
+    pg.psql("CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint NOT NULL, amount numeric(12,2) NOT NULL, currency text, note text)")
+        .expect("table");
+    let out = env
+        .command(&["plan", "orders_v2.toml"])
+        .env("SPLICE_DATABASE_URL", pg.url())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("wal_level"), "{}", text(&out));
+    assert!(text(&out).contains("logical"), "{}", text(&out));
+}
+
+#[test]
+fn every_session_is_named_for_its_command_and_a_second_runner_names_the_first() {
+    let env = Env::new(2_000);
+    env.ok(&["expand", "orders_v2.toml"]);
+    // A sync that follows changes until stopped.
+    let mut child = env
+        .command(&["sync", "orders_v2", "--rows-per-second", "200"])
+        .spawn()
+        .expect("spawn sync");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let names = loop {
+        let names = env
+            .pg
+            .psql(
+                "SELECT string_agg(DISTINCT application_name, '|' ORDER BY application_name) \
+                 FROM pg_stat_activity WHERE application_name LIKE 'splice%'",
+            )
+            .expect("activity");
+        if names.contains("(splice_orders_v2_fwd)") || Instant::now() > deadline {
+            break names;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(names.contains("splice sync orders_v2"), "{names}");
+    assert!(
+        names.contains("splice sync orders_v2 (splice_orders_v2_fwd)"),
+        "the replication connection is named too: {names}"
+    );
+    let out = env.splice(&["sync", "orders_v2", "--until-caught-up"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`splice sync orders_v2` from"), "{err}");
+    assert!(err.contains("backend pid"), "{err}");
+    assert!(!err.contains("wait for it to finish"), "{err}");
+    assert!(err.contains("until it is stopped"), "{err}");
+}

@@ -59,7 +59,7 @@ pub use change::{
 pub use error::{describe_pg_error, CdcError};
 pub use lsn::Lsn;
 pub use postgres::{
-    connect, drop_capture, CaptureName, ConnectError, PgChangeStream, PgSourceConfig, PgTarget,
-    SslMode,
+    capture_preconditions, connect, drop_capture, CaptureName, ConnectError, PgChangeStream,
+    PgSourceConfig, PgTarget, SslMode,
 };
 pub use source::{ChangeSource, Lag};

@@ -14,16 +14,45 @@ use crate::state::Checkpoint;
 use crate::EngineError;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::debug;
 
 /// Run-time control of a running sync: the rate limit can change while it runs; stop asks it
 /// to finish its current chunk, checkpoint and return.
+///
+/// The rate has two layers: the sync's own (the command line's, else the file's) and an
+/// override `splice throttle` set in the state store. The override, while there is one, wins;
+/// clearing it returns to the sync's own rate.
 #[derive(Clone, Default)]
 pub struct Control {
     rows_per_second: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
+    setting: Arc<Mutex<RateSetting>>,
+}
+
+/// Where the rate a sync runs at comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateSource {
+    /// The migration file's `[throttle]` (or unlimited).
+    #[default]
+    File,
+    /// `--rows-per-second` on the sync's command line (or the caller's `Control`).
+    CommandLine,
+    /// `splice throttle` while the sync ran (or before it, when the sync named no rate).
+    Override,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RateSetting {
+    /// The sync's own rate, `rows_per_second` encoding (0: unlimited).
+    own: u32,
+    own_source: RateSource,
+    /// The override in force, if any.
+    overridden: Option<RateLimit>,
+    /// An earlier override the command line's rate replaced when the sync started.
+    replaced: Option<RateLimit>,
 }
 
 impl Control {
@@ -33,13 +62,63 @@ impl Control {
         c
     }
 
+    /// Sets the rate (the caller's own, replacing any override this control applied).
     pub fn set_rate(&self, limit: RateLimit) {
-        self.rows_per_second
-            .store(limit.rows_per_second(), Ordering::Relaxed);
+        self.set_own_rate(limit, RateSource::CommandLine);
+    }
+
+    /// Sets the sync's own rate and where it came from; an override stays in force over it.
+    pub fn set_own_rate(&self, limit: RateLimit, source: RateSource) {
+        let mut s = self.setting();
+        s.own = limit.rows_per_second();
+        s.own_source = source;
+        self.store(&s);
+    }
+
+    /// Applies the override the state store holds (`None`: none). Returns the rate in force
+    /// and its source when this changed it.
+    pub fn apply_override(&self, limit: Option<RateLimit>) -> Option<(RateLimit, RateSource)> {
+        let mut s = self.setting();
+        if s.overridden == limit {
+            return None;
+        }
+        s.overridden = limit;
+        self.store(&s);
+        let source = if limit.is_some() {
+            RateSource::Override
+        } else {
+            s.own_source
+        };
+        Some((self.rate(), source))
+    }
+
+    /// Records that the sync's own rate replaced an override set before it started.
+    pub fn replaced_override(&self, limit: RateLimit) {
+        self.setting().replaced = Some(limit);
     }
 
     pub fn rate(&self) -> RateLimit {
         RateLimit::from_rows_per_second(self.rows_per_second.load(Ordering::Relaxed))
+    }
+
+    /// Where the rate in force comes from.
+    pub fn rate_source(&self) -> RateSource {
+        let s = self.setting();
+        if s.overridden.is_some() {
+            RateSource::Override
+        } else {
+            s.own_source
+        }
+    }
+
+    fn setting(&self) -> std::sync::MutexGuard<'_, RateSetting> {
+        // A panic elsewhere cannot leave a `RateSetting` half-written: it is `Copy` fields.
+        self.setting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn store(&self, s: &RateSetting) {
+        let rate = s.overridden.map_or(s.own, RateLimit::rows_per_second);
+        self.rows_per_second.store(rate, Ordering::Relaxed);
     }
 
     pub fn stop(&self) {
@@ -67,6 +146,12 @@ pub struct SyncProgress {
     /// Deferred secondary indexes this run built after the backfill, and how long that took.
     pub indexes_built: u32,
     pub index_build_s: f64,
+    /// The rate limit in force, rows per second (0: unlimited), and where it comes from.
+    pub rate_limit: u32,
+    pub rate_source: RateSource,
+    /// An override `splice throttle` had set before this sync started, which the rate on
+    /// the sync's command line replaced (rows per second, 0: unlimited).
+    pub replaced_override: Option<u32>,
     pub elapsed_s: f64,
 }
 
@@ -183,6 +268,9 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         rows_total: total.max(0) as u64,
         chunk_size: 1000,
         backfill_done: done,
+        rate_limit: control.rate().rows_per_second(),
+        rate_source: control.rate_source(),
+        replaced_override: control.setting().replaced.map(RateLimit::rows_per_second),
         ..Default::default()
     };
     let copied_at_start = p.rows_copied;
@@ -237,16 +325,20 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         }
         let rate =
             (p.rows_copied - copied_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-3);
-        // `splice throttle` changes the rate of a running sync through the state row.
+        // `splice throttle` changes the rate of a running sync through the state row; its
+        // `--clear` returns to the sync's own rate.
         let saved = Checkpoint {
             last_key: last_key.clone(),
             rows_copied: p.rows_copied as i64,
             done,
             rows_per_second: Some(rate),
         };
-        if let Some(limit) = adapter.checkpoint(runner, &saved).await? {
-            control.set_rate(limit);
+        let overridden = adapter.checkpoint(runner, &saved).await?;
+        if let Some((rate, source)) = control.apply_override(overridden) {
+            tracing::info!(%rate, ?source, "the rate limit changed while sync ran");
         }
+        p.rate_limit = control.rate().rows_per_second();
+        p.rate_source = control.rate_source();
         // Size the next chunk to the target duration, smoothly.
         let ideal = chunk as f64 * target.as_secs_f64() / took.as_secs_f64().max(1e-3);
         chunk = ((chunk as f64 * 0.5 + ideal * 0.5) as i64).clamp(100, 100_000);

@@ -27,6 +27,7 @@ pub struct Table {
     pub oid: u32,
     pub columns: Vec<Column>,
     pub primary_key: Vec<String>,
+    /// The planner's estimate; -1 when the table was never analyzed (unknown).
     pub approx_rows: i64,
 }
 

@@ -24,14 +24,6 @@ pub enum EngineError {
          database — pick a new name, or roll the old one back"
     )]
     DifferentFile { name: String },
-    /// The command does not apply in the migration's current phase.
-    #[error("{name} is {phase}; {expected}")]
-    WrongPhase {
-        name: String,
-        phase: Phase,
-        /// Where the command runs, and what to do instead.
-        expected: String,
-    },
     /// A gate between phases is closed: exit code 1.
     #[error("{0}")]
     Refused(#[from] Refusal),
@@ -76,13 +68,43 @@ pub enum EngineError {
 /// A closed gate: what failed, and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    /// The command runs only in another phase (cutover before verify, drop before contract…).
+    /// The command runs only in another phase (cutover before verify, drop before contract…);
+    /// `expected` says where it runs and names the command that comes next.
     #[error("{name} is {phase}; {expected}")]
     WrongPhase {
         name: String,
         phase: Phase,
         expected: String,
     },
+    /// Another migration on the same live table is in flight: two copies of one table, two
+    /// swaps of one name, cannot both be right.
+    #[error(
+        "{table} already has a migration in flight: {other} is {phase}. One migration per table \
+         at a time: finish {other} (through `splice contract {other}`) or abandon it (`splice \
+         abort {other}`; after cutover `splice rollback {other}` first), then expand {name}"
+    )]
+    TableInFlight {
+        name: String,
+        table: String,
+        other: String,
+        phase: Phase,
+    },
+    /// A later migration of the same table followed this contracted one: the live table no
+    /// longer has the shape this migration's rollback would restore from.
+    #[error(
+        "{name}: {other} was expanded on {table} after {name} was contracted, so the live table \
+         is no longer the shape {name} created; roll {other} back first (`splice rollback \
+         {other}`, then `splice abort {other}`), then roll back {name}"
+    )]
+    TableMovedOn {
+        name: String,
+        table: String,
+        other: String,
+    },
+    /// The server lacks something change capture needs (wal_level, replication rights, a free
+    /// slot or WAL sender); each entry names the fix.
+    #[error("the server is not ready for change capture (sync would fail):\n  - {}", problems.join("\n  - "))]
+    ServerNotReady { problems: Vec<String> },
     #[error(
         "{name}: backfill is not complete ({copied} of ~{total} rows); run `splice sync {name} \
          --until-caught-up` first"

@@ -1279,6 +1279,10 @@ impl ChangeApplier for Memory {
         Ok(())
     }
 
+    async fn capture_problems(&self, _: &(), _: &[String]) -> Result<Vec<String>, EngineError> {
+        Ok(Vec::new())
+    }
+
     async fn capture_lag_bytes(&self, _: &(), slot: &str) -> Result<Option<i64>, EngineError> {
         let db = self.lock();
         Ok(db

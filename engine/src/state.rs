@@ -113,6 +113,34 @@ pub struct MigrationRecord {
     pub quarantine_expired: bool,
 }
 
+impl MigrationRecord {
+    /// The command that comes next from this phase and backfill state. Refusals and reports
+    /// suggest it, so none suggests a command that would itself refuse.
+    pub fn next_step(&self) -> String {
+        let n = &self.name;
+        match self.phase {
+            Phase::Planned => format!("`splice expand FILE` (or `splice abort {n}`)"),
+            Phase::Expanded => format!("`splice sync {n} --until-caught-up`"),
+            Phase::Syncing if !self.backfill_done => {
+                format!("`splice sync {n} --until-caught-up`")
+            }
+            Phase::Syncing => format!("`splice verify {n}`"),
+            Phase::Verified => format!("`splice cutover {n}`"),
+            Phase::CutOver => format!("`splice contract {n}` (or `splice rollback {n}`)"),
+            Phase::Contracted if self.quarantined_as.is_none() => {
+                format!("`splice rollback {n}` (to finish the restore from quarantine)")
+            }
+            Phase::Contracted if !self.quarantine_expired => format!(
+                "`splice drop {n}` once the quarantine ends ({})",
+                self.quarantine_until.as_deref().unwrap_or("?")
+            ),
+            Phase::Contracted => format!("`splice drop {n}`"),
+            Phase::Dropped => "nothing, the migration is finished".into(),
+            Phase::RolledBack => "`splice expand FILE` to start again".into(),
+        }
+    }
+}
+
 /// One entry of a migration's history.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Transition {

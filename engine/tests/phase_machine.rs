@@ -150,8 +150,8 @@ async fn gates_refuse_out_of_order_commands_and_name_the_next_step() {
     let err = engine.verify("orders_v2").await.expect_err("before sync");
     assert!(
         matches!(
-            err,
-            EngineError::WrongPhase {
+            refusal(&err),
+            Refusal::WrongPhase {
                 phase: Phase::Expanded,
                 ..
             }
@@ -159,12 +159,18 @@ async fn gates_refuse_out_of_order_commands_and_name_the_next_step() {
         "{err}"
     );
 
+    // Before sync the next step is sync, never verify (which would refuse too).
     let err = engine
         .cutover("orders_v2", u64::MAX, ReverseSync::Start)
         .await
         .expect_err("before verify");
     assert!(matches!(refusal(&err), Refusal::WrongPhase { .. }), "{err}");
-    assert!(err.to_string().contains("splice verify orders_v2"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("next: `splice sync orders_v2 --until-caught-up`"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("splice verify"), "{err}");
 
     let err = engine
         .contract("orders_v2", None)
@@ -216,7 +222,7 @@ async fn drop_refuses_until_the_quarantine_expires_unless_overridden() {
         .drop_quarantined("orders_v2", Quarantine::Override)
         .await
         .expect("forced drop");
-    assert_eq!(dropped, "splice_quarantine._splice_orders_v2_old");
+    assert_eq!(dropped.table, "splice_quarantine._splice_orders_v2_old");
     assert!(!db.has_table("splice_quarantine._splice_orders_v2_old"));
     assert_eq!(phase(&engine).await, "dropped");
 }
@@ -842,7 +848,7 @@ async fn after_a_restore_from_quarantine_an_explicit_step_swaps_back_and_forward
         .rollback_from("orders_v2", Some(Phase::Verified))
         .await
         .expect_err("not verified");
-    assert!(matches!(err, EngineError::WrongPhase { .. }), "{err}");
+    assert!(matches!(refusal(&err), Refusal::WrongPhase { .. }), "{err}");
     let back = e
         .rollback_from("orders_v2", Some(Phase::CutOver))
         .await
@@ -871,4 +877,319 @@ async fn after_a_restore_from_quarantine_an_explicit_step_swaps_back_and_forward
         .await
         .expect("re-run");
     assert!(again.already_done);
+}
+
+// ── guard rails ──
+
+/// The example migration under another name, on the same table.
+fn second_spec() -> String {
+    SPEC.replace("orders_v2", "orders_v3")
+}
+
+#[tokio::test]
+async fn expand_refuses_a_second_migration_of_a_table_until_the_first_is_contracted() {
+    let db = database(6);
+    let e = engine(&db);
+    e.expand(SPEC, "spec.toml").await.expect("expand");
+    let refused = |err: EngineError, phase: Phase| {
+        match refusal(&err) {
+            Refusal::TableInFlight {
+                other, phase: p, ..
+            } => {
+                assert_eq!(other, "orders_v2");
+                assert_eq!(*p, phase);
+            }
+            r => panic!("expected TableInFlight, got {r}"),
+        }
+        assert!(err.to_string().contains("splice abort orders_v2"), "{err}");
+    };
+    let err = e
+        .expand(&second_spec(), "v3.toml")
+        .await
+        .expect_err("orders_v2 is in flight");
+    refused(err, Phase::Expanded);
+    // Nothing of the refused migration was left behind to block anyone.
+    assert!(!db.has_table("_splice_orders_v3_new"));
+    assert_eq!(e.status(None).await.expect("status").len(), 1);
+
+    sync_until_caught_up(&e).await;
+    e.verify("orders_v2").await.expect("verify");
+    e.cutover("orders_v2", u64::MAX, ReverseSync::Start)
+        .await
+        .expect("cutover");
+    let err = e
+        .expand(&second_spec(), "v3.toml")
+        .await
+        .expect_err("cut over is still in flight");
+    refused(err, Phase::CutOver);
+
+    // Contracted: the live table is settled, its old shape in quarantine; a new one may start.
+    e.contract("orders_v2", None).await.expect("contract");
+    let v3 = SPEC
+        .replace("orders_v2", "orders_v3")
+        .replace(
+            "amount_cents bigint NOT NULL",
+            "amount_cents bigint NOT NULL, flag text",
+        )
+        .replace("[up]\namount_cents = \"amount * 100\"", "[up]")
+        .replace("[down]\namount = \"amount_cents / 100\"", "[down]");
+    e.expand(&v3, "v3.toml")
+        .await
+        .expect("expand after contract");
+    // …and then the contracted one cannot be restored under it.
+    let err = e
+        .rollback("orders_v2")
+        .await
+        .expect_err("a later migration followed");
+    assert!(
+        matches!(refusal(&err), Refusal::TableMovedOn { other, .. } if other == "orders_v3"),
+        "{err}"
+    );
+    e.abort("orders_v3").await.expect("abort v3");
+    let restored = e
+        .rollback("orders_v2")
+        .await
+        .expect("restore after v3 is gone");
+    assert_eq!(restored.to, "cut_over");
+}
+
+#[tokio::test]
+async fn re_running_a_finished_expand_cutover_contract_or_drop_reports_it_as_already_done() {
+    let db = database(5);
+    let e = engine(&db);
+    assert!(!e.expand(SPEC, "spec.toml").await.expect("expand").already);
+    let again = e.expand(SPEC, "spec.toml").await.expect("expand again");
+    assert!(again.already);
+    assert_eq!(again.phase, Phase::Expanded);
+    sync_until_caught_up(&e).await;
+    e.verify("orders_v2").await.expect("verify");
+    let first = e
+        .cutover("orders_v2", u64::MAX, ReverseSync::Start)
+        .await
+        .expect("cutover");
+    assert!(!first.already);
+    let again = e
+        .cutover("orders_v2", u64::MAX, ReverseSync::Start)
+        .await
+        .expect("cutover again");
+    assert!(again.already);
+    assert!(again.cut_over_at.is_some(), "{again:?}");
+    assert!(
+        !e.contract("orders_v2", None)
+            .await
+            .expect("contract")
+            .already
+    );
+    assert!(e.contract("orders_v2", None).await.expect("again").already);
+    assert!(
+        e.cutover("orders_v2", u64::MAX, ReverseSync::Start)
+            .await
+            .expect("cutover after contract")
+            .already
+    );
+    let dropped = e
+        .drop_quarantined("orders_v2", Quarantine::Override)
+        .await
+        .expect("drop");
+    assert!(!dropped.already);
+    let again = e
+        .drop_quarantined("orders_v2", Quarantine::Override)
+        .await
+        .expect("drop again");
+    assert!(again.already);
+}
+
+#[tokio::test]
+async fn every_gate_is_a_refusal_that_suggests_a_command_that_would_run() {
+    let db = database(5);
+    let e = engine(&db);
+    e.expand(SPEC, "spec.toml").await.expect("expand");
+    let next = |err: &EngineError| {
+        assert!(matches!(err, EngineError::Refused(_)), "{err}");
+        err.to_string()
+    };
+    // (phase, command) → the next step the refusal names.
+    let err = e.verify("orders_v2").await.expect_err("verify before sync");
+    assert!(
+        next(&err).contains("next: `splice sync orders_v2 --until-caught-up`"),
+        "{err}"
+    );
+    sync_until_caught_up(&e).await;
+    let err = e
+        .cutover("orders_v2", u64::MAX, ReverseSync::Start)
+        .await
+        .expect_err("cutover before verify");
+    assert!(
+        next(&err).contains("next: `splice verify orders_v2`"),
+        "{err}"
+    );
+    let err = e.contract("orders_v2", None).await.expect_err("contract");
+    assert!(
+        next(&err).contains("next: `splice verify orders_v2`"),
+        "{err}"
+    );
+    e.verify("orders_v2").await.expect("verify");
+    let err = e
+        .drop_quarantined("orders_v2", Quarantine::Override)
+        .await
+        .expect_err("drop");
+    assert!(
+        next(&err).contains("next: `splice cutover orders_v2`"),
+        "{err}"
+    );
+    e.abort("orders_v2").await.expect("abort");
+    let err = e
+        .sync(
+            "orders_v2",
+            &SyncOptions::default(),
+            &Control::new(RateLimit::Unlimited),
+            &mut NoProgress,
+        )
+        .await
+        .expect_err("sync after rollback");
+    assert!(next(&err).contains("next: `splice expand FILE`"), "{err}");
+    let err = e
+        .verify("orders_v2")
+        .await
+        .expect_err("verify after rollback");
+    assert!(next(&err).contains("splice expand FILE"), "{err}");
+}
+
+/// Records what every progress update said about the rate; on the first update it can run
+/// an action (as an operator running `splice throttle` would while the sync runs).
+struct RateLog {
+    seen: Vec<(u32, engine::backfill::RateSource, Option<u32>)>,
+    on_first: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl engine::backfill::ProgressSink for RateLog {
+    fn update(&mut self, p: &engine::backfill::SyncProgress) {
+        self.seen
+            .push((p.rate_limit, p.rate_source, p.replaced_override));
+        if let Some(f) = self.on_first.take() {
+            f();
+        }
+    }
+}
+
+fn set_override(db: &Memory, limit: Option<RateLimit>) {
+    use engine::adapter::StateStore;
+    use futures_util::FutureExt;
+    db.set_rate_limit(&(), "orders_v2", limit)
+        .now_or_never()
+        .expect("the in-memory store answers at once")
+        .expect("set");
+}
+
+#[tokio::test]
+async fn the_rate_typed_on_sync_replaces_an_earlier_throttle_override() {
+    use engine::backfill::RateSource;
+    let db = database(50);
+    let e = engine(&db);
+    e.expand(SPEC, "spec.toml").await.expect("expand");
+    e.set_rate_limit("orders_v2", Some(RateLimit::from_rows_per_second(50_000)))
+        .await
+        .expect("throttle");
+    let control = Control::new(RateLimit::Unlimited);
+    let opts = SyncOptions {
+        until_caught_up: true,
+        rate_limit: Some(RateLimit::from_rows_per_second(5_000)),
+        ..Default::default()
+    };
+    let mut log = RateLog {
+        seen: vec![],
+        on_first: None,
+    };
+    e.sync("orders_v2", &opts, &control, &mut log)
+        .await
+        .expect("sync");
+    assert_eq!(control.rate(), RateLimit::from_rows_per_second(5_000));
+    assert_eq!(log.seen[0], (5_000, RateSource::CommandLine, Some(50_000)));
+    assert!(log.seen.iter().all(|s| s.0 == 5_000), "{:?}", log.seen);
+    let status = &e.status(Some("orders_v2")).await.expect("status")[0];
+    assert_eq!(status.rate_override, None, "the override was replaced");
+}
+
+#[tokio::test]
+async fn throttle_set_and_cleared_while_sync_runs_reaches_it_and_is_reported() {
+    use engine::backfill::RateSource;
+    let db = database(3_000);
+    let e = engine(&db);
+    e.expand(SPEC, "spec.toml").await.expect("expand");
+    let control = Control::new(RateLimit::Unlimited);
+    let opts = SyncOptions {
+        until_caught_up: true,
+        rate_limit: Some(RateLimit::from_rows_per_second(900_000)),
+        // Tiny chunks: many checkpoints.
+        chunk_target: Some(std::time::Duration::from_nanos(1)),
+    };
+    // Set while the sync runs: it wins over the command line, and is reported.
+    let shared = db.clone();
+    let mut log = RateLog {
+        seen: vec![],
+        on_first: Some(Box::new(move || {
+            set_override(&shared, Some(RateLimit::from_rows_per_second(800_000)))
+        })),
+    };
+    e.sync("orders_v2", &opts, &control, &mut log)
+        .await
+        .expect("sync");
+    assert_eq!(log.seen[0], (900_000, RateSource::CommandLine, None));
+    assert!(
+        log.seen.contains(&(800_000, RateSource::Override, None)),
+        "{:?}",
+        log.seen
+    );
+
+    // Cleared while a later sync runs (one that named no rate, so the override applied from
+    // its start): back to the sync's own rate, the file's.
+    e.abort("orders_v2").await.expect("abort");
+    e.expand(SPEC, "spec.toml").await.expect("re-expand");
+    set_override(&db, Some(RateLimit::from_rows_per_second(800_000)));
+    let shared = db.clone();
+    let mut log = RateLog {
+        seen: vec![],
+        on_first: Some(Box::new(move || set_override(&shared, None))),
+    };
+    let control = Control::new(RateLimit::Unlimited);
+    let opts = SyncOptions {
+        rate_limit: None,
+        ..opts
+    };
+    e.sync("orders_v2", &opts, &control, &mut log)
+        .await
+        .expect("sync");
+    assert_eq!(log.seen[0].1, RateSource::Override, "{:?}", log.seen);
+    assert_eq!(
+        log.seen.last().map(|s| (s.0, s.1)),
+        Some((0, RateSource::File)),
+        "{:?}",
+        log.seen
+    );
+    assert_eq!(control.rate(), RateLimit::Unlimited);
+}
+
+async fn overridden(e: &Engine<Memory>) -> Option<u32> {
+    e.status(Some("orders_v2")).await.expect("status")[0].rate_override
+}
+
+#[tokio::test]
+async fn a_throttle_override_ends_with_rollback_abort_and_re_expand() {
+    let db = database(5);
+    let e = engine(&db);
+    e.expand(SPEC, "spec.toml").await.expect("expand");
+    set_override(&db, Some(RateLimit::from_rows_per_second(50_000)));
+    assert_eq!(overridden(&e).await, Some(50_000));
+    e.rollback("orders_v2").await.expect("rollback");
+    assert_eq!(overridden(&e).await, None, "rollback ends it");
+
+    e.expand(SPEC, "spec.toml").await.expect("re-expand");
+    set_override(&db, Some(RateLimit::from_rows_per_second(50_000)));
+    e.abort("orders_v2").await.expect("abort");
+    assert_eq!(overridden(&e).await, None, "abort ends it");
+
+    // One set on a rolled-back migration does not carry into its next run.
+    set_override(&db, Some(RateLimit::from_rows_per_second(50_000)));
+    e.expand(SPEC, "spec.toml").await.expect("re-expand");
+    assert_eq!(overridden(&e).await, None, "re-expand starts from the file");
 }

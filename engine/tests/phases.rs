@@ -273,7 +273,7 @@ async fn contract_quarantines_and_drop_refuses_until_the_quarantine_expires() {
         .drop_quarantined("orders_v2", Quarantine::Override)
         .await
         .expect("forced drop");
-    assert_eq!(dropped, "splice_quarantine._splice_orders_v2_old");
+    assert_eq!(dropped.table, "splice_quarantine._splice_orders_v2_old");
     let status = engine.status(Some("orders_v2")).await.expect("status");
     let phases: Vec<String> = status[0].history.iter().map(|t| t.to.clone()).collect();
     assert_eq!(

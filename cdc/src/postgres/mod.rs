@@ -8,7 +8,7 @@ mod setup;
 pub mod tls;
 
 pub use connect::{connect, ConnectError, PgTarget};
-pub use setup::CaptureName;
+pub use setup::{capture_preconditions, CaptureName};
 pub use tls::{SslMode, TlsSettings, TrustRoots};
 
 use crate::change::{Position, TableName, Timestamp, Transaction};
@@ -160,7 +160,10 @@ async fn replication_config(
     .with_ack_lsn(start.into())
     .with_status_interval(status_interval)
     .with_wakeup_interval(Duration::from_secs(5))
-    .with_application_name(format!("splice {}", name.slot())))
+    .with_application_name(config.get_application_name().map_or_else(
+        || format!("splice {}", name.slot()),
+        |a| format!("{a} ({})", name.slot()),
+    )))
 }
 
 impl PgChangeStream {

@@ -82,32 +82,52 @@ pub(crate) struct SlotState {
     pub confirmed_flush: Lsn,
 }
 
+/// Every server-wide precondition the streams named `names` need, checked without creating
+/// anything: logical WAL, a role allowed to replicate, a free slot for each of them that does
+/// not exist yet, a free WAL sender (unless one of them is streaming now). Returns each failing
+/// one (its message names the fix), so a planner can report them all before a stream would
+/// fail on the first.
+pub async fn capture_preconditions(
+    client: &Client,
+    names: &[CaptureName],
+) -> Result<Vec<CdcError>, CdcError> {
+    let mut problems = Vec::new();
+    problems.extend(wal_level_problem(client).await?);
+    problems.extend(role_problem(client).await?);
+    let mut missing = 0;
+    let mut streaming = false;
+    for name in names {
+        let row = client
+            .query_opt(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                &[&name.slot()],
+            )
+            .await
+            .map_err(|e| CdcError::db("looking up the replication slot", &e))?;
+        match row {
+            Some(r) => streaming |= r.get::<_, Option<i32>>(0).is_some(),
+            None => missing += 1,
+        }
+    }
+    problems.extend(free_slot_problem(client, missing).await?);
+    if !streaming {
+        problems.extend(wal_sender_problem(client).await?);
+    }
+    Ok(problems)
+}
+
 /// The server-wide preconditions: logical WAL, a role allowed to replicate, a free slot (unless
 /// ours exists and is idle) and a free WAL sender. Returns our slot if it exists.
 pub(crate) async fn check_server(
     client: &Client,
     name: &CaptureName,
 ) -> Result<Option<SlotState>, CdcError> {
-    let wal_level: String = query_one(client, "reading wal_level", "SHOW wal_level", &[]).await?;
-    if wal_level != "logical" {
-        return Err(CdcError::WalLevelNotLogical { current: wal_level });
+    if let Some(problem) = wal_level_problem(client).await? {
+        return Err(problem);
     }
-
-    let row = client
-        .query_one(
-            "SELECT current_user::text, rolsuper, rolreplication FROM pg_roles \
-             WHERE rolname = current_user",
-            &[],
-        )
-        .await
-        .map_err(|e| CdcError::db("reading the role's privileges", &e))?;
-    let (role, superuser, replication): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
-    if !superuser && !replication {
-        return Err(CdcError::MissingReplicationPrivilege {
-            role: quote_ident(&role),
-        });
+    if let Some(problem) = role_problem(client).await? {
+        return Err(problem);
     }
-
     let slot = client
         .query_opt(
             "SELECT s.plugin::text, s.slot_type, s.database::text, s.active_pid, \
@@ -166,22 +186,59 @@ pub(crate) async fn check_server(
             Some(SlotState { confirmed_flush })
         }
         None => {
-            let row = client
-                .query_one(
-                    "SELECT (SELECT count(*) FROM pg_replication_slots), \
-                            current_setting('max_replication_slots')::int8",
-                    &[],
-                )
-                .await
-                .map_err(|e| CdcError::db("counting replication slots", &e))?;
-            let (used, max): (i64, i64) = (row.get(0), row.get(1));
-            if used >= max {
-                return Err(CdcError::NoFreeReplicationSlot { used, max });
+            if let Some(problem) = free_slot_problem(client, 1).await? {
+                return Err(problem);
             }
             None
         }
     };
 
+    if let Some(problem) = wal_sender_problem(client).await? {
+        return Err(problem);
+    }
+    Ok(existing)
+}
+
+async fn wal_level_problem(client: &Client) -> Result<Option<CdcError>, CdcError> {
+    let wal_level: String = query_one(client, "reading wal_level", "SHOW wal_level", &[]).await?;
+    Ok((wal_level != "logical").then_some(CdcError::WalLevelNotLogical { current: wal_level }))
+}
+
+async fn role_problem(client: &Client) -> Result<Option<CdcError>, CdcError> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text, rolsuper, rolreplication FROM pg_roles \
+             WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(|e| CdcError::db("reading the role's privileges", &e))?;
+    let (role, superuser, replication): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    Ok(
+        (!superuser && !replication).then(|| CdcError::MissingReplicationPrivilege {
+            role: quote_ident(&role),
+        }),
+    )
+}
+
+/// `needed` more slots than exist now would not fit under max_replication_slots.
+async fn free_slot_problem(client: &Client, needed: i64) -> Result<Option<CdcError>, CdcError> {
+    if needed == 0 {
+        return Ok(None);
+    }
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_replication_slots), \
+                    current_setting('max_replication_slots')::int8",
+            &[],
+        )
+        .await
+        .map_err(|e| CdcError::db("counting replication slots", &e))?;
+    let (used, max): (i64, i64) = (row.get(0), row.get(1));
+    Ok((used + needed > max).then_some(CdcError::NoFreeReplicationSlot { used, max }))
+}
+
+async fn wal_sender_problem(client: &Client) -> Result<Option<CdcError>, CdcError> {
     let row = client
         .query_one(
             "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'), \
@@ -191,10 +248,7 @@ pub(crate) async fn check_server(
         .await
         .map_err(|e| CdcError::db("counting WAL senders", &e))?;
     let (used, max): (i64, i64) = (row.get(0), row.get(1));
-    if used >= max {
-        return Err(CdcError::NoFreeWalSender { used, max });
-    }
-    Ok(existing)
+    Ok((used >= max).then_some(CdcError::NoFreeWalSender { used, max }))
 }
 
 /// Check that `table` exists, is an ordinary table, and has a key changes can carry; return

@@ -53,6 +53,14 @@ pub trait ChangeApplier: Sessions {
         conn: &Self::Conn,
         spec: &MigrationSpec,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// What the server lacks for the change streams `slots` (wal_level, replication rights,
+    /// free slots and WAL senders), each worded with its fix; empty when nothing. Creates
+    /// nothing: `splice plan` reports these before sync would fail on the first.
+    fn capture_problems(
+        &self,
+        conn: &Self::Conn,
+        slots: &[String],
+    ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     /// Bytes the change stream `slot` is behind, when it exists (`splice status`).
     fn capture_lag_bytes(
         &self,

@@ -3,7 +3,6 @@
 
 use super::Engine;
 use crate::adapter::Adapter;
-use crate::error::Refusal;
 use crate::spec::MigrationSpec;
 use crate::state::{Phase, PhaseChange, QuarantineEntry};
 use crate::EngineError;
@@ -16,6 +15,8 @@ pub struct Contracted {
     pub quarantined_as: String,
     /// RFC 3339, UTC: when `splice drop` may drop it.
     pub quarantine_until: String,
+    /// True when an earlier run had contracted it: nothing more was done than finishing.
+    pub already: bool,
 }
 
 impl<A: Adapter> Engine<A> {
@@ -28,23 +29,22 @@ impl<A: Adapter> Engine<A> {
     ) -> Result<Contracted, EngineError> {
         let super::Loaded { db, record, spec } = self.load(name).await?;
         let quarantined = spec.quarantined_table().to_string();
-        let contracted = |until: Option<String>| Contracted {
+        let contracted = |until: Option<String>, already: bool| Contracted {
             quarantined_as: quarantined.clone(),
             quarantine_until: until.unwrap_or_default(),
+            already,
         };
-        if record.phase == Phase::Contracted {
+        if record.phase == Phase::Contracted && record.quarantined_as.is_some() {
             // A crash after the move into quarantine: finish the job.
             let _lock = self.locked(name).await?;
             self.drop_captures(&spec).await?;
-            return Ok(contracted(record.quarantine_until));
+            return Ok(contracted(record.quarantine_until, true));
+        }
+        if record.phase == Phase::Dropped {
+            return Ok(contracted(None, true));
         }
         if record.phase != Phase::CutOver {
-            return Err(Refusal::WrongPhase {
-                name: name.into(),
-                phase: record.phase,
-                expected: "contract comes after cutover".into(),
-            }
-            .into());
+            return Err(super::wrong_phase(&record, "contract comes after cutover"));
         }
         let lock = self.locked(name).await?;
         let period = quarantine.unwrap_or(spec.quarantine);
@@ -70,7 +70,7 @@ impl<A: Adapter> Engine<A> {
         crate::fault::point("contract.quarantined");
         self.drop_captures(&spec).await?;
         let record = self.record(&db, name).await?;
-        Ok(contracted(record.quarantine_until))
+        Ok(contracted(record.quarantine_until, false))
     }
 
     /// Reverse sync is over once the old table is in quarantine; forward capture was over at

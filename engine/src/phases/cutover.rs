@@ -19,6 +19,10 @@ pub struct CutoverReport {
     pub attempts: u32,
     pub carried_over: Vec<String>,
     pub reverse_sync: bool,
+    /// True when an earlier run had cut it over: nothing was done this time.
+    pub already: bool,
+    /// When it was cut over (RFC 3339, UTC), for a re-run that found it done.
+    pub cut_over_at: Option<String>,
 }
 
 /// Whether cutover keeps the old shape current afterwards.
@@ -40,28 +44,47 @@ impl<A: Adapter> Engine<A> {
         reverse_sync: ReverseSync,
     ) -> Result<CutoverReport, EngineError> {
         let super::Loaded { db, record, spec } = self.load(name).await?;
-        if record.phase == Phase::CutOver {
+        if matches!(
+            record.phase,
+            Phase::CutOver | Phase::Contracted | Phase::Dropped
+        ) {
             // The swap and the phase change committed together: a re-run after a crash has
             // only the settling left.
-            if let Ok(plan) = plan::build_after_cutover(&self.adapter, &db, &spec).await {
-                self.adapter
-                    .settle_carried_over(&db, &plan.dependents)
-                    .await;
+            if record.phase == Phase::CutOver {
+                if let Ok(plan) = plan::build_after_cutover(&self.adapter, &db, &spec).await {
+                    self.adapter
+                        .settle_carried_over(&db, &plan.dependents)
+                        .await;
+                }
             }
+            let swapped = self
+                .adapter
+                .history(&db, name)
+                .await?
+                .into_iter()
+                .rev()
+                .find(|t| {
+                    t.to == Phase::CutOver.as_str() && !state::PhaseChange::is_rollback(&t.figures)
+                });
             return Ok(CutoverReport {
                 lock_ms: record.lock_ms.unwrap_or(0.0),
                 attempts: 0,
                 carried_over: vec![],
-                reverse_sync: true,
+                reverse_sync: swapped
+                    .as_ref()
+                    .and_then(|t| t.figures.get("reverse_sync"))
+                    .and_then(|r| r.as_bool())
+                    .unwrap_or(true)
+                    && record.phase == Phase::CutOver,
+                already: true,
+                cut_over_at: swapped.map(|t| t.at),
             });
         }
         if record.phase != Phase::Verified {
-            return Err(Refusal::WrongPhase {
-                name: name.into(),
-                phase: record.phase,
-                expected: format!("cutover needs a passing verify first (`splice verify {name}`)"),
-            }
-            .into());
+            return Err(super::wrong_phase(
+                &record,
+                "cutover comes after a passing verify",
+            ));
         }
         if !self
             .adapter
@@ -170,6 +193,8 @@ impl<A: Adapter> Engine<A> {
             attempts: swapped.attempts,
             carried_over: swapped.carried_over,
             reverse_sync: reverse.is_some(),
+            already: false,
+            cut_over_at: None,
         })
     }
 }

@@ -16,6 +16,15 @@ pub enum Quarantine {
     Override,
 }
 
+/// What `splice drop` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DropReport {
+    /// The quarantined table dropped.
+    pub table: String,
+    /// True when an earlier run had dropped it: nothing more was done than finishing.
+    pub already: bool,
+}
+
 impl<A: Adapter> Engine<A> {
     /// `splice drop`: drops the quarantined table once its quarantine expired (or now, when
     /// told to override it); returns the table dropped.
@@ -23,21 +32,19 @@ impl<A: Adapter> Engine<A> {
         &self,
         name: &str,
         quarantine: Quarantine,
-    ) -> Result<String, EngineError> {
+    ) -> Result<DropReport, EngineError> {
         let super::Loaded { db, record, spec } = self.load(name).await?;
         if record.phase == Phase::Dropped {
             // A crash after the drop committed: finish the job.
             let _lock = self.locked(name).await?;
             self.adapter.forget_appliers(&db, &spec).await?;
-            return Ok(spec.quarantined_table().to_string());
+            return Ok(DropReport {
+                table: spec.quarantined_table().to_string(),
+                already: true,
+            });
         }
         if record.phase != Phase::Contracted {
-            return Err(Refusal::WrongPhase {
-                name: name.into(),
-                phase: record.phase,
-                expected: "drop comes after contract".into(),
-            }
-            .into());
+            return Err(super::wrong_phase(&record, "drop comes after contract"));
         }
         let forced = quarantine == Quarantine::Override && !record.quarantine_expired;
         if !record.quarantine_expired && quarantine == Quarantine::Respect {
@@ -72,6 +79,9 @@ impl<A: Adapter> Engine<A> {
             .await?;
         crate::fault::point("drop.dropped");
         self.adapter.forget_appliers(&db, &spec).await?;
-        Ok(quarantined.to_string())
+        Ok(DropReport {
+            table: quarantined.to_string(),
+            already: false,
+        })
     }
 }

@@ -21,7 +21,8 @@ mod verify;
 pub use contract::Contracted;
 pub use cutover::CutoverReport;
 pub use cutover::ReverseSync;
-pub use drop::Quarantine;
+pub use drop::{DropReport, Quarantine};
+pub use expand::ExpandReport;
 pub use rollback::RollbackReport;
 pub use status::Status;
 pub use sync::SyncOptions;
@@ -224,6 +225,17 @@ impl<A: Adapter> Engine<A> {
         }
         Ok((built, started.elapsed().as_secs_f64()))
     }
+}
+
+/// The refusal of a command run in a phase where it does not apply: where it runs (`runs`),
+/// and the command that actually comes next.
+fn wrong_phase(record: &MigrationRecord, runs: &str) -> EngineError {
+    Refusal::WrongPhase {
+        name: record.name.clone(),
+        phase: record.phase,
+        expected: format!("{runs}; next: {}", record.next_step()),
+    }
+    .into()
 }
 
 /// A lost stream, as the refusal that names the way out.

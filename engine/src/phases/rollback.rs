@@ -67,13 +67,14 @@ impl<A: Adapter> Engine<A> {
             Some(p) if p != record.phase => {
                 return match already {
                     Some(done) if done.from == p.as_str() => Ok(done),
-                    _ => Err(EngineError::WrongPhase {
+                    _ => Err(Refusal::WrongPhase {
                         name: name.into(),
                         phase: record.phase,
                         expected: format!(
                             "not {p}; nothing was rolled back (`splice status {name}`)"
                         ),
-                    }),
+                    }
+                    .into()),
                 };
             }
             Some(_) => {}
@@ -136,6 +137,7 @@ impl<A: Adapter> Engine<A> {
                 Ok(report(Phase::Syncing, Some(swapped.lock_ms)))
             }
             Phase::Contracted => {
+                self.check_nothing_followed(&db, &spec).await?;
                 // The move out of quarantine clears the quarantine entry in the same
                 // transaction; a re-run after a crash finds it cleared and goes on re-syncing.
                 if record.quarantined_as.is_some() {
@@ -191,11 +193,10 @@ impl<A: Adapter> Engine<A> {
                     .await?;
                 Ok(report(Phase::CutOver, None))
             }
-            Phase::Dropped => Err(EngineError::WrongPhase {
-                name: name.into(),
-                phase: record.phase,
-                expected: "the old table was dropped; there is nothing to roll back to".into(),
-            }),
+            Phase::Dropped => Err(super::wrong_phase(
+                &record,
+                "the old table was dropped; there is nothing to roll back to",
+            )),
             Phase::RolledBack => unreachable_rolled_back(name),
         }
     }
@@ -228,11 +229,7 @@ impl<A: Adapter> Engine<A> {
                 ),
             }
             .into()),
-            _ => Err(EngineError::WrongPhase {
-                name: name.into(),
-                phase: record.phase,
-                expected: "there is nothing to abort".into(),
-            }),
+            _ => Err(super::wrong_phase(&record, "there is nothing to abort")),
         }
     }
 
@@ -251,12 +248,46 @@ impl<A: Adapter> Engine<A> {
         self.adapter.drop_shadow(db, spec).await?;
         self.adapter.forget_appliers(db, spec).await?;
         self.adapter.reset_backfill(lock).await?;
+        // A `splice throttle` override ends with the run it was set for.
+        self.adapter.set_rate_limit(db, &spec.name, None).await?;
         self.adapter
             .transition(
                 lock,
                 &PhaseChange::new(from, Phase::RolledBack, json!({ "rollback": true })),
             )
             .await
+    }
+
+    /// Refuses the restore of a contracted migration when a later migration of the same table
+    /// (one whose expand recorded it in `follows`) has not been rolled back: the live table
+    /// may no longer be the shape this migration's reverse mapping reads.
+    async fn check_nothing_followed(
+        &self,
+        db: &A::Conn,
+        spec: &MigrationSpec,
+    ) -> Result<(), EngineError> {
+        for other in self.adapter.load_records(db).await? {
+            if other.name == spec.name || other.phase == Phase::RolledBack {
+                continue;
+            }
+            let history = self.adapter.history(db, &other.name).await?;
+            let follows = history
+                .iter()
+                .rev()
+                .find(|t| t.to == Phase::Expanded.as_str())
+                .and_then(|t| t.figures.get("follows"))
+                .and_then(|f| f.as_array())
+                .is_some_and(|f| f.iter().any(|n| n.as_str() == Some(spec.name.as_str())));
+            if follows {
+                return Err(Refusal::TableMovedOn {
+                    name: spec.name.clone(),
+                    table: spec.table.to_string(),
+                    other: other.name.clone(),
+                }
+                .into());
+            }
+        }
+        Ok(())
     }
 
     /// When the migration's last transition was a rollback (or it is rolled back), the report
@@ -285,9 +316,10 @@ impl<A: Adapter> Engine<A> {
 
 /// `rolled_back_already` answers for this phase before the match.
 fn unreachable_rolled_back(name: &str) -> Result<RollbackReport, EngineError> {
-    Err(EngineError::WrongPhase {
+    Err(Refusal::WrongPhase {
         name: name.into(),
         phase: Phase::RolledBack,
         expected: "there is nothing to roll back".into(),
-    })
+    }
+    .into())
 }

@@ -22,10 +22,27 @@ pub struct Status {
     pub cutover_lock_ms: Option<f64>,
     pub quarantined_as: Option<String>,
     pub quarantine_until: Option<String>,
+    /// The override `splice throttle` set, rows per second (0: unlimited).
+    pub rate_override: Option<u32>,
+    /// The command that comes next.
+    pub next: String,
     pub history: Vec<state::Transition>,
 }
 
 impl<A: Adapter> Engine<A> {
+    /// The migration whose change stream `slot` is (forward or reverse), if any is
+    /// registered: nobody else may consume it.
+    pub async fn migration_of_slot(&self, slot: &str) -> Result<Option<String>, EngineError> {
+        let db = self.db().await?;
+        for r in self.adapter.load_records(&db).await? {
+            let spec = spec_of(&r)?;
+            if spec.forward_slot() == slot || spec.reverse_slot() == slot {
+                return Ok(Some(r.name));
+            }
+        }
+        Ok(None)
+    }
+
     /// `splice status`: one migration, or every one (oldest first).
     pub async fn status(&self, name: Option<&str>) -> Result<Vec<Status>, EngineError> {
         let db = self.db().await?;
@@ -58,6 +75,8 @@ impl<A: Adapter> Engine<A> {
                 cutover_lock_ms: r.lock_ms,
                 quarantined_as: r.quarantined_as.clone(),
                 quarantine_until: r.quarantine_until.clone(),
+                rate_override: r.rate_limit.map(|l| l.rows_per_second()),
+                next: r.next_step(),
                 history: self.adapter.history(&db, &r.name).await?,
             });
         }

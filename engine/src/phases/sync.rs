@@ -4,7 +4,7 @@
 use super::Engine;
 use crate::adapter::Adapter;
 use crate::applier::Applier;
-use crate::backfill::{self, BackfillCopy, Control, ProgressSink, SyncProgress};
+use crate::backfill::{self, BackfillCopy, Control, ProgressSink, RateSource, SyncProgress};
 use crate::plan;
 use crate::seam::{Continuity, Fill, RateLimit};
 use crate::state::{Phase, PhaseChange};
@@ -42,16 +42,35 @@ impl<A: Adapter> Engine<A> {
         if let Some(t) = opts.chunk_target {
             spec.throttle.chunk_target = t;
         }
-        // The command line's rate wins; else a rate the caller already set on `control`; else
-        // the file's.
-        match opts.rate_limit {
-            Some(limit) => control.set_rate(limit),
-            None if control.rate() == RateLimit::Unlimited => {
-                control.set_rate(spec.throttle.rate_limit)
-            }
-            None => {}
-        }
         let lock = self.locked(name).await?;
+        // The rate typed on the command line wins (else one the caller set on `control`, else
+        // the file's). An override `splice throttle` set before this sync started applies
+        // only when the sync named no rate; one named replaces it (and says so). An override
+        // set while the sync runs wins until `splice throttle --clear`.
+        let own = match opts.rate_limit {
+            Some(limit) => Some(limit),
+            None if control.rate() != RateLimit::Unlimited => Some(control.rate()),
+            None => None,
+        };
+        match own {
+            Some(limit) => control.set_own_rate(limit, RateSource::CommandLine),
+            None => control.set_own_rate(spec.throttle.rate_limit, RateSource::File),
+        }
+        match (own, record.rate_limit) {
+            (Some(_), Some(earlier)) => {
+                self.adapter.set_rate_limit(&db, name, None).await?;
+                control.replaced_override(earlier);
+                tracing::warn!(
+                    migration = name,
+                    %earlier,
+                    "the rate on the command line replaces the earlier `splice throttle` override"
+                );
+            }
+            (None, overridden) => {
+                control.apply_override(overridden);
+            }
+            (Some(_), None) => {}
+        }
         let span = info_span!("sync", migration = name, phase = %record.phase);
         async move {
             match record.phase {
@@ -103,13 +122,10 @@ impl<A: Adapter> Engine<A> {
                 Phase::CutOver => {
                     let plan = plan::build_after_cutover(&self.adapter, &db, &spec).await?;
                     let Some(reverse) = plan.reverse.clone() else {
-                        return Err(EngineError::WrongPhase {
-                            name: name.into(),
-                            phase: record.phase,
-                            expected: "it was cut over without reverse sync; there is nothing \
-                                       to sync"
-                                .into(),
-                        });
+                        return Err(super::wrong_phase(
+                            &record,
+                            "it was cut over without reverse sync; there is nothing to sync",
+                        ));
                     };
                     let mut capture = self
                         .reverse_applier(&spec, reverse, Continuity::Resume)
@@ -122,11 +138,10 @@ impl<A: Adapter> Engine<A> {
                     capture.close().await?;
                     result.map(|_| p)
                 }
-                other => Err(EngineError::WrongPhase {
-                    name: name.into(),
-                    phase: other,
-                    expected: "sync runs between expand and contract".into(),
-                }),
+                _ => Err(super::wrong_phase(
+                    &record,
+                    "sync runs between expand and contract",
+                )),
             }
         }
         .instrument(span)

@@ -18,11 +18,10 @@ impl<A: Adapter> Engine<A> {
     pub async fn verify(&self, name: &str) -> Result<VerifyReport, EngineError> {
         let super::Loaded { db, record, spec } = self.load(name).await?;
         if !matches!(record.phase, Phase::Syncing | Phase::Verified) {
-            return Err(EngineError::WrongPhase {
-                name: name.into(),
-                phase: record.phase,
-                expected: "verify runs after sync has started and before cutover".into(),
-            });
+            return Err(super::wrong_phase(
+                &record,
+                "verify runs after sync has started and before cutover",
+            ));
         }
         if !record.backfill_done {
             return Err(Refusal::BackfillIncomplete {

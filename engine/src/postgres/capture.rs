@@ -291,6 +291,22 @@ impl ChangeApplier for Postgres {
         drop_origin(db, &spec.reverse_origin()).await
     }
 
+    async fn capture_problems(
+        &self,
+        db: &Client,
+        slots: &[String],
+    ) -> Result<Vec<String>, EngineError> {
+        let names = slots
+            .iter()
+            .map(|s| CaptureName::exact(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(cdc::capture_preconditions(db, &names)
+            .await?
+            .iter()
+            .map(ToString::to_string)
+            .collect())
+    }
+
     async fn capture_lag_bytes(&self, db: &Client, slot: &str) -> Result<Option<i64>, EngineError> {
         Ok(db
             .query_opt(

@@ -61,7 +61,8 @@ pub async fn table(
         oid,
         columns,
         primary_key: pk.iter().map(|r| r.get(0)).collect(),
-        approx_rows: approx_rows.max(0),
+        // -1: never analyzed (PostgreSQL 14+), so unknown.
+        approx_rows: approx_rows.max(-1),
     }))
 }
 

@@ -275,11 +275,14 @@ impl Planner for Postgres {
         let shadow = qualified(&spec.shadow_table());
         let retired = qualified(&spec.retired_table());
         s.push_str(&format!(
-            "migration {}: {} ({} columns, ~{} rows) → new shape ({} columns)\n",
+            "migration {}: {} ({} columns, {}) → new shape ({} columns)\n",
             spec.name,
             plan.source.name,
             plan.source.columns.len(),
-            plan.source.approx_rows,
+            match plan.source.approx_rows {
+                n if n < 0 => "rows: not analyzed".to_string(),
+                n => format!("~{n} rows"),
+            },
             plan.target.columns.len()
         ));
         s.push_str(&format!(

@@ -140,8 +140,8 @@ impl RunnerLock {
         if !got {
             let holder = conn
                 .query_opt(
-                    "SELECT a.pid::text || ' (' || coalesce(a.application_name, '') || ', ' ||
-                            coalesce(a.client_addr::text, 'local') || ')'
+                    "SELECT a.pid, coalesce(a.application_name, ''),
+                            coalesce(a.client_hostname, host(a.client_addr), 'a local socket')
                      FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                      WHERE l.locktype = 'advisory' AND l.classid::int = hashtext('splice.migration')
                        AND l.objid::int = hashtext($1) AND l.granted LIMIT 1",
@@ -150,12 +150,14 @@ impl RunnerLock {
                 .await
                 .ok()
                 .flatten()
-                .map(|r| r.get::<_, String>(0))
-                .unwrap_or_else(|| "another session".into());
-            return Err(EngineError::Busy(format!(
-                "migration {name} is being run by another splice process (backend pid {holder}); \
-                 wait for it to finish or stop it (its work is checkpointed), then run this again"
-            )));
+                .map(|r| {
+                    (
+                        r.get::<_, i32>(0),
+                        r.get::<_, String>(1),
+                        r.get::<_, String>(2),
+                    )
+                });
+            return Err(EngineError::Busy(busy_message(name, holder)));
         }
         Ok(RunnerLock {
             conn,
@@ -197,6 +199,33 @@ impl RunnerLock {
             self.name, self.fence
         ))
     }
+}
+
+/// Who holds a migration (backend pid, application name, client host) and what to do: a
+/// `splice sync` without `--until-caught-up` follows changes until it is stopped, so waiting
+/// for it to finish is no advice.
+fn busy_message(name: &str, holder: Option<(i32, String, String)>) -> String {
+    let Some((pid, command, host)) = holder else {
+        return format!(
+            "migration {name} is being run by another splice process (it let go as this one \
+             looked: run this again)"
+        );
+    };
+    let command = if command.is_empty() {
+        "a session without an application_name".to_string()
+    } else {
+        format!("`{command}`")
+    };
+    let advice = if command.starts_with("`splice sync") {
+        "a sync keeps following changes until it is stopped: stop it (Ctrl-C or SIGTERM; its \
+         work is checkpointed), or let it run and use `splice status` to watch"
+    } else {
+        "let it finish, or stop it (its work is checkpointed)"
+    };
+    format!(
+        "migration {name} is being run by another splice process: {command} from {host}, \
+         backend pid {pid}; {advice}, then run this again"
+    )
 }
 
 /// Records `change` and its history row on `db` (the lock's session, or the session whose
