@@ -365,7 +365,27 @@ async fn plan(engine: &Engine<Postgres>, file: &str) -> u8 {
     match engine.plan(&spec).await {
         Ok(plan) => {
             print!("{}", engine.render(&plan));
-            if plan.not_carried.is_empty() {
+            let materialized: Vec<String> = plan
+                .dependents
+                .iter()
+                .filter(|d| {
+                    matches!(
+                        d,
+                        engine::catalog::Dependent::View {
+                            materialized: true,
+                            ..
+                        }
+                    )
+                })
+                .map(|d| d.to_string())
+                .collect();
+            if !materialized.is_empty() {
+                eprintln!(
+                    "error: cutover cannot carry {} over to the new table; drop it before the migration and create it again after cutover (expand refuses until then)",
+                    materialized.join(", ")
+                );
+                crate::EXIT_CHECK_FAILED
+            } else if plan.not_carried.is_empty() {
                 crate::EXIT_OK
             } else {
                 eprintln!(
@@ -658,6 +678,19 @@ fn render_status(s: &engine::phases::Status) -> String {
     if let Some(l) = s.capture_lag_bytes {
         out.push_str(&format!("  capture lag: {l} bytes\n"));
     }
+    for slot in &s.slots {
+        out.push_str(&format!(
+            "  slot {}: retains {} of WAL (wal_status {}){}\n",
+            slot.slot,
+            human_bytes(slot.retained_wal_bytes),
+            slot.wal_status,
+            if slot.retained_wal_bytes > slot.warn_above_bytes {
+                " — above the warning threshold: keep sync running, or contract/abort to release it"
+            } else {
+                ""
+            }
+        ));
+    }
     if let Some(v) = &s.last_verify {
         out.push_str(&format!("  last verify: {v}\n"));
     }
@@ -856,4 +889,20 @@ fn parse_phase(s: &str) -> Result<Phase, String> {
              contracted"
         )
     })
+}
+
+/// `1536` → `1.5 KiB`.
+fn human_bytes(n: i64) -> String {
+    let mut v = n as f64;
+    for unit in ["B", "KiB", "MiB", "GiB", "TiB"] {
+        if v.abs() < 1024.0 || unit == "TiB" {
+            return if unit == "B" {
+                format!("{n} B")
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+        v /= 1024.0;
+    }
+    format!("{n} B")
 }

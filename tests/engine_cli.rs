@@ -1031,3 +1031,119 @@ fn every_session_is_named_for_its_command_and_a_second_runner_names_the_first() 
     assert!(!err.contains("wait for it to finish"), "{err}");
     assert!(err.contains("until it is stopped"), "{err}");
 }
+
+#[test]
+fn views_over_a_retyped_column_are_re_created_in_order_with_their_owner_grants_and_options() {
+    let env = Env::new(200);
+    env.pg
+        .psql(
+            "CREATE ROLE report_owner; CREATE ROLE analyst;
+             CREATE VIEW order_notes WITH (security_barrier) AS SELECT id, currency, note FROM orders;
+             CREATE VIEW usd_notes AS SELECT id, note FROM order_notes WHERE currency = 'USD';
+             ALTER VIEW order_notes OWNER TO report_owner;
+             GRANT SELECT ON orders TO report_owner;
+             GRANT SELECT ON usd_notes TO analyst;
+             COMMENT ON VIEW usd_notes IS 'for the monthly report';",
+        )
+        .expect("views");
+    let describe = |when: &str| -> String {
+        env.pg
+            .psql(
+                "SELECT string_agg(c.relname || ' ' || pg_get_userbyid(c.relowner) || ' ' ||
+                                   coalesce(array_to_string(c.reloptions, ','), '-') || ' ' ||
+                                   coalesce(obj_description(c.oid, 'pg_class'), '-') || ' ' ||
+                                   coalesce(array_to_string(c.relacl, ','), '-'), E'\\n' ORDER BY c.relname)
+                 FROM pg_class c WHERE c.relname IN ('order_notes', 'usd_notes')",
+            )
+            .unwrap_or_else(|e| panic!("{when}: {e}"))
+    };
+    let before = describe("before");
+    let currency_type = || {
+        env.pg
+            .psql("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'order_notes'::regclass AND attname = 'currency'")
+            .expect("type")
+    };
+    assert_eq!(currency_type(), "text");
+    let usd_before = env
+        .pg
+        .psql("SELECT count(*) FROM usd_notes")
+        .expect("count");
+    env.ok(&["expand", "orders_v2.toml"]);
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    env.ok(&["verify", "orders_v2"]);
+    env.ok(&["cutover", "orders_v2"]);
+    // The view now reads the new table: currency is char(3), and everything else is as it was.
+    assert_eq!(currency_type(), "character(3)");
+    assert_eq!(describe("after cutover"), before);
+    assert_eq!(
+        env.pg
+            .psql("SELECT count(*) FROM usd_notes")
+            .expect("count"),
+        usd_before
+    );
+    let reads_new = env
+        .pg
+        .psql("SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid WHERE r.ev_class = 'order_notes'::regclass AND d.refobjid = 'public.orders'::regclass")
+        .expect("depends");
+    assert_ne!(reads_new, "0", "order_notes reads the live table");
+    env.ok(&["rollback", "orders_v2"]);
+    assert_eq!(currency_type(), "text");
+    assert_eq!(describe("after rollback"), before);
+}
+
+#[test]
+fn plan_refuses_partitioned_tables_and_materialized_views_and_status_shows_retained_wal() {
+    let env = Env::new(100);
+    env.pg
+        .psql("CREATE MATERIALIZED VIEW order_totals AS SELECT customer_id, sum(amount) FROM orders GROUP BY 1")
+        .expect("matview");
+    let out = env.splice(&["plan", "orders_v2.toml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("materialized view public.order_totals"),
+        "{}",
+        text(&out)
+    );
+    let out = env.splice(&["expand", "orders_v2.toml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("order_totals"),
+        "{}",
+        text(&out)
+    );
+    env.pg
+        .psql("DROP MATERIALIZED VIEW order_totals")
+        .expect("drop matview");
+    env.ok(&["expand", "orders_v2.toml"]);
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    let status = env.ok(&["status", "orders_v2"]);
+    assert!(
+        status.contains("slot splice_orders_v2_fwd: retains") && status.contains("wal_status"),
+        "{status}"
+    );
+    let json = env.ok(&["status", "orders_v2", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let slots = &v["slots"];
+    assert_eq!(slots[0]["slot"], "splice_orders_v2_fwd", "{v}");
+    assert!(slots[0]["retained_wal_bytes"].as_i64().is_some(), "{v}");
+
+    // A partitioned table is refused by plan, before anything is created.
+    env.pg
+        .psql(
+            "CREATE TABLE events (id bigint, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+             CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');",
+        )
+        .expect("partitioned");
+    std::fs::write(
+        env.dir.join("events.toml"),
+        "name = \"events_v2\"\ntable = \"public.events\"\nalter = \"ALTER TABLE events ADD COLUMN note text\"\n",
+    )
+    .expect("write");
+    let out = env.splice(&["plan", "events.toml"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("partitioned table"),
+        "{}",
+        text(&out)
+    );
+}

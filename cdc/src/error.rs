@@ -26,7 +26,8 @@ pub enum CdcError {
 
     #[error(
         "role {role} may not stream changes: it has neither the REPLICATION attribute nor \
-         superuser; run ALTER ROLE {role} WITH REPLICATION as a superuser"
+         superuser; run ALTER ROLE {role} WITH REPLICATION as a superuser (Amazon RDS and \
+         Aurora: GRANT rds_replication TO {role}; see docs/connecting.md for other platforms)"
     )]
     MissingReplicationPrivilege { role: String },
 

@@ -74,6 +74,14 @@ pub enum Dependent {
         name: QualifiedName,
         definition: String,
         materialized: bool,
+        /// 1 for a view on the table, 2 for a view on such a view, and so on: views are
+        /// dropped deepest first and re-created shallowest first.
+        depth: i32,
+        /// The adapter's statements that restore what the view carries besides its query
+        /// (owner, grants, comment); `{view}` stands for its name. With its options
+        /// (`security_barrier`, `check_option`) in `options`.
+        extras: Vec<String>,
+        options: Option<String>,
     },
     /// A foreign key on another table that references this one.
     ForeignKeyIn {

@@ -87,6 +87,19 @@ pub enum SwapLock {
     TimedOut { holders: Vec<String> },
 }
 
+/// How much WAL a change stream keeps the server from recycling.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SlotRetention {
+    pub slot: String,
+    /// From the slot's restart point to the server's current WAL position.
+    pub retained_wal_bytes: i64,
+    /// PostgreSQL's `wal_status`: `reserved`, `extended`, `unreserved` (about to be
+    /// invalidated) or `lost`.
+    pub wal_status: String,
+    /// Above this, sync warns: half of `max_slot_wal_keep_size`, or 10 GiB when unlimited.
+    pub warn_above_bytes: i64,
+}
+
 /// A rename swap: `live` (the name applications use) gets `incoming`'s table; the table that
 /// had it is renamed `outgoing_as`.
 #[derive(Debug, Clone)]

@@ -207,8 +207,12 @@ async fn wal_level_problem(client: &Client) -> Result<Option<CdcError>, CdcError
 async fn role_problem(client: &Client) -> Result<Option<CdcError>, CdcError> {
     let row = client
         .query_one(
-            "SELECT current_user::text, rolsuper, rolreplication FROM pg_roles \
-             WHERE rolname = current_user",
+            // Managed platforms grant replication through role membership (RDS and Aurora:
+            // rds_replication), not only through the REPLICATION attribute.
+            "SELECT current_user::text, rolsuper, rolreplication OR EXISTS ( \
+                 SELECT 1 FROM pg_roles g WHERE g.rolname = 'rds_replication' \
+                 AND pg_has_role(current_user, g.oid, 'MEMBER')) \
+             FROM pg_roles WHERE rolname = current_user",
             &[],
         )
         .await

@@ -2,7 +2,7 @@
 //! re-syncs keys from the source of truth.
 
 use super::Sessions;
-use crate::seam::{Continuity, Direction};
+use crate::seam::{Continuity, Direction, SlotRetention};
 use crate::spec::MigrationSpec;
 use crate::EngineError;
 use std::collections::HashSet;
@@ -61,6 +61,15 @@ pub trait ChangeApplier: Sessions {
         conn: &Self::Conn,
         slots: &[String],
     ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    /// The WAL the change stream `slot` retains, when it exists and the database can tell.
+    fn slot_retention(
+        &self,
+        conn: &Self::Conn,
+        slot: &str,
+    ) -> impl Future<Output = Result<Option<SlotRetention>, EngineError>> + Send {
+        let _ = (conn, slot);
+        async { Ok(None) }
+    }
     /// Bytes the change stream `slot` is behind, when it exists (`splice status`).
     fn capture_lag_bytes(
         &self,

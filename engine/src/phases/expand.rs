@@ -197,8 +197,31 @@ impl ExpandReport {
     }
 }
 
-/// Refuses a plan whose new shape silently lacks indexes or constraints of the live table.
+/// Refuses a plan whose new shape silently lacks indexes or constraints of the live table, or
+/// whose table carries something cutover cannot carry (materialized views): before any copy
+/// work is done.
 pub(super) fn refuse_not_carried(plan: &Plan) -> Result<(), EngineError> {
+    let blocking: Vec<String> = plan
+        .dependents
+        .iter()
+        .filter(|d| {
+            matches!(
+                d,
+                crate::catalog::Dependent::View {
+                    materialized: true,
+                    ..
+                }
+            )
+        })
+        .map(|d| d.to_string())
+        .collect();
+    if !blocking.is_empty() {
+        return Err(Refusal::CannotCarryOver {
+            name: plan.spec.name.clone(),
+            objects: blocking.join(", "),
+        }
+        .into());
+    }
     if plan.not_carried.is_empty() {
         return Ok(());
     }

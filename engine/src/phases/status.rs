@@ -26,6 +26,8 @@ pub struct Status {
     pub rate_override: Option<u32>,
     /// The command that comes next.
     pub next: String,
+    /// The WAL each of the migration's slots keeps on the server.
+    pub slots: Vec<crate::seam::SlotRetention>,
     pub history: Vec<state::Transition>,
 }
 
@@ -77,6 +79,15 @@ impl<A: Adapter> Engine<A> {
                 quarantine_until: r.quarantine_until.clone(),
                 rate_override: r.rate_limit.map(|l| l.rows_per_second()),
                 next: r.next_step(),
+                slots: {
+                    let mut slots = Vec::new();
+                    for s in [spec.forward_slot(), spec.reverse_slot()] {
+                        if let Some(kept) = self.adapter.slot_retention(&db, &s).await? {
+                            slots.push(kept);
+                        }
+                    }
+                    slots
+                },
                 history: self.adapter.history(&db, &r.name).await?,
             });
         }

@@ -87,6 +87,7 @@ impl<A: Adapter> Engine<A> {
                     let mut capture = self
                         .forward_applier(&spec, plan.forward.clone(), continuity)
                         .await?;
+                    self.warn_about_retention(&db, &spec.forward_slot()).await;
                     if record.phase == Phase::Expanded {
                         self.adapter
                             .transition(
@@ -130,6 +131,9 @@ impl<A: Adapter> Engine<A> {
                     let mut capture = self
                         .reverse_applier(&spec, reverse, Continuity::Resume)
                         .await?;
+                    self.warn_about_retention(&db, &spec.reverse_slot()).await;
+                    // Forward capture is not read while cut over: its slot keeps WAL too.
+                    self.warn_about_retention(&db, &spec.forward_slot()).await;
                     let mut p = SyncProgress {
                         backfill_done: true,
                         ..Default::default()
@@ -146,6 +150,25 @@ impl<A: Adapter> Engine<A> {
         }
         .instrument(span)
         .await
+    }
+}
+
+impl<A: Adapter> Engine<A> {
+    /// Warns when `slot` keeps more WAL than its threshold (half of max_slot_wal_keep_size, or
+    /// 10 GiB): the disk fills, or the server invalidates the slot.
+    async fn warn_about_retention(&self, db: &A::Conn, slot: &str) {
+        if let Ok(Some(kept)) = self.adapter.slot_retention(db, slot).await {
+            if kept.retained_wal_bytes > kept.warn_above_bytes {
+                tracing::warn!(
+                    slot,
+                    retained_bytes = kept.retained_wal_bytes,
+                    wal_status = %kept.wal_status,
+                    "the slot keeps more WAL than the warning threshold ({} bytes): keep sync \
+                     running so it is read, or contract (after cutover) / abort to release it",
+                    kept.warn_above_bytes
+                );
+            }
+        }
     }
 }
 

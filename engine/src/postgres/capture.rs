@@ -5,7 +5,7 @@
 use super::sql;
 use super::Postgres;
 use crate::adapter::ChangeApplier;
-use crate::seam::{Continuity, Direction};
+use crate::seam::{Continuity, Direction, SlotRetention};
 use crate::spec::MigrationSpec;
 use crate::EngineError;
 use cdc::{CaptureName, CdcError, PgChangeStream, PgSourceConfig, TableName};
@@ -305,6 +305,31 @@ impl ChangeApplier for Postgres {
             .iter()
             .map(ToString::to_string)
             .collect())
+    }
+
+    async fn slot_retention(
+        &self,
+        db: &Client,
+        slot: &str,
+    ) -> Result<Option<SlotRetention>, EngineError> {
+        let row = db
+            .query_opt(
+                "SELECT coalesce((pg_current_wal_lsn() - restart_lsn)::bigint, 0),
+                        coalesce(wal_status, 'unknown'),
+                        CASE WHEN current_setting('max_slot_wal_keep_size')::bigint < 0
+                             THEN 10::bigint * 1024 * 1024 * 1024
+                             ELSE current_setting('max_slot_wal_keep_size')::bigint * 1024 * 1024 / 2 END
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(|e| EngineError::db("reading the slot's retained WAL", e))?;
+        Ok(row.map(|r| SlotRetention {
+            slot: slot.to_string(),
+            retained_wal_bytes: r.get(0),
+            wal_status: r.get(1),
+            warn_above_bytes: r.get(2),
+        }))
     }
 
     async fn capture_lag_bytes(&self, db: &Client, slot: &str) -> Result<Option<i64>, EngineError> {

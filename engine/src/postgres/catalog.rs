@@ -14,13 +14,19 @@ pub async fn table(
 ) -> Result<Option<Table>, EngineError> {
     let row = db
         .query_opt(
-            "SELECT c.oid, c.reltuples::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            "SELECT c.oid, c.reltuples::bigint, c.relkind = 'p' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
             &[&name.schema, &name.name],
         )
         .await
         .map_err(|e| EngineError::db(format!("reading table {name}"), e))?;
     let Some(row) = row else { return Ok(None) };
+    if row.get::<_, bool>(2) {
+        return Err(EngineError::Plan(format!(
+            "{name} is a partitioned table; splice cannot migrate partitioned tables yet \
+             (migrate each partition as a table of its own, or use a plain table)"
+        )));
+    }
     let oid: u32 = row.get(0);
     let approx_rows: i64 = row.get(1);
     let cols = db
@@ -99,21 +105,50 @@ pub async fn dependents(
     let mut out = properties(db, table).await?;
     for r in db
         .query(
-            "SELECT DISTINCT n.nspname::text, v.relname::text, pg_get_viewdef(v.oid), v.relkind = 'm'
-             FROM pg_depend d
-             JOIN pg_rewrite rw ON rw.oid = d.objid
-             JOIN pg_class v ON v.oid = rw.ev_class
+            "WITH RECURSIVE deps(oid, depth) AS (
+                SELECT rw.ev_class, 1 FROM pg_depend d JOIN pg_rewrite rw ON rw.oid = d.objid
+                 WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND rw.ev_class <> $1
+                UNION
+                SELECT rw.ev_class, deps.depth + 1 FROM deps
+                  JOIN pg_depend d ON d.refobjid = deps.oid AND d.classid = 'pg_rewrite'::regclass
+                  JOIN pg_rewrite rw ON rw.oid = d.objid
+                 WHERE rw.ev_class <> deps.oid AND deps.depth < 50
+             )
+             SELECT n.nspname::text, v.relname::text, pg_get_viewdef(v.oid), v.relkind = 'm',
+                    max(deps.depth)::int4, array_to_string(v.reloptions, ', '),
+                    quote_ident(pg_get_userbyid(v.relowner)), obj_description(v.oid, 'pg_class'),
+                    (SELECT array_agg(format('GRANT %s ON {view} TO %s', a.privilege_type,
+                                             CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                                  ELSE quote_ident(pg_get_userbyid(a.grantee)) END))
+                       FROM aclexplode(v.relacl) a WHERE a.grantee <> v.relowner)
+             FROM deps JOIN pg_class v ON v.oid = deps.oid
              JOIN pg_namespace n ON n.oid = v.relnamespace
-             WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND v.oid <> $1",
+             GROUP BY v.oid, n.nspname, v.relname
+             ORDER BY 5, 1, 2",
             &[&table.oid],
         )
         .await
         .map_err(|e| EngineError::db(ctx("views"), e))?
     {
+        let owner: String = r.get(6);
+        let mut extras = vec![format!("ALTER VIEW {{view}} OWNER TO {owner}")];
+        if let Some(c) = r.get::<_, Option<String>>(7) {
+            extras.push(format!(
+                "COMMENT ON VIEW {{view}} IS {}",
+                super::sql::quote_literal(&c)
+            ));
+        }
+        extras.extend(r.get::<_, Option<Vec<String>>>(8).unwrap_or_default());
         out.push(Dependent::View {
-            name: QualifiedName { schema: r.get(0), name: r.get(1) },
+            name: QualifiedName {
+                schema: r.get(0),
+                name: r.get(1),
+            },
             definition: r.get(2),
             materialized: r.get(3),
+            depth: r.get(4),
+            extras,
+            options: r.get::<_, Option<String>>(5).filter(|o| !o.is_empty()),
         });
     }
     for r in db

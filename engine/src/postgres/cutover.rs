@@ -185,13 +185,67 @@ async fn carry_over(
         .map_err(|e| ddl_error(&format!("giving index {outgoing_name} its name back"), e))?;
         done.push(format!("index name {outgoing_name}"));
     }
+    // Views follow the table by being re-created: dropped deepest first, created shallowest
+    // first, each with its options, owner, grants and comment. CREATE OR REPLACE could not
+    // change a column's type (varchar(50) → text is the common case).
+    let mut views: Vec<&Dependent> = dependents
+        .iter()
+        .filter(|d| {
+            matches!(
+                d,
+                Dependent::View {
+                    materialized: false,
+                    ..
+                }
+            )
+        })
+        .collect();
+    views.sort_by_key(|d| match d {
+        Dependent::View { depth, .. } => -depth,
+        _ => 0,
+    });
+    for d in &views {
+        if let Dependent::View { name, .. } = d {
+            tx.batch_execute(&format!("DROP VIEW {}", qualified(name)))
+                .await
+                .map_err(|e| {
+                    EngineError::from(Refusal::CarryOverFailed {
+                        object: d.to_string(),
+                        message: super::db_message(&e),
+                    })
+                })?;
+        }
+    }
+    for d in views.iter().rev() {
+        if let Dependent::View {
+            name,
+            definition,
+            options,
+            extras,
+            ..
+        } = d
+        {
+            let view = qualified(name);
+            let with = options
+                .as_ref()
+                .map(|o| format!(" WITH ({o})"))
+                .unwrap_or_default();
+            let mut sql = vec![format!(
+                "CREATE VIEW {view}{with} AS {}",
+                definition.trim_end().trim_end_matches(';')
+            )];
+            sql.extend(extras.iter().map(|e| e.replace("{view}", &view)));
+            tx.batch_execute(&sql.join(";\n")).await.map_err(|e| {
+                EngineError::from(Refusal::CarryOverFailed {
+                    object: d.to_string(),
+                    message: super::db_message(&e),
+                })
+            })?;
+            done.push(d.to_string());
+        }
+    }
     for d in dependents {
         let stmt = match d {
-            Dependent::View { name, definition, materialized: false } => Some(format!(
-                "CREATE OR REPLACE VIEW {} AS {}",
-                qualified(name),
-                definition.trim_end().trim_end_matches(';')
-            )),
             Dependent::View { .. } => None,
             Dependent::ForeignKeyIn { table, constraint, definition } => Some(format!(
                 "ALTER TABLE {t} DROP CONSTRAINT {c}; ALTER TABLE {t} ADD CONSTRAINT {c} {def} NOT VALID",
