@@ -975,6 +975,27 @@ fn plan_checks_every_server_precondition_of_sync_and_says_when_rows_are_unknown(
         "{}",
         text(&out)
     );
+    // ...and names the other grants sync needs of an ordinary role.
+    assert!(
+        text(&out).contains("pg_replication_origin_session_setup(text)"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("GRANT pg_monitor TO"), "{}", text(&out));
+    // With REPLICATION and those grants, an ordinary role passes plan.
+    env.pg
+        .psql(
+            "ALTER ROLE app WITH REPLICATION; GRANT pg_monitor TO app; \
+             GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text), \
+             pg_replication_origin_session_setup(text), pg_replication_origin_drop(text) TO app",
+        )
+        .expect("grants");
+    let out = env
+        .command(&["plan", "orders_v2.toml"])
+        .env("SPLICE_DATABASE_URL", env.pg.url_as("app", "postgres"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     // wal_level=replica: sync would fail, so plan does (exit 1), naming the setting.
     let pg = testkit::Postgres::builder()

@@ -131,9 +131,13 @@ impl BackfillSource for Postgres {
     async fn server_load(&self, db: &Client, table: &Table) -> Result<Load, EngineError> {
         let row = db
             .query_one(
-                "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8,
+                // Physical standbys only: logical walsenders (splice's own capture, other CDC
+                // consumers) stream from a logical slot and replay nothing.
+                "SELECT coalesce(max(extract(epoch FROM r.replay_lag)), 0)::float8,
                         (SELECT count(*) FROM pg_locks WHERE relation = $1 AND NOT granted)
-                 FROM pg_stat_replication",
+                 FROM pg_stat_replication r
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots s
+                                   WHERE s.active_pid = r.pid AND s.slot_type = 'logical')",
                 &[&table.oid],
             )
             .await

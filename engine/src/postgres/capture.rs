@@ -300,11 +300,41 @@ impl ChangeApplier for Postgres {
             .iter()
             .map(|s| CaptureName::exact(s))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(cdc::capture_preconditions(db, &names)
+        let mut problems: Vec<String> = cdc::capture_preconditions(db, &names)
             .await?
             .iter()
             .map(ToString::to_string)
-            .collect())
+            .collect();
+        // What else sync needs of the role: the applier's replication origin, and the
+        // statistics that show replicas' lag (the max_replica_lag gate).
+        let row = db
+            .query_one(
+                "SELECT quote_ident(current_user),
+                        has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE')
+                        AND has_function_privilege('pg_replication_origin_session_setup(text)', 'EXECUTE')
+                        AND has_function_privilege('pg_replication_origin_drop(text)', 'EXECUTE'),
+                        pg_has_role('pg_read_all_stats', 'MEMBER')",
+                &[],
+            )
+            .await
+            .map_err(|e| EngineError::db("reading the role's privileges", e))?;
+        let (role, origins, stats): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
+        if !origins {
+            problems.push(format!(
+                "role {role} may not use replication origins, which keep the applier's own \
+                 writes out of capture; as a superuser run GRANT EXECUTE ON FUNCTION \
+                 pg_replication_origin_create(text), pg_replication_origin_session_setup(text), \
+                 pg_replication_origin_drop(text) TO {role}"
+            ));
+        }
+        if !stats {
+            problems.push(format!(
+                "role {role} cannot see replicas' lag (pg_stat_replication shows it only to \
+                 pg_read_all_stats), so the max_replica_lag gate would read 0; run GRANT \
+                 pg_monitor TO {role}"
+            ));
+        }
+        Ok(problems)
     }
 
     async fn slot_retention(
