@@ -982,12 +982,18 @@ fn plan_checks_every_server_precondition_of_sync_and_says_when_rows_are_unknown(
         text(&out)
     );
     assert!(text(&out).contains("GRANT pg_monitor TO"), "{}", text(&out));
+    assert!(
+        text(&out).contains("does not own public.orders"),
+        "{}",
+        text(&out)
+    );
     // With REPLICATION and those grants, an ordinary role passes plan.
     env.pg
         .psql(
             "ALTER ROLE app WITH REPLICATION; GRANT pg_monitor TO app; \
              GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text), \
-             pg_replication_origin_session_setup(text), pg_replication_origin_drop(text) TO app",
+             pg_replication_origin_session_setup(text), pg_replication_origin_drop(text) TO app; \
+             ALTER TABLE orders OWNER TO app",
         )
         .expect("grants");
     let out = env
@@ -996,6 +1002,13 @@ fn plan_checks_every_server_precondition_of_sync_and_says_when_rows_are_unknown(
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // A replica identity that does not cover the key is named too.
+    env.pg
+        .psql("ALTER TABLE orders REPLICA IDENTITY NOTHING")
+        .expect("identity");
+    let out = env.splice(&["plan", "orders_v2.toml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("replica identity"), "{}", text(&out));
 
     // wal_level=replica: sync would fail, so plan does (exit 1), naming the setting.
     let pg = testkit::Postgres::builder()

@@ -61,6 +61,18 @@ pub trait ChangeApplier: Sessions {
         conn: &Self::Conn,
         slots: &[String],
     ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    /// What the live table lacks for the migration: the runner's ownership (cutover renames
+    /// it and carries its properties) and a replica identity that covers `key` (capture names
+    /// rows by it). Each worded with its fix; empty when nothing.
+    fn table_problems(
+        &self,
+        conn: &Self::Conn,
+        table: &crate::catalog::Table,
+        key: &[String],
+    ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send {
+        let _ = (conn, table, key);
+        async { Ok(Vec::new()) }
+    }
     /// The WAL the change stream `slot` retains, when it exists and the database can tell.
     fn slot_retention(
         &self,

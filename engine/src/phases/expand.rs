@@ -19,10 +19,12 @@ impl<A: Adapter> Engine<A> {
     pub async fn plan(&self, spec: &MigrationSpec) -> Result<Plan, EngineError> {
         let db = self.db().await?;
         let plan = plan::build(&self.adapter, &db, spec).await?;
-        let problems = self
+        let mut problems = self
             .adapter
             .capture_problems(&db, &[spec.forward_slot(), spec.reverse_slot()])
             .await?;
+        let key: Vec<String> = plan.key.iter().map(|k| k.name.clone()).collect();
+        problems.extend(self.adapter.table_problems(&db, &plan.source, &key).await?);
         if !problems.is_empty() {
             return Err(Refusal::ServerNotReady { problems }.into());
         }

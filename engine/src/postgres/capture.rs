@@ -337,6 +337,55 @@ impl ChangeApplier for Postgres {
         Ok(problems)
     }
 
+    async fn table_problems(
+        &self,
+        db: &Client,
+        table: &crate::catalog::Table,
+        key: &[String],
+    ) -> Result<Vec<String>, EngineError> {
+        let row = db
+            .query_one(
+                "SELECT quote_ident(current_user), quote_ident(pg_get_userbyid(c.relowner)),
+                        pg_has_role(c.relowner, 'MEMBER'), c.relreplident::text,
+                        coalesce((SELECT array_agg(a.attname::text)
+                                  FROM pg_index x
+                                  JOIN pg_attribute a ON a.attrelid = x.indrelid
+                                                     AND a.attnum = ANY (x.indkey)
+                                  WHERE x.indrelid = c.oid
+                                    AND (x.indisreplident
+                                         OR (c.relreplident = 'd' AND x.indisprimary))),
+                                 '{}')
+                 FROM pg_class c WHERE c.oid = $1",
+                &[&table.oid],
+            )
+            .await
+            .map_err(|e| EngineError::db("reading the table's owner and replica identity", e))?;
+        let (role, owner, owns, identity, covered): (String, String, bool, String, Vec<String>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        let mut problems = Vec::new();
+        if !owns {
+            problems.push(format!(
+                "role {role} does not own {} (its owner is {owner}); cutover renames the table \
+                 and gives its owner, policies and grants to the new one, which takes ownership: \
+                 run GRANT {owner} TO {role}, or run splice as {owner}",
+                table.name
+            ));
+        }
+        let uncovered: Vec<&String> = key.iter().filter(|k| !covered.contains(k)).collect();
+        if identity == "n" || (identity != "f" && !uncovered.is_empty()) {
+            problems.push(format!(
+                "the replica identity of {} does not cover the migration key ({}), so captured \
+                 updates and deletes could not name their rows; give it a primary key on the \
+                 key, or ALTER TABLE {} REPLICA IDENTITY USING INDEX <unique index on the key> \
+                 (or REPLICA IDENTITY FULL)",
+                table.name,
+                key.join(", "),
+                super::sql::qualified(&table.name)
+            ));
+        }
+        Ok(problems)
+    }
+
     async fn slot_retention(
         &self,
         db: &Client,
