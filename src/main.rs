@@ -2,6 +2,7 @@
 //! and `cdc` crates.
 
 mod cdc_cmd;
+mod daemon;
 mod db_url;
 mod demo;
 mod duration;
@@ -42,6 +43,7 @@ enum Command {
     /// Run an online migration end to end on a throwaway PostgreSQL, under write load.
     Demo(demo::DemoArgs),
     New(new_cmd::NewArgs),
+    Daemon(daemon::DaemonArgs),
     #[command(flatten)]
     Migrate(migrate_cmd::MigrateCommand),
 }
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Migrate(cmd) => migrate_cmd::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::New(args) => new_cmd::run(args),
+        Command::Daemon(args) => daemon::run(args),
     };
     ExitCode::from(code)
 }
