@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +14,8 @@ use testkit::Postgres;
 
 const MIGRATION: &str = include_str!("../migrations/orders_v2.toml");
 
-/// Metric names the daemon must always expose (docs/daemon.md lists them).
+/// Metric names the daemon exposes for every migration once its status was read
+/// (docs/daemon.md lists them); `splice_cutover_lock_seconds` follows a cutover.
 const REQUIRED_METRICS: &[&str] = &[
     "splice_migration_phase",
     "splice_backfill_rows_copied",
@@ -25,7 +27,6 @@ const REQUIRED_METRICS: &[&str] = &[
     "splice_verify_divergent_rows",
     "splice_verify_divergence_ratio",
     "splice_verify_last_pass_timestamp_seconds",
-    "splice_cutover_lock_seconds",
     "splice_slot_retained_wal_bytes",
 ];
 
@@ -200,15 +201,69 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The application: random updates, inserts, deletes and key changes until `stop`.
+fn write_load(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            use rand::{Rng, SeedableRng};
+            let db = testkit::connect(&url).await.expect("connect");
+            let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let id: i64 = rng.random_range(1..20_000);
+                let sql = match rng.random_range(0..10) {
+                    0..=4 => format!(
+                        "UPDATE orders SET amount = amount + 1, note = 'w{n}' WHERE id = {id}"
+                    ),
+                    5..=6 => {
+                        "INSERT INTO orders (customer_id, amount) VALUES (3, 9.99)".to_string()
+                    }
+                    7 => format!("DELETE FROM orders WHERE id = {id}"),
+                    _ => format!("UPDATE orders SET id = id + 10000000 WHERE id = {id}"),
+                };
+                let _ = db.batch_execute(&sql).await;
+                n += 1;
+                if n % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            n
+        })
+    })
+}
+
+fn splice(pg: &Postgres, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_splice"))
+        .args(args)
+        .env("SPLICE_DATABASE_URL", pg.url())
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run splice")
+}
+
+fn status_json(pg: &Postgres) -> serde_json::Value {
+    let out = splice(pg, &["status", "orders_v2", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+const PASSES: &str = "splice_verify_passes{migration=\"orders_v2\"}";
+
 #[test]
-fn the_daemon_drives_a_migration_to_verified_reports_it_in_metrics_and_stops_cleanly_on_sigterm() {
+fn the_daemon_drives_a_migration_to_verified_keeps_verifying_under_load_and_stops_cleanly_on_sigterm(
+) {
     let pg = Postgres::start().expect("start PostgreSQL");
     pg.psql(
         "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint NOT NULL,
                               amount numeric(12,2) NOT NULL, currency text, note text);
          INSERT INTO orders (customer_id, amount, currency, note)
          SELECT g % 97, (g % 1000) / 7.0, CASE WHEN g % 5 = 0 THEN NULL ELSE 'USD' END,
-                'n' || g FROM generate_series(1, 5000) g;",
+                'n' || g FROM generate_series(1, 20000) g;",
     )
     .expect("create orders");
     let dir = temp_dir("drive");
@@ -221,8 +276,7 @@ fn the_daemon_drives_a_migration_to_verified_reports_it_in_metrics_and_stops_cle
     assert_eq!(daemon.get("/healthz/live").0, 200);
     let m = daemon.metrics_until("backfill and a clean verify pass", |m| {
         m.get("splice_backfill_done{migration=\"orders_v2\"}") == Some(1.0)
-            && m.get("splice_verify_passes{migration=\"orders_v2\"}")
-                .is_some_and(|n| n >= 1.0)
+            && m.get(PASSES).is_some_and(|n| n >= 1.0)
             && m.get("splice_migration_phase{migration=\"orders_v2\",phase=\"verified\"}")
                 == Some(1.0)
     });
@@ -233,14 +287,10 @@ fn the_daemon_drives_a_migration_to_verified_reports_it_in_metrics_and_stops_cle
             m.text
         );
     }
-    let rows: f64 = pg
-        .psql("SELECT count(*) FROM orders")
-        .expect("count")
-        .parse()
-        .expect("number");
     assert_eq!(
         m.value("splice_backfill_rows_copied{migration=\"orders_v2\"}"),
-        rows
+        20000.0,
+        "every row of the table was copied"
     );
     assert!(m.value("splice_backfill_rows_total{migration=\"orders_v2\"}") > 0.0);
     assert!(m.value("splice_backfill_rows_per_second{migration=\"orders_v2\"}") > 0.0);
@@ -254,7 +304,7 @@ fn the_daemon_drives_a_migration_to_verified_reports_it_in_metrics_and_stops_cle
     );
     assert_eq!(
         m.value("splice_verify_rows_checked{migration=\"orders_v2\"}"),
-        rows
+        20000.0
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -280,6 +330,9 @@ fn the_daemon_drives_a_migration_to_verified_reports_it_in_metrics_and_stops_cle
     assert!(m
         .get("splice_capture_lag_bytes{migration=\"orders_v2\"}")
         .is_some());
+    assert!(m
+        .get("splice_capture_lag_seconds{migration=\"orders_v2\"}")
+        .is_some());
     assert_eq!(
         m.value("splice_throttled{migration=\"orders_v2\",reason=\"paused\"}"),
         0.0
@@ -287,42 +340,96 @@ fn the_daemon_drives_a_migration_to_verified_reports_it_in_metrics_and_stops_cle
     let (code, body) = daemon.get("/healthz/ready");
     assert_eq!(code, 200, "{body}\n{}", daemon.log());
 
-    // Continuous verification: a write after the first pass is followed, and a later pass
-    // (the interval is 1s) checks it too.
-    let passes = m.value("splice_verify_passes{migration=\"orders_v2\"}");
-    pg.psql("INSERT INTO orders (customer_id, amount) VALUES (1, 2.50)")
-        .expect("insert");
-    let m = daemon.metrics_until("a later verify pass that saw the new row", |m| {
-        m.get("splice_verify_passes{migration=\"orders_v2\"}")
-            .is_some_and(|n| n > passes + 1.0)
+    // Continuous verification under the application's writes: passes keep coming while it
+    // writes, and the first pass that started after it stopped sees every row, none differing.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = write_load(pg.url(), stop.clone());
+    let before = m.value(PASSES);
+    daemon.metrics_until("two verify passes under load", |m| {
+        m.get(PASSES).is_some_and(|n| n >= before + 2.0)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let writes = load.join().expect("load");
+    assert!(writes > 100, "the load ran ({writes} statements)");
+    let rows: f64 = pg
+        .psql("SELECT count(*) FROM orders")
+        .expect("count")
+        .parse()
+        .expect("number");
+    let stopped_at = daemon.metrics_until("any", |_| true).value(PASSES);
+    let m = daemon.metrics_until("a pass that started after the load stopped", |m| {
+        m.get(PASSES).is_some_and(|n| n >= stopped_at + 2.0)
     });
     assert_eq!(
         m.value("splice_verify_rows_checked{migration=\"orders_v2\"}"),
-        rows + 1.0
+        rows
     );
     assert_eq!(
         m.value("splice_verify_divergent_rows{migration=\"orders_v2\"}"),
-        0.0
+        0.0,
+        "{}",
+        m.text
     );
+    let differing = testkit::orders_divergence_sql("orders", "_splice_orders_v2_new");
+    let mismatches = || {
+        pg.psql(&format!("SELECT count(*) FROM ({differing}) d"))
+            .expect("compare")
+    };
+    assert_eq!(mismatches(), "0", "every row equals the mapping (in SQL)");
 
-    // Pause and resume over HTTP, each seen in the metrics and the JSON API.
+    // Pause: the runner stops its sync and lets go of the runner lock, so a command run by
+    // hand gets it; throttle sets the same override `splice throttle` does; resume goes on.
     let (code, body) = daemon.post("/api/v1/migrations/orders_v2/pause");
     assert_eq!(code, 200, "{body}");
-    daemon.metrics_until("the pause", |m| {
-        m.get("splice_throttled{migration=\"orders_v2\",reason=\"paused\"}") == Some(1.0)
-    });
-    let (code, body) = daemon.get("/api/v1/migrations/orders_v2");
-    assert_eq!(code, 200, "{body}");
-    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(json["paused"], true, "{json}");
-    assert_eq!(json["phase"], "verified", "{json}");
-    assert_eq!(json["control"][0]["action"], "pause", "{json}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = daemon.get("/api/v1/migrations/orders_v2");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        if json["activity"]["state"] == "paused" {
+            assert_eq!(json["paused"], true, "{json}");
+            assert_eq!(json["phase"], "verified", "{json}");
+            assert_eq!(json["throttle_reason"], "paused", "{json}");
+            assert_eq!(json["control"][0]["action"], "pause", "{json}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never paused: {json}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let m = daemon.metrics_until("any", |_| true);
+    assert_eq!(
+        m.value("splice_throttled{migration=\"orders_v2\",reason=\"paused\"}"),
+        1.0
+    );
+    let out = splice(&pg, &["verify", "orders_v2"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a paused daemon holds no lock: {out:?}"
+    );
+    let put = Daemon::agent()
+        .put(format!(
+            "{}/api/v1/migrations/orders_v2/throttle",
+            daemon.base
+        ))
+        .header("content-type", "application/json")
+        .send(r#"{"rows_per_second": 5000}"#)
+        .expect("PUT");
+    assert_eq!(put.status().as_u16(), 200);
+    assert_eq!(status_json(&pg)["rate_override"], 5000);
     let (code, _) = daemon.post("/api/v1/migrations/orders_v2/resume");
     assert_eq!(code, 200);
-    daemon.metrics_until("the resume", |m| {
+    let resumed_at = daemon.metrics_until("any", |_| true).value(PASSES);
+    daemon.metrics_until("a pass after the resume", |m| {
         m.get("splice_paused{migration=\"orders_v2\"}") == Some(0.0)
+            && m.get(PASSES).is_some_and(|n| n > resumed_at)
     });
     assert_eq!(daemon.get("/api/v1/migrations/nope").0, 404);
+    let (code, page) = daemon.get("/");
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("orders_v2") && page.contains("verified"),
+        "{page}"
+    );
 
     assert_eq!(
         daemon.terminate(Duration::from_secs(10)),
@@ -337,24 +444,111 @@ fn the_daemon_drives_a_migration_to_verified_reports_it_in_metrics_and_stops_cle
     );
 
     // The CLI reads the same state: verified, the last verify passed, nothing lost.
-    let out = Command::new(env!("CARGO_BIN_EXE_splice"))
-        .args(["status", "orders_v2", "--json"])
-        .env("SPLICE_DATABASE_URL", pg.url())
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("splice status");
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let status = status_json(&pg);
     assert_eq!(status["phase"], "verified", "{status}");
     assert_eq!(status["backfill_done"], true, "{status}");
     assert_eq!(status["last_verify"]["passed"], true, "{status}");
-    let differing = testkit::orders_divergence_sql("orders", "_splice_orders_v2_new");
-    assert_eq!(
-        pg.psql(&format!("SELECT count(*) FROM ({differing}) d"))
-            .expect("compare"),
-        "0",
-        "every row equals the mapping"
+    assert_eq!(mismatches(), "0", "every row equals the mapping");
+    assert!(
+        !m.text.contains("splice_cutover_lock_seconds{"),
+        "no cutover lock time before a cutover:\n{}",
+        m.text
     );
+
+    // A person cuts over with the CLI; a restarted daemon carries the migration on from its
+    // phase (reverse sync, no verify, no further step) and reports the lock time.
+    let out = splice(&pg, &["cutover", "orders_v2"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let mut daemon = Daemon::start(
+        &dir,
+        &pg.url(),
+        &["--verify-interval", "1s", "orders_v2.toml"],
+    );
+    let m = daemon.metrics_until("the cut-over phase after a restart", |m| {
+        m.get("splice_migration_phase{migration=\"orders_v2\",phase=\"cut_over\"}") == Some(1.0)
+    });
+    assert!(m.value("splice_cutover_lock_seconds{migration=\"orders_v2\"}") > 0.0);
+    assert!(m.text.contains("# TYPE splice_cutover_lock_seconds gauge"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.get("/healthz/ready").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "ready after the restart\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Reverse sync keeps the old shape current: a write to the live (new) table reaches it.
+    let id = pg.psql("SELECT min(id) FROM orders").expect("a row");
+    pg.psql(&format!(
+        "UPDATE orders SET note = 'after cutover' WHERE id = {id}"
+    ))
+    .expect("write after cutover");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg
+        .psql(&format!(
+            "SELECT note FROM _splice_orders_v2_old WHERE id = {id}"
+        ))
+        .expect("old table")
+        != "after cutover"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "reverse sync ran\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    let status = status_json(&pg);
+    assert_eq!(
+        status["phase"], "cut_over",
+        "the daemon took no further step: {status}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn control_requests_need_the_bearer_token_and_listening_beyond_localhost_needs_one() {
+    let dir = temp_dir("token");
+    let out = Command::new(env!("CARGO_BIN_EXE_splice"))
+        .args(["daemon", "--listen", "0.0.0.0:0", "orders_v2.toml"])
+        .current_dir(&dir)
+        .env(
+            "SPLICE_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/postgres",
+        )
+        .output()
+        .expect("run splice daemon");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--token-file"),
+        "{out:?}"
+    );
+
+    std::fs::write(dir.join("token"), "s3cret\n").expect("token file");
+    let daemon = Daemon::start(
+        &dir,
+        "postgres://postgres@127.0.0.1:1/postgres?connect_timeout=2",
+        &["--token-file", "token", "orders_v2.toml"],
+    );
+    let pause = format!("{}/api/v1/migrations/orders_v2/pause", daemon.base);
+    let code = |token: Option<&str>| {
+        let mut req = Daemon::agent().post(&pause);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req.send_empty().expect("POST").status().as_u16()
+    };
+    assert_eq!(code(None), 401);
+    assert_eq!(code(Some("wrong")), 401);
+    assert_eq!(code(Some("s3cret")), 200);
+    assert_eq!(daemon.get("/metrics").0, 200, "reads need no token");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
