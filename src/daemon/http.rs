@@ -87,7 +87,7 @@ async fn list(State(d): State<Arc<Daemon>>) -> Json<serde_json::Value> {
 async fn one(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
     match find(&d, &name) {
         Ok(run) => Json(describe(run)).into_response(),
-        Err(e) => e,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -117,11 +117,11 @@ fn set_paused(
     paused: bool,
 ) -> Response {
     if let Err(e) = authorized(d, headers) {
-        return e;
+        return e.into_response();
     }
     let run = match find(d, name) {
         Ok(run) => run,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let changed = run.set_paused(paused, &caller.to_string());
     Json(json!({ "name": run.name, "paused": paused, "changed": changed })).into_response()
@@ -141,11 +141,11 @@ async fn throttle(
     Json(body): Json<Throttle>,
 ) -> Response {
     if let Err(e) = authorized(&d, &headers) {
-        return e;
+        return e.into_response();
     }
     let run = match find(&d, &name) {
         Ok(run) => run,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let limit = body.rows_per_second.map(RateLimit::from_rows_per_second);
     match run.engine().set_rate_limit(&run.name, limit).await {
@@ -177,8 +177,35 @@ async fn not_built() -> Response {
         .into_response()
 }
 
+/// Why a request is turned away.
+enum Rejection {
+    /// A control request without the configured bearer token.
+    Unauthorized,
+    /// No migration of that name in this daemon.
+    NoSuchMigration(String),
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        match self {
+            Rejection::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "control requests need `Authorization: Bearer <token>` (the daemon's \
+                 --token-file)\n",
+            )
+                .into_response(),
+            Rejection::NoSuchMigration(name) => (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": format!("this daemon drives no migration named {name}") })),
+            )
+                .into_response(),
+        }
+    }
+}
+
 /// Control requests carry the bearer token when one is configured.
-fn authorized(d: &Daemon, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(d: &Daemon, headers: &HeaderMap) -> Result<(), Rejection> {
     let Some(token) = &d.token else {
         return Ok(());
     };
@@ -189,12 +216,7 @@ fn authorized(d: &Daemon, headers: &HeaderMap) -> Result<(), Response> {
     if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
         Ok(())
     } else {
-        Err((
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "control requests need `Authorization: Bearer <token>` (the daemon's --token-file)\n",
-        )
-            .into_response())
+        Err(Rejection::Unauthorized)
     }
 }
 
@@ -203,14 +225,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn find<'d>(d: &'d Daemon, name: &str) -> Result<&'d Arc<MigrationRun>, Response> {
-    d.runs.iter().find(|r| r.name == name).ok_or_else(|| {
-        (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": format!("this daemon drives no migration named {name}") })),
-        )
-            .into_response()
-    })
+fn find<'d>(d: &'d Daemon, name: &str) -> Result<&'d Arc<MigrationRun>, Rejection> {
+    d.runs
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| Rejection::NoSuchMigration(name.to_string()))
 }
 
 /// One migration as the JSON API shows it.
