@@ -499,6 +499,15 @@ fn the_daemon_drives_a_migration_to_verified_keeps_verifying_under_load_and_stop
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A command run by hand meanwhile is refused, naming the daemon and how to pause it.
+    let out = splice(&pg, &["sync", "orders_v2", "--until-caught-up"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        err.contains("`splice daemon orders_v2`")
+            && err.contains("/api/v1/migrations/orders_v2/pause"),
+        "{err}"
+    );
     assert_eq!(
         daemon.terminate(Duration::from_secs(10)),
         Some(0),

@@ -91,6 +91,8 @@ pub struct View {
     pub status: Option<Status>,
     /// Why the last status read failed, if it did.
     pub database_error: Option<String>,
+    /// Whether the database answered a status read at least once.
+    pub database_answered: bool,
     /// The running (or last) sync's progress.
     pub progress: Option<SyncProgress>,
     /// Verify passes this daemon ran: the last one, and how many.
@@ -185,7 +187,7 @@ impl MigrationRun {
         }
         match &view.activity {
             Some(Activity::Failed(why)) => Err(format!("migration {}: {why}", self.name)),
-            None | Some(Activity::Starting) if view.status.is_none() => Err(format!(
+            None | Some(Activity::Starting) if !view.database_answered => Err(format!(
                 "migration {}: starting (database {} not read yet)",
                 self.name, self.database
             )),
@@ -206,11 +208,13 @@ impl MigrationRun {
             Ok(Ok(mut list)) => {
                 view.status = list.pop();
                 view.database_error = None;
+                view.database_answered = true;
             }
             // Not registered yet: the database answered.
             Ok(Err(EngineError::NoSuchMigration { .. })) => {
                 view.status = None;
                 view.database_error = None;
+                view.database_answered = true;
             }
             Ok(Err(e)) => view.database_error = Some(e.to_string()),
             Err(_) => {
