@@ -57,7 +57,10 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_tracing();
+    // The daemon sets up its own logs (info by default, optionally JSON).
+    if !matches!(cli.command, Command::Daemon(_)) {
+        init_tracing();
+    }
     let code = match cli.command {
         Command::Lint(args) => lint_cmd::run(args),
         Command::Cdc(args) => cdc_cmd::run(args),

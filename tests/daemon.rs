@@ -46,7 +46,7 @@ impl Daemon {
             .args(args)
             .current_dir(dir)
             .env("SPLICE_DATABASE_URL", database_url)
-            .env("SPLICE_LOG", "info")
+            .env_remove("SPLICE_LOG")
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -571,7 +571,7 @@ fn an_unreachable_database_makes_readiness_503_and_names_it() {
         .port();
     let dir = temp_dir("unreachable");
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres?connect_timeout=2");
-    let daemon = Daemon::start(&dir, &url, &["orders_v2.toml"]);
+    let daemon = Daemon::start(&dir, &url, &["--log-format", "json", "orders_v2.toml"]);
 
     assert_eq!(daemon.get("/healthz/live").0, 200, "the process is up");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -596,5 +596,25 @@ fn an_unreachable_database_makes_readiness_503_and_names_it() {
         m.value("splice_runner_healthy{migration=\"orders_v2\"}"),
         0.0
     );
+
+    // `--log-format json`: the failed step is one JSON object, in the migration's span.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = daemon.log();
+        let failed = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|j| j["fields"]["message"] == "step failed");
+        if let Some(j) = failed {
+            assert_eq!(j["level"], "WARN", "{j}");
+            assert_eq!(j["span"]["migration"], "orders_v2", "{j}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no JSON log of the failure:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -46,9 +46,35 @@ pub struct DaemonArgs {
     /// variables, then the config file's database_url.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+    /// Log lines on stderr as text or as one JSON object per line. The level is $SPLICE_LOG
+    /// (default: info for splice, warn for the rest).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The daemon's logs: a step per line at info (expanded, caught up, each verify pass, pauses),
+/// warnings and failed steps; `SPLICE_LOG` overrides the level as for every command.
+fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SPLICE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,splice=info,engine=info,cdc=info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => logs.try_init(),
+        LogFormat::Json => logs.json().try_init(),
+    };
 }
 
 pub fn run(args: DaemonArgs) -> u8 {
+    init_logs(args.log_format);
     let settings = match Settings::resolve(CommandLine {
         listen: args.listen,
         config: args.config,
