@@ -618,3 +618,76 @@ fn an_unreachable_database_makes_readiness_503_and_names_it() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sigterm_mid_backfill_checkpoints_and_a_restarted_daemon_carries_on_to_verified() {
+    let pg = Postgres::start().expect("start PostgreSQL");
+    pg.psql(
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint NOT NULL,
+                              amount numeric(12,2) NOT NULL, currency text, note text);
+         INSERT INTO orders (customer_id, amount, currency, note)
+         SELECT g % 97, (g % 1000) / 7.0, NULL, 'n' || g FROM generate_series(1, 20000) g;",
+    )
+    .expect("create orders");
+    let dir = temp_dir("resume");
+    // Slow enough that SIGTERM lands mid-backfill (about ten seconds for the table).
+    std::fs::write(
+        dir.join("orders_v2.toml"),
+        format!("{MIGRATION}rows_per_second = 2000\n"),
+    )
+    .expect("write migration");
+    let mut daemon = Daemon::start(&dir, &pg.url(), &["orders_v2.toml"]);
+    daemon.metrics_until("a backfill under way", |m| {
+        m.get("splice_backfill_rows_copied{migration=\"orders_v2\"}")
+            .is_some_and(|n| n > 0.0)
+    });
+    let (_, body) = daemon.get("/api/v1/migrations/orders_v2");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["activity"]["state"], "backfilling", "{json}");
+    let percent = json["progress"]["percent"].as_f64().expect("percent");
+    assert!((0.0..100.0).contains(&percent), "{json}");
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    let status = status_json(&pg);
+    let copied = status["rows_copied"].as_i64().expect("rows_copied");
+    assert_eq!(status["backfill_done"], false, "{status}");
+    assert!(
+        copied > 0 && copied < 20000,
+        "checkpointed mid-way: {status}"
+    );
+
+    // Restarted, it carries on from the checkpoint; the throttle endpoint lifts the limit.
+    let daemon = Daemon::start(&dir, &pg.url(), &["orders_v2.toml"]);
+    let put = Daemon::agent()
+        .put(format!(
+            "{}/api/v1/migrations/orders_v2/throttle",
+            daemon.base
+        ))
+        .header("content-type", "application/json")
+        .send(r#"{"rows_per_second": 0}"#)
+        .expect("PUT");
+    assert_eq!(put.status().as_u16(), 200);
+    let m = daemon.metrics_until("verified after the restart", |m| {
+        m.get("splice_migration_phase{migration=\"orders_v2\",phase=\"verified\"}") == Some(1.0)
+            && m.get(PASSES).is_some_and(|n| n >= 1.0)
+    });
+    assert_eq!(
+        m.value("splice_backfill_rows_copied{migration=\"orders_v2\"}"),
+        20000.0
+    );
+    assert_eq!(
+        m.value("splice_verify_divergent_rows{migration=\"orders_v2\"}"),
+        0.0
+    );
+    let differing = testkit::orders_divergence_sql("orders", "_splice_orders_v2_new");
+    assert_eq!(
+        pg.psql(&format!("SELECT count(*) FROM ({differing}) d"))
+            .expect("compare"),
+        "0"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
