@@ -320,13 +320,17 @@ async fn page(State(d): State<Arc<Daemon>>) -> Html<String> {
                 .unwrap_or_default(),
             None => String::new(),
         };
-        let verify = match &v["last_verify"] {
-            serde_json::Value::Null => "none yet".to_string(),
-            lv => format!(
-                "{} divergent of {} rows",
-                lv["divergent_rows"].as_u64().unwrap_or(0),
-                lv["rows_checked"].as_u64().unwrap_or(0)
-            ),
+        let lv = &v["last_verify"];
+        let verify = match (lv["divergent_rows"].as_u64(), lv["rows_checked"].as_u64()) {
+            (Some(divergent), Some(checked)) => {
+                format!("{divergent} divergent of {checked} rows")
+            }
+            // A pass recorded before this daemon started: the state store keeps less.
+            _ => match lv["passed"].as_bool() {
+                Some(true) => format!("passed at {}", lv["at"].as_str().unwrap_or("?")),
+                Some(false) => format!("diverged at {}", lv["at"].as_str().unwrap_or("?")),
+                None => "none yet".to_string(),
+            },
         };
         rows.push_str(&format!(
             "<tr><td>{name}</td><td>{phase}</td><td>{activity}</td>\
