@@ -2,6 +2,7 @@
 //! and `cdc` crates.
 
 mod cdc_cmd;
+mod daemon;
 mod db_url;
 mod demo;
 mod duration;
@@ -42,6 +43,7 @@ enum Command {
     /// Run an online migration end to end on a throwaway PostgreSQL, under write load.
     Demo(demo::DemoArgs),
     New(new_cmd::NewArgs),
+    Daemon(daemon::DaemonArgs),
     #[command(flatten)]
     Migrate(migrate_cmd::MigrateCommand),
 }
@@ -55,13 +57,17 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_tracing();
+    // The daemon sets up its own logs (info by default, optionally JSON).
+    if !matches!(cli.command, Command::Daemon(_)) {
+        init_tracing();
+    }
     let code = match cli.command {
         Command::Lint(args) => lint_cmd::run(args),
         Command::Cdc(args) => cdc_cmd::run(args),
         Command::Migrate(cmd) => migrate_cmd::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::New(args) => new_cmd::run(args),
+        Command::Daemon(args) => daemon::run(args),
     };
     ExitCode::from(code)
 }

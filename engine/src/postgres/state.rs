@@ -202,8 +202,8 @@ impl RunnerLock {
 }
 
 /// Who holds a migration (backend pid, application name, client host) and what to do: a
-/// `splice sync` without `--until-caught-up` follows changes until it is stopped, so waiting
-/// for it to finish is no advice.
+/// `splice sync` without `--until-caught-up` follows changes until it is stopped, and a
+/// `splice daemon` never finishes, so waiting for either is no advice.
 fn busy_message(name: &str, holder: Option<(i32, String, String)>) -> String {
     let Some((pid, command, host)) = holder else {
         return format!(
@@ -216,11 +216,18 @@ fn busy_message(name: &str, holder: Option<(i32, String, String)>) -> String {
     } else {
         format!("`{command}`")
     };
-    let advice = if command.starts_with("`splice sync") {
+    let advice = if command.starts_with("`splice daemon") {
+        format!(
+            "a splice daemon drives this migration: pause it over the daemon's API (POST \
+             /api/v1/migrations/{name}/pause; it lets go of the migration) or stop the daemon \
+             (SIGTERM; its work is checkpointed)"
+        )
+    } else if command.starts_with("`splice sync") {
         "a sync keeps following changes until it is stopped: stop it (Ctrl-C or SIGTERM; its \
          work is checkpointed), or let it run and use `splice status` to watch"
+            .to_string()
     } else {
-        "let it finish, or stop it (its work is checkpointed)"
+        "let it finish, or stop it (its work is checkpointed)".to_string()
     };
     format!(
         "migration {name} is being run by another splice process: {command} from {host}, \

@@ -1,0 +1,470 @@
+//! One migration's runner: the loop that drives it through the engine's commands, each under
+//! the engine's fenced runner lock, and what it has seen (for `/metrics`, `/healthz/ready` and
+//! the JSON API).
+//!
+//! The runner lock is one per migration and every command takes it, so sync and verify cannot
+//! run at once: the loop alternates. It syncs (capture + backfill) until caught up, verifies
+//! (a full pass), follows changes until the next pass is due, stops that sync (it checkpoints
+//! and acknowledges only what it applied), verifies again, and so on. Changes committed while
+//! verify holds the lock wait in the replication slot; verify itself drains them first. Nothing
+//! captured is lost between the two, and the daemon never cuts over, contracts or drops.
+
+use engine::backfill::{Control, ProgressSink, SyncProgress};
+use engine::phases::{Status, SyncOptions};
+use engine::{Engine, EngineError, MigrationSpec, Phase, Postgres, VerifyReport};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
+use tracing::{info, info_span, warn, Instrument};
+
+/// How often each migration's status (and so its database) is read for metrics and readiness.
+pub const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// A status read that takes longer counts as the database being unreachable.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+/// After SIGTERM, how long a verify pass in flight may take before it is abandoned (as safe as
+/// a crash: verify writes its result in one statement at the end).
+const VERIFY_GRACE: Duration = Duration::from_secs(5);
+/// Retry delays after a failed step: doubling from the first to the last.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_LAST: Duration = Duration::from_secs(60);
+
+/// What the runner is doing now.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum Activity {
+    Starting,
+    Expanding,
+    /// Capture + backfill, until caught up.
+    Backfilling,
+    /// A full verify pass.
+    Verifying,
+    /// Applying captured changes until the next verify pass is due.
+    Following,
+    /// Paused over the API: no sync runs, captured changes wait in the slot.
+    Paused,
+    /// Nothing to drive in this phase (the reason says why).
+    Idle(String),
+    /// The last step failed; it is retried after a delay.
+    Failed(String),
+    Stopped,
+}
+
+/// The result of one verify pass, as the daemon keeps it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VerifyPass {
+    /// Seconds since the Unix epoch.
+    pub finished_at: f64,
+    pub passed: bool,
+    pub rows_checked: u64,
+    pub divergent_rows: u64,
+    pub divergence_ratio: f64,
+    pub seconds: f64,
+}
+
+impl VerifyPass {
+    fn of(report: &VerifyReport) -> VerifyPass {
+        VerifyPass {
+            finished_at: unix_now(),
+            passed: report.passed(),
+            rows_checked: report.rows_checked,
+            divergent_rows: report.diverged.len() as u64,
+            divergence_ratio: report.divergence_rate(),
+            seconds: report.seconds,
+        }
+    }
+}
+
+/// A control request taken over HTTP, kept for the JSON API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ControlEvent {
+    pub at: f64,
+    pub action: String,
+    pub caller: String,
+}
+
+/// What the daemon knows of one migration; read by the HTTP handlers.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct View {
+    pub activity: Option<Activity>,
+    /// The last status read from the state store (none before the first read, or before
+    /// expand registered the migration).
+    pub status: Option<Status>,
+    /// Why the last status read failed, if it did.
+    pub database_error: Option<String>,
+    /// Whether the database answered a status read at least once.
+    pub database_answered: bool,
+    /// The running (or last) sync's progress.
+    pub progress: Option<SyncProgress>,
+    /// Verify passes this daemon ran: the last one, and how many.
+    pub last_verify: Option<VerifyPass>,
+    pub verify_passes: u64,
+    pub events: Vec<ControlEvent>,
+}
+
+/// One migration the daemon drives.
+pub struct MigrationRun {
+    pub name: String,
+    pub file: String,
+    spec_text: String,
+    engine: Engine<Postgres>,
+    /// The database, as shown to people (no password).
+    pub database: String,
+    view: Mutex<View>,
+    paused: watch::Sender<bool>,
+}
+
+impl MigrationRun {
+    /// Reads and checks the migration file; connects nothing yet.
+    pub fn open(file: &std::path::Path, database_url: &str) -> Result<MigrationRun, String> {
+        let shown = file.display().to_string();
+        let spec_text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read migration file {shown}: {e}"))?;
+        let spec = MigrationSpec::parse(&spec_text, &shown).map_err(|e| e.to_string())?;
+        let database = cdc::PgTarget::from_url(database_url)
+            .map(|t| t.describe())
+            .map_err(|e| e.to_string())?;
+        let url = crate::session_name::with_application_name(
+            database_url,
+            &crate::session_name::of_command(&["daemon", &spec.name]),
+        );
+        Ok(MigrationRun {
+            name: spec.name.clone(),
+            file: shown,
+            spec_text,
+            engine: Engine::new(url),
+            database,
+            view: Mutex::new(View::default()),
+            paused: watch::channel(false).0,
+        })
+    }
+
+    pub fn view(&self) -> MutexGuard<'_, View> {
+        // A panic elsewhere leaves a view that is at worst stale, never unsafe to read.
+        self.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// Pauses (or resumes) the runner; returns false when it already was.
+    pub fn set_paused(&self, paused: bool, caller: &str) -> bool {
+        let changed = self.paused.send_if_modified(|p| {
+            let changed = *p != paused;
+            *p = paused;
+            changed
+        });
+        let action = if paused { "pause" } else { "resume" };
+        info!(migration = %self.name, caller, changed, "{action} requested");
+        self.record_event(action, caller);
+        changed
+    }
+
+    pub fn record_event(&self, action: &str, caller: &str) {
+        let mut view = self.view();
+        view.events.push(ControlEvent {
+            at: unix_now(),
+            action: action.into(),
+            caller: caller.into(),
+        });
+        let excess = view.events.len().saturating_sub(100);
+        view.events.drain(..excess);
+    }
+
+    pub fn engine(&self) -> &Engine<Postgres> {
+        &self.engine
+    }
+
+    /// Healthy, or why not: the database answered the last status read and the last step
+    /// did not fail.
+    pub fn health(&self) -> Result<(), String> {
+        let view = self.view();
+        if let Some(e) = &view.database_error {
+            return Err(format!(
+                "migration {}: database {} unreachable: {e}",
+                self.name, self.database
+            ));
+        }
+        match &view.activity {
+            Some(Activity::Failed(why)) => Err(format!("migration {}: {why}", self.name)),
+            None | Some(Activity::Starting) if !view.database_answered => Err(format!(
+                "migration {}: starting (database {} not read yet)",
+                self.name, self.database
+            )),
+            Some(Activity::Stopped) => Err(format!("migration {}: stopped", self.name)),
+            _ => Ok(()),
+        }
+    }
+
+    fn set_activity(&self, activity: Activity) {
+        self.view().activity = Some(activity);
+    }
+
+    /// Reads the migration's status into the view, recording whether the database answered.
+    pub async fn refresh_status(&self) {
+        let read = tokio::time::timeout(STATUS_TIMEOUT, self.engine.status(Some(&self.name))).await;
+        let mut view = self.view();
+        match read {
+            Ok(Ok(mut list)) => {
+                view.status = list.pop();
+                view.database_error = None;
+                view.database_answered = true;
+            }
+            // Not registered yet: the database answered.
+            Ok(Err(EngineError::NoSuchMigration { .. })) => {
+                view.status = None;
+                view.database_error = None;
+                view.database_answered = true;
+            }
+            Ok(Err(e)) => view.database_error = Some(e.to_string()),
+            Err(_) => {
+                view.database_error =
+                    Some(format!("no answer within {}s", STATUS_TIMEOUT.as_secs()))
+            }
+        }
+    }
+}
+
+/// Keeps every migration's status current until shutdown.
+pub async fn watch_status(run: Arc<MigrationRun>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        run.refresh_status().await;
+        tokio::select! {
+            _ = tokio::time::sleep(STATUS_EVERY) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// The next step of a migration in `phase`.
+enum Step {
+    Expand,
+    Backfill,
+    Verify,
+    /// Follow changes (forward before cutover, reverse after) until the next verify pass is
+    /// due, or until stopped when none ever is.
+    Follow {
+        until: Option<Instant>,
+    },
+    Idle(String),
+}
+
+/// Drives one migration until `shutdown` turns true.
+pub async fn drive(
+    run: Arc<MigrationRun>,
+    verify_every: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
+    let span = info_span!("migration", migration = %run.name);
+    async move {
+        let mut retry = RETRY_FIRST;
+        // A verify pass is due as soon as the backfill is complete, then every `verify_every`.
+        let mut next_verify: Option<Instant> = None;
+        run.set_activity(Activity::Starting);
+        while !*shutdown.borrow() {
+            if run.paused() {
+                run.set_activity(Activity::Paused);
+                let mut paused = run.paused.subscribe();
+                let mut stop = shutdown.clone();
+                tokio::select! {
+                    _ = paused.wait_for(|p| !*p) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+                continue;
+            }
+            let step = match next_step(&run, next_verify).await {
+                Ok(step) => step,
+                Err(e) => {
+                    failed(&run, &e, &mut retry, &shutdown).await;
+                    continue;
+                }
+            };
+            let result = match step {
+                Step::Expand => {
+                    run.set_activity(Activity::Expanding);
+                    run.engine
+                        .expand(&run.spec_text, &run.file)
+                        .await
+                        .map(|r| info!(already = r.already, "expanded"))
+                }
+                Step::Backfill => {
+                    run.set_activity(Activity::Backfilling);
+                    sync(&run, true, None, &shutdown).await
+                }
+                Step::Verify => {
+                    run.set_activity(Activity::Verifying);
+                    let outcome = verify(&run, &shutdown).await;
+                    if outcome.is_ok() {
+                        next_verify = Some(Instant::now() + verify_every);
+                    }
+                    outcome
+                }
+                Step::Follow { until } => {
+                    run.set_activity(Activity::Following);
+                    sync(&run, false, until, &shutdown).await
+                }
+                Step::Idle(why) => {
+                    run.set_activity(Activity::Idle(why));
+                    let mut stop = shutdown.clone();
+                    let mut paused = run.paused.subscribe();
+                    tokio::select! {
+                        _ = tokio::time::sleep(STATUS_EVERY) => {}
+                        _ = stop.wait_for(|s| *s) => {}
+                        _ = paused.wait_for(|p| *p) => {}
+                    }
+                    Ok(())
+                }
+            };
+            match result {
+                Ok(()) => retry = RETRY_FIRST,
+                Err(e) => failed(&run, &e, &mut retry, &shutdown).await,
+            }
+            run.refresh_status().await;
+        }
+        run.set_activity(Activity::Stopped);
+        info!("stopped");
+    }
+    .instrument(span)
+    .await
+}
+
+/// Decides the next step from the migration's record.
+async fn next_step(run: &MigrationRun, next_verify: Option<Instant>) -> Result<Step, EngineError> {
+    let status = match run.engine.status(Some(&run.name)).await {
+        Ok(mut list) => list.pop(),
+        Err(EngineError::NoSuchMigration { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let Some(status) = status else {
+        return Ok(Step::Expand);
+    };
+    let phase = Phase::parse(&status.phase);
+    run.view().status = Some(status.clone());
+    Ok(match phase {
+        Some(Phase::Planned) => Step::Expand,
+        Some(Phase::Expanded) => Step::Backfill,
+        Some(Phase::Syncing | Phase::Verified) if !status.backfill_done => Step::Backfill,
+        Some(Phase::Syncing | Phase::Verified) => match next_verify {
+            Some(at) if at > Instant::now() => Step::Follow { until: Some(at) },
+            _ => Step::Verify,
+        },
+        // Cut over by a person: keep the old shape current (reverse sync) so rollback stays
+        // open; verify compares the forward direction only, so it does not run here.
+        Some(Phase::CutOver) => Step::Follow { until: None },
+        Some(p) => Step::Idle(format!(
+            "phase {p}: the daemon drives expand, sync and verify only (it never cuts over, \
+             contracts, drops or re-expands on its own)"
+        )),
+        None => Step::Idle(format!("unknown phase {}", status.phase)),
+    })
+}
+
+/// Records a failed step and waits before the next try (doubling, up to a minute).
+async fn failed(
+    run: &MigrationRun,
+    e: &EngineError,
+    retry: &mut Duration,
+    shutdown: &watch::Receiver<bool>,
+) {
+    warn!(error = %e, retry_in_s = retry.as_secs(), "step failed");
+    run.set_activity(Activity::Failed(e.to_string()));
+    let mut stop = shutdown.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(*retry) => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    *retry = (*retry * 2).min(RETRY_LAST);
+}
+
+/// One `Engine::sync`: until caught up, or following changes until `until`, a pause or
+/// shutdown. A stop lets the chunk in flight finish and checkpoint.
+async fn sync(
+    run: &Arc<MigrationRun>,
+    until_caught_up: bool,
+    until: Option<Instant>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), EngineError> {
+    let control = Control::default();
+    let stopper = {
+        let control = control.clone();
+        let mut stop = shutdown.clone();
+        let mut paused = run.paused.subscribe();
+        tokio::spawn(async move {
+            let deadline = async {
+                match until {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = deadline => {}
+                _ = stop.wait_for(|s| *s) => {}
+                _ = paused.wait_for(|p| *p) => {}
+            }
+            control.stop();
+        })
+    };
+    let opts = SyncOptions {
+        until_caught_up,
+        ..Default::default()
+    };
+    let mut sink = ViewProgress(run.clone());
+    let result = run.engine.sync(&run.name, &opts, &control, &mut sink).await;
+    stopper.abort();
+    result.map(|p| {
+        if until_caught_up && p.backfill_done {
+            info!(rows = p.rows_copied, "backfill complete and caught up");
+        }
+        sink.update(&p);
+    })
+}
+
+/// One full verify pass. After shutdown it gets [`VERIFY_GRACE`] to finish, then is dropped.
+async fn verify(run: &MigrationRun, shutdown: &watch::Receiver<bool>) -> Result<(), EngineError> {
+    let mut stop = shutdown.clone();
+    let grace = async {
+        let _ = stop.wait_for(|s| *s).await;
+        tokio::time::sleep(VERIFY_GRACE).await;
+    };
+    let report = tokio::select! {
+        r = run.engine.verify(&run.name) => r?,
+        _ = grace => {
+            warn!("verify pass abandoned at shutdown; it recorded nothing");
+            return Ok(());
+        }
+    };
+    let pass = VerifyPass::of(&report);
+    if pass.passed {
+        info!(
+            rows = pass.rows_checked,
+            seconds = pass.seconds,
+            "verify pass: no divergence"
+        );
+    } else {
+        warn!(
+            rows = pass.rows_checked,
+            divergent = pass.divergent_rows,
+            "verify pass: rows diverge"
+        );
+    }
+    let mut view = run.view();
+    view.last_verify = Some(pass);
+    view.verify_passes += 1;
+    Ok(())
+}
+
+/// Progress of the running sync, into the view.
+struct ViewProgress(Arc<MigrationRun>);
+
+impl ProgressSink for ViewProgress {
+    fn update(&mut self, p: &SyncProgress) {
+        self.0.view().progress = Some(p.clone());
+    }
+}
+
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,693 @@
+//! `splice daemon` end to end through the binary, against a real PostgreSQL server: it drives
+//! the example migration to verified on its own, reports it over /healthz and /metrics, takes
+//! pause and resume over HTTP, stops cleanly on SIGTERM, and says which database it cannot
+//! reach.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use testkit::Postgres;
+
+const MIGRATION: &str = include_str!("../migrations/orders_v2.toml");
+
+/// Metric names the daemon exposes for every migration once its status was read
+/// (docs/daemon.md lists them); `splice_cutover_lock_seconds` follows a cutover.
+const REQUIRED_METRICS: &[&str] = &[
+    "splice_migration_phase",
+    "splice_backfill_rows_copied",
+    "splice_backfill_rows_total",
+    "splice_backfill_rows_per_second",
+    "splice_capture_lag_bytes",
+    "splice_capture_lag_seconds",
+    "splice_throttled",
+    "splice_verify_divergent_rows",
+    "splice_verify_divergence_ratio",
+    "splice_verify_last_pass_timestamp_seconds",
+    "splice_slot_retained_wal_bytes",
+];
+
+/// A running `splice daemon` and what it printed.
+struct Daemon {
+    child: Child,
+    base: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts the daemon on a free port (it prints the address it bound).
+    fn start(dir: &std::path::Path, database_url: &str, args: &[&str]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_splice"))
+            .arg("daemon")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(dir)
+            .env("SPLICE_DATABASE_URL", database_url)
+            .env_remove("SPLICE_LOG")
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn splice daemon");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let pipe = child.stderr.take().expect("stderr piped");
+        let log = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split(';').next().unwrap_or_default().to_string();
+                    let _ = tx.send(addr);
+                }
+                let mut log = log.lock().expect("log");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the daemon printed no address: {}",
+                    stderr.lock().expect("log")
+                )
+            });
+        Daemon {
+            child,
+            base: format!("http://{addr}"),
+            stderr,
+        }
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into()
+    }
+
+    /// GET `path`: status code and body.
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut r = Self::agent()
+            .get(format!("{}{path}", self.base))
+            .call()
+            .expect("GET");
+        let body = r.body_mut().read_to_string().expect("body");
+        (r.status().as_u16(), body)
+    }
+
+    fn post(&self, path: &str) -> (u16, String) {
+        let mut r = Self::agent()
+            .post(format!("{}{path}", self.base))
+            .send_empty()
+            .expect("POST");
+        let body = r.body_mut().read_to_string().expect("body");
+        (r.status().as_u16(), body)
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().expect("log").clone()
+    }
+
+    /// Polls `check` on the metrics until it holds, failing with `what` at the deadline.
+    fn metrics_until(&self, what: &str, check: impl Fn(&Metrics) -> bool) -> Metrics {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (code, text) = self.get("/metrics");
+            assert_eq!(code, 200, "{text}");
+            let m = Metrics::parse(&text);
+            if check(&m) {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not happen in time\nmetrics:\n{text}\ndaemon log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most `within`) for the exit code.
+    fn terminate(&mut self, within: Duration) -> Option<i32> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit within {within:?} of SIGTERM\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Prometheus text as `name{labels}` → value.
+struct Metrics {
+    text: String,
+    samples: HashMap<String, f64>,
+}
+
+impl Metrics {
+    fn parse(text: &str) -> Metrics {
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series.to_string(), value.parse().ok()?))
+            })
+            .collect();
+        Metrics {
+            text: text.to_string(),
+            samples,
+        }
+    }
+
+    fn get(&self, series: &str) -> Option<f64> {
+        self.samples.get(series).copied()
+    }
+
+    fn value(&self, series: &str) -> f64 {
+        self.get(series)
+            .unwrap_or_else(|| panic!("no series {series} in\n{}", self.text))
+    }
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("splice-daemon-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("orders_v2.toml"), MIGRATION).expect("write migration");
+    dir
+}
+
+/// The application: random updates, inserts, deletes and key changes until `stop`.
+fn write_load(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            use rand::{Rng, SeedableRng};
+            let db = testkit::connect(&url).await.expect("connect");
+            let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let id: i64 = rng.random_range(1..20_000);
+                let sql = match rng.random_range(0..10) {
+                    0..=4 => format!(
+                        "UPDATE orders SET amount = amount + 1, note = 'w{n}' WHERE id = {id}"
+                    ),
+                    5..=6 => {
+                        "INSERT INTO orders (customer_id, amount) VALUES (3, 9.99)".to_string()
+                    }
+                    7 => format!("DELETE FROM orders WHERE id = {id}"),
+                    _ => format!("UPDATE orders SET id = id + 10000000 WHERE id = {id}"),
+                };
+                let _ = db.batch_execute(&sql).await;
+                n += 1;
+                if n % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            n
+        })
+    })
+}
+
+fn splice(pg: &Postgres, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_splice"))
+        .args(args)
+        .env("SPLICE_DATABASE_URL", pg.url())
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run splice")
+}
+
+fn status_json(pg: &Postgres) -> serde_json::Value {
+    let out = splice(pg, &["status", "orders_v2", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+const PASSES: &str = "splice_verify_passes{migration=\"orders_v2\"}";
+
+#[test]
+fn the_daemon_drives_a_migration_to_verified_keeps_verifying_under_load_and_stops_cleanly_on_sigterm(
+) {
+    let pg = Postgres::start().expect("start PostgreSQL");
+    pg.psql(
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint NOT NULL,
+                              amount numeric(12,2) NOT NULL, currency text, note text);
+         INSERT INTO orders (customer_id, amount, currency, note)
+         SELECT g % 97, (g % 1000) / 7.0, CASE WHEN g % 5 = 0 THEN NULL ELSE 'USD' END,
+                'n' || g FROM generate_series(1, 20000) g;",
+    )
+    .expect("create orders");
+    let dir = temp_dir("drive");
+    let mut daemon = Daemon::start(
+        &dir,
+        &pg.url(),
+        &["--verify-interval", "1s", "orders_v2.toml"],
+    );
+
+    assert_eq!(daemon.get("/healthz/live").0, 200);
+    let m = daemon.metrics_until("backfill and a clean verify pass", |m| {
+        m.get("splice_backfill_done{migration=\"orders_v2\"}") == Some(1.0)
+            && m.get(PASSES).is_some_and(|n| n >= 1.0)
+            && m.get("splice_migration_phase{migration=\"orders_v2\",phase=\"verified\"}")
+                == Some(1.0)
+    });
+    for name in REQUIRED_METRICS {
+        assert!(
+            m.text.contains(&format!("# TYPE {name} gauge")),
+            "{name} is exposed:\n{}",
+            m.text
+        );
+    }
+    assert_eq!(
+        m.value("splice_backfill_rows_copied{migration=\"orders_v2\"}"),
+        20000.0,
+        "every row of the table was copied"
+    );
+    assert!(m.value("splice_backfill_rows_total{migration=\"orders_v2\"}") > 0.0);
+    assert!(m.value("splice_backfill_rows_per_second{migration=\"orders_v2\"}") > 0.0);
+    assert_eq!(
+        m.value("splice_verify_divergent_rows{migration=\"orders_v2\"}"),
+        0.0
+    );
+    assert_eq!(
+        m.value("splice_verify_divergence_ratio{migration=\"orders_v2\"}"),
+        0.0
+    );
+    assert_eq!(
+        m.value("splice_verify_rows_checked{migration=\"orders_v2\"}"),
+        20000.0
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let last = m.value("splice_verify_last_pass_timestamp_seconds{migration=\"orders_v2\"}");
+    assert!(
+        (now - 300.0..=now + 1.0).contains(&last),
+        "the last pass was just now: {last} vs {now}"
+    );
+    assert_eq!(
+        m.value("splice_migration_phase{migration=\"orders_v2\",phase=\"syncing\"}"),
+        0.0
+    );
+    assert!(
+        m.get(
+            "splice_slot_retained_wal_bytes{migration=\"orders_v2\",slot=\"splice_orders_v2_fwd\"}"
+        )
+        .is_some(),
+        "the forward slot's retained WAL is reported:\n{}",
+        m.text
+    );
+    assert!(m
+        .get("splice_capture_lag_bytes{migration=\"orders_v2\"}")
+        .is_some());
+    assert!(m
+        .get("splice_capture_lag_seconds{migration=\"orders_v2\"}")
+        .is_some());
+    assert_eq!(
+        m.value("splice_throttled{migration=\"orders_v2\",reason=\"paused\"}"),
+        0.0
+    );
+    let (code, body) = daemon.get("/healthz/ready");
+    assert_eq!(code, 200, "{body}\n{}", daemon.log());
+
+    // Continuous verification under the application's writes: passes keep coming while it
+    // writes, and the first pass that started after it stopped sees every row, none differing.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = write_load(pg.url(), stop.clone());
+    let before = m.value(PASSES);
+    daemon.metrics_until("two verify passes under load", |m| {
+        m.get(PASSES).is_some_and(|n| n >= before + 2.0)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let writes = load.join().expect("load");
+    assert!(writes > 100, "the load ran ({writes} statements)");
+    let rows: f64 = pg
+        .psql("SELECT count(*) FROM orders")
+        .expect("count")
+        .parse()
+        .expect("number");
+    let stopped_at = daemon.metrics_until("any", |_| true).value(PASSES);
+    let m = daemon.metrics_until("a pass that started after the load stopped", |m| {
+        m.get(PASSES).is_some_and(|n| n >= stopped_at + 2.0)
+    });
+    assert_eq!(
+        m.value("splice_verify_rows_checked{migration=\"orders_v2\"}"),
+        rows
+    );
+    assert_eq!(
+        m.value("splice_verify_divergent_rows{migration=\"orders_v2\"}"),
+        0.0,
+        "{}",
+        m.text
+    );
+    let differing = testkit::orders_divergence_sql("orders", "_splice_orders_v2_new");
+    let mismatches = || {
+        pg.psql(&format!("SELECT count(*) FROM ({differing}) d"))
+            .expect("compare")
+    };
+    assert_eq!(mismatches(), "0", "every row equals the mapping (in SQL)");
+
+    // Pause: the runner stops its sync and lets go of the runner lock, so a command run by
+    // hand gets it; throttle sets the same override `splice throttle` does; resume goes on.
+    let (code, body) = daemon.post("/api/v1/migrations/orders_v2/pause");
+    assert_eq!(code, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = daemon.get("/api/v1/migrations/orders_v2");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        if json["activity"]["state"] == "paused" {
+            assert_eq!(json["paused"], true, "{json}");
+            assert_eq!(json["phase"], "verified", "{json}");
+            assert_eq!(json["throttle_reason"], "paused", "{json}");
+            assert_eq!(json["control"][0]["action"], "pause", "{json}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never paused: {json}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let m = daemon.metrics_until("any", |_| true);
+    assert_eq!(
+        m.value("splice_throttled{migration=\"orders_v2\",reason=\"paused\"}"),
+        1.0
+    );
+    let out = splice(&pg, &["verify", "orders_v2"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a paused daemon holds no lock: {out:?}"
+    );
+    let put = Daemon::agent()
+        .put(format!(
+            "{}/api/v1/migrations/orders_v2/throttle",
+            daemon.base
+        ))
+        .header("content-type", "application/json")
+        .send(r#"{"rows_per_second": 5000}"#)
+        .expect("PUT");
+    assert_eq!(put.status().as_u16(), 200);
+    assert_eq!(status_json(&pg)["rate_override"], 5000);
+    let (code, _) = daemon.post("/api/v1/migrations/orders_v2/resume");
+    assert_eq!(code, 200);
+    let resumed_at = daemon.metrics_until("any", |_| true).value(PASSES);
+    daemon.metrics_until("a pass after the resume", |m| {
+        m.get("splice_paused{migration=\"orders_v2\"}") == Some(0.0)
+            && m.get(PASSES).is_some_and(|n| n > resumed_at)
+    });
+    assert_eq!(daemon.get("/api/v1/migrations/nope").0, 404);
+    let (code, page) = daemon.get("/");
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("orders_v2") && page.contains("verified"),
+        "{page}"
+    );
+
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().contains("splice daemon: stopped"),
+        "{}",
+        daemon.log()
+    );
+
+    // The CLI reads the same state: verified, the last verify passed, nothing lost.
+    let status = status_json(&pg);
+    assert_eq!(status["phase"], "verified", "{status}");
+    assert_eq!(status["backfill_done"], true, "{status}");
+    assert_eq!(status["last_verify"]["passed"], true, "{status}");
+    assert_eq!(mismatches(), "0", "every row equals the mapping");
+    assert!(
+        !m.text.contains("splice_cutover_lock_seconds{"),
+        "no cutover lock time before a cutover:\n{}",
+        m.text
+    );
+
+    // A person cuts over with the CLI; a restarted daemon carries the migration on from its
+    // phase (reverse sync, no verify, no further step) and reports the lock time.
+    let out = splice(&pg, &["cutover", "orders_v2"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let mut daemon = Daemon::start(
+        &dir,
+        &pg.url(),
+        &["--verify-interval", "1s", "orders_v2.toml"],
+    );
+    let m = daemon.metrics_until("the cut-over phase after a restart", |m| {
+        m.get("splice_migration_phase{migration=\"orders_v2\",phase=\"cut_over\"}") == Some(1.0)
+    });
+    assert!(m.value("splice_cutover_lock_seconds{migration=\"orders_v2\"}") > 0.0);
+    assert!(m.text.contains("# TYPE splice_cutover_lock_seconds gauge"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.get("/healthz/ready").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "ready after the restart\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Reverse sync keeps the old shape current: a write to the live (new) table reaches it.
+    let id = pg.psql("SELECT min(id) FROM orders").expect("a row");
+    pg.psql(&format!(
+        "UPDATE orders SET note = 'after cutover' WHERE id = {id}"
+    ))
+    .expect("write after cutover");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg
+        .psql(&format!(
+            "SELECT note FROM _splice_orders_v2_old WHERE id = {id}"
+        ))
+        .expect("old table")
+        != "after cutover"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "reverse sync ran\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A command run by hand meanwhile is refused, naming the daemon and how to pause it.
+    let out = splice(&pg, &["sync", "orders_v2", "--until-caught-up"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        err.contains("`splice daemon orders_v2`")
+            && err.contains("/api/v1/migrations/orders_v2/pause"),
+        "{err}"
+    );
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    let status = status_json(&pg);
+    assert_eq!(
+        status["phase"], "cut_over",
+        "the daemon took no further step: {status}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn control_requests_need_the_bearer_token_and_listening_beyond_localhost_needs_one() {
+    let dir = temp_dir("token");
+    let out = Command::new(env!("CARGO_BIN_EXE_splice"))
+        .args(["daemon", "--listen", "0.0.0.0:0", "orders_v2.toml"])
+        .current_dir(&dir)
+        .env(
+            "SPLICE_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/postgres",
+        )
+        .output()
+        .expect("run splice daemon");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--token-file"),
+        "{out:?}"
+    );
+
+    std::fs::write(dir.join("token"), "s3cret\n").expect("token file");
+    let daemon = Daemon::start(
+        &dir,
+        "postgres://postgres@127.0.0.1:1/postgres?connect_timeout=2",
+        &["--token-file", "token", "orders_v2.toml"],
+    );
+    let pause = format!("{}/api/v1/migrations/orders_v2/pause", daemon.base);
+    let code = |token: Option<&str>| {
+        let mut req = Daemon::agent().post(&pause);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req.send_empty().expect("POST").status().as_u16()
+    };
+    assert_eq!(code(None), 401);
+    assert_eq!(code(Some("wrong")), 401);
+    assert_eq!(code(Some("s3cret")), 200);
+    assert_eq!(daemon.get("/metrics").0, 200, "reads need no token");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unreachable_database_makes_readiness_503_and_names_it() {
+    // A port nobody listens on: bound, read, released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let dir = temp_dir("unreachable");
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres?connect_timeout=2");
+    let daemon = Daemon::start(&dir, &url, &["--log-format", "json", "orders_v2.toml"]);
+
+    assert_eq!(daemon.get("/healthz/live").0, 200, "the process is up");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (code, body) = daemon.get("/healthz/ready");
+        assert_eq!(code, 503, "never ready without its database: {body}");
+        if body.contains("unreachable") {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readiness never named the database: {body}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(body.contains("orders_v2"), "{body}");
+    assert!(body.contains(&format!("127.0.0.1:{port}")), "{body}");
+    let (_, text) = daemon.get("/metrics");
+    let m = Metrics::parse(&text);
+    assert_eq!(
+        m.value("splice_runner_healthy{migration=\"orders_v2\"}"),
+        0.0
+    );
+
+    // `--log-format json`: the failed step is one JSON object, in the migration's span.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = daemon.log();
+        let failed = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|j| j["fields"]["message"] == "step failed");
+        if let Some(j) = failed {
+            assert_eq!(j["level"], "WARN", "{j}");
+            assert_eq!(j["span"]["migration"], "orders_v2", "{j}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no JSON log of the failure:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sigterm_mid_backfill_checkpoints_and_a_restarted_daemon_carries_on_to_verified() {
+    let pg = Postgres::start().expect("start PostgreSQL");
+    pg.psql(
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint NOT NULL,
+                              amount numeric(12,2) NOT NULL, currency text, note text);
+         INSERT INTO orders (customer_id, amount, currency, note)
+         SELECT g % 97, (g % 1000) / 7.0, NULL, 'n' || g FROM generate_series(1, 20000) g;",
+    )
+    .expect("create orders");
+    let dir = temp_dir("resume");
+    // Slow enough that SIGTERM lands mid-backfill (about ten seconds for the table).
+    std::fs::write(
+        dir.join("orders_v2.toml"),
+        format!("{MIGRATION}rows_per_second = 2000\n"),
+    )
+    .expect("write migration");
+    let mut daemon = Daemon::start(&dir, &pg.url(), &["orders_v2.toml"]);
+    daemon.metrics_until("a backfill under way", |m| {
+        m.get("splice_backfill_rows_copied{migration=\"orders_v2\"}")
+            .is_some_and(|n| n > 0.0)
+    });
+    let (_, body) = daemon.get("/api/v1/migrations/orders_v2");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["activity"]["state"], "backfilling", "{json}");
+    let percent = json["progress"]["percent"].as_f64().expect("percent");
+    assert!((0.0..100.0).contains(&percent), "{json}");
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    let status = status_json(&pg);
+    let copied = status["rows_copied"].as_i64().expect("rows_copied");
+    assert_eq!(status["backfill_done"], false, "{status}");
+    assert!(
+        copied > 0 && copied < 20000,
+        "checkpointed mid-way: {status}"
+    );
+
+    // Restarted, it carries on from the checkpoint; the throttle endpoint lifts the limit.
+    let daemon = Daemon::start(&dir, &pg.url(), &["orders_v2.toml"]);
+    let put = Daemon::agent()
+        .put(format!(
+            "{}/api/v1/migrations/orders_v2/throttle",
+            daemon.base
+        ))
+        .header("content-type", "application/json")
+        .send(r#"{"rows_per_second": 0}"#)
+        .expect("PUT");
+    assert_eq!(put.status().as_u16(), 200);
+    let m = daemon.metrics_until("verified after the restart", |m| {
+        m.get("splice_migration_phase{migration=\"orders_v2\",phase=\"verified\"}") == Some(1.0)
+            && m.get(PASSES).is_some_and(|n| n >= 1.0)
+    });
+    assert_eq!(
+        m.value("splice_backfill_rows_copied{migration=\"orders_v2\"}"),
+        20000.0
+    );
+    assert_eq!(
+        m.value("splice_verify_divergent_rows{migration=\"orders_v2\"}"),
+        0.0
+    );
+    let differing = testkit::orders_divergence_sql("orders", "_splice_orders_v2_new");
+    assert_eq!(
+        pg.psql(&format!("SELECT count(*) FROM ({differing}) d"))
+            .expect("compare"),
+        "0"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
