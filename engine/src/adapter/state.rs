@@ -45,6 +45,12 @@ pub trait StateStore: Sessions {
         conn: &Self::Conn,
         name: &str,
     ) -> impl Future<Output = Result<Vec<Transition>, EngineError>> + Send;
+    /// The process that holds the migration's runner lock now, if one does.
+    fn runner(
+        &self,
+        conn: &Self::Conn,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<crate::state::Runner>, EngineError>> + Send;
     /// The last verify result.
     fn last_verify(
         &self,
