@@ -185,21 +185,31 @@ fn terminal_width() -> usize {
         .unwrap_or(80)
 }
 
+/// Plain lines: every [`PLAIN_EVERY`], and as soon as a new state (a pause, a lock wait) has
+/// held for a second, so a log shows each one.
 fn plain_printer(latest: Arc<Mutex<Latest>>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut next = Instant::now() + Duration::from_millis(500);
+        let mut printed: Option<(Instant, std::mem::Discriminant<SyncState>)> = None;
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
-            if Instant::now() < next {
-                continue;
-            }
             let latest = lock(&latest).clone();
-            if let Some(p) = &latest.progress {
+            let Some(p) = &latest.progress else { continue };
+            let kind = std::mem::discriminant(&p.state);
+            let due = match printed {
+                None => true,
+                Some((at, _)) if at.elapsed() >= PLAIN_EVERY => true,
+                Some((at, last)) => {
+                    last != kind
+                        && latest.state_since.elapsed() >= Duration::from_secs(1)
+                        && at.elapsed() >= Duration::from_secs(1)
+                }
+            };
+            if due {
                 eprintln!(
                     "{}",
                     render_line(p, latest.state_since.elapsed(), usize::MAX)
                 );
-                next = Instant::now() + PLAIN_EVERY;
+                printed = Some((Instant::now(), kind));
             }
         }
     })

@@ -378,9 +378,14 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         progress.update(&p);
         let t = Instant::now();
         // The chunk's upper key: the `chunk`-th key after the checkpoint (none: the last chunk).
-        let upper = adapter
-            .chunk_upper(db, &dir, last_key.as_deref(), chunk - 1)
-            .await?;
+        let upper = watching_locks(
+            adapter,
+            adapter.chunk_upper(db, &dir, last_key.as_deref(), chunk - 1),
+            session_pid,
+            &mut p,
+            progress,
+        )
+        .await?;
         let copy = adapter.copy_range(
             db,
             runner,
@@ -429,6 +434,11 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         // Size the next chunk to the target duration, smoothly.
         let ideal = chunk as f64 * target.as_secs_f64() / took.as_secs_f64().max(1e-3);
         chunk = ((chunk as f64 * 0.5 + ideal * 0.5) as i64).clamp(100, 100_000);
+        // Under a rate limit, no chunk larger than one second's worth: the pace stays even
+        // (short waits between chunks, not one long wait before a huge chunk).
+        if let RateLimit::RowsPerSecond(r) = control.rate() {
+            chunk = chunk.min(i64::from(r.get()).max(100));
+        }
         // Keep capture current while copying.
         p.state = SyncState::Applying;
         progress.update(&p);
@@ -459,15 +469,15 @@ fn sync_throttle(control: &Control, paused: Option<String>) -> crate::state::Syn
     }
 }
 
-/// Awaits a chunk's copy; while it takes longer than a second, asks (on a session of its own)
+/// Awaits a chunk's statement (its bound, its copy); while it takes longer than a second, asks (on a session of its own)
 /// which session's lock it waits for, so the progress line can name it.
-async fn watching_locks<A: BackfillSource>(
+async fn watching_locks<A: BackfillSource, T>(
     adapter: &A,
-    copy: impl std::future::Future<Output = Result<u64, EngineError>>,
+    copy: impl std::future::Future<Output = Result<T, EngineError>>,
     session_pid: Option<i32>,
     p: &mut SyncProgress,
     progress: &mut dyn ProgressSink,
-) -> Result<u64, EngineError> {
+) -> Result<T, EngineError> {
     tokio::pin!(copy);
     let mut watch: Option<A::Conn> = None;
     loop {
