@@ -76,11 +76,16 @@ async fn write_load(url: String, per_second: u32, stop: Arc<AtomicBool>, c: Arc<
             0..=4 => format!(
                 "UPDATE orders SET note = 'edited', customer_id = customer_id + 1 WHERE id = {id}"
             ),
+            // The row is built once (`OFFSET 0` keeps the subquery, so the sequence is
+            // called once), from one existing row found through the key.
             5..=6 => format!(
                 "INSERT INTO orders
-                 SELECT (jsonb_populate_record(o, jsonb_build_object(
-                            'id', nextval('orders_id_seq'), 'note', 'new order'))).*
-                 FROM orders o WHERE id >= {id} ORDER BY id LIMIT 1"
+                 SELECT (r).* FROM (
+                     SELECT jsonb_populate_record(o, jsonb_build_object(
+                                'id', nextval('orders_id_seq'), 'note', 'new order')) AS r
+                     FROM orders o
+                     WHERE o.id = (SELECT min(id) FROM orders WHERE id >= {id})
+                     OFFSET 0) s"
             ),
             7 => format!("DELETE FROM orders WHERE id = {id}"),
             8 => format!("UPDATE orders SET currency = 'EUR' WHERE id = {id}"),

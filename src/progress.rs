@@ -262,7 +262,7 @@ pub fn render_line(p: &SyncProgress, held: Duration, width: usize) -> String {
         let left = p.rows_total.saturating_sub(p.rows_copied) as f64 / p.rows_per_second;
         Some(format!(
             "ETA {}",
-            short_duration(Duration::from_secs(left as u64))
+            short_duration(Duration::from_secs_f64(left.max(0.0)))
         ))
     } else {
         Some("ETA ?".to_string())

@@ -251,5 +251,53 @@ fn the_demo_application_writes_statements_valid_in_both_shapes_so_none_fails() {
         .find(|l| l.trim_start().starts_with("application writes"))
         .unwrap_or_else(|| panic!("no writes line: {report}"));
     assert!(writes.contains("(0 failed;"), "{report}");
+    // And it kept writing: no statement stalls the application.
+    let made: u64 = writes
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(made >= 300, "only {made} writes: {report}");
     assert!(!report.contains("first failed write"), "{report}");
+}
+
+#[test]
+fn ctrl_c_prints_its_message_on_a_line_of_its_own_and_the_sync_exits_0() {
+    let env = Env::new(1_000);
+    env.ok(&["expand", "orders_v2.toml"]);
+    let sync = env
+        .command(&["sync", "orders_v2"])
+        .spawn()
+        .expect("start sync");
+    // Wait until it follows changes (its runner shows in status and the backfill is done).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = env.ok(&["status", "orders_v2"]);
+        if s.contains("backfill complete") && s.contains("run by `splice sync") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sync never followed changes: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = Command::new("kill")
+        .args(["-INT", &sync.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(killed.success());
+    let out = sync.wait_with_output().expect("sync");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l == "stopping: finishing the current chunk and saving the checkpoint…"),
+        "{err}"
+    );
+    assert!(
+        err.lines().any(|l| l.ends_with("| following changes")),
+        "{err}"
+    );
 }
