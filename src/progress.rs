@@ -103,6 +103,8 @@ impl Progress {
             Output::Terminal(bar) => {
                 if lock(&self.latest).progress.is_some() {
                     bar.finish();
+                    // indicatif leaves the cursor at the end of the finished line.
+                    eprintln!();
                 } else {
                     bar.finish_and_clear();
                 }
