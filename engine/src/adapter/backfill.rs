@@ -50,16 +50,21 @@ pub trait BackfillSource: StateStore {
         conn: &Self::Conn,
         table: &Table,
     ) -> impl Future<Output = Result<Load, EngineError>> + Send;
-    /// The server process id of `conn`'s session, where the database has one.
+    /// The server process id of `conn`'s session, where the database has one (default: none,
+    /// and lock waits are then not watched).
     fn session_pid(
         &self,
-        conn: &Self::Conn,
-    ) -> impl Future<Output = Result<Option<i32>, EngineError>> + Send;
+        _conn: &Self::Conn,
+    ) -> impl Future<Output = Result<Option<i32>, EngineError>> + Send {
+        async { Ok(None) }
+    }
     /// The session whose lock the session `pid` waits for, if it waits (asked on another
     /// session `conn`).
     fn lock_blocker(
         &self,
-        conn: &Self::Conn,
-        pid: i32,
-    ) -> impl Future<Output = Result<Option<LockHolder>, EngineError>> + Send;
+        _conn: &Self::Conn,
+        _pid: i32,
+    ) -> impl Future<Output = Result<Option<LockHolder>, EngineError>> + Send {
+        async { Ok(None) }
+    }
 }
