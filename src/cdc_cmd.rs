@@ -152,12 +152,35 @@ async fn tail(args: TailArgs) -> Result<(), TailError> {
     // short.
     config.status_interval = Duration::from_millis(50);
     let mut stream = PgChangeStream::open(config).await?;
+    let slot = &args.slot;
+    if stream.created_slot() {
+        eprintln!(
+            "note: created replication slot {slot} and publication {slot}. The slot keeps WAL on \
+             the server from now on, read or not, until it is dropped: run with --drop-slot \
+             to drop both on exit"
+        );
+    } else {
+        eprintln!(
+            "note: resuming replication slot {slot} after its last acknowledged transaction; it \
+             keeps WAL on the server until it is dropped with --drop-slot"
+        );
+    }
 
     let outcome = stream_to_stdout(&mut stream, args.limit, args.idle_timeout).await;
     let closed = if args.drop_slot {
-        stream.close_and_drop().await
+        let closed = stream.close_and_drop().await;
+        if closed.is_ok() {
+            eprintln!("note: dropped replication slot {slot} and publication {slot}");
+        }
+        closed
     } else {
-        stream.close().await
+        let closed = stream.close().await;
+        eprintln!(
+            "note: replication slot {slot} stays and keeps WAL on the server until it is \
+             dropped: run `splice cdc tail` again with --drop-slot, or in SQL `SELECT \
+             pg_drop_replication_slot('{slot}'); DROP PUBLICATION {slot};`"
+        );
+        closed
     };
     outcome?;
     Ok(closed?)

@@ -268,6 +268,7 @@ impl Input {
 fn collect_inputs(paths: &[String], exclude: &GlobSet) -> Result<Vec<Input>, UsageError> {
     let mut inputs = Vec::new();
     let mut stdin_seen = false;
+    let mut empty_dirs = Vec::new();
     for arg in paths {
         if arg == "-" {
             if !stdin_seen {
@@ -300,6 +301,9 @@ fn collect_inputs(paths: &[String], exclude: &GlobSet) -> Result<Vec<Input>, Usa
                     }
                 }
             }
+            if found.is_empty() {
+                empty_dirs.push(arg.as_str());
+            }
             inputs.extend(found);
         } else if !exclude.is_match(arg) {
             inputs.push(Input::File {
@@ -307,6 +311,18 @@ fn collect_inputs(paths: &[String], exclude: &GlobSet) -> Result<Vec<Input>, Usa
                 path,
             });
         }
+    }
+    // A wrong path in CI must not pass as "nothing to complain about".
+    if inputs.is_empty() {
+        return Err(UsageError(if empty_dirs.is_empty() {
+            "no files to lint: every path given is excluded by `exclude` in splice.toml".into()
+        } else {
+            format!(
+                "no .sql files in {} (directories are searched recursively for *.sql, minus \
+                 `exclude` in splice.toml); check the path",
+                empty_dirs.join(", ")
+            )
+        }));
     }
     Ok(inputs)
 }

@@ -10,8 +10,12 @@ mod lint_cmd;
 mod lint_output;
 mod migrate_cmd;
 mod new_cmd;
+mod progress;
 mod runtime;
 mod session_name;
+mod status_view;
+mod units;
+mod verify_report;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -3,12 +3,12 @@
 //! progress and maps outcomes to exit codes.
 
 use crate::db_url;
+use crate::progress::{Notes, Progress};
 use clap::{Args, Subcommand};
 use engine::backfill::{Control, ProgressSink, RateSource, SyncProgress};
 use engine::phases::{Quarantine, ReverseSync, RollbackReport, SyncOptions};
-use engine::{Engine, EngineError, MigrationSpec, Phase, Postgres, RateLimit, VerifyReport};
-use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
+use engine::{Engine, EngineError, MigrationSpec, Phase, Postgres, RateLimit};
+use std::time::Duration;
 
 /// The database every migration command talks to.
 #[derive(Args, Clone)]
@@ -152,12 +152,17 @@ pub enum MigrateCommand {
         #[command(flatten)]
         db: DbArgs,
     },
-    /// Phase, progress, capture lag, last verify, lock times, quarantine and history.
-    #[command(after_help = "Examples:\n  splice status\n  splice status orders_v2 --json")]
+    /// One line per migration: phase, progress, rate, ETA, lag, throttle, last verify, runner, WAL kept.
+    #[command(
+        after_help = "Examples:\n  splice status\n  splice status orders_v2 --history\n  splice status orders_v2 --json\n\nSee docs/understanding-output.md for every part of the line and the JSON fields."
+    )]
     Status {
         name: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Also list every phase change (when, who, figures) under each migration.
+        #[arg(long)]
+        history: bool,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -350,7 +355,12 @@ async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
                 Err(e) => fail(&e),
             }
         }
-        MigrateCommand::Status { name, json, .. } => status(&engine, name.as_deref(), json).await,
+        MigrateCommand::Status {
+            name,
+            json,
+            history,
+            ..
+        } => status(&engine, name.as_deref(), json, history).await,
     }
 }
 
@@ -435,8 +445,8 @@ async fn expand(engine: &Engine<Postgres>, file: &str) -> u8 {
 
 async fn sync(engine: &Engine<Postgres>, name: &str, opts: &SyncOptions) -> u8 {
     let control = Control::new(opts.rate_limit.unwrap_or(RateLimit::Unlimited));
-    stop_on_signals(control.clone());
-    let mut bar = ProgressLine::new(name);
+    let mut bar = SyncProgressView::new(name);
+    stop_on_signals(control.clone(), bar.notes.clone());
     let result = engine.sync(name, opts, &control, &mut bar).await;
     bar.finish();
     match result {
@@ -493,66 +503,15 @@ async fn throttle(engine: &Engine<Postgres>, name: &str, limit: Option<RateLimit
     }
 }
 
-/// Verify's `--json`: the engine's report and its answers, as one object.
-#[derive(serde::Serialize)]
-struct VerifyJson<'r> {
-    passed: bool,
-    rows_checked: u64,
-    ranges: u64,
-    rechecked: u64,
-    divergence_rate: f64,
-    diverged: &'r [engine::seam::DivergedKey],
-    seconds: f64,
-    cutover_allowed: bool,
-}
-
-impl<'r> From<&'r VerifyReport> for VerifyJson<'r> {
-    fn from(r: &'r VerifyReport) -> VerifyJson<'r> {
-        VerifyJson {
-            passed: r.passed(),
-            rows_checked: r.rows_checked,
-            ranges: r.ranges,
-            rechecked: r.rechecked,
-            divergence_rate: r.divergence_rate(),
-            diverged: &r.diverged,
-            seconds: r.seconds,
-            cutover_allowed: r.cutover_allowed(),
-        }
-    }
-}
-
 async fn verify(engine: &Engine<Postgres>, name: &str, json: bool) -> u8 {
     let report = match engine.verify(name).await {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
     if json {
-        print_json(&VerifyJson::from(&report));
+        print_json(&crate::verify_report::VerifyJson::from(&report));
     } else {
-        println!(
-            "verify {name}: {} rows in {} ranges, {} re-checked, {} diverged ({:.1}s); cutover {}",
-            report.rows_checked,
-            report.ranges,
-            report.rechecked,
-            report.diverged.len(),
-            report.seconds,
-            if report.cutover_allowed() {
-                "allowed"
-            } else {
-                "refused"
-            }
-        );
-        for d in report.diverged.iter().take(50) {
-            println!(
-                "  key ({}): expected {} found {}",
-                d.key.join(", "),
-                d.expected.as_deref().unwrap_or("<missing>"),
-                d.found.as_deref().unwrap_or("<missing>")
-            );
-        }
-        if report.diverged.len() > 50 {
-            println!("  … {} more (see --json)", report.diverged.len() - 50);
-        }
+        print!("{}", crate::verify_report::render(name, &report));
     }
     if report.cutover_allowed() {
         crate::EXIT_OK
@@ -638,7 +597,7 @@ fn rollback(name: &str, result: Result<RollbackReport, EngineError>, json: bool)
     }
 }
 
-async fn status(engine: &Engine<Postgres>, name: Option<&str>, json: bool) -> u8 {
+async fn status(engine: &Engine<Postgres>, name: Option<&str>, json: bool, history: bool) -> u8 {
     let list = match engine.status(name).await {
         Ok(list) => list,
         Err(e) => return fail(&e),
@@ -653,83 +612,17 @@ async fn status(engine: &Engine<Postgres>, name: Option<&str>, json: bool) -> u8
         println!("no migrations in this database");
     } else {
         for s in &list {
-            print!("{}", render_status(s));
+            println!("{}", crate::status_view::line(s));
+            if history {
+                print!("{}", crate::status_view::history(s));
+            }
         }
     }
     crate::EXIT_OK
 }
 
-fn render_status(s: &engine::phases::Status) -> String {
-    let mut out = format!("{} ({}): {}\n", s.name, s.table, s.phase);
-    let pct = if s.rows_total > 0 {
-        100.0 * s.rows_copied as f64 / s.rows_total as f64
-    } else {
-        0.0
-    };
-    out.push_str(&format!(
-        "  backfill: {}/{} rows ({pct:.1}%){}{}\n",
-        s.rows_copied,
-        s.rows_total,
-        if s.backfill_done { ", complete" } else { "" },
-        s.backfill_rows_per_second
-            .map(|r| format!(", {r:.0} rows/s"))
-            .unwrap_or_default()
-    ));
-    if let Some(l) = s.capture_lag_bytes {
-        out.push_str(&format!("  capture lag: {l} bytes\n"));
-    }
-    for slot in &s.slots {
-        out.push_str(&format!(
-            "  slot {}: retains {} of WAL (wal_status {}){}\n",
-            slot.slot,
-            human_bytes(slot.retained_wal_bytes),
-            slot.wal_status,
-            if slot.retained_wal_bytes > slot.warn_above_bytes {
-                " — above the warning threshold: keep sync running, or contract/abort to release it"
-            } else {
-                ""
-            }
-        ));
-    }
-    if let Some(v) = &s.last_verify {
-        out.push_str(&format!("  last verify: {v}\n"));
-    }
-    if let Some(l) = s.cutover_lock_ms {
-        out.push_str(&format!("  cutover lock: {l:.1} ms\n"));
-    }
-    if let Some(q) = &s.quarantined_as {
-        out.push_str(&format!(
-            "  quarantine: {q} until {}\n",
-            s.quarantine_until.as_deref().unwrap_or("?")
-        ));
-    }
-    if let Some(r) = s.rate_override {
-        out.push_str(&format!(
-            "  rate override (splice throttle): {}\n",
-            RateLimit::from_rows_per_second(r)
-        ));
-    }
-    out.push_str(&format!("  next: {}\n", s.next));
-    out.push_str("  history:\n");
-    for t in &s.history {
-        out.push_str(&format!(
-            "    {} {} → {} by {} {}\n",
-            t.at,
-            t.from.as_deref().unwrap_or("-"),
-            t.to,
-            t.actor,
-            if t.figures.as_object().is_some_and(|o| o.is_empty()) {
-                String::new()
-            } else {
-                t.figures.to_string()
-            }
-        ));
-    }
-    out
-}
-
 /// SIGINT / SIGTERM ask a running sync to checkpoint and stop.
-fn stop_on_signals(control: Control) {
+fn stop_on_signals(control: Control, notes: Notes) {
     tokio::spawn(async move {
         #[cfg(unix)]
         {
@@ -745,34 +638,32 @@ fn stop_on_signals(control: Control) {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        eprintln!("stopping: finishing the current chunk and saving the checkpoint…");
+        notes.note("stopping: finishing the current chunk and saving the checkpoint…");
         control.stop();
     });
 }
 
-/// gh-ost-style status: one rewritten line on a terminal, a plain line every few seconds in CI.
-struct ProgressLine {
+/// The progress line, and a line of its own whenever the rate in force changes source: an
+/// override of `splice throttle` never changes a sync's rate silently.
+struct SyncProgressView {
     name: String,
-    tty: bool,
-    last: Option<Instant>,
-    drawn: bool,
+    line: Progress,
+    notes: Notes,
     /// The rate limit and its source last shown.
     rate: Option<(u32, RateSource)>,
 }
 
-impl ProgressLine {
-    fn new(name: &str) -> ProgressLine {
-        ProgressLine {
+impl SyncProgressView {
+    fn new(name: &str) -> SyncProgressView {
+        let line = Progress::on_stderr();
+        SyncProgressView {
             name: name.into(),
-            tty: std::io::stderr().is_terminal(),
-            last: None,
-            drawn: false,
+            notes: line.notes(),
+            line,
             rate: None,
         }
     }
 
-    /// A line of its own whenever the rate in force changes source: an override of
-    /// `splice throttle` never changes a sync's rate silently.
     fn note_rate(&mut self, p: &SyncProgress) {
         let now = (p.rate_limit, p.rate_source);
         let first = self.rate.is_none();
@@ -808,76 +699,18 @@ impl ProgressLine {
                 }
             ),
         };
-        let mut err = std::io::stderr().lock();
-        if self.tty && self.drawn {
-            let _ = write!(err, "\r\x1b[2K");
-        }
-        let _ = writeln!(err, "{message}");
-        let _ = err.flush();
+        self.notes.note(&message);
     }
 
     fn finish(&mut self) {
-        if self.tty && self.drawn {
-            eprintln!();
-        }
+        self.line.finish();
     }
 }
 
-impl ProgressSink for ProgressLine {
+impl ProgressSink for SyncProgressView {
     fn update(&mut self, p: &SyncProgress) {
         self.note_rate(p);
-        let every = if self.tty {
-            Duration::from_millis(100)
-        } else {
-            Duration::from_secs(5)
-        };
-        if self.last.is_some_and(|t| t.elapsed() < every) {
-            return;
-        }
-        self.last = Some(Instant::now());
-        let pct = if p.rows_total > 0 {
-            (p.rows_copied as f64 / p.rows_total as f64).min(1.0)
-        } else {
-            1.0
-        };
-        let eta = if p.backfill_done {
-            "done".to_string()
-        } else if p.rows_per_second > 0.0 {
-            let left = p.rows_total.saturating_sub(p.rows_copied) as f64 / p.rows_per_second;
-            humantime::format_duration(Duration::from_secs(left as u64)).to_string()
-        } else {
-            "?".into()
-        };
-        let state = match &p.throttled {
-            Some(why) => format!("throttled ({why})"),
-            None if p.backfill_done => "following changes".into(),
-            None => "copying".into(),
-        };
-        let width = 20;
-        let filled = (pct * width as f64) as usize;
-        let line = format!(
-            "[{}{}] {}/{} rows {:.1}% | {:.0} rows/s | chunk {} | applied {} txns | lag {} KB {} ms | ETA {} | {}",
-            "#".repeat(filled),
-            "-".repeat(width - filled),
-            p.rows_copied,
-            p.rows_total,
-            pct * 100.0,
-            p.rows_per_second,
-            p.chunk_size,
-            p.txns_applied,
-            p.capture_lag_bytes / 1024,
-            p.capture_lag_ms,
-            eta,
-            state
-        );
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[2K{line}");
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
-        let _ = err.flush();
-        self.drawn = true;
+        self.line.update(p);
     }
 }
 
@@ -889,20 +722,4 @@ fn parse_phase(s: &str) -> Result<Phase, String> {
              contracted"
         )
     })
-}
-
-/// `1536` → `1.5 KiB`.
-fn human_bytes(n: i64) -> String {
-    let mut v = n as f64;
-    for unit in ["B", "KiB", "MiB", "GiB", "TiB"] {
-        if v.abs() < 1024.0 || unit == "TiB" {
-            return if unit == "B" {
-                format!("{n} B")
-            } else {
-                format!("{v:.1} {unit}")
-            };
-        }
-        v /= 1024.0;
-    }
-    format!("{n} B")
 }

@@ -208,7 +208,7 @@ fn the_phase_commands_report_and_exit_with_meaningful_codes() {
     let out = env.splice(&["verify", "orders_v2"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("key (42)"),
+        String::from_utf8_lossy(&out.stdout).contains("key id=42: 1 column(s) differ"),
         "{}",
         text(&out)
     );
@@ -1150,7 +1150,7 @@ fn plan_refuses_partitioned_tables_and_materialized_views_and_status_shows_retai
         .expect("drop matview");
     env.ok(&["expand", "orders_v2.toml"]);
     env.ok(&["sync", "orders_v2", "--until-caught-up"]);
-    let status = env.ok(&["status", "orders_v2"]);
+    let status = env.ok(&["status", "orders_v2", "--history"]);
     assert!(
         status.contains("slot splice_orders_v2_fwd: retains") && status.contains("wal_status"),
         "{status}"

@@ -263,3 +263,54 @@ fn explain_prints_the_rule_documentation() {
     let unknown = splice_lint(&["--explain", "nope"]);
     assert_eq!(unknown.status.code(), Some(2));
 }
+
+#[test]
+fn a_directory_without_sql_files_is_a_usage_error_not_a_pass() {
+    let dir = std::env::temp_dir().join(format!("splice-lint-empty-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+    std::fs::write(dir.join("sub/notes.txt"), "not sql").expect("write");
+    let out = splice_lint(&[dir.to_str().expect("utf-8 path")]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no .sql files in") && stderr(&out).contains("check the path"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stdout(&out).contains("Checked 0 files"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// Every ```` ``` ```` block of the README that starts with `$ splice lint …` is that command's
+/// exact stdout, run in fixtures/lint-cli.
+#[test]
+fn the_readme_lint_examples_are_what_the_tool_prints() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let mut checked = 0;
+    let mut blocks = readme.split("```").skip(1).step_by(2);
+    for block in blocks.by_ref() {
+        let body = block.split_once('\n').map_or("", |(_, b)| b);
+        let Some((command, expected)) = body.split_once('\n') else {
+            continue;
+        };
+        let Some(args) = command.strip_prefix("$ splice lint ") else {
+            continue;
+        };
+        let args: Vec<&str> = args.split_whitespace().collect();
+        let out = splice_lint(&args);
+        assert_eq!(
+            stdout(&out),
+            expected,
+            "README block `{command}` differs from the tool's output"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "expected the human, json and github examples, found {checked}"
+    );
+}

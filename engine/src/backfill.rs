@@ -44,6 +44,17 @@ pub enum RateSource {
     Override,
 }
 
+impl RateSource {
+    /// How `splice status` names it: `flag`, `file` or `override`.
+    pub fn label(self) -> &'static str {
+        match self {
+            RateSource::File => "file",
+            RateSource::CommandLine => "flag",
+            RateSource::Override => "override",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct RateSetting {
     /// The sync's own rate, `rows_per_second` encoding (0: unlimited).
@@ -141,8 +152,10 @@ pub struct SyncProgress {
     pub capture_lag_bytes: u64,
     pub capture_lag_ms: u64,
     pub txns_applied: u64,
-    /// Why the backfill is paused, when it is.
+    /// Why the backfill is paused, when it is (the reason of [`SyncState::Paused`]).
     pub throttled: Option<String>,
+    /// What the sync is doing right now.
+    pub state: SyncState,
     /// Deferred secondary indexes this run built after the backfill, and how long that took.
     pub indexes_built: u32,
     pub index_build_s: f64,
@@ -153,6 +166,40 @@ pub struct SyncProgress {
     /// the sync's command line replaced (rows per second, 0: unlimited).
     pub replaced_override: Option<u32>,
     pub elapsed_s: f64,
+}
+
+/// What a running sync is doing at the moment it reports: the progress line always says it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SyncState {
+    /// Opening capture, reading the plan.
+    #[default]
+    Starting,
+    /// A backfill chunk is being copied.
+    Copying,
+    /// Waiting until the rate limit allows the next chunk.
+    WaitingForRate { rows_per_second: u32 },
+    /// The backfill is paused (capture lag, replica lag, lock waiters); `reason` says which,
+    /// with the figure and its bound.
+    Paused { reason: String },
+    /// The chunk in flight waits for a lock another session holds.
+    BlockedOnLock {
+        pid: i32,
+        /// The holder's `application_name`, empty when it has none.
+        application: String,
+        /// The holder's current (or last) statement, shortened.
+        query: String,
+    },
+    /// Captured changes are being applied between chunks.
+    Applying,
+    /// Building the deferred secondary indexes after the copy.
+    BuildingIndexes,
+    /// Waiting for capture to deliver everything up to now (`--until-caught-up`).
+    CatchingUp,
+    /// Capture delivered and applied everything up to the drain (`--until-caught-up`).
+    CaughtUp,
+    /// The backfill is done (or there is none): captured changes are applied as they come.
+    Following,
 }
 
 /// Receives progress (a terminal bar, plain CI lines, metrics).
@@ -174,6 +221,24 @@ struct Pacer {
 }
 
 impl Pacer {
+    /// Takes `rows` from the limit when it allows them now (always when unlimited); `false`
+    /// when the caller must [`Pacer::wait`].
+    fn try_now(&mut self, limit: RateLimit, rows: u32) -> bool {
+        let RateLimit::RowsPerSecond(rate) = limit else {
+            return true;
+        };
+        let burst = NonZeroU32::new(rows.max(rate.get())).unwrap_or(rate);
+        if self.limiter.as_ref().map(|(r, _)| *r) != Some(rate.get()) {
+            let quota = governor::Quota::per_second(rate).allow_burst(burst);
+            self.limiter = Some((rate.get(), governor::RateLimiter::direct(quota)));
+        }
+        let n = NonZeroU32::new(rows.clamp(1, burst.get())).unwrap_or(NonZeroU32::MIN);
+        matches!(
+            self.limiter.as_ref().map(|(_, l)| l.check_n(n)),
+            Some(Ok(Ok(())))
+        )
+    }
+
     /// Waits until `rows` more rows may be copied under `limit`.
     async fn wait(&mut self, limit: RateLimit, rows: u32) {
         let RateLimit::RowsPerSecond(rate) = limit else {
@@ -279,31 +344,57 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
     let target = spec.throttle.chunk_target;
     // Measured once per chunk, after capture was applied; the next throttle check uses it.
     let mut lag = capture.lag().await?;
+    // The backfill session's server process: a chunk that takes long is asked after by it.
+    let session_pid = adapter.session_pid(db).await.ok().flatten();
     while !done && !control.stopping() {
         if let Some(reason) = throttle_reason(adapter, db, &lag, spec, source).await? {
-            p.throttled = Some(reason);
+            if p.throttled.as_deref() != Some(reason.as_str()) {
+                // Saved so `splice status` shows the pause and its reason.
+                let paused = Checkpoint {
+                    last_key: None,
+                    rows_copied: p.rows_copied as i64,
+                    done,
+                    rows_per_second: None,
+                    throttle: Some(sync_throttle(control, Some(reason.clone()))),
+                };
+                adapter.checkpoint(runner, &paused).await?;
+            }
+            p.throttled = Some(reason.clone());
+            p.state = SyncState::Paused { reason };
             progress.update(&p);
             capture.apply_for(Duration::from_millis(500)).await?;
             lag = capture.lag().await?;
             continue;
         }
         p.throttled = None;
-        pacer.wait(control.rate(), chunk as u32).await;
+        if !pacer.try_now(control.rate(), chunk as u32) {
+            p.state = SyncState::WaitingForRate {
+                rows_per_second: control.rate().rows_per_second(),
+            };
+            progress.update(&p);
+            pacer.wait(control.rate(), chunk as u32).await;
+        }
+        p.state = SyncState::Copying;
+        progress.update(&p);
         let t = Instant::now();
         // The chunk's upper key: the `chunk`-th key after the checkpoint (none: the last chunk).
-        let upper = adapter
-            .chunk_upper(db, &dir, last_key.as_deref(), chunk - 1)
-            .await?;
-        let written = adapter
-            .copy_range(
-                db,
-                runner,
-                &dir,
-                last_key.as_deref(),
-                upper.as_deref(),
-                fill,
-            )
-            .await?;
+        let upper = watching_locks(
+            adapter,
+            adapter.chunk_upper(db, &dir, last_key.as_deref(), chunk - 1),
+            session_pid,
+            &mut p,
+            progress,
+        )
+        .await?;
+        let copy = adapter.copy_range(
+            db,
+            runner,
+            &dir,
+            last_key.as_deref(),
+            upper.as_deref(),
+            fill,
+        );
+        let written = watching_locks(adapter, copy, session_pid, &mut p, progress).await?;
         let took = t.elapsed();
         match upper {
             // A full chunk: `chunk` source rows, some of which capture may have written first.
@@ -332,6 +423,7 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
             rows_copied: p.rows_copied as i64,
             done,
             rows_per_second: Some(rate),
+            throttle: Some(sync_throttle(control, None)),
         };
         let overridden = adapter.checkpoint(runner, &saved).await?;
         if let Some((rate, source)) = control.apply_override(overridden) {
@@ -342,7 +434,14 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         // Size the next chunk to the target duration, smoothly.
         let ideal = chunk as f64 * target.as_secs_f64() / took.as_secs_f64().max(1e-3);
         chunk = ((chunk as f64 * 0.5 + ideal * 0.5) as i64).clamp(100, 100_000);
+        // Under a rate limit, no chunk larger than one second's worth: the pace stays even
+        // (short waits between chunks, not one long wait before a huge chunk).
+        if let RateLimit::RowsPerSecond(r) = control.rate() {
+            chunk = chunk.min(i64::from(r.get()).max(100));
+        }
         // Keep capture current while copying.
+        p.state = SyncState::Applying;
+        progress.update(&p);
         capture.apply_for(Duration::ZERO).await?;
         lag = capture.lag().await?;
         p.capture_lag_bytes = lag.bytes;
@@ -355,5 +454,55 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         debug!(rows = p.rows_copied, chunk, "backfill chunk");
         progress.update(&p);
     }
+    if done {
+        p.state = SyncState::Following;
+    }
     Ok(p)
+}
+
+/// The rate in force and its source, as the state store keeps them.
+fn sync_throttle(control: &Control, paused: Option<String>) -> crate::state::SyncThrottle {
+    crate::state::SyncThrottle {
+        rows_per_second: control.rate().rows_per_second(),
+        source: control.rate_source().label().to_string(),
+        paused,
+    }
+}
+
+/// Awaits a chunk's statement (its bound, its copy); while it takes longer than a second, asks (on a session of its own)
+/// which session's lock it waits for, so the progress line can name it.
+async fn watching_locks<A: BackfillSource, T>(
+    adapter: &A,
+    copy: impl std::future::Future<Output = Result<T, EngineError>>,
+    session_pid: Option<i32>,
+    p: &mut SyncProgress,
+    progress: &mut dyn ProgressSink,
+) -> Result<T, EngineError> {
+    tokio::pin!(copy);
+    let mut watch: Option<A::Conn> = None;
+    loop {
+        tokio::select! {
+            written = &mut copy => return written,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let Some(pid) = session_pid else { continue };
+        if watch.is_none() {
+            // Best effort: without a second session the line keeps saying `copying`.
+            watch = adapter.connect().await.ok();
+        }
+        let Some(w) = &watch else { continue };
+        let state = match adapter.lock_blocker(w, pid).await {
+            Ok(Some(b)) => SyncState::BlockedOnLock {
+                pid: b.pid,
+                application: b.application,
+                query: b.query,
+            },
+            Ok(None) => SyncState::Copying,
+            Err(_) => continue,
+        };
+        if p.state != state {
+            p.state = state;
+            progress.update(p);
+        }
+    }
 }

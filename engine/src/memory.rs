@@ -764,6 +764,7 @@ impl StateStore for Memory {
                     rows_copied: 0,
                     rows_total: 0,
                     backfill_rate: None,
+                    sync_throttle: None,
                     rate_limit: None,
                     lock_ms: None,
                     quarantined_as: None,
@@ -808,6 +809,10 @@ impl StateStore for Memory {
             .filter(|(n, _)| n == name)
             .map(|(_, t)| t.clone())
             .collect())
+    }
+
+    async fn runner(&self, _: &(), _: &str) -> Result<Option<crate::state::Runner>, EngineError> {
+        Ok(None)
     }
 
     async fn last_verify(&self, _: &(), name: &str) -> Result<Option<LastVerify>, EngineError> {
@@ -877,6 +882,9 @@ impl StateStore for Memory {
                 r.rows_copied = checkpoint.rows_copied;
                 r.backfill_done = checkpoint.done;
                 r.backfill_rate = checkpoint.rows_per_second.or(r.backfill_rate);
+                if checkpoint.throttle.is_some() {
+                    r.sync_throttle = checkpoint.throttle.clone();
+                }
                 limit = r.rate_limit;
             }
         })?;
@@ -931,6 +939,7 @@ impl StateStore for Memory {
                     passed: report.passed(),
                     diverged_keys: serde_json::to_value(&report.diverged).unwrap_or(Json::Null),
                     at: String::new(),
+                    rows_checked: report.rows_checked as i64,
                 },
             ));
         })
@@ -1040,6 +1049,18 @@ impl BackfillSource for Memory {
 
     async fn server_load(&self, _: &(), _: &Table) -> Result<Load, EngineError> {
         Ok(Load::default())
+    }
+
+    async fn session_pid(&self, _: &()) -> Result<Option<i32>, EngineError> {
+        Ok(None)
+    }
+
+    async fn lock_blocker(
+        &self,
+        _: &(),
+        _: i32,
+    ) -> Result<Option<crate::seam::LockHolder>, EngineError> {
+        Ok(None)
     }
 }
 

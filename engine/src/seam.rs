@@ -118,6 +118,16 @@ pub struct Load {
     pub lock_waiters: i64,
 }
 
+/// A session holding a lock another one waits for: what the progress line names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: i32,
+    /// Its `application_name`, empty when it has none.
+    pub application: String,
+    /// Its current (or last) statement, shortened to one line.
+    pub query: String,
+}
+
 /// A backfill rate limit: the one encoding of "how fast may backfill copy" in the engine, the
 /// state store and the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +205,32 @@ pub struct VerifyReport {
     pub rechecked: u64,
     pub diverged: Vec<DivergedKey>,
     pub seconds: f64,
+    /// The key columns, in key order: the first fields of `expected` and `found`.
+    pub key_columns: Vec<String>,
+    /// The new table's mapped columns, in the order they follow the key in `expected` and
+    /// `found`.
+    pub columns: Vec<String>,
+}
+
+/// One column of a diverged key whose values differ, by name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ColumnDifference {
+    pub column: String,
+    /// The mapped source value (`None`: NULL).
+    pub expected: Option<String>,
+    /// The new table's value (`None`: NULL).
+    pub found: Option<String>,
+}
+
+/// How a diverged key differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Divergence {
+    /// The key is in the source but not in the new table.
+    MissingInTarget,
+    /// The key is in the new table but not in the source.
+    MissingInSource,
+    /// The key is on both sides; these columns differ.
+    Columns(Vec<ColumnDifference>),
 }
 
 impl VerifyReport {
@@ -207,6 +243,34 @@ impl VerifyReport {
         self.passed()
     }
 
+    /// How `d` (one of `diverged`) differs: which side lacks it, or its differing columns by
+    /// name (the key fields, which both sides share, are left out).
+    pub fn divergence(&self, d: &DivergedKey) -> Divergence {
+        let (expected, found) = match (&d.expected, &d.found) {
+            (Some(e), Some(f)) => (e, f),
+            (Some(_), None) => return Divergence::MissingInTarget,
+            _ => return Divergence::MissingInSource,
+        };
+        let skip = self.key_columns.len();
+        let expected: Vec<&str> = expected.split('\t').skip(skip).collect();
+        let found: Vec<&str> = found.split('\t').skip(skip).collect();
+        let mut out = Vec::new();
+        for (i, (e, f)) in expected.iter().zip(&found).enumerate() {
+            if e != f {
+                out.push(ColumnDifference {
+                    column: self
+                        .columns
+                        .get(i)
+                        .cloned()
+                        .unwrap_or_else(|| format!("column {}", i + 1)),
+                    expected: copy_text_value(e),
+                    found: copy_text_value(f),
+                });
+            }
+        }
+        Divergence::Columns(out)
+    }
+
     /// Diverged keys per checked row.
     pub fn divergence_rate(&self) -> f64 {
         if self.rows_checked == 0 {
@@ -214,5 +278,88 @@ impl VerifyReport {
         } else {
             self.diverged.len() as f64 / self.rows_checked as f64
         }
+    }
+}
+
+/// One field of PostgreSQL's COPY text form as its value: `\N` is NULL; backslash escapes
+/// are undone.
+fn copy_text_value(field: &str) -> Option<String> {
+    if field == "\\N" {
+        return None;
+    }
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> VerifyReport {
+        VerifyReport {
+            key_columns: vec!["id".into()],
+            columns: vec!["id".into(), "amount_cents".into(), "note".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_diverged_key_names_only_the_columns_that_differ() {
+        let d = DivergedKey {
+            key: vec!["42".into()],
+            expected: Some("42\t42\t12345\tedited".into()),
+            found: Some("42\t42\t12300\t\\N".into()),
+        };
+        assert_eq!(
+            report().divergence(&d),
+            Divergence::Columns(vec![
+                ColumnDifference {
+                    column: "amount_cents".into(),
+                    expected: Some("12345".into()),
+                    found: Some("12300".into()),
+                },
+                ColumnDifference {
+                    column: "note".into(),
+                    expected: Some("edited".into()),
+                    found: None,
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn a_key_missing_on_one_side_says_which() {
+        let d = DivergedKey {
+            key: vec!["7".into()],
+            expected: Some("7\t7\t1\tx".into()),
+            found: None,
+        };
+        assert_eq!(report().divergence(&d), Divergence::MissingInTarget);
+        let d = DivergedKey {
+            expected: None,
+            found: Some("7\t7\t1\tx".into()),
+            ..d
+        };
+        assert_eq!(report().divergence(&d), Divergence::MissingInSource);
+    }
+
+    #[test]
+    fn copy_text_escapes_are_undone() {
+        assert_eq!(copy_text_value("a\\tb\\\\c").as_deref(), Some("a\tb\\c"));
+        assert_eq!(copy_text_value("\\N"), None);
     }
 }

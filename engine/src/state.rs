@@ -104,6 +104,8 @@ pub struct MigrationRecord {
     pub rows_copied: i64,
     pub rows_total: i64,
     pub backfill_rate: Option<f64>,
+    /// The rate and pause state the last sync saved (see [`SyncThrottle`]).
+    pub sync_throttle: Option<SyncThrottle>,
     /// The override `splice throttle` set, if any.
     pub rate_limit: Option<RateLimit>,
     pub lock_ms: Option<f64>,
@@ -166,6 +168,16 @@ pub enum Figure {
     LockMs,
 }
 
+/// The process running a migration now: its database session's pid, `application_name`
+/// (`splice sync orders_v2`) and client host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Runner {
+    pub pid: i32,
+    /// The command, as its `application_name`; empty when it set none.
+    pub command: String,
+    pub host: String,
+}
+
 /// The last recorded verify of a migration.
 #[derive(Debug, Clone)]
 pub struct LastVerify {
@@ -174,6 +186,7 @@ pub struct LastVerify {
     pub diverged_keys: Json,
     /// RFC 3339, UTC.
     pub at: String,
+    pub rows_checked: i64,
 }
 
 /// Where a backfill stands, saved after every chunk.
@@ -185,6 +198,21 @@ pub struct Checkpoint {
     pub done: bool,
     /// The backfill's rate so far, rows per second.
     pub rows_per_second: Option<f64>,
+    /// The rate the sync runs at and whether it is paused (`None` keeps the saved one).
+    pub throttle: Option<SyncThrottle>,
+}
+
+/// The rate a running sync copies at, where that rate comes from, and why it is paused:
+/// saved with its checkpoints so `splice status` can show them from another process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SyncThrottle {
+    /// Rows per second; 0: unlimited.
+    pub rows_per_second: u32,
+    /// `flag` (the sync's `--rows-per-second`), `file` (the migration file's `[throttle]`)
+    /// or `override` (`splice throttle`).
+    pub source: String,
+    /// Why the backfill is paused, while it is.
+    pub paused: Option<String>,
 }
 
 /// Where contract moved the old table, and for how long it stays.

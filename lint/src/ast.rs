@@ -76,6 +76,9 @@ pub(crate) fn ops(stmt: &Statement, dialect: Dialect, out: &mut Vec<Op>) {
                 }
             }
         }
+        Statement::Vacuum(v) if v.full => out.push(Op::VacuumFull {
+            table: v.table_name.as_ref().map(name),
+        }),
         Statement::Truncate(t) => {
             for target in &t.table_names {
                 out.push(Op::Truncate {

@@ -156,6 +156,14 @@ pub(crate) enum Op {
         target: String,
         concurrently: bool,
     },
+    /// `VACUUM FULL` (`VACUUM (FULL)`); `table` is `None` for the whole database.
+    VacuumFull {
+        table: Option<Name>,
+    },
+    /// `CLUSTER`; `table` is `None` for every table clustered before.
+    Cluster {
+        table: Option<Name>,
+    },
     Begin,
     /// `COMMIT`, `ROLLBACK`, `END`, `ABORT`.
     Commit,
@@ -179,6 +187,9 @@ impl Op {
             | Op::Algorithm { table, .. }
             | Op::Lock { table, .. }
             | Op::OtherAlter { table } => Some(table),
+            Op::VacuumFull { table: Some(table) } | Op::Cluster { table: Some(table) } => {
+                Some(table)
+            }
             Op::RenameTable { from, .. } => Some(from),
             Op::CreateIndex {
                 table,

@@ -20,7 +20,6 @@ const HARMLESS_LEADING: &[&str] = &[
     "CALL",
     "CHECKPOINT",
     "CLOSE",
-    "CLUSTER",
     "COMMENT",
     "COPY",
     "DEALLOCATE",
@@ -58,7 +57,6 @@ const HARMLESS_LEADING: &[&str] = &[
     "UNLOCK",
     "UPDATE",
     "USE",
-    "VACUUM",
     "VALUES",
     "WITH",
 ];
@@ -343,6 +341,42 @@ pub(crate) fn recognise(src: &str, toks: &[Token], dialect: Dialect) -> Recognis
                 return reindex(&mut c, conc);
             }
             return reindex(&mut c, false);
+        }
+        "VACUUM" => {
+            // VACUUM (FULL, ANALYZE) t / VACUUM FULL FREEZE VERBOSE ANALYZE t
+            let mut full = false;
+            if c.peek().is_some_and(|t| t.is_punct(src, '(')) {
+                let end = c.rest().iter().position(|t| t.is_punct(src, ')'));
+                let opts = &c.rest()[..end.unwrap_or(0)];
+                // `FULL` alone or `FULL true|on|1`; `FULL false|off|0` is a plain VACUUM.
+                full = opts.windows(2).any(|w| {
+                    w[0].is(src, "FULL")
+                        && !(w[1].is(src, "FALSE") || w[1].is(src, "OFF") || w[1].text(src) == "0")
+                }) || opts.last().is_some_and(|t| t.is(src, "FULL"));
+                c.i += end.map_or(0, |e| e + 1);
+            }
+            while let Some(w) = c.peek_word() {
+                match w.as_str() {
+                    "FULL" => full = true,
+                    "FREEZE" | "VERBOSE" | "ANALYZE" | "ANALYSE" => {}
+                    _ => break,
+                }
+                c.i += 1;
+            }
+            if full {
+                ops.push(Op::VacuumFull { table: c.name() });
+            }
+        }
+        "CLUSTER" => {
+            // CLUSTER [VERBOSE | (VERBOSE)] [table [USING index]], or the old `CLUSTER index ON table`.
+            if c.peek().is_some_and(|t| t.is_punct(src, '(')) {
+                let end = c.rest().iter().position(|t| t.is_punct(src, ')'));
+                c.i += end.map_or(0, |e| e + 1);
+            }
+            c.eat("VERBOSE");
+            let first = c.name();
+            let table = if c.eat("ON") { c.name() } else { first };
+            ops.push(Op::Cluster { table });
         }
         "BEGIN" | "START" => {
             // `BEGIN` opens a transaction block, `START TRANSACTION` too; `BEGIN ATOMIC`

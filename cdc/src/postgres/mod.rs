@@ -99,6 +99,8 @@ pub struct PgChangeStream {
     server_wal_end: Lsn,
     /// The running-transactions record [`ChangeSource::mark_restart_point`] last wrote.
     restart_record: Option<Lsn>,
+    /// This open created the slot.
+    created_slot: bool,
 }
 
 /// A reopened stream decodes the WAL from the slot's restart point again (about 4 ms per MB
@@ -187,6 +189,7 @@ impl PgChangeStream {
                     delivered: parts.start,
                     server_wal_end: parts.start,
                     restart_record: None,
+                    created_slot: parts.created_slot,
                 }),
                 Err((error, created)) => {
                     // Leave nothing behind from a failed start. The same session undoes it: a
@@ -258,12 +261,18 @@ impl PgChangeStream {
             replication,
             assembler,
             start,
+            created_slot: created.slot,
         })
     }
 
     /// The slot and publication name.
     pub fn name(&self) -> &CaptureName {
         &self.name
+    }
+
+    /// Whether this open created the slot (else it resumed one that existed).
+    pub fn created_slot(&self) -> bool {
+        self.created_slot
     }
 
     /// The last acknowledged position.
@@ -329,6 +338,7 @@ struct Started {
     replication: ReplicationClient,
     assembler: Assembler,
     start: Lsn,
+    created_slot: bool,
 }
 
 /// What a start created, to undo when the start fails.

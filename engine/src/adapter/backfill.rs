@@ -2,7 +2,7 @@
 
 use super::StateStore;
 use crate::catalog::Table;
-use crate::seam::{Direction, Fill, Load};
+use crate::seam::{Direction, Fill, Load, LockHolder};
 use crate::spec::QualifiedName;
 use crate::EngineError;
 use std::future::Future;
@@ -50,4 +50,21 @@ pub trait BackfillSource: StateStore {
         conn: &Self::Conn,
         table: &Table,
     ) -> impl Future<Output = Result<Load, EngineError>> + Send;
+    /// The server process id of `conn`'s session, where the database has one (default: none,
+    /// and lock waits are then not watched).
+    fn session_pid(
+        &self,
+        _conn: &Self::Conn,
+    ) -> impl Future<Output = Result<Option<i32>, EngineError>> + Send {
+        async { Ok(None) }
+    }
+    /// The session whose lock the session `pid` waits for, if it waits (asked on another
+    /// session `conn`).
+    fn lock_blocker(
+        &self,
+        _conn: &Self::Conn,
+        _pid: i32,
+    ) -> impl Future<Output = Result<Option<LockHolder>, EngineError>> + Send {
+        async { Ok(None) }
+    }
 }

@@ -45,6 +45,15 @@ pub trait StateStore: Sessions {
         conn: &Self::Conn,
         name: &str,
     ) -> impl Future<Output = Result<Vec<Transition>, EngineError>> + Send;
+    /// The process that holds the migration's runner lock now, if one does (default: not
+    /// known).
+    fn runner(
+        &self,
+        _conn: &Self::Conn,
+        _name: &str,
+    ) -> impl Future<Output = Result<Option<crate::state::Runner>, EngineError>> + Send {
+        async { Ok(None) }
+    }
     /// The last verify result.
     fn last_verify(
         &self,

@@ -24,7 +24,7 @@ pub use cutover::ReverseSync;
 pub use drop::{DropReport, Quarantine};
 pub use expand::ExpandReport;
 pub use rollback::RollbackReport;
-pub use status::Status;
+pub use status::{Backfill, Status};
 pub use sync::SyncOptions;
 
 use crate::adapter::Adapter;

@@ -1,5 +1,7 @@
 //! `splice status`: phase, progress, capture lag, last verify, lock time, quarantine and
-//! history of one migration or all of them.
+//! history of one migration or all of them. Figures the phase made stale (a verify from
+//! before a rollback, the rate of a sync no longer running) are left out here, so no renderer
+//! shows them.
 
 use super::{spec_of, Engine};
 use crate::adapter::Adapter;
@@ -16,9 +18,21 @@ pub struct Status {
     pub rows_copied: i64,
     pub rows_total: i64,
     pub backfill_done: bool,
+    /// Where the backfill stands, for this phase.
+    pub backfill: Backfill,
+    /// The backfill rate of the sync running now (`None` when none runs or it is done).
     pub backfill_rows_per_second: Option<f64>,
+    /// Seconds left at that rate.
+    pub eta_seconds: Option<f64>,
     pub capture_lag_bytes: Option<i64>,
+    /// The last verify, unless a rollback came after it (`{"passed", "diverged_keys", "at",
+    /// "rows_checked"}`).
     pub last_verify: Option<serde_json::Value>,
+    /// The process running the migration now.
+    pub runner: Option<state::Runner>,
+    /// The rate a running sync copies at, its source and its pause; with no sync running, an
+    /// override `splice throttle` set for the next one.
+    pub throttle: Option<state::SyncThrottle>,
     pub cutover_lock_ms: Option<f64>,
     pub quarantined_as: Option<String>,
     pub quarantine_until: Option<String>,
@@ -29,6 +43,45 @@ pub struct Status {
     /// The WAL each of the migration's slots keeps on the server.
     pub slots: Vec<crate::seam::SlotRetention>,
     pub history: Vec<state::Transition>,
+}
+
+/// Where a migration's backfill stands, as far as its phase makes it meaningful.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Backfill {
+    /// Before the first sync (planned, expanded): nothing copied, nothing estimated.
+    NotStarted,
+    /// Copying: rows copied so far of the estimate taken when this backfill started.
+    Copying { copied: i64, estimated: i64 },
+    /// Complete: every source row was copied (and capture keeps the copy current).
+    Complete { copied: i64 },
+    /// The migration was abandoned or its old table dropped: no backfill figures apply.
+    None,
+}
+
+/// A transition that steps back (a rollback), after which earlier checks no longer hold.
+/// `verified → syncing` is verify's own failure, recorded with the result it follows.
+fn steps_back(t: &state::Transition) -> bool {
+    let rank = |p: &str| Phase::parse(p).map(phase_rank);
+    match (t.from.as_deref(), t.to.as_str()) {
+        (Some("verified"), "syncing") => false,
+        (_, "rolled_back") => true,
+        (Some(from), to) => matches!((rank(from), rank(to)), (Some(f), Some(t)) if t < f),
+        _ => false,
+    }
+}
+
+fn phase_rank(p: Phase) -> u8 {
+    match p {
+        Phase::Planned => 0,
+        Phase::Expanded => 1,
+        Phase::Syncing => 2,
+        Phase::Verified => 3,
+        Phase::CutOver => 4,
+        Phase::Contracted => 5,
+        Phase::Dropped => 6,
+        Phase::RolledBack => 7,
+    }
 }
 
 impl<A: Adapter> Engine<A> {
@@ -61,9 +114,64 @@ impl<A: Adapter> Engine<A> {
                 spec.forward_slot()
             };
             let lag = self.adapter.capture_lag_bytes(&db, &slot).await?;
-            let last = self.adapter.last_verify(&db, &r.name).await?.map(
-                |v| json!({ "passed": v.passed, "diverged_keys": v.diverged_keys, "at": v.at }),
-            );
+            let history = self.adapter.history(&db, &r.name).await?;
+            let last = self
+                .adapter
+                .last_verify(&db, &r.name)
+                .await?
+                .filter(|v| {
+                    !matches!(r.phase, Phase::RolledBack | Phase::Dropped)
+                        && !history.iter().any(|t| t.at > v.at && steps_back(t))
+                })
+                .map(|v| {
+                    json!({
+                        "passed": v.passed,
+                        "diverged_keys": v.diverged_keys,
+                        "at": v.at,
+                        "rows_checked": v.rows_checked,
+                    })
+                });
+            let runner = self.adapter.runner(&db, &r.name).await?;
+            let syncing = runner
+                .as_ref()
+                .is_some_and(|x| x.command.starts_with("splice sync"));
+            let backfill = match r.phase {
+                Phase::Planned | Phase::Expanded => Backfill::NotStarted,
+                Phase::RolledBack | Phase::Dropped => Backfill::None,
+                _ if r.backfill_done => Backfill::Complete {
+                    copied: r.rows_copied,
+                },
+                _ => Backfill::Copying {
+                    copied: r.rows_copied,
+                    estimated: r.rows_total,
+                },
+            };
+            // A rate is news only while the sync that measured it is still copying.
+            let rate = match backfill {
+                Backfill::Copying { .. } if syncing => r.backfill_rate,
+                _ => None,
+            };
+            let eta = match (rate, &backfill) {
+                (Some(rate), Backfill::Copying { copied, estimated }) if rate > 0.0 => {
+                    Some((estimated - copied).max(0) as f64 / rate)
+                }
+                _ => None,
+            };
+            let throttle = if syncing {
+                r.sync_throttle.clone().map(|mut t| {
+                    if let Some(o) = r.rate_limit {
+                        t.rows_per_second = o.rows_per_second();
+                        t.source = "override".into();
+                    }
+                    t
+                })
+            } else {
+                r.rate_limit.map(|o| state::SyncThrottle {
+                    rows_per_second: o.rows_per_second(),
+                    source: "override".into(),
+                    paused: None,
+                })
+            };
             out.push(Status {
                 name: r.name.clone(),
                 table: spec.table.to_string(),
@@ -71,9 +179,13 @@ impl<A: Adapter> Engine<A> {
                 rows_copied: r.rows_copied,
                 rows_total: r.rows_total,
                 backfill_done: r.backfill_done,
-                backfill_rows_per_second: r.backfill_rate,
+                backfill,
+                backfill_rows_per_second: rate,
+                eta_seconds: eta,
                 capture_lag_bytes: lag,
                 last_verify: last,
+                runner,
+                throttle,
                 cutover_lock_ms: r.lock_ms,
                 quarantined_as: r.quarantined_as.clone(),
                 quarantine_until: r.quarantine_until.clone(),
@@ -88,7 +200,7 @@ impl<A: Adapter> Engine<A> {
                     }
                     slots
                 },
-                history: self.adapter.history(&db, &r.name).await?,
+                history,
             });
         }
         Ok(out)

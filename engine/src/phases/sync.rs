@@ -4,7 +4,9 @@
 use super::Engine;
 use crate::adapter::Adapter;
 use crate::applier::Applier;
-use crate::backfill::{self, BackfillCopy, Control, ProgressSink, RateSource, SyncProgress};
+use crate::backfill::{
+    self, BackfillCopy, Control, ProgressSink, RateSource, SyncProgress, SyncState,
+};
 use crate::plan;
 use crate::seam::{Continuity, Fill, RateLimit};
 use crate::state::{Phase, PhaseChange};
@@ -110,6 +112,8 @@ impl<A: Adapter> Engine<A> {
                     )
                     .await?;
                     if p.backfill_done {
+                        p.state = SyncState::BuildingIndexes;
+                        progress.update(&p);
                         // Indexes in bulk now the copy is done; capture keeps the slot's
                         // place meanwhile and the applier catches up right after.
                         let (built, seconds) = self.build_deferred_indexes(&db, &spec).await?;
@@ -136,6 +140,7 @@ impl<A: Adapter> Engine<A> {
                     self.warn_about_retention(&db, &spec.forward_slot()).await;
                     let mut p = SyncProgress {
                         backfill_done: true,
+                        state: SyncState::Following,
                         ..Default::default()
                     };
                     let result = follow(&mut capture, opts, control, progress, &mut p).await;
@@ -182,9 +187,15 @@ async fn follow<A: Adapter>(
 ) -> Result<(), EngineError> {
     if opts.until_caught_up {
         if p.backfill_done {
+            p.state = SyncState::CatchingUp;
+            progress.update(p);
             capture.drain_for_reopen().await?;
+            p.state = SyncState::CaughtUp;
         }
     } else {
+        if p.backfill_done {
+            p.state = SyncState::Following;
+        }
         while !control.stopping() {
             capture.apply_for(Duration::from_millis(250)).await?;
             report_lag(capture, progress, p).await?;

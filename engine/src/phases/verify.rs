@@ -50,7 +50,15 @@ impl<A: Adapter> Engine<A> {
         )
         .await;
         capture.close().await?;
-        let report = report?;
+        let mut report = report?;
+        // Names for the fields of `expected` and `found`, so a report can say which differ.
+        report.key_columns = plan.forward.key.iter().map(|k| k.name.clone()).collect();
+        report.columns = plan
+            .forward
+            .columns
+            .iter()
+            .map(|(c, _)| c.clone())
+            .collect();
         self.adapter.record_verify(&lock, &report).await?;
         let figures = json!({
             "rows_checked": report.rows_checked,

@@ -147,4 +147,35 @@ impl BackfillSource for Postgres {
             lock_waiters: row.get(1),
         })
     }
+
+    async fn session_pid(&self, db: &Client) -> Result<Option<i32>, EngineError> {
+        let row = db
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .map_err(|e| EngineError::db("reading the backfill session's pid", e))?;
+        Ok(Some(row.get(0)))
+    }
+
+    async fn lock_blocker(
+        &self,
+        db: &Client,
+        pid: i32,
+    ) -> Result<Option<crate::seam::LockHolder>, EngineError> {
+        let row = db
+            .query_opt(
+                "SELECT b.pid, coalesce(b.application_name, ''),
+                        left(regexp_replace(coalesce(b.query, ''), '\\s+', ' ', 'g'), 200)
+                 FROM unnest(pg_blocking_pids($1)) AS w(pid)
+                 JOIN pg_stat_activity b ON b.pid = w.pid
+                 ORDER BY b.xact_start NULLS LAST LIMIT 1",
+                &[&pid],
+            )
+            .await
+            .map_err(|e| EngineError::db("asking which session holds the lock", e))?;
+        Ok(row.map(|r| crate::seam::LockHolder {
+            pid: r.get(0),
+            application: r.get(1),
+            query: r.get(2),
+        }))
+    }
 }

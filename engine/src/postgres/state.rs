@@ -56,6 +56,10 @@ pub const SCHEMA_DDL: &[&str] = &[
     seconds double precision NOT NULL
 )",
     "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS rate_limit integer",
+    // What the running sync copies at and why it pauses, for `splice status`.
+    "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS sync_rate integer",
+    "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS sync_rate_source text",
+    "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS sync_paused text",
     // Capture drains by writing a marker here and reading the stream until the marker arrives:
     // everything committed before it has then been applied.
     "CREATE TABLE IF NOT EXISTS splice.sync_marker (
@@ -77,7 +81,8 @@ async fn schema_exists(db: &impl GenericClient) -> Result<bool, EngineError> {
 const MIGRATION_COLUMNS: &str = "SELECT name, spec, phase, fence, backfill_last_key, backfill_done,
         rows_copied, rows_total, backfill_rate, lock_ms, quarantined_as,
         to_char(quarantine_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-        coalesce(quarantine_until <= now(), false), rate_limit
+        coalesce(quarantine_until <= now(), false), rate_limit, sync_rate, sync_rate_source,
+        sync_paused
      FROM splice.migrations";
 
 fn record(r: &tokio_postgres::Row) -> Result<MigrationRecord, EngineError> {
@@ -97,6 +102,14 @@ fn record(r: &tokio_postgres::Row) -> Result<MigrationRecord, EngineError> {
         rows_copied: r.get(6),
         rows_total: r.get(7),
         backfill_rate: r.get(8),
+        sync_throttle: match (r.get::<_, Option<i32>>(14), r.get::<_, Option<String>>(15)) {
+            (Some(rate), Some(source)) => Some(crate::state::SyncThrottle {
+                rows_per_second: rate.max(0) as u32,
+                source,
+                paused: r.get(16),
+            }),
+            _ => None,
+        },
         lock_ms: r.get(9),
         quarantined_as: r.get(10),
         quarantine_until: r.get(11),
@@ -388,6 +401,29 @@ impl StateStore for Postgres {
             .collect())
     }
 
+    async fn runner(
+        &self,
+        db: &Client,
+        name: &str,
+    ) -> Result<Option<crate::state::Runner>, EngineError> {
+        let row = db
+            .query_opt(
+                "SELECT a.pid, coalesce(a.application_name, ''),
+                        coalesce(a.client_hostname, host(a.client_addr), 'a local socket')
+                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                 WHERE l.locktype = 'advisory' AND l.classid::int = hashtext('splice.migration')
+                   AND l.objid::int = hashtext($1) AND l.granted LIMIT 1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| EngineError::db("looking for the migration's runner", e))?;
+        Ok(row.map(|r| crate::state::Runner {
+            pid: r.get(0),
+            command: r.get(1),
+            host: r.get(2),
+        }))
+    }
+
     async fn last_verify(
         &self,
         db: &Client,
@@ -396,7 +432,8 @@ impl StateStore for Postgres {
         let row = db
             .query_opt(
                 "SELECT passed, diverged_keys,
-                        to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+                        to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                        rows_checked
                  FROM splice.verify_results WHERE migration = $1 ORDER BY id DESC LIMIT 1",
                 &[&name],
             )
@@ -406,6 +443,7 @@ impl StateStore for Postgres {
             passed: r.get(0),
             diverged_keys: r.get(1),
             at: r.get(2),
+            rows_checked: r.get(3),
         }))
     }
 
@@ -449,7 +487,10 @@ impl StateStore for Postgres {
             .query_opt(
                 "UPDATE splice.migrations SET backfill_last_key = coalesce($2, backfill_last_key),
                         rows_copied = $3, backfill_done = $4,
-                        backfill_rate = coalesce($6, backfill_rate), updated_at = now()
+                        backfill_rate = coalesce($6, backfill_rate), updated_at = now(),
+                        sync_rate = CASE WHEN $7 THEN $8 ELSE sync_rate END,
+                        sync_rate_source = CASE WHEN $7 THEN $9 ELSE sync_rate_source END,
+                        sync_paused = CASE WHEN $7 THEN $10 ELSE sync_paused END
                  WHERE name = $1 AND fence = $5 RETURNING rate_limit",
                 &[
                     &lock.name,
@@ -458,6 +499,13 @@ impl StateStore for Postgres {
                     &checkpoint.done,
                     &lock.fence,
                     &checkpoint.rows_per_second,
+                    &checkpoint.throttle.is_some(),
+                    &checkpoint
+                        .throttle
+                        .as_ref()
+                        .map(|t| t.rows_per_second.min(i32::MAX as u32) as i32),
+                    &checkpoint.throttle.as_ref().map(|t| t.source.clone()),
+                    &checkpoint.throttle.as_ref().and_then(|t| t.paused.clone()),
                 ],
             )
             .await

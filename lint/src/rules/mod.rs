@@ -6,6 +6,7 @@ use crate::{Options, RuleInfo};
 use std::collections::HashSet;
 
 mod change_column_type;
+mod cluster;
 mod concurrently_in_transaction;
 mod constraint_not_valid;
 mod constraint_without_index;
@@ -19,10 +20,12 @@ mod not_null_without_default;
 mod rename_column;
 mod rename_table;
 mod set_not_null;
+mod stored_generated_column;
 pub(crate) mod syntax_error;
 mod truncate;
 pub(crate) mod unparsed_statement;
 pub(crate) mod unused_ignore;
+mod vacuum_full;
 mod volatile_default;
 
 /// What a rule knows besides the operation it judges: the options and what earlier
@@ -66,6 +69,9 @@ pub(crate) static RULES: &[RuleInfo] = &[
     set_not_null::INFO,
     constraint_without_index::INFO,
     volatile_default::INFO,
+    stored_generated_column::INFO,
+    vacuum_full::INFO,
+    cluster::INFO,
     mysql_copy_algorithm::INFO,
     syntax_error::INFO,
     missing_lock_timeout::INFO,
@@ -85,6 +91,12 @@ pub(crate) static CHECKS: &[(&RuleInfo, Check)] = &[
         not_null_without_default::check,
     ),
     (&change_column_type::INFO, change_column_type::check),
+    (&vacuum_full::INFO, vacuum_full::check),
+    (
+        &stored_generated_column::INFO,
+        stored_generated_column::check,
+    ),
+    (&cluster::INFO, cluster::check),
     (&truncate::INFO, truncate::check),
     (&index_not_concurrent::INFO, index_not_concurrent::check),
     (

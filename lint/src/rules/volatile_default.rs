@@ -13,8 +13,8 @@ pub(crate) const INFO: RuleInfo = RuleInfo {
     doc: r#"## What it does
 Flags PostgreSQL `ALTER TABLE … ADD [COLUMN]` whose default must be computed row by row:
 a volatile function (`random()`, `gen_random_uuid()`, `uuid_generate_v4()`, `clock_timestamp()`,
-`timeofday()`, `nextval()`, …), a `serial` type, an identity column, or a stored generated
-column. `now()`, `CURRENT_TIMESTAMP` and constants are free since PostgreSQL 11; with
+`timeofday()`, `nextval()`, …), a `serial` type or an identity column. (A stored generated
+column is `stored-generated-column`.) `now()`, `CURRENT_TIMESTAMP` and constants are free since PostgreSQL 11; with
 `postgres_version` below 11 any non-null default is flagged. Tables created earlier in the same
 file are exempt. Defaults that call user-defined functions are not flagged (their volatility
 is not visible in the migration).
@@ -87,7 +87,8 @@ pub(crate) fn check(op: &Op, cx: &Context) -> Option<String> {
     }
     let old = cx.opts.postgres_version < 11;
     let why = match fill {
-        Fill::Nothing | Fill::Null => return None,
+        // Not a default: `stored-generated-column` says what to do instead.
+        Fill::Nothing | Fill::Null | Fill::Generated => return None,
         Fill::Default(expr) => match volatile_call(expr) {
             Some(f) => format!("its default calls the volatile function {f}()"),
             None if old => format!(
@@ -97,7 +98,6 @@ pub(crate) fn check(op: &Op, cx: &Context) -> Option<String> {
         },
         Fill::Serial => "a serial column takes nextval() for every row".to_string(),
         Fill::Identity => "an identity column takes a sequence value for every row".to_string(),
-        Fill::Generated => "a stored generated column is computed for every row".to_string(),
     };
     Some(format!(
         "adding column \"{column}\" to table \"{}\" rewrites the table under an ACCESS EXCLUSIVE lock: {why}",
