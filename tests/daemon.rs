@@ -1063,6 +1063,11 @@ fn a_watch_that_turns_false_after_an_automatic_cutover_rolls_back_on_its_own() {
         json["automation"]["watching_until"],
         serde_json::Value::Null
     );
+    let (_, page) = daemon.get("/");
+    assert!(
+        page.contains("auto cutover off") && page.contains("rolled back on its own"),
+        "{page}"
+    );
     assert_eq!(status_json(&pg)["phase"], "verified");
     assert_eq!(
         daemon.terminate(Duration::from_secs(10)),

@@ -440,7 +440,7 @@ async fn page(State(d): State<Arc<Daemon>>) -> Html<String> {
         rows.push_str(&format!(
             "<tr><td>{name}</td><td>{phase}</td><td>{activity}</td>\
              <td><progress max=\"100\" value=\"{pct:.1}\"></progress> {pct:.1}%</td>\
-             <td>{rate}</td><td>{eta}</td><td>{lag}</td><td>{throttle}</td><td>{verify}</td></tr>\n",
+             <td>{rate}</td><td>{eta}</td><td>{lag}</td><td>{throttle}</td><td>{verify}</td><td>{automation}</td></tr>\n",
             name = escape(&run.name),
             phase = escape(v["phase"].as_str().unwrap_or("-")),
             activity = escape(&activity),
@@ -459,6 +459,7 @@ async fn page(State(d): State<Arc<Daemon>>) -> Html<String> {
                 .unwrap_or_else(|| "-".into()),
             throttle = escape(v["throttle_reason"].as_str().unwrap_or("-")),
             verify = escape(&verify),
+            automation = escape(&automation_line(&v["automation"])),
         ));
     }
     Html(format!(
@@ -467,8 +468,39 @@ async fn page(State(d): State<Arc<Daemon>>) -> Html<String> {
          td,th{{padding:4px 10px;text-align:left}}</style></head><body><h1>splice daemon</h1>\
          <table><tr><th>migration</th><th>phase</th><th>doing</th><th>backfill</th>\
          <th>rate</th><th>ETA</th><th>capture lag</th><th>throttled</th><th>last verify</th>\
+         <th>automation</th>\
          </tr>\n{rows}</table></body></html>\n"
     ))
+}
+
+/// The automation column of the status page: manual, what automatic cutover waits for, or the
+/// watch.
+fn automation_line(a: &serde_json::Value) -> String {
+    let rollbacks = a["automatic_rollbacks"].as_u64().unwrap_or(0);
+    let mut line = if let Some(until) = a["watching_until"].as_f64() {
+        format!(
+            "watching ({} checks passed, {} left)",
+            a["watch_checks"].as_u64().unwrap_or(0),
+            humantime::format_duration(std::time::Duration::from_secs(
+                (until - super::runner::unix_now()).max(0.0) as u64
+            ))
+        )
+    } else if a["cutover"] == "auto" {
+        match (a["disarmed"].as_str(), a["waiting_for"].as_str()) {
+            (Some(why), _) => format!("auto cutover off: waits for {why}"),
+            (None, Some(what)) => format!("auto cutover: waits for {what}"),
+            (None, None) => "auto cutover".to_string(),
+        }
+    } else {
+        "manual cutover".to_string()
+    };
+    if rollbacks > 0 {
+        line.push_str(&format!(
+            "; rolled back on its own: {}",
+            a["last_automatic_rollback"].as_str().unwrap_or("?")
+        ));
+    }
+    line
 }
 
 fn escape(s: &str) -> String {
