@@ -1077,3 +1077,55 @@ fn a_watch_that_turns_false_after_an_automatic_cutover_rolls_back_on_its_own() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_restarted_daemon_keeps_watching_a_cutover_made_over_http() {
+    let pg = Postgres::start().expect("start PostgreSQL");
+    create_orders(&pg, 5000);
+    pg.psql("CREATE TABLE app_errors (id bigserial PRIMARY KEY, message text)")
+        .expect("app_errors");
+    let dir = temp_dir("rewatch");
+    std::fs::write(
+        dir.join("orders_v2.toml"),
+        format!(
+            "{MIGRATION}\n[automation]\n\
+             watch = \"SELECT count(*) = 0 FROM public.app_errors\"\nwatch_for = \"10m\"\n"
+        ),
+    )
+    .expect("write migration");
+    let mut daemon = Daemon::start(&dir, &pg.url(), &["orders_v2.toml"]);
+    daemon.migration_until("verified", |j| {
+        j["phase"] == "verified" && j["last_verify"]["passed"] == true
+    });
+    assert_eq!(daemon.migration()["automation"]["cutover"], "manual");
+    let (code, body) = daemon.post("/api/v1/migrations/orders_v2/cutover");
+    assert_eq!(code, 200, "{body}");
+    daemon.migration_until("the watch after an HTTP cutover", |j| {
+        j["automation"]["watch_checks"].as_u64() >= Some(1)
+    });
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+
+    // Restarted within watch_for, it watches what is left of it; a failure rolls back.
+    let daemon = Daemon::start(&dir, &pg.url(), &["orders_v2.toml"]);
+    let json = daemon.migration_until("the watch after a restart", |j| {
+        j["automation"]["watch_checks"].as_u64() >= Some(1)
+    });
+    assert!(
+        json["automation"]["watching_until"].as_f64().is_some(),
+        "{json}"
+    );
+    assert!(!old_shape_live(&pg));
+    pg.psql("INSERT INTO app_errors (message) VALUES ('timeout')")
+        .expect("an error");
+    daemon.migration_until("an automatic rollback", |j| {
+        j["automation"]["automatic_rollbacks"] == 1
+    });
+    assert!(old_shape_live(&pg));
+    rows_match(&pg, "orders", "_splice_orders_v2_new");
+    let _ = std::fs::remove_dir_all(&dir);
+}

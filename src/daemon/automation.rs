@@ -5,7 +5,7 @@
 use super::runner::{unix_now, Action, MigrationRun, Request, View, CUTOVER_MAX_LAG_BYTES};
 use engine::adapter::Sessions;
 use engine::spec::{Automation, CutoverMode};
-use engine::state::PhaseChange;
+use engine::state::{PhaseChange, Transition};
 use engine::Postgres;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,8 +42,27 @@ pub async fn automate(run: Arc<MigrationRun>, mut shutdown: watch::Receiver<bool
                 continue;
             }
             let (phase, watching_until) = {
-                let view = run.view();
+                let mut view = run.view();
                 let phase = view.status.as_ref().map(|s| s.phase.clone());
+                // A cutover this process did not make (before a restart, or `splice cutover`
+                // while paused) is watched too, for what is left of `watch_for`.
+                if automation.watch.is_some()
+                    && view.automation.watching_until.is_none()
+                    && phase.as_deref() == Some("cut_over")
+                {
+                    let until = view
+                        .status
+                        .as_ref()
+                        .and_then(|s| watch_until(&s.history, automation.watch_for))
+                        .filter(|until| *until > unix_now());
+                    if let Some(until) = until {
+                        info!(
+                            left_s = (until - unix_now()).round(),
+                            "watching the cutover (it is younger than watch_for)"
+                        );
+                        view.automation.watching_until = Some(until);
+                    }
+                }
                 (phase, view.automation.watching_until)
             };
             if let (Some(until), Some(sql)) = (watching_until, &automation.watch) {
@@ -231,6 +250,19 @@ fn blocked_by(view: &View, paused: bool) -> Option<String> {
     }
 }
 
+/// When the watch of the last cutover in `history` ends (Unix time), from the cutover's time.
+fn watch_until(history: &[Transition], watch_for: Duration) -> Option<f64> {
+    let cutover = history
+        .iter()
+        .rev()
+        .find(|t| t.to == "cut_over" && !PhaseChange::is_rollback(&t.figures))?;
+    let at = humantime::parse_rfc3339(&cutover.at)
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some((at + watch_for).as_secs_f64())
+}
+
 /// Automatic cutover stops for good once a cutover was rolled back (by the watch or by a
 /// person): cutting over again on its own would repeat what failed. The state store's history
 /// keeps this across restarts.
@@ -253,4 +285,60 @@ fn disarmed(view: &View) -> Option<String> {
 /// Minutes after 00:00 UTC now.
 fn minute_of_day_utc() -> u16 {
     ((unix_now() as u64 % 86_400) / 60) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn transition(at: &str, from: &str, to: &str, figures: serde_json::Value) -> Transition {
+        Transition {
+            at: at.into(),
+            actor: "test".into(),
+            from: Some(from.into()),
+            to: to.into(),
+            figures,
+        }
+    }
+
+    #[test]
+    fn the_watch_runs_for_watch_for_from_the_last_cutover_in_the_history() {
+        let history = [
+            transition(
+                "2026-12-01T10:00:00.000Z",
+                "verified",
+                "cut_over",
+                json!({}),
+            ),
+            transition(
+                "2026-12-01T10:01:00.000Z",
+                "cut_over",
+                "syncing",
+                json!({ "rollback": true }),
+            ),
+            transition(
+                "2026-12-01T11:00:00.250Z",
+                "verified",
+                "cut_over",
+                json!({}),
+            ),
+        ];
+        let until = watch_until(&history, Duration::from_secs(300)).expect("a cutover");
+        let at = humantime::parse_rfc3339("2026-12-01T11:05:00.250Z")
+            .expect("time")
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs_f64();
+        assert_eq!(until, at);
+        // A rollback from contract lands in cut_over too; it is no cutover to watch.
+        let restored = [transition(
+            "2026-12-01T12:00:00.000Z",
+            "contracted",
+            "cut_over",
+            json!({ "rollback": true }),
+        )];
+        assert_eq!(watch_until(&restored, Duration::from_secs(300)), None);
+        assert_eq!(watch_until(&[], Duration::from_secs(300)), None);
+    }
 }
