@@ -1,7 +1,8 @@
 //! `splice daemon` end to end through the binary, against a real PostgreSQL server: it drives
 //! the example migration to verified on its own, reports it over /healthz and /metrics, takes
-//! pause and resume over HTTP, stops cleanly on SIGTERM, and says which database it cannot
-//! reach.
+//! pause, resume, cutover and rollback over HTTP, cuts over on its own when the file's
+//! `[automation]` gates held and rolls back on its own when the watch fails, stops cleanly on
+//! SIGTERM, and says which database it cannot reach.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -101,8 +102,15 @@ impl Daemon {
         (r.status().as_u16(), body)
     }
 
+    /// POST `path`: status code and body. Cutover and rollback answer once the runner took
+    /// the step (after a verify pass in flight), so this waits longer than a read.
     fn post(&self, path: &str) -> (u16, String) {
-        let mut r = Self::agent()
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(90)))
+            .build()
+            .into();
+        let mut r = agent
             .post(format!("{}{path}", self.base))
             .send_empty()
             .expect("POST");
@@ -689,5 +697,435 @@ fn sigterm_mid_backfill_checkpoints_and_a_restarted_daemon_carries_on_to_verifie
             .expect("compare"),
         "0"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `orders` table of the example migration, with `rows` rows.
+fn create_orders(pg: &Postgres, rows: u32) {
+    pg.psql(&format!(
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint NOT NULL,
+                              amount numeric(12,2) NOT NULL, currency text, note text);
+         INSERT INTO orders (customer_id, amount, currency, note)
+         SELECT g % 97, (g % 1000) / 7.0, CASE WHEN g % 5 = 0 THEN NULL ELSE 'USD' END,
+                'n' || g FROM generate_series(1, {rows}) g;"
+    ))
+    .expect("create orders");
+}
+
+/// The application across a cutover and back: updates, inserts, deletes and key changes that
+/// work on whichever shape `orders` has (old: `amount`; new: `amount_cents`, no id default).
+fn write_load_any_shape(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            use rand::{Rng, SeedableRng};
+            let db = testkit::connect(&url).await.expect("connect");
+            let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let id: i64 = rng.random_range(1..20_000);
+                let sql = match rng.random_range(0..10) {
+                    0..=4 => format!("UPDATE orders SET note = 'w{n}' WHERE id = {id}"),
+                    5..=6 => {
+                        let old = "INSERT INTO orders (customer_id, amount) VALUES (3, 9.99)";
+                        if db.batch_execute(old).await.is_ok() {
+                            n += 1;
+                            continue;
+                        }
+                        format!(
+                            "INSERT INTO orders (id, customer_id, amount_cents, currency)
+                             VALUES ({}, 3, 999, 'USD')",
+                            30_000_000 + n
+                        )
+                    }
+                    7 => format!("DELETE FROM orders WHERE id = {id}"),
+                    _ => format!("UPDATE orders SET id = id + 10000000 WHERE id = {id}"),
+                };
+                let _ = db.batch_execute(&sql).await;
+                n += 1;
+                if n % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            n
+        })
+    })
+}
+
+impl Daemon {
+    /// The migration as `GET /api/v1/migrations/orders_v2` shows it.
+    fn migration(&self) -> serde_json::Value {
+        let (code, body) = self.get("/api/v1/migrations/orders_v2");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+
+    /// Polls the migration's JSON until `check` holds, failing with `what` at the deadline.
+    fn migration_until(
+        &self,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let json = self.migration();
+            if check(&json) {
+                return json;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not happen in time: {json}\ndaemon log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Whether `orders` has the old shape (`amount`) rather than the new one (`amount_cents`).
+fn old_shape_live(pg: &Postgres) -> bool {
+    pg.psql(
+        "SELECT count(*) FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name = 'orders' AND column_name = 'amount'",
+    )
+    .expect("columns")
+        == "1"
+}
+
+/// Writes a note to one row of the live table and waits until `other` has it: the sync
+/// between the two (forward or reverse) is running.
+fn note_reaches(pg: &Postgres, other: &str, note: &str) {
+    let id = pg.psql("SELECT min(id) FROM orders").expect("a row");
+    pg.psql(&format!(
+        "UPDATE orders SET note = '{note}' WHERE id = {id}"
+    ))
+    .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg
+        .psql(&format!("SELECT note FROM {other} WHERE id = {id}"))
+        .expect("read")
+        != note
+    {
+        assert!(Instant::now() < deadline, "{note} never reached {other}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls until no row differs between the old shape and the new (the sync applies what the
+/// application wrote last), failing at the deadline with how many do.
+fn rows_match(pg: &Postgres, old: &str, new: &str) {
+    let differing = testkit::orders_divergence_sql(old, new);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = pg
+            .psql(&format!("SELECT count(*) FROM ({differing}) d"))
+            .expect("compare");
+        if n == "0" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} rows differ between {old} and {new}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn control_actions(json: &serde_json::Value) -> Vec<(String, String)> {
+    json["control"]
+        .as_array()
+        .expect("control log")
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_string(),
+                e["caller"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cutover_and_rollback_over_http_under_write_load_lose_no_row() {
+    let pg = Postgres::start().expect("start PostgreSQL");
+    create_orders(&pg, 20000);
+    let dir = temp_dir("cutover");
+    let mut daemon = Daemon::start(
+        &dir,
+        &pg.url(),
+        &["--verify-interval", "1s", "orders_v2.toml"],
+    );
+    daemon.metrics_until("verified", |m| {
+        m.get("splice_migration_phase{migration=\"orders_v2\",phase=\"verified\"}") == Some(1.0)
+            && m.get(PASSES).is_some_and(|n| n >= 1.0)
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = write_load_any_shape(pg.url(), stop.clone());
+
+    // Cutover: refused (409) while a pass under load has just found a key still in flight and
+    // the phase is back to syncing; taken once verified again.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let body = loop {
+        let (code, body) = daemon.post("/api/v1/migrations/orders_v2/cutover");
+        if code == 200 {
+            break body;
+        }
+        assert_eq!(code, 409, "{body}");
+        assert!(Instant::now() < deadline, "never cut over: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let done: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(done["done"]["reverse_sync"], true, "{done}");
+    assert!(done["done"]["lock_ms"].as_f64().is_some(), "{done}");
+    assert!(!old_shape_live(&pg), "the new shape is live");
+    assert_eq!(status_json(&pg)["phase"], "cut_over");
+    daemon.migration_until("reverse sync after the cutover", |j| {
+        j["phase"] == "cut_over" && j["activity"]["state"] == "following"
+    });
+    note_reaches(&pg, "_splice_orders_v2_old", "after cutover");
+
+    // Rollback: the old shape is live again, and forward sync carries on.
+    let (code, body) = daemon.post("/api/v1/migrations/orders_v2/rollback");
+    assert_eq!(code, 200, "{body}\n{}", daemon.log());
+    let done: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(done["done"]["from"], "cut_over", "{done}");
+    assert_eq!(done["done"]["to"], "syncing", "{done}");
+    assert!(old_shape_live(&pg), "the old shape is live again");
+    note_reaches(&pg, "_splice_orders_v2_new", "after rollback");
+
+    stop.store(true, Ordering::Relaxed);
+    let writes = load.join().expect("load");
+    assert!(writes > 100, "the load ran ({writes} statements)");
+    rows_match(&pg, "orders", "_splice_orders_v2_new");
+    let json = daemon.migration_until("verified again after the rollback", |j| {
+        j["phase"] == "verified"
+    });
+    let actions = control_actions(&json);
+    assert!(
+        actions
+            .iter()
+            .any(|(a, c)| a == "cutover" && c.starts_with("127.0.0.1:")),
+        "{json}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|(a, c)| a == "rollback" && c.starts_with("127.0.0.1:")),
+        "{json}"
+    );
+    assert!(
+        json["control"]
+            .as_array()
+            .expect("control")
+            .iter()
+            .any(|e| e["action"] == "rollback"
+                && e["outcome"]
+                    .as_str()
+                    .is_some_and(|o| o.starts_with("rolled back from cut_over"))),
+        "{json}"
+    );
+    rows_match(&pg, "orders", "_splice_orders_v2_new");
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn automatic_cutover_happens_once_the_gates_held_for_the_hold() {
+    let pg = Postgres::start().expect("start PostgreSQL");
+    create_orders(&pg, 20000);
+    let dir = temp_dir("auto");
+    std::fs::write(
+        dir.join("orders_v2.toml"),
+        format!("{MIGRATION}\n[automation]\ncutover = \"auto\"\nhold = \"2s\"\n"),
+    )
+    .expect("write migration");
+    // The default verify interval: the gates stop the sync that follows the first pass.
+    let mut daemon = Daemon::start(&dir, &pg.url(), &["orders_v2.toml"]);
+    daemon.metrics_until("an automatic cutover", |m| {
+        m.get("splice_migration_phase{migration=\"orders_v2\",phase=\"cut_over\"}") == Some(1.0)
+    });
+    let json = daemon.migration();
+    assert_eq!(json["automation"]["cutover"], "auto", "{json}");
+    let event = json["control"]
+        .as_array()
+        .expect("control")
+        .iter()
+        .find(|e| e["action"] == "cutover")
+        .cloned()
+        .unwrap_or_else(|| panic!("the cutover is in the control log: {json}"));
+    assert_eq!(event["caller"], "automation", "{event}");
+    assert!(
+        event["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("verified without divergence")),
+        "{event}"
+    );
+    assert!(!old_shape_live(&pg));
+    note_reaches(&pg, "_splice_orders_v2_old", "after automatic cutover");
+    rows_match(&pg, "_splice_orders_v2_old", "orders");
+    assert_eq!(status_json(&pg)["phase"], "cut_over");
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_watch_that_turns_false_after_an_automatic_cutover_rolls_back_on_its_own() {
+    let pg = Postgres::start().expect("start PostgreSQL");
+    create_orders(&pg, 20000);
+    pg.psql("CREATE TABLE app_errors (id bigserial PRIMARY KEY, message text)")
+        .expect("app_errors");
+    let dir = temp_dir("watch");
+    std::fs::write(
+        dir.join("orders_v2.toml"),
+        format!(
+            "{MIGRATION}\n[automation]\ncutover = \"auto\"\nhold = \"1s\"\n\
+             watch = \"SELECT count(*) = 0 FROM public.app_errors\"\nwatch_for = \"10m\"\n"
+        ),
+    )
+    .expect("write migration");
+    let mut daemon = Daemon::start(&dir, &pg.url(), &["orders_v2.toml"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = write_load_any_shape(pg.url(), stop.clone());
+    daemon.migration_until("an automatic cutover and a passing watch", |j| {
+        j["phase"] == "cut_over" && j["automation"]["watch_checks"].as_u64() >= Some(1)
+    });
+    assert!(!old_shape_live(&pg));
+
+    // The application starts failing: the watch turns false and the daemon rolls back.
+    pg.psql("INSERT INTO app_errors (message) VALUES ('500 on /orders')")
+        .expect("an error");
+    let failed_at = Instant::now();
+    let deadline = failed_at + Duration::from_secs(60);
+    while !old_shape_live(&pg) {
+        assert!(
+            Instant::now() < deadline,
+            "no automatic rollback\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = failed_at.elapsed();
+    println!(
+        "watch failure to the old shape live again: {:.0} ms",
+        took.as_secs_f64() * 1000.0
+    );
+
+    let json = daemon.migration_until("the rollback in the control log", |j| {
+        j["automation"]["automatic_rollbacks"] == 1
+    });
+    let event = json["control"]
+        .as_array()
+        .expect("control")
+        .iter()
+        .find(|e| e["action"] == "rollback")
+        .cloned()
+        .unwrap_or_else(|| panic!("the rollback is in the control log: {json}"));
+    assert_eq!(event["caller"], "automation", "{event}");
+    assert!(
+        event["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("returned false")),
+        "{event}"
+    );
+    let m = daemon.metrics_until("any", |_| true);
+    assert_eq!(
+        m.value("splice_automatic_rollbacks{migration=\"orders_v2\"}"),
+        1.0
+    );
+    assert!(
+        daemon.log().contains("the watch failed"),
+        "{}",
+        daemon.log()
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    let writes = load.join().expect("load");
+    assert!(writes > 100, "the load ran ({writes} statements)");
+    rows_match(&pg, "orders", "_splice_orders_v2_new");
+    // Verified again, and it does not cut over on its own a second time.
+    let json = daemon.migration_until("verified and disarmed", |j| {
+        j["phase"] == "verified" && j["automation"]["disarmed"].is_string()
+    });
+    assert_eq!(
+        json["automation"]["watching_until"],
+        serde_json::Value::Null
+    );
+    let (_, page) = daemon.get("/");
+    assert!(
+        page.contains("auto cutover off") && page.contains("rolled back on its own"),
+        "{page}"
+    );
+    assert_eq!(status_json(&pg)["phase"], "verified");
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_restarted_daemon_keeps_watching_a_cutover_made_over_http() {
+    let pg = Postgres::start().expect("start PostgreSQL");
+    create_orders(&pg, 5000);
+    pg.psql("CREATE TABLE app_errors (id bigserial PRIMARY KEY, message text)")
+        .expect("app_errors");
+    let dir = temp_dir("rewatch");
+    std::fs::write(
+        dir.join("orders_v2.toml"),
+        format!(
+            "{MIGRATION}\n[automation]\n\
+             watch = \"SELECT count(*) = 0 FROM public.app_errors\"\nwatch_for = \"10m\"\n"
+        ),
+    )
+    .expect("write migration");
+    let mut daemon = Daemon::start(&dir, &pg.url(), &["orders_v2.toml"]);
+    daemon.migration_until("verified", |j| {
+        j["phase"] == "verified" && j["last_verify"]["passed"] == true
+    });
+    assert_eq!(daemon.migration()["automation"]["cutover"], "manual");
+    let (code, body) = daemon.post("/api/v1/migrations/orders_v2/cutover");
+    assert_eq!(code, 200, "{body}");
+    daemon.migration_until("the watch after an HTTP cutover", |j| {
+        j["automation"]["watch_checks"].as_u64() >= Some(1)
+    });
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+
+    // Restarted within watch_for, it watches what is left of it; a failure rolls back.
+    let daemon = Daemon::start(&dir, &pg.url(), &["orders_v2.toml"]);
+    let json = daemon.migration_until("the watch after a restart", |j| {
+        j["automation"]["watch_checks"].as_u64() >= Some(1)
+    });
+    assert!(
+        json["automation"]["watching_until"].as_f64().is_some(),
+        "{json}"
+    );
+    assert!(!old_shape_live(&pg));
+    pg.psql("INSERT INTO app_errors (message) VALUES ('timeout')")
+        .expect("an error");
+    daemon.migration_until("an automatic rollback", |j| {
+        j["automation"]["automatic_rollbacks"] == 1
+    });
+    assert!(old_shape_live(&pg));
+    rows_match(&pg, "orders", "_splice_orders_v2_new");
     let _ = std::fs::remove_dir_all(&dir);
 }

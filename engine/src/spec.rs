@@ -35,6 +35,94 @@ pub struct MigrationSpec {
     pub throttle: Throttle,
     /// How long contract keeps the old table in quarantine before drop is allowed.
     pub quarantine: Duration,
+    /// What `splice daemon` may do on its own (`[automation]`); the commands ignore it.
+    pub automation: Automation,
+}
+
+/// The `[automation]` table: the gates under which `splice daemon` cuts over on its own, and
+/// the watch after a cutover that rolls back on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Automation {
+    pub cutover: CutoverMode,
+    /// How long the gates (verified, no divergence, lag under the bound) must hold together
+    /// before an automatic cutover.
+    pub hold: Duration,
+    /// One SQL statement returning one boolean, run every second after a cutover the daemon
+    /// made; false, NULL or an error rolls back.
+    pub watch: Option<String>,
+    /// How long the watch runs after the cutover.
+    pub watch_for: Duration,
+    /// Automatic cutover only inside this daily window (UTC).
+    pub window: Option<DailyWindow>,
+}
+
+impl Default for Automation {
+    fn default() -> Self {
+        Automation {
+            cutover: CutoverMode::Manual,
+            hold: Duration::from_secs(300),
+            watch: None,
+            watch_for: Duration::from_secs(300),
+            window: None,
+        }
+    }
+}
+
+/// Who cuts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CutoverMode {
+    /// A person (`splice cutover`, or the daemon's HTTP API). The default.
+    #[default]
+    Manual,
+    /// The daemon, once the gates held for `hold` (inside `window`, if given).
+    Auto,
+}
+
+/// A daily time window in UTC, `HH:MM-HH:MM`; one whose end is before its start spans
+/// midnight. The start is inside, the end is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyWindow {
+    /// Minutes after 00:00 UTC.
+    pub start: u16,
+    pub end: u16,
+}
+
+impl DailyWindow {
+    pub fn parse(s: &str) -> Result<DailyWindow, SpecError> {
+        let bad = || {
+            SpecError(format!(
+                "automation.window = \"{s}\" is not a daily window; write it as \"HH:MM-HH:MM\" \
+                 in UTC, e.g. \"09:00-17:00\" (or \"22:00-02:00\" across midnight)"
+            ))
+        };
+        let minutes = |t: &str| -> Option<u16> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60).then_some(h * 60 + m)
+        };
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let (start, end) = (minutes(a).ok_or_else(bad)?, minutes(b).ok_or_else(bad)?);
+        if start == end {
+            return Err(bad());
+        }
+        Ok(DailyWindow { start, end })
+    }
+
+    /// Whether `minute` (after 00:00 UTC) is inside the window.
+    pub fn contains(&self, minute: u16) -> bool {
+        if self.start < self.end {
+            (self.start..self.end).contains(&minute)
+        } else {
+            minute >= self.start || minute < self.end
+        }
+    }
+}
+
+impl std::fmt::Display for DailyWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+        write!(f, "{}-{} UTC", hm(self.start), hm(self.end))
+    }
 }
 
 /// When the shadow table's secondary indexes (those no constraint and no upsert needs) are
@@ -212,6 +300,73 @@ struct RawSpec {
     #[serde(default)]
     throttle: RawThrottle,
     quarantine: Option<String>,
+    #[serde(default)]
+    automation: RawAutomation,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAutomation {
+    cutover: Option<String>,
+    hold: Option<String>,
+    watch: Option<String>,
+    watch_for: Option<String>,
+    window: Option<String>,
+}
+
+impl RawAutomation {
+    fn check(self) -> Result<Automation, SpecError> {
+        let defaults = Automation::default();
+        let cutover = match self.cutover.as_deref() {
+            None | Some("manual") => CutoverMode::Manual,
+            Some("auto") => CutoverMode::Auto,
+            Some(other) => {
+                return Err(SpecError(format!(
+                    "automation.cutover = \"{other}\"; use \"manual\" (the default: a person \
+                     cuts over) or \"auto\" (the daemon cuts over once the gates held)"
+                )))
+            }
+        };
+        let watch = match self.watch {
+            Some(w) if w.trim().is_empty() => {
+                return Err(SpecError(
+                    "automation.watch is empty; give one SQL statement returning one boolean, \
+                     e.g. \"SELECT count(*) = 0 FROM public.app_errors\", or leave it out"
+                        .into(),
+                ))
+            }
+            w => w,
+        };
+        let window = self.window.as_deref().map(DailyWindow::parse).transpose()?;
+        if window.is_some() && cutover == CutoverMode::Manual {
+            return Err(SpecError(
+                "automation.window only limits an automatic cutover; add cutover = \"auto\", or \
+                 leave the window out"
+                    .into(),
+            ));
+        }
+        let watch_for = match self.watch_for {
+            Some(s) => duration("automation.watch_for", &s)?,
+            None => defaults.watch_for,
+        };
+        if watch.is_some() && watch_for.is_zero() {
+            return Err(SpecError(
+                "automation.watch_for is zero, so the watch would never run; give how long to \
+                 watch after cutover, e.g. \"5m\""
+                    .into(),
+            ));
+        }
+        Ok(Automation {
+            cutover,
+            hold: match self.hold {
+                Some(s) => duration("automation.hold", &s)?,
+                None => defaults.hold,
+            },
+            watch,
+            watch_for,
+            window,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -239,7 +394,7 @@ impl MigrationSpec {
             SpecError(format!(
                 "{origin}: {e}\n  a migration file has: name, table, target (or alter), [up], \
                  [down], and optionally key, quarantine, drop_indexes, drop_constraints, \
-                 [throttle]"
+                 [throttle], [automation]"
             ))
         })?;
         let name_ok = !raw.name.is_empty()
@@ -314,6 +469,10 @@ impl MigrationSpec {
             Some(s) => duration("quarantine", &s)?,
             None => Duration::from_secs(30 * 24 * 3600),
         };
+        let automation = raw
+            .automation
+            .check()
+            .map_err(|e| SpecError(format!("{origin}: {e}")))?;
         let lower = |m: BTreeMap<String, String>| -> BTreeMap<String, String> {
             m.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect()
         };
@@ -331,6 +490,7 @@ impl MigrationSpec {
                 .map(|k| k.into_iter().map(|c| c.to_lowercase()).collect()),
             throttle,
             quarantine,
+            automation,
         })
     }
 
@@ -416,6 +576,63 @@ amount = "amount_cents / 100.0"
         let bad = format!("quarantine = \"forever\"\n{ORDERS}");
         let err = MigrationSpec::parse(&bad, "f.toml").expect_err("bad duration");
         assert!(err.0.contains("quarantine"), "{err}");
+    }
+
+    #[test]
+    fn automation_defaults_to_manual_and_parses_its_gates() {
+        let spec = MigrationSpec::parse(ORDERS, "f.toml").expect("valid");
+        assert_eq!(spec.automation, Automation::default());
+        assert_eq!(spec.automation.cutover, CutoverMode::Manual);
+        let auto = format!(
+            "{ORDERS}\n[automation]\ncutover = \"auto\"\nhold = \"10s\"\n\
+             watch = \"SELECT count(*) = 0 FROM public.app_errors\"\nwatch_for = \"5m\"\n\
+             window = \"09:00-17:00\"\n"
+        );
+        let a = MigrationSpec::parse(&auto, "f.toml")
+            .expect("valid")
+            .automation;
+        assert_eq!(a.cutover, CutoverMode::Auto);
+        assert_eq!(a.hold, Duration::from_secs(10));
+        assert_eq!(a.watch_for, Duration::from_secs(300));
+        assert_eq!(
+            a.watch.as_deref(),
+            Some("SELECT count(*) = 0 FROM public.app_errors")
+        );
+        assert_eq!(
+            a.window,
+            Some(DailyWindow {
+                start: 540,
+                end: 1020
+            })
+        );
+    }
+
+    #[test]
+    fn automation_refuses_what_it_cannot_do() {
+        let with = |table: &str| {
+            MigrationSpec::parse(&format!("{ORDERS}\n[automation]\n{table}\n"), "f.toml")
+        };
+        let err = |table: &str| with(table).expect_err(table).0;
+        assert!(err("cutover = \"yes\"").contains("\"manual\""));
+        assert!(err("window = \"09:00-17:00\"").contains("cutover = \"auto\""));
+        assert!(err("cutover = \"auto\"\nwindow = \"9-17\"").contains("HH:MM-HH:MM"));
+        assert!(err("watch = \" \"").contains("automation.watch"));
+        assert!(err("hold = \"soon\"").contains("automation.hold"));
+        assert!(err("cutover = \"auto\"\nwatchfor = \"1m\"").contains("watchfor"));
+        assert!(err("watch = \"SELECT true\"\nwatch_for = \"0s\"").contains("watch_for"));
+    }
+
+    #[test]
+    fn a_daily_window_may_span_midnight() {
+        let day = DailyWindow::parse("09:00-17:00").expect("valid");
+        assert!(day.contains(9 * 60) && day.contains(17 * 60 - 1));
+        assert!(!day.contains(17 * 60) && !day.contains(8 * 60 + 59));
+        let night = DailyWindow::parse("22:00-02:00").expect("valid");
+        assert!(night.contains(23 * 60) && night.contains(60) && night.contains(22 * 60));
+        assert!(!night.contains(2 * 60) && !night.contains(12 * 60));
+        assert_eq!(night.to_string(), "22:00-02:00 UTC");
+        assert!(DailyWindow::parse("10:00-10:00").is_err());
+        assert!(DailyWindow::parse("24:00-10:00").is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! forwards requests to them; it decides nothing about a migration.
 
 use super::metrics;
-use super::runner::{Activity, MigrationRun};
+use super::runner::{Action, Activity, MigrationRun, Request};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -35,8 +35,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/v1/migrations/{name}/pause", post(pause))
         .route("/api/v1/migrations/{name}/resume", post(resume))
         .route("/api/v1/migrations/{name}/throttle", put(throttle))
-        .route("/api/v1/migrations/{name}/cutover", post(not_built))
-        .route("/api/v1/migrations/{name}/rollback", post(not_built))
+        .route("/api/v1/migrations/{name}/cutover", post(cutover))
+        .route("/api/v1/migrations/{name}/rollback", post(rollback))
         .with_state(daemon)
 }
 
@@ -166,15 +166,103 @@ async fn throttle(
     }
 }
 
-async fn not_built() -> Response {
-    (
-        StatusCode::NOT_IMPLEMENTED,
-        Json(json!({
-            "error": "the daemon does not cut over or roll back yet; stop it (SIGTERM), run \
-                      `splice cutover NAME` or `splice rollback NAME`, then start it again"
-        })),
-    )
-        .into_response()
+/// How long a cutover or rollback request waits for the runner's answer. A runner in the
+/// middle of a verify pass takes the request when the pass ends; past this the request stays
+/// queued and the answer is 202.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn cutover(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    ConnectInfo(caller): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    step(&d, &name, caller, &headers, Action::Cutover).await
+}
+
+async fn rollback(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    ConnectInfo(caller): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    step(&d, &name, caller, &headers, Action::Rollback).await
+}
+
+/// Hands a cutover or rollback to the migration's runner and answers with what it did: 200
+/// and the engine's report, 409 when the engine refused (with why), 503 when it failed.
+async fn step(
+    d: &Daemon,
+    name: &str,
+    caller: SocketAddr,
+    headers: &HeaderMap,
+    action: Action,
+) -> Response {
+    if let Err(e) = authorized(d, headers) {
+        return e.into_response();
+    }
+    let run = match find(d, name) {
+        Ok(run) => run,
+        Err(e) => return e.into_response(),
+    };
+    if d.stopping.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "the daemon is stopping" })),
+        )
+            .into_response();
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = Request {
+        action,
+        caller: caller.to_string(),
+        reason: None,
+        reply: Some(reply),
+    };
+    if run.submit(request).is_err() {
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": "another cutover or rollback waits for this migration's runner; \
+                          try again when it is done"
+            })),
+        )
+            .into_response();
+    }
+    match tokio::time::timeout(ANSWER_WITHIN, answer).await {
+        Ok(Ok(Ok(done))) => Json(json!({ "name": run.name, "done": done })).into_response(),
+        Ok(Ok(Err(e))) => {
+            let code = if e.is_check_failure() || e.is_busy() {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (
+                code,
+                Json(json!({ "name": run.name, "error": e.to_string() })),
+            )
+                .into_response()
+        }
+        // The runner stopped (shutdown) before it took the request.
+        Ok(Err(_)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "the runner stopped before it took the request" })),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "name": run.name,
+                "queued": true,
+                "note": format!(
+                    "the runner has not taken the request within {}s (a verify pass runs \
+                     first); it will, watch `phase` and `control`",
+                    ANSWER_WITHIN.as_secs()
+                ),
+            })),
+        )
+            .into_response(),
+    }
 }
 
 /// Why a request is turned away.
@@ -301,6 +389,23 @@ fn describe(run: &MigrationRun) -> serde_json::Value {
         "slots": status.map(|s| s.slots.clone()),
         "next": status.map(|s| s.next.clone()),
         "control": view.events,
+        "automation": {
+            "cutover": match run.automation.cutover {
+                engine::spec::CutoverMode::Manual => "manual",
+                engine::spec::CutoverMode::Auto => "auto",
+            },
+            "hold_seconds": run.automation.hold.as_secs_f64(),
+            "window": run.automation.window.map(|w| w.to_string()),
+            "watch": run.automation.watch,
+            "watch_for_seconds": run.automation.watch_for.as_secs_f64(),
+            "gates_held_seconds": view.automation.gates_held_seconds,
+            "waiting_for": view.automation.waiting_for,
+            "disarmed": view.automation.disarmed,
+            "watching_until": view.automation.watching_until,
+            "watch_checks": view.automation.watch_checks,
+            "automatic_rollbacks": view.automation.automatic_rollbacks,
+            "last_automatic_rollback": view.automation.last_automatic_rollback,
+        },
         "history": status.map(|s| s.history.clone()),
     })
 }
@@ -335,7 +440,7 @@ async fn page(State(d): State<Arc<Daemon>>) -> Html<String> {
         rows.push_str(&format!(
             "<tr><td>{name}</td><td>{phase}</td><td>{activity}</td>\
              <td><progress max=\"100\" value=\"{pct:.1}\"></progress> {pct:.1}%</td>\
-             <td>{rate}</td><td>{eta}</td><td>{lag}</td><td>{throttle}</td><td>{verify}</td></tr>\n",
+             <td>{rate}</td><td>{eta}</td><td>{lag}</td><td>{throttle}</td><td>{verify}</td><td>{automation}</td></tr>\n",
             name = escape(&run.name),
             phase = escape(v["phase"].as_str().unwrap_or("-")),
             activity = escape(&activity),
@@ -354,6 +459,7 @@ async fn page(State(d): State<Arc<Daemon>>) -> Html<String> {
                 .unwrap_or_else(|| "-".into()),
             throttle = escape(v["throttle_reason"].as_str().unwrap_or("-")),
             verify = escape(&verify),
+            automation = escape(&automation_line(&v["automation"])),
         ));
     }
     Html(format!(
@@ -362,8 +468,39 @@ async fn page(State(d): State<Arc<Daemon>>) -> Html<String> {
          td,th{{padding:4px 10px;text-align:left}}</style></head><body><h1>splice daemon</h1>\
          <table><tr><th>migration</th><th>phase</th><th>doing</th><th>backfill</th>\
          <th>rate</th><th>ETA</th><th>capture lag</th><th>throttled</th><th>last verify</th>\
+         <th>automation</th>\
          </tr>\n{rows}</table></body></html>\n"
     ))
+}
+
+/// The automation column of the status page: manual, what automatic cutover waits for, or the
+/// watch.
+fn automation_line(a: &serde_json::Value) -> String {
+    let rollbacks = a["automatic_rollbacks"].as_u64().unwrap_or(0);
+    let mut line = if let Some(until) = a["watching_until"].as_f64() {
+        format!(
+            "watching ({} checks passed, {} left)",
+            a["watch_checks"].as_u64().unwrap_or(0),
+            humantime::format_duration(std::time::Duration::from_secs(
+                (until - super::runner::unix_now()).max(0.0) as u64
+            ))
+        )
+    } else if a["cutover"] == "auto" {
+        match (a["disarmed"].as_str(), a["waiting_for"].as_str()) {
+            (Some(why), _) => format!("auto cutover off: waits for {why}"),
+            (None, Some(what)) => format!("auto cutover: waits for {what}"),
+            (None, None) => "auto cutover".to_string(),
+        }
+    } else {
+        "manual cutover".to_string()
+    };
+    if rollbacks > 0 {
+        line.push_str(&format!(
+            "; rolled back on its own: {}",
+            a["last_automatic_rollback"].as_str().unwrap_or("?")
+        ));
+    }
+    line
 }
 
 fn escape(s: &str) -> String {

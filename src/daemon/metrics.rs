@@ -163,6 +163,21 @@ pub fn render(runs: &[Arc<MigrationRun>]) -> Result<String, std::fmt::Error> {
         "splice_slot_retained_wal_bytes",
         "WAL each of the migration's replication slots keeps on the server",
     );
+    let automatic_rollbacks = family::<Migration>(
+        &mut r,
+        "splice_automatic_rollbacks",
+        "Rollbacks the [automation] watch asked for since this daemon started",
+    );
+    let watching = family::<Migration>(
+        &mut r,
+        "splice_watching",
+        "1 while the [automation] watch runs after a cutover (a failure rolls back)",
+    );
+    let gates_held = family::<Migration>(
+        &mut r,
+        "splice_cutover_gates_held_seconds",
+        "How long the automatic cutover's gates have held together (cutover = \"auto\")",
+    );
 
     for run in runs {
         let m = Migration {
@@ -258,6 +273,16 @@ pub fn render(runs: &[Arc<MigrationRun>]) -> Result<String, std::fmt::Error> {
             last_pass.get_or_create(&m).set(v.finished_at);
         }
         passes.get_or_create(&m).set(view.verify_passes as f64);
+        let a = &view.automation;
+        automatic_rollbacks
+            .get_or_create(&m)
+            .set(a.automatic_rollbacks as f64);
+        watching
+            .get_or_create(&m)
+            .set(flag(a.watching_until.is_some()));
+        if let Some(held) = a.gates_held_seconds {
+            gates_held.get_or_create(&m).set(held);
+        }
     }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &r)?;

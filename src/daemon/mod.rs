@@ -1,8 +1,11 @@
 //! `splice daemon`: a long-running process that drives migrations on its own (expand, sync,
 //! then a verify pass at every interval) and serves `/healthz/*`, `/metrics` and a small
-//! JSON API with pause, resume and throttle. Wiring only: the engine does the work under its
-//! fenced runner lock; `runner.rs` sequences its commands, `http.rs` renders what it knows.
+//! JSON API with pause, resume, throttle, cutover and rollback. Wiring only: the engine does
+//! the work under its fenced runner lock; `runner.rs` sequences its commands, `automation.rs`
+//! asks for cutover and rollback when the file's `[automation]` gates say so, `http.rs`
+//! renders what they know.
 
+mod automation;
 mod config;
 mod http;
 mod metrics;
@@ -23,7 +26,7 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_secs(9);
 /// Drive migrations on their own, with /metrics, /healthz and a control API.
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  splice daemon migrations/orders_v2.toml\n  splice daemon --listen 0.0.0.0:9187 --token-file /etc/splice/token --config /etc/splice/daemon.toml\n\nFor each migration: expand (unless done), sync until caught up, then a full verify pass every\n--verify-interval while following changes in between. It never cuts over, contracts or drops.\nGET /healthz/live, /healthz/ready, /metrics, /api/v1/migrations[/NAME], /;\nPOST /api/v1/migrations/NAME/pause|resume; PUT /api/v1/migrations/NAME/throttle {\"rows_per_second\": N}.\nSIGTERM (or Ctrl-C) stops every sync at a checkpoint and exits 0. See docs/daemon.md."
+    after_help = "Examples:\n  splice daemon migrations/orders_v2.toml\n  splice daemon --listen 0.0.0.0:9187 --token-file /etc/splice/token --config /etc/splice/daemon.toml\n\nFor each migration: expand (unless done), sync until caught up, then a full verify pass every\n--verify-interval while following changes in between. It cuts over and rolls back when asked\n(POST …/cutover, …/rollback) or when the file's [automation] gates say so; it never contracts or drops.\nGET /healthz/live, /healthz/ready, /metrics, /api/v1/migrations[/NAME], /;\nPOST /api/v1/migrations/NAME/pause|resume|cutover|rollback; PUT /api/v1/migrations/NAME/throttle {\"rows_per_second\": N}.\nSIGTERM (or Ctrl-C) stops every sync at a checkpoint and exits 0. See docs/daemon.md."
 )]
 pub struct DaemonArgs {
     /// Migration files to drive (TOML), in the database of --database-url.
@@ -162,6 +165,7 @@ async fn serve(settings: Settings, runs: Vec<Arc<MigrationRun>>) -> u8 {
     let mut drivers = tokio::task::JoinSet::new();
     for run in &runs {
         tokio::spawn(runner::watch_status(run.clone(), stop.clone()));
+        tokio::spawn(automation::automate(run.clone(), stop.clone()));
         drivers.spawn(runner::drive(
             run.clone(),
             settings.verify_interval,

@@ -7,14 +7,19 @@
 //! (a full pass), follows changes until the next pass is due, stops that sync (it checkpoints
 //! and acknowledges only what it applied), verifies again, and so on. Changes committed while
 //! verify holds the lock wait in the replication slot; verify itself drains them first. Nothing
-//! captured is lost between the two, and the daemon never cuts over, contracts or drops.
+//! captured is lost between the two.
+//!
+//! Cutover and rollback are requests to the runner (over HTTP, or from the automation in
+//! `automation.rs`): it stops its sync at a checkpoint, runs the engine's step under the same
+//! lock discipline, and carries on in the new phase. It never contracts or drops.
 
 use engine::backfill::{Control, ProgressSink, SyncProgress};
-use engine::phases::{Status, SyncOptions};
+use engine::phases::{CutoverReport, ReverseSync, RollbackReport, Status, SyncOptions};
+use engine::spec::Automation;
 use engine::{Engine, EngineError, MigrationSpec, Phase, Postgres, VerifyReport};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tracing::{info, info_span, warn, Instrument};
 
 /// How often each migration's status (and so its database) is read for metrics and readiness.
@@ -27,6 +32,8 @@ const VERIFY_GRACE: Duration = Duration::from_secs(5);
 /// Retry delays after a failed step: doubling from the first to the last.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_LAST: Duration = Duration::from_secs(60);
+/// The capture lag cutover accepts: the same default as `splice cutover --max-lag-bytes`.
+pub const CUTOVER_MAX_LAG_BYTES: u64 = 16 * 1024 * 1024;
 
 /// What the runner is doing now.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -42,6 +49,8 @@ pub enum Activity {
     Following,
     /// Paused over the API: no sync runs, captured changes wait in the slot.
     Paused,
+    CuttingOver,
+    RollingBack,
     /// Nothing to drive in this phase (the reason says why).
     Idle(String),
     /// The last step failed; it is retried after a delay.
@@ -74,12 +83,73 @@ impl VerifyPass {
     }
 }
 
-/// A control request taken over HTTP, kept for the JSON API.
+/// A control request (over HTTP, or from the automation), kept for the JSON API. Kept here
+/// rather than in the state store's history, which the engine reads (the last transition says
+/// whether a rollback already happened; cutover's figures say whether reverse sync runs).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ControlEvent {
     pub at: f64,
     pub action: String,
+    /// The HTTP caller's address, or `automation`.
     pub caller: String,
+    /// Why the automation asked (its gate or its failed watch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For cutover and rollback: `done`, `already done`, or the error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+/// A phase step the runner is asked to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Cutover,
+    /// `splice rollback`: one step back from wherever the migration is.
+    Rollback,
+    /// A rollback from `cut_over` only (the watch's): does nothing in any other phase.
+    RollbackCutover,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Cutover => "cutover",
+            Action::Rollback | Action::RollbackCutover => "rollback",
+        }
+    }
+}
+
+/// What a cutover or rollback request did.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum Done {
+    Cutover(CutoverReport),
+    Rollback(RollbackReport),
+}
+
+/// A request waiting for the runner, with where to send what came of it.
+pub struct Request {
+    pub action: Action,
+    pub caller: String,
+    pub reason: Option<String>,
+    pub reply: Option<oneshot::Sender<Result<Done, EngineError>>>,
+}
+
+/// The automation's state, for the JSON API and `/metrics`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AutomationView {
+    /// How long the cutover gates have held together (automatic cutover only).
+    pub gates_held_seconds: Option<f64>,
+    /// What the automatic cutover waits for, if anything.
+    pub waiting_for: Option<String>,
+    /// Why automatic cutover is off although the file asks for it.
+    pub disarmed: Option<String>,
+    /// While the watch runs after a cutover: until when (Unix time), and checks that passed.
+    pub watching_until: Option<f64>,
+    pub watch_checks: u64,
+    /// Rollbacks the watch asked for in this process, and the last one's reason.
+    pub automatic_rollbacks: u64,
+    pub last_automatic_rollback: Option<String>,
 }
 
 /// What the daemon knows of one migration; read by the HTTP handlers.
@@ -99,6 +169,7 @@ pub struct View {
     pub last_verify: Option<VerifyPass>,
     pub verify_passes: u64,
     pub events: Vec<ControlEvent>,
+    pub automation: AutomationView,
 }
 
 /// One migration the daemon drives.
@@ -107,10 +178,16 @@ pub struct MigrationRun {
     pub file: String,
     spec_text: String,
     engine: Engine<Postgres>,
+    /// The database URL (with the daemon's application name), for the watch's session.
+    pub(super) url: String,
+    pub automation: Automation,
     /// The database, as shown to people (no password).
     pub database: String,
     view: Mutex<View>,
     paused: watch::Sender<bool>,
+    /// At most one cutover or rollback waits for the runner; `requested` says one does.
+    request: Mutex<Option<Request>>,
+    requested: watch::Sender<bool>,
 }
 
 impl MigrationRun {
@@ -131,10 +208,14 @@ impl MigrationRun {
             name: spec.name.clone(),
             file: shown,
             spec_text,
-            engine: Engine::new(url),
+            engine: Engine::new(url.clone()),
+            url,
+            automation: spec.automation.clone(),
             database,
             view: Mutex::new(View::default()),
             paused: watch::channel(false).0,
+            request: Mutex::new(None),
+            requested: watch::channel(false).0,
         })
     }
 
@@ -161,14 +242,54 @@ impl MigrationRun {
     }
 
     pub fn record_event(&self, action: &str, caller: &str) {
-        let mut view = self.view();
-        view.events.push(ControlEvent {
+        self.record(ControlEvent {
             at: unix_now(),
             action: action.into(),
             caller: caller.into(),
+            reason: None,
+            outcome: None,
         });
+    }
+
+    fn record(&self, event: ControlEvent) {
+        let mut view = self.view();
+        view.events.push(event);
         let excess = view.events.len().saturating_sub(100);
         view.events.drain(..excess);
+    }
+
+    /// Queues a cutover or rollback for the runner, which stops its sync at a checkpoint to
+    /// take it. Gives the request back when another one is still waiting.
+    pub fn submit(&self, request: Request) -> Result<(), Request> {
+        let mut slot = self.request.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return Err(request);
+        }
+        info!(
+            migration = %self.name,
+            caller = %request.caller,
+            reason = request.reason.as_deref().unwrap_or(""),
+            "{} requested",
+            request.action.as_str()
+        );
+        *slot = Some(request);
+        self.requested.send_replace(true);
+        Ok(())
+    }
+
+    /// Whether a cutover or rollback waits for the runner.
+    pub fn request_pending(&self) -> bool {
+        *self.requested.borrow()
+    }
+
+    fn take_request(&self) -> Option<Request> {
+        let taken = self
+            .request
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        self.requested.send_replace(false);
+        taken
     }
 
     pub fn engine(&self) -> &Engine<Postgres> {
@@ -262,13 +383,23 @@ pub async fn drive(
         let mut next_verify: Option<Instant> = None;
         run.set_activity(Activity::Starting);
         while !*shutdown.borrow() {
+            if let Some(request) = run.take_request() {
+                if carry_out(&run, request).await {
+                    // A verify pass right away takes the rolled-back migration to verified.
+                    next_verify = None;
+                }
+                run.refresh_status().await;
+                continue;
+            }
             if run.paused() {
                 run.set_activity(Activity::Paused);
                 let mut paused = run.paused.subscribe();
                 let mut stop = shutdown.clone();
+                let mut requested = run.requested.subscribe();
                 tokio::select! {
                     _ = paused.wait_for(|p| !*p) => {}
                     _ = stop.wait_for(|s| *s) => {}
+                    _ = requested.wait_for(|r| *r) => {}
                 }
                 continue;
             }
@@ -307,10 +438,12 @@ pub async fn drive(
                     run.set_activity(Activity::Idle(why));
                     let mut stop = shutdown.clone();
                     let mut paused = run.paused.subscribe();
+                    let mut requested = run.requested.subscribe();
                     tokio::select! {
                         _ = tokio::time::sleep(STATUS_EVERY) => {}
                         _ = stop.wait_for(|s| *s) => {}
                         _ = paused.wait_for(|p| *p) => {}
+                        _ = requested.wait_for(|r| *r) => {}
                     }
                     Ok(())
                 }
@@ -352,8 +485,8 @@ async fn next_step(run: &MigrationRun, next_verify: Option<Instant>) -> Result<S
         // open; verify compares the forward direction only, so it does not run here.
         Some(Phase::CutOver) => Step::Follow { until: None },
         Some(p) => Step::Idle(format!(
-            "phase {p}: the daemon drives expand, sync and verify only (it never cuts over, \
-             contracts, drops or re-expands on its own)"
+            "phase {p}: the daemon drives expand, sync, verify, cutover and rollback only (it \
+             never contracts, drops or re-expands)"
         )),
         None => Step::Idle(format!("unknown phase {}", status.phase)),
     })
@@ -369,9 +502,11 @@ async fn failed(
     warn!(error = %e, retry_in_s = retry.as_secs(), "step failed");
     run.set_activity(Activity::Failed(e.to_string()));
     let mut stop = shutdown.clone();
+    let mut requested = run.requested.subscribe();
     tokio::select! {
         _ = tokio::time::sleep(*retry) => {}
         _ = stop.wait_for(|s| *s) => {}
+        _ = requested.wait_for(|r| *r) => {}
     }
     *retry = (*retry * 2).min(RETRY_LAST);
 }
@@ -389,6 +524,7 @@ async fn sync(
         let control = control.clone();
         let mut stop = shutdown.clone();
         let mut paused = run.paused.subscribe();
+        let mut requested = run.requested.subscribe();
         tokio::spawn(async move {
             let deadline = async {
                 match until {
@@ -400,6 +536,7 @@ async fn sync(
                 _ = deadline => {}
                 _ = stop.wait_for(|s| *s) => {}
                 _ = paused.wait_for(|p| *p) => {}
+                _ = requested.wait_for(|r| *r) => {}
             }
             control.stop();
         })
@@ -417,6 +554,85 @@ async fn sync(
         }
         sink.update(&p);
     })
+}
+
+/// Takes a cutover or rollback request: the engine's step, recorded in the control log with
+/// its caller, reason and outcome, and the answer sent back. True when it rolled back.
+async fn carry_out(run: &MigrationRun, request: Request) -> bool {
+    let Request {
+        action,
+        caller,
+        reason,
+        reply,
+    } = request;
+    let result = match action {
+        Action::Cutover => {
+            run.set_activity(Activity::CuttingOver);
+            run.engine
+                .cutover(&run.name, CUTOVER_MAX_LAG_BYTES, ReverseSync::Start)
+                .await
+                .map(Done::Cutover)
+        }
+        Action::Rollback => {
+            run.set_activity(Activity::RollingBack);
+            run.engine.rollback(&run.name).await.map(Done::Rollback)
+        }
+        Action::RollbackCutover => {
+            run.set_activity(Activity::RollingBack);
+            run.engine
+                .rollback_from(&run.name, Some(Phase::CutOver))
+                .await
+                .map(Done::Rollback)
+        }
+    };
+    let outcome = match &result {
+        Ok(Done::Cutover(r)) if r.already => "already cut over".to_string(),
+        Ok(Done::Rollback(r)) if r.already_done => "already rolled back".to_string(),
+        Ok(Done::Cutover(r)) => format!("cut over; table locked {:.0} ms", r.lock_ms),
+        Ok(Done::Rollback(r)) => format!(
+            "rolled back from {} to {} in {:.2} s",
+            r.from, r.to, r.seconds
+        ),
+        Err(e) => format!("failed: {e}"),
+    };
+    match &result {
+        Ok(_) => info!(%caller, %outcome, "{}", action.as_str()),
+        Err(e) => warn!(%caller, error = %e, "{} failed", action.as_str()),
+    }
+    let automatic = caller == super::automation::CALLER;
+    let rolled_back = matches!(&result, Ok(Done::Rollback(r)) if !r.already_done);
+    {
+        let mut view = run.view();
+        match &result {
+            Ok(Done::Cutover(r)) if !r.already => {
+                view.automation.watch_checks = 0;
+                view.automation.watching_until = run
+                    .automation
+                    .watch
+                    .as_ref()
+                    .map(|_| unix_now() + run.automation.watch_for.as_secs_f64());
+            }
+            _ if rolled_back => {
+                view.automation.watching_until = None;
+                if automatic {
+                    view.automation.automatic_rollbacks += 1;
+                    view.automation.last_automatic_rollback = reason.clone();
+                }
+            }
+            _ => {}
+        }
+    }
+    run.record(ControlEvent {
+        at: unix_now(),
+        action: action.as_str().into(),
+        caller,
+        reason,
+        outcome: Some(outcome),
+    });
+    if let Some(reply) = reply {
+        let _ = reply.send(result);
+    }
+    rolled_back
 }
 
 /// One full verify pass. After shutdown it gets [`VERIFY_GRACE`] to finish, then is dropped.
