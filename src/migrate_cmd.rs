@@ -504,7 +504,11 @@ async fn throttle(engine: &Engine<Postgres>, name: &str, limit: Option<RateLimit
 }
 
 async fn verify(engine: &Engine<Postgres>, name: &str, json: bool) -> u8 {
-    let report = match engine.verify(name).await {
+    let counters = engine::verify::VerifyCounters::default();
+    let watch = crate::progress::VerifyLine::start(name, counters.clone());
+    let result = engine.verify_counted(name, &counters).await;
+    watch.finish();
+    let report = match result {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };

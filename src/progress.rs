@@ -398,9 +398,103 @@ pub fn short_duration(d: Duration) -> String {
     }
 }
 
+/// One progress line of verify: what it has hashed, and what it is doing.
+pub fn verify_line(name: &str, (done, total, rows): (u64, u64, u64), elapsed: Duration) -> String {
+    format!(
+        "verify {name}: {done}/{} ranges, {} rows hashed, {} | {}",
+        if total == 0 {
+            "?".to_string()
+        } else {
+            total.to_string()
+        },
+        short_count(rows),
+        short_duration(elapsed),
+        if total == 0 {
+            "draining capture, sampling key ranges"
+        } else if done >= total {
+            "re-checking differing keys"
+        } else {
+            "hashing ranges"
+        }
+    )
+}
+
+/// Verify's progress on stderr while it runs: ranges checked of all, rows, elapsed; redrawn
+/// on a terminal, a plain line every 5 s otherwise. Nothing is printed for a verify that ends
+/// within a second.
+pub struct VerifyLine {
+    task: Option<tokio::task::JoinHandle<()>>,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl VerifyLine {
+    pub fn start(name: &str, counters: engine::verify::VerifyCounters) -> VerifyLine {
+        let started = std::time::Instant::now();
+        let tty = std::io::stderr().is_terminal();
+        let bar = tty.then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::stderr_with_hz(5),
+            );
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar
+        });
+        let name = name.to_string();
+        let drawn = bar.clone();
+        let task = tokio::spawn(async move {
+            let every = if tty {
+                Duration::from_millis(250)
+            } else {
+                Duration::from_secs(5)
+            };
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            loop {
+                let (done, total, rows) = counters.read();
+                let line = verify_line(&name, (done, total, rows), started.elapsed());
+                match &drawn {
+                    Some(bar) => bar.set_message(line),
+                    None => eprintln!("{line}"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        VerifyLine {
+            task: Some(task),
+            bar,
+        }
+    }
+
+    pub fn finish(mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_verify_line_says_how_far_verify_is_and_what_it_does() {
+        let t = Duration::from_millis(3_400);
+        assert_eq!(
+            verify_line("orders_v2", (0, 0, 0), t),
+            "verify orders_v2: 0/? ranges, 0 rows hashed, 3.4s | draining capture, sampling key ranges"
+        );
+        assert_eq!(
+            verify_line("orders_v2", (7, 20, 700_000), t),
+            "verify orders_v2: 7/20 ranges, 700.0k rows hashed, 3.4s | hashing ranges"
+        );
+        assert!(verify_line("orders_v2", (20, 20, 2_000_000), t)
+            .ends_with("re-checking differing keys"));
+    }
 
     fn copying() -> SyncProgress {
         SyncProgress {

@@ -214,6 +214,26 @@ fn differing<'a>(
     out
 }
 
+/// How far a running verify is, for a progress line: read from another task while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyCounters {
+    pub ranges_total: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub ranges_done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub rows_checked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl VerifyCounters {
+    /// (ranges done, ranges in all, rows checked) so far.
+    pub fn read(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.ranges_done.load(Relaxed),
+            self.ranges_total.load(Relaxed),
+            self.rows_checked.load(Relaxed),
+        )
+    }
+}
+
 /// One full verify pass over `dir` while the application keeps writing. `capture` is drained
 /// first and again before suspects are re-checked. Each pair of sessions (source, target)
 /// checks every n-th range, so n ranges are read at once: the source side evaluates the
@@ -224,6 +244,7 @@ pub async fn verify<A: VerifySource + ChangeApplier>(
     capture: &mut Applier<'_, A>,
     dir: &Direction,
     range_rows: i64,
+    counters: &VerifyCounters,
 ) -> Result<VerifyReport, EngineError> {
     let started = Instant::now();
     let Some((source_db, target_db)) = pairs.first() else {
@@ -243,9 +264,12 @@ pub async fn verify<A: VerifySource + ChangeApplier>(
         });
         lower = upper;
     }
+    counters
+        .ranges_total
+        .store(ranges.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let workers = pairs.iter().enumerate().map(|(w, (src, tgt))| {
         let mine: Vec<&KeyRange> = ranges.iter().skip(w).step_by(pairs.len()).collect();
-        check_ranges(adapter, src, tgt, dir, mine)
+        check_ranges(adapter, src, tgt, dir, mine, counters)
     });
     let mut report = VerifyReport::default();
     let mut suspects: Vec<Vec<String>> = Vec::new();
@@ -269,6 +293,7 @@ async fn check_ranges<A: VerifySource>(
     target_db: &A::Conn,
     dir: &Direction,
     ranges: Vec<&KeyRange>,
+    counters: &VerifyCounters,
 ) -> Result<(u64, u64, Vec<Vec<String>>), EngineError> {
     let (mut rows, mut checked) = (0u64, 0u64);
     let mut suspects: Vec<Vec<String>> = Vec::new();
@@ -283,6 +308,12 @@ async fn check_ranges<A: VerifySource>(
         let (tgt_hash, _, _) = tgt?;
         rows += n;
         checked += 1;
+        counters
+            .rows_checked
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .ranges_done
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if src_hash != tgt_hash {
             // Narrow the range to its rows: read it again keeping each row's key and digest.
             let keyed = Selection::KeyedRange(range);

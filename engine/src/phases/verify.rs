@@ -16,6 +16,17 @@ impl<A: Adapter> Engine<A> {
     /// `splice verify`: drains capture, hashes both sides, records the result; a pass moves
     /// `syncing` to `verified`, a failure moves `verified` back to `syncing`.
     pub async fn verify(&self, name: &str) -> Result<VerifyReport, EngineError> {
+        self.verify_counted(name, &verify::VerifyCounters::default())
+            .await
+    }
+
+    /// [`verify`](Engine::verify), counting the ranges and rows it has checked into
+    /// `counters` as it goes (a progress line reads them).
+    pub async fn verify_counted(
+        &self,
+        name: &str,
+        counters: &verify::VerifyCounters,
+    ) -> Result<VerifyReport, EngineError> {
         let super::Loaded { db, record, spec } = self.load(name).await?;
         if !matches!(record.phase, Phase::Syncing | Phase::Verified) {
             return Err(super::wrong_phase(
@@ -47,6 +58,7 @@ impl<A: Adapter> Engine<A> {
             &mut capture,
             &plan.forward,
             self.verify_range_rows,
+            counters,
         )
         .await;
         capture.close().await?;
