@@ -17,7 +17,11 @@ struct Env {
 
 impl Env {
     fn new(rows: i64) -> Env {
-        let pg = Postgres::start().expect("start PostgreSQL");
+        Env::on(Postgres::start().expect("start PostgreSQL"), rows)
+    }
+
+    /// The orders table and the example migration on `pg`.
+    fn on(pg: Postgres, rows: i64) -> Env {
         pg.psql(&format!(
             "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint NOT NULL,
                                   amount numeric(12,2) NOT NULL, currency text, note text);
@@ -1002,6 +1006,16 @@ fn plan_checks_every_server_precondition_of_sync_and_says_when_rows_are_unknown(
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Replication granted through membership, as Amazon RDS does it, counts.
+    env.pg
+        .psql("ALTER ROLE app WITH NOREPLICATION; CREATE ROLE rds_replication; GRANT rds_replication TO app")
+        .expect("membership");
+    let out = env
+        .command(&["plan", "orders_v2.toml"])
+        .env("SPLICE_DATABASE_URL", env.pg.url_as("app", "postgres"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // A replica identity that does not cover the key is named too.
     env.pg
         .psql("ALTER TABLE orders REPLICA IDENTITY NOTHING")
@@ -1180,4 +1194,38 @@ fn plan_refuses_partitioned_tables_and_materialized_views_and_status_shows_retai
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn sync_warns_when_a_slot_keeps_more_wal_than_the_threshold() {
+    // max_slot_wal_keep_size = 64MB: sync warns above half of it.
+    let pg = Postgres::builder()
+        .setting("max_slot_wal_keep_size", "64MB")
+        .start()
+        .expect("start PostgreSQL");
+    let env = Env::on(pg, 100);
+    env.ok(&["expand", "orders_v2.toml"]);
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    let quiet = env.splice(&["sync", "orders_v2", "--until-caught-up"]);
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("warning threshold"),
+        "{}",
+        text(&quiet)
+    );
+    // With no sync running, the application writes ~40 MB of WAL the slot must keep.
+    env.pg
+        .psql(
+            "CREATE TABLE filler (b text); \
+             INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 40000)",
+        )
+        .expect("filler");
+    let out = env.splice(&["sync", "orders_v2", "--until-caught-up"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning threshold"),
+        "{}",
+        text(&out)
+    );
+    let status = env.ok(&["status", "orders_v2", "--json"]);
+    assert!(status.contains("retained_wal_bytes"), "{status}");
 }

@@ -395,9 +395,12 @@ impl ChangeApplier for Postgres {
             .query_opt(
                 "SELECT coalesce((pg_current_wal_lsn() - restart_lsn)::bigint, 0),
                         coalesce(wal_status, 'unknown'),
-                        CASE WHEN current_setting('max_slot_wal_keep_size')::bigint < 0
-                             THEN 10::bigint * 1024 * 1024 * 1024
-                             ELSE current_setting('max_slot_wal_keep_size')::bigint * 1024 * 1024 / 2 END
+                        -- pg_settings gives the number in its unit (MB); current_setting
+                        -- would give '64MB'.
+                        (SELECT CASE WHEN setting::bigint < 0
+                                     THEN 10::bigint * 1024 * 1024 * 1024
+                                     ELSE setting::bigint * 1024 * 1024 / 2 END
+                         FROM pg_settings WHERE name = 'max_slot_wal_keep_size')
                  FROM pg_replication_slots WHERE slot_name = $1",
                 &[&slot],
             )
