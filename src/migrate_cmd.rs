@@ -304,7 +304,13 @@ async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
         }
         MigrateCommand::Rollback {
             name, from, json, ..
-        } => rollback(&name, engine.rollback_from(&name, from).await, json),
+        } => {
+            // A swap back catches capture up first; a restore refills the whole table.
+            let mut view = SyncProgressView::new(&name);
+            let result = engine.rollback_watched(&name, from, &mut view).await;
+            view.finish();
+            rollback(&name, result, json)
+        }
         MigrateCommand::Abort { name, json, .. } => {
             rollback(&name, engine.abort(&name).await, json)
         }
@@ -531,7 +537,13 @@ async fn cutover(
     reverse: ReverseSync,
     json: bool,
 ) -> u8 {
-    match engine.cutover(name, max_lag_bytes, reverse).await {
+    // The catch-up before each lock attempt can take a while under a heavy write load.
+    let mut view = SyncProgressView::new(name);
+    let result = engine
+        .cutover_watched(name, max_lag_bytes, reverse, &mut view)
+        .await;
+    view.finish();
+    match result {
         Ok(r) => {
             if json {
                 print_json(&r);

@@ -279,7 +279,9 @@ pub fn render_line(p: &SyncProgress, held: Duration, width: usize) -> String {
     let state = state_text(p, held);
 
     // Optional fields in the order they give way (last first), shown in display order.
-    let optional: Vec<(usize, String)> = [Some(rows), rate, eta, Some(lag), Some(applied)]
+    // No rows at all (cutover's catch-up, a swap back): the row count says nothing.
+    let rows = (p.rows_total > 0 || p.rows_copied > 0 || !done).then_some(rows);
+    let optional: Vec<(usize, String)> = [rows, rate, eta, Some(lag), Some(applied)]
         .into_iter()
         .chain([(!done).then_some(chunk)])
         .flatten()
@@ -480,6 +482,24 @@ impl VerifyLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cutovers_catch_up_line_shows_lag_and_what_it_does_not_a_row_count() {
+        let p = SyncProgress {
+            backfill_done: true,
+            capture_lag_bytes: 2_048,
+            capture_lag_ms: 40,
+            txns_applied: 12,
+            state: SyncState::CatchingUp,
+            elapsed_s: 3.0,
+            ..Default::default()
+        };
+        let line = render_line(&p, Duration::from_secs(1), 80);
+        assert!(!line.contains("rows"), "{line}");
+        assert!(line.contains("lag 2.0 KiB"), "{line}");
+        assert!(line.contains("applied 12"), "{line}");
+        assert!(line.chars().count() <= 80, "{line}");
+    }
 
     #[test]
     fn the_verify_line_says_how_far_verify_is_and_what_it_does() {

@@ -1193,3 +1193,42 @@ async fn a_throttle_override_ends_with_rollback_abort_and_re_expand() {
     e.expand(SPEC, "spec.toml").await.expect("re-expand");
     assert_eq!(overridden(&e).await, None, "re-expand starts from the file");
 }
+
+/// Every progress update, for the tests that watch a long phase.
+#[derive(Default)]
+struct Recorded(Vec<engine::backfill::SyncProgress>);
+
+impl engine::backfill::ProgressSink for Recorded {
+    fn update(&mut self, p: &engine::backfill::SyncProgress) {
+        self.0.push(p.clone());
+    }
+}
+
+#[tokio::test]
+async fn cutover_reports_its_catch_up_and_a_restore_reports_its_refill() {
+    let db = verified(8).await;
+    let e = engine(&db);
+    let mut seen = Recorded::default();
+    e.cutover_watched("orders_v2", u64::MAX, ReverseSync::Start, &mut seen)
+        .await
+        .expect("cutover");
+    assert!(
+        seen.0
+            .iter()
+            .any(|p| p.state == engine::backfill::SyncState::CatchingUp),
+        "cutover said it was catching up: {:?}",
+        seen.0
+    );
+    e.contract("orders_v2", None).await.expect("contract");
+    let mut seen = Recorded::default();
+    e.rollback_watched("orders_v2", None, &mut seen)
+        .await
+        .expect("restore");
+    // Its first report knows how many rows the refill goes through; its last, that it is done.
+    assert_eq!(seen.0.first().map(|p| p.rows_total), Some(8), "{:?}", seen.0);
+    assert!(
+        seen.0.last().is_some_and(|p| p.backfill_done),
+        "the refill reported its end: {:?}",
+        seen.0
+    );
+}

@@ -4,6 +4,7 @@
 use super::swap::swap_under_lock;
 use super::{column_names, Engine};
 use crate::adapter::Adapter;
+use crate::backfill::{NoProgress, ProgressSink};
 use crate::catalog::Dependent;
 use crate::error::Refusal;
 use crate::plan;
@@ -42,6 +43,19 @@ impl<A: Adapter> Engine<A> {
         name: &str,
         max_lag_bytes: u64,
         reverse_sync: ReverseSync,
+    ) -> Result<CutoverReport, EngineError> {
+        self.cutover_watched(name, max_lag_bytes, reverse_sync, &mut NoProgress)
+            .await
+    }
+
+    /// [`cutover`](Engine::cutover), reporting the catch-up before each lock attempt to
+    /// `progress` (capture lag, transactions applied).
+    pub async fn cutover_watched(
+        &self,
+        name: &str,
+        max_lag_bytes: u64,
+        reverse_sync: ReverseSync,
+        progress: &mut dyn ProgressSink,
     ) -> Result<CutoverReport, EngineError> {
         let super::Loaded { db, record, spec } = self.load(name).await?;
         if matches!(
@@ -177,6 +191,7 @@ impl<A: Adapter> Engine<A> {
             &column_names(&plan.target),
             &lock,
             &change,
+            progress,
         )
         .await;
         capture.close().await?;

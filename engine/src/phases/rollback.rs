@@ -9,7 +9,7 @@
 use super::swap::swap_under_lock;
 use super::{column_names, Engine};
 use crate::adapter::Adapter;
-use crate::backfill::{self, BackfillCopy, Control, NoProgress};
+use crate::backfill::{self, BackfillCopy, Control, NoProgress, ProgressSink};
 use crate::error::Refusal;
 use crate::plan;
 use crate::seam::{Continuity, Fill, RateLimit, Swap};
@@ -46,6 +46,17 @@ impl<A: Adapter> Engine<A> {
         &self,
         name: &str,
         expected: Option<Phase>,
+    ) -> Result<RollbackReport, EngineError> {
+        self.rollback_watched(name, expected, &mut NoProgress).await
+    }
+
+    /// [`rollback_from`](Engine::rollback_from), reporting to `progress` the catch-up of a
+    /// swap back and the refill of a table restored from quarantine.
+    pub async fn rollback_watched(
+        &self,
+        name: &str,
+        expected: Option<Phase>,
+        progress: &mut dyn ProgressSink,
     ) -> Result<RollbackReport, EngineError> {
         let started = Instant::now();
         let super::Loaded { db, record, spec } = self.load(name).await?;
@@ -126,6 +137,7 @@ impl<A: Adapter> Engine<A> {
                     &column_names(&plan.source),
                     &lock,
                     &change,
+                    progress,
                 )
                 .await;
                 capture.close().await?;
@@ -175,7 +187,7 @@ impl<A: Adapter> Engine<A> {
                         fill: Fill::Mirror,
                     },
                     &Control::new(RateLimit::Unlimited),
-                    &mut NoProgress,
+                    progress,
                 )
                 .await?;
                 capture.drain().await?;

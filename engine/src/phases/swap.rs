@@ -3,6 +3,7 @@
 
 use crate::adapter::Adapter;
 use crate::applier::{Applier, Swapped};
+use crate::backfill::{ProgressSink, SyncProgress, SyncState};
 use crate::catalog::Dependent;
 use crate::error::Refusal;
 use crate::seam::Swap;
@@ -46,6 +47,7 @@ pub(super) async fn swap_under_lock<A: Adapter>(
     incoming_columns: &[String],
     lock: &A::Lock,
     change: &PhaseChange,
+    progress: &mut dyn ProgressSink,
 ) -> Result<SwapOutcome, EngineError> {
     let validated = capture.validate_incoming(swap).await?;
     if !validated.is_empty() {
@@ -55,7 +57,7 @@ pub(super) async fn swap_under_lock<A: Adapter>(
     for attempt in 1..=MAX_LOCK_ATTEMPTS {
         // Catch up right before locking, so what is left to apply under the lock is only what
         // committed in the last moments.
-        catch_up(capture).await?;
+        catch_up(capture, progress).await?;
         match capture
             .swap(spec, swap, dependents, incoming_columns, lock, change)
             .await?
@@ -93,11 +95,25 @@ pub(super) async fn swap_under_lock<A: Adapter>(
 
 /// Drains until one drain completes quickly: only then is the backlog small enough to apply
 /// under the lock. Refuses when capture cannot keep up with the application's writes.
-async fn catch_up<A: Adapter>(capture: &mut Applier<'_, A>) -> Result<(), EngineError> {
+async fn catch_up<A: Adapter>(
+    capture: &mut Applier<'_, A>,
+    progress: &mut dyn ProgressSink,
+) -> Result<(), EngineError> {
     let give_up = Instant::now() + CATCH_UP_BUDGET;
+    let begun = Instant::now();
     loop {
         let started = Instant::now();
         capture.drain().await?;
+        let lag = capture.lag().await?;
+        progress.update(&SyncProgress {
+            backfill_done: true,
+            capture_lag_bytes: lag.bytes,
+            capture_lag_ms: lag.behind.as_millis() as u64,
+            txns_applied: capture.txns_applied,
+            state: SyncState::CatchingUp,
+            elapsed_s: begun.elapsed().as_secs_f64(),
+            ..Default::default()
+        });
         if started.elapsed() < CAUGHT_UP {
             return Ok(());
         }
