@@ -1225,7 +1225,12 @@ async fn cutover_reports_its_catch_up_and_a_restore_reports_its_refill() {
         .await
         .expect("restore");
     // Its first report knows how many rows the refill goes through; its last, that it is done.
-    assert_eq!(seen.0.first().map(|p| p.rows_total), Some(8), "{:?}", seen.0);
+    assert_eq!(
+        seen.0.first().map(|p| p.rows_total),
+        Some(8),
+        "{:?}",
+        seen.0
+    );
     assert!(
         seen.0.last().is_some_and(|p| p.backfill_done),
         "the refill reported its end: {:?}",

@@ -189,8 +189,7 @@ impl<A: Adapter> Engine<A> {
             &mut capture,
             &plan.dependents,
             &column_names(&plan.target),
-            &lock,
-            &change,
+            (&lock, &change),
             progress,
         )
         .await;

@@ -135,8 +135,7 @@ impl<A: Adapter> Engine<A> {
                     &mut capture,
                     &plan.dependents,
                     &column_names(&plan.source),
-                    &lock,
-                    &change,
+                    (&lock, &change),
                     progress,
                 )
                 .await;

@@ -45,8 +45,7 @@ pub(super) async fn swap_under_lock<A: Adapter>(
     capture: &mut Applier<'_, A>,
     dependents: &[Dependent],
     incoming_columns: &[String],
-    lock: &A::Lock,
-    change: &PhaseChange,
+    (lock, change): (&A::Lock, &PhaseChange),
     progress: &mut dyn ProgressSink,
 ) -> Result<SwapOutcome, EngineError> {
     let validated = capture.validate_incoming(swap).await?;
