@@ -381,20 +381,7 @@ async fn plan(engine: &Engine<Postgres>, file: &str) -> u8 {
     match engine.plan(&spec).await {
         Ok(plan) => {
             print!("{}", engine.render(&plan));
-            let materialized: Vec<String> = plan
-                .dependents
-                .iter()
-                .filter(|d| {
-                    matches!(
-                        d,
-                        engine::catalog::Dependent::View {
-                            materialized: true,
-                            ..
-                        }
-                    )
-                })
-                .map(|d| d.to_string())
-                .collect();
+            let materialized = plan.cannot_carry();
             if !materialized.is_empty() {
                 eprintln!(
                     "error: cutover cannot carry {} over to the new table; drop it before the migration and create it again after cutover (expand refuses until then)",

@@ -3,6 +3,8 @@
 //! incoming foreign keys, migrated with a one-line ALTER under write load; and a `target` that
 //! leaves an index out.
 
+mod common;
+use common::text;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -105,15 +107,6 @@ impl Drop for Env {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The application: updates, inserts and deletes on `community` until `stop`.

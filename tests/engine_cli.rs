@@ -1,6 +1,8 @@
 //! The migration commands end to end through the binary, against a real PostgreSQL server:
 //! exit codes, crash-resume, and what each command prints.
 
+mod common;
+use common::text;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -83,15 +85,6 @@ impl Drop for Env {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn write_load(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {

@@ -2,6 +2,8 @@
 //! line's states, `splice status`'s one line and its stale figures, verify's divergence
 //! report, `cdc tail`'s notes about its slot, and the demo's application.
 
+mod common;
+use common::text;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use testkit::Postgres;
@@ -63,15 +65,6 @@ impl Drop for Env {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! (replication included), with the libpq `sslmode`s, the test CA, a wrong CA, and the PG*
 //! environment.
 
+mod common;
+use common::text;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use testkit::{Postgres, TestCa};
@@ -92,15 +94,6 @@ impl Drop for TlsEnv {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// plan → expand → sync → verify → cutover → rollback through `url`, each exiting 0, with a

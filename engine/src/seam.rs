@@ -184,6 +184,26 @@ pub struct Plan {
     pub dropped: Vec<Structure>,
 }
 
+impl Plan {
+    /// What depends on the table and cannot be carried over at cutover (materialized views),
+    /// by name: plan, expand and cutover refuse while there is any.
+    pub fn cannot_carry(&self) -> Vec<String> {
+        self.dependents
+            .iter()
+            .filter(|d| {
+                matches!(
+                    d,
+                    Dependent::View {
+                        materialized: true,
+                        ..
+                    }
+                )
+            })
+            .map(|d| d.to_string())
+            .collect()
+    }
+}
+
 /// A key whose rows differ after re-checking.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DivergedKey {

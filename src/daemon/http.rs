@@ -116,10 +116,7 @@ fn set_paused(
     headers: &HeaderMap,
     paused: bool,
 ) -> Response {
-    if let Err(e) = authorized(d, headers) {
-        return e.into_response();
-    }
-    let run = match find(d, name) {
+    let run = match controlled(d, name, headers) {
         Ok(run) => run,
         Err(e) => return e.into_response(),
     };
@@ -140,10 +137,7 @@ async fn throttle(
     headers: HeaderMap,
     Json(body): Json<Throttle>,
 ) -> Response {
-    if let Err(e) = authorized(&d, &headers) {
-        return e.into_response();
-    }
-    let run = match find(&d, &name) {
+    let run = match controlled(&d, &name, &headers) {
         Ok(run) => run,
         Err(e) => return e.into_response(),
     };
@@ -198,10 +192,7 @@ async fn step(
     headers: &HeaderMap,
     action: Action,
 ) -> Response {
-    if let Err(e) = authorized(d, headers) {
-        return e.into_response();
-    }
-    let run = match find(d, name) {
+    let run = match controlled(d, name, headers) {
         Ok(run) => run,
         Err(e) => return e.into_response(),
     };
@@ -311,6 +302,16 @@ fn authorized(d: &Daemon, headers: &HeaderMap) -> Result<(), Rejection> {
 /// Compares without stopping at the first difference, so timing says nothing of the token.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The migration a control request names, once the request is authorized.
+fn controlled<'d>(
+    d: &'d Daemon,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<&'d Arc<MigrationRun>, Rejection> {
+    authorized(d, headers)?;
+    find(d, name)
 }
 
 fn find<'d>(d: &'d Daemon, name: &str) -> Result<&'d Arc<MigrationRun>, Rejection> {

@@ -5,7 +5,6 @@ use super::swap::swap_under_lock;
 use super::{column_names, Engine};
 use crate::adapter::Adapter;
 use crate::backfill::{NoProgress, ProgressSink};
-use crate::catalog::Dependent;
 use crate::error::Refusal;
 use crate::plan;
 use crate::seam::{Continuity, Swap};
@@ -123,27 +122,6 @@ impl<A: Adapter> Engine<A> {
                      accept a one-way cutover",
                     plan.reverse_notes.join("; ")
                 ),
-            }
-            .into());
-        }
-        let refused: Vec<String> = plan
-            .dependents
-            .iter()
-            .filter(|d| {
-                matches!(
-                    d,
-                    Dependent::View {
-                        materialized: true,
-                        ..
-                    }
-                )
-            })
-            .map(|d| d.to_string())
-            .collect();
-        if !refused.is_empty() {
-            return Err(Refusal::CannotCarryOver {
-                name: name.into(),
-                objects: refused.join(", "),
             }
             .into());
         }

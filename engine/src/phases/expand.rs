@@ -203,20 +203,7 @@ impl ExpandReport {
 /// whose table carries something cutover cannot carry (materialized views): before any copy
 /// work is done.
 pub(super) fn refuse_not_carried(plan: &Plan) -> Result<(), EngineError> {
-    let blocking: Vec<String> = plan
-        .dependents
-        .iter()
-        .filter(|d| {
-            matches!(
-                d,
-                crate::catalog::Dependent::View {
-                    materialized: true,
-                    ..
-                }
-            )
-        })
-        .map(|d| d.to_string())
-        .collect();
+    let blocking = plan.cannot_carry();
     if !blocking.is_empty() {
         return Err(Refusal::CannotCarryOver {
             name: plan.spec.name.clone(),

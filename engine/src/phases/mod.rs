@@ -163,6 +163,23 @@ impl<A: Adapter> Engine<A> {
 }
 
 impl<A: Adapter> Engine<A> {
+    /// A figure the last expand recorded with its phase change (`source_shape`,
+    /// `deferred_indexes`); `None` when it recorded none (an older expand).
+    async fn expand_figure<T: serde::de::DeserializeOwned>(
+        &self,
+        db: &A::Conn,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<T>, EngineError> {
+        let history = self.adapter.history(db, name).await?;
+        Ok(history
+            .iter()
+            .rev()
+            .find(|t| t.to == Phase::Expanded.as_str())
+            .and_then(|t| t.figures.get(key))
+            .and_then(|v| serde_json::from_value(v.clone()).ok()))
+    }
+
     /// Refuses when the source table no longer has the shape expand recorded. Migrations
     /// expanded before the shape was recorded are not checked.
     async fn check_source_drift(
@@ -171,13 +188,9 @@ impl<A: Adapter> Engine<A> {
         name: &str,
         plan: &crate::seam::Plan,
     ) -> Result<(), EngineError> {
-        let history = self.adapter.history(db, name).await?;
-        let Some(recorded) = history
-            .iter()
-            .rev()
-            .find(|t| t.to == Phase::Expanded.as_str())
-            .and_then(|t| t.figures.get("source_shape"))
-            .and_then(|s| serde_json::from_value::<SourceShape>(s.clone()).ok())
+        let Some(recorded) = self
+            .expand_figure::<SourceShape>(db, name, "source_shape")
+            .await?
         else {
             tracing::warn!(
                 migration = name,
@@ -207,13 +220,9 @@ impl<A: Adapter> Engine<A> {
         db: &A::Conn,
         spec: &MigrationSpec,
     ) -> Result<(u32, f64), EngineError> {
-        let history = self.adapter.history(db, &spec.name).await?;
-        let deferred: Vec<DeferredIndex> = history
-            .iter()
-            .rev()
-            .find(|t| t.to == Phase::Expanded.as_str())
-            .and_then(|t| t.figures.get("deferred_indexes"))
-            .and_then(|d| serde_json::from_value(d.clone()).ok())
+        let deferred: Vec<DeferredIndex> = self
+            .expand_figure(db, &spec.name, "deferred_indexes")
+            .await?
             .unwrap_or_default();
         let started = std::time::Instant::now();
         let mut built = 0;

@@ -120,6 +120,15 @@ fn concurrent(definition: &str) -> Option<String> {
     None
 }
 
+/// Cutover's refusal when `d` could not be carried over (nothing was swapped).
+fn carry_failed(d: &Dependent, e: &tokio_postgres::Error) -> EngineError {
+    Refusal::CarryOverFailed {
+        object: d.to_string(),
+        message: super::db_message(e),
+    }
+    .into()
+}
+
 /// Runs `work` in a transaction on `db`: committed when it succeeds, rolled back when not.
 async fn in_transaction<T>(
     db: &Client,
@@ -208,12 +217,7 @@ async fn carry_over(
         if let Dependent::View { name, .. } = d {
             tx.batch_execute(&format!("DROP VIEW {}", qualified(name)))
                 .await
-                .map_err(|e| {
-                    EngineError::from(Refusal::CarryOverFailed {
-                        object: d.to_string(),
-                        message: super::db_message(&e),
-                    })
-                })?;
+                .map_err(|e| carry_failed(d, &e))?;
         }
     }
     for d in views.iter().rev() {
@@ -235,12 +239,9 @@ async fn carry_over(
                 definition.trim_end().trim_end_matches(';')
             )];
             sql.extend(extras.iter().map(|e| e.replace("{view}", &view)));
-            tx.batch_execute(&sql.join(";\n")).await.map_err(|e| {
-                EngineError::from(Refusal::CarryOverFailed {
-                    object: d.to_string(),
-                    message: super::db_message(&e),
-                })
-            })?;
+            tx.batch_execute(&sql.join(";\n"))
+                .await
+                .map_err(|e| carry_failed(d, &e))?;
             done.push(d.to_string());
         }
     }
@@ -302,12 +303,9 @@ async fn carry_over(
             }
         };
         if let Some(stmt) = stmt {
-            tx.batch_execute(&stmt).await.map_err(|e| {
-                EngineError::from(Refusal::CarryOverFailed {
-                    object: d.to_string(),
-                    message: super::db_message(&e),
-                })
-            })?;
+            tx.batch_execute(&stmt)
+                .await
+                .map_err(|e| carry_failed(d, &e))?;
             done.push(d.to_string());
         }
     }
