@@ -200,9 +200,10 @@ pub fn render(runs: &[Arc<MigrationRun>]) -> Result<String, std::fmt::Error> {
             copied.get_or_create(&m).set(s.rows_copied as f64);
             total.get_or_create(&m).set(s.rows_total as f64);
             done.get_or_create(&m).set(flag(s.backfill_done));
-            if let Some(rps) = s.backfill_rows_per_second {
-                rate.get_or_create(&m).set(rps);
-            }
+            // 0 when no backfill runs: the gauge never vanishes between a sync's chunks and
+            // the next status read (a scrape in that gap used to find no sample at all).
+            rate.get_or_create(&m)
+                .set(s.backfill_rows_per_second.unwrap_or(0.0));
             if let Some(l) = s.capture_lag_bytes {
                 lag_bytes.get_or_create(&m).set(l as f64);
             }
