@@ -200,10 +200,9 @@ pub fn render(runs: &[Arc<MigrationRun>]) -> Result<String, std::fmt::Error> {
             copied.get_or_create(&m).set(s.rows_copied as f64);
             total.get_or_create(&m).set(s.rows_total as f64);
             done.get_or_create(&m).set(flag(s.backfill_done));
-            // 0 when no backfill runs: the gauge never vanishes between a sync's chunks and
-            // the next status read (a scrape in that gap used to find no sample at all).
-            rate.get_or_create(&m)
-                .set(s.backfill_rows_per_second.unwrap_or(0.0));
+            if let Some(rps) = s.backfill_rows_per_second {
+                rate.get_or_create(&m).set(rps);
+            }
             if let Some(l) = s.capture_lag_bytes {
                 lag_bytes.get_or_create(&m).set(l as f64);
             }
@@ -236,6 +235,11 @@ pub fn render(runs: &[Arc<MigrationRun>]) -> Result<String, std::fmt::Error> {
                     }
                 }
             }
+        }
+        // The rate this daemon's backfill measured stays after it is done; a running backfill
+        // overrides it just below.
+        if let Some(r) = view.backfill_rate {
+            rate.get_or_create(&m).set(r);
         }
         // The running sync knows more, and more recently, than the last status read.
         if let Some(p) = &view.progress {

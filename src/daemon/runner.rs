@@ -165,6 +165,9 @@ pub struct View {
     pub database_answered: bool,
     /// The running (or last) sync's progress.
     pub progress: Option<SyncProgress>,
+    /// The rate this daemon's backfill last measured, kept once it is done (a later sync
+    /// that only follows changes measures none).
+    pub backfill_rate: Option<f64>,
     /// Verify passes this daemon ran: the last one, and how many.
     pub last_verify: Option<VerifyPass>,
     pub verify_passes: u64,
@@ -674,7 +677,11 @@ struct ViewProgress(Arc<MigrationRun>);
 
 impl ProgressSink for ViewProgress {
     fn update(&mut self, p: &SyncProgress) {
-        self.0.view().progress = Some(p.clone());
+        let mut view = self.0.view();
+        if p.rows_per_second > 0.0 {
+            view.backfill_rate = Some(p.rows_per_second);
+        }
+        view.progress = Some(p.clone());
     }
 }
 
