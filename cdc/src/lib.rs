@@ -48,16 +48,21 @@ pub mod batch;
 pub mod change;
 pub mod error;
 pub mod lsn;
+pub mod mysql;
 pub mod pgoutput;
 pub mod postgres;
 pub mod source;
 
 pub use batch::{next_batch, Batch, BatchError, BatchLimits};
 pub use change::{
-    quote_ident, Change, Key, Op, Position, TableName, Timestamp, Transaction, Value,
+    quote_ident, BinlogPosition, Change, Key, Op, Position, TableName, Timestamp, Transaction,
+    Value,
 };
-pub use error::{describe_pg_error, CdcError};
+pub use error::{describe_mysql_error, describe_pg_error, CdcError};
 pub use lsn::Lsn;
+pub use mysql::{
+    binlog_preconditions, drop_binlog_slot, marker_sql, MySqlChangeStream, MySqlSourceConfig,
+};
 pub use postgres::{
     capture_preconditions, connect, drop_capture, CaptureName, ConnectError, PgChangeStream,
     PgSourceConfig, PgTarget, SslMode,
