@@ -126,16 +126,16 @@ impl Settings {
                 Some(url) => url,
                 None => default_url.clone()?,
             };
+            db_url::refuse_mysql_migrations(&database_url, "daemon")?;
             migrations.push(MigrationSource {
                 file: base.join(entry.file),
                 database_url,
             });
         }
         for file in cli.files {
-            migrations.push(MigrationSource {
-                file,
-                database_url: default_url.clone()?,
-            });
+            let database_url = default_url.clone()?;
+            db_url::refuse_mysql_migrations(&database_url, "daemon")?;
+            migrations.push(MigrationSource { file, database_url });
         }
         if migrations.is_empty() {
             return Err(
