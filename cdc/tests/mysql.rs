@@ -480,3 +480,55 @@ async fn a_slot_has_one_reader_at_a_time() -> Result<()> {
     second.close_and_drop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_mode_in_the_url_encrypts_and_checks_the_certificate() -> Result<()> {
+    let db = MariaDb::builder().tls_only().start()?;
+    shop(&db)?;
+    let ca = db
+        .ca_cert_path()
+        .ok_or_else(|| anyhow!("a TLS server has a CA"))?
+        .display()
+        .to_string();
+    let with = |query: &str| {
+        MySqlSourceConfig::new(
+            format!("{}?{query}", db.url()),
+            "t_tls",
+            vec![TableName::new("shop", "orders")],
+        )
+    };
+    // Without TLS the server refuses the session (MariaDB answers "access denied").
+    let err = MySqlChangeStream::open(with("ssl-mode=DISABLED"))
+        .await
+        .expect_err("the server requires TLS");
+    assert!(err.to_string().contains("connecting to MySQL"), "{err}");
+    for (id, query) in [
+        (1, "ssl-mode=REQUIRED".to_string()),
+        (2, format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={ca}")),
+    ] {
+        let mut stream = MySqlChangeStream::open(with(&query)).await?;
+        db.sql(&format!("INSERT INTO shop.orders VALUES ({id}, 'tls')"))?;
+        let txn = next(&mut stream).await?;
+        assert_eq!(summary(&txn)[0].2, int(id), "{query}");
+        stream.ack(&txn.position)?;
+        stream.close_and_drop().await?;
+    }
+    // A CA that did not sign the server's certificate: refused.
+    let other = testkit::TestCa::generate("another CA")?;
+    let other_path =
+        std::env::temp_dir().join(format!("splice-other-ca-{}.pem", std::process::id()));
+    other.write_cert(&other_path)?;
+    let err = MySqlChangeStream::open(with(&format!(
+        "ssl-mode=VERIFY_CA&ssl-ca={}",
+        other_path.display()
+    )))
+    .await
+    .expect_err("an unknown issuer is refused");
+    let _ = std::fs::remove_file(&other_path);
+    assert!(
+        err.to_string().to_lowercase().contains("certificate")
+            || err.to_string().contains("issuer"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -3,6 +3,7 @@
 //! and GTIDs, kill it and delete its directory on drop.
 
 use crate::process::{free_port, log_tail, scratch_root, stop_child, unique_dir, RunAs};
+use crate::tls::TestCa;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -52,6 +53,8 @@ pub struct MariaDb {
     child: Option<Child>,
     /// Kills the server if this process dies without dropping it.
     watchdog: Option<Child>,
+    /// The CA certificate file of a [`MariaDbBuilder::tls_only`] server.
+    ca_cert: Option<PathBuf>,
 }
 
 /// Settings for a server before it starts: `MariaDb::builder().setting("binlog-format", "MIXED").start()`.
@@ -59,6 +62,7 @@ pub struct MariaDb {
 pub struct MariaDbBuilder {
     settings: Vec<(String, String)>,
     no_binlog: bool,
+    tls_only: bool,
 }
 
 impl MariaDbBuilder {
@@ -71,6 +75,14 @@ impl MariaDbBuilder {
     /// Start without a binary log (to see what splice says about one).
     pub fn without_binlog(mut self) -> Self {
         self.no_binlog = true;
+        self
+    }
+
+    /// Serve TLS with a certificate for `localhost` and `127.0.0.1` signed by a throwaway CA
+    /// ([`MariaDb::ca_cert_path`]), and refuse TCP connections without TLS
+    /// (`require_secure_transport`). [`MariaDb::sql`] still works (the local socket).
+    pub fn tls_only(mut self) -> Self {
+        self.tls_only = true;
         self
     }
 
@@ -129,6 +141,11 @@ impl MariaDb {
         "127.0.0.1"
     }
 
+    /// The PEM file of the CA that signed a [`MariaDbBuilder::tls_only`] server's certificate.
+    pub fn ca_cert_path(&self) -> Option<&Path> {
+        self.ca_cert.as_deref()
+    }
+
     /// The data directory (binlogs are in it).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
@@ -138,8 +155,11 @@ impl MariaDb {
     /// without column names. For setup in synchronous code.
     pub fn sql(&self, sql: &str) -> Result<String> {
         let out = Command::new("mariadb")
-            .args(["--no-defaults", "-h", "127.0.0.1", "-u", "root", "-N", "-B"])
-            .arg(format!("--port={}", self.port))
+            .args(["--no-defaults", "-u", "root", "-N", "-B"])
+            .arg(format!(
+                "--socket={}",
+                self.dir.join("mariadb.sock").display()
+            ))
             .arg("-e")
             .arg(sql)
             .stdin(Stdio::null())
@@ -295,6 +315,26 @@ fn start_once(
         let _ = std::fs::remove_dir_all(&dir);
         bail!("cp -a {} {} failed", template.display(), data.display());
     }
+    let mut tls_settings = Vec::new();
+    let ca_cert = if builder.tls_only {
+        let ca = TestCa::generate("splice test CA")?;
+        let server = ca.issue_server(&["localhost", "127.0.0.1"])?;
+        let ca_path = dir.join("ca.crt");
+        ca.write_cert(&ca_path)?;
+        std::fs::write(dir.join("server.crt"), &server.cert_pem).context("writing server.crt")?;
+        std::fs::write(dir.join("server.key"), &server.key_pem).context("writing server.key")?;
+        for (name, file) in [
+            ("ssl-ca", "ca.crt"),
+            ("ssl-cert", "server.crt"),
+            ("ssl-key", "server.key"),
+        ] {
+            tls_settings.push((name.to_string(), dir.join(file).display().to_string()));
+        }
+        tls_settings.push(("require-secure-transport".into(), "ON".into()));
+        Some(ca_path)
+    } else {
+        None
+    };
     run_as.chown_tree(&dir)?;
     let port = free_port()?;
     let log_path = dir.join("mariadb.err");
@@ -314,7 +354,7 @@ fn start_once(
         .iter()
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect();
-    for (name, value) in &builder.settings {
+    for (name, value) in tls_settings.iter().chain(&builder.settings) {
         let name = name.replace('_', "-");
         settings.retain(|(n, _)| *n != name);
         settings.push((name, value.clone()));
@@ -334,6 +374,7 @@ fn start_once(
         port,
         child: Some(child),
         watchdog: None,
+        ca_cert,
     };
     wait_ready(&mut server, &log_path)?;
     server.watchdog = spawn_watchdog(&server, run_as);

@@ -493,11 +493,33 @@ impl MySqlChangeStream {
                 None => Ok(None),
             };
         }
-        if ["SAVEPOINT", "ROLLBACK TO", "RELEASE SAVEPOINT", "XA "]
-            .iter()
-            .any(|p| upper.starts_with(p))
+        if [
+            "SAVEPOINT",
+            "ROLLBACK TO",
+            "RELEASE SAVEPOINT",
+            "XA START",
+            "XA BEGIN",
+            "XA END",
+        ]
+        .iter()
+        .any(|p| upper.starts_with(p))
         {
             return Ok(None);
+        }
+        if upper.starts_with("XA ") {
+            // XA PREPARE ends a group that commits later (XA COMMIT, its own group): holding
+            // prepared changes until then is not built, so such a group touching a captured
+            // table stops the stream rather than deliver it at the wrong moment.
+            let building = self.building.take();
+            if building.as_ref().is_some_and(|b| !b.changes.is_empty()) {
+                return Err(CdcError::Protocol(format!(
+                    "binlog {}:{log_pos}: an XA transaction changed a captured table; the \
+                     binlog source does not follow XA transactions yet: capture without XA \
+                     writes to these tables",
+                    self.file
+                )));
+            }
+            return Ok(building.map(|b| self.finish(b, log_pos, size)));
         }
         match self.building.take() {
             Some(building) if !building.standalone => {

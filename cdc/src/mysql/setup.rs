@@ -116,6 +116,12 @@ impl MySqlTarget {
 
     /// A new session.
     pub async fn connect(&self) -> Result<Conn, CdcError> {
+        if self.ssl_mode != MySqlSslMode::Disabled {
+            // mysql_async builds its TLS configuration from rustls's process-wide provider;
+            // with both ring and aws-lc-rs compiled in, none is chosen by itself. Ring is the
+            // one the PostgreSQL side uses; a provider installed earlier stays.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         Conn::new(self.opts.clone())
             .await
             .map_err(|e| CdcError::mysql(format!("connecting to MySQL at {}", self.describe()), &e))
