@@ -413,11 +413,9 @@ impl MySqlChangeStream {
                 });
                 return Ok(None);
             }
-            mariadb_event::GTID_LIST => {
-                if !replayed {
-                    let list = decode::parse_gtid_list_event(event.data()).map_err(bad)?;
-                    self.gtid.merge(&list);
-                }
+            mariadb_event::GTID_LIST if !replayed => {
+                let list = decode::parse_gtid_list_event(event.data()).map_err(bad)?;
+                self.gtid.merge(&list);
             }
             mariadb_event::FIRST_COMPRESSED..=mariadb_event::LAST_COMPRESSED => {
                 return Err(CdcError::Protocol(format!(
