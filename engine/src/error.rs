@@ -63,6 +63,16 @@ pub enum EngineError {
     /// [`Continuity::Resume`]: crate::seam::Continuity::Resume
     #[error("replication slot {slot} {why}")]
     StreamLost { slot: String, why: String },
+    /// What the database's adapter does not do yet (MySQL/MariaDB: the steps
+    /// docs/migrations.md lists as not built). Raised before anything is changed.
+    #[error(
+        "{what} is not built for {database} yet; nothing was changed (docs/migrations.md, \
+         \"MySQL/MariaDB\", lists what works today)"
+    )]
+    NotBuilt {
+        what: String,
+        database: &'static str,
+    },
 }
 
 /// A closed gate: what failed, and what to do.

@@ -13,7 +13,8 @@
 //! through one mapping ([`plan::Direction`]).
 //!
 //! Not for: linting SQL files (the `lint` crate, which this crate calls on the DDL it
-//! generates), decoding the change stream (the `cdc` crate), or anything MySQL yet.
+//! generates), decoding the change stream (the `cdc` crate), or the parts of MySQL/MariaDB support the [`mysql`] adapter does not have yet
+//! (it plans; the other phases refuse with [`EngineError::NotBuilt`]).
 
 pub mod adapter;
 pub mod applier;
@@ -23,6 +24,7 @@ pub mod drift;
 mod error;
 pub mod fault;
 pub mod memory;
+pub mod mysql;
 pub mod phases;
 pub mod plan;
 pub mod postgres;
@@ -33,6 +35,7 @@ pub mod verify;
 
 pub use adapter::Adapter;
 pub use error::{EngineError, Refusal};
+pub use mysql::MySql;
 pub use phases::Engine;
 pub use postgres::{connect, db_message, Postgres};
 pub use seam::{Plan, RateLimit, VerifyReport};

@@ -1,0 +1,441 @@
+//! The MySQL/MariaDB adapter against a real throwaway MariaDB 10.11: the state store (phase
+//! changes as compare-and-set, the fenced runner lock), planning (the shadow created in a
+//! scope that leaves nothing behind, mappings compiled by the server, the refusals) and the
+//! plain refusal of the phases not built yet.
+
+use engine::adapter::{Sessions, StateStore};
+use engine::seam::{DivergedKey, RateLimit, VerifyReport};
+use engine::state::{Checkpoint, Phase, PhaseChange, QuarantineEntry, SyncThrottle};
+use engine::{Engine, EngineError, MigrationSpec, MySql, Refusal};
+use serde_json::json;
+use testkit::MariaDb;
+
+fn server() -> MariaDb {
+    MariaDb::start().expect("start a throwaway MariaDB")
+}
+
+const ORDERS: &str = "CREATE DATABASE shop; \
+    CREATE TABLE shop.orders (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+      amount DECIMAL(12,2) NOT NULL, note VARCHAR(200) NULL, \
+      created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB; \
+    INSERT INTO shop.orders (amount, note) VALUES (12.50, 'a'), (3.10, NULL), (7.00, 'c');";
+
+const ORDERS_V2: &str = r#"
+name = "orders_v2"
+table = "shop.orders"
+target = """
+CREATE TABLE shop.orders (
+  id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  amount_cents BIGINT NOT NULL,
+  note VARCHAR(200) NULL,
+  created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+) ENGINE=InnoDB
+"""
+
+[up]
+amount_cents = "ROUND(amount * 100)"
+
+[down]
+amount = "amount_cents / 100"
+"#;
+
+fn spec(text: &str) -> MigrationSpec {
+    MigrationSpec::parse(text, "orders_v2.toml").expect("spec")
+}
+
+fn change(from: Phase, to: Phase) -> PhaseChange {
+    PhaseChange::new(from, to, json!({ "step": to.as_str() }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_store_records_phases_as_compare_and_set() {
+    let db = server();
+    let my = MySql::new(db.url()).expect("url");
+    let conn = my.connect().await.expect("connect");
+    assert!(
+        my.load_record(&conn, "orders_v2")
+            .await
+            .expect("load")
+            .is_none(),
+        "no state database yet: no record"
+    );
+    my.ensure_state(&conn).await.expect("ensure_state");
+    my.ensure_state(&conn)
+        .await
+        .expect("ensure_state is idempotent");
+    my.register(&conn, "orders_v2", "spec text")
+        .await
+        .expect("register");
+    my.register(&conn, "orders_v2", "another text")
+        .await
+        .expect("register twice");
+    let lock = my.acquire_lock("orders_v2").await.expect("lock");
+    assert_eq!(lock.fence, 1);
+
+    my.transition(&lock, &change(Phase::Planned, Phase::Expanded))
+        .await
+        .expect("planned → expanded");
+    let err = my
+        .transition(&lock, &change(Phase::Planned, Phase::Expanded))
+        .await
+        .expect_err("the migration is no longer planned");
+    assert!(
+        matches!(
+            err,
+            EngineError::Refused(Refusal::PhaseChanged { ref found, .. }) if found == "expanded"
+        ),
+        "{err}"
+    );
+
+    let key = vec!["it's\ta \\key".to_string(), "7".to_string()];
+    let limit = my
+        .checkpoint(
+            &lock,
+            &Checkpoint {
+                last_key: Some(key.clone()),
+                rows_copied: 42,
+                done: false,
+                rows_per_second: Some(1000.5),
+                throttle: Some(SyncThrottle {
+                    rows_per_second: 500,
+                    source: "flag".into(),
+                    paused: Some("replica lag".into()),
+                }),
+            },
+        )
+        .await
+        .expect("checkpoint");
+    assert_eq!(limit, None);
+    assert!(my
+        .set_rate_limit(
+            &conn,
+            "orders_v2",
+            Some(RateLimit::from_rows_per_second(250))
+        )
+        .await
+        .expect("throttle"));
+    assert!(!my
+        .set_rate_limit(&conn, "nope", None)
+        .await
+        .expect("throttle of nothing"));
+    let limit = my
+        .checkpoint(
+            &lock,
+            &Checkpoint {
+                last_key: None,
+                rows_copied: 43,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("checkpoint");
+    assert_eq!(limit, Some(RateLimit::from_rows_per_second(250)));
+
+    my.set_quarantine(
+        &lock,
+        Some(&QuarantineEntry {
+            quarantined_as: "splice_quarantine.orders".into(),
+            seconds: 3600.0,
+        }),
+    )
+    .await
+    .expect("quarantine");
+    let report = VerifyReport {
+        rows_checked: 3,
+        ranges: 1,
+        diverged: vec![DivergedKey {
+            key: vec!["2".into()],
+            expected: Some("2\t310".into()),
+            found: None,
+        }],
+        ..Default::default()
+    };
+    my.record_verify(&lock, &report)
+        .await
+        .expect("verify result");
+
+    let r = my
+        .load_record(&conn, "orders_v2")
+        .await
+        .expect("load")
+        .expect("registered");
+    assert_eq!(r.spec, "spec text", "a second register changes nothing");
+    assert_eq!(r.phase, Phase::Expanded);
+    assert_eq!(
+        r.backfill_last_key,
+        Some(key),
+        "the key kept by a checkpoint without one"
+    );
+    assert_eq!(r.rows_copied, 43);
+    assert_eq!(r.backfill_rate, Some(1000.5));
+    assert_eq!(
+        r.sync_throttle
+            .as_ref()
+            .map(|t| (t.rows_per_second, t.paused.clone())),
+        Some((500, Some("replica lag".to_string())))
+    );
+    assert_eq!(
+        r.quarantined_as.as_deref(),
+        Some("splice_quarantine.orders")
+    );
+    assert!(!r.quarantine_expired);
+    assert!(
+        r.quarantine_until
+            .as_deref()
+            .is_some_and(|t| t.ends_with('Z') && t.len() == 20),
+        "{:?}",
+        r.quarantine_until
+    );
+    let last = my
+        .last_verify(&conn, "orders_v2")
+        .await
+        .expect("last verify")
+        .expect("recorded");
+    assert!(!last.passed);
+    assert_eq!(last.rows_checked, 3);
+    assert_eq!(last.diverged_keys[0]["key"][0], "2");
+    let history = my.history(&conn, "orders_v2").await.expect("history");
+    assert_eq!(history.len(), 1, "the refused change wrote no history");
+    assert_eq!(history[0].from.as_deref(), Some("planned"));
+    assert_eq!(history[0].to, "expanded");
+    assert_eq!(history[0].figures["step"], "expanded");
+    assert_eq!(my.load_records(&conn).await.expect("all").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_runner_at_a_time_and_a_fenced_out_runner_writes_nothing() {
+    let db = server();
+    let my = MySql::new(db.url()).expect("url");
+    let conn = my.connect().await.expect("connect");
+    my.ensure_state(&conn).await.expect("state");
+    my.register(&conn, "orders_v2", "spec")
+        .await
+        .expect("register");
+    let first = my.acquire_lock("orders_v2").await.expect("first runner");
+    let err = match my.acquire_lock("orders_v2").await {
+        Ok(_) => panic!("a second runner got the lock"),
+        Err(e) => e,
+    };
+    assert!(err.is_busy(), "{err}");
+    assert!(err.to_string().contains("connection"), "{err}");
+    let runner = my
+        .runner(&conn, "orders_v2")
+        .await
+        .expect("runner")
+        .expect("someone runs it");
+    assert!(runner.pid > 0);
+
+    // A takeover bumps the token (here by hand, as a runner whose session lost the lock
+    // would see it): the first runner's writes are refused and write nothing.
+    db.sql("UPDATE splice.migrations SET fence = fence + 1 WHERE name = 'orders_v2'")
+        .expect("take over");
+    let err = my
+        .transition(&first, &change(Phase::Planned, Phase::Expanded))
+        .await
+        .expect_err("stale runner");
+    assert!(err.is_busy(), "{err}");
+    let err = my
+        .checkpoint(
+            &first,
+            &Checkpoint {
+                rows_copied: 99,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("stale runner");
+    assert!(err.is_busy(), "{err}");
+    let r = my
+        .load_record(&conn, "orders_v2")
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!((r.phase, r.rows_copied), (Phase::Planned, 0));
+    assert!(my
+        .history(&conn, "orders_v2")
+        .await
+        .expect("history")
+        .is_empty());
+
+    drop(first);
+    let second = my
+        .acquire_lock("orders_v2")
+        .await
+        .expect("the lock is free once the first runner is gone");
+    assert_eq!(second.fence, 3);
+    my.transition(&second, &change(Phase::Planned, Phase::Expanded))
+        .await
+        .expect("the new runner writes");
+}
+
+fn shadow_exists(db: &MariaDb) -> bool {
+    db.sql(
+        "SELECT COUNT(*) FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME = '_splice_orders_v2_new'",
+    )
+    .expect("query")
+        != "0"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_checks_the_file_against_the_live_table_and_changes_nothing() {
+    let db = server();
+    db.sql(ORDERS).expect("orders");
+    let engine = Engine::mysql(db.url()).expect("url");
+    let plan = engine.plan(&spec(ORDERS_V2)).await.expect("plan");
+    assert_eq!(plan.key.len(), 1);
+    assert_eq!(plan.key[0].name, "id");
+    let forward: Vec<(&str, &str)> = plan
+        .forward
+        .columns
+        .iter()
+        .map(|(c, e)| (c.as_str(), e.as_str()))
+        .collect();
+    assert_eq!(
+        forward,
+        vec![
+            ("id", "s.`id`"),
+            ("amount_cents", "(ROUND(amount * 100))"),
+            ("note", "s.`note`"),
+            ("created_at", "s.`created_at`"),
+        ]
+    );
+    assert!(plan.reverse.is_some(), "{:?}", plan.reverse_notes);
+    let text = engine.render(&plan);
+    assert!(
+        text.contains("CREATE TABLE `shop`.`_splice_orders_v2_new` ("),
+        "{text}"
+    );
+    assert!(text.contains("not built for MySQL/MariaDB yet"), "{text}");
+    assert!(!shadow_exists(&db), "plan created no shadow table");
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'splice'")
+            .expect("query"),
+        "0",
+        "plan created no state database"
+    );
+    // A second plan on a fresh session: nothing left over from the first.
+    engine.plan(&spec(ORDERS_V2)).await.expect("plan again");
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM shop.orders").expect("count"),
+        "3",
+        "no row was touched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_refuses_what_it_cannot_migrate_and_names_the_fix() {
+    let db = server();
+    db.sql(ORDERS).expect("orders");
+    db.sql(
+        "CREATE TABLE shop.events (at DATETIME NOT NULL, what TEXT) ENGINE=InnoDB; \
+         CREATE TABLE shop.customers (id INT PRIMARY KEY) ENGINE=InnoDB; \
+         CREATE TABLE shop.invoices (id INT PRIMARY KEY, customer_id INT, \
+           FOREIGN KEY fk_customer (customer_id) REFERENCES shop.customers (id)) ENGINE=InnoDB; \
+         CREATE TABLE shop.places (id INT PRIMARY KEY, at POINT) ENGINE=InnoDB",
+    )
+    .expect("tables");
+    let engine = Engine::mysql(db.url()).expect("url");
+    let refused = |text: String| {
+        let engine = &engine;
+        async move {
+            match engine.plan(&spec(&text)).await {
+                Ok(_) => panic!("planned:\n{text}"),
+                Err(e) => e.to_string(),
+            }
+        }
+    };
+
+    // No primary key.
+    let e = refused(
+        "name = \"e2\"\ntable = \"shop.events\"\n\
+         target = \"CREATE TABLE shop.events (at DATETIME NOT NULL, what TEXT)\"\n"
+            .into(),
+    )
+    .await;
+    assert!(e.contains("no primary key") && e.contains("key = ["), "{e}");
+
+    // An expression MySQL cannot compile: an unknown function, an unknown column.
+    for (expr, says) in [
+        ("NO_SUCH_FUNCTION(amount)", "NO_SUCH_FUNCTION"),
+        ("amount_in_cents * 100", "amount_in_cents"),
+    ] {
+        let e = refused(ORDERS_V2.replace("ROUND(amount * 100)", expr)).await;
+        assert!(
+            e.contains(says) && e.contains("amount_cents"),
+            "{expr}: {e}"
+        );
+    }
+
+    // Foreign keys, both ways.
+    for (table, says) in [
+        ("customers", "foreign key fk_customer on shop.invoices"),
+        ("invoices", "foreign key fk_customer of shop.invoices"),
+    ] {
+        let e = refused(format!(
+            "name = \"x\"\ntable = \"shop.{table}\"\n\
+             target = \"CREATE TABLE shop.{table} (id INT PRIMARY KEY, customer_id INT)\"\n"
+        ))
+        .await;
+        assert!(
+            e.contains(says) && e.contains("re-create it"),
+            "{table}: {e}"
+        );
+    }
+
+    // A trigger.
+    db.sql("CREATE TRIGGER shop.orders_audit BEFORE UPDATE ON shop.orders FOR EACH ROW SET NEW.note = NEW.note")
+        .expect("trigger");
+    let e = refused(ORDERS_V2.into()).await;
+    assert!(
+        e.contains("trigger orders_audit") && e.contains("re-create it"),
+        "{e}"
+    );
+    db.sql("DROP TRIGGER shop.orders_audit")
+        .expect("drop trigger");
+
+    // An unsupported column type.
+    let e = refused(
+        "name = \"p2\"\ntable = \"shop.places\"\n\
+         target = \"CREATE TABLE shop.places (id INT PRIMARY KEY, at POINT)\"\n"
+            .into(),
+    )
+    .await;
+    assert!(e.contains("column at of shop.places has type point"), "{e}");
+
+    // A target the server rejects.
+    let e = refused(ORDERS_V2.replace(
+        "amount_cents BIGINT NOT NULL",
+        "amount_cents BIGNT NOT NULL",
+    ))
+    .await;
+    assert!(e.starts_with("target: ERROR") && e.contains("BIGNT"), "{e}");
+
+    // Alter mode is not built for MySQL.
+    let e = refused(
+        "name = \"a2\"\ntable = \"shop.orders\"\nalter = \"ALTER TABLE shop.orders ADD COLUMN x INT\"\n"
+            .into(),
+    )
+    .await;
+    assert!(e.contains("not built for MySQL/MariaDB yet"), "{e}");
+    assert!(!shadow_exists(&db));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_names_the_binlog_settings_sync_would_need() {
+    let db = MariaDb::builder()
+        .setting("binlog-format", "STATEMENT")
+        .start()
+        .expect("server");
+    db.sql(ORDERS).expect("orders");
+    let engine = Engine::mysql(db.url()).expect("url");
+    let e = engine
+        .plan(&spec(ORDERS_V2))
+        .await
+        .expect_err("a statement binlog cannot be captured");
+    assert!(
+        matches!(e, EngineError::Refused(Refusal::ServerNotReady { .. })),
+        "{e}"
+    );
+    assert!(e.to_string().contains("binlog_format"), "{e}");
+}
