@@ -439,3 +439,300 @@ async fn plan_names_the_binlog_settings_sync_would_need() {
     );
     assert!(e.to_string().contains("binlog_format"), "{e}");
 }
+
+// ---- expand, sync (backfill + the binlog applier), rollback before cutover ----
+
+use engine::backfill::{Control, NoProgress};
+use engine::phases::SyncOptions;
+use mysql_async::prelude::Queryable;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+async fn my_conn(db: &MariaDb) -> mysql_async::Conn {
+    mysql_async::Conn::from_url(db.url())
+        .await
+        .expect("connect to MariaDB")
+}
+
+const DIGITS: &str = "(SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
+    UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 \
+    UNION ALL SELECT 9)";
+
+/// `shop.orders` with `rows` rows (ids 1..=rows), amounts and notes varied, some NULL.
+fn create_orders(db: &MariaDb, rows: i64) {
+    db.sql(
+        "CREATE DATABASE shop; \
+         CREATE TABLE shop.orders (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+           amount DECIMAL(12,2) NOT NULL, note VARCHAR(200) NULL, \
+           created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB",
+    )
+    .expect("orders");
+    db.sql(&format!(
+        "INSERT INTO shop.orders (id, amount, note) \
+         SELECT n, (n % 1000) + 0.25, IF(n % 7 = 0, NULL, CONCAT('n', n)) \
+         FROM (SELECT 1 + a.d + 10 * b.d + 100 * c.d + 1000 * e.d + 10000 * f.d AS n \
+               FROM {DIGITS} a, {DIGITS} b, {DIGITS} c, {DIGITS} e, {DIGITS} f) q \
+         WHERE n <= {rows}"
+    ))
+    .expect("rows");
+}
+
+async fn sync_until_caught_up(engine: &Engine<MySql>, opts: &SyncOptions, control: &Control) {
+    engine
+        .sync("orders_v2", opts, control, &mut NoProgress)
+        .await
+        .expect("sync");
+}
+
+fn caught_up() -> SyncOptions {
+    SyncOptions {
+        until_caught_up: true,
+        ..Default::default()
+    }
+}
+
+/// Keys where the new table is not the mapping of the old one, compared row by row in SQL
+/// written here, independently of verify: missing, extra, or differing in any column.
+fn mismatches(db: &MariaDb) -> String {
+    db.sql(
+        "SELECT GROUP_CONCAT(id ORDER BY id) FROM ( \
+           SELECT o.id FROM shop.orders o LEFT JOIN shop._splice_orders_v2_new n ON n.id = o.id \
+            WHERE n.id IS NULL OR n.amount_cents <> ROUND(o.amount * 100) \
+               OR NOT (n.note <=> o.note) OR n.created_at <> o.created_at \
+           UNION ALL \
+           SELECT n.id FROM shop._splice_orders_v2_new n LEFT JOIN shop.orders o ON o.id = n.id \
+            WHERE o.id IS NULL) d",
+    )
+    .expect("compare")
+}
+
+/// Random inserts, updates, deletes and primary-key updates until `stop` is set; returns how
+/// many statements ran.
+async fn write_load(url: String, stop: Arc<AtomicBool>, seed: u64, max_id: i64) -> u64 {
+    use rand::{Rng, SeedableRng};
+    let mut conn = mysql_async::Conn::from_url(url).await.expect("connect");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let id: i64 = rng.random_range(1..max_id);
+        let r: u32 = rng.random_range(0..100);
+        let sql = if r < 40 {
+            format!("UPDATE shop.orders SET amount = amount + 1, note = 'u{n}' WHERE id = {id}")
+        } else if r < 60 {
+            "INSERT INTO shop.orders (amount, note) VALUES (12.34, NULL)".to_string()
+        } else if r < 75 {
+            format!("DELETE FROM shop.orders WHERE id = {id}")
+        } else if r < 85 {
+            // Primary-key update: the row moves to a fresh key.
+            format!("UPDATE shop.orders SET id = id + 1000000 WHERE id = {id}")
+        } else {
+            format!(
+                "START TRANSACTION; UPDATE shop.orders SET note = NULL WHERE id = {id}; \
+                 INSERT INTO shop.orders (amount) VALUES (1); COMMIT"
+            )
+        };
+        if conn.query_drop(&sql).await.is_err() {
+            let _ = conn.query_drop("ROLLBACK").await;
+        }
+        n += 1;
+        if n % 50 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+    n
+}
+
+async fn expanded(rows: i64) -> (MariaDb, Engine<MySql>) {
+    let db = server();
+    create_orders(&db, rows);
+    let engine = Engine::mysql(db.url()).expect("url");
+    engine
+        .expand(ORDERS_V2, "orders_v2.toml")
+        .await
+        .expect("expand");
+    (db, engine)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expand_creates_the_shadow_and_a_second_expand_changes_nothing() {
+    let (db, engine) = expanded(10).await;
+    assert!(shadow_exists(&db));
+    let plan = engine.plan(&spec(ORDERS_V2)).await.expect("plan");
+    let script = engine.expand_script(&spec(ORDERS_V2), &plan);
+    let findings = lint::check(
+        &script,
+        &lint::Options {
+            dialect: lint::Dialect::Mysql,
+            ..Default::default()
+        },
+    );
+    assert!(findings.is_empty(), "{script}\n{findings:#?}");
+    let again = engine
+        .expand(ORDERS_V2, "orders_v2.toml")
+        .await
+        .expect("expand again");
+    assert!(again.already, "a second expand reports it was done");
+    let status = engine.status(Some("orders_v2")).await.expect("status");
+    assert_eq!(status[0].phase, "expanded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_under_writes_leaves_the_new_table_equal_to_the_mapping() {
+    let (db, engine) = expanded(5_000).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(write_load(db.url(), stop, 7, 5_000))
+    };
+    // Small, rate-limited chunks so the backfill runs while the load writes.
+    let opts = SyncOptions {
+        until_caught_up: true,
+        chunk_target: Some(std::time::Duration::from_millis(5)),
+        ..Default::default()
+    };
+    sync_until_caught_up(
+        &engine,
+        &opts,
+        &Control::new(RateLimit::from_rows_per_second(5_000)),
+    )
+    .await;
+    // Keep writing while sync only applies changes.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let statements = load.await.expect("load");
+    assert!(statements > 100, "the load ran ({statements} statements)");
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    assert_eq!(mismatches(&db), "NULL", "rows differ after catching up");
+    let moved = db
+        .sql("SELECT COUNT(*) FROM shop._splice_orders_v2_new WHERE id > 1000000")
+        .expect("count");
+    assert_ne!(moved, "0", "primary-key updates reached the new table");
+    let status = engine.status(Some("orders_v2")).await.expect("status");
+    assert_eq!(status[0].phase, "syncing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_never_resurrects_a_deleted_row() {
+    let (db, engine) = expanded(20_000).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let deleter = {
+        let mut conn = my_conn(&db).await;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut deleted = Vec::new();
+            let mut id = 7i64;
+            while !stop.load(Ordering::Relaxed) {
+                id = (id * 7919 + 13) % 20_000 + 1;
+                if conn
+                    .exec_drop("DELETE FROM shop.orders WHERE id = ?", (id,))
+                    .await
+                    .is_ok()
+                    && conn.affected_rows() == 1
+                {
+                    deleted.push(id);
+                }
+            }
+            deleted
+        })
+    };
+    let opts = SyncOptions {
+        until_caught_up: true,
+        chunk_target: Some(std::time::Duration::from_millis(5)),
+        ..Default::default()
+    };
+    sync_until_caught_up(
+        &engine,
+        &opts,
+        &Control::new(RateLimit::from_rows_per_second(10_000)),
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let deleted = deleter.await.expect("deleter");
+    assert!(
+        deleted.len() > 20,
+        "deletes raced the backfill ({})",
+        deleted.len()
+    );
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    let ids: Vec<String> = deleted.iter().map(i64::to_string).collect();
+    let resurrected = db
+        .sql(&format!(
+            "SELECT COUNT(*) FROM shop._splice_orders_v2_new WHERE id IN ({})",
+            ids.join(",")
+        ))
+        .expect("query");
+    assert_eq!(resurrected, "0");
+    assert_eq!(mismatches(&db), "NULL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_whose_fence_was_taken_over_copies_no_further_chunk() {
+    use engine::adapter::BackfillSource;
+    let (db, engine) = expanded(100).await;
+    let my = engine.adapter();
+    let plan = engine.plan(&spec(ORDERS_V2)).await.expect("plan");
+    let conn = my.connect().await.expect("connect");
+    let lock = my.acquire_lock("orders_v2").await.expect("lock");
+    let copied = my
+        .copy_range(
+            &conn,
+            &lock,
+            &plan.forward,
+            None,
+            Some(&["10".to_string()]),
+            engine::seam::Fill::Missing,
+        )
+        .await
+        .expect("a chunk at the current token");
+    assert_eq!(copied, 10);
+    db.sql("UPDATE splice.migrations SET fence = fence + 1 WHERE name = 'orders_v2'")
+        .expect("take over");
+    let err = my
+        .copy_range(
+            &conn,
+            &lock,
+            &plan.forward,
+            Some(&["10".to_string()]),
+            None,
+            engine::seam::Fill::Missing,
+        )
+        .await
+        .expect_err("a stale runner copies nothing");
+    assert!(err.is_busy(), "{err}");
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM shop._splice_orders_v2_new")
+            .expect("count"),
+        "10"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_before_cutover_leaves_nothing_and_verify_says_it_is_not_built() {
+    let (db, engine) = expanded(50).await;
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    assert_eq!(mismatches(&db), "NULL");
+    let e = engine
+        .verify("orders_v2")
+        .await
+        .expect_err("verify is not built for MySQL");
+    assert!(matches!(e, EngineError::NotBuilt { .. }), "{e}");
+    assert!(
+        e.to_string().contains("not built for MySQL/MariaDB yet"),
+        "{e}"
+    );
+    engine.rollback("orders_v2").await.expect("rollback");
+    assert!(!shadow_exists(&db), "the shadow table is gone");
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM splice.cdc_slots")
+            .expect("slots"),
+        "0",
+        "the binlog slot is gone"
+    );
+    let status = engine.status(Some("orders_v2")).await.expect("status");
+    assert_eq!(status[0].phase, "rolled_back");
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM shop.orders").expect("count"),
+        "50",
+        "the live table is untouched"
+    );
+}

@@ -41,6 +41,10 @@ pub trait Planner: Sessions {
         conn: &Self::Conn,
         spec: &MigrationSpec,
     ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    /// The dialect expand's script is linted in.
+    fn lint_dialect(&self) -> lint::Dialect {
+        lint::Dialect::Postgres
+    }
     /// Expand's whole script (state store + shadow DDL under the lock timeout), for the linter.
     fn expand_script(&self, spec: &MigrationSpec, plan: &Plan) -> String;
     /// The mapping expression `expr` cast to the target column's type.

@@ -1,13 +1,18 @@
 //! The MySQL/MariaDB adapter: [`MySql`] implements the engine's traits with `mysql_async`
 //! sessions and keeps its state in a `splice` database on the same server. Everything
 //! MySQL-specific in the engine lives here: the state store with its runner lock ([`state`]),
-//! planning and `splice plan`'s rendering ([`plan`]), and the concerns not built yet
+//! planning and `splice plan`'s rendering ([`plan`]), expand and the fenced backfill
+//! ([`backfill`], with its statements in [`sql`]), the binlog stream and the applier
+//! ([`capture`]), and the concerns not built yet
 //! ([`unbuilt`]), which refuse with [`EngineError::NotBuilt`] rather than pretend.
 //!
 //! Tested on MariaDB 10.11 only (the server the test harness starts); the SQL sticks to what
 //! MySQL 8 shares with it.
 
+pub mod backfill;
+pub mod capture;
 pub mod plan;
+pub mod sql;
 pub mod state;
 pub mod unbuilt;
 

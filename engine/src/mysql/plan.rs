@@ -294,6 +294,10 @@ impl Planner for MySql {
         }
     }
 
+    fn lint_dialect(&self) -> lint::Dialect {
+        lint::Dialect::Mysql
+    }
+
     fn expand_script(&self, spec: &MigrationSpec, plan: &Plan) -> String {
         let mut s = format!(
             "SET SESSION lock_wait_timeout = {};\n",

@@ -65,7 +65,11 @@ impl<A: Adapter> Engine<A> {
         let plan = plan::build(&self.adapter, &db, &spec).await?;
         refuse_not_carried(&plan)?;
         let script = self.adapter.expand_script(&spec, &plan);
-        let findings: Vec<_> = lint::check(&script, &lint::Options::default())
+        let options = lint::Options {
+            dialect: self.adapter.lint_dialect(),
+            ..lint::Options::default()
+        };
+        let findings: Vec<_> = lint::check(&script, &options)
             .into_iter()
             .filter(|d| d.severity == lint::Severity::Error)
             .collect();

@@ -1,0 +1,325 @@
+//! MySQL's expand and backfill: the shadow table created under `lock_wait_timeout`, the row
+//! estimate, a chunk's upper key, the fenced range copy, and the throttle's probes.
+
+use super::sql::{self, bound_params};
+use super::state::{fenced, record_change, RunnerLock};
+use super::{col, quote_name, MySql, Session};
+use crate::adapter::{BackfillSource, SchemaChanges};
+use crate::catalog::Table;
+use crate::seam::{Direction, Fill, Load};
+use crate::spec::{MigrationSpec, QualifiedName};
+use crate::state::{DeferredIndex, PhaseChange, QuarantineEntry};
+use crate::EngineError;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row, TxOpts};
+
+const DATABASE: &str = "MySQL/MariaDB";
+
+fn not_built<T>(what: &str) -> Result<T, EngineError> {
+    Err(EngineError::NotBuilt {
+        what: what.into(),
+        database: DATABASE,
+    })
+}
+
+/// Whether `name` is a base table (not a temporary one: information_schema does not list
+/// those).
+async fn table_exists(conn: &mut Conn, name: &QualifiedName) -> Result<bool, EngineError> {
+    let row: Option<Row> = conn
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (&name.schema, &name.name),
+        )
+        .await
+        .map_err(|e| EngineError::my(format!("looking for {name}"), &e))?;
+    Ok(match row {
+        Some(r) => col::<i64>(&r, 0, "looking for a table")? > 0,
+        None => false,
+    })
+}
+
+/// `SET SESSION lock_wait_timeout` to the spec's bound (whole seconds, at least one: the
+/// server's unit).
+async fn bound_locks(conn: &mut Conn, spec: &MigrationSpec) -> Result<(), EngineError> {
+    conn.query_drop(format!(
+        "SET SESSION lock_wait_timeout = {}",
+        spec.throttle.lock_timeout.as_secs().max(1)
+    ))
+    .await
+    .map_err(|e| EngineError::my("setting lock_wait_timeout", &e))
+}
+
+impl SchemaChanges for MySql {
+    /// MySQL's DDL commits on its own, so the table and the phase change are two commits: the
+    /// table first (unless it exists), then the change. A crash between them leaves the table
+    /// and the phase `planned`; expand run again finds the table and records the change.
+    /// Secondary indexes are built with the table (InnoDB maintains them during the copy).
+    async fn create_shadow(
+        &self,
+        db: &Session,
+        spec: &MigrationSpec,
+        ddl: &[String],
+        lock: &RunnerLock,
+        change: &PhaseChange,
+    ) -> Result<Vec<DeferredIndex>, EngineError> {
+        {
+            let mut conn = db.lock().await;
+            bound_locks(&mut conn, spec).await?;
+            if !table_exists(&mut conn, &spec.shadow_table()).await? {
+                for statement in ddl {
+                    conn.query_drop(statement.as_str())
+                        .await
+                        .map_err(|e| EngineError::my("creating the shadow table", &e))?;
+                }
+            }
+        }
+        let mut change = change.clone();
+        if let Some(figures) = change.figures.as_object_mut() {
+            figures.insert("deferred_indexes".into(), serde_json::json!([]));
+        }
+        let ctx = "recording the expand";
+        let mut conn = lock.session().await;
+        let (mut tx, phase) = fenced(&mut conn, lock, ctx).await?;
+        record_change(&mut tx, lock, &phase, &change).await?;
+        tx.commit().await.map_err(|e| EngineError::my(ctx, &e))?;
+        Ok(Vec::new())
+    }
+
+    async fn build_index(
+        &self,
+        _db: &Session,
+        _spec: &MigrationSpec,
+        _index: &DeferredIndex,
+    ) -> Result<bool, EngineError> {
+        // create_shadow defers none.
+        not_built("building a deferred index")
+    }
+
+    async fn drop_shadow(&self, db: &Session, spec: &MigrationSpec) -> Result<(), EngineError> {
+        let mut conn = db.lock().await;
+        bound_locks(&mut conn, spec).await?;
+        conn.query_drop(format!(
+            "DROP TABLE IF EXISTS {}",
+            quote_name(&spec.shadow_table())
+        ))
+        .await
+        .map_err(|e| EngineError::my("dropping the shadow table", &e))
+    }
+
+    async fn quarantine(
+        &self,
+        _db: &Session,
+        _spec: &MigrationSpec,
+        _lock: &RunnerLock,
+        _entry: &QuarantineEntry,
+        _change: &PhaseChange,
+    ) -> Result<(), EngineError> {
+        not_built("`splice contract`")
+    }
+
+    async fn restore_from_quarantine(
+        &self,
+        _db: &Session,
+        _spec: &MigrationSpec,
+        _lock: &RunnerLock,
+    ) -> Result<(), EngineError> {
+        not_built("`splice rollback` after contract")
+    }
+
+    async fn drop_quarantined(
+        &self,
+        _db: &Session,
+        _spec: &MigrationSpec,
+        _lock: &RunnerLock,
+        _change: &PhaseChange,
+    ) -> Result<(), EngineError> {
+        not_built("`splice drop`")
+    }
+}
+
+impl BackfillSource for MySql {
+    /// InnoDB's estimate; counted when it is small (InnoDB's estimate of a small or new table
+    /// is often 0).
+    async fn estimate_rows(&self, db: &Session, table: &Table) -> Result<i64, EngineError> {
+        let ctx = "estimating the source rows";
+        let mut conn = db.lock().await;
+        let row: Option<Row> = conn
+            .exec_first(
+                "SELECT COALESCE(TABLE_ROWS, 0) FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&table.name.schema, &table.name.name),
+            )
+            .await
+            .map_err(|e| EngineError::my(ctx, &e))?;
+        let estimate = match row {
+            Some(r) => col::<i64>(&r, 0, ctx)?,
+            None => 0,
+        };
+        if estimate >= 100_000 {
+            return Ok(estimate);
+        }
+        let row: Option<Row> = conn
+            .query_first(format!("SELECT COUNT(*) FROM {}", quote_name(&table.name)))
+            .await
+            .map_err(|e| EngineError::my(ctx, &e))?;
+        match row {
+            Some(r) => col(&r, 0, ctx),
+            None => Ok(0),
+        }
+    }
+
+    async fn chunk_upper(
+        &self,
+        db: &Session,
+        dir: &Direction,
+        after: Option<&[String]>,
+        offset: i64,
+    ) -> Result<Option<Vec<String>>, EngineError> {
+        let ctx = "finding the end of a backfill chunk";
+        let bound = sql::range_boundary(dir, after.is_some(), offset);
+        let params = bound_params(&bound, after, None);
+        let row: Option<Row> = db
+            .lock()
+            .await
+            .exec_first(bound.sql, params)
+            .await
+            .map_err(|e| EngineError::my(ctx, &e))?;
+        let Some(row) = row else { return Ok(None) };
+        (0..dir.key.len())
+            .map(|i| col::<String>(&row, i, ctx))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// Copies the key range `(lower, upper]` in one `INSERT … SELECT`; returns the rows read.
+    ///
+    /// Fenced: the chunk's transaction first reads the migration's state row in share mode at
+    /// `runner`'s token. A runner taking over bumps the token with an UPDATE of that row, which
+    /// waits for this chunk to commit, and only then opens its own change stream; after that
+    /// this runner finds its token stale and copies nothing.
+    async fn copy_range(
+        &self,
+        db: &Session,
+        runner: &RunnerLock,
+        dir: &Direction,
+        lower: Option<&[String]>,
+        upper: Option<&[String]>,
+        fill: Fill,
+    ) -> Result<u64, EngineError> {
+        let ctx = "copying a backfill chunk";
+        let copy = sql::backfill_range(dir, lower.is_some(), upper.is_some(), fill);
+        let mut conn = db.lock().await;
+        let mut tx = conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(|e| EngineError::my(ctx, &e))?;
+        let held: Option<Row> = tx
+            .exec_first(
+                "SELECT 1 FROM `splice`.`migrations` WHERE name = ? AND fence = ? \
+                 LOCK IN SHARE MODE",
+                (&runner.name, runner.fence),
+            )
+            .await
+            .map_err(|e| EngineError::my("checking the fencing token", &e))?;
+        if held.is_none() {
+            return Err(runner.stale());
+        }
+        tx.exec_drop(copy.sql.as_str(), bound_params(&copy, lower, upper))
+            .await
+            .map_err(|e| EngineError::my(ctx, &e))?;
+        // ON DUPLICATE KEY UPDATE counts 2 for a changed row and 0 for an unchanged one: the
+        // rows read are what progress means.
+        let info = tx.info().to_string();
+        let mut written = tx.affected_rows();
+        if fill == Fill::Mirror {
+            let gone = sql::delete_gone_in_range(dir, lower.is_some(), upper.is_some());
+            tx.exec_drop(gone.sql.as_str(), bound_params(&gone, lower, upper))
+                .await
+                .map_err(|e| EngineError::my(ctx, &e))?;
+        }
+        tx.commit().await.map_err(|e| EngineError::my(ctx, &e))?;
+        // "Records: N  Duplicates: D  Warnings: W"
+        if let Some(records) = info
+            .split_whitespace()
+            .skip_while(|w| *w != "Records:")
+            .nth(1)
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            written = records;
+        }
+        Ok(written)
+    }
+
+    async fn refresh_statistics(
+        &self,
+        db: &Session,
+        table: &QualifiedName,
+    ) -> Result<(), EngineError> {
+        db.lock()
+            .await
+            .query_drop(format!("ANALYZE TABLE {}", quote_name(table)))
+            .await
+            .map_err(|e| EngineError::my(format!("analyzing {table}"), &e))
+    }
+
+    /// Replica lag of this server when it is itself a replica (`SHOW ALL SLAVES STATUS` on
+    /// MariaDB, `SHOW REPLICA STATUS` on MySQL; a primary cannot see its replicas' lag), and
+    /// InnoDB lock waits on `table` (MariaDB's `INNODB_LOCKS`; 0 where the server lacks it).
+    async fn server_load(&self, db: &Session, table: &Table) -> Result<Load, EngineError> {
+        let mut conn = db.lock().await;
+        let mut lag = 0.0_f64;
+        let status = match conn.query::<Row, _>("SHOW ALL SLAVES STATUS").await {
+            Ok(rows) => Ok(rows),
+            Err(_) => conn.query::<Row, _>("SHOW REPLICA STATUS").await,
+        };
+        if let Ok(rows) = status {
+            for r in rows {
+                let behind = r
+                    .columns_ref()
+                    .iter()
+                    .position(|c| {
+                        c.name_str() == "Seconds_Behind_Master"
+                            || c.name_str() == "Seconds_Behind_Source"
+                    })
+                    .and_then(|i| r.get_opt::<Option<f64>, usize>(i))
+                    .and_then(Result::ok)
+                    .flatten();
+                // NULL: replication stopped or broken: as bad as it gets.
+                lag = lag.max(behind.unwrap_or(f64::INFINITY));
+            }
+        }
+        let waits: Option<Row> = conn
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.INNODB_LOCK_WAITS w \
+                 JOIN information_schema.INNODB_LOCKS l ON l.lock_id = w.requested_lock_id \
+                 WHERE l.lock_table = ?",
+                (quote_name(&table.name),),
+            )
+            .await
+            .unwrap_or(None);
+        let lock_waiters = match waits {
+            Some(r) => col::<i64>(&r, 0, "reading lock waits").unwrap_or(0),
+            None => 0,
+        };
+        Ok(Load {
+            replica_lag_s: if lag.is_finite() { lag } else { 1e9 },
+            lock_waiters,
+        })
+    }
+
+    async fn session_pid(&self, db: &Session) -> Result<Option<i32>, EngineError> {
+        let row: Option<Row> = db
+            .lock()
+            .await
+            .query_first("SELECT CONNECTION_ID()")
+            .await
+            .map_err(|e| EngineError::my("reading the backfill session's id", &e))?;
+        Ok(match row {
+            Some(r) => {
+                Some(col::<i64>(&r, 0, "reading the session id")?.clamp(0, i32::MAX as i64) as i32)
+            }
+            None => None,
+        })
+    }
+}

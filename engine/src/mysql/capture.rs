@@ -1,0 +1,258 @@
+//! MySQL's side of capture: the binlog stream (`cdc`'s MySQL source), the applier's session
+//! (each of its transactions writes the cdc marker row of its origin, so both streams skip
+//! it) and its statements, and drain markers.
+
+use super::sql;
+use super::{col, MySql, Session};
+use crate::adapter::ChangeApplier;
+use crate::seam::{Continuity, Direction};
+use crate::spec::MigrationSpec;
+use crate::EngineError;
+use cdc::{CdcError, MySqlChangeStream, MySqlSourceConfig, TableName};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row, TxOpts, Value};
+use std::collections::HashSet;
+
+/// The applier of one direction: its session, a session for drain markers, and the
+/// statements it runs, built once.
+pub struct ApplierSession {
+    db: Conn,
+    marker_db: Conn,
+    origin_sql: String,
+    upsert_sql: String,
+    has_sql: String,
+    delete_sql: String,
+    orphans_sql: String,
+}
+
+fn key_values(key: &[String]) -> Vec<Value> {
+    key.iter().map(|v| Value::from(v.as_str())).collect()
+}
+
+impl ChangeApplier for MySql {
+    type Stream = MySqlChangeStream;
+    type ApplierSession = ApplierSession;
+
+    /// Opens (creating only under [`Continuity::Start`]) the binlog slot `slot` capturing
+    /// `dir.from` and the marker table, skipping both of the migration's applier origins.
+    /// A slot that must continue and is gone, or whose position the server purged, is
+    /// [`EngineError::StreamLost`]: never re-created from now.
+    async fn open_capture(
+        &self,
+        spec: &MigrationSpec,
+        dir: &Direction,
+        slot: &str,
+        origin: &str,
+        continuity: Continuity,
+    ) -> Result<(MySqlChangeStream, ApplierSession), EngineError> {
+        let mut config = MySqlSourceConfig::new(
+            self.url(),
+            slot,
+            vec![TableName::from(&dir.from), self.marker_table()],
+        )
+        .skip_origin(spec.origin())
+        .skip_origin(spec.reverse_origin());
+        if continuity == Continuity::Resume {
+            config = config.resume_only();
+        }
+        let stream = MySqlChangeStream::open(config).await.map_err(|e| match e {
+            CdcError::SlotMissing { slot } => EngineError::StreamLost {
+                slot,
+                why: "does not exist any more (its row in splice.cdc_slots was deleted)".into(),
+            },
+            CdcError::PositionPurged {
+                slot,
+                position,
+                why,
+            } => EngineError::StreamLost {
+                slot,
+                why: format!(
+                    "needs binlog position {position}, which the server no longer has ({why})"
+                ),
+            },
+            other => other.into(),
+        })?;
+        let db = super::connect(&self.target).await?;
+        let marker_db = super::connect(&self.target).await?;
+        let truncate = sql::delete_gone_in_range(dir, false, false);
+        Ok((
+            stream,
+            ApplierSession {
+                db,
+                marker_db,
+                origin_sql: cdc::marker_sql(origin),
+                upsert_sql: sql::upsert_key(dir),
+                has_sql: sql::source_has_key(dir),
+                delete_sql: sql::delete_key(dir),
+                orphans_sql: truncate.sql,
+            },
+        ))
+    }
+
+    fn marker_table(&self) -> TableName {
+        TableName::new(super::STATE_DATABASE, "sync_marker")
+    }
+
+    /// Writes the next drain marker of `migration` (on a session of its own, unmarked, so the
+    /// stream delivers it) and prunes old ones; returns its id.
+    async fn write_marker(
+        &self,
+        applier: &mut ApplierSession,
+        migration: &str,
+    ) -> Result<i64, EngineError> {
+        let ctx = "writing a capture marker";
+        let db = &mut applier.marker_db;
+        let row: Option<Row> = db
+            .exec_first(
+                "SELECT COALESCE(MAX(id), 0) + 1 FROM `splice`.`sync_marker` WHERE migration = ?",
+                (migration,),
+            )
+            .await
+            .map_err(|e| EngineError::my(ctx, &e))?;
+        let id: i64 = match row {
+            Some(r) => col(&r, 0, ctx)?,
+            None => 1,
+        };
+        db.exec_drop(
+            "INSERT INTO `splice`.`sync_marker` (migration, id) VALUES (?, ?)",
+            (migration, id),
+        )
+        .await
+        .map_err(|e| EngineError::my(ctx, &e))?;
+        db.exec_drop(
+            "DELETE FROM `splice`.`sync_marker` WHERE migration = ? AND id < ?",
+            (migration, id - 10),
+        )
+        .await
+        .map_err(|e| EngineError::my("pruning capture markers", &e))?;
+        Ok(id)
+    }
+
+    /// Re-syncs `keys` in one transaction that first writes the applier's marker row: for
+    /// each key, a locking read of the source row (it sees the latest committed version and
+    /// waits for a transaction still committing it, so `txns` need no separate wait), then the
+    /// mapped row upserted, or the target row deleted when the source row is gone.
+    async fn apply(
+        &self,
+        applier: &mut ApplierSession,
+        keys: HashSet<Vec<String>>,
+        _txns: &[u64],
+        truncate: bool,
+    ) -> Result<(), EngineError> {
+        if !truncate && keys.is_empty() {
+            return Ok(());
+        }
+        let ctx = "applying captured changes";
+        let mut keys: Vec<Vec<String>> = keys.into_iter().collect();
+        // One order for every batch: two appliers never wait on each other's row locks in
+        // opposite orders.
+        keys.sort();
+        let mut tx = applier
+            .db
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(|e| EngineError::my(ctx, &e))?;
+        tx.query_drop(applier.origin_sql.as_str())
+            .await
+            .map_err(|e| EngineError::my("marking the applier's transaction", &e))?;
+        if truncate {
+            tx.query_drop(applier.orphans_sql.as_str())
+                .await
+                .map_err(|e| EngineError::my("applying a truncate", &e))?;
+        }
+        for key in &keys {
+            let params = key_values(key);
+            let has: Option<Row> = tx
+                .exec_first(applier.has_sql.as_str(), params.clone())
+                .await
+                .map_err(|e| EngineError::my(ctx, &e))?;
+            let sql = if has.is_some() {
+                applier.upsert_sql.as_str()
+            } else {
+                applier.delete_sql.as_str()
+            };
+            tx.exec_drop(sql, params)
+                .await
+                .map_err(|e| EngineError::my(ctx, &e))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| EngineError::my("committing applied changes", &e))
+    }
+
+    async fn drop_capture(&self, slot: &str) -> Result<(), EngineError> {
+        cdc::drop_binlog_slot(self.url(), slot).await?;
+        Ok(())
+    }
+
+    /// Removes the marker rows of both applier origins (missing is fine).
+    async fn forget_appliers(&self, db: &Session, spec: &MigrationSpec) -> Result<(), EngineError> {
+        match db
+            .lock()
+            .await
+            .exec_drop(
+                "DELETE FROM `splice`.`cdc_marker` WHERE origin IN (?, ?)",
+                (spec.origin(), spec.reverse_origin()),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(mysql_async::Error::Server(s)) if s.code == 1146 || s.code == 1049 => Ok(()),
+            Err(e) => Err(EngineError::my("removing the applier markers", &e)),
+        }
+    }
+
+    /// The binlog preconditions (log_bin, ROW format, FULL images, server_id, grants,
+    /// retention), each with its fix, as the binlog source checks them.
+    async fn capture_problems(
+        &self,
+        _db: &Session,
+        _slots: &[String],
+    ) -> Result<Vec<String>, EngineError> {
+        match cdc::binlog_preconditions(self.url()).await {
+            Ok(_) => Ok(Vec::new()),
+            Err(e) if e.is_precondition() => Ok(vec![e.to_string()]),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Binlog bytes from the slot's acknowledged position to the end of the newest binlog.
+    async fn capture_lag_bytes(
+        &self,
+        db: &Session,
+        slot: &str,
+    ) -> Result<Option<i64>, EngineError> {
+        let ctx = "reading the capture lag";
+        let mut conn = db.lock().await;
+        let row: Option<Row> = match conn
+            .exec_first(
+                "SELECT binlog_file, binlog_offset FROM `splice`.`cdc_slots` WHERE slot = ?",
+                (slot,),
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(mysql_async::Error::Server(s)) if s.code == 1146 || s.code == 1049 => None,
+            Err(e) => return Err(EngineError::my(ctx, &e)),
+        };
+        let Some(row) = row else { return Ok(None) };
+        let (file, offset): (String, i64) = (col(&row, 0, ctx)?, col(&row, 1, ctx)?);
+        let logs: Vec<Row> = match conn.query("SHOW BINARY LOGS").await {
+            Ok(rows) => rows,
+            // Without the privilege to list binlogs there is no figure.
+            Err(_) => return Ok(None),
+        };
+        let mut lag = 0_i64;
+        let mut seen = false;
+        for r in &logs {
+            let (name, size): (String, i64) = (col(r, 0, ctx)?, col(r, 1, ctx)?);
+            if name == file {
+                seen = true;
+                lag += (size - offset).max(0);
+            } else if seen || name > file {
+                lag += size;
+            }
+        }
+        Ok(Some(lag))
+    }
+}

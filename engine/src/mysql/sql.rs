@@ -1,0 +1,348 @@
+//! The statements that move rows along one [`Direction`] on MySQL/MariaDB, and how keys travel:
+//! as text (the binlog source's text for each key type), read back with `CAST(… AS CHAR)` (hex
+//! with a `\x` prefix for binary keys) and turned into values by the expression
+//! [`key_param`] gives for the column's type.
+
+use super::{quote_ident, quote_name};
+use crate::seam::{Direction, Fill, KeyColumn};
+
+fn base(sql_type: &str) -> String {
+    let t = sql_type.trim().to_ascii_lowercase();
+    let end = t.find(['(', ' ']).unwrap_or(t.len());
+    t[..end].to_string()
+}
+
+/// The value of a key parameter (`?`, text) in the column's type.
+pub fn key_param(k: &KeyColumn) -> String {
+    let t = k.sql_type.to_ascii_lowercase();
+    match base(&t).as_str() {
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" => {
+            if t.contains("unsigned") {
+                "CAST(? AS UNSIGNED)".into()
+            } else {
+                "CAST(? AS SIGNED)".into()
+            }
+        }
+        "decimal" | "numeric" => {
+            let params = t
+                .find('(')
+                .and_then(|i| t[i..].find(')').map(|j| &t[i..i + j + 1]))
+                .unwrap_or("(65,30)");
+            format!("CAST(? AS DECIMAL{params})")
+        }
+        "date" => "CAST(? AS DATE)".into(),
+        "datetime" | "timestamp" => "CAST(? AS DATETIME(6))".into(),
+        "binary" | "varbinary" => "UNHEX(SUBSTRING(?, 3))".into(),
+        _ => "?".into(),
+    }
+}
+
+/// A key column of `alias` as the text keys travel in.
+pub fn key_text(k: &KeyColumn, alias: &str) -> String {
+    let c = format!("{alias}{}", quote_ident(&k.name));
+    match base(&k.sql_type).as_str() {
+        "binary" | "varbinary" => format!("CONCAT('\\\\x', LOWER(HEX({c})))"),
+        _ => format!("CAST({c} AS CHAR)"),
+    }
+}
+
+/// `alias.k1, alias.k2`.
+pub fn key_list(dir: &Direction, alias: &str) -> String {
+    dir.key
+        .iter()
+        .map(|k| format!("{alias}{}", quote_ident(&k.name)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The key of `alias` compared with `op` (`>` or `<=`) to a key given as parameters, written
+/// out column by column so the range optimizer reads it (`k1 > ? OR (k1 = ? AND k2 > ?)`).
+/// Returns the condition and, for each `?` in it, the index of the key field it takes.
+pub fn key_compare(dir: &Direction, alias: &str, op: &str) -> (String, Vec<usize>) {
+    let strict = if op == "<=" { "<" } else { ">" };
+    let n = dir.key.len();
+    let mut order = Vec::new();
+    let mut alternatives = Vec::new();
+    for i in 0..n {
+        let mut parts = Vec::new();
+        for (j, k) in dir.key.iter().enumerate().take(i) {
+            parts.push(format!(
+                "{alias}{} = {}",
+                quote_ident(&k.name),
+                key_param(k)
+            ));
+            order.push(j);
+        }
+        let k = &dir.key[i];
+        let last_op = if i == n - 1 { op } else { strict };
+        parts.push(format!(
+            "{alias}{} {last_op} {}",
+            quote_ident(&k.name),
+            key_param(k)
+        ));
+        order.push(i);
+        alternatives.push(format!("({})", parts.join(" AND ")));
+    }
+    (format!("({})", alternatives.join(" OR ")), order)
+}
+
+/// `alias.k1 = ? AND alias.k2 = ?` (parameters in key order).
+pub fn key_equals(dir: &Direction, alias: &str) -> String {
+    dir.key
+        .iter()
+        .map(|k| format!("{alias}{} = {}", quote_ident(&k.name), key_param(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// A statement with its parameters: which bound (lower/upper) and which key field each `?`
+/// takes.
+pub struct Bound {
+    pub sql: String,
+    pub params: Vec<(BoundSide, usize)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum BoundSide {
+    Lower,
+    Upper,
+}
+
+fn range_condition(
+    dir: &Direction,
+    alias: &str,
+    lower: bool,
+    upper: bool,
+) -> (Vec<String>, Vec<(BoundSide, usize)>) {
+    let mut parts = Vec::new();
+    let mut params = Vec::new();
+    if lower {
+        let (c, order) = key_compare(dir, alias, ">");
+        parts.push(c);
+        params.extend(order.into_iter().map(|i| (BoundSide::Lower, i)));
+    }
+    if upper {
+        let (c, order) = key_compare(dir, alias, "<=");
+        parts.push(c);
+        params.extend(order.into_iter().map(|i| (BoundSide::Upper, i)));
+    }
+    (parts, params)
+}
+
+/// The key `OFFSET` rows after the lower bound (parameters: the lower bound's fields as
+/// `Lower`).
+pub fn range_boundary(dir: &Direction, after: bool, offset: i64) -> Bound {
+    let (cond, params) = range_condition(dir, "s.", after, false);
+    let texts: Vec<String> = dir.key.iter().map(|k| key_text(k, "s.")).collect();
+    Bound {
+        sql: format!(
+            "SELECT {} FROM {} AS s{} ORDER BY {} LIMIT 1 OFFSET {}",
+            texts.join(", "),
+            quote_name(&dir.from),
+            if cond.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", cond.join(" AND "))
+            },
+            key_list(dir, "s."),
+            offset.max(0)
+        ),
+        params,
+    }
+}
+
+/// The target's columns and the mapped source row (`INSERT INTO to (…) SELECT … FROM from s`).
+fn insert_select(dir: &Direction) -> String {
+    let cols: Vec<String> = dir.columns.iter().map(|(c, _)| quote_ident(c)).collect();
+    let exprs: Vec<&str> = dir.columns.iter().map(|(_, e)| e.as_str()).collect();
+    format!(
+        "INSERT INTO {} ({}) SELECT {} FROM {} AS s",
+        quote_name(&dir.to),
+        cols.join(", "),
+        exprs.join(", "),
+        quote_name(&dir.from)
+    )
+}
+
+/// Overwrites every mapped column of an existing row.
+fn upsert_tail(dir: &Direction) -> String {
+    let sets: Vec<String> = dir
+        .columns
+        .iter()
+        .map(|(c, _)| format!("{}.{1} = VALUES({1})", quote_name(&dir.to), quote_ident(c)))
+        .collect();
+    format!("ON DUPLICATE KEY UPDATE {}", sets.join(", "))
+}
+
+/// A key column assigned to itself: a duplicate key changes nothing.
+fn keep_tail(dir: &Direction) -> String {
+    // Qualified: the source's columns of the same name are in scope too.
+    let k = format!("{}.{}", quote_name(&dir.to), quote_ident(&dir.key[0].name));
+    format!("ON DUPLICATE KEY UPDATE {k} = {k}")
+}
+
+/// The copy of one key range `(lower, upper]`, in key order; its `INSERT … SELECT` reads the
+/// source rows with shared locks (InnoDB, REPEATABLE READ), so a write to them waits for the
+/// chunk's commit and reaches the change stream after it.
+pub fn backfill_range(dir: &Direction, lower: bool, upper: bool, fill: Fill) -> Bound {
+    let (cond, params) = range_condition(dir, "s.", lower, upper);
+    let tail = match fill {
+        // Keys already there were written by the applier from a read no older than this one.
+        Fill::Missing => keep_tail(dir),
+        Fill::Mirror => upsert_tail(dir),
+    };
+    Bound {
+        sql: format!(
+            "{}{} ORDER BY {} {}",
+            insert_select(dir),
+            if cond.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", cond.join(" AND "))
+            },
+            key_list(dir, "s."),
+            tail
+        ),
+        params,
+    }
+}
+
+/// Under [`Fill::Mirror`]: deletes the range's target rows whose key the source lost.
+pub fn delete_gone_in_range(dir: &Direction, lower: bool, upper: bool) -> Bound {
+    let (cond, params) = range_condition(dir, "t.", lower, upper);
+    let same_key: Vec<String> = dir
+        .key
+        .iter()
+        .map(|k| format!("s.{0} = t.{0}", quote_ident(&k.name)))
+        .collect();
+    let mut all = cond;
+    all.push(format!(
+        "NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})",
+        quote_name(&dir.from),
+        same_key.join(" AND ")
+    ));
+    Bound {
+        sql: format!(
+            "DELETE t FROM {} AS t WHERE {}",
+            quote_name(&dir.to),
+            all.join(" AND ")
+        ),
+        params,
+    }
+}
+
+/// The re-sync of one key that the source still has (parameters: the key, in key order).
+pub fn upsert_key(dir: &Direction) -> String {
+    format!(
+        "{} WHERE {} {}",
+        insert_select(dir),
+        key_equals(dir, "s."),
+        upsert_tail(dir)
+    )
+}
+
+/// Whether the source has a key, read with a shared lock (a locking read sees the latest
+/// committed row and waits for a transaction still committing it).
+pub fn source_has_key(dir: &Direction) -> String {
+    format!(
+        "SELECT 1 FROM {} AS s WHERE {} LOCK IN SHARE MODE",
+        quote_name(&dir.from),
+        key_equals(dir, "s.")
+    )
+}
+
+/// The delete of one key from the target (parameters: the key, in key order).
+pub fn delete_key(dir: &Direction) -> String {
+    format!(
+        "DELETE FROM {} WHERE {}",
+        quote_name(&dir.to),
+        key_equals(dir, "")
+    )
+}
+
+/// The parameters of `bound` from the two key bounds.
+pub fn bound_params(
+    bound: &Bound,
+    lower: Option<&[String]>,
+    upper: Option<&[String]>,
+) -> Vec<mysql_async::Value> {
+    bound
+        .params
+        .iter()
+        .map(|(side, i)| {
+            let key = match side {
+                BoundSide::Lower => lower,
+                BoundSide::Upper => upper,
+            };
+            key.and_then(|k| k.get(*i))
+                .map(|v| mysql_async::Value::from(v.as_str()))
+                .unwrap_or(mysql_async::Value::NULL)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::QualifiedName;
+
+    fn dir(keys: &[(&str, &str)]) -> Direction {
+        Direction {
+            from: QualifiedName {
+                schema: "shop".into(),
+                name: "orders".into(),
+            },
+            to: QualifiedName {
+                schema: "shop".into(),
+                name: "_splice_o_new".into(),
+            },
+            key: keys
+                .iter()
+                .map(|(n, t)| KeyColumn {
+                    name: n.to_string(),
+                    sql_type: t.to_string(),
+                })
+                .collect(),
+            columns: vec![("id".into(), "s.`id`".into()), ("n".into(), "(s.x)".into())],
+        }
+    }
+
+    #[test]
+    fn a_composite_key_range_is_written_out_column_by_column() {
+        let d = dir(&[("a", "int(11)"), ("b", "varchar(10)")]);
+        let (c, order) = key_compare(&d, "s.", ">");
+        assert_eq!(
+            c,
+            "((s.`a` > CAST(? AS SIGNED)) OR (s.`a` = CAST(? AS SIGNED) AND s.`b` > ?))"
+        );
+        assert_eq!(order, vec![0, 0, 1]);
+        let (c, _) = key_compare(&d, "t.", "<=");
+        assert!(c.ends_with("t.`b` <= ?))"), "{c}");
+    }
+
+    #[test]
+    fn key_parameters_take_the_columns_type() {
+        let k = |t: &str| KeyColumn {
+            name: "k".into(),
+            sql_type: t.into(),
+        };
+        assert_eq!(key_param(&k("bigint(20) unsigned")), "CAST(? AS UNSIGNED)");
+        assert_eq!(key_param(&k("decimal(12,2)")), "CAST(? AS DECIMAL(12,2))");
+        assert_eq!(key_param(&k("varbinary(16)")), "UNHEX(SUBSTRING(?, 3))");
+        assert_eq!(key_param(&k("varchar(10)")), "?");
+    }
+
+    #[test]
+    fn a_backfill_chunk_keeps_what_the_applier_wrote() {
+        let d = dir(&[("id", "bigint(20)")]);
+        let b = backfill_range(&d, true, true, Fill::Missing);
+        assert_eq!(
+            b.sql,
+            "INSERT INTO `shop`.`_splice_o_new` (`id`, `n`) SELECT s.`id`, (s.x) FROM \
+             `shop`.`orders` AS s WHERE ((s.`id` > CAST(? AS SIGNED))) AND ((s.`id` <= CAST(? \
+             AS SIGNED))) ORDER BY s.`id` ON DUPLICATE KEY UPDATE `shop`.`_splice_o_new`.`id` = \
+             `shop`.`_splice_o_new`.`id`"
+        );
+        assert_eq!(b.params, vec![(BoundSide::Lower, 0), (BoundSide::Upper, 0)]);
+    }
+}
