@@ -66,8 +66,8 @@ pub enum EngineError {
     /// What the database's adapter does not do yet (MySQL/MariaDB: the steps
     /// docs/migrations.md lists as not built). Raised before anything is changed.
     #[error(
-        "{what} is not built for {database} yet; nothing was changed (docs/migrations.md, \
-         \"MySQL/MariaDB\", lists what works today)"
+        "{what} is not built for {database} yet; it was refused before it changed any table \
+         (docs/migrations.md, \"MySQL/MariaDB\", lists what works today)"
     )]
     NotBuilt {
         what: String,

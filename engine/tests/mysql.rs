@@ -607,8 +607,8 @@ async fn sync_under_writes_leaves_the_new_table_equal_to_the_mapping() {
         .sql("SELECT COUNT(*) FROM shop._splice_orders_v2_new WHERE id > 1000000")
         .expect("count");
     assert_ne!(moved, "0", "primary-key updates reached the new table");
-    let status = engine.status(Some("orders_v2")).await.expect("status");
-    assert_eq!(status[0].phase, "syncing");
+    let report = engine.verify("orders_v2").await.expect("verify");
+    assert!(report.passed(), "verify agrees: {:?}", report.diverged);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -707,19 +707,22 @@ async fn a_runner_whose_fence_was_taken_over_copies_no_further_chunk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rollback_before_cutover_leaves_nothing_and_verify_says_it_is_not_built() {
+async fn rollback_before_cutover_leaves_nothing_and_cutover_says_it_is_not_built() {
     let (db, engine) = expanded(50).await;
     sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
     assert_eq!(mismatches(&db), "NULL");
+    let report = engine.verify("orders_v2").await.expect("verify");
+    assert!(report.passed(), "{:?}", report.diverged);
     let e = engine
-        .verify("orders_v2")
+        .cutover("orders_v2", u64::MAX, engine::phases::ReverseSync::Start)
         .await
-        .expect_err("verify is not built for MySQL");
+        .expect_err("cutover is not built for MySQL");
     assert!(matches!(e, EngineError::NotBuilt { .. }), "{e}");
     assert!(
         e.to_string().contains("not built for MySQL/MariaDB yet"),
         "{e}"
     );
+    assert!(shadow_exists(&db), "nothing was swapped");
     engine.rollback("orders_v2").await.expect("rollback");
     assert!(!shadow_exists(&db), "the shadow table is gone");
     assert_eq!(
@@ -734,5 +737,59 @@ async fn rollback_before_cutover_leaves_nothing_and_verify_says_it_is_not_built(
         db.sql("SELECT COUNT(*) FROM shop.orders").expect("count"),
         "50",
         "the live table is untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_passes_after_sync_and_names_a_tampered_row_by_its_column() {
+    let db = server();
+    create_orders(&db, 3_000);
+    // Values whose text needs escaping, and NULL next to an empty string.
+    db.sql(
+        "UPDATE shop.orders SET note = CONCAT('tab', CHAR(9), 'back', CHAR(92), 'nl', CHAR(10)) \
+         WHERE id = 5; UPDATE shop.orders SET note = '' WHERE id = 6",
+    )
+    .expect("notes");
+    let engine = Engine::mysql(db.url())
+        .expect("url")
+        .with_verify_range_rows(400);
+    engine
+        .expand(ORDERS_V2, "orders_v2.toml")
+        .await
+        .expect("expand");
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    let report = engine.verify("orders_v2").await.expect("verify");
+    assert!(report.passed(), "{:?}", report.diverged);
+    assert_eq!(report.rows_checked, 3_000);
+    assert!(report.ranges > 5, "several ranges ({})", report.ranges);
+    let status = engine.status(Some("orders_v2")).await.expect("status");
+    assert_eq!(status[0].phase, "verified");
+
+    // Tamper with the new table behind splice's back (not captured: only the old table is).
+    db.sql(
+        "UPDATE shop._splice_orders_v2_new SET amount_cents = amount_cents + 1 WHERE id = 1234; \
+         UPDATE shop._splice_orders_v2_new SET note = NULL WHERE id = 6; \
+         DELETE FROM shop._splice_orders_v2_new WHERE id = 2000",
+    )
+    .expect("tamper");
+    let report = engine.verify("orders_v2").await.expect("verify");
+    assert!(!report.passed());
+    let keys: Vec<&str> = report.diverged.iter().map(|d| d.key[0].as_str()).collect();
+    assert_eq!(keys, vec!["6", "1234", "2000"], "{:?}", report.diverged);
+    use engine::seam::Divergence;
+    let columns = |i: usize| match report.divergence(&report.diverged[i]) {
+        Divergence::Columns(c) => c.into_iter().map(|c| c.column).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(columns(0), vec!["note"]);
+    assert_eq!(columns(1), vec!["amount_cents"]);
+    assert_eq!(
+        report.divergence(&report.diverged[2]),
+        Divergence::MissingInTarget
+    );
+    let status = engine.status(Some("orders_v2")).await.expect("status");
+    assert_eq!(
+        status[0].phase, "syncing",
+        "a failed verify closes the gate again"
     );
 }

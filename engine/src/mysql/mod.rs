@@ -3,7 +3,7 @@
 //! MySQL-specific in the engine lives here: the state store with its runner lock ([`state`]),
 //! planning and `splice plan`'s rendering ([`plan`]), expand and the fenced backfill
 //! ([`backfill`], with its statements in [`sql`]), the binlog stream and the applier
-//! ([`capture`]), and the concerns not built yet
+//! ([`capture`]), verify's canonical rows ([`verify`]), and the concerns not built yet
 //! ([`unbuilt`]), which refuse with [`EngineError::NotBuilt`] rather than pretend.
 //!
 //! Tested on MariaDB 10.11 only (the server the test harness starts); the SQL sticks to what
@@ -15,6 +15,7 @@ pub mod plan;
 pub mod sql;
 pub mod state;
 pub mod unbuilt;
+pub mod verify;
 
 pub use state::RunnerLock;
 

@@ -8,10 +8,10 @@
 //! (which hides nothing from other sessions and disappears with it) and drops it when the
 //! planning scope ends.
 
-use super::{col, quote_ident, quote_name, MySql, Session};
+use super::{col, quote_ident, quote_name, sql, MySql, Session};
 use crate::adapter::Planner;
 use crate::catalog::{Column, Dependent, Table};
-use crate::seam::Plan;
+use crate::seam::{Direction, Fill, KeyRange, Plan, Selection, Side};
 use crate::spec::{MigrationSpec, QualifiedName, Shape};
 use crate::EngineError;
 use mysql_async::prelude::Queryable;
@@ -479,6 +479,59 @@ impl Planner for MySql {
             }
             Err(e) => Err(cdc::describe_mysql_error(&e)),
         }
+    }
+
+    /// Compiles (server-side prepare, nothing runs) backfill's copy, the applier's statements
+    /// and verify's reads of both sides, and refuses target columns verify cannot compare.
+    async fn check_statements(
+        &self,
+        db: &Session,
+        dir: &Direction,
+        purpose: &str,
+    ) -> Result<(), EngineError> {
+        let mut conn = db.lock().await;
+        let types = super::verify::column_types(&mut conn, &dir.to).await?;
+        super::verify::refuse_uncomparable(dir, &types)
+            .map_err(|e| EngineError::Plan(format!("{purpose}: {e}")))?;
+        let range = KeyRange {
+            lower: Some(Vec::new()),
+            upper: Some(Vec::new()),
+        };
+        let statements = [
+            sql::backfill_range(dir, true, true, Fill::Missing).sql,
+            sql::backfill_range(dir, true, true, Fill::Mirror).sql,
+            sql::upsert_key(dir),
+            sql::source_has_key(dir),
+            sql::delete_key(dir),
+            super::verify::canonical_statement(
+                dir,
+                Side::Source,
+                Selection::KeyedRange(&range),
+                &types,
+            )
+            .0,
+            super::verify::canonical_statement(
+                dir,
+                Side::Target,
+                Selection::KeyedRange(&range),
+                &types,
+            )
+            .0,
+        ];
+        for statement in statements {
+            match conn.prep(statement).await {
+                Ok(stmt) => {
+                    let _ = conn.close(stmt).await;
+                }
+                Err(e) => {
+                    return Err(EngineError::Plan(format!(
+                        "{purpose}: the statements splice runs cannot be compiled: {}",
+                        cdc::describe_mysql_error(&e)
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Refuses what cannot follow the table through `RENAME TABLE`: triggers, foreign keys

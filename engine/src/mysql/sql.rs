@@ -108,7 +108,7 @@ pub enum BoundSide {
     Upper,
 }
 
-fn range_condition(
+pub(crate) fn range_condition(
     dir: &Direction,
     alias: &str,
     lower: bool,

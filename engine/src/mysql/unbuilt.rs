@@ -4,14 +4,12 @@
 
 use super::capture::ApplierSession;
 use super::{MySql, Session};
-use crate::adapter::{Cutover, VerifySource};
+use crate::adapter::Cutover;
 use crate::catalog::Dependent;
-use crate::seam::{Direction, Selection, Side, Swap, SwapLock};
+use crate::seam::{Swap, SwapLock};
 use crate::spec::MigrationSpec;
 use crate::state::PhaseChange;
 use crate::EngineError;
-use bytes::Bytes;
-use futures_util::stream::BoxStream;
 
 const DATABASE: &str = "MySQL/MariaDB";
 
@@ -20,27 +18,6 @@ fn not_built<T>(what: &str) -> Result<T, EngineError> {
         what: what.into(),
         database: DATABASE,
     })
-}
-
-impl VerifySource for MySql {
-    async fn sample_bounds(
-        &self,
-        _db: &Session,
-        _dir: &Direction,
-        _range_rows: i64,
-    ) -> Result<Vec<Vec<String>>, EngineError> {
-        not_built("`splice verify`")
-    }
-
-    async fn read_canonical<'a>(
-        &'a self,
-        _db: &'a Session,
-        _dir: &Direction,
-        _side: Side,
-        _rows: Selection<'_>,
-    ) -> Result<BoxStream<'a, Result<Bytes, EngineError>>, EngineError> {
-        not_built("`splice verify`")
-    }
 }
 
 impl Cutover for MySql {
