@@ -7,7 +7,7 @@ use crate::progress::{Notes, Progress};
 use clap::{Args, Subcommand};
 use engine::backfill::{Control, ProgressSink, RateSource, SyncProgress};
 use engine::phases::{Quarantine, ReverseSync, RollbackReport, SyncOptions};
-use engine::{Engine, EngineError, MigrationSpec, Phase, Postgres, RateLimit};
+use engine::{Adapter, Engine, EngineError, MigrationSpec, Phase, RateLimit};
 use std::time::Duration;
 
 /// The database every migration command talks to.
@@ -196,6 +196,8 @@ pub fn run(cmd: MigrateCommand) -> u8 {
         db_url::refuse_mysql_migrations(&url, cmd.verb_and_subject().0)?;
         Ok(url)
     }) {
+        // MySQL has no application_name; the URL stays as it is.
+        Ok(url) if db_url::is_mysql(&url) => url,
         Ok(url) => crate::session_name::with_application_name(&url, &cmd.session_name()),
         Err(e) => {
             eprintln!("error: {e}");
@@ -212,7 +214,17 @@ pub fn run(cmd: MigrateCommand) -> u8 {
             return crate::EXIT_USAGE;
         }
     };
-    rt.block_on(run_async(cmd, url))
+    if db_url::is_mysql(&url) {
+        // The URL picks the database: mysql:// and mariadb:// drive the MySQL adapter.
+        return match Engine::mysql(url) {
+            Ok(engine) => rt.block_on(run_async(cmd, engine)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                crate::EXIT_USAGE
+            }
+        };
+    }
+    rt.block_on(run_async(cmd, Engine::new(url)))
 }
 
 impl MigrateCommand {
@@ -264,8 +276,7 @@ impl MigrateCommand {
     }
 }
 
-async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
-    let engine = Engine::new(url);
+async fn run_async<A: Adapter>(cmd: MigrateCommand, engine: Engine<A>) -> u8 {
     match cmd {
         MigrateCommand::Plan { file, .. } => plan(&engine, &file).await,
         MigrateCommand::Expand { file, .. } => expand(&engine, &file).await,
@@ -379,7 +390,7 @@ async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
     }
 }
 
-async fn plan(engine: &Engine<Postgres>, file: &str) -> u8 {
+async fn plan<A: Adapter>(engine: &Engine<A>, file: &str) -> u8 {
     let (_, spec) = match read_spec(file) {
         Ok(s) => s,
         Err(e) => {
@@ -411,7 +422,7 @@ async fn plan(engine: &Engine<Postgres>, file: &str) -> u8 {
     }
 }
 
-async fn expand(engine: &Engine<Postgres>, file: &str) -> u8 {
+async fn expand<A: Adapter>(engine: &Engine<A>, file: &str) -> u8 {
     let (text, spec) = match read_spec(file) {
         Ok(s) => s,
         Err(e) => {
@@ -445,7 +456,7 @@ async fn expand(engine: &Engine<Postgres>, file: &str) -> u8 {
     }
 }
 
-async fn sync(engine: &Engine<Postgres>, name: &str, opts: &SyncOptions) -> u8 {
+async fn sync<A: Adapter>(engine: &Engine<A>, name: &str, opts: &SyncOptions) -> u8 {
     let control = Control::new(opts.rate_limit.unwrap_or(RateLimit::Unlimited));
     let mut bar = SyncProgressView::new(name);
     stop_on_signals(control.clone(), bar.notes.clone());
@@ -481,7 +492,7 @@ async fn sync(engine: &Engine<Postgres>, name: &str, opts: &SyncOptions) -> u8 {
     }
 }
 
-async fn throttle(engine: &Engine<Postgres>, name: &str, limit: Option<RateLimit>) -> u8 {
+async fn throttle<A: Adapter>(engine: &Engine<A>, name: &str, limit: Option<RateLimit>) -> u8 {
     match engine.set_rate_limit(name, limit).await {
         Ok(()) => {
             match limit {
@@ -505,7 +516,7 @@ async fn throttle(engine: &Engine<Postgres>, name: &str, limit: Option<RateLimit
     }
 }
 
-async fn verify(engine: &Engine<Postgres>, name: &str, json: bool) -> u8 {
+async fn verify<A: Adapter>(engine: &Engine<A>, name: &str, json: bool) -> u8 {
     let counters = engine::verify::VerifyCounters::default();
     let watch = crate::progress::VerifyLine::start(name, counters.clone());
     let result = engine.verify_counted(name, &counters).await;
@@ -526,8 +537,8 @@ async fn verify(engine: &Engine<Postgres>, name: &str, json: bool) -> u8 {
     }
 }
 
-async fn cutover(
-    engine: &Engine<Postgres>,
+async fn cutover<A: Adapter>(
+    engine: &Engine<A>,
     name: &str,
     max_lag_bytes: u64,
     reverse: ReverseSync,
@@ -609,7 +620,12 @@ fn rollback(name: &str, result: Result<RollbackReport, EngineError>, json: bool)
     }
 }
 
-async fn status(engine: &Engine<Postgres>, name: Option<&str>, json: bool, history: bool) -> u8 {
+async fn status<A: Adapter>(
+    engine: &Engine<A>,
+    name: Option<&str>,
+    json: bool,
+    history: bool,
+) -> u8 {
     let list = match engine.status(name).await {
         Ok(list) => list,
         Err(e) => return fail(&e),

@@ -1,0 +1,192 @@
+//! The migration commands on a `mysql://` URL, end to end: the real binary against a
+//! throwaway MariaDB 10.11 drives `migrations/mysql/orders_v2.toml` through plan, expand,
+//! sync, verify, status and rollback while an application writes, and the new table is
+//! compared with the old one row by row in SQL written here; plan's refusals exit non-zero
+//! naming the fix.
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use testkit::MariaDb;
+
+const SPEC: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/migrations/mysql/orders_v2.toml"
+);
+
+fn splice(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_splice"))
+        .args(args)
+        .env_remove("SPLICE_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("the splice binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn create_orders(db: &MariaDb) {
+    db.sql(
+        "CREATE DATABASE shop; \
+         CREATE TABLE shop.orders (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+           amount DECIMAL(12,2) NOT NULL, note VARCHAR(200) NULL, \
+           created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB; \
+         INSERT INTO shop.orders (amount, note) SELECT a.d * 10 + b.d + 0.5, \
+           IF(b.d = 3, NULL, CONCAT('n', a.d, b.d)) \
+         FROM (SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
+               UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 \
+               UNION ALL SELECT 8 UNION ALL SELECT 9) a, \
+              (SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
+               UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 \
+               UNION ALL SELECT 8 UNION ALL SELECT 9) b",
+    )
+    .expect("orders");
+}
+
+/// Keys where the new table is not the mapping of the old one.
+fn mismatches(db: &MariaDb) -> String {
+    db.sql(
+        "SELECT COUNT(*) FROM ( \
+           SELECT o.id FROM shop.orders o LEFT JOIN shop._splice_orders_v2_new n ON n.id = o.id \
+            WHERE n.id IS NULL OR n.amount_cents <> ROUND(o.amount * 100) \
+               OR NOT (n.note <=> o.note) OR n.created_at <> o.created_at \
+           UNION ALL \
+           SELECT n.id FROM shop._splice_orders_v2_new n LEFT JOIN shop.orders o ON o.id = n.id \
+            WHERE o.id IS NULL) d",
+    )
+    .expect("compare")
+}
+
+#[test]
+fn the_commands_built_for_mysql_run_a_migration_up_to_cutover_and_back() {
+    let db = MariaDb::start().expect("MariaDB");
+    create_orders(&db);
+    let url = db.url().replace("mysql://", "mariadb://");
+    let url = url.as_str();
+
+    let out = splice(&["plan", SPEC, "--database-url", url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("CREATE TABLE `shop`.`_splice_orders_v2_new`"),
+        "{}",
+        text(&out)
+    );
+
+    let out = splice(&["expand", SPEC, "--database-url", url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // An application writes while sync copies and applies.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let port = db.port();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            let mut statements = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let id = (n * 37) % 100 + 1;
+                statements.push(match n % 4 {
+                    0 => format!("UPDATE shop.orders SET amount = amount + 1 WHERE id = {id}"),
+                    1 => "INSERT INTO shop.orders (amount, note) VALUES (9.99, 'new')".to_string(),
+                    2 => format!("DELETE FROM shop.orders WHERE id = {id}"),
+                    _ => format!("UPDATE shop.orders SET id = id + 100000 WHERE id = {id}"),
+                });
+                n += 1;
+                if statements.len() == 20 {
+                    let _ = Command::new("mariadb")
+                        .args(["--no-defaults", "-u", "root", "-h", "127.0.0.1", "-f"])
+                        .arg(format!("--port={port}"))
+                        .arg("-e")
+                        .arg(statements.join("; "))
+                        .output();
+                    statements.clear();
+                }
+            }
+            n
+        })
+    };
+    let out = splice(&[
+        "sync",
+        "orders_v2",
+        "--until-caught-up",
+        "--database-url",
+        url,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().expect("writer");
+    assert!(written > 20, "the application wrote ({written})");
+    let out = splice(&[
+        "sync",
+        "orders_v2",
+        "--until-caught-up",
+        "--database-url",
+        url,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(mismatches(&db), "0");
+
+    let out = splice(&["verify", "orders_v2", "--database-url", url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = splice(&["status", "orders_v2", "--database-url", url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("verified"), "{}", text(&out));
+
+    let out = splice(&["cutover", "orders_v2", "--database-url", url]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("not built for MySQL/MariaDB yet"),
+        "{}",
+        text(&out)
+    );
+
+    let out = splice(&["rollback", "orders_v2", "--database-url", url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        db.sql(
+            "SELECT COUNT(*) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME = '_splice_orders_v2_new'"
+        )
+        .expect("query"),
+        "0",
+        "rollback dropped the shadow table"
+    );
+}
+
+#[test]
+fn plan_refuses_an_expression_mysql_cannot_compile_and_a_table_without_a_key() {
+    let db = MariaDb::start().expect("MariaDB");
+    create_orders(&db);
+    db.sql("CREATE TABLE shop.events (at DATETIME NOT NULL, what TEXT)")
+        .expect("events");
+    let dir = std::env::temp_dir().join(format!("splice-mysql-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let spec = std::fs::read_to_string(SPEC).expect("spec");
+    let bad_expr = dir.join("bad_expr.toml");
+    std::fs::write(
+        &bad_expr,
+        spec.replace("ROUND(amount * 100)", "ROUND(amount_typo * 100)"),
+    )
+    .expect("write");
+    let no_key = dir.join("no_key.toml");
+    std::fs::write(
+        &no_key,
+        "name = \"events_v2\"\ntable = \"shop.events\"\n\
+         target = \"CREATE TABLE shop.events (at DATETIME NOT NULL, what TEXT)\"\n",
+    )
+    .expect("write");
+    let url = db.url();
+    for (file, says) in [(&bad_expr, "amount_typo"), (&no_key, "no primary key")] {
+        let file = file.to_string_lossy().into_owned();
+        let out = splice(&["plan", &file, "--database-url", &url]);
+        assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(text(&out).contains(says), "{says}: {}", text(&out));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
