@@ -707,22 +707,12 @@ async fn a_runner_whose_fence_was_taken_over_copies_no_further_chunk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rollback_before_cutover_leaves_nothing_and_cutover_says_it_is_not_built() {
+async fn rollback_before_cutover_leaves_nothing_behind() {
     let (db, engine) = expanded(50).await;
     sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
     assert_eq!(mismatches(&db), "NULL");
     let report = engine.verify("orders_v2").await.expect("verify");
     assert!(report.passed(), "{:?}", report.diverged);
-    let e = engine
-        .cutover("orders_v2", u64::MAX, engine::phases::ReverseSync::Start)
-        .await
-        .expect_err("cutover is not built for MySQL");
-    assert!(matches!(e, EngineError::NotBuilt { .. }), "{e}");
-    assert!(
-        e.to_string().contains("not built for MySQL/MariaDB yet"),
-        "{e}"
-    );
-    assert!(shadow_exists(&db), "nothing was swapped");
     engine.rollback("orders_v2").await.expect("rollback");
     assert!(!shadow_exists(&db), "the shadow table is gone");
     assert_eq!(
@@ -792,4 +782,120 @@ async fn verify_passes_after_sync_and_names_a_tampered_row_by_its_column() {
         status[0].phase, "syncing",
         "a failed verify closes the gate again"
     );
+}
+
+/// Keys where the old table is not the reverse mapping of the live (new) one after cutover.
+fn reverse_mismatches(db: &MariaDb) -> String {
+    db.sql(
+        "SELECT GROUP_CONCAT(id ORDER BY id) FROM ( \
+           SELECT n.id FROM shop.orders n LEFT JOIN shop._splice_orders_v2_old o ON o.id = n.id \
+            WHERE o.id IS NULL OR o.amount <> n.amount_cents / 100 \
+               OR NOT (n.note <=> o.note) OR n.created_at <> o.created_at \
+           UNION ALL \
+           SELECT o.id FROM shop._splice_orders_v2_old o LEFT JOIN shop.orders n ON n.id = o.id \
+            WHERE n.id IS NULL) d",
+    )
+    .expect("compare")
+}
+
+fn columns_of(db: &MariaDb, table: &str) -> String {
+    db.sql(&format!(
+        "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION) FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME = '{table}'"
+    ))
+    .expect("columns")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_under_writes_then_reverse_sync_and_rollback_keep_every_row() {
+    let (db, engine) = expanded(3_000).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(write_load(db.url(), stop.clone(), 11, 3_000));
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    let report = engine.verify("orders_v2").await.expect("verify");
+    assert!(report.passed(), "{:?}", report.diverged);
+    // The application keeps writing through the cutover.
+    let cut = engine
+        .cutover("orders_v2", u64::MAX, engine::phases::ReverseSync::Start)
+        .await
+        .expect("cutover");
+    assert!(cut.reverse_sync);
+    stop.store(true, Ordering::Relaxed);
+    let statements = load.await.expect("load");
+    assert!(statements > 100, "the load ran ({statements})");
+    assert_eq!(columns_of(&db, "orders"), "id,amount_cents,note,created_at");
+    assert_eq!(
+        columns_of(&db, "_splice_orders_v2_old"),
+        "id,amount,note,created_at"
+    );
+    assert_eq!(
+        columns_of(&db, "_splice_orders_v2_new"),
+        "NULL",
+        "the shadow name is free"
+    );
+
+    // Writes on the new shape reach the old table through reverse sync.
+    db.sql(
+        "INSERT INTO shop.orders (id, amount_cents, note) VALUES (5000001, 1234, 'after'); \
+         UPDATE shop.orders SET amount_cents = amount_cents + 100 WHERE id BETWEEN 10 AND 20; \
+         DELETE FROM shop.orders WHERE id BETWEEN 30 AND 35",
+    )
+    .expect("writes on the new shape");
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    assert_eq!(
+        reverse_mismatches(&db),
+        "NULL",
+        "the old table follows the new one"
+    );
+
+    let back = engine
+        .rollback("orders_v2")
+        .await
+        .expect("rollback after cutover");
+    assert_eq!(back.to, "syncing");
+    assert_eq!(columns_of(&db, "orders"), "id,amount,note,created_at");
+    assert_eq!(
+        db.sql("SELECT amount FROM shop.orders WHERE id = 5000001")
+            .expect("row"),
+        "12.34",
+        "a row written on the new shape is in the old table, live again"
+    );
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM shop.orders WHERE id BETWEEN 30 AND 35")
+            .expect("count"),
+        "0"
+    );
+    // Forward sync goes on from the swap back.
+    db.sql("UPDATE shop.orders SET note = 'again' WHERE id = 40")
+        .expect("write");
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    assert_eq!(mismatches(&db), "NULL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_applies_what_the_stream_still_held_and_swaps_exactly() {
+    let (db, engine) = expanded(2_000).await;
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    let report = engine.verify("orders_v2").await.expect("verify");
+    assert!(report.passed(), "{:?}", report.diverged);
+    // Changes no sync applied yet: cutover's catch-up and the drain under the lock must.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(write_load(db.url(), stop.clone(), 3, 2_000));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    assert!(load.await.expect("load") > 50);
+    engine
+        .cutover("orders_v2", u64::MAX, engine::phases::ReverseSync::Start)
+        .await
+        .expect("cutover");
+    // No write since the swap: the old table mapped must be exactly the live one.
+    assert_eq!(reverse_mismatches(&db), "NULL");
+    let status = engine.status(Some("orders_v2")).await.expect("status");
+    assert_eq!(status[0].phase, "cut_over");
+    let history = engine
+        .adapter()
+        .history(&engine.adapter().connect().await.expect("db"), "orders_v2")
+        .await
+        .expect("history");
+    assert_eq!(history.last().map(|t| t.to.as_str()), Some("cut_over"));
 }

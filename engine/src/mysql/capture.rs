@@ -16,8 +16,11 @@ use std::collections::HashSet;
 /// The applier of one direction: its session, a session for drain markers, and the
 /// statements it runs, built once.
 pub struct ApplierSession {
-    db: Conn,
-    marker_db: Conn,
+    pub(super) db: Conn,
+    pub(super) marker_db: Conn,
+    /// The swap's tables are locked on `db` (cutover): applied changes run inside its
+    /// transaction, without a transaction of their own (START TRANSACTION would unlock them).
+    pub(super) in_swap: bool,
     origin_sql: String,
     upsert_sql: String,
     has_sql: String,
@@ -27,6 +30,44 @@ pub struct ApplierSession {
 
 fn key_values(key: &[String]) -> Vec<Value> {
     key.iter().map(|v| Value::from(v.as_str())).collect()
+}
+
+/// The statements of one applied batch on `db` (a transaction, or the swap's session): the
+/// applier's marker, orphan removal after a TRUNCATE, then each key re-synced.
+async fn resync<Q: Queryable + Send>(
+    db: &mut Q,
+    origin_sql: &str,
+    orphans_sql: Option<&str>,
+    has_sql: &str,
+    upsert_sql: &str,
+    delete_sql: &str,
+    keys: &[Vec<String>],
+) -> Result<(), EngineError> {
+    let ctx = "applying captured changes";
+    db.query_drop(origin_sql)
+        .await
+        .map_err(|e| EngineError::my("marking the applier's transaction", &e))?;
+    if let Some(sql) = orphans_sql {
+        db.query_drop(sql)
+            .await
+            .map_err(|e| EngineError::my("applying a truncate", &e))?;
+    }
+    for key in keys {
+        let params = key_values(key);
+        let has: Option<Row> = db
+            .exec_first(has_sql, params.clone())
+            .await
+            .map_err(|e| EngineError::my(ctx, &e))?;
+        let sql = if has.is_some() {
+            upsert_sql
+        } else {
+            delete_sql
+        };
+        db.exec_drop(sql, params)
+            .await
+            .map_err(|e| EngineError::my(ctx, &e))?;
+    }
+    Ok(())
 }
 
 impl ChangeApplier for MySql {
@@ -85,6 +126,7 @@ impl ChangeApplier for MySql {
                 has_sql: sql::source_has_key(dir),
                 delete_sql: sql::delete_key(dir),
                 orphans_sql: truncate.sql,
+                in_swap: false,
             },
         ))
     }
@@ -147,34 +189,43 @@ impl ChangeApplier for MySql {
         // One order for every batch: two appliers never wait on each other's row locks in
         // opposite orders.
         keys.sort();
+        if applier.in_swap {
+            // autocommit is off under the swap's LOCK TABLES: these join its transaction.
+            let ApplierSession {
+                db,
+                origin_sql,
+                orphans_sql,
+                has_sql,
+                upsert_sql,
+                delete_sql,
+                ..
+            } = applier;
+            return resync(
+                db,
+                origin_sql,
+                truncate.then_some(orphans_sql.as_str()),
+                has_sql,
+                upsert_sql,
+                delete_sql,
+                &keys,
+            )
+            .await;
+        }
         let mut tx = applier
             .db
             .start_transaction(TxOpts::default())
             .await
             .map_err(|e| EngineError::my(ctx, &e))?;
-        tx.query_drop(applier.origin_sql.as_str())
-            .await
-            .map_err(|e| EngineError::my("marking the applier's transaction", &e))?;
-        if truncate {
-            tx.query_drop(applier.orphans_sql.as_str())
-                .await
-                .map_err(|e| EngineError::my("applying a truncate", &e))?;
-        }
-        for key in &keys {
-            let params = key_values(key);
-            let has: Option<Row> = tx
-                .exec_first(applier.has_sql.as_str(), params.clone())
-                .await
-                .map_err(|e| EngineError::my(ctx, &e))?;
-            let sql = if has.is_some() {
-                applier.upsert_sql.as_str()
-            } else {
-                applier.delete_sql.as_str()
-            };
-            tx.exec_drop(sql, params)
-                .await
-                .map_err(|e| EngineError::my(ctx, &e))?;
-        }
+        resync(
+            &mut tx,
+            &applier.origin_sql,
+            truncate.then_some(applier.orphans_sql.as_str()),
+            &applier.has_sql,
+            &applier.upsert_sql,
+            &applier.delete_sql,
+            &keys,
+        )
+        .await?;
         tx.commit()
             .await
             .map_err(|e| EngineError::my("committing applied changes", &e))

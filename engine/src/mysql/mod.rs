@@ -3,18 +3,19 @@
 //! MySQL-specific in the engine lives here: the state store with its runner lock ([`state`]),
 //! planning and `splice plan`'s rendering ([`plan`]), expand and the fenced backfill
 //! ([`backfill`], with its statements in [`sql`]), the binlog stream and the applier
-//! ([`capture`]), verify's canonical rows ([`verify`]), and the concerns not built yet
-//! ([`unbuilt`]), which refuse with [`EngineError::NotBuilt`] rather than pretend.
+//! ([`capture`]), verify's canonical rows ([`verify`]) and the sentry cut-over ([`cutover`]).
+//! Contract and drop are not built: they refuse with [`EngineError::NotBuilt`] rather than
+//! pretend.
 //!
 //! Tested on MariaDB 10.11 only (the server the test harness starts); the SQL sticks to what
 //! MySQL 8 shares with it.
 
 pub mod backfill;
 pub mod capture;
+pub mod cutover;
 pub mod plan;
 pub mod sql;
 pub mod state;
-pub mod unbuilt;
 pub mod verify;
 
 pub use state::RunnerLock;
