@@ -899,3 +899,88 @@ async fn cutover_applies_what_the_stream_still_held_and_swaps_exactly() {
         .expect("history");
     assert_eq!(history.last().map(|t| t.to.as_str()), Some("cut_over"));
 }
+
+async fn cut_over(rows: i64) -> (MariaDb, Engine<MySql>) {
+    let (db, engine) = expanded(rows).await;
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    let report = engine.verify("orders_v2").await.expect("verify");
+    assert!(report.passed(), "{:?}", report.diverged);
+    engine
+        .cutover("orders_v2", u64::MAX, engine::phases::ReverseSync::Start)
+        .await
+        .expect("cutover");
+    (db, engine)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_quarantines_the_old_table_and_drop_removes_it_only_after() {
+    let (db, engine) = cut_over(200).await;
+    let c = engine.contract("orders_v2", None).await.expect("contract");
+    assert!(!c.already);
+    assert_eq!(c.quarantined_as, "splice_quarantine._splice_orders_v2_old");
+    assert_eq!(columns_of(&db, "_splice_orders_v2_old"), "NULL");
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM splice_quarantine._splice_orders_v2_old")
+            .expect("count"),
+        "200"
+    );
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM splice.cdc_slots")
+            .expect("slots"),
+        "0",
+        "both binlog slots are gone"
+    );
+    let again = engine
+        .contract("orders_v2", None)
+        .await
+        .expect("contract again");
+    assert!(again.already);
+    let e = engine
+        .drop_quarantined("orders_v2", engine::phases::Quarantine::Respect)
+        .await
+        .expect_err("the quarantine has not ended");
+    assert!(matches!(e, EngineError::Refused(_)), "{e}");
+    engine
+        .drop_quarantined("orders_v2", engine::phases::Quarantine::Override)
+        .await
+        .expect("drop --force");
+    assert_eq!(
+        db.sql(
+            "SELECT COUNT(*) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = 'splice_quarantine'"
+        )
+        .expect("count"),
+        "0"
+    );
+    let status = engine.status(Some("orders_v2")).await.expect("status");
+    assert_eq!(status[0].phase, "dropped");
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM shop.orders").expect("count"),
+        "200",
+        "the live table is untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_after_contract_restores_the_old_table_with_the_writes_made_since() {
+    let (db, engine) = cut_over(300).await;
+    engine.contract("orders_v2", None).await.expect("contract");
+    // Written on the new shape while the old table sat in quarantine, uncaptured.
+    db.sql(
+        "INSERT INTO shop.orders (id, amount_cents, note) VALUES (7000001, 999, 'late'); \
+         DELETE FROM shop.orders WHERE id = 3",
+    )
+    .expect("writes");
+    engine.rollback("orders_v2").await.expect("restore");
+    let status = engine.status(Some("orders_v2")).await.expect("status");
+    assert_eq!(
+        status[0].phase, "cut_over",
+        "back to cut over with reverse sync"
+    );
+    assert_eq!(reverse_mismatches(&db), "NULL");
+    assert_eq!(
+        db.sql("SELECT amount FROM shop._splice_orders_v2_old WHERE id = 7000001")
+            .expect("row"),
+        "9.99"
+    );
+}

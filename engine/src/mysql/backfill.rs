@@ -1,13 +1,13 @@
-//! MySQL's expand and backfill: the shadow table created under `lock_wait_timeout`, the row
-//! estimate, a chunk's upper key, the fenced range copy, and the throttle's probes.
+//! MySQL's DDL (the shadow table, quarantine, drop; each under `lock_wait_timeout`) and
+//! backfill: the row estimate, a chunk's upper key, the fenced range copy, and the throttle's probes.
 
 use super::sql::{self, bound_params};
-use super::state::{fenced, record_change, RunnerLock};
+use super::state::{fenced, record_change, record_quarantine, RunnerLock};
 use super::{col, quote_name, MySql, Session};
 use crate::adapter::{BackfillSource, SchemaChanges};
 use crate::catalog::Table;
 use crate::seam::{Direction, Fill, Load};
-use crate::spec::{MigrationSpec, QualifiedName};
+use crate::spec::{MigrationSpec, QualifiedName, QUARANTINE_SCHEMA};
 use crate::state::{DeferredIndex, PhaseChange, QuarantineEntry};
 use crate::EngineError;
 use mysql_async::prelude::Queryable;
@@ -107,34 +107,99 @@ impl SchemaChanges for MySql {
         .map_err(|e| EngineError::my("dropping the shadow table", &e))
     }
 
+    /// Moves the retired table into `splice_quarantine` (`RENAME TABLE` across databases),
+    /// then records the entry and the change. Two commits (MySQL DDL cannot join a
+    /// transaction): a re-run after a crash between them finds the table moved and records.
     async fn quarantine(
         &self,
-        _db: &Session,
-        _spec: &MigrationSpec,
-        _lock: &RunnerLock,
-        _entry: &QuarantineEntry,
-        _change: &PhaseChange,
+        db: &Session,
+        spec: &MigrationSpec,
+        lock: &RunnerLock,
+        entry: &QuarantineEntry,
+        change: &PhaseChange,
     ) -> Result<(), EngineError> {
-        not_built("`splice contract`")
+        let (retired, quarantined) = (spec.retired_table(), spec.quarantined_table());
+        {
+            let mut conn = db.lock().await;
+            bound_locks(&mut conn, spec).await?;
+            conn.query_drop(format!(
+                "CREATE DATABASE IF NOT EXISTS {}",
+                super::quote_ident(QUARANTINE_SCHEMA)
+            ))
+            .await
+            .map_err(|e| EngineError::my("creating the quarantine database", &e))?;
+            let moved = !table_exists(&mut conn, &retired).await?
+                && table_exists(&mut conn, &quarantined).await?;
+            if !moved {
+                conn.query_drop(format!(
+                    "RENAME TABLE {} TO {}",
+                    quote_name(&retired),
+                    quote_name(&quarantined)
+                ))
+                .await
+                .map_err(|e| EngineError::my("moving the old table into quarantine", &e))?;
+            }
+        }
+        let ctx = "recording the quarantine";
+        let mut conn = lock.session().await;
+        let (mut tx, phase) = fenced(&mut conn, lock, ctx).await?;
+        record_quarantine(&mut tx, lock, Some(entry)).await?;
+        record_change(&mut tx, lock, &phase, change).await?;
+        tx.commit().await.map_err(|e| EngineError::my(ctx, &e))
     }
 
+    /// Moves the quarantined table back under its retired name, then clears the entry (a
+    /// re-run after a crash between them finds it moved back and clears).
     async fn restore_from_quarantine(
         &self,
-        _db: &Session,
-        _spec: &MigrationSpec,
-        _lock: &RunnerLock,
+        db: &Session,
+        spec: &MigrationSpec,
+        lock: &RunnerLock,
     ) -> Result<(), EngineError> {
-        not_built("`splice rollback` after contract")
+        let (retired, quarantined) = (spec.retired_table(), spec.quarantined_table());
+        {
+            let mut conn = db.lock().await;
+            bound_locks(&mut conn, spec).await?;
+            if table_exists(&mut conn, &quarantined).await? {
+                conn.query_drop(format!(
+                    "RENAME TABLE {} TO {}",
+                    quote_name(&quarantined),
+                    quote_name(&retired)
+                ))
+                .await
+                .map_err(|e| EngineError::my("restoring the old table from quarantine", &e))?;
+            }
+        }
+        let ctx = "clearing the quarantine";
+        let mut conn = lock.session().await;
+        let (mut tx, _) = fenced(&mut conn, lock, ctx).await?;
+        record_quarantine(&mut tx, lock, None).await?;
+        tx.commit().await.map_err(|e| EngineError::my(ctx, &e))
     }
 
+    /// Drops the quarantined table (the one-way door), then records the change.
     async fn drop_quarantined(
         &self,
-        _db: &Session,
-        _spec: &MigrationSpec,
-        _lock: &RunnerLock,
-        _change: &PhaseChange,
+        db: &Session,
+        spec: &MigrationSpec,
+        lock: &RunnerLock,
+        change: &PhaseChange,
     ) -> Result<(), EngineError> {
-        not_built("`splice drop`")
+        {
+            let mut conn = db.lock().await;
+            bound_locks(&mut conn, spec).await?;
+            conn.query_drop(format!(
+                "DROP TABLE IF EXISTS {}",
+                quote_name(&spec.quarantined_table())
+            ))
+            .await
+            .map_err(|e| EngineError::my("dropping the quarantined table", &e))?;
+        }
+        let ctx = "recording the drop";
+        let mut conn = lock.session().await;
+        let (mut tx, phase) = fenced(&mut conn, lock, ctx).await?;
+        record_change(&mut tx, lock, &phase, change).await?;
+        tx.commit().await.map_err(|e| EngineError::my(ctx, &e))
     }
 }
 

@@ -207,13 +207,16 @@ pub fn backfill_range(dir: &Direction, lower: bool, upper: bool, fill: Fill) -> 
     }
 }
 
-/// Under [`Fill::Mirror`]: deletes the range's target rows whose key the source lost.
+/// Under [`Fill::Mirror`]: deletes the range's target rows whose key the source lost. A
+/// single-table DELETE naming the target in full (the multi-table form resolves its alias
+/// against the session's default database, which splice's sessions do not have).
 pub fn delete_gone_in_range(dir: &Direction, lower: bool, upper: bool) -> Bound {
-    let (cond, params) = range_condition(dir, "t.", lower, upper);
+    let to = quote_name(&dir.to);
+    let (cond, params) = range_condition(dir, &format!("{to}."), lower, upper);
     let same_key: Vec<String> = dir
         .key
         .iter()
-        .map(|k| format!("s.{0} = t.{0}", quote_ident(&k.name)))
+        .map(|k| format!("s.{0} = {to}.{0}", quote_ident(&k.name)))
         .collect();
     let mut all = cond;
     all.push(format!(
@@ -222,11 +225,7 @@ pub fn delete_gone_in_range(dir: &Direction, lower: bool, upper: bool) -> Bound 
         same_key.join(" AND ")
     ));
     Bound {
-        sql: format!(
-            "DELETE t FROM {} AS t WHERE {}",
-            quote_name(&dir.to),
-            all.join(" AND ")
-        ),
+        sql: format!("DELETE FROM {to} WHERE {}", all.join(" AND ")),
         params,
     }
 }
