@@ -30,21 +30,23 @@ pub fn is_mysql(url: &str) -> bool {
     url.starts_with("mysql://") || url.starts_with("mariadb://")
 }
 
-/// The migration commands built for MySQL/MariaDB so far (the engine's MySQL adapter).
+/// The migration commands built for MySQL/MariaDB (the engine's MySQL adapter).
 pub const MYSQL_COMMANDS: &[&str] = &[
-    "plan", "expand", "sync", "throttle", "verify", "rollback", "abort", "status",
+    "plan", "expand", "sync", "throttle", "verify", "cutover", "rollback", "abort", "contract",
+    "drop", "status",
 ];
 
-/// A command not built for MySQL/MariaDB yet gets a plain refusal naming what does work there.
+/// A command not built for MySQL/MariaDB yet (the daemon) gets a plain refusal naming what does
+/// work there.
 pub fn refuse_mysql_migrations(url: &str, command: &str) -> Result<(), String> {
     if !is_mysql(url) || MYSQL_COMMANDS.contains(&command) {
         return Ok(());
     }
     Err(format!(
         "`splice {command}` is not built for MySQL/MariaDB yet (it runs on PostgreSQL only). \
-         On MySQL/MariaDB, splice can plan, expand, sync, throttle, verify, roll back before \
-         cutover (rollback, abort) and show status; cutover, contract, drop and the daemon are \
-         not built yet (docs/migrations.md, \"MySQL/MariaDB\")"
+         On MySQL/MariaDB the migration commands run one by one: plan, expand, sync, throttle, \
+         verify, cutover, rollback, abort, contract, drop, status (docs/migrations.md, \
+         \"MySQL/MariaDB\")"
     ))
 }
 
@@ -123,12 +125,12 @@ mod tests {
         assert!(!is_mysql("postgres://app@db/app"));
         assert!(!is_mysql("host=db dbname=mysql"));
         assert!(refuse_mysql_migrations("mysql://app@db/", "sync").is_ok());
-        let err = refuse_mysql_migrations("mysql://app@db/", "cutover").unwrap_err();
+        let err = refuse_mysql_migrations("mysql://app@db/", "daemon").unwrap_err();
         assert!(
-            err.contains("not built for MySQL/MariaDB yet") && err.contains("splice cutover"),
+            err.contains("not built for MySQL/MariaDB yet") && err.contains("splice daemon"),
             "{err}"
         );
-        assert!(refuse_mysql_migrations("postgres://app@db/app", "cutover").is_ok());
+        assert!(refuse_mysql_migrations("postgres://app@db/app", "daemon").is_ok());
     }
 
     #[test]
