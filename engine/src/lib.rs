@@ -6,15 +6,16 @@
 //! The database sits behind small traits split by concern ([`adapter`]), which speak in the
 //! leaf types of [`seam`]: the phase machine, the backfill loop, the applier's batching and
 //! draining and verify's range loop are written against them and contain no SQL.
-//! PostgreSQL is [`postgres::Postgres`] ([`Engine::new`] drives a PostgreSQL database).
+//! PostgreSQL is [`postgres::Postgres`] ([`Engine::new`] drives a PostgreSQL database),
+//! MySQL/MariaDB [`mysql::MySql`] ([`Engine::mysql`]).
 //!
 //! The invariant everything is tested against: once capture has caught up, the target equals
 //! the mapping of the source for every key. Backfill, the change applier and verify all go
 //! through one mapping ([`plan::Direction`]).
 //!
 //! Not for: linting SQL files (the `lint` crate, which this crate calls on the DDL it
-//! generates), decoding the change stream (the `cdc` crate), or the parts of MySQL/MariaDB support the [`mysql`] adapter does not have yet
-//! (it plans; the other phases refuse with [`EngineError::NotBuilt`]).
+//! generates), decoding the change stream (the `cdc` crate), or what the [`mysql`] adapter does not have yet (`alter` mode refuses with
+//! [`EngineError::NotBuilt`]).
 
 pub mod adapter;
 pub mod applier;

@@ -15,7 +15,8 @@
 //! | [`Cutover`] | the locked rename swap |
 //! | [`StateStore`] | migration records, history, the fenced runner lock |
 //!
-//! Implementations: [`Postgres`](crate::postgres::Postgres) and, for tests,
+//! Implementations: [`Postgres`](crate::postgres::Postgres), [`MySql`](crate::mysql::MySql)
+//! and, for tests,
 //! [`Memory`](crate::memory::Memory).
 //!
 //! The contract every implementation keeps:

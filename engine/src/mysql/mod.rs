@@ -4,8 +4,7 @@
 //! planning and `splice plan`'s rendering ([`plan`]), expand and the fenced backfill
 //! ([`backfill`], with its statements in [`sql`]), the binlog stream and the applier
 //! ([`capture`]), verify's canonical rows ([`verify`]) and the sentry cut-over ([`cutover`]).
-//! Contract and drop are not built: they refuse with [`EngineError::NotBuilt`] rather than
-//! pretend.
+//! `alter` mode is not built: it refuses with [`EngineError::NotBuilt`].
 //!
 //! Tested on MariaDB 10.11 only (the server the test harness starts); the SQL sticks to what
 //! MySQL 8 shares with it.

@@ -646,18 +646,31 @@ impl Planner for MySql {
         for n in &plan.reverse_notes {
             s.push_str(&format!("  note: {n}\n"));
         }
+        let lock = spec.throttle.lock_timeout.as_secs().max(1);
         s.push_str(&format!(
-            "\nexpand (not built for MySQL/MariaDB yet) would run, under lock_wait_timeout = {}s:\n",
-            spec.throttle.lock_timeout.as_secs().max(1)
+            "\nexpand runs, under lock_wait_timeout = {lock}s (the state database `splice` first):\n"
         ));
         for ddl in &plan.expand_ddl {
             s.push_str(&format!("  {ddl};\n"));
         }
-        s.push_str(
-            "\nsync, verify, cutover, rollback, contract and drop are not built for \
-             MySQL/MariaDB yet: plan checked the file, the table and the binlog settings; \
-             nothing was changed.\n",
+        let (live, shadow, retired) = (
+            quote_name(&spec.table),
+            quote_name(&spec.shadow_table()),
+            quote_name(&spec.retired_table()),
         );
+        s.push_str(&format!(
+            "\nsync: binlog slot {} first, then chunks of INSERT INTO {shadow} (…) SELECT … FROM \
+             {live} by primary-key range (ON DUPLICATE KEY UPDATE), the applier re-syncing changed \
+             keys between chunks\n\
+             verify: canonical rows of both sides per key range, BLAKE3\n\
+             cutover: sentry table {retired}; LOCK TABLES {live}, {shadow} (lock_wait_timeout \
+             {lock}s, retried); the binlog drained under the lock; RENAME TABLE {live} TO \
+             {retired}, {shadow} TO {live} from a second session; reverse slot {} created before\n\
+             contract: RENAME TABLE {retired} TO {}\n",
+            spec.forward_slot(),
+            spec.reverse_slot(),
+            quote_name(&spec.quarantined_table()),
+        ));
         s
     }
 }
