@@ -241,3 +241,96 @@ fn plan_refuses_an_expression_mysql_cannot_compile_and_a_table_without_a_key() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn splice_crashing_at(point: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_splice"))
+        .args(args)
+        .env_remove("SPLICE_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .env("SPLICE_FAULT_POINT", point)
+        .output()
+        .expect("the splice binary runs")
+}
+
+fn live_columns(db: &MariaDb) -> String {
+    db.sql(
+        "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION) \
+         FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME = 'orders'",
+    )
+    .expect("columns")
+}
+
+fn phase(db: &MariaDb) -> String {
+    db.sql("SELECT phase FROM splice.migrations WHERE name = 'orders_v2'")
+        .expect("phase")
+}
+
+#[test]
+fn a_kill_between_the_rename_and_its_record_is_finished_by_running_the_command_again() {
+    let db = MariaDb::start().expect("MariaDB");
+    create_orders(&db);
+    let url = db.url();
+    let url = url.as_str();
+    for args in [
+        vec!["expand", SPEC],
+        vec!["sync", "orders_v2", "--until-caught-up"],
+        vec!["verify", "orders_v2"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--database-url", url]);
+        let out = splice(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+    }
+    // Killed right after the rename: swapped, not recorded.
+    let out = splice_crashing_at(
+        "swap.renamed",
+        &["cutover", "orders_v2", "--database-url", url],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("swap.renamed"), "{}", text(&out));
+    assert_eq!(live_columns(&db), "id,amount_cents,note,created_at");
+    assert_eq!(phase(&db), "verified");
+    let out = splice(&["cutover", "orders_v2", "--database-url", url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(phase(&db), "cut_over");
+    assert_eq!(
+        live_columns(&db),
+        "id,amount_cents,note,created_at",
+        "swapped once"
+    );
+
+    // The same for the swap back.
+    let out = splice_crashing_at(
+        "swap.renamed",
+        &["rollback", "orders_v2", "--database-url", url],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(live_columns(&db), "id,amount,note,created_at");
+    assert_eq!(phase(&db), "cut_over");
+    let out = splice(&["rollback", "orders_v2", "--database-url", url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(phase(&db), "syncing");
+    assert_eq!(
+        live_columns(&db),
+        "id,amount,note,created_at",
+        "swapped back once"
+    );
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM splice.cdc_slots WHERE slot LIKE '%\\_rev'")
+            .expect("slots"),
+        "0",
+        "reverse sync is over"
+    );
+    // And the migration goes on: sync, verify, cut over again.
+    for args in [
+        vec!["sync", "orders_v2", "--until-caught-up"],
+        vec!["verify", "orders_v2"],
+        vec!["cutover", "orders_v2"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--database-url", url]);
+        let out = splice(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+    }
+    assert_eq!(phase(&db), "cut_over");
+}

@@ -47,6 +47,18 @@ pub trait Cutover: ChangeApplier + StateStore {
         applier: &mut Self::ApplierSession,
         swap: &Swap,
     ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    /// True when `swap` was made but its phase change was not recorded (a crash between the
+    /// two): only databases whose rename cannot share a transaction with the record (MySQL)
+    /// can be in that state, and they tell it from the tables; the default is never. The
+    /// engine then records the change instead of swapping again.
+    fn swapped_unrecorded(
+        &self,
+        conn: &Self::Conn,
+        swap: &Swap,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send {
+        let _ = (conn, swap);
+        async { Ok(false) }
+    }
     /// Abandons a locked swap.
     fn abort_swap(&self, applier: &mut Self::ApplierSession) -> impl Future<Output = ()> + Send;
     /// After the swap committed: finishes what was carried over without the lock (PostgreSQL:

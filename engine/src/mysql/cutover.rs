@@ -14,7 +14,8 @@
 //!    never missing. If the first session dies before dropping the sentry, the rename fails on
 //!    the sentry's name and the old table stays live and intact.
 //!
-//! The phase change is recorded right after the rename (MySQL DDL cannot join a transaction).
+//! The phase change is recorded right after the rename (MySQL DDL cannot join a transaction);
+//! after a crash between the two, [`Cutover::swapped_unrecorded`] tells the engine to record it.
 
 use super::capture::ApplierSession;
 use super::state::{fenced, record_change, RunnerLock};
@@ -224,6 +225,34 @@ impl Cutover for MySql {
         _swap: &Swap,
     ) -> Result<Vec<String>, EngineError> {
         Ok(Vec::new())
+    }
+
+    /// The incoming table's name is gone and the outgoing name holds a real table (not the
+    /// sentry): only the rename does that.
+    async fn swapped_unrecorded(&self, db: &Session, swap: &Swap) -> Result<bool, EngineError> {
+        let mut conn = db.lock().await;
+        let row: Option<Row> = conn
+            .exec_first(
+                "SELECT \
+                   (SELECT COUNT(*) FROM information_schema.TABLES \
+                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?), \
+                   (SELECT COUNT(*) FROM information_schema.TABLES \
+                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND TABLE_COMMENT <> ?)",
+                (
+                    &swap.incoming.schema,
+                    &swap.incoming.name,
+                    &swap.outgoing_as.schema,
+                    &swap.outgoing_as.name,
+                    SENTRY_COMMENT,
+                ),
+            )
+            .await
+            .map_err(|e| EngineError::my("looking for an unrecorded swap", &e))?;
+        let ctx = "looking for an unrecorded swap";
+        Ok(match row {
+            Some(r) => col::<i64>(&r, 0, ctx)? == 0 && col::<i64>(&r, 1, ctx)? == 1,
+            None => false,
+        })
     }
 
     async fn abort_swap(&self, applier: &mut ApplierSession) {

@@ -108,6 +108,34 @@ impl<A: Adapter> Engine<A> {
             return Err(Refusal::NotVerified { name: name.into() }.into());
         }
         let lock = self.locked(name).await?;
+        let swap = Swap {
+            live: spec.table.clone(),
+            incoming: spec.shadow_table(),
+            outgoing_as: spec.retired_table(),
+        };
+        if self.adapter.swapped_unrecorded(&db, &swap).await? {
+            // A crash between the rename and its record (MySQL): the reverse slot was created
+            // before the rename, so only the record is left.
+            let reverse_sync = reverse_sync == ReverseSync::Start;
+            self.adapter
+                .transition(
+                    &lock,
+                    &PhaseChange::new(
+                        Phase::Verified,
+                        Phase::CutOver,
+                        json!({ "reverse_sync": reverse_sync, "recorded_after_a_crash": true }),
+                    ),
+                )
+                .await?;
+            return Ok(CutoverReport {
+                lock_ms: 0.0,
+                attempts: 0,
+                carried_over: vec![],
+                reverse_sync,
+                already: true,
+                cut_over_at: None,
+            });
+        }
         let plan = plan::build(&self.adapter, &db, &spec).await?;
         self.check_source_drift(&db, name, &plan).await?;
         super::expand::refuse_not_carried(&plan)?;
@@ -151,11 +179,6 @@ impl<A: Adapter> Engine<A> {
             c.close().await?;
             crate::fault::point("cutover.reverse_created");
         }
-        let swap = Swap {
-            live: spec.table.clone(),
-            incoming: spec.shadow_table(),
-            outgoing_as: spec.retired_table(),
-        };
         let change = PhaseChange::new(
             Phase::Verified,
             Phase::CutOver,

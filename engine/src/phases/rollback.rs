@@ -96,6 +96,28 @@ impl<A: Adapter> Engine<A> {
                 Ok(report(Phase::RolledBack, None))
             }
             Phase::CutOver => {
+                let swap_back = Swap {
+                    live: spec.table.clone(),
+                    incoming: spec.retired_table(),
+                    outgoing_as: spec.shadow_table(),
+                };
+                if self.adapter.swapped_unrecorded(&db, &swap_back).await? {
+                    // A crash between the swap back and its record (MySQL): record it, and
+                    // finish what came after it.
+                    self.adapter
+                        .transition(
+                            &lock,
+                            &PhaseChange::new(
+                                Phase::CutOver,
+                                Phase::Syncing,
+                                json!({ "rollback": true, "rolled_back_cutover": true,
+                                        "recorded_after_a_crash": true }),
+                            ),
+                        )
+                        .await?;
+                    self.adapter.drop_capture(&spec.reverse_slot()).await?;
+                    return Ok(report(Phase::Syncing, None));
+                }
                 let plan = plan::build_after_cutover(&self.adapter, &db, &spec).await?;
                 let Some(reverse) = plan.reverse.clone() else {
                     return Err(Refusal::NoReverseSync {
