@@ -988,3 +988,65 @@ async fn rollback_after_contract_restores_the_old_table_with_the_writes_made_sin
         "9.99"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cutover_lock_that_times_out_is_retried_and_leaves_the_old_table_live_meanwhile() {
+    let (db, engine) = expanded(100).await;
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    assert!(engine.verify("orders_v2").await.expect("verify").passed());
+    // A transaction that read the table holds its metadata lock until it ends: here, until a
+    // lock attempt of the cutover timed out.
+    let mut holder = my_conn(&db).await;
+    holder.query_drop("START TRANSACTION").await.expect("begin");
+    holder
+        .query_drop("SELECT COUNT(*) FROM shop.orders")
+        .await
+        .expect("read");
+    let cutover = {
+        let url = db.url();
+        tokio::spawn(async move {
+            Engine::mysql(url)
+                .expect("url")
+                .cutover("orders_v2", u64::MAX, engine::phases::ReverseSync::Start)
+                .await
+        })
+    };
+    // Wait until a lock attempt has been seen waiting and then gave up; the old table is live
+    // all the while. Then let the next attempt through.
+    let waiting = || {
+        db.sql(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+             WHERE INFO LIKE 'LOCK TABLES%' AND STATE LIKE '%metadata lock%'",
+        )
+        .expect("processlist")
+            != "0"
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !waiting() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no lock attempt was seen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(columns_of(&db, "orders"), "id,amount,note,created_at");
+    while waiting() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock attempt never timed out"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(columns_of(&db, "orders"), "id,amount,note,created_at");
+    holder.query_drop("COMMIT").await.expect("commit");
+    let report = cutover.await.expect("task").expect("cutover after a retry");
+    assert!(report.attempts >= 2, "{report:?}");
+    assert_eq!(columns_of(&db, "orders"), "id,amount_cents,note,created_at");
+    assert_eq!(
+        columns_of(&db, "_splice_orders_v2_old"),
+        "id,amount,note,created_at",
+        "the retired name holds the old table, not a sentry"
+    );
+    let _ = holder.query_drop("SELECT 1").await;
+    assert_eq!(reverse_mismatches(&db), "NULL");
+}
