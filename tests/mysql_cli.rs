@@ -334,3 +334,123 @@ fn a_kill_between_the_rename_and_its_record_is_finished_by_running_the_command_a
     }
     assert_eq!(phase(&db), "cut_over");
 }
+
+/// `splice ARGS`, again while another process still holds the migration or its binlog slot
+/// (a killed one, until the server notices its sessions are gone).
+fn splice_retrying(args: &[&str]) -> Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = splice(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let busy = err.contains("being run by another") || err.contains("in use by another");
+        if !busy || std::time::Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn sync_killed_with_sigkill_at_random_points_resumes_without_divergence() {
+    let db = MariaDb::start().expect("MariaDB");
+    create_orders(&db);
+    // 100 rows × 100: 10,000.
+    db.sql(
+        "INSERT INTO shop.orders (amount, note) SELECT o.amount, o.note \
+         FROM shop.orders o, shop.orders p WHERE p.id <= 99",
+    )
+    .expect("more rows");
+    let url = db.url();
+    let url = url.as_str();
+    let out = splice(&["expand", SPEC, "--database-url", url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let port = db.port();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let batch: Vec<String> = (0..20)
+                    .map(|i| {
+                        let id = ((n + i) * 7919) % 10_000 + 1;
+                        match (n + i) % 4 {
+                            0 => format!(
+                                "UPDATE shop.orders SET amount = amount + 1 WHERE id = {id}"
+                            ),
+                            1 => "INSERT INTO shop.orders (amount) VALUES (1.5)".to_string(),
+                            2 => format!("DELETE FROM shop.orders WHERE id = {id}"),
+                            _ => {
+                                format!("UPDATE shop.orders SET id = id + 1000000 WHERE id = {id}")
+                            }
+                        }
+                    })
+                    .collect();
+                let _ = Command::new("mariadb")
+                    .args(["--no-defaults", "-u", "root", "-h", "127.0.0.1", "-f"])
+                    .arg(format!("--port={port}"))
+                    .arg("-e")
+                    .arg(batch.join("; "))
+                    .output();
+                n += 20;
+            }
+            n
+        })
+    };
+    let mut kills = 0;
+    for pause_ms in [400u64, 900, 250, 1300, 600] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_splice"))
+            .args([
+                "sync",
+                "orders_v2",
+                "--rows-per-second",
+                "3000",
+                "--chunk-target",
+                "20ms",
+                "--database-url",
+                url,
+            ])
+            .env_remove("SPLICE_DATABASE_URL")
+            .env_remove("DATABASE_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn sync");
+        std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+        if child.try_wait().expect("poll").is_none() {
+            child.kill().expect("kill -9");
+            kills += 1;
+        }
+        let _ = child.wait();
+    }
+    assert!(kills >= 3, "sync was killed mid-run {kills} times");
+    let copied: i64 = db
+        .sql("SELECT rows_copied FROM splice.migrations WHERE name = 'orders_v2'")
+        .expect("checkpoint")
+        .parse()
+        .expect("number");
+    assert!(copied > 0, "checkpoints survived the kills");
+    let out = splice_retrying(&[
+        "sync",
+        "orders_v2",
+        "--until-caught-up",
+        "--database-url",
+        url,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.join().expect("writer");
+    assert!(writes > 200, "the application wrote ({writes} statements)");
+    let out = splice_retrying(&[
+        "sync",
+        "orders_v2",
+        "--until-caught-up",
+        "--database-url",
+        url,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(mismatches(&db), "0", "every key equals the mapping");
+    let out = splice(&["verify", "orders_v2", "--database-url", url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
