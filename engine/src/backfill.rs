@@ -289,6 +289,11 @@ async fn throttle_reason<A: BackfillSource>(
             "{waiting} session(s) waiting for a lock on the table"
         )));
     }
+    if let (Some(running), Some(max)) = (load.threads_running, spec.throttle.max_threads_running) {
+        if running > i64::from(max) {
+            return Ok(Some(format!("Threads_running {running} > {max}")));
+        }
+    }
     Ok(None)
 }
 

@@ -116,6 +116,9 @@ pub struct Load {
     pub replica_lag_s: f64,
     /// Sessions waiting for a lock on the source table.
     pub lock_waiters: i64,
+    /// Sessions running a statement right now (MySQL's `Threads_running`), where the database
+    /// reports it; compared with `[throttle] max_threads_running`.
+    pub threads_running: Option<i64>,
 }
 
 /// A session holding a lock another one waits for: what the progress line names.

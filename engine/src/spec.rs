@@ -161,6 +161,9 @@ pub struct Throttle {
     pub max_capture_lag_bytes: u64,
     /// Pause while a replica's replay lag exceeds this.
     pub max_replica_lag: Duration,
+    /// Pause while more sessions than this run a statement (MySQL's `Threads_running`; not
+    /// checked where the database does not report it, nor when absent).
+    pub max_threads_running: Option<u32>,
     /// lock_timeout for every DDL statement.
     pub lock_timeout: Duration,
 }
@@ -172,6 +175,7 @@ impl Default for Throttle {
             chunk_target: Duration::from_millis(200),
             max_capture_lag_bytes: 256 * 1024 * 1024,
             max_replica_lag: Duration::from_secs(10),
+            max_threads_running: None,
             lock_timeout: Duration::from_secs(2),
         }
     }
@@ -376,6 +380,7 @@ struct RawThrottle {
     chunk_target: Option<String>,
     max_capture_lag_bytes: Option<u64>,
     max_replica_lag: Option<String>,
+    max_threads_running: Option<u32>,
     lock_timeout: Option<String>,
 }
 
@@ -460,6 +465,7 @@ impl MigrationSpec {
                 Some(s) => duration("throttle.max_replica_lag", &s)?,
                 None => defaults.max_replica_lag,
             },
+            max_threads_running: t.max_threads_running,
             lock_timeout: match t.lock_timeout {
                 Some(s) => duration("throttle.lock_timeout", &s)?,
                 None => defaults.lock_timeout,

@@ -1050,3 +1050,48 @@ async fn a_cutover_lock_that_times_out_is_retried_and_leaves_the_old_table_live_
     let _ = holder.query_drop("SELECT 1").await;
     assert_eq!(reverse_mismatches(&db), "NULL");
 }
+
+/// Stops the sync once it reports a pause, keeping the reason.
+struct StopWhenPaused {
+    control: Control,
+    reason: Option<String>,
+}
+
+impl engine::backfill::ProgressSink for StopWhenPaused {
+    fn update(&mut self, p: &engine::backfill::SyncProgress) {
+        if let engine::backfill::SyncState::Paused { reason } = &p.state {
+            self.reason = Some(reason.clone());
+            self.control.stop();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_pauses_while_threads_running_is_above_the_files_bound() {
+    let db = server();
+    create_orders(&db, 1_000);
+    // Threads_running counts at least the backfill's own statement: a bound of 0 is exceeded.
+    let file = format!("{ORDERS_V2}\n[throttle]\nmax_threads_running = 0\n");
+    let engine = Engine::mysql(db.url()).expect("url");
+    engine
+        .expand(&file, "orders_v2.toml")
+        .await
+        .expect("expand");
+    let control = Control::new(RateLimit::Unlimited);
+    let mut sink = StopWhenPaused {
+        control: control.clone(),
+        reason: None,
+    };
+    engine
+        .sync("orders_v2", &caught_up(), &control, &mut sink)
+        .await
+        .expect("sync stops when asked");
+    let reason = sink.reason.expect("the backfill paused");
+    assert!(reason.starts_with("Threads_running "), "{reason}");
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM shop._splice_orders_v2_new")
+            .expect("count"),
+        "0",
+        "nothing was copied while paused"
+    );
+}

@@ -329,8 +329,9 @@ impl BackfillSource for MySql {
     }
 
     /// Replica lag of this server when it is itself a replica (`SHOW ALL SLAVES STATUS` on
-    /// MariaDB, `SHOW REPLICA STATUS` on MySQL; a primary cannot see its replicas' lag), and
-    /// InnoDB lock waits on `table` (MariaDB's `INNODB_LOCKS`; 0 where the server lacks it).
+    /// MariaDB, `SHOW REPLICA STATUS` on MySQL; a primary cannot see its replicas' lag),
+    /// InnoDB lock waits on `table` (MariaDB's `INNODB_LOCKS`; 0 where the server lacks it),
+    /// and `Threads_running`.
     async fn server_load(&self, db: &Session, table: &Table) -> Result<Load, EngineError> {
         let mut conn = db.lock().await;
         let mut lag = 0.0_f64;
@@ -367,9 +368,21 @@ impl BackfillSource for MySql {
             Some(r) => col::<i64>(&r, 0, "reading lock waits").unwrap_or(0),
             None => 0,
         };
+        let running: Option<Row> = conn
+            .query_first("SHOW GLOBAL STATUS LIKE 'Threads_running'")
+            .await
+            .map_err(|e| EngineError::my("reading Threads_running", &e))?;
+        let threads_running = match running {
+            Some(r) => col::<String>(&r, 1, "reading Threads_running")?
+                .trim()
+                .parse()
+                .ok(),
+            None => None,
+        };
         Ok(Load {
             replica_lag_s: if lag.is_finite() { lag } else { 1e9 },
             lock_waiters,
+            threads_running,
         })
     }
 

@@ -145,6 +145,7 @@ impl BackfillSource for Postgres {
         Ok(Load {
             replica_lag_s: row.get(0),
             lock_waiters: row.get(1),
+            threads_running: None,
         })
     }
 
