@@ -14,7 +14,7 @@ const MIGRATION: &str = include_str!("../migrations/orders_v2.toml");
 /// Run an online migration end to end on a throwaway PostgreSQL, under write load.
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  splice demo                  1,000,000 rows, ~200 writes/s\n  splice demo --rows 100000 --writes-per-second 500\n\nNeeds the PostgreSQL server binaries (apt-get install postgresql); as root the server runs as\nthe postgres user. Everything is deleted at the end."
+    after_help = "Examples:\n  splice demo                  1,000,000 rows, ~200 writes/s\n  splice demo --rows 100000 --writes-per-second 500\n  splice demo --mysql --rows 100000\n\nNeeds the PostgreSQL server binaries (apt-get install postgresql), or with --mysql MariaDB's\n(apt-get install mariadb-server); as root the server runs as postgres or mysql. Everything is\ndeleted at the end."
 )]
 pub struct DemoArgs {
     /// Rows in the demo's orders table.
@@ -23,6 +23,10 @@ pub struct DemoArgs {
     /// Concurrent application writes per second (updates, inserts, deletes, key changes).
     #[arg(long, default_value_t = 200)]
     writes_per_second: u32,
+    /// Run it on a throwaway MariaDB instead (Debian's `mariadb-server`), with
+    /// `migrations/mysql/orders_v2.toml`.
+    #[arg(long)]
+    mysql: bool,
 }
 
 pub fn run(args: DemoArgs) -> u8 {
@@ -34,7 +38,12 @@ pub fn run(args: DemoArgs) -> u8 {
             return crate::EXIT_USAGE;
         }
     };
-    match rt.block_on(demo(args)) {
+    let result = if args.mysql {
+        rt.block_on(crate::demo_mysql::demo(args.rows, args.writes_per_second))
+    } else {
+        rt.block_on(demo(args))
+    };
+    match result {
         Ok(true) => crate::EXIT_OK,
         Ok(false) => crate::EXIT_CHECK_FAILED,
         Err(e) => {
@@ -44,7 +53,7 @@ pub fn run(args: DemoArgs) -> u8 {
     }
 }
 
-fn step(s: &str) {
+pub(crate) fn step(s: &str) {
     eprintln!("==> {s}");
 }
 
@@ -120,7 +129,7 @@ fn progress(max: &Arc<MaxLag>) -> crate::progress::Progress {
 
 /// What can stop the demo: its own set-up, or a migration command.
 #[derive(Debug, thiserror::Error)]
-enum DemoError {
+pub(crate) enum DemoError {
     #[error("{what}: {detail}")]
     Setup { what: &'static str, detail: String },
     #[error("{0}")]

@@ -5,6 +5,7 @@ mod cdc_cmd;
 mod daemon;
 mod db_url;
 mod demo;
+mod demo_mysql;
 mod duration;
 mod lint_cmd;
 mod lint_output;

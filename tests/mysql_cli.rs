@@ -454,3 +454,35 @@ fn sync_killed_with_sigkill_at_random_points_resumes_without_divergence() {
     let out = splice(&["verify", "orders_v2", "--database-url", url]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+#[test]
+fn the_mysql_demo_runs_the_whole_sequence_and_reports_no_difference() {
+    let out = Command::new(env!("CARGO_BIN_EXE_splice"))
+        .args([
+            "demo",
+            "--mysql",
+            "--rows",
+            "20000",
+            "--writes-per-second",
+            "300",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the demo");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = |start: &str| {
+        report
+            .lines()
+            .find(|l| l.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("no {start} line: {report}"))
+            .to_string()
+    };
+    assert!(line("verify").contains("passed"), "{report}");
+    assert!(
+        line("application writes").contains("(0 failed;"),
+        "{report}"
+    );
+    let differing = line("rows differing old/new");
+    assert_eq!(differing.split_whitespace().nth(3), Some("0"), "{report}");
+}
