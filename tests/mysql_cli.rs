@@ -486,3 +486,65 @@ fn the_mysql_demo_runs_the_whole_sequence_and_reports_no_difference() {
     let differing = line("rows differing old/new");
     assert_eq!(differing.split_whitespace().nth(3), Some("0"), "{report}");
 }
+
+#[test]
+fn a_cutover_killed_before_the_rename_leaves_the_old_table_live_and_intact() {
+    let db = MariaDb::start().expect("MariaDB");
+    create_orders(&db);
+    let url = db.url();
+    let url = url.as_str();
+    for args in [
+        vec!["expand", SPEC],
+        vec!["sync", "orders_v2", "--until-caught-up"],
+        vec!["verify", "orders_v2"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--database-url", url]);
+        let out = splice(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+    }
+    let rows = db.sql("SELECT COUNT(*) FROM shop.orders").expect("count");
+    // Killed with the tables locked, after the drain, and with the rename queued behind the
+    // locks (the sentry still in place, so the rename fails once the locks are gone).
+    for point in ["swap.locked", "swap.drained", "swap.rename_queued"] {
+        let out = splice_crashing_at(point, &["cutover", "orders_v2", "--database-url", url]);
+        assert_ne!(out.status.code(), Some(0), "{point}: {}", text(&out));
+        assert!(text(&out).contains(point), "{point}: {}", text(&out));
+        // Wait until the server has ended the dead sessions' statements (a queued rename
+        // fails on the sentry's name once the locks are gone).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while db
+            .sql(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                 WHERE INFO LIKE 'RENAME TABLE%' OR INFO LIKE 'LOCK TABLES%'",
+            )
+            .expect("processlist")
+            != "0"
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{point}: a statement hangs"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(live_columns(&db), "id,amount,note,created_at", "{point}");
+        assert_eq!(
+            db.sql("SELECT COUNT(*) FROM shop.orders").expect("count"),
+            rows,
+            "{point}: the old table is intact"
+        );
+        assert_eq!(phase(&db), "verified", "{point}");
+        // The application can write.
+        db.sql("UPDATE shop.orders SET note = 'still live' WHERE id = 1")
+            .expect("write to the live table");
+    }
+    let out = splice_retrying(&["cutover", "orders_v2", "--database-url", url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(live_columns(&db), "id,amount_cents,note,created_at");
+    assert_eq!(
+        db.sql("SELECT note FROM shop.orders WHERE id = 1")
+            .expect("row"),
+        "still live",
+        "the writes made between the attempts reached the new table"
+    );
+}
