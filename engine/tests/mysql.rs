@@ -415,6 +415,13 @@ async fn plan_refuses_what_it_cannot_migrate_and_names_the_fix() {
     .await;
     assert!(e.starts_with("target: ERROR") && e.contains("BIGNT"), "{e}");
 
+    // A table without its database.
+    let e = refused(ORDERS_V2.replace("table = \"shop.orders\"", "table = \"orders\"")).await;
+    assert!(
+        e.contains("names no database") && e.contains("shop.orders"),
+        "{e}"
+    );
+
     // Alter mode is not built for MySQL.
     let e = refused(
         "name = \"a2\"\ntable = \"shop.orders\"\nalter = \"ALTER TABLE shop.orders ADD COLUMN x INT\"\n"

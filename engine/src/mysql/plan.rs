@@ -282,9 +282,28 @@ fn is_missing_table(e: &mysql_async::Error) -> bool {
 impl Planner for MySql {
     async fn shadow_ddl(
         &self,
-        _db: &Session,
+        db: &Session,
         spec: &MigrationSpec,
     ) -> Result<Vec<String>, EngineError> {
+        // `table = "orders"` parses as PostgreSQL's `public.orders`: on MySQL that is almost
+        // always a missing database name.
+        if spec.table.schema == "public" {
+            let found: Option<Row> = db
+                .lock()
+                .await
+                .query_first(
+                    "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'public'",
+                )
+                .await
+                .map_err(|e| EngineError::my("looking for the table's database", &e))?;
+            if found.is_none() {
+                return Err(EngineError::Plan(format!(
+                    "table = \"{}\" names no database; on MySQL/MariaDB write \
+                     database.table (e.g. shop.{})",
+                    spec.table.name, spec.table.name
+                )));
+            }
+        }
         match &spec.shape {
             Shape::Target(ddl) => Ok(vec![shadow_create_table(spec, ddl)?]),
             Shape::Alter(_) => Err(EngineError::NotBuilt {
