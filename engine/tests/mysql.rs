@@ -415,6 +415,17 @@ async fn plan_refuses_what_it_cannot_migrate_and_names_the_fix() {
     .await;
     assert!(e.starts_with("target: ERROR") && e.contains("BIGNT"), "{e}");
 
+    // A key column that moves: the binlog names rows by position.
+    let e = refused(ORDERS_V2.replace(
+        "  id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,\n  amount_cents BIGINT NOT NULL,",
+        "  amount_cents BIGINT NOT NULL,\n  id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,",
+    ))
+    .await;
+    assert!(
+        e.contains("key column id is column 1") && e.contains("same position"),
+        "{e}"
+    );
+
     // A table without its database.
     let e = refused(ORDERS_V2.replace("table = \"shop.orders\"", "table = \"orders\"")).await;
     assert!(

@@ -274,6 +274,16 @@ async fn unique_indexes(
     Ok(out)
 }
 
+/// A table's column names in their order (sees the planning scope's temporary table).
+async fn column_order(conn: &mut Conn, table: &QualifiedName) -> Result<Vec<String>, EngineError> {
+    let ctx = format!("reading the columns of {table}");
+    let rows: Vec<Row> = conn
+        .query(format!("SHOW COLUMNS FROM {}", quote_name(table)))
+        .await
+        .map_err(|e| EngineError::my(ctx.clone(), &e))?;
+    rows.iter().map(|r| col(r, 0, &ctx)).collect()
+}
+
 fn is_missing_table(e: &mysql_async::Error) -> bool {
     // ER_NO_SUCH_TABLE, ER_BAD_DB_ERROR
     matches!(e, mysql_async::Error::Server(s) if s.code == 1146 || s.code == 1049)
@@ -509,6 +519,26 @@ impl Planner for MySql {
         purpose: &str,
     ) -> Result<(), EngineError> {
         let mut conn = db.lock().await;
+        // The binlog names rows by column position, and the reverse stream reads the live name
+        // from before the swap (the old table) into after it (the new one): each key column
+        // must sit at the same position in both.
+        let from_order = column_order(&mut conn, &dir.from).await?;
+        let to_order = column_order(&mut conn, &dir.to).await?;
+        for k in &dir.key {
+            let at = |order: &[String]| order.iter().position(|c| *c == k.name);
+            if at(&from_order) != at(&to_order) {
+                return Err(EngineError::Plan(format!(
+                    "{purpose}: key column {} is column {} of {} but column {} of {}; the binlog \
+                     names rows by column position, so keep each key column at the same \
+                     position in the new shape",
+                    k.name,
+                    at(&from_order).map_or(0, |i| i + 1),
+                    dir.from,
+                    at(&to_order).map_or(0, |i| i + 1),
+                    dir.to
+                )));
+            }
+        }
         let types = super::verify::column_types(&mut conn, &dir.to).await?;
         super::verify::refuse_uncomparable(dir, &types)
             .map_err(|e| EngineError::Plan(format!("{purpose}: {e}")))?;
