@@ -475,6 +475,14 @@ async fn sync(engine: &Engine<Postgres>, name: &str, opts: &SyncOptions) -> u8 {
 async fn throttle(engine: &Engine<Postgres>, name: &str, limit: Option<RateLimit>) -> u8 {
     match engine.set_rate_limit(name, limit).await {
         Ok(()) => {
+            let action = match limit {
+                Some(l) => format!("throttle {l}"),
+                None => "throttle cleared".into(),
+            };
+            let me = engine::state::actor();
+            if let Err(e) = engine.record_event(name, &action, &me, None, None).await {
+                eprintln!("warning: the rate is set, but it was not recorded in the history: {e}");
+            }
             match limit {
                 None => println!(
                     "{name}: rate override cleared; a running sync returns to its own rate at \

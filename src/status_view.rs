@@ -123,7 +123,23 @@ pub fn line(s: &Status) -> String {
     )
 }
 
-/// Every phase change, oldest first, indented under the line.
+/// A request made of the migration (not a step): who asked, why, and what came of it.
+fn event_line(e: &engine::state::Event) -> String {
+    let mut line = format!("    {} request: {} from {}", e.at, e.action, e.caller);
+    if e.actor != e.caller {
+        line.push_str(&format!(" (via {})", e.actor));
+    }
+    if let Some(reason) = &e.reason {
+        line.push_str(&format!("; because {reason}"));
+    }
+    if let Some(outcome) = &e.outcome {
+        line.push_str(&format!("; {outcome}"));
+    }
+    line.push('\n');
+    line
+}
+
+/// Every phase change and request, oldest first, indented under the line.
 pub fn history(s: &Status) -> String {
     let mut out = String::new();
     for slot in &s.slots {
@@ -149,7 +165,13 @@ pub fn history(s: &Status) -> String {
         }
     }
     out.push_str("  history:\n");
+    // Transitions and requests, merged by time (both are UTC in one format, so text order is
+    // time order; at equal times the transition comes first).
+    let mut events = s.events.iter().peekable();
     for t in &s.history {
+        while let Some(e) = events.next_if(|e| e.at < t.at) {
+            out.push_str(&event_line(e));
+        }
         out.push_str(&format!(
             "    {} {} → {} by {}{}\n",
             t.at,
@@ -168,6 +190,9 @@ pub fn history(s: &Status) -> String {
             }
         ));
     }
+    for e in events {
+        out.push_str(&event_line(e));
+    }
     out
 }
 
@@ -175,7 +200,7 @@ pub fn history(s: &Status) -> String {
 mod tests {
     use super::*;
     use engine::seam::SlotRetention;
-    use engine::state::{Runner, SyncThrottle, Transition};
+    use engine::state::{Event, Runner, SyncThrottle, Transition};
 
     fn syncing() -> Status {
         Status {
@@ -221,6 +246,24 @@ mod tests {
                 to: "expanded".into(),
                 figures: serde_json::json!({"shadow_table": "public._splice_orders_v2_new"}),
             }],
+            events: vec![
+                Event {
+                    at: "2026-12-02T10:00:00.500Z".into(),
+                    action: "throttle 5000 rows/s".into(),
+                    caller: "10.0.0.9:51234".into(),
+                    actor: "splice@ops1 pid 77".into(),
+                    reason: None,
+                    outcome: None,
+                },
+                Event {
+                    at: "2026-12-02T10:05:00.000Z".into(),
+                    action: "pause".into(),
+                    caller: "10.0.0.9:51240".into(),
+                    actor: "splice@ops1 pid 77".into(),
+                    reason: None,
+                    outcome: None,
+                },
+            ],
         }
     }
 
@@ -312,6 +355,24 @@ mod tests {
         assert!(
             h.contains("slot splice_orders_v2_fwd: retains 12.4 MiB of WAL (wal_status reserved)"),
             "{h}"
+        );
+    }
+
+    #[test]
+    fn the_history_merges_requests_with_transitions_by_time() {
+        let h = history(&syncing());
+        let throttle = h
+            .find("2026-12-02T10:00:00.500Z request: throttle 5000 rows/s from 10.0.0.9:51234 (via splice@ops1 pid 77)")
+            .unwrap_or_else(|| panic!("the throttle request is listed: {h}"));
+        let expanded = h
+            .find("planned → expanded")
+            .unwrap_or_else(|| panic!("{h}"));
+        let pause = h
+            .find("request: pause from 10.0.0.9:51240")
+            .unwrap_or_else(|| panic!("the pause request is listed: {h}"));
+        assert!(
+            throttle < expanded && expanded < pause,
+            "in time order: {h}"
         );
     }
 }

@@ -432,6 +432,7 @@ fn the_daemon_drives_a_migration_to_verified_keeps_verifying_under_load_and_stop
             && m.get(PASSES).is_some_and(|n| n > resumed_at)
     });
     assert_eq!(daemon.get("/api/v1/migrations/nope").0, 404);
+    let daemon_base = daemon.base.clone();
     let (code, page) = daemon.get("/");
     assert_eq!(code, 200);
     assert!(
@@ -457,6 +458,41 @@ fn the_daemon_drives_a_migration_to_verified_keeps_verifying_under_load_and_stop
     assert_eq!(status["backfill_done"], true, "{status}");
     assert_eq!(status["last_verify"]["passed"], true, "{status}");
     assert_eq!(mismatches(), "0", "every row equals the mapping");
+    // Each control request is in the migration's history, with its caller's address.
+    let requests: Vec<(String, String)> = status["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("events in status --json: {status}"))
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_string(),
+                e["caller"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let actions: Vec<&str> = requests.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["daemon started", "pause", "throttle 5000 rows/s", "resume"],
+        "{status}"
+    );
+    assert_eq!(
+        requests[0].1, daemon_base,
+        "the daemon recorded its address"
+    );
+    assert!(
+        requests[1..]
+            .iter()
+            .all(|(_, c)| c.starts_with("127.0.0.1:")),
+        "{requests:?}"
+    );
+    let out = splice(&pg, &["status", "orders_v2", "--history"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("request: pause from 127.0.0.1:")
+            && listed.contains("request: throttle 5000 rows/s from 127.0.0.1:"),
+        "{listed}"
+    );
     assert!(
         !m.text.contains("splice_cutover_lock_seconds{"),
         "no cutover lock time before a cutover:\n{}",
@@ -477,6 +513,12 @@ fn the_daemon_drives_a_migration_to_verified_keeps_verifying_under_load_and_stop
     });
     assert!(m.value("splice_cutover_lock_seconds{migration=\"orders_v2\"}") > 0.0);
     assert!(m.text.contains("# TYPE splice_cutover_lock_seconds gauge"));
+    // The restarted daemon lists the requests the first one took.
+    daemon.migration_until("the first daemon's pause listed after a restart", |j| {
+        control_actions(j)
+            .iter()
+            .any(|(action, _)| action == "pause")
+    });
     let deadline = Instant::now() + Duration::from_secs(30);
     while daemon.get("/healthz/ready").0 != 200 {
         assert!(
@@ -513,8 +555,11 @@ fn the_daemon_drives_a_migration_to_verified_keeps_verifying_under_load_and_stop
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
         err.contains("`splice daemon orders_v2`")
-            && err.contains("/api/v1/migrations/orders_v2/pause"),
-        "{err}"
+            && err.contains(&format!(
+                "{}/api/v1/migrations/orders_v2/pause",
+                daemon.base
+            )),
+        "the refusal names the daemon's address: {err}"
     );
     assert_eq!(
         daemon.terminate(Duration::from_secs(10)),

@@ -24,7 +24,7 @@ use crate::seam::{
 };
 use crate::spec::{MigrationSpec, QualifiedName};
 use crate::state::{
-    Checkpoint, DeferredIndex, Figure, LastVerify, MigrationRecord, Phase, PhaseChange,
+    Checkpoint, DeferredIndex, Event, Figure, LastVerify, MigrationRecord, Phase, PhaseChange,
     QuarantineEntry, Transition,
 };
 use crate::EngineError;
@@ -118,6 +118,7 @@ struct Database {
     records: BTreeMap<String, MigrationRecord>,
     order: Vec<String>,
     history: Vec<(String, Transition)>,
+    events: Vec<(String, Event)>,
     verifies: Vec<(String, LastVerify)>,
     locks: HashSet<String>,
     markers: HashMap<String, i64>,
@@ -809,6 +810,29 @@ impl StateStore for Memory {
             .filter(|(n, _)| n == name)
             .map(|(_, t)| t.clone())
             .collect())
+    }
+
+    async fn record_event(&self, _: &(), name: &str, event: &Event) -> Result<bool, EngineError> {
+        let mut db = self.lock();
+        if !db.records.contains_key(name) {
+            return Ok(false);
+        }
+        let n = db.events.len();
+        let mut event = event.clone();
+        event.at = format!("event {n}");
+        db.events.push((name.into(), event));
+        Ok(true)
+    }
+
+    async fn events(&self, _: &(), name: &str, limit: usize) -> Result<Vec<Event>, EngineError> {
+        let db = self.lock();
+        let mine: Vec<Event> = db
+            .events
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, e)| e.clone())
+            .collect();
+        Ok(mine[mine.len().saturating_sub(limit)..].to_vec())
     }
 
     async fn runner(&self, _: &(), _: &str) -> Result<Option<crate::state::Runner>, EngineError> {

@@ -153,6 +153,33 @@ pub struct Transition {
     pub figures: Json,
 }
 
+/// A request made of a migration that changes no phase by itself: a pause, a resume, a rate
+/// set, or a cutover or rollback asked of the daemon (with what came of it). Kept beside the
+/// history, never in it: the engine reads the history's transitions to decide what a rollback
+/// or an automatic cutover may do, and a request is not a step.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    /// When it was recorded, UTC (`2026-12-02T06:07:31.120Z`); set by the state store.
+    #[serde(default)]
+    pub at: String,
+    /// `pause`, `resume`, `throttle 5000 rows/s`, `cutover`, `rollback`, …
+    pub action: String,
+    /// Who asked: the HTTP caller's address, `automation`, or the CLI's `user@host pid N`.
+    pub caller: String,
+    /// The process that recorded it (`user@host pid N`).
+    pub actor: String,
+    /// Why it was asked (the automation's gate or failed watch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What came of it: `done`, `already done`, or the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+/// The event a daemon records when it takes a migration; its `caller` is the daemon's API
+/// address (`http://127.0.0.1:9187`), which a command refused by the daemon's runner lock names.
+pub const DAEMON_STARTED: &str = "daemon started";
+
 /// Who is running: `user@host pid N`.
 pub fn actor() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());

@@ -168,6 +168,7 @@ async fn serve(settings: Settings, runs: Vec<Arc<MigrationRun>>) -> u8 {
         tokio::spawn(automation::automate(run.clone(), stop.clone()));
         drivers.spawn(runner::drive(
             run.clone(),
+            format!("http://{addr}"),
             settings.verify_interval,
             stop.clone(),
         ));

@@ -20,7 +20,7 @@ use engine::{Engine, EngineError, MigrationSpec, Phase, Postgres, VerifyReport};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{oneshot, watch};
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 /// How often each migration's status (and so its database) is read for metrics and readiness.
 pub const STATUS_EVERY: Duration = Duration::from_secs(2);
@@ -83,9 +83,11 @@ impl VerifyPass {
     }
 }
 
-/// A control request (over HTTP, or from the automation), kept for the JSON API. Kept here
-/// rather than in the state store's history, which the engine reads (the last transition says
-/// whether a rollback already happened; cutover's figures say whether reverse sync runs).
+/// A control request (over HTTP, or from the automation), for the JSON API. Each is also
+/// recorded in the state store's event log (`Engine::record_event`), which `splice status
+/// --history` lists and a restarted daemon reads back; that log sits beside the transitions,
+/// never among them, because the engine reads the transitions (the last says whether a
+/// rollback already happened; cutover's figures say whether reverse sync runs).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ControlEvent {
     pub at: f64,
@@ -232,7 +234,7 @@ impl MigrationRun {
     }
 
     /// Pauses (or resumes) the runner; returns false when it already was.
-    pub fn set_paused(&self, paused: bool, caller: &str) -> bool {
+    pub async fn set_paused(&self, paused: bool, caller: &str) -> bool {
         let changed = self.paused.send_if_modified(|p| {
             let changed = *p != paused;
             *p = paused;
@@ -240,25 +242,100 @@ impl MigrationRun {
         });
         let action = if paused { "pause" } else { "resume" };
         info!(migration = %self.name, caller, changed, "{action} requested");
-        self.record_event(action, caller);
+        self.record_event(action, caller).await;
         changed
     }
 
-    pub fn record_event(&self, action: &str, caller: &str) {
+    pub async fn record_event(&self, action: &str, caller: &str) {
         self.record(ControlEvent {
             at: unix_now(),
             action: action.into(),
             caller: caller.into(),
             reason: None,
             outcome: None,
-        });
+        })
+        .await;
     }
 
-    fn record(&self, event: ControlEvent) {
+    /// Records a request in the state store's event log and in the view. A migration not
+    /// registered yet (before expand) has no log: the request is kept in the view only.
+    async fn record(&self, event: ControlEvent) {
+        let stored = tokio::time::timeout(
+            STATUS_TIMEOUT,
+            self.engine.record_event(
+                &self.name,
+                &event.action,
+                &event.caller,
+                event.reason.as_deref(),
+                event.outcome.as_deref(),
+            ),
+        )
+        .await;
+        match stored {
+            Ok(Ok(())) => {}
+            Ok(Err(EngineError::NoSuchMigration { .. })) => {
+                debug!(action = %event.action, "not registered yet: request kept in memory only")
+            }
+            Ok(Err(e)) => warn!(
+                action = %event.action,
+                error = %e,
+                "could not record the request in the state store; kept in memory only"
+            ),
+            Err(_) => warn!(
+                action = %event.action,
+                "the state store did not answer within {}s; request kept in memory only",
+                STATUS_TIMEOUT.as_secs()
+            ),
+        }
         let mut view = self.view();
         view.events.push(event);
-        let excess = view.events.len().saturating_sub(100);
+        let excess = view.events.len().saturating_sub(KEPT_EVENTS);
         view.events.drain(..excess);
+    }
+
+    /// Records that this daemon (its API at `api`) drives the migration; false while the
+    /// migration is not registered yet.
+    async fn announce(&self, api: &str) -> bool {
+        let recorded = tokio::time::timeout(
+            STATUS_TIMEOUT,
+            self.engine
+                .record_event(&self.name, engine::state::DAEMON_STARTED, api, None, None),
+        )
+        .await;
+        match recorded {
+            Ok(Ok(())) => true,
+            // Before expand there is no record (or no state store) to add it to; a failed
+            // write is tried again at the next step.
+            Ok(Err(e)) => {
+                debug!(error = %e, "this daemon's address not recorded yet");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Reads the requests an earlier daemon recorded into the view (at start).
+    async fn load_events(&self) {
+        match self.engine.events(&self.name, KEPT_EVENTS).await {
+            Ok(stored) => {
+                let events = stored
+                    .into_iter()
+                    .map(|e| ControlEvent {
+                        at: humantime::parse_rfc3339(&e.at)
+                            .ok()
+                            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                            .map(|d| d.as_secs_f64())
+                            .unwrap_or(0.0),
+                        action: e.action,
+                        caller: e.caller,
+                        reason: e.reason,
+                        outcome: e.outcome,
+                    })
+                    .collect();
+                self.view().events = events;
+            }
+            Err(e) => debug!(error = %e, "no earlier requests read"),
+        }
     }
 
     /// Queues a cutover or rollback for the runner, which stops its sync at a checkpoint to
@@ -376,6 +453,7 @@ enum Step {
 /// Drives one migration until `shutdown` turns true.
 pub async fn drive(
     run: Arc<MigrationRun>,
+    api: String,
     verify_every: Duration,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -385,7 +463,14 @@ pub async fn drive(
         // A verify pass is due as soon as the backfill is complete, then every `verify_every`.
         let mut next_verify: Option<Instant> = None;
         run.set_activity(Activity::Starting);
+        run.load_events().await;
+        // Recorded once the migration is registered (expand registers it), so a command run
+        // by hand that the runner lock refuses names this daemon's address.
+        let mut announced = false;
         while !*shutdown.borrow() {
+            if !announced {
+                announced = run.announce(&api).await;
+            }
             if let Some(request) = run.take_request() {
                 if carry_out(&run, request).await {
                     // A verify pass right away takes the rolled-back migration to verified.
@@ -631,7 +716,8 @@ async fn carry_out(run: &MigrationRun, request: Request) -> bool {
         caller,
         reason,
         outcome: Some(outcome),
-    });
+    })
+    .await;
     if let Some(reply) = reply {
         let _ = reply.send(result);
     }
@@ -684,6 +770,9 @@ impl ProgressSink for ViewProgress {
         view.progress = Some(p.clone());
     }
 }
+
+/// Requests kept in the view (and read back at start).
+const KEPT_EVENTS: usize = 100;
 
 pub fn unix_now() -> f64 {
     SystemTime::now()

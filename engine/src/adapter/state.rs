@@ -2,7 +2,7 @@
 
 use super::Sessions;
 use crate::seam::{RateLimit, VerifyReport};
-use crate::state::{Figure, LastVerify, MigrationRecord, PhaseChange, Transition};
+use crate::state::{Event, Figure, LastVerify, MigrationRecord, PhaseChange, Transition};
 use crate::EngineError;
 use std::future::Future;
 
@@ -45,6 +45,21 @@ pub trait StateStore: Sessions {
         conn: &Self::Conn,
         name: &str,
     ) -> impl Future<Output = Result<Vec<Transition>, EngineError>> + Send;
+    /// Appends a request to the migration's event log (needs no lock: it records what was
+    /// asked, not a step); false when no such migration.
+    fn record_event(
+        &self,
+        conn: &Self::Conn,
+        name: &str,
+        event: &Event,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    /// The migration's last `limit` events, oldest first.
+    fn events(
+        &self,
+        conn: &Self::Conn,
+        name: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Event>, EngineError>> + Send;
     /// The process that holds the migration's runner lock now, if one does (default: not
     /// known).
     fn runner(

@@ -43,7 +43,13 @@ pub struct Status {
     /// The WAL each of the migration's slots keeps on the server.
     pub slots: Vec<crate::seam::SlotRetention>,
     pub history: Vec<state::Transition>,
+    /// The last requests made of it (pause, resume, throttle, cutover and rollback asked of
+    /// the daemon or by `splice throttle`), oldest first.
+    pub events: Vec<state::Event>,
 }
+
+/// How many of a migration's last requests `status` lists.
+pub const STATUS_EVENTS: usize = 50;
 
 /// Where a migration's backfill stands, as far as its phase makes it meaningful.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -115,6 +121,7 @@ impl<A: Adapter> Engine<A> {
             };
             let lag = self.adapter.capture_lag_bytes(&db, &slot).await?;
             let history = self.adapter.history(&db, &r.name).await?;
+            let events = self.adapter.events(&db, &r.name, STATUS_EVENTS).await?;
             let last = self
                 .adapter
                 .last_verify(&db, &r.name)
@@ -201,6 +208,7 @@ impl<A: Adapter> Engine<A> {
                     slots
                 },
                 history,
+                events,
             });
         }
         Ok(out)

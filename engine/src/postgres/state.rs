@@ -8,8 +8,8 @@ use crate::adapter::StateStore;
 use crate::error::Refusal;
 use crate::seam::{RateLimit, VerifyReport};
 use crate::state::{
-    actor, Checkpoint, Figure, LastVerify, MigrationRecord, Phase, PhaseChange, QuarantineEntry,
-    Transition,
+    actor, Checkpoint, Event, Figure, LastVerify, MigrationRecord, Phase, PhaseChange,
+    QuarantineEntry, Transition,
 };
 use crate::EngineError;
 use serde_json::Value as Json;
@@ -44,6 +44,19 @@ pub const SCHEMA_DDL: &[&str] = &[
     to_phase text NOT NULL,
     figures jsonb NOT NULL DEFAULT '{}'
 )",
+    // Requests made of a migration that are not steps (pause, resume, throttle, cutover and
+    // rollback asked of the daemon): kept apart from `history`, which the engine reads.
+    "CREATE TABLE IF NOT EXISTS splice.events (
+    id bigserial PRIMARY KEY,
+    migration text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    action text NOT NULL,
+    caller text NOT NULL,
+    actor text NOT NULL,
+    reason text,
+    outcome text
+)",
+    "CREATE INDEX IF NOT EXISTS events_migration ON splice.events (migration, id)",
     "CREATE TABLE IF NOT EXISTS splice.verify_results (
     id bigserial PRIMARY KEY,
     migration text NOT NULL,
@@ -170,7 +183,18 @@ impl RunnerLock {
                         r.get::<_, String>(2),
                     )
                 });
-            return Err(EngineError::Busy(busy_message(name, holder)));
+            // A daemon records the address of its API when it takes a migration.
+            let daemon_api = conn
+                .query_opt(
+                    "SELECT caller FROM splice.events WHERE migration = $1 AND action = $2
+                     ORDER BY id DESC LIMIT 1",
+                    &[&name, &crate::state::DAEMON_STARTED],
+                )
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.get::<_, String>(0));
+            return Err(EngineError::Busy(busy_message(name, holder, daemon_api)));
         }
         Ok(RunnerLock {
             conn,
@@ -217,7 +241,11 @@ impl RunnerLock {
 /// Who holds a migration (backend pid, application name, client host) and what to do: a
 /// `splice sync` without `--until-caught-up` follows changes until it is stopped, and a
 /// `splice daemon` never finishes, so waiting for either is no advice.
-fn busy_message(name: &str, holder: Option<(i32, String, String)>) -> String {
+fn busy_message(
+    name: &str,
+    holder: Option<(i32, String, String)>,
+    daemon_api: Option<String>,
+) -> String {
     let Some((pid, command, host)) = holder else {
         return format!(
             "migration {name} is being run by another splice process (it let go as this one \
@@ -230,9 +258,11 @@ fn busy_message(name: &str, holder: Option<(i32, String, String)>) -> String {
         format!("`{command}`")
     };
     let advice = if command.starts_with("`splice daemon") {
+        let api = daemon_api.unwrap_or_else(|| "the daemon's address".into());
         format!(
-            "a splice daemon drives this migration: pause it over the daemon's API (POST \
-             /api/v1/migrations/{name}/pause; it lets go of the migration) or stop the daemon \
+            "a splice daemon drives this migration, its API at {api}: ask it for the step \
+             (POST {api}/api/v1/migrations/{name}/cutover or …/rollback), or pause it (POST \
+             {api}/api/v1/migrations/{name}/pause; it lets go of the migration) or stop it \
              (SIGTERM; its work is checkpointed)"
         )
     } else if command.starts_with("`splice sync") {
@@ -397,6 +427,49 @@ impl StateStore for Postgres {
                 from: r.get(2),
                 to: r.get(3),
                 figures: r.get(4),
+            })
+            .collect())
+    }
+
+    async fn record_event(&self, db: &Client, name: &str, e: &Event) -> Result<bool, EngineError> {
+        let n = db
+            .execute(
+                "INSERT INTO splice.events (migration, action, caller, actor, reason, outcome)
+                 SELECT name, $2, $3, $4, $5, $6 FROM splice.migrations WHERE name = $1",
+                &[&name, &e.action, &e.caller, &e.actor, &e.reason, &e.outcome],
+            )
+            .await
+            .map_err(|err| EngineError::db(format!("recording a request of {name}"), err))?;
+        Ok(n == 1)
+    }
+
+    async fn events(
+        &self,
+        db: &Client,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<Event>, EngineError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = db
+            .query(
+                "SELECT * FROM (
+                    SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS at,
+                           action, caller, actor, reason, outcome
+                    FROM splice.events WHERE migration = $1 ORDER BY id DESC LIMIT $2
+                 ) last ORDER BY id",
+                &[&name, &limit],
+            )
+            .await
+            .map_err(|e| EngineError::db(format!("reading the requests of {name}"), e))?;
+        Ok(rows
+            .iter()
+            .map(|r| Event {
+                at: r.get(1),
+                action: r.get(2),
+                caller: r.get(3),
+                actor: r.get(4),
+                reason: r.get(5),
+                outcome: r.get(6),
             })
             .collect())
     }
