@@ -253,6 +253,9 @@ mod tests {
 
     fn report(diverged: Vec<DivergedKey>) -> VerifyReport {
         VerifyReport {
+            kind: VerifyKind::Full,
+            full_because: None,
+            ranges_total: 11,
             rows_checked: 1_000_116,
             ranges: 11,
             rechecked: 244,
@@ -263,6 +266,33 @@ mod tests {
                 .map(String::from)
                 .to_vec(),
         }
+    }
+
+    #[test]
+    fn the_summary_says_which_pass_ran_and_what_it_re_read() {
+        let mut r = report(vec![]);
+        r.kind = VerifyKind::Incremental;
+        r.ranges = 2;
+        r.ranges_total = 110;
+        r.rows_checked = 18_204;
+        let text = render("orders_v2", &r);
+        assert!(
+            text.starts_with(
+                "verify orders_v2: incremental pass, 18204 rows re-read in 2 of 110 ranges,"
+            ),
+            "{text}"
+        );
+        r.kind = VerifyKind::Full;
+        r.full_because = Some("no verify pass is stored yet".into());
+        let text = render("orders_v2", &r);
+        assert!(text.contains("full pass, 18204 rows in 2 ranges"), "{text}");
+        assert!(
+            text.contains("incremental was asked for; ran a full pass: no verify pass is stored"),
+            "{text}"
+        );
+        let v = serde_json::to_value(VerifyJson::from(&r)).expect("json");
+        assert_eq!(v["kind"], "full");
+        assert_eq!(v["ranges_total"], 110);
     }
 
     fn key(id: u32, expected: Option<&str>, found: Option<&str>) -> DivergedKey {
