@@ -202,12 +202,22 @@ impl ChangeApplier for Postgres {
             .map_err(|e| EngineError::db("looking for splice.verify_ranges", e))?
             .get(0);
         let mark_sql = match has_ranges {
-            true => Some(
-                apply_db
-                    .prepare(&sql::mark_verify_ranges(dir))
+            true => {
+                let names: Vec<String> = dir.key.iter().map(|k| k.name.clone()).collect();
+                let collations: Vec<String> = apply_db
+                    .query(sql::KEY_COLLATIONS, &[&sql::qualified(&dir.from), &names])
                     .await
-                    .map_err(|e| EngineError::db("preparing the verify-range marks", e))?,
-            ),
+                    .map_err(|e| EngineError::db("reading the key columns' collations", e))?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                Some(
+                    apply_db
+                        .prepare(&sql::mark_verify_ranges(dir, &collations))
+                        .await
+                        .map_err(|e| EngineError::db("preparing the verify-range marks", e))?,
+                )
+            }
             false => None,
         };
         Ok((
