@@ -347,6 +347,12 @@ async fn main() {
                 full_secs / floor
             );
             println!(
+                "  rows read: incremental {} of full {}: {:.0}x less work",
+                report.rows_checked,
+                full.rows_checked,
+                full.rows_checked as f64 / report.rows_checked.max(1) as f64
+            );
+            println!(
                 "(ii) incremental verify after 1% changed ({label}) vs full: {ratio:.1}x faster \
                  (target >= {TARGET_INCREMENTAL}x)  {}",
                 verdict(ratio >= TARGET_INCREMENTAL && ok)

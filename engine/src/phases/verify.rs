@@ -65,31 +65,19 @@ impl<A: Adapter> Engine<A> {
             }
             .into());
         }
-        // A state store made by an older splice gains the table of stored ranges (additive).
-        self.adapter.ensure_state(&db).await?;
+        // A state store made by an older splice gains the table of stored ranges (additive;
+        // skipped while ranges are stored, which the statements creating it come before).
+        if self.adapter.verify_ranges(&db, name).await?.is_none() {
+            self.adapter.ensure_state(&db).await?;
+        }
         let lock = self.locked(name).await?;
         let plan = plan::build(&self.adapter, &db, &spec).await?;
         self.check_source_drift(&db, name, &plan).await?;
         let mut capture = self
             .forward_applier(&spec, plan.forward.clone(), Continuity::Resume)
             .await?;
-        let pairs = match self.verify_pairs(db).await {
-            Ok(p) => p,
-            Err(e) => {
-                capture.close().await?;
-                return Err(e);
-            }
-        };
         let report = self
-            .verify_pass(
-                &lock,
-                name,
-                kind,
-                &pairs,
-                &mut capture,
-                &plan.forward,
-                counters,
-            )
+            .verify_pass(&lock, name, kind, db, &mut capture, &plan.forward, counters)
             .await;
         capture.close().await?;
         let mut report = report?;
@@ -132,10 +120,15 @@ impl<A: Adapter> Engine<A> {
         Ok(report)
     }
 
-    /// The sessions verify reads on: `db` and [`VERIFY_PAIRS`] - 1 more pairs.
-    async fn verify_pairs(&self, db: A::Conn) -> Result<Vec<(A::Conn, A::Conn)>, EngineError> {
+    /// The sessions verify reads `ranges` ranges on: `db` and up to [`VERIFY_PAIRS`] - 1 more
+    /// pairs (no more pairs than ranges).
+    async fn verify_pairs(
+        &self,
+        db: A::Conn,
+        ranges: usize,
+    ) -> Result<Vec<(A::Conn, A::Conn)>, EngineError> {
         let mut pairs = vec![(db, self.db().await?)];
-        for _ in 1..VERIFY_PAIRS {
+        for _ in 1..VERIFY_PAIRS.min(ranges) {
             pairs.push((self.db().await?, self.db().await?));
         }
         Ok(pairs)
@@ -149,13 +142,13 @@ impl<A: Adapter> Engine<A> {
         lock: &A::Lock,
         name: &str,
         kind: VerifyKind,
-        pairs: &[(A::Conn, A::Conn)],
+        db: A::Conn,
         capture: &mut Applier<'_, A>,
         dir: &Direction,
         counters: &verify::VerifyCounters,
     ) -> Result<VerifyReport, EngineError> {
         let started = std::time::Instant::now();
-        let (source_db, _) = &pairs[0];
+        let source_db = &db;
         // Everything committed before now is applied, and its ranges marked, before the
         // stored ranges are read.
         capture.drain().await?;
@@ -217,8 +210,9 @@ impl<A: Adapter> Engine<A> {
                 (all, total)
             }
         };
+        let pairs = self.verify_pairs(db, to_check.len()).await?;
         let (mut report, results) =
-            verify::check(&self.adapter, pairs, capture, dir, &to_check, counters).await?;
+            verify::check(&self.adapter, &pairs, capture, dir, &to_check, counters).await?;
         self.adapter.record_verify_ranges(lock, &results).await?;
         report.kind = ran;
         report.full_because = full_because;

@@ -60,6 +60,9 @@ pub const SCHEMA_DDL: &[&str] = &[
     "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS sync_rate integer",
     "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS sync_rate_source text",
     "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS sync_paused text",
+    // Before splice.verify_ranges: verify skips this list while that table holds ranges.
+    "ALTER TABLE splice.verify_results ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'full'",
+    "ALTER TABLE splice.verify_results ADD COLUMN IF NOT EXISTS ranges_total bigint",
     // Incremental verify: the last pass's key ranges, what each one's last check found, and
     // capture's marks (`marks` grows with every applied batch holding one of its keys; the
     // range is vouched for while `passed` and `marks = checked_marks`).
@@ -78,8 +81,6 @@ pub const SCHEMA_DDL: &[&str] = &[
     checked_marks bigint,
     PRIMARY KEY (migration, idx)
 )",
-    "ALTER TABLE splice.verify_results ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'full'",
-    "ALTER TABLE splice.verify_results ADD COLUMN IF NOT EXISTS ranges_total bigint",
     // Capture drains by writing a marker here and reading the stream until the marker arrives:
     // everything committed before it has then been applied.
     "CREATE TABLE IF NOT EXISTS splice.sync_marker (
