@@ -9,6 +9,17 @@
 //! which narrows it to the rows that differ, and every such key
 //! is re-checked after capture has passed the position at which it was read: only keys that
 //! still differ count.
+//!
+//! Incremental verify builds on the ranges of the last full pass, kept in the state store
+//! ([`crate::adapter::StateStore::verify_ranges`]): a full pass stores its bounds before it
+//! reads a row ([`full_ranges`], then `start_verify_pass`), and each checked range's result
+//! after ([`RangeResult`]). The applier marks a stored range (bumps its `marks` counter) before
+//! it applies a batch holding one of its keys ([`crate::applier`] says why that order loses no
+//! mark). A range is vouched for while its last check matched and `marks` still equals the
+//! value read before that check ([`ToCheck::marks`]), so a mark made while a pass runs (the
+//! re-check rounds drain capture) keeps the range dirty for the next pass. An incremental pass
+//! re-reads every range not vouched for, with the stored bounds; what it cannot see are writes
+//! to the new table that bypass capture, which only a full pass reads.
 
 use crate::adapter::{ChangeApplier, VerifySource};
 use crate::applier::Applier;
