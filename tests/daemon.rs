@@ -348,8 +348,15 @@ fn the_daemon_drives_a_migration_to_verified_keeps_verifying_under_load_and_stop
     let (code, body) = daemon.get("/healthz/ready");
     assert_eq!(code, 200, "{body}\n{}", daemon.log());
 
+    assert_eq!(
+        m.value("splice_verify_incremental{migration=\"orders_v2\"}"),
+        0.0,
+        "the daemon's first pass is full"
+    );
     // Continuous verification under the application's writes: passes keep coming while it
-    // writes, and the first pass that started after it stopped sees every row, none differing.
+    // writes; after the first (full) one they are incremental, re-reading only the key ranges
+    // capture changed, so once the writes stop and every change was re-read, a pass reads
+    // nothing and still finds nothing differing.
     let stop = Arc::new(AtomicBool::new(false));
     let load = write_load(pg.url(), stop.clone());
     let before = m.value(PASSES);
@@ -365,13 +372,23 @@ fn the_daemon_drives_a_migration_to_verified_keeps_verifying_under_load_and_stop
         .parse()
         .expect("number");
     let stopped_at = daemon.metrics_until("any", |_| true).value(PASSES);
+    // Pass +1 may have started before the load stopped, +2 re-reads what +1's drain had not
+    // seen yet; +3 started after every change was applied and re-read.
     let m = daemon.metrics_until("a pass that started after the load stopped", |m| {
-        m.get(PASSES).is_some_and(|n| n >= stopped_at + 2.0)
+        m.get(PASSES).is_some_and(|n| n >= stopped_at + 3.0)
     });
     assert_eq!(
-        m.value("splice_verify_rows_checked{migration=\"orders_v2\"}"),
-        rows
+        m.value("splice_verify_incremental{migration=\"orders_v2\"}"),
+        1.0,
+        "{}",
+        m.text
     );
+    assert_eq!(
+        m.value("splice_verify_rows_checked{migration=\"orders_v2\"}"),
+        0.0,
+        "nothing changed since the last pass: nothing re-read ({rows} rows in the table)"
+    );
+    assert!(m.value("splice_verify_ranges_total{migration=\"orders_v2\"}") >= 1.0);
     assert_eq!(
         m.value("splice_verify_divergent_rows{migration=\"orders_v2\"}"),
         0.0,

@@ -35,6 +35,6 @@ pub use adapter::Adapter;
 pub use error::{EngineError, Refusal};
 pub use phases::Engine;
 pub use postgres::{connect, db_message, Postgres};
-pub use seam::{Plan, RateLimit, VerifyReport};
+pub use seam::{Plan, RateLimit, VerifyKind, VerifyReport};
 pub use spec::{MigrationSpec, QualifiedName};
 pub use state::Phase;

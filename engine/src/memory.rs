@@ -19,8 +19,8 @@ use crate::adapter::{
 use crate::catalog::{Column, Dependent, Table};
 use crate::error::Refusal;
 use crate::seam::{
-    Continuity, Direction, Fill, KeyRange, Load, Plan, RateLimit, Selection, Side, Swap, SwapLock,
-    VerifyReport,
+    Continuity, Direction, Fill, KeyRange, Load, Plan, RangeResult, RateLimit, Selection, Side,
+    StoredPass, StoredRange, Swap, SwapLock, VerifyReport,
 };
 use crate::spec::{MigrationSpec, QualifiedName};
 use crate::state::{
@@ -120,6 +120,8 @@ struct Database {
     history: Vec<(String, Transition)>,
     events: Vec<(String, Event)>,
     verifies: Vec<(String, LastVerify)>,
+    /// Incremental verify's stored ranges, by migration.
+    verify_ranges: HashMap<String, StoredPass>,
     locks: HashSet<String>,
     markers: HashMap<String, i64>,
     /// Steps taken so far, by name.
@@ -968,6 +970,70 @@ impl StateStore for Memory {
             ));
         })
     }
+
+    async fn verify_ranges(&self, _: &(), name: &str) -> Result<Option<StoredPass>, EngineError> {
+        Ok(self
+            .lock()
+            .verify_ranges
+            .get(name)
+            .filter(|p| !p.ranges.is_empty())
+            .cloned())
+    }
+
+    async fn start_verify_pass(
+        &self,
+        lock: &MemoryLock,
+        shape: &str,
+        ranges: &[KeyRange],
+    ) -> Result<(), EngineError> {
+        self.fenced(lock, "start_verify_pass", |db| {
+            let pass = StoredPass {
+                shape: shape.into(),
+                ranges: ranges
+                    .iter()
+                    .enumerate()
+                    .map(|(i, range)| StoredRange {
+                        idx: i as i32,
+                        range: range.clone(),
+                        passed: false,
+                        marks: 0,
+                        checked_marks: None,
+                    })
+                    .collect(),
+            };
+            db.verify_ranges.insert(lock.name.clone(), pass);
+        })
+    }
+
+    async fn record_verify_ranges(
+        &self,
+        lock: &MemoryLock,
+        results: &[RangeResult],
+    ) -> Result<(), EngineError> {
+        self.fenced(lock, "record_verify_ranges", |db| {
+            if let Some(pass) = db.verify_ranges.get_mut(&lock.name) {
+                for result in results {
+                    if let Some(r) = pass.ranges.iter_mut().find(|r| r.idx == result.idx) {
+                        r.passed = result.passed;
+                        r.checked_marks = Some(result.checked_marks);
+                    }
+                }
+            }
+        })
+    }
+
+    async fn forget_verify_ranges(&self, lock: &MemoryLock) -> Result<(), EngineError> {
+        self.fenced(lock, "forget_verify_ranges", |db| {
+            db.verify_ranges.remove(&lock.name);
+        })
+    }
+}
+
+impl Memory {
+    /// The stored verify ranges of `migration` (tests look at their marks).
+    pub fn stored_verify_ranges(&self, migration: &str) -> Option<StoredPass> {
+        self.lock().verify_ranges.get(migration).cloned()
+    }
 }
 
 impl BackfillSource for Memory {
@@ -1310,6 +1376,31 @@ impl ChangeApplier for Memory {
         }
         let origin = applier.origin.clone();
         db.commit(Some(&origin), changed);
+        Ok(())
+    }
+
+    async fn mark_changed(
+        &self,
+        _applier: &mut MemorySession,
+        migration: &str,
+        shape: &str,
+        keys: &HashSet<Vec<String>>,
+        every: bool,
+    ) -> Result<(), EngineError> {
+        let mut db = self.lock();
+        db.step("mark_changed")?;
+        let Some(pass) = db.verify_ranges.get_mut(migration) else {
+            return Ok(());
+        };
+        if pass.shape != shape {
+            return Ok(());
+        }
+        let keys: Vec<SortKey> = keys.iter().cloned().map(SortKey).collect();
+        for r in &mut pass.ranges {
+            if every || keys.iter().any(|k| in_range(k, &r.range)) {
+                r.marks += 1;
+            }
+        }
         Ok(())
     }
 

@@ -612,3 +612,194 @@ async fn the_applier_waits_until_a_captured_transaction_is_visible() {
     .expect_err("never visible");
     assert!(err.to_string().contains("stayed invisible"), "{err}");
 }
+
+/// The stored verify ranges of orders_v2 as (idx, lower, upper) of a bigint key.
+async fn stored_ranges(client: &tokio_postgres::Client) -> Vec<(i32, Option<i64>, Option<i64>)> {
+    client
+        .query(
+            "SELECT idx, lower_key[1]::bigint, upper_key[1]::bigint FROM splice.verify_ranges
+              WHERE migration = 'orders_v2' ORDER BY idx",
+            &[],
+        )
+        .await
+        .expect("stored ranges")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// The stored ranges holding any key in `lo..=hi`.
+fn covering(ranges: &[(i32, Option<i64>, Option<i64>)], lo: i64, hi: i64) -> Vec<i32> {
+    ranges
+        .iter()
+        .filter(|(_, l, u)| l.is_none_or(|l| l < hi) && u.is_none_or(|u| u >= lo))
+        .map(|(i, _, _)| *i)
+        .collect()
+}
+
+async fn incremental(engine: &Engine<Postgres>) -> engine::VerifyReport {
+    engine
+        .verify_kind(
+            "orders_v2",
+            engine::VerifyKind::Incremental,
+            &engine::verify::VerifyCounters::default(),
+        )
+        .await
+        .expect("incremental verify")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_verify_rereads_only_the_ranges_capture_changed() {
+    let (_db, client, engine) = expanded(20_000).await;
+    let engine = engine.with_verify_range_rows(1_000);
+    client
+        .batch_execute("ANALYZE orders")
+        .await
+        .expect("analyze");
+    sync_until_caught_up(&engine, "orders_v2").await;
+
+    // The first request for incremental has nothing to build on: a full pass, said so.
+    let first = incremental(&engine).await;
+    assert_eq!(first.kind, engine::VerifyKind::Full);
+    assert!(first.full_because.is_some(), "{first:?}");
+    assert!(first.passed());
+    let ranges = stored_ranges(&client).await;
+    assert!(ranges.len() >= 10, "{ranges:?}");
+    assert_eq!(first.ranges_total, ranges.len() as u64);
+
+    // 1% of the rows change through the application; one of them sits exactly on a stored
+    // bound (it belongs to the range below it). Key 5100, among the changed ones, and key
+    // 15000, far from them, are tampered with in the new table behind splice's back.
+    let (bound_idx, _, bound) = ranges[3];
+    let bound = bound.expect("a bounded range");
+    client
+        .batch_execute(&format!(
+            "UPDATE orders SET note = 'changed' WHERE id BETWEEN 5001 AND 5199 OR id = {bound}"
+        ))
+        .await
+        .expect("changes");
+    sync_until_caught_up(&engine, "orders_v2").await;
+    client
+        .batch_execute(
+            "UPDATE _splice_orders_v2_new SET note = 'tampered' WHERE id IN (5100, 15000)",
+        )
+        .await
+        .expect("tamper");
+    let mut expected = covering(&ranges, 5001, 5199);
+    expected.push(bound_idx);
+    expected.sort();
+    expected.dedup();
+    assert!(!covering(&ranges, 15000, 15000)
+        .iter()
+        .any(|i| expected.contains(i)));
+
+    let report = incremental(&engine).await;
+    assert_eq!(report.kind, engine::VerifyKind::Incremental);
+    assert_eq!(
+        report.ranges as usize,
+        expected.len(),
+        "{report:?} {expected:?}"
+    );
+    assert!(
+        report.rows_checked < 20_000 / 3,
+        "re-read {} of 20,000 rows",
+        report.rows_checked
+    );
+    let keys: Vec<&[String]> = report.diverged.iter().map(|d| &d.key[..]).collect();
+    assert_eq!(keys, vec![&["5100".to_string()][..]], "{report:?}");
+    let checked: Vec<i32> = client
+        .query(
+            "SELECT idx FROM splice.verify_ranges WHERE migration = 'orders_v2'
+                AND checked_marks > 0 ORDER BY idx",
+            &[],
+        )
+        .await
+        .expect("marked")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        checked, expected,
+        "the ranges capture marked are the ones re-read"
+    );
+
+    // The tampered row of an unchanged range is the limit: a full pass finds it.
+    let full = engine.verify("orders_v2").await.expect("full verify");
+    assert_eq!(full.kind, engine::VerifyKind::Full);
+    let mut keys: Vec<String> = full.diverged.iter().map(|d| d.key.join(",")).collect();
+    keys.sort();
+    assert_eq!(keys, vec!["15000".to_string(), "5100".to_string()]);
+
+    // Repaired through capture (the application rewrites both rows): incremental re-reads
+    // just their ranges, passes, and opens the gate.
+    client
+        .batch_execute("UPDATE orders SET note = note || '!' WHERE id IN (5100, 15000)")
+        .await
+        .expect("rewrite");
+    let report = incremental(&engine).await;
+    assert_eq!(report.kind, engine::VerifyKind::Incremental);
+    assert!(report.passed(), "{report:?}");
+    assert!(report.ranges <= 2, "{report:?}");
+    let phase: String = client
+        .query_one(
+            "SELECT phase FROM splice.migrations WHERE name = 'orders_v2'",
+            &[],
+        )
+        .await
+        .expect("phase")
+        .get(0);
+    assert_eq!(phase, "verified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_verify_places_keys_of_a_collated_composite_key_in_their_ranges() {
+    let db = server();
+    let client = connect(&db.url).await;
+    // A composite key whose text part has its own collation: capture marks ranges under the
+    // collation the range reads compare with.
+    client
+        .batch_execute(
+            "CREATE TABLE codes (region text COLLATE \"C\", n int, label text,
+                                 PRIMARY KEY (region, n));
+             INSERT INTO codes SELECT r, g, 'l' || g
+               FROM unnest(ARRAY['B', 'a', 'Z', 'm']) r, generate_series(1, 500) g;
+             ANALYZE codes;",
+        )
+        .await
+        .expect("table");
+    let spec = r#"
+name = "codes_v2"
+table = "public.codes"
+target = "CREATE TABLE codes (region text COLLATE \"C\", n int, label text NOT NULL, PRIMARY KEY (region, n))"
+
+[up]
+label = "coalesce(label, '')"
+"#;
+    let engine = Engine::new(db.url.clone()).with_verify_range_rows(200);
+    engine.expand(spec, "codes_v2.toml").await.expect("expand");
+    sync_until_caught_up(&engine, "codes_v2").await;
+    let full = engine.verify("codes_v2").await.expect("full verify");
+    assert!(full.passed() && full.ranges_total >= 4, "{full:?}");
+    // One key of each region changes; then the new table's row of one of them is tampered with.
+    client
+        .batch_execute("UPDATE codes SET label = 'changed' WHERE n = 250")
+        .await
+        .expect("change");
+    sync_until_caught_up(&engine, "codes_v2").await;
+    client
+        .batch_execute("UPDATE _splice_codes_v2_new SET label = 'x' WHERE region = 'a' AND n = 250")
+        .await
+        .expect("tamper");
+    let report = engine
+        .verify_kind(
+            "codes_v2",
+            engine::VerifyKind::Incremental,
+            &engine::verify::VerifyCounters::default(),
+        )
+        .await
+        .expect("incremental");
+    assert_eq!(report.kind, engine::VerifyKind::Incremental);
+    assert!(report.ranges < report.ranges_total, "{report:?}");
+    let keys: Vec<String> = report.diverged.iter().map(|d| d.key.join(",")).collect();
+    assert_eq!(keys, vec!["a,250".to_string()], "{report:?}");
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// The default `--listen`: loopback only, so nothing is exposed without a decision.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
-/// The default time between two full verify passes.
+/// The default time between two verify passes (the first full, the next incremental).
 pub const DEFAULT_VERIFY_INTERVAL: Duration = Duration::from_secs(300);
 
 /// The config file (`--config FILE`). Every key is optional; paths are relative to the file.

@@ -141,7 +141,22 @@ pub fn render(runs: &[Arc<MigrationRun>]) -> Result<String, std::fmt::Error> {
     let checked = family::<Migration>(
         &mut r,
         "splice_verify_rows_checked",
-        "Rows the last verify pass hashed",
+        "Rows the last verify pass hashed (an incremental pass: only those of the ranges it re-read)",
+    );
+    let incremental = family::<Migration>(
+        &mut r,
+        "splice_verify_incremental",
+        "1 when the last verify pass was incremental (re-read only the key ranges changed since), 0 when full",
+    );
+    let ranges_checked = family::<Migration>(
+        &mut r,
+        "splice_verify_ranges_checked",
+        "Key ranges the last verify pass read",
+    );
+    let ranges_total = family::<Migration>(
+        &mut r,
+        "splice_verify_ranges_total",
+        "Key ranges the table is split into for verify",
     );
     let last_pass = family::<Migration>(
         &mut r,
@@ -275,6 +290,11 @@ pub fn render(runs: &[Arc<MigrationRun>]) -> Result<String, std::fmt::Error> {
             divergent.get_or_create(&m).set(v.divergent_rows as f64);
             ratio.get_or_create(&m).set(v.divergence_ratio);
             checked.get_or_create(&m).set(v.rows_checked as f64);
+            incremental
+                .get_or_create(&m)
+                .set(flag(v.kind == engine::VerifyKind::Incremental));
+            ranges_checked.get_or_create(&m).set(v.ranges as f64);
+            ranges_total.get_or_create(&m).set(v.ranges_total as f64);
             last_pass.get_or_create(&m).set(v.finished_at);
         }
         passes.get_or_create(&m).set(view.verify_passes as f64);

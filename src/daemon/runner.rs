@@ -16,7 +16,7 @@
 use engine::backfill::{Control, ProgressSink, SyncProgress};
 use engine::phases::{CutoverReport, ReverseSync, RollbackReport, Status, SyncOptions};
 use engine::spec::Automation;
-use engine::{Engine, EngineError, MigrationSpec, Phase, Postgres, VerifyReport};
+use engine::{Engine, EngineError, MigrationSpec, Phase, Postgres, VerifyKind, VerifyReport};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{oneshot, watch};
@@ -43,7 +43,7 @@ pub enum Activity {
     Expanding,
     /// Capture + backfill, until caught up.
     Backfilling,
-    /// A full verify pass.
+    /// A verify pass (the first full, then incremental).
     Verifying,
     /// Applying captured changes until the next verify pass is due.
     Following,
@@ -64,7 +64,12 @@ pub struct VerifyPass {
     /// Seconds since the Unix epoch.
     pub finished_at: f64,
     pub passed: bool,
+    /// `full` or `incremental`.
+    pub kind: engine::VerifyKind,
+    /// Rows and ranges this pass read, of `ranges_total`.
     pub rows_checked: u64,
+    pub ranges: u64,
+    pub ranges_total: u64,
     pub divergent_rows: u64,
     pub divergence_ratio: f64,
     pub seconds: f64,
@@ -75,7 +80,10 @@ impl VerifyPass {
         VerifyPass {
             finished_at: unix_now(),
             passed: report.passed(),
+            kind: report.kind,
             rows_checked: report.rows_checked,
+            ranges: report.ranges,
+            ranges_total: report.ranges_total,
             divergent_rows: report.diverged.len() as u64,
             divergence_ratio: report.divergence_rate(),
             seconds: report.seconds,
@@ -462,6 +470,9 @@ pub async fn drive(
         let mut retry = RETRY_FIRST;
         // A verify pass is due as soon as the backfill is complete, then every `verify_every`.
         let mut next_verify: Option<Instant> = None;
+        // The first pass of this daemon is full; later ones re-read only the key ranges capture
+        // changed since (incremental verify), and run full again when nothing is stored.
+        let mut full_done = false;
         run.set_activity(Activity::Starting);
         run.load_events().await;
         // Recorded once the migration is registered (expand registers it), so a command run
@@ -475,6 +486,7 @@ pub async fn drive(
                 if carry_out(&run, request).await {
                     // A verify pass right away takes the rolled-back migration to verified.
                     next_verify = None;
+                    full_done = false;
                 }
                 run.refresh_status().await;
                 continue;
@@ -512,11 +524,17 @@ pub async fn drive(
                 }
                 Step::Verify => {
                     run.set_activity(Activity::Verifying);
-                    let outcome = verify(&run, &shutdown).await;
-                    if outcome.is_ok() {
+                    let kind = if full_done {
+                        VerifyKind::Incremental
+                    } else {
+                        VerifyKind::Full
+                    };
+                    let outcome = verify(&run, kind, &shutdown).await;
+                    if let Ok(ran) = &outcome {
                         next_verify = Some(Instant::now() + verify_every);
+                        full_done |= *ran == Some(VerifyKind::Full);
                     }
-                    outcome
+                    outcome.map(|_| ())
                 }
                 Step::Follow { until } => {
                     run.set_activity(Activity::Following);
@@ -724,24 +742,34 @@ async fn carry_out(run: &MigrationRun, request: Request) -> bool {
     rolled_back
 }
 
-/// One full verify pass. After shutdown it gets [`VERIFY_GRACE`] to finish, then is dropped.
-async fn verify(run: &MigrationRun, shutdown: &watch::Receiver<bool>) -> Result<(), EngineError> {
+/// One verify pass of `kind` (an incremental one runs full when no pass is stored); returns
+/// the kind that ran, `None` when it was abandoned. After shutdown it gets [`VERIFY_GRACE`] to
+/// finish, then is dropped.
+async fn verify(
+    run: &MigrationRun,
+    kind: VerifyKind,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Option<VerifyKind>, EngineError> {
     let mut stop = shutdown.clone();
     let grace = async {
         let _ = stop.wait_for(|s| *s).await;
         tokio::time::sleep(VERIFY_GRACE).await;
     };
+    let counters = engine::verify::VerifyCounters::default();
     let report = tokio::select! {
-        r = run.engine.verify(&run.name) => r?,
+        r = run.engine.verify_kind(&run.name, kind, &counters) => r?,
         _ = grace => {
             warn!("verify pass abandoned at shutdown; it recorded nothing");
-            return Ok(());
+            return Ok(None);
         }
     };
     let pass = VerifyPass::of(&report);
     if pass.passed {
         info!(
+            kind = %pass.kind,
             rows = pass.rows_checked,
+            ranges = pass.ranges,
+            ranges_total = pass.ranges_total,
             seconds = pass.seconds,
             "verify pass: no divergence"
         );
@@ -753,9 +781,10 @@ async fn verify(run: &MigrationRun, shutdown: &watch::Receiver<bool>) -> Result<
         );
     }
     let mut view = run.view();
+    let ran = pass.kind;
     view.last_verify = Some(pass);
     view.verify_passes += 1;
-    Ok(())
+    Ok(Some(ran))
 }
 
 /// Progress of the running sync, into the view.

@@ -1,7 +1,7 @@
 //! [`StateStore`]: migration records, their history, and the fenced runner lock.
 
 use super::Sessions;
-use crate::seam::{RateLimit, VerifyReport};
+use crate::seam::{KeyRange, RangeResult, RateLimit, StoredPass, VerifyReport};
 use crate::state::{Event, Figure, LastVerify, MigrationRecord, PhaseChange, Transition};
 use crate::EngineError;
 use std::future::Future;
@@ -124,5 +124,34 @@ pub trait StateStore: Sessions {
         &self,
         lock: &Self::Lock,
         report: &VerifyReport,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// The ranges of the migration's last verify pass (incremental verify builds on them);
+    /// `None` when none is stored.
+    fn verify_ranges(
+        &self,
+        conn: &Self::Conn,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<StoredPass>, EngineError>> + Send;
+    /// Replaces the stored ranges with `ranges` (in key order), none of them checked yet, for
+    /// the direction `shape`: a full pass stores its bounds before it reads a row, so a change
+    /// capture applies while the pass runs marks the range it is in. Fenced.
+    fn start_verify_pass(
+        &self,
+        lock: &Self::Lock,
+        shape: &str,
+        ranges: &[KeyRange],
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Stores what checking these ranges found. Fenced.
+    fn record_verify_ranges(
+        &self,
+        lock: &Self::Lock,
+        results: &[RangeResult],
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Forgets the stored ranges: something wrote the new table outside capture, or changed
+    /// what it is compared with (rollback, cutover, a re-expand, a new backfill), so the next
+    /// verify is a full pass. Fenced.
+    fn forget_verify_ranges(
+        &self,
+        lock: &Self::Lock,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 }

@@ -90,6 +90,11 @@ impl<A: Adapter> Engine<A> {
             }
             Some(_) => {}
         }
+        // Whatever is rolled back, the stored verify ranges no longer describe the tables
+        // (after cutover the new table was written directly; before, it is dropped).
+        if record.phase != Phase::RolledBack {
+            self.adapter.forget_verify_ranges(&lock).await?;
+        }
         match record.phase {
             Phase::Planned | Phase::Expanded | Phase::Syncing | Phase::Verified => {
                 self.abandon(&db, &lock, &spec, record.phase).await?;
@@ -259,6 +264,7 @@ impl<A: Adapter> Engine<A> {
         self.adapter.drop_shadow(db, spec).await?;
         self.adapter.forget_appliers(db, spec).await?;
         self.adapter.reset_backfill(lock).await?;
+        self.adapter.forget_verify_ranges(lock).await?;
         // A `splice throttle` override ends with the run it was set for.
         self.adapter.set_rate_limit(db, &spec.name, None).await?;
         self.adapter

@@ -6,7 +6,7 @@
 use super::Postgres;
 use crate::adapter::StateStore;
 use crate::error::Refusal;
-use crate::seam::{RateLimit, VerifyReport};
+use crate::seam::{KeyRange, RangeResult, RateLimit, StoredPass, StoredRange, VerifyReport};
 use crate::state::{
     actor, Checkpoint, Event, Figure, LastVerify, MigrationRecord, Phase, PhaseChange,
     QuarantineEntry, Transition,
@@ -73,6 +73,27 @@ pub const SCHEMA_DDL: &[&str] = &[
     "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS sync_rate integer",
     "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS sync_rate_source text",
     "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS sync_paused text",
+    // Before splice.verify_ranges: verify skips this list while that table holds ranges.
+    "ALTER TABLE splice.verify_results ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'full'",
+    "ALTER TABLE splice.verify_results ADD COLUMN IF NOT EXISTS ranges_total bigint",
+    // Incremental verify: the last pass's key ranges, what each one's last check found, and
+    // capture's marks (`marks` grows with every applied batch holding one of its keys; the
+    // range is vouched for while `passed` and `marks = checked_marks`).
+    "CREATE TABLE IF NOT EXISTS splice.verify_ranges (
+    migration text NOT NULL,
+    idx integer NOT NULL,
+    shape text NOT NULL,
+    lower_key text[],
+    upper_key text[],
+    source_digest bytea,
+    target_digest bytea,
+    rows bigint,
+    passed boolean NOT NULL DEFAULT false,
+    checked_at timestamptz,
+    marks bigint NOT NULL DEFAULT 0,
+    checked_marks bigint,
+    PRIMARY KEY (migration, idx)
+)",
     // Capture drains by writing a marker here and reading the stream until the marker arrives:
     // everything committed before it has then been applied.
     "CREATE TABLE IF NOT EXISTS splice.sync_marker (
@@ -645,8 +666,9 @@ impl StateStore for Postgres {
             .conn
             .execute(
                 "INSERT INTO splice.verify_results
-                    (migration, passed, rows_checked, ranges, rechecked, diverged_keys, seconds)
-                 SELECT $1, $2, $3, $4, $5, $6, $7
+                    (migration, passed, rows_checked, ranges, rechecked, diverged_keys, seconds,
+                     kind, ranges_total)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $9, $10
                   WHERE EXISTS (SELECT 1 FROM splice.migrations WHERE name = $1 AND fence = $8)",
                 &[
                     &lock.name,
@@ -657,10 +679,202 @@ impl StateStore for Postgres {
                     &keys,
                     &result.seconds,
                     &lock.fence,
+                    &result.kind.to_string(),
+                    &(result.ranges_total as i64),
                 ],
             )
             .await
             .map_err(|e| EngineError::db("recording the verify result", e))?;
         lock.check_fenced(n)
+    }
+
+    async fn verify_ranges(
+        &self,
+        db: &Client,
+        name: &str,
+    ) -> Result<Option<StoredPass>, EngineError> {
+        let exists: bool = db
+            .query_one(
+                "SELECT to_regclass('splice.verify_ranges') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(|e| EngineError::db("looking for splice.verify_ranges", e))?
+            .get(0);
+        if !exists {
+            return Ok(None);
+        }
+        let rows = db
+            .query(
+                "SELECT idx, shape, lower_key, upper_key, passed, marks, checked_marks
+                   FROM splice.verify_ranges WHERE migration = $1 ORDER BY idx",
+                &[&name],
+            )
+            .await
+            .map_err(|e| EngineError::db("reading the stored verify ranges", e))?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let mut pass = StoredPass {
+            shape: first.get(1),
+            ranges: Vec::with_capacity(rows.len()),
+        };
+        for r in &rows {
+            let shape: String = r.get(1);
+            if shape != pass.shape {
+                // Ranges of two shapes: no pass wrote that; vouch for nothing.
+                pass.shape.clear();
+            }
+            pass.ranges.push(StoredRange {
+                idx: r.get(0),
+                range: KeyRange {
+                    lower: r.get(2),
+                    upper: r.get(3),
+                },
+                passed: r.get(4),
+                marks: r.get(5),
+                checked_marks: r.get(6),
+            });
+        }
+        Ok(Some(pass))
+    }
+
+    async fn start_verify_pass(
+        &self,
+        lock: &RunnerLock,
+        shape: &str,
+        ranges: &[KeyRange],
+    ) -> Result<(), EngineError> {
+        // One transaction: the old ranges go and the new ones come together, so the stored
+        // ranges always cover every key.
+        let uppers: Vec<String> = ranges
+            .iter()
+            .filter_map(|r| r.upper.clone())
+            .flatten()
+            .collect();
+        let key_len = ranges
+            .iter()
+            .find_map(|r| r.upper.as_ref().map(|u| u.len()))
+            .unwrap_or(1) as i32;
+        let n = ranges.len() as i32;
+        in_transaction(&lock.conn, "storing the verify ranges", async {
+            lock.conn
+                .execute(
+                    "DELETE FROM splice.verify_ranges WHERE migration = $1
+                       AND EXISTS (SELECT 1 FROM splice.migrations WHERE name = $1 AND fence = $2)",
+                    &[&lock.name, &lock.fence],
+                )
+                .await
+                .map_err(|e| EngineError::db("replacing the stored verify ranges", e))?;
+            // Range i is (upper of i - 1, upper of i]: the first open below, the last above.
+            let inserted = lock
+                .conn
+                .execute(
+                    "INSERT INTO splice.verify_ranges (migration, idx, shape, lower_key, upper_key)
+                     SELECT $1, g.i, $3,
+                            CASE WHEN g.i = 0 THEN NULL
+                                 ELSE ($4::text[])[(g.i - 1) * $5 + 1 : g.i * $5] END,
+                            CASE WHEN g.i = $6 - 1 THEN NULL
+                                 ELSE ($4::text[])[g.i * $5 + 1 : (g.i + 1) * $5] END
+                       FROM generate_series(0, $6 - 1) AS g(i)
+                      WHERE EXISTS (SELECT 1 FROM splice.migrations WHERE name = $1 AND fence = $2)",
+                    &[&lock.name, &lock.fence, &shape, &uppers, &key_len, &n],
+                )
+                .await
+                .map_err(|e| EngineError::db("storing the verify ranges", e))?;
+            lock.check_fenced(inserted)
+        })
+        .await
+    }
+
+    async fn record_verify_ranges(
+        &self,
+        lock: &RunnerLock,
+        results: &[RangeResult],
+    ) -> Result<(), EngineError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let idx: Vec<i32> = results.iter().map(|r| r.idx).collect();
+        let source: Vec<Vec<u8>> = results.iter().map(|r| r.source_digest.to_vec()).collect();
+        let target: Vec<Vec<u8>> = results.iter().map(|r| r.target_digest.to_vec()).collect();
+        let rows: Vec<i64> = results.iter().map(|r| r.rows as i64).collect();
+        let passed: Vec<bool> = results.iter().map(|r| r.passed).collect();
+        let marks: Vec<i64> = results.iter().map(|r| r.checked_marks).collect();
+        let n = lock
+            .conn
+            .execute(
+                "UPDATE splice.verify_ranges r
+                    SET source_digest = u.s, target_digest = u.t, rows = u.n, passed = u.p,
+                        checked_marks = u.m, checked_at = now()
+                   FROM unnest($3::int[], $4::bytea[], $5::bytea[], $6::bigint[], $7::bool[],
+                               $8::bigint[]) AS u(i, s, t, n, p, m)
+                  WHERE r.migration = $1 AND r.idx = u.i
+                    AND EXISTS (SELECT 1 FROM splice.migrations WHERE name = $1 AND fence = $2)",
+                &[
+                    &lock.name,
+                    &lock.fence,
+                    &idx,
+                    &source,
+                    &target,
+                    &rows,
+                    &passed,
+                    &marks,
+                ],
+            )
+            .await
+            .map_err(|e| EngineError::db("recording the verify ranges", e))?;
+        lock.check_fenced(n)
+    }
+
+    async fn forget_verify_ranges(&self, lock: &RunnerLock) -> Result<(), EngineError> {
+        let exists: bool = lock
+            .conn
+            .query_one(
+                "SELECT to_regclass('splice.verify_ranges') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(|e| EngineError::db("looking for splice.verify_ranges", e))?
+            .get(0);
+        if !exists {
+            return Ok(());
+        }
+        // Fenced: a runner that lost its lock deletes nothing (its fence no longer matches).
+        let fenced: i64 = lock
+            .conn
+            .query_one(
+                "WITH f AS (SELECT 1 FROM splice.migrations WHERE name = $1 AND fence = $2),
+                      d AS (DELETE FROM splice.verify_ranges
+                             WHERE migration = $1 AND EXISTS (SELECT 1 FROM f))
+                 SELECT count(*) FROM f",
+                &[&lock.name, &lock.fence],
+            )
+            .await
+            .map_err(|e| EngineError::db("forgetting the stored verify ranges", e))?
+            .get(0);
+        lock.check_fenced(fenced as u64)
+    }
+}
+
+/// Runs `body` inside `BEGIN … COMMIT` on `db` (a shared client: the runner lock's session),
+/// rolling back when it fails.
+async fn in_transaction(
+    db: &Client,
+    what: &str,
+    body: impl std::future::Future<Output = Result<(), EngineError>>,
+) -> Result<(), EngineError> {
+    db.batch_execute("BEGIN")
+        .await
+        .map_err(|e| EngineError::db(what.to_string(), e))?;
+    match body.await {
+        Ok(()) => db
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| EngineError::db(what.to_string(), e)),
+        Err(e) => {
+            let _ = db.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
     }
 }
