@@ -14,6 +14,9 @@ use tokio_postgres::{Client, GenericClient};
 
 /// The applier of one direction: its session (under a replication origin), a session for
 /// drain markers, and the statements it runs, built once.
+/// How often the applier's stream sends its acknowledged position to the server.
+const APPLIER_STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub struct ApplierSession {
     db: Client,
     marker_db: Client,
@@ -173,6 +176,11 @@ impl ChangeApplier for Postgres {
         if continuity == Continuity::Resume {
             config = config.resume_only();
         }
+        // Acknowledgements reach the server within this: a command that closes its stream
+        // waits until the slot shows its last one, so this bounds what closing costs (a
+        // status message is a few bytes; the slot is written to disk only when its restart
+        // point moves, not per message).
+        config.status_interval = APPLIER_STATUS_INTERVAL;
         let stream = PgChangeStream::open(config).await.map_err(|e| match e {
             CdcError::SlotMissing { slot } => EngineError::StreamLost {
                 slot,
