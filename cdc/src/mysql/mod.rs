@@ -682,6 +682,7 @@ impl MySqlChangeStream {
             mut sql,
             writer,
             binlog_connection,
+            slot,
             ..
         } = self;
         drop(writer.tx);
@@ -692,6 +693,11 @@ impl MySqlChangeStream {
             .query_drop(format!("KILL CONNECTION {binlog_connection}"))
             .await;
         let _ = tokio::time::timeout(Duration::from_secs(2), binlog.close()).await;
+        // Released here rather than by the disconnect, which the server finishes on its own
+        // time: the next reader of the slot may start as soon as this returns.
+        let _ = sql
+            .exec_drop("SELECT RELEASE_LOCK(?)", (setup::slot_lock_name(&slot),))
+            .await;
         let _ = tokio::time::timeout(Duration::from_secs(2), sql.disconnect()).await;
     }
 }
