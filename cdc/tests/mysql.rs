@@ -526,3 +526,30 @@ async fn ssl_mode_in_the_url_encrypts_and_checks_the_certificate() -> Result<()>
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xa_transactions_elsewhere_pass_and_on_a_captured_table_stop_the_stream() -> Result<()> {
+    let db = MariaDb::start()?;
+    shop(&db)?;
+    let mut stream = open(&db, "t_xa", &["shop.orders"]).await?;
+    db.sql(
+        "XA START 'a'; INSERT INTO shop.other VALUES (1); XA END 'a'; XA PREPARE 'a'; \
+         XA COMMIT 'a'",
+    )?;
+    db.sql("INSERT INTO shop.orders VALUES (1, 'after xa')")?;
+    let t = next(&mut stream).await?;
+    assert_eq!(
+        summary(&t)[0].2,
+        int(1),
+        "XA on an uncaptured table is skipped"
+    );
+    db.sql(
+        "XA START 'b'; INSERT INTO shop.orders VALUES (2, 'xa'); XA END 'b'; XA PREPARE 'b'; \
+         XA COMMIT 'b'",
+    )?;
+    let err = tokio::time::timeout(HANG_GUARD, stream.next_transaction())
+        .await?
+        .expect_err("XA on a captured table is not followed");
+    assert!(err.to_string().contains("XA transaction"), "{err}");
+    Ok(())
+}

@@ -443,6 +443,10 @@ impl MySqlChangeStream {
                 }
                 return Ok(Some(self.finish(building, log_pos, header.event_size())));
             }
+            k if k == EventType::XA_PREPARE_LOG_EVENT as u8 => {
+                // MariaDB ends a prepared XA group with this event; XA COMMIT follows later.
+                return self.xa(log_pos, header.event_size());
+            }
             k if is_rows_event(k) => {
                 self.rows(event, log_pos)?;
                 return Ok(None);
@@ -505,19 +509,7 @@ impl MySqlChangeStream {
             return Ok(None);
         }
         if upper.starts_with("XA ") {
-            // XA PREPARE ends a group that commits later (XA COMMIT, its own group): holding
-            // prepared changes until then is not built, so such a group touching a captured
-            // table stops the stream rather than deliver it at the wrong moment.
-            let building = self.building.take();
-            if building.as_ref().is_some_and(|b| !b.changes.is_empty()) {
-                return Err(CdcError::Protocol(format!(
-                    "binlog {}:{log_pos}: an XA transaction changed a captured table; the \
-                     binlog source does not follow XA transactions yet: capture without XA \
-                     writes to these tables",
-                    self.file
-                )));
-            }
-            return Ok(building.map(|b| self.finish(b, log_pos, size)));
+            return self.xa(log_pos, size);
         }
         match self.building.take() {
             Some(building) if !building.standalone => {
@@ -554,6 +546,23 @@ impl MySqlChangeStream {
                 Ok(Some(self.finish(building, log_pos, size)))
             }
         }
+    }
+
+    /// The end of an XA group (XA PREPARE; XA COMMIT/ROLLBACK of a prepared one). The
+    /// prepared changes commit later, in another group: holding them until then is not built,
+    /// so a group that touched a captured table stops the stream rather than deliver it at the
+    /// wrong moment. Others end here, with nothing to deliver.
+    fn xa(&mut self, log_pos: u64, size: u32) -> Result<Option<Transaction>, CdcError> {
+        let building = self.building.take();
+        if building.as_ref().is_some_and(|b| !b.changes.is_empty()) {
+            return Err(CdcError::Protocol(format!(
+                "binlog {}:{log_pos}: an XA transaction changed a captured table; the binlog \
+                 source does not follow XA transactions yet: keep XA transactions away from \
+                 the captured tables while capturing",
+                self.file
+            )));
+        }
+        Ok(building.map(|b| self.finish(b, log_pos, size)))
     }
 
     fn rows(&mut self, event: &Event, log_pos: u64) -> Result<(), CdcError> {
