@@ -512,11 +512,17 @@ impl MySqlChangeStream {
             return self.xa(log_pos, size);
         }
         match self.building.take() {
-            Some(building) if !building.standalone => {
-                // Statements inside a transaction: statement-based logging.
+            Some(building) if !building.standalone && is_dml(&upper) => {
+                // Row changes logged as a statement: statement-based logging.
                 Err(CdcError::StatementLogged {
                     position: self.here(log_pos).to_string(),
                 })
+            }
+            Some(building) if !building.standalone => {
+                // Another statement inside a transaction (the CREATE of CREATE TABLE … SELECT,
+                // whose rows follow as row events): the transaction goes on.
+                self.building = Some(building);
+                Ok(None)
             }
             building => {
                 // A statement standing alone (DDL). TRUNCATE of a captured table is a change.
@@ -774,6 +780,30 @@ fn key_of(table: &CapturedTable, row: &BinlogRow) -> Result<Key, CdcError> {
             Ok((column.name.clone(), value))
         })
         .collect()
+}
+
+/// Whether an (upper-cased) statement changes rows: what a row-based binlog never holds as a
+/// statement.
+fn is_dml(upper: &str) -> bool {
+    let mut text = upper.trim_start();
+    // Leading comments (`/* … */`), as tools write them.
+    while let Some(rest) = text.strip_prefix("/*") {
+        match rest.find("*/") {
+            Some(end) => text = rest[end + 2..].trim_start(),
+            None => return false,
+        }
+    }
+    [
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "REPLACE",
+        "LOAD DATA",
+        "LOAD XML",
+        "CALL",
+    ]
+    .iter()
+    .any(|verb| text.starts_with(verb))
 }
 
 /// The table a `TRUNCATE [TABLE] name` statement empties, resolved against `schema`.
