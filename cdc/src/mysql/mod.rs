@@ -864,7 +864,15 @@ impl ChangeSource for MySqlChangeStream {
             let event = std::future::poll_fn(|cx| Pin::new(&mut self.binlog).poll_next(cx)).await;
             let event =
                 match event {
-                    None => return Ok(None),
+                    // The dump never ends by itself (it was not asked to): the server ended it.
+                    None => {
+                        return Err(CdcError::Replication {
+                            detail: "the server ended the binlog stream (it shut down, or the \
+                                     reader's connection was killed); open the stream again to \
+                                     resume from the last acknowledged position"
+                                .into(),
+                        })
+                    }
                     Some(Err(e)) => {
                         return Err(purged_error(&self.slot, &self.acked, &e).unwrap_or_else(
                             || CdcError::Replication {
