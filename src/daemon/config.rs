@@ -207,6 +207,14 @@ mod tests {
     }
 
     #[test]
+    fn a_mysql_database_is_refused_plainly() {
+        let mut c = cli(&["m.toml"]);
+        c.database_url = Some("mysql://app@db/shop".into());
+        let err = Settings::resolve(c).expect_err("MySQL migrations are not built");
+        assert!(err.contains("MySQL/MariaDB migrations are not built yet"), "{err}");
+    }
+
+    #[test]
     fn no_migration_at_all_is_a_usage_error() {
         let err = Settings::resolve(cli(&[])).expect_err("nothing to do");
         assert!(err.contains("no migration"), "{err}");
