@@ -211,7 +211,10 @@ mod tests {
         let mut c = cli(&["m.toml"]);
         c.database_url = Some("mysql://app@db/shop".into());
         let err = Settings::resolve(c).expect_err("MySQL migrations are not built");
-        assert!(err.contains("MySQL/MariaDB migrations are not built yet"), "{err}");
+        assert!(
+            err.contains("MySQL/MariaDB migrations are not built yet"),
+            "{err}"
+        );
     }
 
     #[test]
