@@ -3,8 +3,8 @@
 
 use crate::duration::parse_duration;
 use cdc::{
-    BatchLimits, CaptureName, CdcError, Change, ChangeSource, Key, PgChangeStream, PgSourceConfig,
-    Position, TableName, Transaction,
+    BatchLimits, CaptureName, CdcError, Change, ChangeSource, Key, MySqlChangeStream,
+    MySqlSourceConfig, PgChangeStream, PgSourceConfig, Position, TableName, Transaction,
 };
 use clap::{Args, Subcommand};
 use serde::ser::{SerializeMap, Serializer};
@@ -40,22 +40,36 @@ Examples:
   SPLICE_DATABASE_URL=postgres://app@localhost/app \\
     splice cdc tail --table orders --table public.customers --idle-timeout 60s --drop-slot
 
-Needs wal_level=logical, a role with REPLICATION (or superuser), a free replication slot and
-WAL sender, and a primary key or replica identity on every table.";
+  # MySQL/MariaDB: the binlog from where slot audit stopped (tables are DATABASE.TABLE):
+  splice cdc tail mysql://repl:secret@db:3306/ --table shop.orders --slot audit
+
+PostgreSQL needs wal_level=logical, a role with REPLICATION (or superuser), a free replication
+slot and WAL sender, and a primary key or replica identity on every table.
+MySQL/MariaDB (mysql:// or mariadb://; position is binlog FILE:OFFSET@GTIDS) needs log_bin,
+binlog_format=ROW, binlog_row_image=FULL, a server_id, REPLICATION SLAVE and BINLOG MONITOR
+(MySQL: REPLICATION CLIENT) grants, privileges on the `splice` database (the slot's position is
+kept in splice.cdc_slots), and a primary key on every table. See docs/cdc.md.";
 
 #[derive(Args)]
 struct TailArgs {
+    /// The database URL, as an argument instead of --database-url.
+    #[arg(value_name = "URL", conflicts_with = "database_url")]
+    url: Option<String>,
+
     /// PostgreSQL URL (libpq URL or key=value form; sslmode, sslrootcert, sslcert and sslkey
-    /// are honoured); defaults to $SPLICE_DATABASE_URL, then $DATABASE_URL, then
+    /// are honoured), or MySQL/MariaDB URL (mysql://user:password@host:port/, ssl-mode and
+    /// ssl-ca honoured); defaults to $SPLICE_DATABASE_URL, then $DATABASE_URL, then
     /// $PGHOST/$PGPORT/$PGUSER/$PGDATABASE. See docs/connecting.md.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
 
-    /// A table to capture, as SCHEMA.TABLE (a bare name means public.NAME). Repeatable.
+    /// A table to capture, as SCHEMA.TABLE (a bare name means public.NAME; MySQL:
+    /// DATABASE.TABLE). Repeatable.
     #[arg(long = "table", value_name = "SCHEMA.TABLE", required = true)]
     tables: Vec<String>,
 
-    /// Replication slot and publication name (created if missing, reused if present).
+    /// Replication slot and publication name (created if missing, reused if present). MySQL:
+    /// the name of the position kept in splice.cdc_slots.
     #[arg(long, value_name = "NAME", default_value = "splice_tail")]
     slot: String,
 
@@ -67,11 +81,12 @@ struct TailArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     idle_timeout: Duration,
 
-    /// Skip transactions written under this replication origin. Repeatable.
+    /// Skip transactions written under this replication origin (MySQL: marked with this
+    /// origin in splice.cdc_marker). Repeatable.
     #[arg(long = "skip-origin", value_name = "ORIGIN")]
     skip_origins: Vec<String>,
 
-    /// Drop the slot and publication on exit.
+    /// Drop the slot and publication on exit (MySQL: the slot's row).
     #[arg(long)]
     drop_slot: bool,
 }
@@ -93,6 +108,10 @@ enum TailError {
     DatabaseUrl(String),
     #[error("--table {0:?} is not SCHEMA.TABLE (e.g. public.orders)")]
     Table(String),
+    #[error(
+        "--table {0:?} is not DATABASE.TABLE (e.g. shop.orders): MySQL tables need their database"
+    )]
+    MySqlTable(String),
     #[error("--slot: {0}")]
     Slot(CdcError),
     /// The slot is a migration's change stream: consuming it would acknowledge changes its
@@ -134,7 +153,11 @@ fn run_tail(args: TailArgs) -> u8 {
 }
 
 async fn tail(args: TailArgs) -> Result<(), TailError> {
-    let url = crate::db_url::resolve(args.database_url).map_err(TailError::DatabaseUrl)?;
+    let url = crate::db_url::resolve(args.url.clone().or(args.database_url.clone()))
+        .map_err(TailError::DatabaseUrl)?;
+    if crate::db_url::is_mysql(&url) {
+        return tail_mysql(args, url).await;
+    }
     let url = crate::session_name::with_application_name(
         &url,
         &crate::session_name::of_command(&["cdc", "tail", &args.slot]),
@@ -145,7 +168,7 @@ async fn tail(args: TailArgs) -> Result<(), TailError> {
         .map(|t| TableName::parse(t).ok_or_else(|| TailError::Table(t.clone())))
         .collect::<Result<Vec<_>, _>>()?;
     let name = CaptureName::exact(&args.slot).map_err(TailError::Slot)?;
-    refuse_migration_slot(&url, &args.slot).await?;
+    refuse_migration_slot(Some(&url), &args.slot).await?;
     let mut config = PgSourceConfig::new(url, name, tables);
     config.skip_origins = args.skip_origins;
     // Acknowledgements are tiny; reporting them often keeps the final wait of a clean stop
@@ -186,17 +209,69 @@ async fn tail(args: TailArgs) -> Result<(), TailError> {
     Ok(closed?)
 }
 
+/// `tail` on a MySQL/MariaDB binlog.
+async fn tail_mysql(args: TailArgs, url: String) -> Result<(), TailError> {
+    let tables = args
+        .tables
+        .iter()
+        .map(|t| match t.trim().split_once('.') {
+            Some((db, name)) if !db.is_empty() && !name.is_empty() && !name.contains('.') => {
+                Ok(TableName::new(db, name))
+            }
+            _ => Err(TailError::MySqlTable(t.clone())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    CaptureName::exact(&args.slot).map_err(TailError::Slot)?;
+    refuse_migration_slot(None, &args.slot).await?;
+    let mut config = MySqlSourceConfig::new(url, args.slot.clone(), tables);
+    config.skip_origins = args.skip_origins;
+    let mut stream = MySqlChangeStream::open(config).await?;
+    let slot = &args.slot;
+    if stream.created_slot() {
+        eprintln!(
+            "note: created slot {slot} at the binlog's current position (kept in \
+             splice.cdc_slots). The server keeps binlogs by its own retention, not for the slot: \
+             a slot left unread past binlog_expire_logs_seconds cannot resume. Run with \
+             --drop-slot to remove it on exit"
+        );
+    } else {
+        eprintln!(
+            "note: resuming slot {slot} after its last acknowledged transaction ({})",
+            stream.acked_position()
+        );
+    }
+    let outcome = stream_to_stdout(&mut stream, args.limit, args.idle_timeout).await;
+    let closed = if args.drop_slot {
+        let closed = stream.close_and_drop().await;
+        if closed.is_ok() {
+            eprintln!("note: removed slot {slot}");
+        }
+        closed
+    } else {
+        let closed = stream.close().await;
+        eprintln!(
+            "note: slot {slot} stays in splice.cdc_slots: run `splice cdc tail` again with \
+             --drop-slot, or in SQL `DELETE FROM splice.cdc_slots WHERE slot = '{slot}';`"
+        );
+        closed
+    };
+    outcome?;
+    Ok(closed?)
+}
+
 /// Refuses a slot that is, or is named like, a migration's change stream: `splice_<name>_fwd`
 /// and `splice_<name>_rev` are the migrations' own, whether or not one is registered here.
-async fn refuse_migration_slot(url: &str, slot: &str) -> Result<(), TailError> {
+async fn refuse_migration_slot(url: Option<&str>, slot: &str) -> Result<(), TailError> {
     // Naming the migration is a courtesy: the name's form below refuses every migration's
     // slot anyway, so a failed look-up (no server) is left to the stream's own connect to
-    // report, in its words.
-    if let Ok(Some(migration)) = engine::Engine::new(url).migration_of_slot(slot).await {
-        return Err(TailError::MigrationSlot {
-            slot: slot.into(),
-            owner: format!("migration {migration}"),
-        });
+    // report, in its words. (MySQL: no migrations yet, so no look-up.)
+    if let Some(url) = url {
+        if let Ok(Some(migration)) = engine::Engine::new(url).migration_of_slot(slot).await {
+            return Err(TailError::MigrationSlot {
+                slot: slot.into(),
+                owner: format!("migration {migration}"),
+            });
+        }
     }
     let reserved = slot
         .strip_prefix("splice_")
@@ -214,8 +289,8 @@ async fn refuse_migration_slot(url: &str, slot: &str) -> Result<(), TailError> {
 
 /// Print and acknowledge transactions until the limit, the idle timeout, Ctrl-C, or a closed
 /// stdout.
-async fn stream_to_stdout(
-    stream: &mut PgChangeStream,
+async fn stream_to_stdout<S: ChangeSource>(
+    stream: &mut S,
     limit: Option<u64>,
     idle_timeout: Duration,
 ) -> Result<(), TailError> {
@@ -280,10 +355,10 @@ async fn stream_to_stdout(
 
 /// Write `out` to stdout, then acknowledge `printed`, the position of the last transaction in
 /// it. False when the reader went away (`| head`): what it did not take stays unacknowledged.
-fn deliver(
+fn deliver<S: ChangeSource>(
     stdout: &std::io::Stdout,
     out: &mut Vec<u8>,
-    stream: &mut PgChangeStream,
+    stream: &mut S,
     printed: Option<&Position>,
 ) -> Result<bool, TailError> {
     match flush(stdout, out) {

@@ -24,6 +24,25 @@ fn resolve_in(
         })
 }
 
+/// Whether `url` names a MySQL/MariaDB server (`mysql://`, `mariadb://`).
+pub fn is_mysql(url: &str) -> bool {
+    let url = url.trim_start().to_ascii_lowercase();
+    url.starts_with("mysql://") || url.starts_with("mariadb://")
+}
+
+/// Migrations run on PostgreSQL only so far: a MySQL/MariaDB URL gets a plain refusal naming
+/// what does work there.
+pub fn refuse_mysql_migrations(url: &str, command: &str) -> Result<(), String> {
+    if !is_mysql(url) {
+        return Ok(());
+    }
+    Err(format!(
+        "MySQL/MariaDB migrations are not built yet: `splice {command}` runs on PostgreSQL only. \
+         On MySQL/MariaDB, splice can lint DDL (`splice lint --dialect mysql`) and follow the \
+         binlog (`splice cdc tail mysql://…`)"
+    ))
+}
+
 /// A libpq key=value string from the PG* variables, if `PGHOST` or `PGDATABASE` is set.
 fn from_pg_env(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     if env("PGHOST").is_none() && env("PGDATABASE").is_none() {
@@ -90,6 +109,20 @@ mod tests {
         let target = cdc::PgTarget::from_url_in(&url, &env).expect("parses");
         assert_eq!(target.describe(), "db.internal:6432/app");
         assert_eq!(target.config().get_user(), Some("o'brien"));
+    }
+
+    #[test]
+    fn mysql_urls_are_told_apart_and_refused_for_migrations() {
+        assert!(is_mysql("mysql://app@db/shop"));
+        assert!(is_mysql("MariaDB://app@db/"));
+        assert!(!is_mysql("postgres://app@db/app"));
+        assert!(!is_mysql("host=db dbname=mysql"));
+        let err = refuse_mysql_migrations("mysql://app@db/", "sync").unwrap_err();
+        assert!(
+            err.contains("not built yet") && err.contains("splice sync"),
+            "{err}"
+        );
+        assert!(refuse_mysql_migrations("postgres://app@db/app", "sync").is_ok());
     }
 
     #[test]

@@ -195,7 +195,10 @@ fn read_spec(file: &str) -> Result<(String, MigrationSpec), String> {
 }
 
 pub fn run(cmd: MigrateCommand) -> u8 {
-    let url = match db_url::resolve(cmd.db().database_url.clone()) {
+    let url = match db_url::resolve(cmd.db().database_url.clone()).and_then(|url| {
+        db_url::refuse_mysql_migrations(&url, cmd.verb_and_subject().0)?;
+        Ok(url)
+    }) {
         Ok(url) => crate::session_name::with_application_name(&url, &cmd.session_name()),
         Err(e) => {
             eprintln!("error: {e}");
@@ -218,6 +221,12 @@ pub fn run(cmd: MigrateCommand) -> u8 {
 impl MigrateCommand {
     /// `splice sync orders_v2`: what its sessions are called in `pg_stat_activity`.
     fn session_name(&self) -> String {
+        let (command, subject) = self.verb_and_subject();
+        crate::session_name::of_command(&[command, subject.as_str()])
+    }
+
+    /// The command's name and what it works on (a file name or a migration name).
+    fn verb_and_subject(&self) -> (&'static str, String) {
         let file_name = |f: &str| {
             std::path::Path::new(f)
                 .file_name()
@@ -237,7 +246,7 @@ impl MigrateCommand {
             MigrateCommand::Drop { name, .. } => ("drop", name.clone()),
             MigrateCommand::Status { name, .. } => ("status", name.clone().unwrap_or_default()),
         };
-        crate::session_name::of_command(&[command, subject.as_str()])
+        (command, subject)
     }
 
     /// Every command talks to one database.

@@ -113,29 +113,123 @@ pub type Key = Vec<(String, Value)>;
 pub enum Position {
     /// PostgreSQL: the end of a transaction's commit record in the WAL.
     Lsn(Lsn),
+    /// MySQL/MariaDB: the end of a transaction's last event in the binlog, with the server's
+    /// GTID state after it.
+    Binlog(BinlogPosition),
 }
 
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Position::Lsn(lsn) => lsn.fmt(f),
+            Position::Binlog(binlog) => binlog.fmt(f),
         }
     }
 }
 
-impl std::str::FromStr for Position {
-    type Err = crate::lsn::ParseLsnError;
+/// The text was neither an LSN nor a binlog position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a position (expected an LSN like 0/16B3748 or a binlog position like \
+     binlog.000003:1234@0-1-42)"
+)]
+pub struct ParsePositionError(pub String);
 
-    /// The form `Display` prints (`0/16B3748` for PostgreSQL), for positions kept in a
-    /// checkpoint.
+impl std::str::FromStr for Position {
+    type Err = ParsePositionError;
+
+    /// The form `Display` prints (`0/16B3748` for PostgreSQL, `binlog.000003:1234@0-1-42` for
+    /// MySQL/MariaDB), for positions kept in a checkpoint.
     fn from_str(s: &str) -> Result<Position, Self::Err> {
-        s.parse().map(Position::Lsn)
+        if s.contains(':') {
+            return s
+                .parse()
+                .map(Position::Binlog)
+                .map_err(|_| ParsePositionError(s.to_string()));
+        }
+        s.parse()
+            .map(Position::Lsn)
+            .map_err(|_| ParsePositionError(s.to_string()))
     }
 }
 
 impl Serialize for Position {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+/// A place in a MySQL/MariaDB binlog: a file and a byte offset in it (where the next event
+/// starts), and the GTID set the server had executed up to there (MariaDB: the last GTID of
+/// each replication domain, `0-1-42,1-2-7`; MySQL: `uuid:1-42`). Printed as
+/// `binlog.000003:1234@0-1-42` (without `@…` when the set is unknown).
+///
+/// Ordered by file sequence number, then offset: the GTID text rides along.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BinlogPosition {
+    pub file: String,
+    pub offset: u64,
+    pub gtid: String,
+}
+
+impl BinlogPosition {
+    pub fn new(file: impl Into<String>, offset: u64, gtid: impl Into<String>) -> BinlogPosition {
+        BinlogPosition {
+            file: file.into(),
+            offset,
+            gtid: gtid.into(),
+        }
+    }
+
+    /// The numeric suffix of the file name (`binlog.000003` → 3); binlog files of one server
+    /// share a base name and count up.
+    pub fn file_sequence(&self) -> u64 {
+        self.file
+            .rsplit_once('.')
+            .and_then(|(_, n)| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl PartialOrd for BinlogPosition {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for BinlogPosition {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.file_sequence(), &self.file, self.offset, &self.gtid).cmp(&(
+            other.file_sequence(),
+            &other.file,
+            other.offset,
+            &other.gtid,
+        ))
+    }
+}
+
+impl fmt::Display for BinlogPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.offset)?;
+        if !self.gtid.is_empty() {
+            write!(f, "@{}", self.gtid)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for BinlogPosition {
+    type Err = ParsePositionError;
+
+    fn from_str(s: &str) -> Result<BinlogPosition, ParsePositionError> {
+        let err = || ParsePositionError(s.to_string());
+        let (place, gtid) = s.trim().split_once('@').unwrap_or((s.trim(), ""));
+        let (file, offset) = place.rsplit_once(':').ok_or_else(err)?;
+        let offset = offset.parse().map_err(|_| err())?;
+        if file.is_empty() {
+            return Err(err());
+        }
+        Ok(BinlogPosition::new(file, offset, gtid))
     }
 }
 
@@ -258,7 +352,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
 /// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -355,6 +449,27 @@ mod tests {
         );
         assert!("2026-11-22 02:13:16".parse::<Timestamp>().is_err());
         assert!("2026-13-22T02:13:16Z".parse::<Timestamp>().is_err());
+    }
+
+    #[test]
+    fn binlog_positions_print_parse_and_order_by_file_number() {
+        let p: Position = "binlog.000003:1234@0-1-42,1-2-7".parse().unwrap();
+        assert_eq!(
+            p,
+            Position::Binlog(BinlogPosition::new("binlog.000003", 1234, "0-1-42,1-2-7"))
+        );
+        assert_eq!(p.to_string(), "binlog.000003:1234@0-1-42,1-2-7");
+        let plain: Position = "binlog.000003:99".parse().unwrap();
+        assert_eq!(plain.to_string(), "binlog.000003:99");
+        assert_eq!(
+            "0/16B3748".parse::<Position>().unwrap().to_string(),
+            "0/16B3748"
+        );
+        assert!("binlog.000003:x".parse::<Position>().is_err());
+        let a = BinlogPosition::new("b.999999", 900, "");
+        let b = BinlogPosition::new("b.1000000", 4, "");
+        assert!(a < b, "file numbers compare as numbers");
+        assert!(BinlogPosition::new("b.000001", 5, "") < BinlogPosition::new("b.000001", 50, ""));
     }
 
     #[test]

@@ -75,6 +75,111 @@ pub enum CdcError {
     #[error("{name:?} cannot name a slot: use 1 to 63 lowercase letters, digits and underscores")]
     InvalidName { name: String },
 
+    // ── MySQL/MariaDB preconditions ──
+    #[error(
+        "the server writes no binary log (log_bin is OFF); start it with a binlog: add \
+         log_bin=mysql-bin under [mysqld] in my.cnf and restart the server"
+    )]
+    BinlogOff,
+
+    #[error(
+        "binlog_format is {current}; splice needs row events: run SET GLOBAL binlog_format = \
+         'ROW' (it applies to new sessions: reconnect the application's pool) and set \
+         binlog_format=ROW in my.cnf so a restart keeps it"
+    )]
+    BinlogFormatNotRow { current: String },
+
+    #[error(
+        "binlog_row_image is {current}; splice needs FULL: run SET GLOBAL binlog_row_image = \
+         'FULL' (new sessions) and set binlog_row_image=FULL in my.cnf. (With MINIMAL an \
+         update's after image holds only the changed columns and its before image only the key, \
+         so the rows the engine re-reads cannot be checked against the log)"
+    )]
+    BinlogRowImageNotFull { current: String },
+
+    #[error(
+        "server_id is 0, and a server without one cannot serve a binlog reader; set server_id to \
+         a unique non-zero number under [mysqld] in my.cnf and restart the server"
+    )]
+    NoServerId,
+
+    #[error("user {user} may not {what}: it lacks {grant}; {fix}")]
+    MissingGrant {
+        user: String,
+        grant: String,
+        what: String,
+        fix: String,
+    },
+
+    #[error(
+        "the server deletes binlogs after {current} ({setting}), sooner than the {needed} a \
+         capture needs to survive a stop; raise it: SET GLOBAL {setting} = {fix} (and in my.cnf)"
+    )]
+    BinlogRetentionTooShort {
+        setting: String,
+        current: String,
+        needed: String,
+        fix: String,
+    },
+
+    #[error(
+        "table {table} has no primary key, so updates and deletes cannot name their row; add \
+         one: ALTER TABLE {quoted} ADD PRIMARY KEY (<NOT NULL columns that identify a row>)"
+    )]
+    NoPrimaryKey { table: TableName, quoted: String },
+
+    #[error(
+        "column {column} of {table}'s primary key has type {sql_type}, which splice cannot \
+         carry as a key value yet (supported: integer, decimal, float, character, binary, \
+         date and time types); capture a table with another key"
+    )]
+    UnsupportedKeyType {
+        table: TableName,
+        column: String,
+        sql_type: String,
+    },
+
+    #[error(
+        "binlog position {position} that slot {slot} must resume from is gone from the server \
+         ({why}); the changes since then cannot be read, so the capture cannot continue. Keep \
+         binlogs longer (binlog_expire_logs_seconds), then start over: remove the slot (DELETE \
+         FROM splice.cdc_slots WHERE slot = '{slot}', or `splice cdc tail … --drop-slot`) and \
+         capture again from a known state"
+    )]
+    PositionPurged {
+        slot: String,
+        position: String,
+        why: String,
+    },
+
+    #[error(
+        "slot {slot} is in use by another reader (connection {connection}); stop that \
+         consumer, or pick another name with --slot"
+    )]
+    BinlogSlotInUse { slot: String, connection: u64 },
+
+    #[error(
+        "the transaction at binlog position {position} was logged as SQL statements, not rows \
+         (its session ran with binlog_format=STATEMENT or MIXED), so splice cannot tell which \
+         rows it changed. Make sure every session logs rows: SET GLOBAL binlog_format = 'ROW', \
+         and revoke the right to change it per session (SUPER / BINLOG ADMIN) from applications; \
+         then remove the slot and capture again from a known state"
+    )]
+    StatementLogged { position: String },
+
+    #[error(
+        "the definition of captured table {table} changed at binlog position {position} \
+         ({what}); restart the capture (a running capture follows a fixed table definition)"
+    )]
+    TableChanged {
+        table: TableName,
+        position: String,
+        what: String,
+    },
+
+    #[error("{0:?} is not a MySQL URL: {1}")]
+    MySqlUrl(String, String),
+
     // ── runtime ──
     #[error("{0}")]
     Connect(#[from] crate::postgres::ConnectError),
@@ -111,6 +216,16 @@ impl CdcError {
                 | CdcError::SlotInUse { .. }
                 | CdcError::SlotMismatch { .. }
                 | CdcError::InvalidName { .. }
+                | CdcError::BinlogOff
+                | CdcError::BinlogFormatNotRow { .. }
+                | CdcError::BinlogRowImageNotFull { .. }
+                | CdcError::NoServerId
+                | CdcError::MissingGrant { .. }
+                | CdcError::BinlogRetentionTooShort { .. }
+                | CdcError::NoPrimaryKey { .. }
+                | CdcError::UnsupportedKeyType { .. }
+                | CdcError::BinlogSlotInUse { .. }
+                | CdcError::MySqlUrl(..)
         )
     }
 
@@ -139,6 +254,23 @@ impl CdcError {
         CdcError::Replication {
             detail: e.to_string(),
         }
+    }
+}
+
+impl CdcError {
+    pub(crate) fn mysql(context: impl Into<String>, e: &mysql_async::Error) -> CdcError {
+        CdcError::Database {
+            context: context.into(),
+            detail: describe_mysql_error(e),
+        }
+    }
+}
+
+/// The server's message and code (`ERROR 1227 (42000): Access denied…`), or the driver's.
+pub fn describe_mysql_error(e: &mysql_async::Error) -> String {
+    match e {
+        mysql_async::Error::Server(s) => format!("ERROR {} ({}): {}", s.code, s.state, s.message),
+        other => other.to_string(),
     }
 }
 

@@ -6,7 +6,7 @@
 //! a change carries the key, not the row — and it never imports the engine.
 //!
 //! One trait, [`ChangeSource`], one item type, [`Transaction`] of [`Change`]s. The PostgreSQL
-//! source is [`PgChangeStream`]; the MySQL/MariaDB binlog source will implement the same trait.
+//! source is [`PgChangeStream`]; the MySQL/MariaDB binlog source is [`MySqlChangeStream`].
 //! [`next_batch`] takes any source's transactions a batch at a time.
 //!
 //! ```no_run
@@ -44,20 +44,43 @@
 //! server's slot shows the last acknowledgement before disconnecting, so nothing acknowledged
 //! comes back after a clean stop.
 
+//! ## MySQL/MariaDB: how it works
+//! [`MySqlChangeStream`] reads the row-based binlog as a replica does (`mysql_async`'s binlog
+//! stream; `mysql_common` parses row events; MariaDB's GTID and GTID-list events, which its
+//! enum lacks, are decoded from their raw bytes in `mysql::decode`). A transaction's position
+//! is a [`BinlogPosition`]: the file and offset past its commit event, and the GTID position
+//! after it. The slot is a row of `splice.cdc_slots` on the same server, updated with what the
+//! consumer acknowledged; a resumed slot whose file the server purged is refused, never resumed
+//! from a later position.
+//!
+//! **The marker.** MySQL has no replication origins, so a consumer writing back to the server
+//! (the engine's applier) marks each of its transactions with a row write to
+//! `splice.cdc_marker` ([`marker_sql`]) inside the transaction; the stream gives the transaction
+//! that origin, and skips it when the origin is in `skip_origins`. A row, rather than a session
+//! annotation, because the row event sits in the binlog inside the very transaction it marks,
+//! whatever the server's settings: statement annotations (`binlog_annotate_row_events`,
+//! `binlog_rows_query_log_events`) can be turned off, and session tricks (`sql_log_bin=0`) would
+//! hide the writes from real replicas too. The cost: one row update per applier transaction.
+
 pub mod batch;
 pub mod change;
 pub mod error;
 pub mod lsn;
+pub mod mysql;
 pub mod pgoutput;
 pub mod postgres;
 pub mod source;
 
 pub use batch::{next_batch, Batch, BatchError, BatchLimits};
 pub use change::{
-    quote_ident, Change, Key, Op, Position, TableName, Timestamp, Transaction, Value,
+    quote_ident, BinlogPosition, Change, Key, Op, Position, TableName, Timestamp, Transaction,
+    Value,
 };
-pub use error::{describe_pg_error, CdcError};
+pub use error::{describe_mysql_error, describe_pg_error, CdcError};
 pub use lsn::Lsn;
+pub use mysql::{
+    binlog_preconditions, drop_binlog_slot, marker_sql, MySqlChangeStream, MySqlSourceConfig,
+};
 pub use postgres::{
     capture_preconditions, connect, drop_capture, CaptureName, ConnectError, PgChangeStream,
     PgSourceConfig, PgTarget, SslMode,

@@ -494,7 +494,9 @@ async fn lag_counts_from_the_last_acknowledgement() -> Result<()> {
         unreachable!()
     };
     let before = stream.lag().await?;
-    let Position::Lsn(acked_before) = before.acked_position.clone();
+    let Position::Lsn(acked_before) = before.acked_position.clone() else {
+        unreachable!("a PostgreSQL source")
+    };
     assert!(acked_before < last, "nothing acknowledged yet");
     assert!(before.bytes >= last.bytes_since(acked_before));
     assert!(
@@ -510,7 +512,9 @@ async fn lag_counts_from_the_last_acknowledgement() -> Result<()> {
         Duration::ZERO,
         "nothing received is unacknowledged"
     );
-    let Position::Lsn(source) = after.source_position.clone();
+    let Position::Lsn(source) = after.source_position.clone() else {
+        unreachable!("a PostgreSQL source")
+    };
     assert_eq!(after.bytes, source.bytes_since(last));
     assert!(after.bytes < before.bytes);
     assert!(

@@ -1234,7 +1234,12 @@ impl ChangeSource for MemoryStream {
     }
 
     fn ack(&mut self, position: &Position) -> Result<(), CdcError> {
-        let Position::Lsn(Lsn(p)) = position;
+        let Position::Lsn(Lsn(p)) = position else {
+            return Err(CdcError::BadAck {
+                position: position.to_string(),
+                why: "the in-memory source positions are LSNs".into(),
+            });
+        };
         let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = db.slots.get_mut(&self.slot) {
             slot.acked = slot.acked.max(*p);

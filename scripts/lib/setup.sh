@@ -83,3 +83,16 @@ ensure_sarif_schema() {
     fi
     export SPLICE_SARIF_SCHEMA="$PWD/$SARIF_SCHEMA"
 }
+
+# MariaDB server binaries (mariadbd, mariadb-install-db) for the MySQL/MariaDB tests; the
+# package also creates the `mysql` account the servers run as when the tests run as root.
+ensure_mariadb() {
+    if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
+        apt_install mariadb-server mariadb-client
+    fi
+    { command -v mariadb-install-db >/dev/null 2>&1 && { command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; }; } \
+        || die "MariaDB server binaries still missing after install (need mariadbd and mariadb-install-db from mariadb-server)"
+    if [ "$(id -u)" = 0 ] && ! id mysql >/dev/null 2>&1; then
+        die "running as root but there is no 'mysql' user to run mariadbd as; install the mariadb-server package"
+    fi
+}

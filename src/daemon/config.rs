@@ -126,16 +126,16 @@ impl Settings {
                 Some(url) => url,
                 None => default_url.clone()?,
             };
+            db_url::refuse_mysql_migrations(&database_url, "daemon")?;
             migrations.push(MigrationSource {
                 file: base.join(entry.file),
                 database_url,
             });
         }
         for file in cli.files {
-            migrations.push(MigrationSource {
-                file,
-                database_url: default_url.clone()?,
-            });
+            let database_url = default_url.clone()?;
+            db_url::refuse_mysql_migrations(&database_url, "daemon")?;
+            migrations.push(MigrationSource { file, database_url });
         }
         if migrations.is_empty() {
             return Err(
@@ -204,6 +204,17 @@ mod tests {
         assert_eq!(s.migrations[0].file, dir.join("a.toml"));
         assert_eq!(s.migrations[0].database_url, "postgres://cli/db");
         assert_eq!(s.migrations[1].database_url, "postgres://other/db");
+    }
+
+    #[test]
+    fn a_mysql_database_is_refused_plainly() {
+        let mut c = cli(&["m.toml"]);
+        c.database_url = Some("mysql://app@db/shop".into());
+        let err = Settings::resolve(c).expect_err("MySQL migrations are not built");
+        assert!(
+            err.contains("MySQL/MariaDB migrations are not built yet"),
+            "{err}"
+        );
     }
 
     #[test]

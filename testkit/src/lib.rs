@@ -1,5 +1,5 @@
 //! Throwaway database servers for tests and benchmarks: each test starts its own PostgreSQL
-//! from the installed server binaries, on a free loopback port, in a temporary directory that
+//! (or MariaDB) from the installed server binaries, on a free loopback port, in a temporary directory that
 //! is removed when the handle drops.
 //!
 //! What it is for: every splice test that needs a real database (`cdc`, `engine`, the binary's
@@ -14,16 +14,19 @@
 //! Beside the servers: [`connect`], a SQL session on one, and [`orders_divergence_sql`], the
 //! example migration's row-by-row check written independently of splice.
 //!
-//! The MariaDB server (row binlog) will live next to [`Postgres`] as `MariaDb`, with the same
-//! shape: `start()`, `url()`, `port()`, settings, stop on drop.
+//! [`MariaDb`] is the MariaDB one (Debian's `mariadb-server`, 10.11 here), with the same shape:
+//! `start()`, `url()` (`mysql://root@127.0.0.1:PORT/`), `port()`, settings, stop on drop; its
+//! binlog is row-based with full row images and GTIDs.
 
 mod client;
+mod mariadb;
 mod orders;
 mod postgres;
 mod process;
 mod tls;
 
 pub use client::connect;
+pub use mariadb::{MariaDb, MariaDbBuilder};
 pub use orders::orders_divergence_sql;
 pub use postgres::{Postgres, PostgresBuilder};
 pub use tls::{IssuedCert, TestCa};

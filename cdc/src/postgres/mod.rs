@@ -446,7 +446,12 @@ impl ChangeSource for PgChangeStream {
     }
 
     fn ack(&mut self, position: &Position) -> Result<(), CdcError> {
-        let Position::Lsn(lsn) = position;
+        let Position::Lsn(lsn) = position else {
+            return Err(CdcError::BadAck {
+                position: position.to_string(),
+                why: "a PostgreSQL source acknowledges LSNs, not binlog positions".into(),
+            });
+        };
         let lsn = *lsn;
         if lsn > self.delivered {
             return Err(CdcError::BadAck {
