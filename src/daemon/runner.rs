@@ -458,6 +458,19 @@ enum Step {
     Idle(String),
 }
 
+impl Step {
+    /// The name of the step in the logs' `step` span.
+    fn label(&self) -> &'static str {
+        match self {
+            Step::Expand => "expand",
+            Step::Backfill => "backfill",
+            Step::Verify => "verify",
+            Step::Follow { .. } => "follow",
+            Step::Idle(_) => "idle",
+        }
+    }
+}
+
 /// Drives one migration until `shutdown` turns true.
 pub async fn drive(
     run: Arc<MigrationRun>,
@@ -483,7 +496,8 @@ pub async fn drive(
                 announced = run.announce(&api).await;
             }
             if let Some(request) = run.take_request() {
-                if carry_out(&run, request).await {
+                let span = info_span!("step", step = request.action.as_str());
+                if carry_out(&run, request).instrument(span).await {
                     // A verify pass right away takes the rolled-back migration to verified.
                     next_verify = None;
                     full_done = false;
@@ -510,50 +524,55 @@ pub async fn drive(
                     continue;
                 }
             };
-            let result = match step {
-                Step::Expand => {
-                    run.set_activity(Activity::Expanding);
-                    run.engine
-                        .expand(&run.spec_text, &run.file)
-                        .await
-                        .map(|r| info!(already = r.already, "expanded"))
-                }
-                Step::Backfill => {
-                    run.set_activity(Activity::Backfilling);
-                    sync(&run, true, None, &shutdown).await
-                }
-                Step::Verify => {
-                    run.set_activity(Activity::Verifying);
-                    let kind = if full_done {
-                        VerifyKind::Incremental
-                    } else {
-                        VerifyKind::Full
-                    };
-                    let outcome = verify(&run, kind, &shutdown).await;
-                    if let Ok(ran) = &outcome {
-                        next_verify = Some(Instant::now() + verify_every);
-                        full_done |= *ran == Some(VerifyKind::Full);
+            let span = info_span!("step", step = step.label());
+            let result = async {
+                match step {
+                    Step::Expand => {
+                        run.set_activity(Activity::Expanding);
+                        run.engine
+                            .expand(&run.spec_text, &run.file)
+                            .await
+                            .map(|r| info!(already = r.already, "expanded"))
                     }
-                    outcome.map(|_| ())
-                }
-                Step::Follow { until } => {
-                    run.set_activity(Activity::Following);
-                    sync(&run, false, until, &shutdown).await
-                }
-                Step::Idle(why) => {
-                    run.set_activity(Activity::Idle(why));
-                    let mut stop = shutdown.clone();
-                    let mut paused = run.paused.subscribe();
-                    let mut requested = run.requested.subscribe();
-                    tokio::select! {
-                        _ = tokio::time::sleep(STATUS_EVERY) => {}
-                        _ = stop.wait_for(|s| *s) => {}
-                        _ = paused.wait_for(|p| *p) => {}
-                        _ = requested.wait_for(|r| *r) => {}
+                    Step::Backfill => {
+                        run.set_activity(Activity::Backfilling);
+                        sync(&run, true, None, &shutdown).await
                     }
-                    Ok(())
+                    Step::Verify => {
+                        run.set_activity(Activity::Verifying);
+                        let kind = if full_done {
+                            VerifyKind::Incremental
+                        } else {
+                            VerifyKind::Full
+                        };
+                        let outcome = verify(&run, kind, &shutdown).await;
+                        if let Ok(ran) = &outcome {
+                            next_verify = Some(Instant::now() + verify_every);
+                            full_done |= *ran == Some(VerifyKind::Full);
+                        }
+                        outcome.map(|_| ())
+                    }
+                    Step::Follow { until } => {
+                        run.set_activity(Activity::Following);
+                        sync(&run, false, until, &shutdown).await
+                    }
+                    Step::Idle(why) => {
+                        run.set_activity(Activity::Idle(why));
+                        let mut stop = shutdown.clone();
+                        let mut paused = run.paused.subscribe();
+                        let mut requested = run.requested.subscribe();
+                        tokio::select! {
+                            _ = tokio::time::sleep(STATUS_EVERY) => {}
+                            _ = stop.wait_for(|s| *s) => {}
+                            _ = paused.wait_for(|p| *p) => {}
+                            _ = requested.wait_for(|r| *r) => {}
+                        }
+                        Ok(())
+                    }
                 }
-            };
+            }
+            .instrument(span)
+            .await;
             match result {
                 Ok(()) => retry = RETRY_FIRST,
                 Err(e) => failed(&run, &e, &mut retry, &shutdown).await,
