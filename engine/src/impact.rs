@@ -250,13 +250,13 @@ impl Controller {
         let (baseline, current, budget) = (self.baseline()?, self.current()?, self.budget()?);
         let holding_back = if self.over {
             Some(format!(
-                "application commit latency {current:.1} ms > budget {budget:.1} ms (baseline \
-                 {baseline:.1} ms + {:.0}%)",
+                "commit latency {current:.1} ms > budget {budget:.1} ms (baseline {baseline:.1} \
+                 ms +{:.0}%)",
                 self.increase * 100.0
             ))
         } else if self.pace < 1.0 {
             Some(format!(
-                "speeding up again: commit latency {current:.1} ms within budget {budget:.1} ms"
+                "speeding up: commit latency {current:.1} ms within budget {budget:.1} ms"
             ))
         } else {
             None
