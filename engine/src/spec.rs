@@ -604,6 +604,26 @@ amount = "amount_cents / 100.0"
     }
 
     #[test]
+    fn the_impact_budget_defaults_to_20_percent_and_reads_percentages_and_off() {
+        let spec = MigrationSpec::parse(ORDERS, "f.toml").expect("valid");
+        assert_eq!(spec.throttle.max_latency_increase, Some(0.2));
+        let with = |v: &str| {
+            MigrationSpec::parse(
+                &format!("{ORDERS}\n[throttle]\nmax_latency_increase = {v}\n"),
+                "f.toml",
+            )
+            .map(|s| s.throttle.max_latency_increase)
+        };
+        assert_eq!(with("\"50%\"").expect("50%"), Some(0.5));
+        assert_eq!(with("\"off\"").expect("off"), None);
+        assert_eq!(with("0").expect("0"), None);
+        let err = with("20").expect_err("a bare number is ambiguous");
+        assert!(err.0.contains("\"20%\""), "{err}");
+        let err = with("\"fast\"").expect_err("not a percentage");
+        assert!(err.0.contains("throttle.max_latency_increase"), "{err}");
+    }
+
+    #[test]
     fn rejects_a_name_that_cannot_name_a_slot() {
         let bad = ORDERS.replace("orders_v2", "Orders-V2");
         let err = MigrationSpec::parse(&bad, "f.toml").expect_err("invalid name");
