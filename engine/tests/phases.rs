@@ -612,3 +612,120 @@ async fn the_applier_waits_until_a_captured_transaction_is_visible() {
     .expect_err("never visible");
     assert!(err.to_string().contains("stayed invisible"), "{err}");
 }
+
+/// Keeps the last progress a sync reported.
+struct LastProgress(Arc<std::sync::Mutex<engine::backfill::SyncProgress>>);
+
+impl engine::backfill::ProgressSink for LastProgress {
+    fn update(&mut self, p: &engine::backfill::SyncProgress) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = p.clone();
+        }
+    }
+}
+
+async fn heartbeat_row(client: &tokio_postgres::Client) -> Option<i64> {
+    client
+        .query_opt(
+            "SELECT beats FROM splice.heartbeat WHERE migration = 'orders_v2'",
+            &[],
+        )
+        .await
+        .expect("heartbeat row")
+        .map(|r| r.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_impact_budget_times_a_heartbeat_on_the_source_holds_back_when_it_slows_and_says_so() {
+    let (db, client, engine) = expanded(200).await;
+    sync_until_caught_up(&engine, "orders_v2").await;
+    // Follow changes with the default budget, in the background.
+    let last = Arc::new(std::sync::Mutex::new(
+        engine::backfill::SyncProgress::default(),
+    ));
+    let control = engine::backfill::Control::new(engine::RateLimit::Unlimited);
+    let sync = {
+        let (url, control, last) = (db.url.clone(), control.clone(), last.clone());
+        tokio::spawn(async move {
+            Engine::new(url)
+                .sync(
+                    "orders_v2",
+                    &engine::phases::SyncOptions::default(),
+                    &control,
+                    &mut LastProgress(last),
+                )
+                .await
+        })
+    };
+    let figures = |last: &Arc<std::sync::Mutex<engine::backfill::SyncProgress>>| {
+        last.lock().ok().and_then(|p| p.impact.clone())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while figures(&last).is_none() {
+        assert!(std::time::Instant::now() < deadline, "no impact figures");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The probe commits its heartbeat on the source, and status shows what it measured.
+    let beats = heartbeat_row(&client).await.expect("a heartbeat row");
+    assert!(beats > 8, "{beats} heartbeats");
+    let status = engine.status(Some("orders_v2")).await.expect("status");
+    let impact = status[0]
+        .impact
+        .clone()
+        .expect("status shows the impact figures");
+    assert!(impact.baseline_ms > 0.0 && impact.budget_ms > impact.baseline_ms);
+    // The application's commits slow down: another session holds the heartbeat's row for
+    // 40 ms at a time, so each heartbeat commit waits for it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow = {
+        let (url, stop) = (db.url.clone(), stop.clone());
+        tokio::spawn(async move {
+            let c = connect(&url).await;
+            while !stop.load(Ordering::Relaxed) {
+                c.batch_execute(
+                    "BEGIN; SELECT 1 FROM splice.heartbeat WHERE migration = 'orders_v2' FOR UPDATE;
+                     SELECT pg_sleep(0.04); COMMIT",
+                )
+                .await
+                .expect("hold the heartbeat row");
+            }
+        })
+    };
+    let holding = |last: &Arc<std::sync::Mutex<engine::backfill::SyncProgress>>| {
+        figures(last).and_then(|i| i.holding_back.filter(|h| h.contains("> budget")))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while holding(&last).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never held back: {:?}",
+            figures(&last)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(figures(&last).is_some_and(|i| i.pace < 1.0));
+    // `splice status` (another process) says so once the sync saved it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let s = engine.status(Some("orders_v2")).await.expect("status");
+        if s[0]
+            .impact
+            .as_ref()
+            .and_then(|i| i.holding_back.as_ref())
+            .is_some_and(|h| h.contains("> budget"))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "status never said so");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    slow.await.expect("slow");
+    control.stop();
+    sync.await.expect("join").expect("sync");
+    // No sync runs: status shows no stale figures; abandoning removes the heartbeat row.
+    let s = engine.status(Some("orders_v2")).await.expect("status");
+    assert!(s[0].impact.is_none(), "{:?}", s[0].impact);
+    engine.rollback("orders_v2").await.expect("rollback");
+    assert_eq!(heartbeat_row(&client).await, None);
+}
