@@ -415,7 +415,7 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
     let copied_at_start = p.rows_copied;
     let mut chunk: i64 = 1000;
     let mut pacer = Pacer { limiter: None };
-    let target = spec.throttle.chunk_target;
+    let chunk_target = spec.throttle.chunk_target;
     // Measured once per chunk, after capture was applied; the next throttle check uses it.
     let mut lag = capture.lag().await?;
     // The backfill session's server process: a chunk that takes long is asked after by it.
@@ -509,6 +509,11 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         }
         p.rate_limit = control.rate().rows_per_second();
         p.rate_source = control.rate_source();
+        // The impact budget's pace: below full pace, shorter chunks (down to a tenth of the
+        // target) and holds between them, so the application sees small, spread-out bursts of
+        // writes rather than one long one.
+        let pace = impact.pace();
+        let target = chunk_target.mul_f64(pace.clamp(0.1, 1.0));
         // Size the next chunk to the target duration, smoothly.
         let ideal = chunk as f64 * target.as_secs_f64() / took.as_secs_f64().max(1e-3);
         chunk = ((chunk as f64 * 0.5 + ideal * 0.5) as i64).clamp(100, 100_000);
@@ -523,7 +528,6 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         capture.apply_for(Duration::ZERO).await?;
         // The impact budget: copy only `pace` of the time, applying captured changes while
         // holding back.
-        let pace = impact.pace();
         capture.set_pace(pace);
         report.update(adapter, runner, impact, &mut p).await?;
         let hold = if done {

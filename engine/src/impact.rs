@@ -249,7 +249,7 @@ impl Controller {
     /// baseline and a current figure.
     pub fn figures(&self) -> Option<Impact> {
         let (baseline, current, budget) = (self.baseline()?, self.current()?, self.budget()?);
-        let holding_back = if self.over {
+        let holding_back = if current > budget {
             Some(format!(
                 "commit latency {current:.1} ms > budget {budget:.1} ms (baseline {baseline:.1} \
                  ms +{:.0}%)",

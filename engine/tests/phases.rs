@@ -411,6 +411,7 @@ async fn a_runner_whose_fence_was_taken_over_copies_no_further_chunk() {
             until_caught_up: true,
             rate_limit: Some(engine::RateLimit::from_rows_per_second(2_000)),
             chunk_target: Some(std::time::Duration::from_millis(5)),
+            ..Default::default()
         };
         let engine = Engine::new(url);
         engine

@@ -176,7 +176,13 @@ impl<A: Adapter> Engine<A> {
                     paused: None,
                 })
             };
-            let impact = if syncing { r.sync_impact.clone() } else { None };
+            // Saved by a running sync and cleared when it ends: shown while a runner holds the
+            // migration (the CLI's sync or the daemon's).
+            let impact = if runner.is_some() {
+                r.sync_impact.clone()
+            } else {
+                None
+            };
             out.push(Status {
                 impact,
                 name: r.name.clone(),

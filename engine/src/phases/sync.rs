@@ -81,7 +81,9 @@ impl<A: Adapter> Engine<A> {
             (Some(_), None) => {}
         }
         let span = info_span!("sync", migration = name, phase = %record.phase);
-        async move {
+        // The impact figures of an earlier sync (one that was killed) are stale now.
+        self.adapter.save_impact(&lock, None).await?;
+        let result = async {
             match record.phase {
                 Phase::Expanded | Phase::Syncing | Phase::Verified => {
                     let plan = plan::build(&self.adapter, &db, &spec).await?;
@@ -192,7 +194,12 @@ impl<A: Adapter> Engine<A> {
             }
         }
         .instrument(span)
-        .await
+        .await;
+        // Best effort: status shows the figures only while a runner holds the migration.
+        if let Err(e) = self.adapter.save_impact(&lock, None).await {
+            tracing::debug!(error = %e, "clearing the impact figures");
+        }
+        result
     }
 }
 
