@@ -536,11 +536,15 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
             hold_after(took, pace)
         };
         if !hold.is_zero() {
-            let reason = p
-                .impact
-                .as_ref()
-                .and_then(|i| i.holding_back.clone())
-                .unwrap_or_else(|| "starting at half pace until the probe has figures".into());
+            let reason = match &p.impact {
+                Some(i) => i.holding_back.clone().unwrap_or_else(|| {
+                    format!(
+                        "ramping up: commit latency {:.1} ms within budget {:.1} ms",
+                        i.current_ms, i.budget_ms
+                    )
+                }),
+                None => "starting at half pace until the probe has figures".into(),
+            };
             p.state = SyncState::HoldingBack { reason, pace };
             progress.update(&p);
             let until = Instant::now() + hold;

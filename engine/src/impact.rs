@@ -246,7 +246,9 @@ impl Controller {
     }
 
     /// What status, the progress line and the metrics show; `None` before the probe has a
-    /// baseline and a current figure.
+    /// baseline and a current figure. It holds back while the latency is above the budget and
+    /// while the pace comes back up after that (the ramp-up from half pace at the start, with
+    /// the latency never above the budget, is not reported as holding back).
     pub fn figures(&self) -> Option<Impact> {
         let (baseline, current, budget) = (self.baseline()?, self.current()?, self.budget()?);
         let holding_back = if current > budget {
@@ -255,7 +257,7 @@ impl Controller {
                  ms +{:.0}%)",
                 self.increase * 100.0
             ))
-        } else if self.pace < 1.0 {
+        } else if self.pace < 1.0 && self.last_decrease.is_some() {
             Some(format!(
                 "speeding up: commit latency {current:.1} ms within budget {budget:.1} ms"
             ))
