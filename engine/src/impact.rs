@@ -454,7 +454,7 @@ mod tests {
         // 3 ms > 2.4 ms: halved, at most once a second, down to the floor.
         let paces = run(&mut c, &mut t, 3, 3.0);
         let lowest = paces.iter().copied().fold(1.0, f64::min);
-        assert!(lowest <= 0.25 && lowest >= 0.125, "{paces:?}");
+        assert!((0.125..=0.25).contains(&lowest), "{paces:?}");
         let f = c.figures().expect("figures");
         assert!(f.holding_back.is_some_and(|h| h.contains("> budget")));
         run(&mut c, &mut t, 30, 3.0);

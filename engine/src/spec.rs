@@ -500,7 +500,7 @@ impl MigrationSpec {
             },
             max_latency_increase: match t.max_latency_increase {
                 None => defaults.max_latency_increase,
-                Some(RawPercent::Number(n)) if n == 0.0 => None,
+                Some(RawPercent::Number(0.0)) => None,
                 Some(RawPercent::Number(n)) => {
                     return Err(SpecError(format!(
                         "{origin}: throttle.max_latency_increase = {n}: write the budget as a \
