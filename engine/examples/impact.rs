@@ -12,12 +12,12 @@
 //! and, as the ceiling of any log-based tool, application TPS beside a no-op logical decoding
 //! consumer (splice's own `cdc` stream, acknowledging everything, applying nothing) ÷ without.
 //!
-//! Each "without" run is paired with its "with" run (without, with, without again; the ratio
-//! is against the mean of the two "without" runs), so a machine whose load drifts (other
-//! builds) drifts both.
+//! Runs with and without splice alternate (without, with, without, with, …, `--rounds` times)
+//! and each figure compares the medians, so a machine whose load drifts (other builds) drifts
+//! both sides. (ii) is one pair around the one backfill.
 //!
 //! Usage: cargo run --release -p splice-engine --example impact -- [--rows N] [--secs S]
-//!        [--clients C]
+//!        [--clients C] [--rounds R]
 
 use cdc::ChangeSource;
 use engine::backfill::{Control, SyncProgress};
@@ -43,6 +43,8 @@ struct Args {
     rows: i64,
     secs: u64,
     clients: u32,
+    /// Alternations of a run without splice and one with it, per figure.
+    rounds: usize,
 }
 
 fn args() -> Args {
@@ -50,6 +52,7 @@ fn args() -> Args {
         rows: 1_000_000,
         secs: 15,
         clients: 4,
+        rounds: 3,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -59,9 +62,10 @@ fn args() -> Args {
             ("--rows", Some(v)) if v > 0 => a.rows = v,
             ("--secs", Some(v)) if v > 0 => a.secs = v as u64,
             ("--clients", Some(v)) if v > 0 => a.clients = v as u32,
+            ("--rounds", Some(v)) if v > 0 => a.rounds = v as usize,
             (other, _) => {
                 eprintln!(
-                    "impact: unexpected `{other}`; usage: impact [--rows N] [--secs S] [--clients C]"
+                    "impact: unexpected `{other}`; usage: impact [--rows N] [--secs S] [--clients C] [--rounds R]"
                 );
                 std::process::exit(2);
             }
@@ -382,6 +386,12 @@ async fn measure_lag(url: &str, secs: u64, target: &str) -> Vec<f64> {
     lags
 }
 
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    pct(&s, 0.5)
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok {
         "PASS"
@@ -468,25 +478,41 @@ async fn main() {
     let backfill_ratio = ratio(during.tps, without_1.tps, without_2.tps);
     let backfill_rate = rows_in_window as f64 / window;
 
-    // The ceiling: a no-op logical decoding consumer beside the same load.
+    // The ceiling: a no-op logical decoding consumer beside the same load, alternating with
+    // runs without it.
     eprintln!("impact: ceiling, a no-op logical decoding consumer");
-    let stop = Arc::new(AtomicBool::new(false));
-    let noop = start_noop_consumer(&url, stop.clone());
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let beside_noop = pgbench(&bench, None).await;
-    stop.store(true, Ordering::Relaxed);
-    let _ = noop.await;
-    let without_3 = pgbench(&bench, None).await;
-    let noop_ratio = ratio(beside_noop.tps, without_2.tps, without_3.tps);
+    let mut noop_without = vec![without_2.tps];
+    let mut noop_with = Vec::new();
+    for _ in 0..a.rounds {
+        let stop = Arc::new(AtomicBool::new(false));
+        let noop = start_noop_consumer(&url, stop.clone());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        noop_with.push(pgbench(&bench, None).await.tps);
+        stop.store(true, Ordering::Relaxed);
+        let _ = noop.await;
+        noop_without.push(pgbench(&bench, None).await.tps);
+    }
+    let noop_ratio = median(&noop_with) / median(&noop_without);
 
-    // (i) sync following changes, backfill done.
+    // (i) sync following changes (backfill done), alternating with runs without it.
     eprintln!("impact: (i) application TPS while sync follows changes");
-    let sync = start_sync(&url);
-    until_following(&sync).await;
-    let following = pgbench(&bench, None).await;
-    let impact_figures = sync.progress().impact;
+    let mut follow_without = vec![*noop_without.last().unwrap_or(&without_2.tps)];
+    let mut follow_with = Vec::new();
+    let mut impact_figures = None;
+    for _ in 0..a.rounds {
+        let sync = start_sync(&url);
+        until_following(&sync).await;
+        follow_with.push(pgbench(&bench, None).await.tps);
+        impact_figures = sync.progress().impact;
+        sync.stop().await;
+        follow_without.push(pgbench(&bench, None).await.tps);
+    }
+    let follow_ratio = median(&follow_with) / median(&follow_without);
+
     // (iv) change lag while the application saturates the server.
     eprintln!("impact: (iv) change lag while the application saturates the server");
+    let sync = start_sync(&url);
+    until_following(&sync).await;
     let load = {
         let b = bench.clone();
         tokio::task::spawn_blocking(move || b.run(None))
@@ -495,24 +521,24 @@ async fn main() {
     let lags = measure_lag(&url, a.secs.saturating_sub(2).max(1), &target).await;
     let _ = load.await;
     sync.stop().await;
-    let without_4 = pgbench(&bench, None).await;
-    let follow_ratio = ratio(following.tps, without_3.tps, without_4.tps);
 
-    // (iii) at half the saturated rate: p99 latency with sync following ÷ without.
-    let saturated = (without_1.tps + without_2.tps + without_3.tps + without_4.tps) / 4.0;
+    // (iii) at half the saturated rate: p99 latency with sync following ÷ without,
+    // alternating.
+    let saturated = median(&follow_without);
     let rate = saturated / 2.0;
     eprintln!("impact: (iii) p99 latency at {rate:.0} TPS");
-    let fixed_without_1 = pgbench(&bench, Some(rate)).await;
-    let sync = start_sync(&url);
-    until_following(&sync).await;
-    let fixed_with = pgbench(&bench, Some(rate)).await;
-    sync.stop().await;
-    let fixed_without_2 = pgbench(&bench, Some(rate)).await;
-    let p99_ratio = ratio(
-        fixed_with.p99_ms,
-        fixed_without_1.p99_ms,
-        fixed_without_2.p99_ms,
-    );
+    let mut fixed_without = vec![pgbench(&bench, Some(rate)).await];
+    let mut fixed_with = Vec::new();
+    for _ in 0..a.rounds {
+        let sync = start_sync(&url);
+        until_following(&sync).await;
+        fixed_with.push(pgbench(&bench, Some(rate)).await);
+        sync.stop().await;
+        fixed_without.push(pgbench(&bench, Some(rate)).await);
+    }
+    let p99 = |runs: &[Bench]| median(&runs.iter().map(|b| b.p99_ms).collect::<Vec<_>>());
+    let p50 = |runs: &[Bench]| median(&runs.iter().map(|b| b.p50_ms).collect::<Vec<_>>());
+    let p99_ratio = p99(&fixed_with) / p99(&fixed_without);
 
     engine.rollback(NAME).await.unwrap_or_else(die("rollback"));
     drop(pg);
@@ -526,21 +552,27 @@ async fn main() {
          {} s per run, durable commits (fsync on)\n",
         a.rows, a.clients, a.secs
     );
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
     println!(
-        "application TPS without splice: {:.0} / {:.0} / {:.0} / {:.0} (runs between the others)",
-        without_1.tps, without_2.tps, without_3.tps, without_4.tps
-    );
-    println!(
-        "(i)   TPS while sync follows changes ÷ without: {:.0} / {:.0} = {:.2}×   target ≥ 0.90×  {}",
-        following.tps,
-        (without_3.tps + without_4.tps) / 2.0,
+        "(i)   TPS while sync follows changes ÷ without: median {:.0} ({}) / median {:.0} ({}) = {:.2}×   target ≥ 0.90×  {}",
+        median(&follow_with),
+        list(&follow_with),
+        median(&follow_without),
+        list(&follow_without),
         follow_ratio,
         verdict(follow_ratio >= 0.9)
     );
     println!(
-        "(ii)  TPS while the backfill runs (defaults) ÷ without: {:.0} / {:.0} = {:.2}×   target ≥ 0.90×  {}",
+        "(ii)  TPS while the backfill runs (defaults) ÷ without: {:.0} / {:.0} ({:.0} before, {:.0} after) = {:.2}×   target ≥ 0.90×  {}",
         during.tps,
         (without_1.tps + without_2.tps) / 2.0,
+        without_1.tps,
+        without_2.tps,
         backfill_ratio,
         verdict(backfill_ratio >= 0.9)
     );
@@ -555,16 +587,19 @@ async fn main() {
         backfill_total_s
     );
     println!(
-        "(iii) p99 latency at {:.0} TPS with sync ÷ without: {:.2} ms / {:.2} ms = {:.2}×   target ≤ 1.20×  {}",
+        "(iii) p99 latency at {:.0} TPS with sync ÷ without: median {:.2} ms / median {:.2} ms = {:.2}×   target ≤ 1.20×  {}",
         rate,
-        fixed_with.p99_ms,
-        (fixed_without_1.p99_ms + fixed_without_2.p99_ms) / 2.0,
+        p99(&fixed_with),
+        p99(&fixed_without),
         p99_ratio,
         verdict(p99_ratio <= 1.2)
     );
     println!(
-        "      (p50 {:.2} ms with, {:.2} / {:.2} ms without)",
-        fixed_with.p50_ms, fixed_without_1.p50_ms, fixed_without_2.p50_ms
+        "      (p99 with: {}; without: {}; p50 {:.2} ms with, {:.2} ms without)",
+        list(&fixed_with.iter().map(|b| b.p99_ms).collect::<Vec<_>>()),
+        list(&fixed_without.iter().map(|b| b.p99_ms).collect::<Vec<_>>()),
+        p50(&fixed_with),
+        p50(&fixed_without)
     );
     println!(
         "(iv)  change lag under saturation: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)   target p99 < 100 ms  {}",
@@ -575,9 +610,11 @@ async fn main() {
         verdict(lag_p99 < 100.0)
     );
     println!(
-        "ceiling: TPS beside a no-op logical decoding consumer ÷ without: {:.0} / {:.0} = {:.2}×",
-        beside_noop.tps,
-        (without_2.tps + without_3.tps) / 2.0,
+        "ceiling: TPS beside a no-op logical decoding consumer ÷ without: median {:.0} ({}) / median {:.0} ({}) = {:.2}×",
+        median(&noop_with),
+        list(&noop_with),
+        median(&noop_without),
+        list(&noop_without),
         noop_ratio
     );
     if let Some(i) = impact_figures {

@@ -289,7 +289,7 @@ const BATCH_LIMITS: cdc::BatchLimits = cdc::BatchLimits {
 
 /// How much longer a batch lingers at the impact budget's slowest pace: bounded so that change
 /// lag stays well under 100 ms even then.
-pub const SLOWEST_LINGER: Duration = Duration::from_millis(50);
+pub const SLOWEST_LINGER: Duration = Duration::from_millis(30);
 
 /// When an applied batch is acknowledged to the change stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
