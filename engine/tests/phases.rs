@@ -730,3 +730,56 @@ async fn the_impact_budget_times_a_heartbeat_on_the_source_holds_back_when_it_sl
     engine.rollback("orders_v2").await.expect("rollback");
     assert_eq!(heartbeat_row(&client).await, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_deleted_reinserted_and_moved_within_one_batch_ends_equal_to_the_source() {
+    let (_db, client, engine) = expanded(100).await;
+    sync_until_caught_up(&engine, "orders_v2").await;
+    // One transaction (so one applied batch): a row deleted and inserted again with other
+    // values, a key moved away and another row moved onto the freed key, a row changed twice,
+    // and a long value stored out of line (TOAST) next to an update that leaves it unchanged.
+    let long = "x".repeat(100_000);
+    client
+        .execute(
+            "UPDATE orders SET note = $1 WHERE id = 40",
+            &[&long.as_str()],
+        )
+        .await
+        .expect("toast");
+    sync_until_caught_up(&engine, "orders_v2").await;
+    client
+        .batch_execute(
+            "BEGIN;
+             DELETE FROM orders WHERE id = 5;
+             INSERT INTO orders (id, customer_id, amount, currency, note)
+                 VALUES (5, 77, 12.34, 'EUR', 'back again');
+             UPDATE orders SET id = 100006 WHERE id = 6;
+             UPDATE orders SET id = 6, note = 'moved here' WHERE id = 7;
+             UPDATE orders SET amount = 1 WHERE id = 8;
+             UPDATE orders SET amount = 2 WHERE id = 8;
+             UPDATE orders SET customer_id = customer_id + 1 WHERE id = 40;
+             COMMIT",
+        )
+        .await
+        .expect("writes");
+    sync_until_caught_up(&engine, "orders_v2").await;
+    assert_eq!(
+        mismatches(&client, "orders", "_splice_orders_v2_new").await,
+        Vec::<i64>::new()
+    );
+    let note: Option<String> = client
+        .query_one("SELECT note FROM _splice_orders_v2_new WHERE id = 40", &[])
+        .await
+        .expect("toasted row")
+        .get(0);
+    assert_eq!(note.map(|n| n.len()), Some(100_000));
+    let gone: i64 = client
+        .query_one(
+            "SELECT count(*) FROM _splice_orders_v2_new WHERE id = 7",
+            &[],
+        )
+        .await
+        .expect("moved key")
+        .get(0);
+    assert_eq!(gone, 0);
+}
