@@ -362,6 +362,45 @@ pub fn seconds_since(at: f64) -> f64 {
 mod tests {
     use super::*;
 
+    fn run_following(holding_back: Option<&str>) -> Arc<MigrationRun> {
+        let file =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/orders_v2.toml");
+        let run = MigrationRun::open(&file, "postgres://splice@127.0.0.1:1/none").expect("open");
+        run.view().progress = Some(engine::backfill::SyncProgress {
+            backfill_done: true,
+            state: engine::backfill::SyncState::Following,
+            impact: Some(engine::state::Impact {
+                baseline_ms: 2.0,
+                current_ms: 3.0,
+                budget_ms: 2.4,
+                pace: 0.25,
+                holding_back: holding_back.map(str::to_string),
+            }),
+            ..Default::default()
+        });
+        Arc::new(run)
+    }
+
+    #[test]
+    fn the_impact_budget_shows_as_latency_gauges_and_a_latency_throttle_reason() {
+        let text = render(&[run_following(Some("commit latency 3.0 ms > budget 2.4 ms"))])
+            .expect("render");
+        for series in [
+            "splice_throttled{migration=\"orders_v2\",reason=\"latency\"} 1.0",
+            "splice_commit_latency_seconds{migration=\"orders_v2\"} 0.003",
+            "splice_commit_latency_baseline_seconds{migration=\"orders_v2\"} 0.002",
+            "splice_commit_latency_budget_seconds{migration=\"orders_v2\"} 0.0024",
+            "splice_impact_pace{migration=\"orders_v2\"} 0.25",
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
+        let within = render(&[run_following(None)]).expect("render");
+        assert!(
+            within.contains("splice_throttled{migration=\"orders_v2\",reason=\"latency\"} 0.0"),
+            "{within}"
+        );
+    }
+
     #[test]
     fn throttle_messages_map_to_a_few_reasons() {
         assert_eq!(throttle_reason("capture lag 12 MB > 10 MB"), "capture_lag");
