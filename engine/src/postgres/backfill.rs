@@ -26,9 +26,6 @@ impl crate::adapter::CommitProbe for Postgres {
     /// the migration's row in `splice.heartbeat`.
     async fn open_probe(&self, migration: &str) -> Result<Probe, EngineError> {
         let db = super::connect(self.url()).await?;
-        db.batch_execute("SET application_name = 'splice impact probe'")
-            .await
-            .map_err(|e| EngineError::db("naming the impact probe's session", e))?;
         db.execute(
             "INSERT INTO splice.heartbeat (migration) VALUES ($1) ON CONFLICT DO NOTHING",
             &[&migration],
