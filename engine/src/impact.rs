@@ -218,6 +218,14 @@ impl Controller {
             return self.pace;
         }
         self.last_decision = Some(now);
+        // A probe that failed, or whose last beat is old (stalled), gives nothing to judge by.
+        let fresh = self
+            .recent
+            .back()
+            .is_some_and(|(t, _)| now.duration_since(*t) <= 2 * CURRENT_WINDOW);
+        if self.problem.is_some() || !fresh {
+            return self.pace;
+        }
         let (Some(base), Some(current)) = (self.baseline(), self.current()) else {
             return self.pace;
         };
@@ -475,6 +483,24 @@ mod tests {
         // 11.5 ms: within the 12 ms budget, above 11 ms: no change either way.
         let paces = run(&mut c, &mut t, 20, 11.5);
         assert!(paces.iter().all(|p| *p == held), "{paces:?}");
+    }
+
+    #[test]
+    fn a_probe_that_failed_or_stalled_leaves_the_pace_where_it_was() {
+        let mut c = Controller::new(0.2);
+        let mut t = Instant::now();
+        quiet(&mut c, &mut t, 2.0);
+        run(&mut c, &mut t, 2, 5.0);
+        let held = c.pace();
+        // No beat for 5 s: the last second's figures are stale.
+        t += Duration::from_secs(5);
+        assert_eq!(c.decide(t), held);
+        // Fresh beats above the budget, then the probe fails: no further cut on their account.
+        run(&mut c, &mut t, 1, 5.0);
+        let before = c.pace();
+        c.probe_failed("permission denied for table heartbeat".into());
+        t += Duration::from_millis(1500);
+        assert_eq!(c.decide(t), before);
     }
 
     #[test]
