@@ -43,7 +43,7 @@ pub enum MigrateCommand {
     },
     /// Start change capture, then the throttled backfill; keep applying changes until interrupted.
     #[command(
-        after_help = "Examples:\n  splice sync orders_v2 --until-caught-up          exit 0 once backfill is done and capture caught up\n  splice sync orders_v2 --rows-per-second 20000   follow changes until Ctrl-C (checkpointed)\n\nResumes from its checkpoint after any crash. Backfill pauses while capture lag, replica lag or\nlock waits exceed their bounds; the progress line says why."
+        after_help = "Examples:\n  splice sync orders_v2 --until-caught-up          exit 0 once backfill is done and capture caught up\n  splice sync orders_v2 --rows-per-second 20000   follow changes until Ctrl-C (checkpointed)\n\nResumes from its checkpoint after any crash. Backfill pauses while capture lag, replica lag or\nlock waits exceed their bounds, and the backfill and the applier slow down while the application's\ncommit latency is above the impact budget (--max-latency-increase 20%); the progress line says why."
     )]
     Sync {
         /// The migration's name.
@@ -57,6 +57,11 @@ pub enum MigrateCommand {
         /// Target duration of one backfill chunk; chunk sizes adapt to it.
         #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
         chunk_target: Option<Duration>,
+        /// The impact budget: how much the application's commit latency may rise before the
+        /// backfill and the applier slow down, e.g. 20% (default: the file's, else 20%); off (or
+        /// 0) turns it off.
+        #[arg(long, value_name = "PERCENT", value_parser = parse_latency_increase)]
+        max_latency_increase: Option<LatencyIncrease>,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -267,6 +272,16 @@ impl MigrateCommand {
     }
 }
 
+/// `--max-latency-increase`: a fraction, or `None` for off.
+#[derive(Debug, Clone, Copy)]
+pub struct LatencyIncrease(Option<f64>);
+
+fn parse_latency_increase(s: &str) -> Result<LatencyIncrease, String> {
+    engine::spec::parse_latency_increase(s)
+        .map(LatencyIncrease)
+        .map_err(|_| format!("`{s}` is not a budget; give a percentage such as 20%, or off (or 0)"))
+}
+
 async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
     let engine = Engine::new(url);
     match cmd {
@@ -277,12 +292,14 @@ async fn run_async(cmd: MigrateCommand, url: String) -> u8 {
             until_caught_up,
             rows_per_second,
             chunk_target,
+            max_latency_increase,
             ..
         } => {
             let opts = SyncOptions {
                 until_caught_up,
                 rate_limit: rows_per_second.map(RateLimit::from_rows_per_second),
                 chunk_target,
+                max_latency_increase: max_latency_increase.map(|b| b.0),
             };
             sync(&engine, &name, &opts).await
         }

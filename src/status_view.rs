@@ -54,6 +54,15 @@ pub fn line(s: &Status) -> String {
             None => format!("rate {rate} from {source}"),
         });
     }
+    if let Some(i) = &s.impact {
+        parts.push(match &i.holding_back {
+            Some(why) => format!("holding back, pace {:.0}% ({why})", i.pace * 100.0),
+            None => format!(
+                "impact: commit latency {:.1} ms, budget {:.1} ms",
+                i.current_ms, i.budget_ms
+            ),
+        });
+    }
     if let Some(v) = &s.last_verify {
         let at = v["at"].as_str().unwrap_or("?");
         let diverged = v["diverged_keys"].as_array().map_or(0, Vec::len);
@@ -200,7 +209,7 @@ pub fn history(s: &Status) -> String {
 mod tests {
     use super::*;
     use engine::seam::SlotRetention;
-    use engine::state::{Event, Runner, SyncThrottle, Transition};
+    use engine::state::{Event, Impact, Runner, SyncThrottle, Transition};
 
     fn syncing() -> Status {
         Status {
@@ -227,6 +236,15 @@ mod tests {
                 rows_per_second: 0,
                 source: "file".into(),
                 paused: Some("capture lag 40 MB > 32 MB".into()),
+            }),
+            impact: Some(Impact {
+                baseline_ms: 2.0,
+                current_ms: 3.1,
+                budget_ms: 2.4,
+                pace: 0.25,
+                holding_back: Some(
+                    "commit latency 3.1 ms > budget 2.4 ms (baseline 2.0 ms +20%)".into(),
+                ),
             }),
             cutover_lock_ms: None,
             quarantined_as: None,
@@ -278,6 +296,7 @@ mod tests {
             capture_lag_bytes: None,
             runner: None,
             throttle: None,
+            impact: None,
             slots: vec![],
             next: "splice sync orders_v2 --until-caught-up".into(),
             ..syncing()
@@ -298,6 +317,7 @@ mod tests {
             })),
             runner: None,
             throttle: None,
+            impact: None,
             cutover_lock_ms: Some(9.0),
             next: "splice contract orders_v2".into(),
             ..syncing()
@@ -314,6 +334,7 @@ mod tests {
             "ETA 11.5s",
             "lag 3.0 KiB",
             "paused (capture lag 40 MB > 32 MB); rate unlimited from the migration file",
+            "holding back, pace 25% (commit latency 3.1 ms > budget 2.4 ms (baseline 2.0 ms +20%))",
             "not verified",
             "run by `splice sync orders_v2` (pid 4242 from 10.0.0.7)",
             "forward slot keeps 12.4 MiB of WAL",

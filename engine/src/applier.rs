@@ -33,6 +33,9 @@ pub struct Applier<'a, A: ChangeApplier> {
     /// Transactions and distinct keys applied since open.
     pub txns_applied: u64,
     pub keys_applied: u64,
+    /// How long a batch keeps taking what arrives after its first transaction (see
+    /// [`Applier::set_pace`]).
+    linger: Duration,
 }
 
 /// A batch of coalesced changes.
@@ -73,6 +76,7 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
             migration: spec.name.clone(),
             txns_applied: 0,
             keys_applied: 0,
+            linger: BATCH_LIMITS.linger,
         })
     }
 
@@ -85,6 +89,14 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
         &self.dir
     }
 
+    /// Sets the impact budget's pace (0 to 1): below 1 a batch lingers longer for what
+    /// arrives after its first transaction (up to [`SLOWEST_LINGER`] more), so the applier
+    /// commits less often and writes each key changed meanwhile once.
+    pub fn set_pace(&mut self, pace: f64) {
+        let slower = SLOWEST_LINGER.mul_f64((1.0 - pace).clamp(0.0, 1.0));
+        self.linger = BATCH_LIMITS.linger + slower;
+    }
+
     /// Bytes and time behind the source.
     pub async fn lag(&mut self) -> Result<cdc::Lag, EngineError> {
         Ok(self.stream.lag().await?)
@@ -93,7 +105,11 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
     /// Collects what arrives within `wait` (then whatever is immediately available, up to a
     /// batch limit), through `cdc`'s one batching loop, and coalesces it into keys.
     async fn collect(&mut self, wait: Duration) -> Result<Batch, EngineError> {
-        let gathered = cdc::next_batch(&mut self.stream, wait, &BATCH_LIMITS)
+        let limits = cdc::BatchLimits {
+            linger: self.linger,
+            ..BATCH_LIMITS
+        };
+        let gathered = cdc::next_batch(&mut self.stream, wait, &limits)
             .await
             .map_err(cdc::CdcError::from)?;
         let mut batch = Batch::default();
@@ -293,12 +309,17 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
 }
 
 /// One applied batch: up to 2,000 transactions or 5,000 changes, taking what arrives within
-/// 2 ms of the first.
+/// 10 ms of the first (at full pace): one applier commit for every few of the application's,
+/// at a few milliseconds of lag.
 const BATCH_LIMITS: cdc::BatchLimits = cdc::BatchLimits {
     max_txns: 2000,
     max_changes: 5000,
-    linger: Duration::from_millis(2),
+    linger: Duration::from_millis(10),
 };
+
+/// How much longer a batch lingers at the impact budget's slowest pace: bounded so that change
+/// lag stays well under 100 ms even then.
+pub const SLOWEST_LINGER: Duration = Duration::from_millis(30);
 
 /// When an applied batch is acknowledged to the change stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

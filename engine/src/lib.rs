@@ -22,6 +22,7 @@ pub mod catalog;
 pub mod drift;
 mod error;
 pub mod fault;
+pub mod impact;
 pub mod memory;
 pub mod phases;
 pub mod plan;

@@ -127,6 +127,9 @@ struct Database {
     /// Steps taken so far, by name.
     steps: Vec<String>,
     crash_at: Option<usize>,
+    /// How long the impact budget's heartbeat takes to commit.
+    commit_latency: Duration,
+    heartbeats: u64,
 }
 
 /// The error of a step that "crashed".
@@ -229,6 +232,17 @@ impl Memory {
     fn lock(&self) -> MutexGuard<'_, Database> {
         // A test that panicked while holding the lock has failed already.
         self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the impact budget's heartbeat take `latency` to commit from now on (what the
+    /// application's commits would feel).
+    pub fn set_commit_latency(&self, latency: Duration) {
+        self.lock().commit_latency = latency;
+    }
+
+    /// Heartbeats the impact budget's probe committed so far.
+    pub fn heartbeats(&self) -> u64 {
+        self.lock().heartbeats
     }
 
     /// Creates a table from `CREATE TABLE name (col type [NOT NULL] [PRIMARY KEY] [DEFAULT …],
@@ -768,6 +782,7 @@ impl StateStore for Memory {
                     rows_total: 0,
                     backfill_rate: None,
                     sync_throttle: None,
+                    sync_impact: None,
                     rate_limit: None,
                     lock_ms: None,
                     quarantined_as: None,
@@ -933,6 +948,19 @@ impl StateStore for Memory {
         })
     }
 
+    async fn save_impact(
+        &self,
+        lock: &MemoryLock,
+        impact: Option<&crate::state::Impact>,
+    ) -> Result<(), EngineError> {
+        let name = lock.name.clone();
+        self.fenced(lock, "save_impact", |db| {
+            if let Some(r) = db.records.get_mut(&name) {
+                r.sync_impact = impact.cloned();
+            }
+        })
+    }
+
     async fn reset_backfill(&self, lock: &MemoryLock) -> Result<(), EngineError> {
         self.fenced(lock, "reset_backfill", |db| {
             if let Some(r) = Self::record_mut(db, &lock.name) {
@@ -1033,6 +1061,24 @@ impl Memory {
     /// The stored verify ranges of `migration` (tests look at their marks).
     pub fn stored_verify_ranges(&self, migration: &str) -> Option<StoredPass> {
         self.lock().verify_ranges.get(migration).cloned()
+    }
+}
+
+impl crate::adapter::CommitProbe for Memory {
+    type Probe = Memory;
+
+    async fn open_probe(&self, _migration: &str) -> Result<Memory, EngineError> {
+        Ok(self.clone())
+    }
+
+    async fn beat(probe: &mut Memory) -> Result<(), EngineError> {
+        let latency = {
+            let mut db = probe.lock();
+            db.heartbeats += 1;
+            db.commit_latency
+        };
+        tokio::time::sleep(latency).await;
+        Ok(())
     }
 }
 

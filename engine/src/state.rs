@@ -108,6 +108,8 @@ pub struct MigrationRecord {
     pub sync_throttle: Option<SyncThrottle>,
     /// The override `splice throttle` set, if any.
     pub rate_limit: Option<RateLimit>,
+    /// What the running sync's impact budget last measured and decided (see [`Impact`]).
+    pub sync_impact: Option<Impact>,
     pub lock_ms: Option<f64>,
     pub quarantined_as: Option<String>,
     /// RFC 3339, UTC.
@@ -240,6 +242,23 @@ pub struct SyncThrottle {
     pub source: String,
     /// Why the backfill is paused, while it is.
     pub paused: Option<String>,
+}
+
+/// What a sync's impact budget measured and decided: the application's commit latency as the
+/// probe sees it, the budget, and the pace the backfill and the applier run at. Saved while a
+/// sync runs so `splice status` (another process) can say when and why it holds back.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Impact {
+    /// Commit latency without splice's load (the probe's baseline), milliseconds.
+    pub baseline_ms: f64,
+    /// Commit latency now (median of the probe's last second), milliseconds.
+    pub current_ms: f64,
+    /// The budget: the baseline plus `max_latency_increase`, milliseconds.
+    pub budget_ms: f64,
+    /// The pace the backfill and the applier run at, from 0 (almost stopped) to 1 (full speed).
+    pub pace: f64,
+    /// Why they hold back, while they do (the latency above its budget, or recovering from it).
+    pub holding_back: Option<String>,
 }
 
 /// Where contract moved the old table, and for how long it stays.

@@ -1122,6 +1122,7 @@ async fn throttle_set_and_cleared_while_sync_runs_reaches_it_and_is_reported() {
         rate_limit: Some(RateLimit::from_rows_per_second(900_000)),
         // Tiny chunks: many checkpoints.
         chunk_target: Some(std::time::Duration::from_nanos(1)),
+        ..Default::default()
     };
     // Set while the sync runs: it wins over the command line, and is reported.
     let shared = db.clone();
@@ -1430,4 +1431,94 @@ async fn a_crash_at_any_step_between_capture_and_apply_cannot_lose_a_dirty_mark(
             "crash at step {step}: the changed range is re-read"
         );
     }
+}
+
+/// Raises the commit latency once the backfill copies, records every reason it held back for,
+/// and stops the sync once it held back for the latency (or after `give_up`).
+struct LatencyRises {
+    db: Memory,
+    control: Control,
+    raise_to: std::time::Duration,
+    reasons: Vec<String>,
+    started: std::time::Instant,
+    give_up: std::time::Duration,
+}
+
+impl engine::backfill::ProgressSink for LatencyRises {
+    fn update(&mut self, p: &engine::backfill::SyncProgress) {
+        use engine::backfill::SyncState;
+        match &p.state {
+            SyncState::Copying => self.db.set_commit_latency(self.raise_to),
+            SyncState::HoldingBack { reason, pace } => {
+                assert!(*pace < 1.0 && *pace > 0.0, "pace {pace}");
+                if reason.contains("> budget") {
+                    self.control.stop();
+                }
+                self.reasons.push(reason.clone());
+            }
+            _ => {}
+        }
+        if self.started.elapsed() > self.give_up {
+            self.control.stop();
+        }
+    }
+}
+
+async fn backfill_under_latency(
+    baseline: std::time::Duration,
+    during: std::time::Duration,
+) -> (Vec<String>, Memory) {
+    let db = database(4000);
+    db.set_commit_latency(baseline);
+    let engine = engine(&db);
+    engine.expand(SPEC, "spec.toml").await.expect("expand");
+    let control = Control::new(RateLimit::from_rows_per_second(1000));
+    let mut sink = LatencyRises {
+        db: db.clone(),
+        control: control.clone(),
+        raise_to: during,
+        reasons: Vec::new(),
+        started: std::time::Instant::now(),
+        give_up: std::time::Duration::from_secs(3),
+    };
+    engine
+        .sync("orders_v2", &SyncOptions::default(), &control, &mut sink)
+        .await
+        .expect("sync");
+    (sink.reasons, db)
+}
+
+#[tokio::test]
+async fn the_backfill_holds_back_while_commit_latency_is_above_the_impact_budget() {
+    // The probe measured 1 ms before the backfill started; 10 ms while it copies.
+    let (reasons, db) = backfill_under_latency(
+        std::time::Duration::from_millis(1),
+        std::time::Duration::from_millis(10),
+    )
+    .await;
+    assert!(
+        db.heartbeats() > 8,
+        "the probe beat {} times",
+        db.heartbeats()
+    );
+    let over = reasons
+        .iter()
+        .find(|r| r.contains("> budget"))
+        .unwrap_or_else(|| panic!("never held back for the latency: {reasons:?}"));
+    assert!(over.contains("+20%"), "{over}");
+}
+
+#[tokio::test]
+async fn a_backfill_whose_commit_latency_stays_flat_never_holds_back_for_it() {
+    let flat = std::time::Duration::from_millis(1);
+    let (reasons, db) = backfill_under_latency(flat, flat).await;
+    assert!(
+        db.heartbeats() > 8,
+        "the probe beat {} times",
+        db.heartbeats()
+    );
+    assert!(
+        reasons.iter().all(|r| !r.contains("> budget")),
+        "{reasons:?}"
+    );
 }

@@ -411,6 +411,7 @@ async fn a_runner_whose_fence_was_taken_over_copies_no_further_chunk() {
             until_caught_up: true,
             rate_limit: Some(engine::RateLimit::from_rows_per_second(2_000)),
             chunk_target: Some(std::time::Duration::from_millis(5)),
+            ..Default::default()
         };
         let engine = Engine::new(url);
         engine
@@ -802,4 +803,174 @@ label = "coalesce(label, '')"
     assert!(report.ranges < report.ranges_total, "{report:?}");
     let keys: Vec<String> = report.diverged.iter().map(|d| d.key.join(",")).collect();
     assert_eq!(keys, vec!["a,250".to_string()], "{report:?}");
+}
+
+/// Keeps the last progress a sync reported.
+struct LastProgress(Arc<std::sync::Mutex<engine::backfill::SyncProgress>>);
+
+impl engine::backfill::ProgressSink for LastProgress {
+    fn update(&mut self, p: &engine::backfill::SyncProgress) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = p.clone();
+        }
+    }
+}
+
+async fn heartbeat_row(client: &tokio_postgres::Client) -> Option<i64> {
+    client
+        .query_opt(
+            "SELECT beats FROM splice.heartbeat WHERE migration = 'orders_v2'",
+            &[],
+        )
+        .await
+        .expect("heartbeat row")
+        .map(|r| r.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_impact_budget_times_a_heartbeat_on_the_source_holds_back_when_it_slows_and_says_so() {
+    let (db, client, engine) = expanded(200).await;
+    sync_until_caught_up(&engine, "orders_v2").await;
+    // Follow changes with the default budget, in the background.
+    let last = Arc::new(std::sync::Mutex::new(
+        engine::backfill::SyncProgress::default(),
+    ));
+    let control = engine::backfill::Control::new(engine::RateLimit::Unlimited);
+    let sync = {
+        let (url, control, last) = (db.url.clone(), control.clone(), last.clone());
+        tokio::spawn(async move {
+            Engine::new(url)
+                .sync(
+                    "orders_v2",
+                    &engine::phases::SyncOptions::default(),
+                    &control,
+                    &mut LastProgress(last),
+                )
+                .await
+        })
+    };
+    let figures = |last: &Arc<std::sync::Mutex<engine::backfill::SyncProgress>>| {
+        last.lock().ok().and_then(|p| p.impact.clone())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while figures(&last).is_none() {
+        assert!(std::time::Instant::now() < deadline, "no impact figures");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The probe commits its heartbeat on the source, and status shows what it measured.
+    let beats = heartbeat_row(&client).await.expect("a heartbeat row");
+    assert!(beats > 8, "{beats} heartbeats");
+    let status = engine.status(Some("orders_v2")).await.expect("status");
+    let impact = status[0]
+        .impact
+        .clone()
+        .expect("status shows the impact figures");
+    assert!(impact.baseline_ms > 0.0 && impact.budget_ms > impact.baseline_ms);
+    // The application's commits slow down: another session holds the heartbeat's row for
+    // 40 ms at a time, so each heartbeat commit waits for it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow = {
+        let (url, stop) = (db.url.clone(), stop.clone());
+        tokio::spawn(async move {
+            let c = connect(&url).await;
+            while !stop.load(Ordering::Relaxed) {
+                c.batch_execute(
+                    "BEGIN; SELECT 1 FROM splice.heartbeat WHERE migration = 'orders_v2' FOR UPDATE;
+                     SELECT pg_sleep(0.04); COMMIT",
+                )
+                .await
+                .expect("hold the heartbeat row");
+            }
+        })
+    };
+    let holding = |last: &Arc<std::sync::Mutex<engine::backfill::SyncProgress>>| {
+        figures(last).and_then(|i| i.holding_back.filter(|h| h.contains("> budget")))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while holding(&last).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never held back: {:?}",
+            figures(&last)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(figures(&last).is_some_and(|i| i.pace < 1.0));
+    // `splice status` (another process) says so once the sync saved it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let s = engine.status(Some("orders_v2")).await.expect("status");
+        if s[0]
+            .impact
+            .as_ref()
+            .and_then(|i| i.holding_back.as_ref())
+            .is_some_and(|h| h.contains("> budget"))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "status never said so");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    slow.await.expect("slow");
+    control.stop();
+    sync.await.expect("join").expect("sync");
+    // No sync runs: status shows no stale figures; abandoning removes the heartbeat row.
+    let s = engine.status(Some("orders_v2")).await.expect("status");
+    assert!(s[0].impact.is_none(), "{:?}", s[0].impact);
+    engine.rollback("orders_v2").await.expect("rollback");
+    assert_eq!(heartbeat_row(&client).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_deleted_reinserted_and_moved_within_one_batch_ends_equal_to_the_source() {
+    let (_db, client, engine) = expanded(100).await;
+    sync_until_caught_up(&engine, "orders_v2").await;
+    // One transaction (so one applied batch): a row deleted and inserted again with other
+    // values, a key moved away and another row moved onto the freed key, a row changed twice,
+    // and a long value stored out of line (TOAST) next to an update that leaves it unchanged.
+    let long = "x".repeat(100_000);
+    client
+        .execute(
+            "UPDATE orders SET note = $1 WHERE id = 40",
+            &[&long.as_str()],
+        )
+        .await
+        .expect("toast");
+    sync_until_caught_up(&engine, "orders_v2").await;
+    client
+        .batch_execute(
+            "BEGIN;
+             DELETE FROM orders WHERE id = 5;
+             INSERT INTO orders (id, customer_id, amount, currency, note)
+                 VALUES (5, 77, 12.34, 'EUR', 'back again');
+             UPDATE orders SET id = 100006 WHERE id = 6;
+             UPDATE orders SET id = 6, note = 'moved here' WHERE id = 7;
+             UPDATE orders SET amount = 1 WHERE id = 8;
+             UPDATE orders SET amount = 2 WHERE id = 8;
+             UPDATE orders SET customer_id = customer_id + 1 WHERE id = 40;
+             COMMIT",
+        )
+        .await
+        .expect("writes");
+    sync_until_caught_up(&engine, "orders_v2").await;
+    assert_eq!(
+        mismatches(&client, "orders", "_splice_orders_v2_new").await,
+        Vec::<i64>::new()
+    );
+    let note: Option<String> = client
+        .query_one("SELECT note FROM _splice_orders_v2_new WHERE id = 40", &[])
+        .await
+        .expect("toasted row")
+        .get(0);
+    assert_eq!(note.map(|n| n.len()), Some(100_000));
+    let gone: i64 = client
+        .query_one(
+            "SELECT count(*) FROM _splice_orders_v2_new WHERE id = 7",
+            &[],
+        )
+        .await
+        .expect("moved key")
+        .get(0);
+    assert_eq!(gone, 0);
 }

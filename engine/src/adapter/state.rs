@@ -104,6 +104,13 @@ pub trait StateStore: Sessions {
         lock: &Self::Lock,
         checkpoint: &crate::state::Checkpoint,
     ) -> impl Future<Output = Result<Option<RateLimit>, EngineError>> + Send;
+    /// Saves (or with `None` clears) what the running sync's impact budget measured and
+    /// decided, for `splice status`.
+    fn save_impact(
+        &self,
+        lock: &Self::Lock,
+        impact: Option<&crate::state::Impact>,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn set_figure(
         &self,
         lock: &Self::Lock,

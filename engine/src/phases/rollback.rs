@@ -11,6 +11,7 @@ use super::{column_names, Engine};
 use crate::adapter::Adapter;
 use crate::backfill::{self, BackfillCopy, Control, NoProgress, ProgressSink};
 use crate::error::Refusal;
+use crate::impact::ImpactBudget;
 use crate::plan;
 use crate::seam::{Continuity, Fill, RateLimit, Swap};
 use crate::spec::MigrationSpec;
@@ -189,6 +190,8 @@ impl<A: Adapter> Engine<A> {
                         // The restored table holds the rows of the day it was quarantined:
                         // every row is overwritten, and rows deleted since are removed.
                         fill: Fill::Mirror,
+                        // A rollback restores the application's table: no budget holds it back.
+                        impact: &ImpactBudget::off(),
                     },
                     &Control::new(RateLimit::Unlimited),
                     progress,

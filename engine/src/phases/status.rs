@@ -33,6 +33,10 @@ pub struct Status {
     /// The rate a running sync copies at, its source and its pause; with no sync running, an
     /// override `splice throttle` set for the next one.
     pub throttle: Option<state::SyncThrottle>,
+    /// The running sync's impact budget: the application's commit latency (baseline, now,
+    /// budget), the pace, and why it holds back while it does. `None` when no sync runs or its
+    /// budget is off.
+    pub impact: Option<state::Impact>,
     pub cutover_lock_ms: Option<f64>,
     pub quarantined_as: Option<String>,
     pub quarantine_until: Option<String>,
@@ -179,7 +183,15 @@ impl<A: Adapter> Engine<A> {
                     paused: None,
                 })
             };
+            // Saved by a running sync and cleared when it ends: shown while a runner holds the
+            // migration (the CLI's sync or the daemon's).
+            let impact = if runner.is_some() {
+                r.sync_impact.clone()
+            } else {
+                None
+            };
             out.push(Status {
+                impact,
                 name: r.name.clone(),
                 table: spec.table.to_string(),
                 phase: r.phase.to_string(),

@@ -370,6 +370,13 @@ impl ChangeApplier for Postgres {
     }
 
     async fn forget_appliers(&self, db: &Client, spec: &MigrationSpec) -> Result<(), EngineError> {
+        // The impact budget's heartbeat row goes with the appliers it throttled.
+        db.execute(
+            "DELETE FROM splice.heartbeat WHERE migration = $1",
+            &[&spec.name],
+        )
+        .await
+        .map_err(|e| EngineError::db("removing the impact budget's heartbeat row", e))?;
         drop_origin(db, &spec.origin()).await?;
         drop_origin(db, &spec.reverse_origin()).await
     }

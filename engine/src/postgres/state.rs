@@ -101,6 +101,14 @@ pub const SCHEMA_DDL: &[&str] = &[
     id bigint NOT NULL,
     PRIMARY KEY (migration, id)
 )",
+    // The impact budget's heartbeat: one row per migration, updated every 100 ms while a sync
+    // runs (a durable commit, timed); removed with the migration's appliers.
+    "CREATE TABLE IF NOT EXISTS splice.heartbeat (
+    migration text PRIMARY KEY,
+    beats bigint NOT NULL DEFAULT 0
+)",
+    // What the running sync's impact budget measured and decided, for `splice status`.
+    "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS sync_impact jsonb",
 ];
 
 async fn schema_exists(db: &impl GenericClient) -> Result<bool, EngineError> {
@@ -116,7 +124,7 @@ const MIGRATION_COLUMNS: &str = "SELECT name, spec, phase, fence, backfill_last_
         rows_copied, rows_total, backfill_rate, lock_ms, quarantined_as,
         to_char(quarantine_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
         coalesce(quarantine_until <= now(), false), rate_limit, sync_rate, sync_rate_source,
-        sync_paused
+        sync_paused, sync_impact
      FROM splice.migrations";
 
 fn record(r: &tokio_postgres::Row) -> Result<MigrationRecord, EngineError> {
@@ -151,6 +159,10 @@ fn record(r: &tokio_postgres::Row) -> Result<MigrationRecord, EngineError> {
         rate_limit: r
             .get::<_, Option<i32>>(13)
             .map(|r| RateLimit::from_rows_per_second(r.max(0) as u32)),
+        // Written only by `save_impact`; a value this version cannot read is left out.
+        sync_impact: r
+            .get::<_, Option<serde_json::Value>>(17)
+            .and_then(|v| serde_json::from_value(v).ok()),
     })
 }
 
@@ -610,6 +622,23 @@ impl StateStore for Postgres {
                 .map(|r| RateLimit::from_rows_per_second(r.max(0) as u32))),
             None => lock.check_fenced(0).map(|_| None),
         }
+    }
+
+    async fn save_impact(
+        &self,
+        lock: &RunnerLock,
+        impact: Option<&crate::state::Impact>,
+    ) -> Result<(), EngineError> {
+        let value = impact.and_then(|i| serde_json::to_value(i).ok());
+        let n = lock
+            .conn
+            .execute(
+                "UPDATE splice.migrations SET sync_impact = $2 WHERE name = $1 AND fence = $3",
+                &[&lock.name, &value, &lock.fence],
+            )
+            .await
+            .map_err(|e| EngineError::db("saving the impact budget's figures", e))?;
+        lock.check_fenced(n)
     }
 
     async fn set_figure(
