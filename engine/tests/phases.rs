@@ -974,3 +974,39 @@ async fn a_key_deleted_reinserted_and_moved_within_one_batch_ends_equal_to_the_s
         .get(0);
     assert_eq!(gone, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_store_made_by_an_older_splice_is_brought_up_to_date_before_it_is_read() {
+    let (_db, client, engine) = expanded(10).await;
+    // What an older splice left: no table of stored verify ranges, no column for the impact
+    // budget's figures, and no record of this version of the schema.
+    client
+        .batch_execute(
+            "DROP TABLE splice.verify_ranges;
+             ALTER TABLE splice.migrations DROP COLUMN sync_impact;
+             DELETE FROM splice.schema_versions;",
+        )
+        .await
+        .expect("age the store");
+    let status = engine
+        .status(Some("orders_v2"))
+        .await
+        .expect("status reads it");
+    assert_eq!(status[0].phase, "expanded");
+    let present: bool = client
+        .query_one(
+            "SELECT to_regclass('splice.verify_ranges') IS NOT NULL
+                AND EXISTS (SELECT 1 FROM information_schema.columns
+                            WHERE table_schema = 'splice' AND table_name = 'migrations'
+                              AND column_name = 'sync_impact')
+                AND EXISTS (SELECT 1 FROM splice.schema_versions)",
+            &[],
+        )
+        .await
+        .expect("catalog")
+        .get(0);
+    assert!(
+        present,
+        "the missing table and column were added, and the version recorded"
+    );
+}

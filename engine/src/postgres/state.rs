@@ -18,6 +18,8 @@ use tokio_postgres::{Client, GenericClient};
 /// The statements that create the state schema; idempotent, additive only.
 pub const SCHEMA_DDL: &[&str] = &[
     "CREATE SCHEMA IF NOT EXISTS splice",
+    // Which splice versions of this list were applied (see `schema_version`).
+    "CREATE TABLE IF NOT EXISTS splice.schema_versions (version text PRIMARY KEY)",
     "CREATE TABLE IF NOT EXISTS splice.migrations (
     name text PRIMARY KEY,
     spec text NOT NULL,
@@ -117,6 +119,72 @@ async fn schema_exists(db: &impl GenericClient) -> Result<bool, EngineError> {
         .await
         .map_err(|e| EngineError::db("looking for the splice state schema", e))?;
     Ok(row.get(0))
+}
+
+/// The state store's version: a digest of [`SCHEMA_DDL`]. A splice whose schema adds a table
+/// or a column finds a store an older splice made without it, and brings it up to date
+/// (additively) before reading it. Each version that did is listed, so processes of two
+/// versions side by side do not take turns re-running the DDL.
+fn schema_version() -> String {
+    let mut digest = blake3::Hasher::new();
+    for ddl in SCHEMA_DDL {
+        digest.update(ddl.as_bytes());
+        digest.update(b"\0");
+    }
+    digest.finalize().to_hex()[..16].to_string()
+}
+
+/// Whether this splice's version of the state schema was applied to the store.
+async fn has_this_version(db: &Client) -> Result<bool, EngineError> {
+    let row = db
+        .query_one(
+            "SELECT to_regclass('splice.schema_versions') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| EngineError::db("looking for the state schema's version", e))?;
+    if !row.get::<_, bool>(0) {
+        return Ok(false);
+    }
+    let row = db
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM splice.schema_versions WHERE version = $1)",
+            &[&schema_version()],
+        )
+        .await
+        .map_err(|e| EngineError::db("reading the state schema's version", e))?;
+    Ok(row.get(0))
+}
+
+/// Brings a store an older splice made up to date before it is read (nothing when it is
+/// current: one query).
+async fn upgrade_if_older(db: &Client) -> Result<(), EngineError> {
+    if has_this_version(db).await? {
+        return Ok(());
+    }
+    apply_schema(db).await
+}
+
+/// Creates the state store, or adds what an older splice's lacks (idempotent, additive only).
+async fn apply_schema(db: &Client) -> Result<(), EngineError> {
+    // Never adopt a `splice` schema another role controls: the state store's tables decide
+    // what splice drops.
+    super::catalog::ensure_own_schema(db, "splice").await?;
+    if has_this_version(db).await? {
+        return Ok(());
+    }
+    for ddl in SCHEMA_DDL {
+        db.batch_execute(ddl)
+            .await
+            .map_err(|e| EngineError::db("creating the splice state schema", e))?;
+    }
+    db.execute(
+        "INSERT INTO splice.schema_versions (version) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[&schema_version()],
+    )
+    .await
+    .map_err(|e| EngineError::db("recording the state schema's version", e))?;
+    Ok(())
 }
 
 /// The columns `record` reads, in its order.
@@ -381,15 +449,7 @@ impl StateStore for Postgres {
     type Lock = RunnerLock;
 
     async fn ensure_state(&self, db: &Client) -> Result<(), EngineError> {
-        // Never adopt a `splice` schema another role controls: the state store's tables
-        // decide what splice drops.
-        super::catalog::ensure_own_schema(db, "splice").await?;
-        for ddl in SCHEMA_DDL {
-            db.batch_execute(ddl)
-                .await
-                .map_err(|e| EngineError::db("creating the splice state schema", e))?;
-        }
-        Ok(())
+        apply_schema(db).await
     }
 
     async fn register(&self, db: &Client, name: &str, spec_text: &str) -> Result<(), EngineError> {
@@ -424,6 +484,7 @@ impl StateStore for Postgres {
         if !schema_exists(db).await? {
             return Ok(None);
         }
+        upgrade_if_older(db).await?;
         let row = db
             .query_opt(&format!("{MIGRATION_COLUMNS} WHERE name = $1"), &[&name])
             .await
@@ -435,6 +496,7 @@ impl StateStore for Postgres {
         if !schema_exists(db).await? {
             return Ok(Vec::new());
         }
+        upgrade_if_older(db).await?;
         let rows = db
             .query(&format!("{MIGRATION_COLUMNS} ORDER BY created_at"), &[])
             .await
