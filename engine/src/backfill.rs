@@ -19,7 +19,7 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::debug;
+use tracing::{debug, Instrument};
 
 /// Run-time control of a running sync: the rate limit can change while it runs; stop asks it
 /// to finish its current chunk, checkpoint and return.
@@ -456,6 +456,8 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         progress.update(&p);
         let t = Instant::now();
         // The chunk's upper key: the `chunk`-th key after the checkpoint (none: the last chunk).
+        // The chunk's statements log inside a span of their own (`SPLICE_LOG=debug`).
+        let chunk_span = tracing::debug_span!("chunk", rows = chunk, after = ?last_key);
         let upper = watching_locks(
             adapter,
             adapter.chunk_upper(db, &dir, last_key.as_deref(), chunk - 1),
@@ -463,6 +465,7 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
             &mut p,
             progress,
         )
+        .instrument(chunk_span.clone())
         .await?;
         let copy = adapter.copy_range(
             db,
@@ -472,7 +475,9 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
             upper.as_deref(),
             fill,
         );
-        let written = watching_locks(adapter, copy, session_pid, &mut p, progress).await?;
+        let written = watching_locks(adapter, copy, session_pid, &mut p, progress)
+            .instrument(chunk_span)
+            .await?;
         let took = t.elapsed();
         match upper {
             // A full chunk: `chunk` source rows, some of which capture may have written first.
