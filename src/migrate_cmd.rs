@@ -43,7 +43,7 @@ pub enum MigrateCommand {
     },
     /// Start change capture, then the throttled backfill; keep applying changes until interrupted.
     #[command(
-        after_help = "Examples:\n  splice sync orders_v2 --until-caught-up          exit 0 once backfill is done and capture caught up\n  splice sync orders_v2 --rows-per-second 20000   follow changes until Ctrl-C (checkpointed)\n\nResumes from its checkpoint after any crash. Backfill pauses while capture lag, replica lag or\nlock waits exceed their bounds; the progress line says why."
+        after_help = "Examples:\n  splice sync orders_v2 --until-caught-up          exit 0 once backfill is done and capture caught up\n  splice sync orders_v2 --rows-per-second 20000   follow changes until Ctrl-C (checkpointed)\n\nResumes from its checkpoint after any crash. Backfill pauses while capture lag, replica lag or\nlock waits exceed their bounds, and the backfill and the applier slow down while the application's\ncommit latency is above the impact budget (--max-latency-increase 20%); the progress line says why."
     )]
     Sync {
         /// The migration's name.
@@ -57,6 +57,11 @@ pub enum MigrateCommand {
         /// Target duration of one backfill chunk; chunk sizes adapt to it.
         #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
         chunk_target: Option<Duration>,
+        /// The impact budget: how much the application's commit latency may rise before the
+        /// backfill and the applier slow down, e.g. 20% (default: the file's, else 20%); off (or
+        /// 0) turns it off.
+        #[arg(long, value_name = "PERCENT", value_parser = parse_latency_increase)]
+        max_latency_increase: Option<LatencyIncrease>,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -77,13 +82,16 @@ pub enum MigrateCommand {
     },
     /// Drain capture, hash both sides through the mapping, and list the keys that differ.
     #[command(
-        after_help = "Example:\n  splice verify orders_v2 --json\n\nWorks while the application keeps writing. Exit 0 when nothing diverges, 1 otherwise."
+        after_help = "Examples:\n  splice verify orders_v2 --json\n  splice verify orders_v2 --incremental\n\nWorks while the application keeps writing. Exit 0 when nothing diverges, 1 otherwise.\n--incremental re-reads only the key ranges capture changed since the last pass (the first\nverify is always full); writes made to the new table outside splice are found by a full pass only."
     )]
     Verify {
         name: String,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Re-read only the key ranges changed since the last pass (full when none is stored).
+        #[arg(long)]
+        incremental: bool,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -276,6 +284,16 @@ impl MigrateCommand {
     }
 }
 
+/// `--max-latency-increase`: a fraction, or `None` for off.
+#[derive(Debug, Clone, Copy)]
+pub struct LatencyIncrease(Option<f64>);
+
+fn parse_latency_increase(s: &str) -> Result<LatencyIncrease, String> {
+    engine::spec::parse_latency_increase(s)
+        .map(LatencyIncrease)
+        .map_err(|_| format!("`{s}` is not a budget; give a percentage such as 20%, or off (or 0)"))
+}
+
 async fn run_async<A: Adapter>(cmd: MigrateCommand, engine: Engine<A>) -> u8 {
     match cmd {
         MigrateCommand::Plan { file, .. } => plan(&engine, &file).await,
@@ -285,12 +303,14 @@ async fn run_async<A: Adapter>(cmd: MigrateCommand, engine: Engine<A>) -> u8 {
             until_caught_up,
             rows_per_second,
             chunk_target,
+            max_latency_increase,
             ..
         } => {
             let opts = SyncOptions {
                 until_caught_up,
                 rate_limit: rows_per_second.map(RateLimit::from_rows_per_second),
                 chunk_target,
+                max_latency_increase: max_latency_increase.map(|b| b.0),
             };
             sync(&engine, &name, &opts).await
         }
@@ -307,7 +327,19 @@ async fn run_async<A: Adapter>(cmd: MigrateCommand, engine: Engine<A>) -> u8 {
             };
             throttle(&engine, &name, limit).await
         }
-        MigrateCommand::Verify { name, json, .. } => verify(&engine, &name, json).await,
+        MigrateCommand::Verify {
+            name,
+            json,
+            incremental,
+            ..
+        } => {
+            let kind = if incremental {
+                engine::VerifyKind::Incremental
+            } else {
+                engine::VerifyKind::Full
+            };
+            verify(&engine, &name, kind, json).await
+        }
         MigrateCommand::Cutover {
             name,
             max_lag_bytes,
@@ -495,6 +527,14 @@ async fn sync<A: Adapter>(engine: &Engine<A>, name: &str, opts: &SyncOptions) ->
 async fn throttle<A: Adapter>(engine: &Engine<A>, name: &str, limit: Option<RateLimit>) -> u8 {
     match engine.set_rate_limit(name, limit).await {
         Ok(()) => {
+            let action = match limit {
+                Some(l) => format!("throttle {l}"),
+                None => "throttle cleared".into(),
+            };
+            let me = engine::state::actor();
+            if let Err(e) = engine.record_event(name, &action, &me, None, None).await {
+                eprintln!("warning: the rate is set, but it was not recorded in the history: {e}");
+            }
             match limit {
                 None => println!(
                     "{name}: rate override cleared; a running sync returns to its own rate at \
@@ -516,10 +556,15 @@ async fn throttle<A: Adapter>(engine: &Engine<A>, name: &str, limit: Option<Rate
     }
 }
 
-async fn verify<A: Adapter>(engine: &Engine<A>, name: &str, json: bool) -> u8 {
+async fn verify<A: Adapter>(
+    engine: &Engine<A>,
+    name: &str,
+    kind: engine::VerifyKind,
+    json: bool,
+) -> u8 {
     let counters = engine::verify::VerifyCounters::default();
     let watch = crate::progress::VerifyLine::start(name, counters.clone());
-    let result = engine.verify_counted(name, &counters).await;
+    let result = engine.verify_kind(name, kind, &counters).await;
     watch.finish();
     let report = match result {
         Ok(r) => r,

@@ -354,11 +354,22 @@ fn state_text(p: &SyncProgress, held_for: Duration) -> String {
             };
             text("blocked", format!("on a lock held by {who}: {query}"))
         }
+        SyncState::HoldingBack { reason, pace } => text(
+            "holding",
+            format!("back, pace {:.0}% ({reason})", pace * 100.0),
+        ),
         SyncState::Applying => text("applying", "changes".into()),
         SyncState::BuildingIndexes => text("building", "deferred indexes".into()),
         SyncState::CatchingUp => text("catching", "up with capture".into()),
         SyncState::CaughtUp => "caught up".into(),
-        SyncState::Following => "following changes".into(),
+        SyncState::Following => match p.impact.as_ref().and_then(|i| {
+            i.holding_back
+                .as_ref()
+                .map(|why| format!("following changes, pace {:.0}% ({why})", i.pace * 100.0))
+        }) {
+            Some(held_back) => held_back,
+            None => "following changes".into(),
+        },
     }
 }
 
@@ -602,6 +613,40 @@ mod tests {
             lines[3]
         );
         insta::assert_snapshot!("progress_line_80_columns", lines.join("\n"));
+    }
+
+    #[test]
+    fn holding_back_for_the_impact_budget_says_so_with_the_pace_and_the_latency() {
+        let reason = "commit latency 3.1 ms > budget 2.4 ms (baseline 2.0 ms +20%)";
+        let holding = SyncProgress {
+            state: SyncState::HoldingBack {
+                reason: reason.into(),
+                pace: 0.25,
+            },
+            ..copying()
+        };
+        let line = render_line(&holding, Duration::from_secs(3), 159);
+        assert!(
+            line.ends_with(&format!("| holding 3s back, pace 25% ({reason})")),
+            "{line}"
+        );
+        let following = SyncProgress {
+            backfill_done: true,
+            state: SyncState::Following,
+            impact: Some(engine::state::Impact {
+                baseline_ms: 2.0,
+                current_ms: 3.1,
+                budget_ms: 2.4,
+                pace: 0.5,
+                holding_back: Some(reason.into()),
+            }),
+            ..copying()
+        };
+        let line = render_line(&following, Duration::ZERO, 159);
+        assert!(
+            line.ends_with(&format!("| following changes, pace 50% ({reason})")),
+            "{line}"
+        );
     }
 
     #[test]

@@ -54,6 +54,15 @@ pub fn line(s: &Status) -> String {
             None => format!("rate {rate} from {source}"),
         });
     }
+    if let Some(i) = &s.impact {
+        parts.push(match &i.holding_back {
+            Some(why) => format!("holding back, pace {:.0}% ({why})", i.pace * 100.0),
+            None => format!(
+                "impact: commit latency {:.1} ms, budget {:.1} ms",
+                i.current_ms, i.budget_ms
+            ),
+        });
+    }
     if let Some(v) = &s.last_verify {
         let at = v["at"].as_str().unwrap_or("?");
         let diverged = v["diverged_keys"].as_array().map_or(0, Vec::len);
@@ -123,7 +132,23 @@ pub fn line(s: &Status) -> String {
     )
 }
 
-/// Every phase change, oldest first, indented under the line.
+/// A request made of the migration (not a step): who asked, why, and what came of it.
+fn event_line(e: &engine::state::Event) -> String {
+    let mut line = format!("    {} request: {} from {}", e.at, e.action, e.caller);
+    if e.actor != e.caller {
+        line.push_str(&format!(" (via {})", e.actor));
+    }
+    if let Some(reason) = &e.reason {
+        line.push_str(&format!("; because {reason}"));
+    }
+    if let Some(outcome) = &e.outcome {
+        line.push_str(&format!("; {outcome}"));
+    }
+    line.push('\n');
+    line
+}
+
+/// Every phase change and request, oldest first, indented under the line.
 pub fn history(s: &Status) -> String {
     let mut out = String::new();
     for slot in &s.slots {
@@ -149,7 +174,13 @@ pub fn history(s: &Status) -> String {
         }
     }
     out.push_str("  history:\n");
+    // Transitions and requests, merged by time (both are UTC in one format, so text order is
+    // time order; at equal times the transition comes first).
+    let mut events = s.events.iter().peekable();
     for t in &s.history {
+        while let Some(e) = events.next_if(|e| e.at < t.at) {
+            out.push_str(&event_line(e));
+        }
         out.push_str(&format!(
             "    {} {} → {} by {}{}\n",
             t.at,
@@ -168,6 +199,9 @@ pub fn history(s: &Status) -> String {
             }
         ));
     }
+    for e in events {
+        out.push_str(&event_line(e));
+    }
     out
 }
 
@@ -175,7 +209,7 @@ pub fn history(s: &Status) -> String {
 mod tests {
     use super::*;
     use engine::seam::SlotRetention;
-    use engine::state::{Runner, SyncThrottle, Transition};
+    use engine::state::{Event, Impact, Runner, SyncThrottle, Transition};
 
     fn syncing() -> Status {
         Status {
@@ -203,6 +237,15 @@ mod tests {
                 source: "file".into(),
                 paused: Some("capture lag 40 MB > 32 MB".into()),
             }),
+            impact: Some(Impact {
+                baseline_ms: 2.0,
+                current_ms: 3.1,
+                budget_ms: 2.4,
+                pace: 0.25,
+                holding_back: Some(
+                    "commit latency 3.1 ms > budget 2.4 ms (baseline 2.0 ms +20%)".into(),
+                ),
+            }),
             cutover_lock_ms: None,
             quarantined_as: None,
             quarantine_until: None,
@@ -221,6 +264,24 @@ mod tests {
                 to: "expanded".into(),
                 figures: serde_json::json!({"shadow_table": "public._splice_orders_v2_new"}),
             }],
+            events: vec![
+                Event {
+                    at: "2026-12-02T10:00:00.500Z".into(),
+                    action: "throttle 5000 rows/s".into(),
+                    caller: "10.0.0.9:51234".into(),
+                    actor: "splice@ops1 pid 77".into(),
+                    reason: None,
+                    outcome: None,
+                },
+                Event {
+                    at: "2026-12-02T10:05:00.000Z".into(),
+                    action: "pause".into(),
+                    caller: "10.0.0.9:51240".into(),
+                    actor: "splice@ops1 pid 77".into(),
+                    reason: None,
+                    outcome: None,
+                },
+            ],
         }
     }
 
@@ -235,6 +296,7 @@ mod tests {
             capture_lag_bytes: None,
             runner: None,
             throttle: None,
+            impact: None,
             slots: vec![],
             next: "splice sync orders_v2 --until-caught-up".into(),
             ..syncing()
@@ -255,6 +317,7 @@ mod tests {
             })),
             runner: None,
             throttle: None,
+            impact: None,
             cutover_lock_ms: Some(9.0),
             next: "splice contract orders_v2".into(),
             ..syncing()
@@ -271,6 +334,7 @@ mod tests {
             "ETA 11.5s",
             "lag 3.0 KiB",
             "paused (capture lag 40 MB > 32 MB); rate unlimited from the migration file",
+            "holding back, pace 25% (commit latency 3.1 ms > budget 2.4 ms (baseline 2.0 ms +20%))",
             "not verified",
             "run by `splice sync orders_v2` (pid 4242 from 10.0.0.7)",
             "forward slot keeps 12.4 MiB of WAL",
@@ -312,6 +376,24 @@ mod tests {
         assert!(
             h.contains("slot splice_orders_v2_fwd: retains 12.4 MiB of WAL (wal_status reserved)"),
             "{h}"
+        );
+    }
+
+    #[test]
+    fn the_history_merges_requests_with_transitions_by_time() {
+        let h = history(&syncing());
+        let throttle = h
+            .find("2026-12-02T10:00:00.500Z request: throttle 5000 rows/s from 10.0.0.9:51234 (via splice@ops1 pid 77)")
+            .unwrap_or_else(|| panic!("the throttle request is listed: {h}"));
+        let expanded = h
+            .find("planned → expanded")
+            .unwrap_or_else(|| panic!("{h}"));
+        let pause = h
+            .find("request: pause from 10.0.0.9:51240")
+            .unwrap_or_else(|| panic!("the pause request is listed: {h}"));
+        assert!(
+            throttle < expanded && expanded < pause,
+            "in time order: {h}"
         );
     }
 }

@@ -3,7 +3,7 @@
 //! to do next. `--json` carries the same, plus the raw rows.
 
 use engine::seam::{ColumnDifference, DivergedKey, Divergence};
-use engine::VerifyReport;
+use engine::{VerifyKind, VerifyReport};
 use std::collections::BTreeMap;
 
 /// Keys listed one by one; past this, a count.
@@ -12,10 +12,15 @@ const LISTED_KEYS: usize = 20;
 const VALUE_CHARS: usize = 60;
 
 pub fn render(name: &str, r: &VerifyReport) -> String {
+    let read = match r.kind {
+        VerifyKind::Full => format!("full pass, {} rows in {} ranges", r.rows_checked, r.ranges),
+        VerifyKind::Incremental => format!(
+            "incremental pass, {} rows re-read in {} of {} ranges",
+            r.rows_checked, r.ranges, r.ranges_total
+        ),
+    };
     let mut out = format!(
-        "verify {name}: {} rows in {} ranges, {} re-checked, {} diverged ({:.1}s); cutover {}\n",
-        r.rows_checked,
-        r.ranges,
+        "verify {name}: {read}, {} re-checked, {} diverged ({:.1}s); cutover {}\n",
         r.rechecked,
         r.diverged.len(),
         r.seconds,
@@ -25,6 +30,11 @@ pub fn render(name: &str, r: &VerifyReport) -> String {
             "refused"
         }
     );
+    if let Some(why) = &r.full_because {
+        out.push_str(&format!(
+            "  incremental was asked for; ran a full pass: {why}\n"
+        ));
+    }
     if r.diverged.is_empty() {
         return out;
     }
@@ -172,8 +182,15 @@ fn counts(r: &VerifyReport) -> String {
 #[derive(serde::Serialize)]
 pub struct VerifyJson<'r> {
     passed: bool,
+    /// `full` or `incremental`: the kind of pass that ran.
+    kind: VerifyKind,
+    /// Why an incremental request ran a full pass; absent when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    full_because: Option<&'r str>,
+    /// Rows and ranges this pass read, of `ranges_total`.
     rows_checked: u64,
     ranges: u64,
+    ranges_total: u64,
     rechecked: u64,
     divergence_rate: f64,
     key_columns: &'r [String],
@@ -197,8 +214,11 @@ impl<'r> From<&'r VerifyReport> for VerifyJson<'r> {
     fn from(r: &'r VerifyReport) -> VerifyJson<'r> {
         VerifyJson {
             passed: r.passed(),
+            kind: r.kind,
+            full_because: r.full_because.as_deref(),
             rows_checked: r.rows_checked,
             ranges: r.ranges,
+            ranges_total: r.ranges_total,
             rechecked: r.rechecked,
             divergence_rate: r.divergence_rate(),
             key_columns: &r.key_columns,
@@ -233,6 +253,9 @@ mod tests {
 
     fn report(diverged: Vec<DivergedKey>) -> VerifyReport {
         VerifyReport {
+            kind: VerifyKind::Full,
+            full_because: None,
+            ranges_total: 11,
             rows_checked: 1_000_116,
             ranges: 11,
             rechecked: 244,
@@ -243,6 +266,33 @@ mod tests {
                 .map(String::from)
                 .to_vec(),
         }
+    }
+
+    #[test]
+    fn the_summary_says_which_pass_ran_and_what_it_re_read() {
+        let mut r = report(vec![]);
+        r.kind = VerifyKind::Incremental;
+        r.ranges = 2;
+        r.ranges_total = 110;
+        r.rows_checked = 18_204;
+        let text = render("orders_v2", &r);
+        assert!(
+            text.starts_with(
+                "verify orders_v2: incremental pass, 18204 rows re-read in 2 of 110 ranges,"
+            ),
+            "{text}"
+        );
+        r.kind = VerifyKind::Full;
+        r.full_because = Some("no verify pass is stored yet".into());
+        let text = render("orders_v2", &r);
+        assert!(text.contains("full pass, 18204 rows in 2 ranges"), "{text}");
+        assert!(
+            text.contains("incremental was asked for; ran a full pass: no verify pass is stored"),
+            "{text}"
+        );
+        let v = serde_json::to_value(VerifyJson::from(&r)).expect("json");
+        assert_eq!(v["kind"], "full");
+        assert_eq!(v["ranges_total"], 110);
     }
 
     fn key(id: u32, expected: Option<&str>, found: Option<&str>) -> DivergedKey {

@@ -348,8 +348,15 @@ fn the_daemon_drives_a_migration_to_verified_keeps_verifying_under_load_and_stop
     let (code, body) = daemon.get("/healthz/ready");
     assert_eq!(code, 200, "{body}\n{}", daemon.log());
 
+    assert_eq!(
+        m.value("splice_verify_incremental{migration=\"orders_v2\"}"),
+        0.0,
+        "the daemon's first pass is full"
+    );
     // Continuous verification under the application's writes: passes keep coming while it
-    // writes, and the first pass that started after it stopped sees every row, none differing.
+    // writes; after the first (full) one they are incremental, re-reading only the key ranges
+    // capture changed, so once the writes stop and every change was re-read, a pass reads
+    // nothing and still finds nothing differing.
     let stop = Arc::new(AtomicBool::new(false));
     let load = write_load(pg.url(), stop.clone());
     let before = m.value(PASSES);
@@ -365,13 +372,23 @@ fn the_daemon_drives_a_migration_to_verified_keeps_verifying_under_load_and_stop
         .parse()
         .expect("number");
     let stopped_at = daemon.metrics_until("any", |_| true).value(PASSES);
+    // Pass +1 may have started before the load stopped, +2 re-reads what +1's drain had not
+    // seen yet; +3 started after every change was applied and re-read.
     let m = daemon.metrics_until("a pass that started after the load stopped", |m| {
-        m.get(PASSES).is_some_and(|n| n >= stopped_at + 2.0)
+        m.get(PASSES).is_some_and(|n| n >= stopped_at + 3.0)
     });
     assert_eq!(
-        m.value("splice_verify_rows_checked{migration=\"orders_v2\"}"),
-        rows
+        m.value("splice_verify_incremental{migration=\"orders_v2\"}"),
+        1.0,
+        "{}",
+        m.text
     );
+    assert_eq!(
+        m.value("splice_verify_rows_checked{migration=\"orders_v2\"}"),
+        0.0,
+        "nothing changed since the last pass: nothing re-read ({rows} rows in the table)"
+    );
+    assert!(m.value("splice_verify_ranges_total{migration=\"orders_v2\"}") >= 1.0);
     assert_eq!(
         m.value("splice_verify_divergent_rows{migration=\"orders_v2\"}"),
         0.0,
@@ -432,6 +449,7 @@ fn the_daemon_drives_a_migration_to_verified_keeps_verifying_under_load_and_stop
             && m.get(PASSES).is_some_and(|n| n > resumed_at)
     });
     assert_eq!(daemon.get("/api/v1/migrations/nope").0, 404);
+    let daemon_base = daemon.base.clone();
     let (code, page) = daemon.get("/");
     assert_eq!(code, 200);
     assert!(
@@ -457,6 +475,41 @@ fn the_daemon_drives_a_migration_to_verified_keeps_verifying_under_load_and_stop
     assert_eq!(status["backfill_done"], true, "{status}");
     assert_eq!(status["last_verify"]["passed"], true, "{status}");
     assert_eq!(mismatches(), "0", "every row equals the mapping");
+    // Each control request is in the migration's history, with its caller's address.
+    let requests: Vec<(String, String)> = status["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("events in status --json: {status}"))
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_string(),
+                e["caller"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let actions: Vec<&str> = requests.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["daemon started", "pause", "throttle 5000 rows/s", "resume"],
+        "{status}"
+    );
+    assert_eq!(
+        requests[0].1, daemon_base,
+        "the daemon recorded its address"
+    );
+    assert!(
+        requests[1..]
+            .iter()
+            .all(|(_, c)| c.starts_with("127.0.0.1:")),
+        "{requests:?}"
+    );
+    let out = splice(&pg, &["status", "orders_v2", "--history"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("request: pause from 127.0.0.1:")
+            && listed.contains("request: throttle 5000 rows/s from 127.0.0.1:"),
+        "{listed}"
+    );
     assert!(
         !m.text.contains("splice_cutover_lock_seconds{"),
         "no cutover lock time before a cutover:\n{}",
@@ -477,6 +530,12 @@ fn the_daemon_drives_a_migration_to_verified_keeps_verifying_under_load_and_stop
     });
     assert!(m.value("splice_cutover_lock_seconds{migration=\"orders_v2\"}") > 0.0);
     assert!(m.text.contains("# TYPE splice_cutover_lock_seconds gauge"));
+    // The restarted daemon lists the requests the first one took.
+    daemon.migration_until("the first daemon's pause listed after a restart", |j| {
+        control_actions(j)
+            .iter()
+            .any(|(action, _)| action == "pause")
+    });
     let deadline = Instant::now() + Duration::from_secs(30);
     while daemon.get("/healthz/ready").0 != 200 {
         assert!(
@@ -513,8 +572,11 @@ fn the_daemon_drives_a_migration_to_verified_keeps_verifying_under_load_and_stop
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
         err.contains("`splice daemon orders_v2`")
-            && err.contains("/api/v1/migrations/orders_v2/pause"),
-        "{err}"
+            && err.contains(&format!(
+                "{}/api/v1/migrations/orders_v2/pause",
+                daemon.base
+            )),
+        "the refusal names the daemon's address: {err}"
     );
     assert_eq!(
         daemon.terminate(Duration::from_secs(10)),
@@ -1127,5 +1189,222 @@ fn a_restarted_daemon_keeps_watching_a_cutover_made_over_http() {
     });
     assert!(old_shape_live(&pg));
     rows_match(&pg, "orders", "_splice_orders_v2_new");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A headless Chromium driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`:
+/// the browser reads NUL-terminated JSON commands on fd 3 and writes on fd 4, which a shell
+/// maps from its stdin and stdout). Only what the status page test needs: open a page and
+/// read its rendered text.
+struct Browser {
+    child: Child,
+    to: std::process::ChildStdin,
+    from: BufReader<std::process::ChildStdout>,
+    next_id: u64,
+    session: Option<String>,
+    profile: std::path::PathBuf,
+}
+
+impl Browser {
+    fn start(tag: &str) -> Browser {
+        let binary = std::env::var("SPLICE_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+        let profile = temp_dir(&format!("{tag}-chromium"));
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec "$0" "$@" 3<&0 4>&1 </dev/null >/dev/null"#)
+            .arg(&binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--remote-debugging-pipe",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+        let mut child = child;
+        let to = child.stdin.take().expect("browser stdin");
+        let from = BufReader::new(child.stdout.take().expect("browser stdout"));
+        let mut browser = Browser {
+            child,
+            to,
+            from,
+            next_id: 0,
+            session: None,
+            profile,
+        };
+        // Fails at once, naming the fix, when there is no browser: scripts/test installs it.
+        let version = browser.call("Browser.getVersion", serde_json::json!({}));
+        assert!(
+            version["product"].is_string(),
+            "no headless Chromium answered ({binary}): install Debian's `chromium` \
+             (scripts/test does when root) or set SPLICE_CHROMIUM; got {version}"
+        );
+        browser
+    }
+
+    /// Sends one command (to the attached page once there is one) and returns its result.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use std::io::Write;
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut message = serde_json::json!({ "id": id, "method": method, "params": params });
+        if let Some(s) = &self.session {
+            if !method.starts_with("Target.") && !method.starts_with("Browser.") {
+                message["sessionId"] = serde_json::json!(s);
+            }
+        }
+        let mut bytes = message.to_string().into_bytes();
+        bytes.push(0);
+        if self
+            .to
+            .write_all(&bytes)
+            .and_then(|_| self.to.flush())
+            .is_err()
+        {
+            return serde_json::json!({ "error": "the browser is gone" });
+        }
+        loop {
+            let mut buf = Vec::new();
+            match self.from.read_until(0, &mut buf) {
+                Ok(0) | Err(_) => {
+                    return serde_json::json!({ "error": "the browser closed the pipe" })
+                }
+                Ok(_) => {}
+            }
+            buf.pop();
+            let Ok(reply) = serde_json::from_slice::<serde_json::Value>(&buf) else {
+                continue;
+            };
+            // Events (no id) and answers to other commands are skipped.
+            if reply["id"] == id {
+                if reply.get("error").is_some() {
+                    return reply;
+                }
+                return reply["result"].clone();
+            }
+        }
+    }
+
+    /// Opens `url` in a new page and attaches to it.
+    fn open(&mut self, url: &str) {
+        let target = self.call("Target.createTarget", serde_json::json!({ "url": url }));
+        let id = target["targetId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no page opened: {target}"))
+            .to_string();
+        let attached = self.call(
+            "Target.attachToTarget",
+            serde_json::json!({ "targetId": id, "flatten": true }),
+        );
+        self.session = Some(
+            attached["sessionId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("not attached: {attached}"))
+                .to_string(),
+        );
+    }
+
+    /// The page's rendered text, as a person sees it (`innerText`), as it is now.
+    fn text(&mut self) -> String {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({
+                "expression": "document.body ? document.body.innerText : ''",
+                "returnByValue": true
+            }),
+        );
+        r["result"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// The percentages the status page shows in its backfill column.
+fn percentages(text: &str) -> Vec<f64> {
+    text.split_whitespace()
+        .filter_map(|w| w.strip_suffix('%'))
+        .filter_map(|n| n.parse::<f64>().ok())
+        .collect()
+}
+
+#[test]
+fn the_status_page_in_a_headless_browser_names_the_migration_and_follows_it_on_its_own() {
+    let pg = Postgres::start().expect("start PostgreSQL");
+    create_orders(&pg, 30_000);
+    let dir = temp_dir("page");
+    // A slow backfill (about 10 s) so the page can be seen moving.
+    std::fs::write(
+        dir.join("orders_v2.toml"),
+        MIGRATION.replace("[throttle]\n", "[throttle]\nrows_per_second = 3000\n"),
+    )
+    .expect("write migration");
+    let daemon = Daemon::start(
+        &dir,
+        &pg.url(),
+        &["--verify-interval", "1s", "orders_v2.toml"],
+    );
+    daemon.metrics_until("the backfill under way", |m| {
+        m.get("splice_backfill_rows_copied{migration=\"orders_v2\"}")
+            .is_some_and(|n| n > 0.0)
+    });
+
+    let mut browser = Browser::start("page");
+    browser.open(&format!("{}/", daemon.base));
+    // The page is opened once; every later reading is the same page refreshing itself.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen_syncing: Option<f64> = None;
+    let mut seen: Vec<f64> = Vec::new();
+    let last = loop {
+        let text = browser.text();
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed the migration verified; last text:\n{text}\npercentages \
+             seen: {seen:?}\n{}",
+            daemon.log()
+        );
+        if text.contains("orders_v2") {
+            let pct = percentages(&text);
+            if let Some(&p) = pct.first() {
+                if seen.last() != Some(&p) {
+                    seen.push(p);
+                }
+                if text.contains("syncing") && p > 0.0 && p < 100.0 {
+                    seen_syncing.get_or_insert(p);
+                }
+            }
+            if text.contains("verified") {
+                break text;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let first = seen_syncing.unwrap_or_else(|| {
+        panic!("the page showed the backfill in progress (0–100%) while syncing: {seen:?}")
+    });
+    assert!(
+        seen.len() >= 2 && seen.windows(2).all(|w| w[0] <= w[1]),
+        "the percentage moved on, never back, without reloading the page: {seen:?}"
+    );
+    assert!(
+        percentages(&last).first().is_some_and(|&p| p > first),
+        "verified shows more than the first reading ({first}%): {last}"
+    );
+    assert!(last.contains("manual cutover"), "{last}");
+    drop(browser);
     let _ = std::fs::remove_dir_all(&dir);
 }

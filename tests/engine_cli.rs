@@ -1222,3 +1222,43 @@ fn sync_warns_when_a_slot_keeps_more_wal_than_the_threshold() {
     let status = env.ok(&["status", "orders_v2", "--json"]);
     assert!(status.contains("retained_wal_bytes"), "{status}");
 }
+
+#[test]
+fn verify_incremental_says_which_pass_ran_and_what_it_re_read() {
+    let env = Env::new(1_000);
+    env.ok(&["expand", "orders_v2.toml"]);
+    env.ok(&["sync", "orders_v2", "--until-caught-up"]);
+    // Nothing stored yet: a full pass, and the report says why.
+    let out = env.splice(&["verify", "orders_v2", "--incremental", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], "full");
+    assert!(
+        v["full_because"]
+            .as_str()
+            .is_some_and(|w| w.contains("first verify is always full")),
+        "{v}"
+    );
+    assert_eq!(v["rows_checked"], 1000);
+    assert_eq!(v["ranges"], v["ranges_total"]);
+
+    // One row changes through capture: the incremental pass re-reads only its range.
+    env.pg
+        .psql("UPDATE orders SET note = 'changed' WHERE id = 42")
+        .expect("change");
+    let out = env.splice(&["verify", "orders_v2", "--incremental"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        line.contains("incremental pass, ") && line.contains("rows re-read in 1 of "),
+        "{line}"
+    );
+    assert!(line.contains("cutover allowed"), "{line}");
+
+    // The default is still a full pass.
+    let out = env.splice(&["verify", "orders_v2", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["kind"], "full");
+    assert!(v.get("full_because").is_none(), "{v}");
+    assert_eq!(v["rows_checked"], 1000);
+}

@@ -278,20 +278,14 @@ async fn a_purged_position_is_refused_never_skipped() -> Result<()> {
     let t = next(&mut stream).await?;
     stream.ack(&t.position)?;
     stream.close().await?;
-    // Changes the slot has not read, then the binlog holding them goes away. (PURGE skips a
-    // file a reader still has open: close ended the server's dump thread.)
-    assert_eq!(
-        db.sql(
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'"
-        )?,
-        "0"
-    );
+    // Changes the slot has not read, then the binlog holding them goes away.
     db.sql("INSERT INTO shop.orders VALUES (2, 'lost')")?;
     db.sql("FLUSH BINARY LOGS")?;
     let current = db.sql("SHOW MASTER STATUS")?;
     let current = current.split('\t').next().unwrap_or_default().to_string();
-    // A file becomes purgeable once MariaDB's binlog checkpoint has moved past it, which its
-    // background thread writes soon after the rotation: purge until it is gone.
+    // A file becomes purgeable once MariaDB's binlog checkpoint has moved past it (its
+    // background thread writes it soon after the rotation) and no reader has it open (close
+    // killed the dump thread; the server reaps it on its own time): purge until it is gone.
     let deadline = std::time::Instant::now() + HANG_GUARD;
     loop {
         db.sql(&format!("PURGE BINARY LOGS TO '{current}'"))?;
@@ -450,6 +444,9 @@ async fn a_session_logging_statements_stops_the_stream_with_the_fix() -> Result<
     let db = MariaDb::start()?;
     shop(&db)?;
     let mut stream = open(&db, "t_stmt", &["shop.orders"]).await?;
+    // A statement inside a row-based transaction that is not a row change passes.
+    db.sql("INSERT INTO shop.other VALUES (1), (2)")?;
+    db.sql("CREATE TABLE shop.copy ENGINE=InnoDB AS SELECT * FROM shop.other")?;
     db.sql("INSERT INTO shop.orders VALUES (1, 'row')")?;
     db.sql("SET SESSION binlog_format = 'STATEMENT'; BEGIN; INSERT INTO shop.orders VALUES (2, 'stmt'); COMMIT")?;
     let t = next(&mut stream).await?;
@@ -530,5 +527,32 @@ async fn ssl_mode_in_the_url_encrypts_and_checks_the_certificate() -> Result<()>
             || err.to_string().contains("issuer"),
         "{err}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xa_transactions_elsewhere_pass_and_on_a_captured_table_stop_the_stream() -> Result<()> {
+    let db = MariaDb::start()?;
+    shop(&db)?;
+    let mut stream = open(&db, "t_xa", &["shop.orders"]).await?;
+    db.sql(
+        "XA START 'a'; INSERT INTO shop.other VALUES (1); XA END 'a'; XA PREPARE 'a'; \
+         XA COMMIT 'a'",
+    )?;
+    db.sql("INSERT INTO shop.orders VALUES (1, 'after xa')")?;
+    let t = next(&mut stream).await?;
+    assert_eq!(
+        summary(&t)[0].2,
+        int(1),
+        "XA on an uncaptured table is skipped"
+    );
+    db.sql(
+        "XA START 'b'; INSERT INTO shop.orders VALUES (2, 'xa'); XA END 'b'; XA PREPARE 'b'; \
+         XA COMMIT 'b'",
+    )?;
+    let err = tokio::time::timeout(HANG_GUARD, stream.next_transaction())
+        .await?
+        .expect_err("XA on a captured table is not followed");
+    assert!(err.to_string().contains("XA transaction"), "{err}");
     Ok(())
 }

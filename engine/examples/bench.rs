@@ -210,7 +210,12 @@ async fn tps_while_syncing(
         let url = url.to_string();
         tokio::spawn(async move {
             as_the_cli_runs(&url, move |engine| async move {
-                let opts = engine::phases::SyncOptions::default();
+                // The copy itself, unthrottled or at a fixed rate: the impact budget (on by
+                // default) is measured by `scripts/bench impact`.
+                let opts = engine::phases::SyncOptions {
+                    max_latency_increase: Some(None),
+                    ..Default::default()
+                };
                 engine.sync(&name, &opts, &control, &mut NoProgress).await
             })
             .await
@@ -306,8 +311,11 @@ async fn main() {
         .expand(&spec, "bench")
         .await
         .unwrap_or_else(die("expand"));
+    // The copy mechanism on an idle server: without the impact budget, which would slow it
+    // down for the heartbeat's sake (`scripts/bench impact` measures the defaults).
     let opts = engine::phases::SyncOptions {
         until_caught_up: true,
+        max_latency_increase: Some(None),
         ..Default::default()
     };
     let t = Instant::now();

@@ -28,9 +28,14 @@ pub struct Applier<'a, A: ChangeApplier> {
     source: TableName,
     marker: TableName,
     migration: String,
+    /// [`crate::verify::shape`] of `dir`: which stored verify ranges this applier marks.
+    verify_shape: String,
     /// Transactions and distinct keys applied since open.
     pub txns_applied: u64,
     pub keys_applied: u64,
+    /// How long a batch keeps taking what arrives after its first transaction (see
+    /// [`Applier::set_pace`]).
+    linger: Duration,
 }
 
 /// A batch of coalesced changes.
@@ -66,10 +71,12 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
             session,
             source: TableName::from(&dir.from),
             marker: adapter.marker_table(),
+            verify_shape: crate::verify::shape(&dir),
             dir,
             migration: spec.name.clone(),
             txns_applied: 0,
             keys_applied: 0,
+            linger: BATCH_LIMITS.linger,
         })
     }
 
@@ -82,6 +89,14 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
         &self.dir
     }
 
+    /// Sets the impact budget's pace (0 to 1): below 1 a batch lingers longer for what
+    /// arrives after its first transaction (up to [`SLOWEST_LINGER`] more), so the applier
+    /// commits less often and writes each key changed meanwhile once.
+    pub fn set_pace(&mut self, pace: f64) {
+        let slower = SLOWEST_LINGER.mul_f64((1.0 - pace).clamp(0.0, 1.0));
+        self.linger = BATCH_LIMITS.linger + slower;
+    }
+
     /// Bytes and time behind the source.
     pub async fn lag(&mut self) -> Result<cdc::Lag, EngineError> {
         Ok(self.stream.lag().await?)
@@ -90,7 +105,11 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
     /// Collects what arrives within `wait` (then whatever is immediately available, up to a
     /// batch limit), through `cdc`'s one batching loop, and coalesces it into keys.
     async fn collect(&mut self, wait: Duration) -> Result<Batch, EngineError> {
-        let gathered = cdc::next_batch(&mut self.stream, wait, &BATCH_LIMITS)
+        let limits = cdc::BatchLimits {
+            linger: self.linger,
+            ..BATCH_LIMITS
+        };
+        let gathered = cdc::next_batch(&mut self.stream, wait, &limits)
             .await
             .map_err(cdc::CdcError::from)?;
         let mut batch = Batch::default();
@@ -169,6 +188,7 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
         self.txns_applied += batch.txns;
         let n_keys = batch.keys.len();
         if batch.truncate || n_keys > 0 {
+            self.mark_for_verify(&batch).await?;
             self.adapter
                 .apply(
                     &mut self.session,
@@ -185,6 +205,32 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
             }
         }
         Ok(())
+    }
+
+    /// Incremental verify's hook: marks the stored verify ranges that hold the batch's keys
+    /// as changed, before the batch is applied.
+    ///
+    /// Why a change can never be applied without its mark, whatever crashes when:
+    /// - the mark commits before the apply starts (outside a swap the mark is a statement of its
+    ///   own; inside one it is part of the swap's transaction, which commits or not as a whole);
+    /// - the batch is acknowledged to the change stream only after the apply committed, so a
+    ///   crash anywhere before the acknowledgement leaves the changes in the stream, and the
+    ///   next run delivers them again, marks again and applies again.
+    ///
+    /// So a crash between mark and apply costs at most one range read more (a mark with no
+    /// change behind it), and a crash between apply and acknowledgement repeats both. The
+    /// mark costs one statement per batch, not per key; it finds no rows (and marks nothing)
+    /// while no verify pass is stored.
+    async fn mark_for_verify(&mut self, batch: &Batch) -> Result<(), EngineError> {
+        self.adapter
+            .mark_changed(
+                &mut self.session,
+                &self.migration,
+                &self.verify_shape,
+                &batch.keys,
+                batch.truncate,
+            )
+            .await
     }
 
     /// Applies whatever arrives within `wait`. Returns the number of transactions applied.
@@ -263,12 +309,17 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
 }
 
 /// One applied batch: up to 2,000 transactions or 5,000 changes, taking what arrives within
-/// 2 ms of the first.
+/// 10 ms of the first (at full pace): one applier commit for every few of the application's,
+/// at a few milliseconds of lag.
 const BATCH_LIMITS: cdc::BatchLimits = cdc::BatchLimits {
     max_txns: 2000,
     max_changes: 5000,
-    linger: Duration::from_millis(2),
+    linger: Duration::from_millis(10),
 };
+
+/// How much longer a batch lingers at the impact budget's slowest pace: bounded so that change
+/// lag stays well under 100 ms even then.
+pub const SLOWEST_LINGER: Duration = Duration::from_millis(30);
 
 /// When an applied batch is acknowledged to the change stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

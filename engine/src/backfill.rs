@@ -3,11 +3,14 @@
 //! commits while a chunk is copied is re-synced after the chunk landed, and a delete can never
 //! be undone by a stale chunk (no resurrection, DBLog-style). Chunks are sized to a target
 //! duration; the rate limit ([`RateLimit`], changeable at run time through [`Control`] and the
-//! state store) and pauses on capture lag, replica lag and lock waits bound what it costs.
+//! state store), pauses on capture lag, replica lag and lock waits, and the impact budget
+//! ([`ImpactBudget`]: it holds back after each chunk while the application's commit latency is
+//! above its budget) bound what it costs.
 
 use crate::adapter::{BackfillSource, ChangeApplier};
 use crate::applier::Applier;
 use crate::catalog::Table;
+use crate::impact::ImpactBudget;
 use crate::seam::{Fill, RateLimit};
 use crate::spec::MigrationSpec;
 use crate::state::Checkpoint;
@@ -16,7 +19,7 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::debug;
+use tracing::{debug, Instrument};
 
 /// Run-time control of a running sync: the rate limit can change while it runs; stop asks it
 /// to finish its current chunk, checkpoint and return.
@@ -159,6 +162,8 @@ pub struct SyncProgress {
     /// Deferred secondary indexes this run built after the backfill, and how long that took.
     pub indexes_built: u32,
     pub index_build_s: f64,
+    /// What the impact budget measured and decided (`None`: off, or no figures yet).
+    pub impact: Option<crate::state::Impact>,
     /// The rate limit in force, rows per second (0: unlimited), and where it comes from.
     pub rate_limit: u32,
     pub rate_source: RateSource,
@@ -190,6 +195,10 @@ pub enum SyncState {
         /// The holder's current (or last) statement, shortened.
         query: String,
     },
+    /// The backfill holds back after a chunk because the application's commit latency rose
+    /// above the impact budget (or is just back within it); `reason` says which, with the
+    /// figures, and `pace` the share of time it copies (0 to 1).
+    HoldingBack { reason: String, pace: f64 },
     /// Captured changes are being applied between chunks.
     Applying,
     /// Building the deferred secondary indexes after the copy.
@@ -297,12 +306,73 @@ async fn throttle_reason<A: BackfillSource>(
     Ok(None)
 }
 
-/// What a backfill copies from and how it writes.
-#[derive(Debug, Clone, Copy)]
+/// What a backfill copies from, how it writes, and the impact budget that paces it.
+#[derive(Clone, Copy)]
 pub struct BackfillCopy<'t> {
     /// The table rows are read from (lock waits on it pause the backfill).
     pub source: &'t Table,
     pub fill: Fill,
+    pub impact: &'t ImpactBudget,
+}
+
+/// Saves the impact budget's figures for `splice status`: when holding back starts or ends,
+/// and otherwise every few seconds while a budget is on.
+pub struct ImpactReport {
+    saved_at: Option<Instant>,
+    holding: bool,
+}
+
+impl ImpactReport {
+    /// How often unchanged figures are saved again.
+    const EVERY: Duration = Duration::from_secs(5);
+
+    pub fn new() -> ImpactReport {
+        ImpactReport {
+            saved_at: None,
+            holding: false,
+        }
+    }
+
+    /// Puts the budget's figures in `p` and saves them when due.
+    pub async fn update<A: crate::adapter::StateStore>(
+        &mut self,
+        adapter: &A,
+        runner: &A::Lock,
+        impact: &ImpactBudget,
+        p: &mut SyncProgress,
+    ) -> Result<(), EngineError> {
+        if !impact.is_on() {
+            return Ok(());
+        }
+        p.impact = impact.figures();
+        let holding = p.impact.as_ref().is_some_and(|i| i.holding_back.is_some());
+        let due = self.saved_at.is_none_or(|t| t.elapsed() >= Self::EVERY);
+        if p.impact.is_some() && (due || holding != self.holding) {
+            adapter.save_impact(runner, p.impact.as_ref()).await?;
+            self.saved_at = Some(Instant::now());
+            self.holding = holding;
+        }
+        Ok(())
+    }
+}
+
+impl Default for ImpactReport {
+    fn default() -> Self {
+        ImpactReport::new()
+    }
+}
+
+/// The longest the backfill holds back after one chunk.
+const LONGEST_HOLD: Duration = Duration::from_secs(5);
+
+/// How long to hold back after a chunk that took `took`, at `pace`: so that the backfill
+/// copies `pace` of the time.
+fn hold_after(took: Duration, pace: f64) -> Duration {
+    if pace >= 1.0 {
+        return Duration::ZERO;
+    }
+    let pace = pace.max(crate::impact::MIN_PACE);
+    took.mul_f64((1.0 - pace) / pace).min(LONGEST_HOLD)
 }
 
 /// Runs the throttled backfill from its checkpoint to the end of the key range, applying
@@ -316,7 +386,11 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
     control: &Control,
     progress: &mut dyn ProgressSink,
 ) -> Result<SyncProgress, EngineError> {
-    let BackfillCopy { source, fill } = copy;
+    let BackfillCopy {
+        source,
+        fill,
+        impact,
+    } = copy;
     let adapter = capture.adapter();
     let record =
         adapter
@@ -346,12 +420,16 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
     let copied_at_start = p.rows_copied;
     let mut chunk: i64 = 1000;
     let mut pacer = Pacer { limiter: None };
-    let target = spec.throttle.chunk_target;
+    let chunk_target = spec.throttle.chunk_target;
     // Measured once per chunk, after capture was applied; the next throttle check uses it.
     let mut lag = capture.lag().await?;
     // The backfill session's server process: a chunk that takes long is asked after by it.
     let session_pid = adapter.session_pid(db).await.ok().flatten();
+    let mut report = ImpactReport::new();
     while !done && !control.stopping() {
+        // Stand still a moment now and then, so the probe measures the application's commit
+        // latency without splice's load: the budget's baseline.
+        impact.quiet_window_if_due().await;
         if let Some(reason) = throttle_reason(adapter, db, &lag, spec, source).await? {
             if p.throttled.as_deref() != Some(reason.as_str()) {
                 // Saved so `splice status` shows the pause and its reason.
@@ -383,6 +461,8 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         progress.update(&p);
         let t = Instant::now();
         // The chunk's upper key: the `chunk`-th key after the checkpoint (none: the last chunk).
+        // The chunk's statements log inside a span of their own (`SPLICE_LOG=debug`).
+        let chunk_span = tracing::debug_span!("chunk", rows = chunk, after = ?last_key);
         let upper = watching_locks(
             adapter,
             adapter.chunk_upper(db, &dir, last_key.as_deref(), chunk - 1),
@@ -390,6 +470,7 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
             &mut p,
             progress,
         )
+        .instrument(chunk_span.clone())
         .await?;
         let copy = adapter.copy_range(
             db,
@@ -399,7 +480,9 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
             upper.as_deref(),
             fill,
         );
-        let written = watching_locks(adapter, copy, session_pid, &mut p, progress).await?;
+        let written = watching_locks(adapter, copy, session_pid, &mut p, progress)
+            .instrument(chunk_span)
+            .await?;
         let took = t.elapsed();
         match upper {
             // A full chunk: `chunk` source rows, some of which capture may have written first.
@@ -436,6 +519,11 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         }
         p.rate_limit = control.rate().rows_per_second();
         p.rate_source = control.rate_source();
+        // The impact budget's pace: below full pace, shorter chunks (down to a tenth of the
+        // target) and holds between them, so the application sees small, spread-out bursts of
+        // writes rather than one long one.
+        let pace = impact.pace();
+        let target = chunk_target.mul_f64(pace.clamp(0.1, 1.0));
         // Size the next chunk to the target duration, smoothly.
         let ideal = chunk as f64 * target.as_secs_f64() / took.as_secs_f64().max(1e-3);
         chunk = ((chunk as f64 * 0.5 + ideal * 0.5) as i64).clamp(100, 100_000);
@@ -448,6 +536,38 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         p.state = SyncState::Applying;
         progress.update(&p);
         capture.apply_for(Duration::ZERO).await?;
+        // The impact budget: copy only `pace` of the time, applying captured changes while
+        // holding back.
+        capture.set_pace(pace);
+        report.update(adapter, runner, impact, &mut p).await?;
+        let hold = if done {
+            Duration::ZERO
+        } else {
+            hold_after(took, pace)
+        };
+        if !hold.is_zero() {
+            let reason = match &p.impact {
+                Some(i) => i.holding_back.clone().unwrap_or_else(|| {
+                    format!(
+                        "ramping up: commit latency {:.1} ms within budget {:.1} ms",
+                        i.current_ms, i.budget_ms
+                    )
+                }),
+                None => "starting at half pace until the probe has figures".into(),
+            };
+            p.state = SyncState::HoldingBack { reason, pace };
+            progress.update(&p);
+            let until = Instant::now() + hold;
+            while !control.stopping() {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                capture
+                    .apply_for(left.min(Duration::from_millis(250)))
+                    .await?;
+            }
+        }
         lag = capture.lag().await?;
         p.capture_lag_bytes = lag.bytes;
         p.capture_lag_ms = lag.behind.as_millis() as u64;

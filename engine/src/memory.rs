@@ -19,12 +19,12 @@ use crate::adapter::{
 use crate::catalog::{Column, Dependent, Table};
 use crate::error::Refusal;
 use crate::seam::{
-    Continuity, Direction, Fill, KeyRange, Load, Plan, RateLimit, Selection, Side, Swap, SwapLock,
-    VerifyReport,
+    Continuity, Direction, Fill, KeyRange, Load, Plan, RangeResult, RateLimit, Selection, Side,
+    StoredPass, StoredRange, Swap, SwapLock, VerifyReport,
 };
 use crate::spec::{MigrationSpec, QualifiedName};
 use crate::state::{
-    Checkpoint, DeferredIndex, Figure, LastVerify, MigrationRecord, Phase, PhaseChange,
+    Checkpoint, DeferredIndex, Event, Figure, LastVerify, MigrationRecord, Phase, PhaseChange,
     QuarantineEntry, Transition,
 };
 use crate::EngineError;
@@ -118,12 +118,18 @@ struct Database {
     records: BTreeMap<String, MigrationRecord>,
     order: Vec<String>,
     history: Vec<(String, Transition)>,
+    events: Vec<(String, Event)>,
     verifies: Vec<(String, LastVerify)>,
+    /// Incremental verify's stored ranges, by migration.
+    verify_ranges: HashMap<String, StoredPass>,
     locks: HashSet<String>,
     markers: HashMap<String, i64>,
     /// Steps taken so far, by name.
     steps: Vec<String>,
     crash_at: Option<usize>,
+    /// How long the impact budget's heartbeat takes to commit.
+    commit_latency: Duration,
+    heartbeats: u64,
 }
 
 /// The error of a step that "crashed".
@@ -226,6 +232,17 @@ impl Memory {
     fn lock(&self) -> MutexGuard<'_, Database> {
         // A test that panicked while holding the lock has failed already.
         self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the impact budget's heartbeat take `latency` to commit from now on (what the
+    /// application's commits would feel).
+    pub fn set_commit_latency(&self, latency: Duration) {
+        self.lock().commit_latency = latency;
+    }
+
+    /// Heartbeats the impact budget's probe committed so far.
+    pub fn heartbeats(&self) -> u64 {
+        self.lock().heartbeats
     }
 
     /// Creates a table from `CREATE TABLE name (col type [NOT NULL] [PRIMARY KEY] [DEFAULT …],
@@ -765,6 +782,7 @@ impl StateStore for Memory {
                     rows_total: 0,
                     backfill_rate: None,
                     sync_throttle: None,
+                    sync_impact: None,
                     rate_limit: None,
                     lock_ms: None,
                     quarantined_as: None,
@@ -809,6 +827,29 @@ impl StateStore for Memory {
             .filter(|(n, _)| n == name)
             .map(|(_, t)| t.clone())
             .collect())
+    }
+
+    async fn record_event(&self, _: &(), name: &str, event: &Event) -> Result<bool, EngineError> {
+        let mut db = self.lock();
+        if !db.records.contains_key(name) {
+            return Ok(false);
+        }
+        let n = db.events.len();
+        let mut event = event.clone();
+        event.at = format!("event {n}");
+        db.events.push((name.into(), event));
+        Ok(true)
+    }
+
+    async fn events(&self, _: &(), name: &str, limit: usize) -> Result<Vec<Event>, EngineError> {
+        let db = self.lock();
+        let mine: Vec<Event> = db
+            .events
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, e)| e.clone())
+            .collect();
+        Ok(mine[mine.len().saturating_sub(limit)..].to_vec())
     }
 
     async fn runner(&self, _: &(), _: &str) -> Result<Option<crate::state::Runner>, EngineError> {
@@ -907,6 +948,19 @@ impl StateStore for Memory {
         })
     }
 
+    async fn save_impact(
+        &self,
+        lock: &MemoryLock,
+        impact: Option<&crate::state::Impact>,
+    ) -> Result<(), EngineError> {
+        let name = lock.name.clone();
+        self.fenced(lock, "save_impact", |db| {
+            if let Some(r) = db.records.get_mut(&name) {
+                r.sync_impact = impact.cloned();
+            }
+        })
+    }
+
     async fn reset_backfill(&self, lock: &MemoryLock) -> Result<(), EngineError> {
         self.fenced(lock, "reset_backfill", |db| {
             if let Some(r) = Self::record_mut(db, &lock.name) {
@@ -943,6 +997,88 @@ impl StateStore for Memory {
                 },
             ));
         })
+    }
+
+    async fn verify_ranges(&self, _: &(), name: &str) -> Result<Option<StoredPass>, EngineError> {
+        Ok(self
+            .lock()
+            .verify_ranges
+            .get(name)
+            .filter(|p| !p.ranges.is_empty())
+            .cloned())
+    }
+
+    async fn start_verify_pass(
+        &self,
+        lock: &MemoryLock,
+        shape: &str,
+        ranges: &[KeyRange],
+    ) -> Result<(), EngineError> {
+        self.fenced(lock, "start_verify_pass", |db| {
+            let pass = StoredPass {
+                shape: shape.into(),
+                ranges: ranges
+                    .iter()
+                    .enumerate()
+                    .map(|(i, range)| StoredRange {
+                        idx: i as i32,
+                        range: range.clone(),
+                        passed: false,
+                        marks: 0,
+                        checked_marks: None,
+                    })
+                    .collect(),
+            };
+            db.verify_ranges.insert(lock.name.clone(), pass);
+        })
+    }
+
+    async fn record_verify_ranges(
+        &self,
+        lock: &MemoryLock,
+        results: &[RangeResult],
+    ) -> Result<(), EngineError> {
+        self.fenced(lock, "record_verify_ranges", |db| {
+            if let Some(pass) = db.verify_ranges.get_mut(&lock.name) {
+                for result in results {
+                    if let Some(r) = pass.ranges.iter_mut().find(|r| r.idx == result.idx) {
+                        r.passed = result.passed;
+                        r.checked_marks = Some(result.checked_marks);
+                    }
+                }
+            }
+        })
+    }
+
+    async fn forget_verify_ranges(&self, lock: &MemoryLock) -> Result<(), EngineError> {
+        self.fenced(lock, "forget_verify_ranges", |db| {
+            db.verify_ranges.remove(&lock.name);
+        })
+    }
+}
+
+impl Memory {
+    /// The stored verify ranges of `migration` (tests look at their marks).
+    pub fn stored_verify_ranges(&self, migration: &str) -> Option<StoredPass> {
+        self.lock().verify_ranges.get(migration).cloned()
+    }
+}
+
+impl crate::adapter::CommitProbe for Memory {
+    type Probe = Memory;
+
+    async fn open_probe(&self, _migration: &str) -> Result<Memory, EngineError> {
+        Ok(self.clone())
+    }
+
+    async fn beat(probe: &mut Memory) -> Result<(), EngineError> {
+        let latency = {
+            let mut db = probe.lock();
+            db.heartbeats += 1;
+            db.commit_latency
+        };
+        tokio::time::sleep(latency).await;
+        Ok(())
     }
 }
 
@@ -1291,6 +1427,31 @@ impl ChangeApplier for Memory {
         }
         let origin = applier.origin.clone();
         db.commit(Some(&origin), changed);
+        Ok(())
+    }
+
+    async fn mark_changed(
+        &self,
+        _applier: &mut MemorySession,
+        migration: &str,
+        shape: &str,
+        keys: &HashSet<Vec<String>>,
+        every: bool,
+    ) -> Result<(), EngineError> {
+        let mut db = self.lock();
+        db.step("mark_changed")?;
+        let Some(pass) = db.verify_ranges.get_mut(migration) else {
+            return Ok(());
+        };
+        if pass.shape != shape {
+            return Ok(());
+        }
+        let keys: Vec<SortKey> = keys.iter().cloned().map(SortKey).collect();
+        for r in &mut pass.ranges {
+            if every || keys.iter().any(|k| in_range(k, &r.range)) {
+                r.marks += 1;
+            }
+        }
         Ok(())
     }
 

@@ -217,12 +217,87 @@ pub struct DivergedKey {
     pub found: Option<String>,
 }
 
+/// Which kind of verify pass to run, or ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyKind {
+    /// Every key range, with bounds sampled afresh; what it finds replaces the stored pass.
+    #[default]
+    Full,
+    /// Only the ranges the stored pass cannot vouch for: marked by capture since they were last
+    /// checked, or whose last check did not match (see [`crate::verify`]).
+    Incremental,
+}
+
+impl std::fmt::Display for VerifyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VerifyKind::Full => "full",
+            VerifyKind::Incremental => "incremental",
+        })
+    }
+}
+
+/// One stored verify range: its bounds, what its last check found, and capture's marks.
+/// The range is vouched for ([`StoredRange::vouched`]) when its last check matched and
+/// nothing was marked since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRange {
+    /// Its place in key order, from 0.
+    pub idx: i32,
+    pub range: KeyRange,
+    /// Its last check matched (no key diverged after re-checks).
+    pub passed: bool,
+    /// How many times capture marked it (a counter that only grows).
+    pub marks: i64,
+    /// The value of `marks` read before its last check; `None`: never checked.
+    pub checked_marks: Option<i64>,
+}
+
+impl StoredRange {
+    /// Its last check matched and capture has applied no change to its keys since.
+    pub fn vouched(&self) -> bool {
+        self.passed && self.checked_marks == Some(self.marks)
+    }
+}
+
+/// The ranges of the last pass of a migration, as stored.
+#[derive(Debug, Clone, Default)]
+pub struct StoredPass {
+    /// [`crate::verify::shape`] of the direction the ranges were verified on.
+    pub shape: String,
+    /// In key order; the first open below, the last open above.
+    pub ranges: Vec<StoredRange>,
+}
+
+/// What checking one range found, to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeResult {
+    pub idx: i32,
+    /// BLAKE3 of each side's canonical rows in key order.
+    pub source_digest: [u8; 32],
+    pub target_digest: [u8; 32],
+    pub rows: u64,
+    /// No key of the range diverged after re-checks.
+    pub passed: bool,
+    /// The range's `marks` read before the check.
+    pub checked_marks: i64,
+}
+
 /// The outcome of one verify pass. The engine decides: [`cutover_allowed`] is its answer.
 ///
 /// [`cutover_allowed`]: VerifyReport::cutover_allowed
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct VerifyReport {
+    /// The kind of pass that ran.
+    pub kind: VerifyKind,
+    /// Why a pass asked to be incremental ran full (no stored pass, the mapping changed…).
+    pub full_because: Option<String>,
+    /// Ranges the key is split into; `ranges` of them were read by this pass.
+    pub ranges_total: u64,
+    /// Rows read (on the source side) by this pass.
     pub rows_checked: u64,
+    /// Ranges read by this pass.
     pub ranges: u64,
     /// Keys that differed on first read and were re-checked after capture caught up.
     pub rechecked: u64,

@@ -166,6 +166,30 @@ pub struct Throttle {
     pub max_threads_running: Option<u32>,
     /// lock_timeout for every DDL statement.
     pub lock_timeout: Duration,
+    /// The impact budget: how much the application's commit latency may rise above its
+    /// baseline before the backfill and the applier slow down, as a fraction (0.2: 20%).
+    /// `None`: off.
+    pub max_latency_increase: Option<f64>,
+}
+
+/// The default impact budget: 20% over the application's commit latency without splice.
+pub const DEFAULT_MAX_LATENCY_INCREASE: f64 = 0.2;
+
+/// Parses an impact budget as the file and the command line give it: `"20%"`, `"off"` or `0`
+/// (off). Returns the fraction (`Some(0.2)`), or `None` for off.
+pub fn parse_latency_increase(s: &str) -> Result<Option<f64>, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("off") || t == "0" || t == "0%" {
+        return Ok(None);
+    }
+    let number = t.strip_suffix('%').map(str::trim);
+    match number.map(str::parse::<f64>) {
+        Some(Ok(p)) if p > 0.0 && p.is_finite() && p <= 10_000.0 => Ok(Some(p / 100.0)),
+        _ => Err(format!(
+            "max_latency_increase = \"{s}\" is not a budget; write a percentage such as \"20%\", \
+             or \"off\" (or 0) to turn the impact budget off"
+        )),
+    }
 }
 
 impl Default for Throttle {
@@ -177,6 +201,7 @@ impl Default for Throttle {
             max_replica_lag: Duration::from_secs(10),
             max_threads_running: None,
             lock_timeout: Duration::from_secs(2),
+            max_latency_increase: Some(DEFAULT_MAX_LATENCY_INCREASE),
         }
     }
 }
@@ -382,6 +407,15 @@ struct RawThrottle {
     max_replica_lag: Option<String>,
     max_threads_running: Option<u32>,
     lock_timeout: Option<String>,
+    max_latency_increase: Option<RawPercent>,
+}
+
+/// `"20%"`, `"off"`, or the number 0 (off).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPercent {
+    Number(f64),
+    Text(String),
 }
 
 fn duration(field: &str, s: &str) -> Result<Duration, SpecError> {
@@ -469,6 +503,18 @@ impl MigrationSpec {
             lock_timeout: match t.lock_timeout {
                 Some(s) => duration("throttle.lock_timeout", &s)?,
                 None => defaults.lock_timeout,
+            },
+            max_latency_increase: match t.max_latency_increase {
+                None => defaults.max_latency_increase,
+                Some(RawPercent::Number(0.0)) => None,
+                Some(RawPercent::Number(n)) => {
+                    return Err(SpecError(format!(
+                        "{origin}: throttle.max_latency_increase = {n}: write the budget as a \
+                         percentage string, e.g. max_latency_increase = \"{n}%\" (or \"off\")"
+                    )))
+                }
+                Some(RawPercent::Text(s)) => parse_latency_increase(&s)
+                    .map_err(|e| SpecError(format!("{origin}: throttle.{e}")))?,
             },
         };
         let quarantine = match raw.quarantine {
@@ -561,6 +607,26 @@ amount = "amount_cents / 100.0"
         assert_eq!(spec.down["amount"], "amount_cents / 100.0");
         assert_eq!(spec.quarantine, Duration::from_secs(30 * 86400));
         assert_eq!(spec.shadow_table().name, "_splice_orders_v2_new");
+    }
+
+    #[test]
+    fn the_impact_budget_defaults_to_20_percent_and_reads_percentages_and_off() {
+        let spec = MigrationSpec::parse(ORDERS, "f.toml").expect("valid");
+        assert_eq!(spec.throttle.max_latency_increase, Some(0.2));
+        let with = |v: &str| {
+            MigrationSpec::parse(
+                &format!("{ORDERS}\n[throttle]\nmax_latency_increase = {v}\n"),
+                "f.toml",
+            )
+            .map(|s| s.throttle.max_latency_increase)
+        };
+        assert_eq!(with("\"50%\"").expect("50%"), Some(0.5));
+        assert_eq!(with("\"off\"").expect("off"), None);
+        assert_eq!(with("0").expect("0"), None);
+        let err = with("20").expect_err("a bare number is ambiguous");
+        assert!(err.0.contains("\"20%\""), "{err}");
+        let err = with("\"fast\"").expect_err("not a percentage");
+        assert!(err.0.contains("throttle.max_latency_increase"), "{err}");
     }
 
     #[test]

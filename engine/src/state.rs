@@ -108,6 +108,8 @@ pub struct MigrationRecord {
     pub sync_throttle: Option<SyncThrottle>,
     /// The override `splice throttle` set, if any.
     pub rate_limit: Option<RateLimit>,
+    /// What the running sync's impact budget last measured and decided (see [`Impact`]).
+    pub sync_impact: Option<Impact>,
     pub lock_ms: Option<f64>,
     pub quarantined_as: Option<String>,
     /// RFC 3339, UTC.
@@ -152,6 +154,33 @@ pub struct Transition {
     pub to: String,
     pub figures: Json,
 }
+
+/// A request made of a migration that changes no phase by itself: a pause, a resume, a rate
+/// set, or a cutover or rollback asked of the daemon (with what came of it). Kept beside the
+/// history, never in it: the engine reads the history's transitions to decide what a rollback
+/// or an automatic cutover may do, and a request is not a step.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    /// When it was recorded, UTC (`2026-12-02T06:07:31.120Z`); set by the state store.
+    #[serde(default)]
+    pub at: String,
+    /// `pause`, `resume`, `throttle 5000 rows/s`, `cutover`, `rollback`, …
+    pub action: String,
+    /// Who asked: the HTTP caller's address, `automation`, or the CLI's `user@host pid N`.
+    pub caller: String,
+    /// The process that recorded it (`user@host pid N`).
+    pub actor: String,
+    /// Why it was asked (the automation's gate or failed watch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What came of it: `done`, `already done`, or the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+/// The event a daemon records when it takes a migration; its `caller` is the daemon's API
+/// address (`http://127.0.0.1:9187`), which a command refused by the daemon's runner lock names.
+pub const DAEMON_STARTED: &str = "daemon started";
 
 /// Who is running: `user@host pid N`.
 pub fn actor() -> String {
@@ -213,6 +242,23 @@ pub struct SyncThrottle {
     pub source: String,
     /// Why the backfill is paused, while it is.
     pub paused: Option<String>,
+}
+
+/// What a sync's impact budget measured and decided: the application's commit latency as the
+/// probe sees it, the budget, and the pace the backfill and the applier run at. Saved while a
+/// sync runs so `splice status` (another process) can say when and why it holds back.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Impact {
+    /// Commit latency without splice's load (the probe's baseline), milliseconds.
+    pub baseline_ms: f64,
+    /// Commit latency now (median of the probe's last second), milliseconds.
+    pub current_ms: f64,
+    /// The budget: the baseline plus `max_latency_increase`, milliseconds.
+    pub budget_ms: f64,
+    /// The pace the backfill and the applier run at, from 0 (almost stopped) to 1 (full speed).
+    pub pace: f64,
+    /// Why they hold back, while they do (the latency above its budget, or recovering from it).
+    pub holding_back: Option<String>,
 }
 
 /// Where contract moved the old table, and for how long it stays.

@@ -9,10 +9,21 @@
 //! which narrows it to the rows that differ, and every such key
 //! is re-checked after capture has passed the position at which it was read: only keys that
 //! still differ count.
+//!
+//! Incremental verify builds on the ranges of the last full pass, kept in the state store
+//! ([`crate::adapter::StateStore::verify_ranges`]): a full pass stores its bounds before it
+//! reads a row ([`full_ranges`], then `start_verify_pass`), and each checked range's result
+//! after ([`RangeResult`]). The applier marks a stored range (bumps its `marks` counter) before
+//! it applies a batch holding one of its keys ([`crate::applier`] says why that order loses no
+//! mark). A range is vouched for while its last check matched and `marks` still equals the
+//! value read before that check ([`ToCheck::marks`]), so a mark made while a pass runs (the
+//! re-check rounds drain capture) keeps the range dirty for the next pass. An incremental pass
+//! re-reads every range not vouched for, with the stored bounds; what it cannot see are writes
+//! to the new table that bypass capture, which only a full pass reads.
 
 use crate::adapter::{ChangeApplier, VerifySource};
 use crate::applier::Applier;
-use crate::seam::{Direction, DivergedKey, KeyRange, Selection, Side, VerifyReport};
+use crate::seam::{Direction, DivergedKey, KeyRange, RangeResult, Selection, Side, VerifyReport};
 use crate::EngineError;
 use futures_util::TryStreamExt;
 use std::collections::HashMap;
@@ -234,26 +245,21 @@ impl VerifyCounters {
     }
 }
 
-/// One full verify pass over `dir` while the application keeps writing. `capture` is drained
-/// first and again before suspects are re-checked. Each pair of sessions (source, target)
-/// checks every n-th range, so n ranges are read at once: the source side evaluates the
-/// mapping and is the slower one, and several ranges in flight keep every core busy.
-pub async fn verify<A: VerifySource + ChangeApplier>(
+/// The fingerprint of a direction's shape (tables, key and mapping): stored ranges, and
+/// capture's marks on them, only count for the shape they were made for.
+pub fn shape(dir: &Direction) -> String {
+    blake3::hash(format!("{dir:?}").as_bytes()).to_hex()[..32].to_string()
+}
+
+/// The key ranges of a full pass over `dir`: bounds sampled from the source, the first range
+/// open below and the last open above (so keys written since fall in the last one).
+pub async fn full_ranges<A: VerifySource>(
     adapter: &A,
-    pairs: &[(A::Conn, A::Conn)],
-    capture: &mut Applier<'_, A>,
+    db: &A::Conn,
     dir: &Direction,
     range_rows: i64,
-    counters: &VerifyCounters,
-) -> Result<VerifyReport, EngineError> {
-    let started = Instant::now();
-    let Some((source_db, target_db)) = pairs.first() else {
-        return Err(EngineError::Missing(
-            "verify needs at least one pair of sessions".into(),
-        ));
-    };
-    capture.drain().await?;
-    let bounds = adapter.sample_bounds(source_db, dir, range_rows).await?;
+) -> Result<Vec<KeyRange>, EngineError> {
+    let bounds = adapter.sample_bounds(db, dir, range_rows).await?;
     // (lower, upper]: the first open below, the last open above.
     let mut ranges: Vec<KeyRange> = Vec::with_capacity(bounds.len() + 1);
     let mut lower: Option<Vec<String>> = None;
@@ -264,40 +270,133 @@ pub async fn verify<A: VerifySource + ChangeApplier>(
         });
         lower = upper;
     }
+    Ok(ranges)
+}
+
+/// One range to check: its place in the stored pass, its bounds, and the value of its marks
+/// counter read before the check (what the stored result will vouch for).
+#[derive(Debug, Clone)]
+pub struct ToCheck {
+    pub idx: i32,
+    pub range: KeyRange,
+    pub marks: i64,
+}
+
+/// One full verify pass over `dir` while the application keeps writing: drains `capture`,
+/// samples bounds, checks every range. Nothing is stored (the phase does that).
+pub async fn verify<A: VerifySource + ChangeApplier>(
+    adapter: &A,
+    pairs: &[(A::Conn, A::Conn)],
+    capture: &mut Applier<'_, A>,
+    dir: &Direction,
+    range_rows: i64,
+    counters: &VerifyCounters,
+) -> Result<VerifyReport, EngineError> {
+    let Some((source_db, _)) = pairs.first() else {
+        return Err(EngineError::Missing(
+            "verify needs at least one pair of sessions".into(),
+        ));
+    };
+    capture.drain().await?;
+    let ranges = full_ranges(adapter, source_db, dir, range_rows).await?;
+    let ranges: Vec<ToCheck> = ranges
+        .into_iter()
+        .enumerate()
+        .map(|(i, range)| ToCheck {
+            idx: i as i32,
+            range,
+            marks: 0,
+        })
+        .collect();
+    let total = ranges.len() as u64;
+    let (mut report, _) = check(adapter, pairs, capture, dir, &ranges, counters).await?;
+    report.ranges_total = total;
+    Ok(report)
+}
+
+/// Checks `ranges` of `dir` while the application keeps writing (capture is drained by the
+/// caller first, and here again before suspects are re-checked). Each range is read under
+/// snapshots of its own (one statement per side), never one for the whole pass. Each pair of
+/// sessions (source, target) checks every n-th range, so n ranges are read at once: the
+/// source side evaluates the mapping and is the slower one, and several ranges in flight keep
+/// every core busy. Returns the report (of these ranges) and each range's result.
+pub async fn check<A: VerifySource + ChangeApplier>(
+    adapter: &A,
+    pairs: &[(A::Conn, A::Conn)],
+    capture: &mut Applier<'_, A>,
+    dir: &Direction,
+    ranges: &[ToCheck],
+    counters: &VerifyCounters,
+) -> Result<(VerifyReport, Vec<RangeResult>), EngineError> {
+    let started = Instant::now();
+    let Some((source_db, target_db)) = pairs.first() else {
+        return Err(EngineError::Missing(
+            "verify needs at least one pair of sessions".into(),
+        ));
+    };
     counters
         .ranges_total
         .store(ranges.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let workers = pairs.iter().enumerate().map(|(w, (src, tgt))| {
-        let mine: Vec<&KeyRange> = ranges.iter().skip(w).step_by(pairs.len()).collect();
+        let mine: Vec<&ToCheck> = ranges.iter().skip(w).step_by(pairs.len()).collect();
         check_ranges(adapter, src, tgt, dir, mine, counters)
     });
     let mut report = VerifyReport::default();
-    let mut suspects: Vec<Vec<String>> = Vec::new();
-    for (rows, n_ranges, found) in futures_util::future::try_join_all(workers).await? {
-        report.rows_checked += rows;
-        report.ranges += n_ranges;
-        suspects.extend(found);
+    let mut checked: Vec<Checked> = Vec::with_capacity(ranges.len());
+    for found in futures_util::future::try_join_all(workers).await? {
+        checked.extend(found);
     }
+    checked.sort_by_key(|c| c.idx);
+    let suspects: Vec<Vec<String>> = checked
+        .iter()
+        .flat_map(|c| c.suspects.iter().cloned())
+        .collect();
+    report.ranges = checked.len() as u64;
+    report.rows_checked = checked.iter().map(|c| c.rows).sum();
     if !suspects.is_empty() {
         report.rechecked = suspects.len() as u64;
         report.diverged = recheck(adapter, source_db, target_db, capture, dir, suspects).await?;
     }
+    let diverged: std::collections::HashSet<&Vec<String>> =
+        report.diverged.iter().map(|d| &d.key).collect();
+    let results = checked
+        .iter()
+        .map(|c| RangeResult {
+            idx: c.idx,
+            source_digest: c.source,
+            target_digest: c.target,
+            rows: c.rows,
+            passed: !c.suspects.iter().any(|k| diverged.contains(k)),
+            checked_marks: c.marks,
+        })
+        .collect();
     report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok((report, results))
 }
 
-/// Checks `ranges` on one pair of sessions: (rows checked, ranges, keys that differed).
+/// What reading one range found.
+struct Checked {
+    idx: i32,
+    marks: i64,
+    rows: u64,
+    source: [u8; 32],
+    target: [u8; 32],
+    /// Keys that differed on the first read (re-checked after capture caught up).
+    suspects: Vec<Vec<String>>,
+}
+
+/// Checks `ranges` on one pair of sessions.
 async fn check_ranges<A: VerifySource>(
     adapter: &A,
     source_db: &A::Conn,
     target_db: &A::Conn,
     dir: &Direction,
-    ranges: Vec<&KeyRange>,
+    ranges: Vec<&ToCheck>,
     counters: &VerifyCounters,
-) -> Result<(u64, u64, Vec<Vec<String>>), EngineError> {
-    let (mut rows, mut checked) = (0u64, 0u64);
-    let mut suspects: Vec<Vec<String>> = Vec::new();
-    for range in ranges {
+) -> Result<Vec<Checked>, EngineError> {
+    let mut out = Vec::with_capacity(ranges.len());
+    for to_check in ranges {
+        let range = &to_check.range;
         // The fast path reads only the mapped columns: equal ranges give equal bytes.
         let fast = Selection::Range(range);
         let (src, tgt) = tokio::join!(
@@ -306,14 +405,13 @@ async fn check_ranges<A: VerifySource>(
         );
         let (src_hash, _, n) = src?;
         let (tgt_hash, _, _) = tgt?;
-        rows += n;
-        checked += 1;
         counters
             .rows_checked
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         counters
             .ranges_done
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut suspects: Vec<Vec<String>> = Vec::new();
         if src_hash != tgt_hash {
             // Narrow the range to its rows: read it again keeping each row's key and digest.
             let keyed = Selection::KeyedRange(range);
@@ -328,8 +426,16 @@ async fn check_ranges<A: VerifySource>(
                 suspects.push(key_fields(key)?);
             }
         }
+        out.push(Checked {
+            idx: to_check.idx,
+            marks: to_check.marks,
+            rows: n,
+            source: *src_hash.as_bytes(),
+            target: *tgt_hash.as_bytes(),
+            suspects,
+        });
     }
-    Ok((rows, checked, suspects))
+    Ok(out)
 }
 
 /// Rounds of re-checking before a key counts as diverged. Each round first drains capture, so

@@ -5,7 +5,7 @@
 use engine::backfill::{Control, NoProgress};
 use engine::memory::Memory;
 use engine::phases::{Quarantine, ReverseSync, SyncOptions};
-use engine::{Engine, EngineError, Phase, RateLimit, Refusal};
+use engine::{Engine, EngineError, Phase, RateLimit, Refusal, VerifyKind};
 
 const SPEC: &str = r#"
 name = "orders_v2"
@@ -1122,6 +1122,7 @@ async fn throttle_set_and_cleared_while_sync_runs_reaches_it_and_is_reported() {
         rate_limit: Some(RateLimit::from_rows_per_second(900_000)),
         // Tiny chunks: many checkpoints.
         chunk_target: Some(std::time::Duration::from_nanos(1)),
+        ..Default::default()
     };
     // Set while the sync runs: it wins over the command line, and is reported.
     let shared = db.clone();
@@ -1235,5 +1236,289 @@ async fn cutover_reports_its_catch_up_and_a_restore_reports_its_refill() {
         seen.0.last().is_some_and(|p| p.backfill_done),
         "the refill reported its end: {:?}",
         seen.0
+    );
+}
+
+/// 100 rows in ranges of 10 (bounds 10, 20, …, 90), expanded, synced and verified by a full
+/// pass that stored its ranges.
+async fn verified_in_ranges() -> (Memory, Engine<Memory>) {
+    let db = database(100);
+    let e = engine(&db);
+    e.expand(SPEC, "spec.toml").await.expect("expand");
+    sync_until_caught_up(&e).await;
+    let full = e.verify("orders_v2").await.expect("full verify");
+    assert_eq!(full.kind, VerifyKind::Full);
+    assert_eq!((full.ranges, full.ranges_total), (10, 10), "{full:?}");
+    (db, e)
+}
+
+async fn incremental(e: &Engine<Memory>) -> engine::VerifyReport {
+    e.verify_kind(
+        "orders_v2",
+        VerifyKind::Incremental,
+        &engine::verify::VerifyCounters::default(),
+    )
+    .await
+    .expect("incremental verify")
+}
+
+fn change_source(db: &Memory, id: &str, amount: &str) {
+    db.upsert(
+        "orders",
+        &[
+            ("id", Some(id)),
+            ("amount", Some(amount)),
+            ("note", Some("changed")),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn incremental_verify_rereads_only_changed_ranges_and_finds_a_tampered_row_in_one() {
+    let (db, e) = verified_in_ranges().await;
+    assert_eq!(phase(&e).await, "verified");
+    // Key 55 changes through capture; key 57, in the same range (50, 60], is tampered with
+    // behind splice's back.
+    change_source(&db, "55", "9");
+    sync_until_caught_up(&e).await;
+    db.tamper("_splice_orders_v2_new", &["57"], "amount_cents", Some("1"));
+    let report = incremental(&e).await;
+    assert_eq!(report.kind, VerifyKind::Incremental);
+    assert_eq!(report.full_because, None);
+    assert_eq!(
+        (report.ranges, report.ranges_total, report.rows_checked),
+        (1, 10, 10),
+        "only the range of key 55 is re-read: {report:?}"
+    );
+    let keys: Vec<&Vec<String>> = report.diverged.iter().map(|d| &d.key).collect();
+    assert_eq!(keys, vec![&vec!["57".to_string()]]);
+    assert_eq!(
+        phase(&e).await,
+        "syncing",
+        "a failing incremental closes the gate"
+    );
+
+    // Repaired by hand (no capture, no mark): the range's last check failed, so the next
+    // incremental pass re-reads it, passes, and opens the gate again.
+    db.tamper(
+        "_splice_orders_v2_new",
+        &["57"],
+        "amount_cents",
+        Some("300"),
+    );
+    let report = incremental(&e).await;
+    assert_eq!((report.kind, report.ranges), (VerifyKind::Incremental, 1));
+    assert!(report.cutover_allowed(), "{report:?}");
+    assert_eq!(phase(&e).await, "verified");
+
+    // Nothing changed since: an incremental pass reads nothing and still vouches for all.
+    let report = incremental(&e).await;
+    assert_eq!((report.ranges, report.rows_checked), (0, 0), "{report:?}");
+    assert!(report.cutover_allowed());
+}
+
+#[tokio::test]
+async fn a_row_tampered_in_an_unchanged_range_is_missed_by_incremental_and_found_by_full() {
+    let (db, e) = verified_in_ranges().await;
+    change_source(&db, "55", "9");
+    sync_until_caught_up(&e).await;
+    // Range (10, 20] saw no change through capture: incremental cannot see this.
+    db.tamper("_splice_orders_v2_new", &["15"], "amount_cents", Some("1"));
+    let report = incremental(&e).await;
+    assert_eq!(report.ranges, 1);
+    assert!(
+        report.cutover_allowed(),
+        "the documented limit: a write outside capture in an unchanged range is not re-read"
+    );
+    let full = e.verify("orders_v2").await.expect("full verify");
+    assert_eq!((full.kind, full.ranges), (VerifyKind::Full, 10));
+    let keys: Vec<&Vec<String>> = full.diverged.iter().map(|d| &d.key).collect();
+    assert_eq!(keys, vec![&vec!["15".to_string()]], "a full pass finds it");
+}
+
+#[tokio::test]
+async fn incremental_with_no_stored_pass_runs_full_and_says_so() {
+    let db = database(100);
+    let e = engine(&db);
+    e.expand(SPEC, "spec.toml").await.expect("expand");
+    sync_until_caught_up(&e).await;
+    db.tamper("_splice_orders_v2_new", &["15"], "amount_cents", Some("1"));
+    let report = incremental(&e).await;
+    assert_eq!(report.kind, VerifyKind::Full);
+    assert!(
+        report
+            .full_because
+            .as_deref()
+            .is_some_and(|w| w.contains("no verify pass is stored")),
+        "{report:?}"
+    );
+    assert_eq!((report.ranges, report.ranges_total), (10, 10));
+    assert_eq!(report.diverged.len(), 1);
+}
+
+#[tokio::test]
+async fn rollback_and_cutover_forget_the_stored_ranges() {
+    let (db, e) = verified_in_ranges().await;
+    assert!(db.stored_verify_ranges("orders_v2").is_some());
+    e.rollback("orders_v2").await.expect("rollback");
+    assert!(db.stored_verify_ranges("orders_v2").is_none());
+    // Started again: the first incremental request runs full.
+    e.expand(SPEC, "spec.toml").await.expect("re-expand");
+    sync_until_caught_up(&e).await;
+    assert_eq!(incremental(&e).await.kind, VerifyKind::Full);
+    e.cutover("orders_v2", u64::MAX, ReverseSync::Start)
+        .await
+        .expect("cutover");
+    assert!(
+        db.stored_verify_ranges("orders_v2").is_none(),
+        "after cutover the new table is written directly, not through capture"
+    );
+    e.rollback("orders_v2")
+        .await
+        .expect("rollback from cutover");
+    assert_eq!(phase(&e).await, "syncing");
+    assert_eq!(incremental(&e).await.kind, VerifyKind::Full);
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_between_capture_and_apply_cannot_lose_a_dirty_mark() {
+    // Count the steps sync takes to apply one change, then crash at each one in turn.
+    let (clean, clean_engine) = verified_in_ranges().await;
+    change_source(&clean, "55", "9");
+    let before = clean.steps().len();
+    sync_until_caught_up(&clean_engine).await;
+    let steps = clean.steps().len() - before;
+    assert!(
+        clean.steps()[before..].iter().any(|s| s == "mark_changed"),
+        "{:?}",
+        &clean.steps()[before..]
+    );
+    for step in 1..=steps {
+        let (db, e) = verified_in_ranges().await;
+        change_source(&db, "55", "9");
+        db.tamper("_splice_orders_v2_new", &["57"], "amount_cents", Some("1"));
+        db.crash_at_step(db.steps().len() + step);
+        let first = {
+            let opts = SyncOptions {
+                until_caught_up: true,
+                ..Default::default()
+            };
+            e.sync(
+                "orders_v2",
+                &opts,
+                &Control::new(RateLimit::Unlimited),
+                &mut NoProgress,
+            )
+            .await
+        };
+        drop(e);
+        // A new process: the change was not acknowledged unless it was applied and marked.
+        let e = engine(&db);
+        if first.is_err() {
+            sync_until_caught_up(&e).await;
+        }
+        let stored = db.stored_verify_ranges("orders_v2").expect("stored ranges");
+        assert!(
+            !stored.ranges[5].vouched(),
+            "crash at step {step}: range (50, 60] must be marked: {:?}",
+            stored.ranges[5]
+        );
+        let report = incremental(&e).await;
+        let keys: Vec<&Vec<String>> = report.diverged.iter().map(|d| &d.key).collect();
+        assert_eq!(
+            keys,
+            vec![&vec!["57".to_string()]],
+            "crash at step {step}: the changed range is re-read"
+        );
+    }
+}
+
+/// Raises the commit latency once the backfill copies, records every reason it held back for,
+/// and stops the sync once it held back for the latency (or after `give_up`).
+struct LatencyRises {
+    db: Memory,
+    control: Control,
+    raise_to: std::time::Duration,
+    reasons: Vec<String>,
+    started: std::time::Instant,
+    give_up: std::time::Duration,
+}
+
+impl engine::backfill::ProgressSink for LatencyRises {
+    fn update(&mut self, p: &engine::backfill::SyncProgress) {
+        use engine::backfill::SyncState;
+        match &p.state {
+            SyncState::Copying => self.db.set_commit_latency(self.raise_to),
+            SyncState::HoldingBack { reason, pace } => {
+                assert!(*pace < 1.0 && *pace > 0.0, "pace {pace}");
+                if reason.contains("> budget") {
+                    self.control.stop();
+                }
+                self.reasons.push(reason.clone());
+            }
+            _ => {}
+        }
+        if self.started.elapsed() > self.give_up {
+            self.control.stop();
+        }
+    }
+}
+
+async fn backfill_under_latency(
+    baseline: std::time::Duration,
+    during: std::time::Duration,
+) -> (Vec<String>, Memory) {
+    let db = database(4000);
+    db.set_commit_latency(baseline);
+    let engine = engine(&db);
+    engine.expand(SPEC, "spec.toml").await.expect("expand");
+    let control = Control::new(RateLimit::from_rows_per_second(1000));
+    let mut sink = LatencyRises {
+        db: db.clone(),
+        control: control.clone(),
+        raise_to: during,
+        reasons: Vec::new(),
+        started: std::time::Instant::now(),
+        give_up: std::time::Duration::from_secs(3),
+    };
+    engine
+        .sync("orders_v2", &SyncOptions::default(), &control, &mut sink)
+        .await
+        .expect("sync");
+    (sink.reasons, db)
+}
+
+#[tokio::test]
+async fn the_backfill_holds_back_while_commit_latency_is_above_the_impact_budget() {
+    // The probe measured 1 ms before the backfill started; 10 ms while it copies.
+    let (reasons, db) = backfill_under_latency(
+        std::time::Duration::from_millis(1),
+        std::time::Duration::from_millis(10),
+    )
+    .await;
+    assert!(
+        db.heartbeats() > 8,
+        "the probe beat {} times",
+        db.heartbeats()
+    );
+    let over = reasons
+        .iter()
+        .find(|r| r.contains("> budget"))
+        .unwrap_or_else(|| panic!("never held back for the latency: {reasons:?}"));
+    assert!(over.contains("+20%"), "{over}");
+}
+
+#[tokio::test]
+async fn a_backfill_whose_commit_latency_stays_flat_never_holds_back_for_it() {
+    let flat = std::time::Duration::from_millis(1);
+    let (reasons, db) = backfill_under_latency(flat, flat).await;
+    assert!(
+        db.heartbeats() > 8,
+        "the probe beat {} times",
+        db.heartbeats()
+    );
+    assert!(
+        reasons.iter().all(|r| !r.contains("> budget")),
+        "{reasons:?}"
     );
 }

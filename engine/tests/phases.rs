@@ -411,6 +411,7 @@ async fn a_runner_whose_fence_was_taken_over_copies_no_further_chunk() {
             until_caught_up: true,
             rate_limit: Some(engine::RateLimit::from_rows_per_second(2_000)),
             chunk_target: Some(std::time::Duration::from_millis(5)),
+            ..Default::default()
         };
         let engine = Engine::new(url);
         engine
@@ -611,4 +612,401 @@ async fn the_applier_waits_until_a_captured_transaction_is_visible() {
     .await
     .expect_err("never visible");
     assert!(err.to_string().contains("stayed invisible"), "{err}");
+}
+
+/// The stored verify ranges of orders_v2 as (idx, lower, upper) of a bigint key.
+async fn stored_ranges(client: &tokio_postgres::Client) -> Vec<(i32, Option<i64>, Option<i64>)> {
+    client
+        .query(
+            "SELECT idx, lower_key[1]::bigint, upper_key[1]::bigint FROM splice.verify_ranges
+              WHERE migration = 'orders_v2' ORDER BY idx",
+            &[],
+        )
+        .await
+        .expect("stored ranges")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// The stored ranges holding any key in `lo..=hi`.
+fn covering(ranges: &[(i32, Option<i64>, Option<i64>)], lo: i64, hi: i64) -> Vec<i32> {
+    ranges
+        .iter()
+        .filter(|(_, l, u)| l.is_none_or(|l| l < hi) && u.is_none_or(|u| u >= lo))
+        .map(|(i, _, _)| *i)
+        .collect()
+}
+
+async fn incremental(engine: &Engine<Postgres>) -> engine::VerifyReport {
+    engine
+        .verify_kind(
+            "orders_v2",
+            engine::VerifyKind::Incremental,
+            &engine::verify::VerifyCounters::default(),
+        )
+        .await
+        .expect("incremental verify")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_verify_rereads_only_the_ranges_capture_changed() {
+    let (_db, client, engine) = expanded(20_000).await;
+    let engine = engine.with_verify_range_rows(1_000);
+    client
+        .batch_execute("ANALYZE orders")
+        .await
+        .expect("analyze");
+    sync_until_caught_up(&engine, "orders_v2").await;
+
+    // The first request for incremental has nothing to build on: a full pass, said so.
+    let first = incremental(&engine).await;
+    assert_eq!(first.kind, engine::VerifyKind::Full);
+    assert!(first.full_because.is_some(), "{first:?}");
+    assert!(first.passed());
+    let ranges = stored_ranges(&client).await;
+    assert!(ranges.len() >= 10, "{ranges:?}");
+    assert_eq!(first.ranges_total, ranges.len() as u64);
+
+    // 1% of the rows change through the application; one of them sits exactly on a stored
+    // bound (it belongs to the range below it). Key 5100, among the changed ones, and key
+    // 15000, far from them, are tampered with in the new table behind splice's back.
+    let (bound_idx, _, bound) = ranges[3];
+    let bound = bound.expect("a bounded range");
+    client
+        .batch_execute(&format!(
+            "UPDATE orders SET note = 'changed' WHERE id BETWEEN 5001 AND 5199 OR id = {bound}"
+        ))
+        .await
+        .expect("changes");
+    sync_until_caught_up(&engine, "orders_v2").await;
+    client
+        .batch_execute(
+            "UPDATE _splice_orders_v2_new SET note = 'tampered' WHERE id IN (5100, 15000)",
+        )
+        .await
+        .expect("tamper");
+    let mut expected = covering(&ranges, 5001, 5199);
+    expected.push(bound_idx);
+    expected.sort();
+    expected.dedup();
+    assert!(!covering(&ranges, 15000, 15000)
+        .iter()
+        .any(|i| expected.contains(i)));
+
+    let report = incremental(&engine).await;
+    assert_eq!(report.kind, engine::VerifyKind::Incremental);
+    assert_eq!(
+        report.ranges as usize,
+        expected.len(),
+        "{report:?} {expected:?}"
+    );
+    assert!(
+        report.rows_checked < 20_000 / 3,
+        "re-read {} of 20,000 rows",
+        report.rows_checked
+    );
+    let keys: Vec<&[String]> = report.diverged.iter().map(|d| &d.key[..]).collect();
+    assert_eq!(keys, vec![&["5100".to_string()][..]], "{report:?}");
+    let checked: Vec<i32> = client
+        .query(
+            "SELECT idx FROM splice.verify_ranges WHERE migration = 'orders_v2'
+                AND checked_marks > 0 ORDER BY idx",
+            &[],
+        )
+        .await
+        .expect("marked")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        checked, expected,
+        "the ranges capture marked are the ones re-read"
+    );
+
+    // The tampered row of an unchanged range is the limit: a full pass finds it.
+    let full = engine.verify("orders_v2").await.expect("full verify");
+    assert_eq!(full.kind, engine::VerifyKind::Full);
+    let mut keys: Vec<String> = full.diverged.iter().map(|d| d.key.join(",")).collect();
+    keys.sort();
+    assert_eq!(keys, vec!["15000".to_string(), "5100".to_string()]);
+
+    // Repaired through capture (the application rewrites both rows): incremental re-reads
+    // just their ranges, passes, and opens the gate.
+    client
+        .batch_execute("UPDATE orders SET note = note || '!' WHERE id IN (5100, 15000)")
+        .await
+        .expect("rewrite");
+    let report = incremental(&engine).await;
+    assert_eq!(report.kind, engine::VerifyKind::Incremental);
+    assert!(report.passed(), "{report:?}");
+    assert!(report.ranges <= 2, "{report:?}");
+    let phase: String = client
+        .query_one(
+            "SELECT phase FROM splice.migrations WHERE name = 'orders_v2'",
+            &[],
+        )
+        .await
+        .expect("phase")
+        .get(0);
+    assert_eq!(phase, "verified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_verify_places_keys_of_a_collated_composite_key_in_their_ranges() {
+    let db = server();
+    let client = connect(&db.url).await;
+    // A composite key whose text part has its own collation: capture marks ranges under the
+    // collation the range reads compare with.
+    client
+        .batch_execute(
+            "CREATE TABLE codes (region text COLLATE \"C\", n int, label text,
+                                 PRIMARY KEY (region, n));
+             INSERT INTO codes SELECT r, g, 'l' || g
+               FROM unnest(ARRAY['B', 'a', 'Z', 'm']) r, generate_series(1, 500) g;
+             ANALYZE codes;",
+        )
+        .await
+        .expect("table");
+    let spec = r#"
+name = "codes_v2"
+table = "public.codes"
+target = "CREATE TABLE codes (region text COLLATE \"C\", n int, label text NOT NULL, PRIMARY KEY (region, n))"
+
+[up]
+label = "coalesce(label, '')"
+"#;
+    let engine = Engine::new(db.url.clone()).with_verify_range_rows(200);
+    engine.expand(spec, "codes_v2.toml").await.expect("expand");
+    sync_until_caught_up(&engine, "codes_v2").await;
+    let full = engine.verify("codes_v2").await.expect("full verify");
+    assert!(full.passed() && full.ranges_total >= 4, "{full:?}");
+    // One key of each region changes; then the new table's row of one of them is tampered with.
+    client
+        .batch_execute("UPDATE codes SET label = 'changed' WHERE n = 250")
+        .await
+        .expect("change");
+    sync_until_caught_up(&engine, "codes_v2").await;
+    client
+        .batch_execute("UPDATE _splice_codes_v2_new SET label = 'x' WHERE region = 'a' AND n = 250")
+        .await
+        .expect("tamper");
+    let report = engine
+        .verify_kind(
+            "codes_v2",
+            engine::VerifyKind::Incremental,
+            &engine::verify::VerifyCounters::default(),
+        )
+        .await
+        .expect("incremental");
+    assert_eq!(report.kind, engine::VerifyKind::Incremental);
+    assert!(report.ranges < report.ranges_total, "{report:?}");
+    let keys: Vec<String> = report.diverged.iter().map(|d| d.key.join(",")).collect();
+    assert_eq!(keys, vec!["a,250".to_string()], "{report:?}");
+}
+
+/// Keeps the last progress a sync reported.
+struct LastProgress(Arc<std::sync::Mutex<engine::backfill::SyncProgress>>);
+
+impl engine::backfill::ProgressSink for LastProgress {
+    fn update(&mut self, p: &engine::backfill::SyncProgress) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = p.clone();
+        }
+    }
+}
+
+async fn heartbeat_row(client: &tokio_postgres::Client) -> Option<i64> {
+    client
+        .query_opt(
+            "SELECT beats FROM splice.heartbeat WHERE migration = 'orders_v2'",
+            &[],
+        )
+        .await
+        .expect("heartbeat row")
+        .map(|r| r.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_impact_budget_times_a_heartbeat_on_the_source_holds_back_when_it_slows_and_says_so() {
+    let (db, client, engine) = expanded(200).await;
+    sync_until_caught_up(&engine, "orders_v2").await;
+    // Follow changes with the default budget, in the background.
+    let last = Arc::new(std::sync::Mutex::new(
+        engine::backfill::SyncProgress::default(),
+    ));
+    let control = engine::backfill::Control::new(engine::RateLimit::Unlimited);
+    let sync = {
+        let (url, control, last) = (db.url.clone(), control.clone(), last.clone());
+        tokio::spawn(async move {
+            Engine::new(url)
+                .sync(
+                    "orders_v2",
+                    &engine::phases::SyncOptions::default(),
+                    &control,
+                    &mut LastProgress(last),
+                )
+                .await
+        })
+    };
+    let figures = |last: &Arc<std::sync::Mutex<engine::backfill::SyncProgress>>| {
+        last.lock().ok().and_then(|p| p.impact.clone())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while figures(&last).is_none() {
+        assert!(std::time::Instant::now() < deadline, "no impact figures");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The probe commits its heartbeat on the source, and status shows what it measured.
+    let beats = heartbeat_row(&client).await.expect("a heartbeat row");
+    assert!(beats > 8, "{beats} heartbeats");
+    let status = engine.status(Some("orders_v2")).await.expect("status");
+    let impact = status[0]
+        .impact
+        .clone()
+        .expect("status shows the impact figures");
+    assert!(impact.baseline_ms > 0.0 && impact.budget_ms > impact.baseline_ms);
+    // The application's commits slow down: another session holds the heartbeat's row for
+    // 40 ms at a time, so each heartbeat commit waits for it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow = {
+        let (url, stop) = (db.url.clone(), stop.clone());
+        tokio::spawn(async move {
+            let c = connect(&url).await;
+            while !stop.load(Ordering::Relaxed) {
+                c.batch_execute(
+                    "BEGIN; SELECT 1 FROM splice.heartbeat WHERE migration = 'orders_v2' FOR UPDATE;
+                     SELECT pg_sleep(0.04); COMMIT",
+                )
+                .await
+                .expect("hold the heartbeat row");
+            }
+        })
+    };
+    let holding = |last: &Arc<std::sync::Mutex<engine::backfill::SyncProgress>>| {
+        figures(last).and_then(|i| i.holding_back.filter(|h| h.contains("> budget")))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while holding(&last).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never held back: {:?}",
+            figures(&last)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(figures(&last).is_some_and(|i| i.pace < 1.0));
+    // `splice status` (another process) says so once the sync saved it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let s = engine.status(Some("orders_v2")).await.expect("status");
+        if s[0]
+            .impact
+            .as_ref()
+            .and_then(|i| i.holding_back.as_ref())
+            .is_some_and(|h| h.contains("> budget"))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "status never said so");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    slow.await.expect("slow");
+    control.stop();
+    sync.await.expect("join").expect("sync");
+    // No sync runs: status shows no stale figures; abandoning removes the heartbeat row.
+    let s = engine.status(Some("orders_v2")).await.expect("status");
+    assert!(s[0].impact.is_none(), "{:?}", s[0].impact);
+    engine.rollback("orders_v2").await.expect("rollback");
+    assert_eq!(heartbeat_row(&client).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_deleted_reinserted_and_moved_within_one_batch_ends_equal_to_the_source() {
+    let (_db, client, engine) = expanded(100).await;
+    sync_until_caught_up(&engine, "orders_v2").await;
+    // One transaction (so one applied batch): a row deleted and inserted again with other
+    // values, a key moved away and another row moved onto the freed key, a row changed twice,
+    // and a long value stored out of line (TOAST) next to an update that leaves it unchanged.
+    let long = "x".repeat(100_000);
+    client
+        .execute(
+            "UPDATE orders SET note = $1 WHERE id = 40",
+            &[&long.as_str()],
+        )
+        .await
+        .expect("toast");
+    sync_until_caught_up(&engine, "orders_v2").await;
+    client
+        .batch_execute(
+            "BEGIN;
+             DELETE FROM orders WHERE id = 5;
+             INSERT INTO orders (id, customer_id, amount, currency, note)
+                 VALUES (5, 77, 12.34, 'EUR', 'back again');
+             UPDATE orders SET id = 100006 WHERE id = 6;
+             UPDATE orders SET id = 6, note = 'moved here' WHERE id = 7;
+             UPDATE orders SET amount = 1 WHERE id = 8;
+             UPDATE orders SET amount = 2 WHERE id = 8;
+             UPDATE orders SET customer_id = customer_id + 1 WHERE id = 40;
+             COMMIT",
+        )
+        .await
+        .expect("writes");
+    sync_until_caught_up(&engine, "orders_v2").await;
+    assert_eq!(
+        mismatches(&client, "orders", "_splice_orders_v2_new").await,
+        Vec::<i64>::new()
+    );
+    let note: Option<String> = client
+        .query_one("SELECT note FROM _splice_orders_v2_new WHERE id = 40", &[])
+        .await
+        .expect("toasted row")
+        .get(0);
+    assert_eq!(note.map(|n| n.len()), Some(100_000));
+    let gone: i64 = client
+        .query_one(
+            "SELECT count(*) FROM _splice_orders_v2_new WHERE id = 7",
+            &[],
+        )
+        .await
+        .expect("moved key")
+        .get(0);
+    assert_eq!(gone, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_store_made_by_an_older_splice_is_brought_up_to_date_before_it_is_read() {
+    let (_db, client, engine) = expanded(10).await;
+    // What an older splice left: no table of stored verify ranges, no column for the impact
+    // budget's figures, and no record of this version of the schema.
+    client
+        .batch_execute(
+            "DROP TABLE splice.verify_ranges;
+             ALTER TABLE splice.migrations DROP COLUMN sync_impact;
+             DELETE FROM splice.schema_versions;",
+        )
+        .await
+        .expect("age the store");
+    let status = engine
+        .status(Some("orders_v2"))
+        .await
+        .expect("status reads it");
+    assert_eq!(status[0].phase, "expanded");
+    let present: bool = client
+        .query_one(
+            "SELECT to_regclass('splice.verify_ranges') IS NOT NULL
+                AND EXISTS (SELECT 1 FROM information_schema.columns
+                            WHERE table_schema = 'splice' AND table_name = 'migrations'
+                              AND column_name = 'sync_impact')
+                AND EXISTS (SELECT 1 FROM splice.schema_versions)",
+            &[],
+        )
+        .await
+        .expect("catalog")
+        .get(0);
+    assert!(
+        present,
+        "the missing table and column were added, and the version recorded"
+    );
 }

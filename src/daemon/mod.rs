@@ -26,7 +26,7 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_secs(9);
 /// Drive migrations on their own, with /metrics, /healthz and a control API.
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  splice daemon migrations/orders_v2.toml\n  splice daemon --listen 0.0.0.0:9187 --token-file /etc/splice/token --config /etc/splice/daemon.toml\n\nFor each migration: expand (unless done), sync until caught up, then a full verify pass every\n--verify-interval while following changes in between. It cuts over and rolls back when asked\n(POST …/cutover, …/rollback) or when the file's [automation] gates say so; it never contracts or drops.\nGET /healthz/live, /healthz/ready, /metrics, /api/v1/migrations[/NAME], /;\nPOST /api/v1/migrations/NAME/pause|resume|cutover|rollback; PUT /api/v1/migrations/NAME/throttle {\"rows_per_second\": N}.\nSIGTERM (or Ctrl-C) stops every sync at a checkpoint and exits 0. See docs/daemon.md."
+    after_help = "Examples:\n  splice daemon migrations/orders_v2.toml\n  splice daemon --listen 0.0.0.0:9187 --token-file /etc/splice/token --config /etc/splice/daemon.toml\n\nFor each migration: expand (unless done), sync until caught up, then a full verify pass, and every\n--verify-interval an incremental one (only the key ranges changed since) while following changes in between. It cuts over and rolls back when asked\n(POST …/cutover, …/rollback) or when the file's [automation] gates say so; it never contracts or drops.\nGET /healthz/live, /healthz/ready, /metrics, /api/v1/migrations[/NAME], /;\nPOST /api/v1/migrations/NAME/pause|resume|cutover|rollback; PUT /api/v1/migrations/NAME/throttle {\"rows_per_second\": N}.\nSIGTERM (or Ctrl-C) stops every sync at a checkpoint and exits 0. See docs/daemon.md."
 )]
 pub struct DaemonArgs {
     /// Migration files to drive (TOML), in the database of --database-url.
@@ -42,7 +42,7 @@ pub struct DaemonArgs {
     /// A file holding the bearer token control requests must carry.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
-    /// Time between two full verify passes (default 5m).
+    /// Time between two verify passes (default 5m): the first full, the next incremental.
     #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
     verify_interval: Option<Duration>,
     /// PostgreSQL URL; defaults to $SPLICE_DATABASE_URL, then $DATABASE_URL, then the PG*
@@ -168,6 +168,7 @@ async fn serve(settings: Settings, runs: Vec<Arc<MigrationRun>>) -> u8 {
         tokio::spawn(automation::automate(run.clone(), stop.clone()));
         drivers.spawn(runner::drive(
             run.clone(),
+            format!("http://{addr}"),
             settings.verify_interval,
             stop.clone(),
         ));

@@ -16,11 +16,11 @@
 use engine::backfill::{Control, ProgressSink, SyncProgress};
 use engine::phases::{CutoverReport, ReverseSync, RollbackReport, Status, SyncOptions};
 use engine::spec::Automation;
-use engine::{Engine, EngineError, MigrationSpec, Phase, Postgres, VerifyReport};
+use engine::{Engine, EngineError, MigrationSpec, Phase, Postgres, VerifyKind, VerifyReport};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{oneshot, watch};
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 /// How often each migration's status (and so its database) is read for metrics and readiness.
 pub const STATUS_EVERY: Duration = Duration::from_secs(2);
@@ -43,7 +43,7 @@ pub enum Activity {
     Expanding,
     /// Capture + backfill, until caught up.
     Backfilling,
-    /// A full verify pass.
+    /// A verify pass (the first full, then incremental).
     Verifying,
     /// Applying captured changes until the next verify pass is due.
     Following,
@@ -64,7 +64,12 @@ pub struct VerifyPass {
     /// Seconds since the Unix epoch.
     pub finished_at: f64,
     pub passed: bool,
+    /// `full` or `incremental`.
+    pub kind: engine::VerifyKind,
+    /// Rows and ranges this pass read, of `ranges_total`.
     pub rows_checked: u64,
+    pub ranges: u64,
+    pub ranges_total: u64,
     pub divergent_rows: u64,
     pub divergence_ratio: f64,
     pub seconds: f64,
@@ -75,7 +80,10 @@ impl VerifyPass {
         VerifyPass {
             finished_at: unix_now(),
             passed: report.passed(),
+            kind: report.kind,
             rows_checked: report.rows_checked,
+            ranges: report.ranges,
+            ranges_total: report.ranges_total,
             divergent_rows: report.diverged.len() as u64,
             divergence_ratio: report.divergence_rate(),
             seconds: report.seconds,
@@ -83,9 +91,11 @@ impl VerifyPass {
     }
 }
 
-/// A control request (over HTTP, or from the automation), kept for the JSON API. Kept here
-/// rather than in the state store's history, which the engine reads (the last transition says
-/// whether a rollback already happened; cutover's figures say whether reverse sync runs).
+/// A control request (over HTTP, or from the automation), for the JSON API. Each is also
+/// recorded in the state store's event log (`Engine::record_event`), which `splice status
+/// --history` lists and a restarted daemon reads back; that log sits beside the transitions,
+/// never among them, because the engine reads the transitions (the last says whether a
+/// rollback already happened; cutover's figures say whether reverse sync runs).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ControlEvent {
     pub at: f64,
@@ -232,7 +242,7 @@ impl MigrationRun {
     }
 
     /// Pauses (or resumes) the runner; returns false when it already was.
-    pub fn set_paused(&self, paused: bool, caller: &str) -> bool {
+    pub async fn set_paused(&self, paused: bool, caller: &str) -> bool {
         let changed = self.paused.send_if_modified(|p| {
             let changed = *p != paused;
             *p = paused;
@@ -240,25 +250,100 @@ impl MigrationRun {
         });
         let action = if paused { "pause" } else { "resume" };
         info!(migration = %self.name, caller, changed, "{action} requested");
-        self.record_event(action, caller);
+        self.record_event(action, caller).await;
         changed
     }
 
-    pub fn record_event(&self, action: &str, caller: &str) {
+    pub async fn record_event(&self, action: &str, caller: &str) {
         self.record(ControlEvent {
             at: unix_now(),
             action: action.into(),
             caller: caller.into(),
             reason: None,
             outcome: None,
-        });
+        })
+        .await;
     }
 
-    fn record(&self, event: ControlEvent) {
+    /// Records a request in the state store's event log and in the view. A migration not
+    /// registered yet (before expand) has no log: the request is kept in the view only.
+    async fn record(&self, event: ControlEvent) {
+        let stored = tokio::time::timeout(
+            STATUS_TIMEOUT,
+            self.engine.record_event(
+                &self.name,
+                &event.action,
+                &event.caller,
+                event.reason.as_deref(),
+                event.outcome.as_deref(),
+            ),
+        )
+        .await;
+        match stored {
+            Ok(Ok(())) => {}
+            Ok(Err(EngineError::NoSuchMigration { .. })) => {
+                debug!(action = %event.action, "not registered yet: request kept in memory only")
+            }
+            Ok(Err(e)) => warn!(
+                action = %event.action,
+                error = %e,
+                "could not record the request in the state store; kept in memory only"
+            ),
+            Err(_) => warn!(
+                action = %event.action,
+                "the state store did not answer within {}s; request kept in memory only",
+                STATUS_TIMEOUT.as_secs()
+            ),
+        }
         let mut view = self.view();
         view.events.push(event);
-        let excess = view.events.len().saturating_sub(100);
+        let excess = view.events.len().saturating_sub(KEPT_EVENTS);
         view.events.drain(..excess);
+    }
+
+    /// Records that this daemon (its API at `api`) drives the migration; false while the
+    /// migration is not registered yet.
+    async fn announce(&self, api: &str) -> bool {
+        let recorded = tokio::time::timeout(
+            STATUS_TIMEOUT,
+            self.engine
+                .record_event(&self.name, engine::state::DAEMON_STARTED, api, None, None),
+        )
+        .await;
+        match recorded {
+            Ok(Ok(())) => true,
+            // Before expand there is no record (or no state store) to add it to; a failed
+            // write is tried again at the next step.
+            Ok(Err(e)) => {
+                debug!(error = %e, "this daemon's address not recorded yet");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Reads the requests an earlier daemon recorded into the view (at start).
+    async fn load_events(&self) {
+        match self.engine.events(&self.name, KEPT_EVENTS).await {
+            Ok(stored) => {
+                let events = stored
+                    .into_iter()
+                    .map(|e| ControlEvent {
+                        at: humantime::parse_rfc3339(&e.at)
+                            .ok()
+                            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                            .map(|d| d.as_secs_f64())
+                            .unwrap_or(0.0),
+                        action: e.action,
+                        caller: e.caller,
+                        reason: e.reason,
+                        outcome: e.outcome,
+                    })
+                    .collect();
+                self.view().events = events;
+            }
+            Err(e) => debug!(error = %e, "no earlier requests read"),
+        }
     }
 
     /// Queues a cutover or rollback for the runner, which stops its sync at a checkpoint to
@@ -373,9 +458,23 @@ enum Step {
     Idle(String),
 }
 
+impl Step {
+    /// The name of the step in the logs' `step` span.
+    fn label(&self) -> &'static str {
+        match self {
+            Step::Expand => "expand",
+            Step::Backfill => "backfill",
+            Step::Verify => "verify",
+            Step::Follow { .. } => "follow",
+            Step::Idle(_) => "idle",
+        }
+    }
+}
+
 /// Drives one migration until `shutdown` turns true.
 pub async fn drive(
     run: Arc<MigrationRun>,
+    api: String,
     verify_every: Duration,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -384,12 +483,24 @@ pub async fn drive(
         let mut retry = RETRY_FIRST;
         // A verify pass is due as soon as the backfill is complete, then every `verify_every`.
         let mut next_verify: Option<Instant> = None;
+        // The first pass of this daemon is full; later ones re-read only the key ranges capture
+        // changed since (incremental verify), and run full again when nothing is stored.
+        let mut full_done = false;
         run.set_activity(Activity::Starting);
+        run.load_events().await;
+        // Recorded once the migration is registered (expand registers it), so a command run
+        // by hand that the runner lock refuses names this daemon's address.
+        let mut announced = false;
         while !*shutdown.borrow() {
+            if !announced {
+                announced = run.announce(&api).await;
+            }
             if let Some(request) = run.take_request() {
-                if carry_out(&run, request).await {
+                let span = info_span!("step", step = request.action.as_str());
+                if carry_out(&run, request).instrument(span).await {
                     // A verify pass right away takes the rolled-back migration to verified.
                     next_verify = None;
+                    full_done = false;
                 }
                 run.refresh_status().await;
                 continue;
@@ -413,44 +524,55 @@ pub async fn drive(
                     continue;
                 }
             };
-            let result = match step {
-                Step::Expand => {
-                    run.set_activity(Activity::Expanding);
-                    run.engine
-                        .expand(&run.spec_text, &run.file)
-                        .await
-                        .map(|r| info!(already = r.already, "expanded"))
-                }
-                Step::Backfill => {
-                    run.set_activity(Activity::Backfilling);
-                    sync(&run, true, None, &shutdown).await
-                }
-                Step::Verify => {
-                    run.set_activity(Activity::Verifying);
-                    let outcome = verify(&run, &shutdown).await;
-                    if outcome.is_ok() {
-                        next_verify = Some(Instant::now() + verify_every);
+            let span = info_span!("step", step = step.label());
+            let result = async {
+                match step {
+                    Step::Expand => {
+                        run.set_activity(Activity::Expanding);
+                        run.engine
+                            .expand(&run.spec_text, &run.file)
+                            .await
+                            .map(|r| info!(already = r.already, "expanded"))
                     }
-                    outcome
-                }
-                Step::Follow { until } => {
-                    run.set_activity(Activity::Following);
-                    sync(&run, false, until, &shutdown).await
-                }
-                Step::Idle(why) => {
-                    run.set_activity(Activity::Idle(why));
-                    let mut stop = shutdown.clone();
-                    let mut paused = run.paused.subscribe();
-                    let mut requested = run.requested.subscribe();
-                    tokio::select! {
-                        _ = tokio::time::sleep(STATUS_EVERY) => {}
-                        _ = stop.wait_for(|s| *s) => {}
-                        _ = paused.wait_for(|p| *p) => {}
-                        _ = requested.wait_for(|r| *r) => {}
+                    Step::Backfill => {
+                        run.set_activity(Activity::Backfilling);
+                        sync(&run, true, None, &shutdown).await
                     }
-                    Ok(())
+                    Step::Verify => {
+                        run.set_activity(Activity::Verifying);
+                        let kind = if full_done {
+                            VerifyKind::Incremental
+                        } else {
+                            VerifyKind::Full
+                        };
+                        let outcome = verify(&run, kind, &shutdown).await;
+                        if let Ok(ran) = &outcome {
+                            next_verify = Some(Instant::now() + verify_every);
+                            full_done |= *ran == Some(VerifyKind::Full);
+                        }
+                        outcome.map(|_| ())
+                    }
+                    Step::Follow { until } => {
+                        run.set_activity(Activity::Following);
+                        sync(&run, false, until, &shutdown).await
+                    }
+                    Step::Idle(why) => {
+                        run.set_activity(Activity::Idle(why));
+                        let mut stop = shutdown.clone();
+                        let mut paused = run.paused.subscribe();
+                        let mut requested = run.requested.subscribe();
+                        tokio::select! {
+                            _ = tokio::time::sleep(STATUS_EVERY) => {}
+                            _ = stop.wait_for(|s| *s) => {}
+                            _ = paused.wait_for(|p| *p) => {}
+                            _ = requested.wait_for(|r| *r) => {}
+                        }
+                        Ok(())
+                    }
                 }
-            };
+            }
+            .instrument(span)
+            .await;
             match result {
                 Ok(()) => retry = RETRY_FIRST,
                 Err(e) => failed(&run, &e, &mut retry, &shutdown).await,
@@ -631,31 +753,42 @@ async fn carry_out(run: &MigrationRun, request: Request) -> bool {
         caller,
         reason,
         outcome: Some(outcome),
-    });
+    })
+    .await;
     if let Some(reply) = reply {
         let _ = reply.send(result);
     }
     rolled_back
 }
 
-/// One full verify pass. After shutdown it gets [`VERIFY_GRACE`] to finish, then is dropped.
-async fn verify(run: &MigrationRun, shutdown: &watch::Receiver<bool>) -> Result<(), EngineError> {
+/// One verify pass of `kind` (an incremental one runs full when no pass is stored); returns
+/// the kind that ran, `None` when it was abandoned. After shutdown it gets [`VERIFY_GRACE`] to
+/// finish, then is dropped.
+async fn verify(
+    run: &MigrationRun,
+    kind: VerifyKind,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Option<VerifyKind>, EngineError> {
     let mut stop = shutdown.clone();
     let grace = async {
         let _ = stop.wait_for(|s| *s).await;
         tokio::time::sleep(VERIFY_GRACE).await;
     };
+    let counters = engine::verify::VerifyCounters::default();
     let report = tokio::select! {
-        r = run.engine.verify(&run.name) => r?,
+        r = run.engine.verify_kind(&run.name, kind, &counters) => r?,
         _ = grace => {
             warn!("verify pass abandoned at shutdown; it recorded nothing");
-            return Ok(());
+            return Ok(None);
         }
     };
     let pass = VerifyPass::of(&report);
     if pass.passed {
         info!(
+            kind = %pass.kind,
             rows = pass.rows_checked,
+            ranges = pass.ranges,
+            ranges_total = pass.ranges_total,
             seconds = pass.seconds,
             "verify pass: no divergence"
         );
@@ -667,9 +800,10 @@ async fn verify(run: &MigrationRun, shutdown: &watch::Receiver<bool>) -> Result<
         );
     }
     let mut view = run.view();
+    let ran = pass.kind;
     view.last_verify = Some(pass);
     view.verify_passes += 1;
-    Ok(())
+    Ok(Some(ran))
 }
 
 /// Progress of the running sync, into the view.
@@ -684,6 +818,9 @@ impl ProgressSink for ViewProgress {
         view.progress = Some(p.clone());
     }
 }
+
+/// Requests kept in the view (and read back at start).
+const KEPT_EVENTS: usize = 100;
 
 pub fn unix_now() -> f64 {
     SystemTime::now()

@@ -443,6 +443,10 @@ impl MySqlChangeStream {
                 }
                 return Ok(Some(self.finish(building, log_pos, header.event_size())));
             }
+            k if k == EventType::XA_PREPARE_LOG_EVENT as u8 => {
+                // MariaDB ends a prepared XA group with this event; XA COMMIT follows later.
+                return self.xa(log_pos, header.event_size());
+            }
             k if is_rows_event(k) => {
                 self.rows(event, log_pos)?;
                 return Ok(None);
@@ -505,26 +509,20 @@ impl MySqlChangeStream {
             return Ok(None);
         }
         if upper.starts_with("XA ") {
-            // XA PREPARE ends a group that commits later (XA COMMIT, its own group): holding
-            // prepared changes until then is not built, so such a group touching a captured
-            // table stops the stream rather than deliver it at the wrong moment.
-            let building = self.building.take();
-            if building.as_ref().is_some_and(|b| !b.changes.is_empty()) {
-                return Err(CdcError::Protocol(format!(
-                    "binlog {}:{log_pos}: an XA transaction changed a captured table; the \
-                     binlog source does not follow XA transactions yet: capture without XA \
-                     writes to these tables",
-                    self.file
-                )));
-            }
-            return Ok(building.map(|b| self.finish(b, log_pos, size)));
+            return self.xa(log_pos, size);
         }
         match self.building.take() {
-            Some(building) if !building.standalone => {
-                // Statements inside a transaction: statement-based logging.
+            Some(building) if !building.standalone && is_dml(&upper) => {
+                // Row changes logged as a statement: statement-based logging.
                 Err(CdcError::StatementLogged {
                     position: self.here(log_pos).to_string(),
                 })
+            }
+            Some(building) if !building.standalone => {
+                // Another statement inside a transaction (the CREATE of CREATE TABLE … SELECT,
+                // whose rows follow as row events): the transaction goes on.
+                self.building = Some(building);
+                Ok(None)
             }
             building => {
                 // A statement standing alone (DDL). TRUNCATE of a captured table is a change.
@@ -554,6 +552,23 @@ impl MySqlChangeStream {
                 Ok(Some(self.finish(building, log_pos, size)))
             }
         }
+    }
+
+    /// The end of an XA group (XA PREPARE; XA COMMIT/ROLLBACK of a prepared one). The
+    /// prepared changes commit later, in another group: holding them until then is not built,
+    /// so a group that touched a captured table stops the stream rather than deliver it at the
+    /// wrong moment. Others end here, with nothing to deliver.
+    fn xa(&mut self, log_pos: u64, size: u32) -> Result<Option<Transaction>, CdcError> {
+        let building = self.building.take();
+        if building.as_ref().is_some_and(|b| !b.changes.is_empty()) {
+            return Err(CdcError::Protocol(format!(
+                "binlog {}:{log_pos}: an XA transaction changed a captured table; the binlog \
+                 source does not follow XA transactions yet: keep XA transactions away from \
+                 the captured tables while capturing",
+                self.file
+            )));
+        }
+        Ok(building.map(|b| self.finish(b, log_pos, size)))
     }
 
     fn rows(&mut self, event: &Event, log_pos: u64) -> Result<(), CdcError> {
@@ -682,6 +697,7 @@ impl MySqlChangeStream {
             mut sql,
             writer,
             binlog_connection,
+            slot,
             ..
         } = self;
         drop(writer.tx);
@@ -692,6 +708,11 @@ impl MySqlChangeStream {
             .query_drop(format!("KILL CONNECTION {binlog_connection}"))
             .await;
         let _ = tokio::time::timeout(Duration::from_secs(2), binlog.close()).await;
+        // Released here rather than by the disconnect, which the server finishes on its own
+        // time: the next reader of the slot may start as soon as this returns.
+        let _ = sql
+            .exec_drop("SELECT RELEASE_LOCK(?)", (setup::slot_lock_name(&slot),))
+            .await;
         let _ = tokio::time::timeout(Duration::from_secs(2), sql.disconnect()).await;
     }
 }
@@ -761,6 +782,30 @@ fn key_of(table: &CapturedTable, row: &BinlogRow) -> Result<Key, CdcError> {
         .collect()
 }
 
+/// Whether an (upper-cased) statement changes rows: what a row-based binlog never holds as a
+/// statement.
+fn is_dml(upper: &str) -> bool {
+    let mut text = upper.trim_start();
+    // Leading comments (`/* … */`), as tools write them.
+    while let Some(rest) = text.strip_prefix("/*") {
+        match rest.find("*/") {
+            Some(end) => text = rest[end + 2..].trim_start(),
+            None => return false,
+        }
+    }
+    [
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "REPLACE",
+        "LOAD DATA",
+        "LOAD XML",
+        "CALL",
+    ]
+    .iter()
+    .any(|verb| text.starts_with(verb))
+}
+
 /// The table a `TRUNCATE [TABLE] name` statement empties, resolved against `schema`.
 fn truncated_table(statement: &str, schema: &str) -> Option<TableName> {
     let mut words = statement.split_whitespace();
@@ -819,7 +864,15 @@ impl ChangeSource for MySqlChangeStream {
             let event = std::future::poll_fn(|cx| Pin::new(&mut self.binlog).poll_next(cx)).await;
             let event =
                 match event {
-                    None => return Ok(None),
+                    // The dump never ends by itself (it was not asked to): the server ended it.
+                    None => {
+                        return Err(CdcError::Replication {
+                            detail: "the server ended the binlog stream (it shut down, or the \
+                                     reader's connection was killed); open the stream again to \
+                                     resume from the last acknowledged position"
+                                .into(),
+                        })
+                    }
                     Some(Err(e)) => {
                         return Err(purged_error(&self.slot, &self.acked, &e).unwrap_or_else(
                             || CdcError::Replication {

@@ -420,10 +420,17 @@ pub(crate) async fn check_table(
 
 /// The server's current binlog file and offset (`SHOW MASTER STATUS`).
 pub(crate) async fn master_status(conn: &mut Conn) -> Result<(String, u64), CdcError> {
-    let row: Option<Row> = conn
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .map_err(|e| CdcError::mysql("reading the binlog position (SHOW MASTER STATUS)", &e))?;
+    let row: Option<Row> = match conn.query_first("SHOW MASTER STATUS").await {
+        // MySQL 8.4 removed it in favour of SHOW BINARY LOG STATUS (not run here).
+        Err(mysql_async::Error::Server(ref s)) if s.code == 1064 => conn
+            .query_first("SHOW BINARY LOG STATUS")
+            .await
+            .map_err(|e| {
+                CdcError::mysql("reading the binlog position (SHOW BINARY LOG STATUS)", &e)
+            })?,
+        other => other
+            .map_err(|e| CdcError::mysql("reading the binlog position (SHOW MASTER STATUS)", &e))?,
+    };
     let row = row.ok_or(CdcError::BinlogOff)?;
     let file: Option<String> = row.get_opt(0).and_then(Result::ok);
     let pos: Option<u64> = row.get_opt(1).and_then(Result::ok);

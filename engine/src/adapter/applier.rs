@@ -45,6 +45,20 @@ pub trait ChangeApplier: Sessions {
         txns: &[u64],
         truncate: bool,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Marks the stored verify ranges of `migration` (for the direction `shape`, see
+    /// [`crate::verify::shape`]) that hold any of `keys`, or every range when `every` (a
+    /// truncate), as changed: incremental verify re-reads them. Idempotent (a mark is a counter
+    /// bump: more marks only mean "read again"). Runs on the applier's session, so inside the
+    /// swap while one is locked; the applier calls it before it applies the keys (see
+    /// [`crate::applier`] for why that order is crash-safe).
+    fn mark_changed(
+        &self,
+        applier: &mut Self::ApplierSession,
+        migration: &str,
+        shape: &str,
+        keys: &HashSet<Vec<String>>,
+        every: bool,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Removes a change stream (slot and publication) if it exists.
     fn drop_capture(&self, slot: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Removes what marks the migration's appliers (PostgreSQL: both replication origins).

@@ -10,6 +10,7 @@
 //! | [`Planner`] | reading the catalog, compiling mappings, rendering `splice plan` |
 //! | [`SchemaChanges`] | the DDL of expand, rollback, contract, drop |
 //! | [`BackfillSource`] | chunk bounds, the fenced range copy, server load |
+//! | [`CommitProbe`] | the impact budget's heartbeat write |
 //! | [`ChangeApplier`] | the change stream and the applier that re-syncs keys |
 //! | [`VerifySource`] | verify's range bounds and canonical rows |
 //! | [`Cutover`] | the locked rename swap |
@@ -36,6 +37,7 @@ mod applier;
 mod backfill;
 mod cutover;
 mod planner;
+mod probe;
 mod schema;
 mod state;
 mod verify;
@@ -44,6 +46,7 @@ pub use applier::ChangeApplier;
 pub use backfill::BackfillSource;
 pub use cutover::Cutover;
 pub use planner::{ImpliedMappings, Planner};
+pub use probe::CommitProbe;
 pub use schema::SchemaChanges;
 pub use state::StateStore;
 pub use verify::VerifySource;
@@ -63,7 +66,14 @@ pub trait Sessions: Send + Sync + Sized + 'static {
 
 /// A database the phase machine can drive: every concern implemented.
 pub trait Adapter:
-    Planner + SchemaChanges + BackfillSource + ChangeApplier + VerifySource + Cutover + StateStore
+    Planner
+    + SchemaChanges
+    + BackfillSource
+    + CommitProbe
+    + ChangeApplier
+    + VerifySource
+    + Cutover
+    + StateStore
 {
 }
 
@@ -71,6 +81,7 @@ impl<T> Adapter for T where
     T: Planner
         + SchemaChanges
         + BackfillSource
+        + CommitProbe
         + ChangeApplier
         + VerifySource
         + Cutover

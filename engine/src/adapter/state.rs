@@ -1,8 +1,8 @@
 //! [`StateStore`]: migration records, their history, and the fenced runner lock.
 
 use super::Sessions;
-use crate::seam::{RateLimit, VerifyReport};
-use crate::state::{Figure, LastVerify, MigrationRecord, PhaseChange, Transition};
+use crate::seam::{KeyRange, RangeResult, RateLimit, StoredPass, VerifyReport};
+use crate::state::{Event, Figure, LastVerify, MigrationRecord, PhaseChange, Transition};
 use crate::EngineError;
 use std::future::Future;
 
@@ -45,6 +45,21 @@ pub trait StateStore: Sessions {
         conn: &Self::Conn,
         name: &str,
     ) -> impl Future<Output = Result<Vec<Transition>, EngineError>> + Send;
+    /// Appends a request to the migration's event log (needs no lock: it records what was
+    /// asked, not a step); false when no such migration.
+    fn record_event(
+        &self,
+        conn: &Self::Conn,
+        name: &str,
+        event: &Event,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    /// The migration's last `limit` events, oldest first.
+    fn events(
+        &self,
+        conn: &Self::Conn,
+        name: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Event>, EngineError>> + Send;
     /// The process that holds the migration's runner lock now, if one does (default: not
     /// known).
     fn runner(
@@ -89,6 +104,13 @@ pub trait StateStore: Sessions {
         lock: &Self::Lock,
         checkpoint: &crate::state::Checkpoint,
     ) -> impl Future<Output = Result<Option<RateLimit>, EngineError>> + Send;
+    /// Saves (or with `None` clears) what the running sync's impact budget measured and
+    /// decided, for `splice status`.
+    fn save_impact(
+        &self,
+        lock: &Self::Lock,
+        impact: Option<&crate::state::Impact>,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn set_figure(
         &self,
         lock: &Self::Lock,
@@ -109,5 +131,40 @@ pub trait StateStore: Sessions {
         &self,
         lock: &Self::Lock,
         report: &VerifyReport,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Why this store keeps no verify ranges at all, if it keeps none (incremental verify needs
+    /// them; default: it keeps them). Such a store answers [`StateStore::verify_ranges`] with
+    /// `None` always, so every pass is full and its report says this.
+    fn no_verify_ranges(&self) -> Option<&'static str> {
+        None
+    }
+    /// The ranges of the migration's last verify pass (incremental verify builds on them);
+    /// `None` when none is stored.
+    fn verify_ranges(
+        &self,
+        conn: &Self::Conn,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<StoredPass>, EngineError>> + Send;
+    /// Replaces the stored ranges with `ranges` (in key order), none of them checked yet, for
+    /// the direction `shape`: a full pass stores its bounds before it reads a row, so a change
+    /// capture applies while the pass runs marks the range it is in. Fenced.
+    fn start_verify_pass(
+        &self,
+        lock: &Self::Lock,
+        shape: &str,
+        ranges: &[KeyRange],
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Stores what checking these ranges found. Fenced.
+    fn record_verify_ranges(
+        &self,
+        lock: &Self::Lock,
+        results: &[RangeResult],
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Forgets the stored ranges: something wrote the new table outside capture, or changed
+    /// what it is compared with (rollback, cutover, a re-expand, a new backfill), so the next
+    /// verify is a full pass. Fenced.
+    fn forget_verify_ranges(
+        &self,
+        lock: &Self::Lock,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 }

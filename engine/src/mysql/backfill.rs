@@ -203,6 +203,48 @@ impl SchemaChanges for MySql {
     }
 }
 
+/// The impact budget's probe: a session of its own and its prepared heartbeat.
+pub struct Probe {
+    db: mysql_async::Conn,
+    beat: mysql_async::Statement,
+    migration: String,
+}
+
+impl crate::adapter::CommitProbe for MySql {
+    type Probe = Probe;
+
+    /// A plain session (autocommit, the server's default `innodb_flush_log_at_trx_commit` and
+    /// `sync_binlog`, as the application's commits) and the migration's row in
+    /// `splice.heartbeat`.
+    async fn open_probe(&self, migration: &str) -> Result<Probe, EngineError> {
+        let mut db = super::connect(&self.target).await?;
+        db.exec_drop(
+            "INSERT IGNORE INTO `splice`.`heartbeat` (migration) VALUES (?)",
+            (migration,),
+        )
+        .await
+        .map_err(|e| EngineError::my("creating the impact budget's heartbeat row", &e))?;
+        let beat = db
+            .prep("UPDATE `splice`.`heartbeat` SET beats = beats + 1 WHERE migration = ?")
+            .await
+            .map_err(|e| EngineError::my("preparing the impact budget's heartbeat", &e))?;
+        Ok(Probe {
+            db,
+            beat,
+            migration: migration.to_string(),
+        })
+    }
+
+    /// One autocommit UPDATE: its commit is durable (redo log, and the binlog when it is on).
+    async fn beat(probe: &mut Probe) -> Result<(), EngineError> {
+        probe
+            .db
+            .exec_drop(&probe.beat, (&probe.migration,))
+            .await
+            .map_err(|e| EngineError::my("committing the impact budget's heartbeat", &e))
+    }
+}
+
 impl BackfillSource for MySql {
     /// InnoDB's estimate; counted when it is small (InnoDB's estimate of a small or new table
     /// is often 0).

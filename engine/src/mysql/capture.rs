@@ -231,16 +231,45 @@ impl ChangeApplier for MySql {
             .map_err(|e| EngineError::my("committing applied changes", &e))
     }
 
+    /// Incremental verify is not built for MySQL/MariaDB: the state store keeps no verify
+    /// ranges (see `StateStore::no_verify_ranges`), so there is nothing to mark.
+    async fn mark_changed(
+        &self,
+        _applier: &mut ApplierSession,
+        _migration: &str,
+        _shape: &str,
+        _keys: &HashSet<Vec<String>>,
+        _every: bool,
+    ) -> Result<(), EngineError> {
+        Ok(())
+    }
+
     async fn drop_capture(&self, slot: &str) -> Result<(), EngineError> {
         cdc::drop_binlog_slot(self.url(), slot).await?;
         Ok(())
     }
 
-    /// Removes the marker rows of both applier origins (missing is fine).
+    /// Removes the marker rows of both applier origins and the impact budget's heartbeat row,
+    /// which goes with the appliers it throttled (missing is fine).
     async fn forget_appliers(&self, db: &Session, spec: &MigrationSpec) -> Result<(), EngineError> {
-        match db
-            .lock()
+        let mut conn = db.lock().await;
+        match conn
+            .exec_drop(
+                "DELETE FROM `splice`.`heartbeat` WHERE migration = ?",
+                (&spec.name,),
+            )
             .await
+        {
+            Ok(()) => {}
+            Err(mysql_async::Error::Server(s)) if s.code == 1146 || s.code == 1049 => {}
+            Err(e) => {
+                return Err(EngineError::my(
+                    "removing the impact budget's heartbeat row",
+                    &e,
+                ))
+            }
+        }
+        match conn
             .exec_drop(
                 "DELETE FROM `splice`.`cdc_marker` WHERE origin IN (?, ?)",
                 (spec.origin(), spec.reverse_origin()),

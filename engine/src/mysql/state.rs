@@ -8,10 +8,10 @@
 use super::{col, connect, MySql, Session};
 use crate::adapter::StateStore;
 use crate::error::Refusal;
-use crate::seam::{RateLimit, VerifyReport};
+use crate::seam::{KeyRange, RangeResult, RateLimit, StoredPass, VerifyReport};
 use crate::state::{
-    actor, Checkpoint, Figure, LastVerify, MigrationRecord, Phase, PhaseChange, QuarantineEntry,
-    Runner, SyncThrottle, Transition,
+    actor, Checkpoint, Event, Figure, Impact, LastVerify, MigrationRecord, Phase, PhaseChange,
+    QuarantineEntry, Runner, SyncThrottle, Transition,
 };
 use crate::EngineError;
 use mysql_async::prelude::Queryable;
@@ -40,7 +40,8 @@ pub const SCHEMA_DDL: &[&str] = &[
     quarantine_until DATETIME(6) NULL,
     sync_rate INT NULL,
     sync_rate_source VARCHAR(16) NULL,
-    sync_paused TEXT NULL
+    sync_paused TEXT NULL,
+    sync_impact LONGTEXT NULL
 ) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS `splice`.`history` (
     id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -62,7 +63,28 @@ pub const SCHEMA_DDL: &[&str] = &[
     rechecked BIGINT NOT NULL,
     diverged_keys LONGTEXT NOT NULL,
     seconds DOUBLE NOT NULL,
+    kind VARCHAR(16) NOT NULL DEFAULT 'full',
+    ranges_total BIGINT NULL,
     KEY (migration, id)
+) ENGINE=InnoDB",
+    // Requests made of a migration that are not steps (throttle, and what a daemon is asked):
+    // kept apart from `history`, which the engine reads.
+    "CREATE TABLE IF NOT EXISTS `splice`.`events` (
+    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    migration VARCHAR(64) NOT NULL,
+    at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    action TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT NULL,
+    outcome TEXT NULL,
+    KEY (migration, id)
+) ENGINE=InnoDB",
+    // The impact budget's heartbeat: one row per migration, updated every 100 ms while a sync
+    // runs (a durable autocommit UPDATE, timed); removed with the migration's appliers.
+    "CREATE TABLE IF NOT EXISTS `splice`.`heartbeat` (
+    migration VARCHAR(64) NOT NULL PRIMARY KEY,
+    beats BIGINT NOT NULL DEFAULT 0
 ) ENGINE=InnoDB",
     // Capture drains by writing a marker here and reading the stream until it arrives.
     "CREATE TABLE IF NOT EXISTS `splice`.`sync_marker` (
@@ -85,7 +107,7 @@ fn migration_columns() -> String {
      backfill_rate, lock_ms, quarantined_as, \
      DATE_FORMAT(quarantine_until, '%Y-%m-%dT%H:%i:%sZ'), \
      COALESCE(quarantine_until <= NOW(6), FALSE), rate_limit, sync_rate, sync_rate_source, \
-     sync_paused FROM `splice`.`migrations`"
+     sync_paused, sync_impact FROM `splice`.`migrations`"
         .to_string()
 }
 
@@ -133,6 +155,9 @@ fn record(r: &Row) -> Result<MigrationRecord, EngineError> {
         quarantine_expired: col::<i64>(r, 12, ctx)? != 0,
         rate_limit: col::<Option<i64>>(r, 13, ctx)?
             .map(|r| RateLimit::from_rows_per_second(r.clamp(0, u32::MAX as i64) as u32)),
+        // Written only by `save_impact`; a value this version cannot read is left out.
+        sync_impact: col::<Option<String>>(r, 17, ctx)?
+            .and_then(|text| serde_json::from_str(&text).ok()),
     })
 }
 
@@ -679,8 +704,8 @@ impl StateStore for MySql {
             lock,
             "recording the verify result",
             "INSERT INTO `splice`.`verify_results` \
-             (migration, passed, rows_checked, ranges, rechecked, diverged_keys, seconds) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             (migration, passed, rows_checked, ranges, rechecked, diverged_keys, seconds, kind, \
+             ranges_total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             vec![
                 Value::from(lock.name.clone()),
                 Value::from(result.passed()),
@@ -689,9 +714,129 @@ impl StateStore for MySql {
                 Value::from(result.rechecked as i64),
                 Value::from(keys),
                 Value::from(result.seconds),
+                Value::from(result.kind.to_string()),
+                Value::from(result.ranges_total as i64),
             ],
         )
         .await
+    }
+
+    async fn record_event(&self, db: &Session, name: &str, e: &Event) -> Result<bool, EngineError> {
+        let mut conn = db.lock().await;
+        if !state_exists(&mut conn).await? {
+            return Ok(false);
+        }
+        let ctx = format!("recording a request of {name}");
+        conn.exec_drop(
+            "INSERT INTO `splice`.`events` (migration, action, caller, actor, reason, outcome) \
+             SELECT name, ?, ?, ?, ?, ? FROM `splice`.`migrations` WHERE name = ?",
+            (
+                &e.action,
+                &e.caller,
+                &e.actor,
+                e.reason.as_deref(),
+                e.outcome.as_deref(),
+                name,
+            ),
+        )
+        .await
+        .map_err(|err| EngineError::my(ctx, &err))?;
+        Ok(conn.affected_rows() == 1)
+    }
+
+    async fn events(
+        &self,
+        db: &Session,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<Event>, EngineError> {
+        let ctx = format!("reading the requests of {name}");
+        let mut conn = db.lock().await;
+        if !state_exists(&mut conn).await? {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<Row> = conn
+            .exec(
+                format!(
+                    "SELECT at, action, caller, actor, reason, outcome FROM ( \
+                       SELECT id, {} AS at, action, caller, actor, reason, outcome \
+                       FROM `splice`.`events` WHERE migration = ? ORDER BY id DESC LIMIT ? \
+                     ) last ORDER BY id",
+                    rfc3339_ms("at")
+                ),
+                (name, limit),
+            )
+            .await
+            .map_err(|e| EngineError::my(ctx.clone(), &e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    at: col(r, 0, &ctx)?,
+                    action: col(r, 1, &ctx)?,
+                    caller: col(r, 2, &ctx)?,
+                    actor: col(r, 3, &ctx)?,
+                    reason: col(r, 4, &ctx)?,
+                    outcome: col(r, 5, &ctx)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn save_impact(
+        &self,
+        lock: &RunnerLock,
+        impact: Option<&Impact>,
+    ) -> Result<(), EngineError> {
+        let value = impact.and_then(|i| serde_json::to_string(i).ok());
+        fenced_write(
+            lock,
+            "saving the impact budget's figures",
+            "UPDATE `splice`.`migrations` SET sync_impact = ? WHERE name = ?",
+            vec![Value::from(value), Value::from(lock.name.clone())],
+        )
+        .await
+    }
+
+    /// Incremental verify is not built for MySQL/MariaDB: no ranges are stored, so every
+    /// verify (`--incremental` too) is a full pass, and its report says why.
+    async fn verify_ranges(
+        &self,
+        _db: &Session,
+        _name: &str,
+    ) -> Result<Option<StoredPass>, EngineError> {
+        Ok(None)
+    }
+
+    fn no_verify_ranges(&self) -> Option<&'static str> {
+        Some(
+            "incremental verify is not built for MySQL/MariaDB yet (no verify ranges are \
+             stored), so this pass is full",
+        )
+    }
+
+    /// Stores nothing (see [`StateStore::verify_ranges`] above).
+    async fn start_verify_pass(
+        &self,
+        _lock: &RunnerLock,
+        _shape: &str,
+        _ranges: &[KeyRange],
+    ) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// Stores nothing (see [`StateStore::verify_ranges`] above).
+    async fn record_verify_ranges(
+        &self,
+        _lock: &RunnerLock,
+        _results: &[RangeResult],
+    ) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// Nothing is stored, so nothing is forgotten.
+    async fn forget_verify_ranges(&self, _lock: &RunnerLock) -> Result<(), EngineError> {
+        Ok(())
     }
 }
 

@@ -167,6 +167,11 @@ impl<A: Adapter> Engine<A> {
             }
             .into());
         }
+        // From the swap on, the application writes the new table directly, not through
+        // capture: stored verify ranges would vouch for what they cannot see. They go before
+        // the swap (a crash after it cannot leave them behind); a cutover that then fails to
+        // lock costs the next verify a full pass.
+        self.adapter.forget_verify_ranges(&lock).await?;
         // Reverse sync's slot exists before the swap, so no write to the new table is missed.
         let reverse = plan
             .reverse

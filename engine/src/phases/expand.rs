@@ -112,6 +112,8 @@ impl<A: Adapter> Engine<A> {
         }
         // A throttle override belonged to the earlier run; this one starts from the file.
         self.adapter.set_rate_limit(&db, &spec.name, None).await?;
+        // Verify ranges of an earlier run vouch for a table that is about to be made anew.
+        self.adapter.forget_verify_ranges(&lock).await?;
         // The shadow table and the phase change commit together.
         let deferred = self
             .adapter

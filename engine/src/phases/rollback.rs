@@ -11,6 +11,7 @@ use super::{column_names, Engine};
 use crate::adapter::Adapter;
 use crate::backfill::{self, BackfillCopy, Control, NoProgress, ProgressSink};
 use crate::error::Refusal;
+use crate::impact::ImpactBudget;
 use crate::plan;
 use crate::seam::{Continuity, Fill, RateLimit, Swap};
 use crate::spec::MigrationSpec;
@@ -89,6 +90,11 @@ impl<A: Adapter> Engine<A> {
                 };
             }
             Some(_) => {}
+        }
+        // Whatever is rolled back, the stored verify ranges no longer describe the tables
+        // (after cutover the new table was written directly; before, it is dropped).
+        if record.phase != Phase::RolledBack {
+            self.adapter.forget_verify_ranges(&lock).await?;
         }
         match record.phase {
             Phase::Planned | Phase::Expanded | Phase::Syncing | Phase::Verified => {
@@ -206,6 +212,8 @@ impl<A: Adapter> Engine<A> {
                         // The restored table holds the rows of the day it was quarantined:
                         // every row is overwritten, and rows deleted since are removed.
                         fill: Fill::Mirror,
+                        // A rollback restores the application's table: no budget holds it back.
+                        impact: &ImpactBudget::off(),
                     },
                     &Control::new(RateLimit::Unlimited),
                     progress,
@@ -281,6 +289,7 @@ impl<A: Adapter> Engine<A> {
         self.adapter.drop_shadow(db, spec).await?;
         self.adapter.forget_appliers(db, spec).await?;
         self.adapter.reset_backfill(lock).await?;
+        self.adapter.forget_verify_ranges(lock).await?;
         // A `splice throttle` override ends with the run it was set for.
         self.adapter.set_rate_limit(db, &spec.name, None).await?;
         self.adapter

@@ -33,6 +33,10 @@ pub struct Status {
     /// The rate a running sync copies at, its source and its pause; with no sync running, an
     /// override `splice throttle` set for the next one.
     pub throttle: Option<state::SyncThrottle>,
+    /// The running sync's impact budget: the application's commit latency (baseline, now,
+    /// budget), the pace, and why it holds back while it does. `None` when no sync runs or its
+    /// budget is off.
+    pub impact: Option<state::Impact>,
     pub cutover_lock_ms: Option<f64>,
     pub quarantined_as: Option<String>,
     pub quarantine_until: Option<String>,
@@ -43,7 +47,13 @@ pub struct Status {
     /// The WAL each of the migration's slots keeps on the server.
     pub slots: Vec<crate::seam::SlotRetention>,
     pub history: Vec<state::Transition>,
+    /// The last requests made of it (pause, resume, throttle, cutover and rollback asked of
+    /// the daemon or by `splice throttle`), oldest first.
+    pub events: Vec<state::Event>,
 }
+
+/// How many of a migration's last requests `status` lists.
+pub const STATUS_EVENTS: usize = 50;
 
 /// Where a migration's backfill stands, as far as its phase makes it meaningful.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -115,6 +125,7 @@ impl<A: Adapter> Engine<A> {
             };
             let lag = self.adapter.capture_lag_bytes(&db, &slot).await?;
             let history = self.adapter.history(&db, &r.name).await?;
+            let events = self.adapter.events(&db, &r.name, STATUS_EVENTS).await?;
             let last = self
                 .adapter
                 .last_verify(&db, &r.name)
@@ -172,7 +183,15 @@ impl<A: Adapter> Engine<A> {
                     paused: None,
                 })
             };
+            // Saved by a running sync and cleared when it ends: shown while a runner holds the
+            // migration (the CLI's sync or the daemon's).
+            let impact = if runner.is_some() {
+                r.sync_impact.clone()
+            } else {
+                None
+            };
             out.push(Status {
+                impact,
                 name: r.name.clone(),
                 table: spec.table.to_string(),
                 phase: r.phase.to_string(),
@@ -201,6 +220,7 @@ impl<A: Adapter> Engine<A> {
                     slots
                 },
                 history,
+                events,
             });
         }
         Ok(out)

@@ -5,8 +5,9 @@ use super::Engine;
 use crate::adapter::Adapter;
 use crate::applier::Applier;
 use crate::backfill::{
-    self, BackfillCopy, Control, ProgressSink, RateSource, SyncProgress, SyncState,
+    self, BackfillCopy, Control, ImpactReport, ProgressSink, RateSource, SyncProgress, SyncState,
 };
+use crate::impact::ImpactBudget;
 use crate::plan;
 use crate::seam::{Continuity, Fill, RateLimit};
 use crate::state::{Phase, PhaseChange};
@@ -23,6 +24,9 @@ pub struct SyncOptions {
     /// The rate limit asked for on the command line; `None`: the file's.
     pub rate_limit: Option<RateLimit>,
     pub chunk_target: Option<Duration>,
+    /// The impact budget asked for on the command line (`Some(None)`: off); `None`: the
+    /// file's.
+    pub max_latency_increase: Option<Option<f64>>,
 }
 
 impl<A: Adapter> Engine<A> {
@@ -43,6 +47,9 @@ impl<A: Adapter> Engine<A> {
         } = self.load(name).await?;
         if let Some(t) = opts.chunk_target {
             spec.throttle.chunk_target = t;
+        }
+        if let Some(budget) = opts.max_latency_increase {
+            spec.throttle.max_latency_increase = budget;
         }
         let lock = self.locked(name).await?;
         // The rate typed on the command line wins (else one the caller set on `control`, else
@@ -74,7 +81,9 @@ impl<A: Adapter> Engine<A> {
             (Some(_), None) => {}
         }
         let span = info_span!("sync", migration = name, phase = %record.phase);
-        async move {
+        // The impact figures of an earlier sync (one that was killed) are stale now.
+        self.adapter.save_impact(&lock, None).await?;
+        let result = async {
             match record.phase {
                 Phase::Expanded | Phase::Syncing | Phase::Verified => {
                     let plan = plan::build(&self.adapter, &db, &spec).await?;
@@ -98,6 +107,12 @@ impl<A: Adapter> Engine<A> {
                             )
                             .await?;
                     }
+                    let impact = ImpactBudget::start(
+                        &self.adapter,
+                        name,
+                        spec.throttle.max_latency_increase,
+                    )
+                    .await;
                     let mut p = backfill::backfill(
                         &db,
                         &lock,
@@ -106,6 +121,7 @@ impl<A: Adapter> Engine<A> {
                         BackfillCopy {
                             source: &plan.source,
                             fill: Fill::Missing,
+                            impact: &impact,
                         },
                         control,
                         progress,
@@ -120,7 +136,16 @@ impl<A: Adapter> Engine<A> {
                         p.indexes_built = built;
                         p.index_build_s = seconds;
                     }
-                    let result = follow(&mut capture, opts, control, progress, &mut p).await;
+                    let result = follow(
+                        &mut capture,
+                        &lock,
+                        &impact,
+                        opts,
+                        control,
+                        progress,
+                        &mut p,
+                    )
+                    .await;
                     capture.close().await?;
                     result.map(|_| p)
                 }
@@ -143,7 +168,22 @@ impl<A: Adapter> Engine<A> {
                         state: SyncState::Following,
                         ..Default::default()
                     };
-                    let result = follow(&mut capture, opts, control, progress, &mut p).await;
+                    let impact = ImpactBudget::start(
+                        &self.adapter,
+                        name,
+                        spec.throttle.max_latency_increase,
+                    )
+                    .await;
+                    let result = follow(
+                        &mut capture,
+                        &lock,
+                        &impact,
+                        opts,
+                        control,
+                        progress,
+                        &mut p,
+                    )
+                    .await;
                     capture.close().await?;
                     result.map(|_| p)
                 }
@@ -154,7 +194,12 @@ impl<A: Adapter> Engine<A> {
             }
         }
         .instrument(span)
-        .await
+        .await;
+        // Best effort: status shows the figures only while a runner holds the migration.
+        if let Err(e) = self.adapter.save_impact(&lock, None).await {
+            tracing::debug!(error = %e, "clearing the impact figures");
+        }
+        result
     }
 }
 
@@ -177,9 +222,12 @@ impl<A: Adapter> Engine<A> {
     }
 }
 
-/// Applies changes until stopped, or until caught up when asked.
+/// Applies changes until stopped, or until caught up when asked; paced by the impact budget
+/// (a slower pace: bigger, less frequent batches; a quiet window now and then for its baseline).
 async fn follow<A: Adapter>(
     capture: &mut Applier<'_, A>,
+    runner: &A::Lock,
+    impact: &ImpactBudget,
     opts: &SyncOptions,
     control: &Control,
     progress: &mut dyn ProgressSink,
@@ -196,8 +244,12 @@ async fn follow<A: Adapter>(
         if p.backfill_done {
             p.state = SyncState::Following;
         }
+        let mut report = ImpactReport::new();
         while !control.stopping() {
+            impact.quiet_window_if_due().await;
+            capture.set_pace(impact.pace());
             capture.apply_for(Duration::from_millis(250)).await?;
+            report.update(capture.adapter(), runner, impact, p).await?;
             report_lag(capture, progress, p).await?;
         }
     }

@@ -2,9 +2,10 @@
 
 use super::Engine;
 use crate::adapter::Adapter;
+use crate::applier::Applier;
 use crate::error::Refusal;
 use crate::plan;
-use crate::seam::{Continuity, VerifyReport};
+use crate::seam::{Continuity, Direction, VerifyKind, VerifyReport};
 use crate::state::{Phase, PhaseChange};
 use crate::{verify, EngineError};
 use serde_json::json;
@@ -27,6 +28,28 @@ impl<A: Adapter> Engine<A> {
         name: &str,
         counters: &verify::VerifyCounters,
     ) -> Result<VerifyReport, EngineError> {
+        self.verify_kind(name, VerifyKind::Full, counters).await
+    }
+
+    /// `splice verify [--incremental]`: a pass of the kind asked for.
+    ///
+    /// A full pass samples new bounds, stores them before it reads a row, checks every range
+    /// and stores what each one found. An incremental pass re-reads only the stored ranges it
+    /// cannot vouch for (marked by capture since their last check, or whose last check did not
+    /// match), each under short snapshots of its own; with no stored pass, or one made for
+    /// another mapping, it runs full and says why ([`VerifyReport::full_because`]).
+    ///
+    /// The gate: a passing incremental pass opens cutover like a full one. After it, every
+    /// range either was re-read now and matched, or matched at its last check with no change
+    /// applied to it since; that is what a full pass run now would vouch for, as far as
+    /// capture can see. What it cannot see: writes to the new table that do not go through
+    /// splice (by hand, another program): they mark nothing, and only a full pass finds them.
+    pub async fn verify_kind(
+        &self,
+        name: &str,
+        kind: VerifyKind,
+        counters: &verify::VerifyCounters,
+    ) -> Result<VerifyReport, EngineError> {
         let super::Loaded { db, record, spec } = self.load(name).await?;
         if !matches!(record.phase, Phase::Syncing | Phase::Verified) {
             return Err(super::wrong_phase(
@@ -42,25 +65,20 @@ impl<A: Adapter> Engine<A> {
             }
             .into());
         }
+        // A state store made by an older splice gains the table of stored ranges (additive;
+        // skipped while ranges are stored, which the statements creating it come before).
+        if self.adapter.verify_ranges(&db, name).await?.is_none() {
+            self.adapter.ensure_state(&db).await?;
+        }
         let lock = self.locked(name).await?;
         let plan = plan::build(&self.adapter, &db, &spec).await?;
         self.check_source_drift(&db, name, &plan).await?;
         let mut capture = self
             .forward_applier(&spec, plan.forward.clone(), Continuity::Resume)
             .await?;
-        let mut pairs = vec![(db, self.db().await?)];
-        for _ in 1..VERIFY_PAIRS {
-            pairs.push((self.db().await?, self.db().await?));
-        }
-        let report = verify::verify(
-            &self.adapter,
-            &pairs,
-            &mut capture,
-            &plan.forward,
-            self.verify_range_rows,
-            counters,
-        )
-        .await;
+        let report = self
+            .verify_pass(&lock, name, kind, db, &mut capture, &plan.forward, counters)
+            .await;
         capture.close().await?;
         let mut report = report?;
         // Names for the fields of `expected` and `found`, so a report can say which differ.
@@ -73,7 +91,10 @@ impl<A: Adapter> Engine<A> {
             .collect();
         self.adapter.record_verify(&lock, &report).await?;
         let figures = json!({
+            "kind": report.kind,
             "rows_checked": report.rows_checked,
+            "ranges": report.ranges,
+            "ranges_total": report.ranges_total,
             "diverged": report.diverged.len(),
             "seconds": report.seconds,
         });
@@ -96,6 +117,113 @@ impl<A: Adapter> Engine<A> {
             }
             _ => {}
         }
+        Ok(report)
+    }
+
+    /// The sessions verify reads `ranges` ranges on: `db` and up to [`VERIFY_PAIRS`] - 1 more
+    /// pairs (no more pairs than ranges).
+    async fn verify_pairs(
+        &self,
+        db: A::Conn,
+        ranges: usize,
+    ) -> Result<Vec<(A::Conn, A::Conn)>, EngineError> {
+        let mut pairs = vec![(db, self.db().await?)];
+        for _ in 1..VERIFY_PAIRS.min(ranges) {
+            pairs.push((self.db().await?, self.db().await?));
+        }
+        Ok(pairs)
+    }
+
+    /// Drains capture (marking what changed), decides which ranges to read, reads them, and
+    /// stores what each found.
+    #[allow(clippy::too_many_arguments)]
+    async fn verify_pass(
+        &self,
+        lock: &A::Lock,
+        name: &str,
+        kind: VerifyKind,
+        db: A::Conn,
+        capture: &mut Applier<'_, A>,
+        dir: &Direction,
+        counters: &verify::VerifyCounters,
+    ) -> Result<VerifyReport, EngineError> {
+        let started = std::time::Instant::now();
+        let source_db = &db;
+        // Everything committed before now is applied, and its ranges marked, before the
+        // stored ranges are read.
+        capture.drain().await?;
+        let shape = verify::shape(dir);
+        let (ran, full_because, to_check, total) = match kind {
+            VerifyKind::Full => (VerifyKind::Full, None, None, 0),
+            VerifyKind::Incremental if self.adapter.no_verify_ranges().is_some() => (
+                VerifyKind::Full,
+                self.adapter.no_verify_ranges().map(String::from),
+                None,
+                0,
+            ),
+            VerifyKind::Incremental => match self.adapter.verify_ranges(source_db, name).await? {
+                None => (
+                    VerifyKind::Full,
+                    Some("no verify pass is stored yet (the first verify is always full)".into()),
+                    None,
+                    0,
+                ),
+                Some(stored) if stored.shape != shape || stored.ranges.is_empty() => (
+                    VerifyKind::Full,
+                    Some(
+                        "the stored pass was made for another mapping or key; it vouches for nothing now"
+                            .into(),
+                    ),
+                    None,
+                    0,
+                ),
+                Some(stored) => {
+                    let total = stored.ranges.len() as u64;
+                    let dirty: Vec<verify::ToCheck> = stored
+                        .ranges
+                        .into_iter()
+                        .filter(|r| !r.vouched())
+                        .map(|r| verify::ToCheck {
+                            idx: r.idx,
+                            range: r.range,
+                            marks: r.marks,
+                        })
+                        .collect();
+                    (VerifyKind::Incremental, None, Some(dirty), total)
+                }
+            },
+        };
+        let (to_check, total) = match to_check {
+            Some(dirty) => (dirty, total),
+            None => {
+                let ranges =
+                    verify::full_ranges(&self.adapter, source_db, dir, self.verify_range_rows)
+                        .await?;
+                // Stored before a row is read: changes capture applies from here on mark them.
+                self.adapter
+                    .start_verify_pass(lock, &shape, &ranges)
+                    .await?;
+                let total = ranges.len() as u64;
+                let all = ranges
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, range)| verify::ToCheck {
+                        idx: i as i32,
+                        range,
+                        marks: 0,
+                    })
+                    .collect();
+                (all, total)
+            }
+        };
+        let pairs = self.verify_pairs(db, to_check.len()).await?;
+        let (mut report, results) =
+            verify::check(&self.adapter, &pairs, capture, dir, &to_check, counters).await?;
+        self.adapter.record_verify_ranges(lock, &results).await?;
+        report.kind = ran;
+        report.full_because = full_because;
+        report.ranges_total = total;
+        report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
 }

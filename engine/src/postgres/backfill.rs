@@ -12,6 +12,47 @@ use crate::EngineError;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
+/// The impact budget's probe: a session of its own and its prepared heartbeat.
+pub struct Probe {
+    db: Client,
+    beat: tokio_postgres::Statement,
+    migration: String,
+}
+
+impl crate::adapter::CommitProbe for Postgres {
+    type Probe = Probe;
+
+    /// A plain session (the server's default `synchronous_commit`, as the application's) and
+    /// the migration's row in `splice.heartbeat`.
+    async fn open_probe(&self, migration: &str) -> Result<Probe, EngineError> {
+        let db = super::connect(self.url()).await?;
+        db.execute(
+            "INSERT INTO splice.heartbeat (migration) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&migration],
+        )
+        .await
+        .map_err(|e| EngineError::db("creating the impact budget's heartbeat row", e))?;
+        let beat = db
+            .prepare("UPDATE splice.heartbeat SET beats = beats + 1 WHERE migration = $1")
+            .await
+            .map_err(|e| EngineError::db("preparing the impact budget's heartbeat", e))?;
+        Ok(Probe {
+            db,
+            beat,
+            migration: migration.to_string(),
+        })
+    }
+
+    async fn beat(probe: &mut Probe) -> Result<(), EngineError> {
+        probe
+            .db
+            .execute(&probe.beat, &[&probe.migration])
+            .await
+            .map_err(|e| EngineError::db("committing the impact budget's heartbeat", e))?;
+        Ok(())
+    }
+}
+
 impl BackfillSource for Postgres {
     /// The planner's row estimate: counting would read the whole table once more. A table never
     /// analyzed (reltuples < 0) is counted.

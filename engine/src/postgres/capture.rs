@@ -14,12 +14,18 @@ use tokio_postgres::{Client, GenericClient};
 
 /// The applier of one direction: its session (under a replication origin), a session for
 /// drain markers, and the statements it runs, built once.
+/// How often the applier's stream sends its acknowledged position to the server.
+const APPLIER_STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub struct ApplierSession {
     db: Client,
     marker_db: Client,
     resync_sql: String,
     orphans_sql: String,
     key_len: usize,
+    /// [`sql::mark_verify_ranges`] of the direction; `None` when the state store has no
+    /// `splice.verify_ranges` (made by an older splice; no pass can be stored then either).
+    mark_sql: Option<tokio_postgres::Statement>,
     /// A swap transaction is open on `db` (cutover): applied changes go into it.
     in_swap: bool,
 }
@@ -170,6 +176,11 @@ impl ChangeApplier for Postgres {
         if continuity == Continuity::Resume {
             config = config.resume_only();
         }
+        // Acknowledgements reach the server within this: a command that closes its stream
+        // waits until the slot shows its last one, so this bounds what closing costs (a
+        // status message is a few bytes; the slot is written to disk only when its restart
+        // point moves, not per message).
+        config.status_interval = APPLIER_STATUS_INTERVAL;
         let stream = PgChangeStream::open(config).await.map_err(|e| match e {
             CdcError::SlotMissing { slot } => EngineError::StreamLost {
                 slot,
@@ -190,6 +201,33 @@ impl ChangeApplier for Postgres {
             .await
             .map_err(|e| EngineError::db("marking the applier's session with its origin", e))?;
         let marker_db = super::connect(self.url()).await?;
+        let has_ranges: bool = apply_db
+            .query_one(
+                "SELECT to_regclass('splice.verify_ranges') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(|e| EngineError::db("looking for splice.verify_ranges", e))?
+            .get(0);
+        let mark_sql = match has_ranges {
+            true => {
+                let names: Vec<String> = dir.key.iter().map(|k| k.name.clone()).collect();
+                let collations: Vec<String> = apply_db
+                    .query(sql::KEY_COLLATIONS, &[&sql::qualified(&dir.from), &names])
+                    .await
+                    .map_err(|e| EngineError::db("reading the key columns' collations", e))?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                Some(
+                    apply_db
+                        .prepare(&sql::mark_verify_ranges(dir, &collations))
+                        .await
+                        .map_err(|e| EngineError::db("preparing the verify-range marks", e))?,
+                )
+            }
+            false => None,
+        };
         Ok((
             stream,
             ApplierSession {
@@ -198,6 +236,7 @@ impl ChangeApplier for Postgres {
                 resync_sql: sql::resync_keys(dir),
                 orphans_sql: sql::delete_orphans(dir),
                 key_len: dir.key.len(),
+                mark_sql,
                 in_swap: false,
             },
         ))
@@ -279,6 +318,50 @@ impl ChangeApplier for Postgres {
             .map_err(|e| EngineError::db("committing applied changes", e))
     }
 
+    /// One statement on the applier's session: on its own (autocommit) before the apply's
+    /// transaction, or inside the swap's transaction while one is open.
+    async fn mark_changed(
+        &self,
+        applier: &mut ApplierSession,
+        migration: &str,
+        shape: &str,
+        keys: &HashSet<Vec<String>>,
+        every: bool,
+    ) -> Result<(), EngineError> {
+        let Some(mark_sql) = &applier.mark_sql else {
+            return Ok(());
+        };
+        if every {
+            applier
+                .db
+                .execute(sql::MARK_EVERY_VERIFY_RANGE, &[&migration, &shape])
+                .await
+                .map_err(|e| EngineError::db("marking the verify ranges changed", e))?;
+            return Ok(());
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut columns: Vec<Vec<&str>> = vec![Vec::with_capacity(keys.len()); applier.key_len];
+        for key in keys {
+            for (column, value) in columns.iter_mut().zip(key) {
+                column.push(value);
+            }
+        }
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&migration, &shape];
+        params.extend(
+            columns
+                .iter()
+                .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)),
+        );
+        applier
+            .db
+            .execute(mark_sql, &params)
+            .await
+            .map_err(|e| EngineError::db("marking the verify ranges changed", e))?;
+        Ok(())
+    }
+
     /// Drops a capture's slot and publication if they exist.
     async fn drop_capture(&self, slot: &str) -> Result<(), EngineError> {
         let name = CaptureName::exact(slot)?;
@@ -287,6 +370,13 @@ impl ChangeApplier for Postgres {
     }
 
     async fn forget_appliers(&self, db: &Client, spec: &MigrationSpec) -> Result<(), EngineError> {
+        // The impact budget's heartbeat row goes with the appliers it throttled.
+        db.execute(
+            "DELETE FROM splice.heartbeat WHERE migration = $1",
+            &[&spec.name],
+        )
+        .await
+        .map_err(|e| EngineError::db("removing the impact budget's heartbeat row", e))?;
         drop_origin(db, &spec.origin()).await?;
         drop_origin(db, &spec.reverse_origin()).await
     }

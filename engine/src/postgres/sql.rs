@@ -435,3 +435,79 @@ pub fn verify_keys_copy(dir: &Direction, side: Side, keys: &[Vec<String>]) -> St
         k = dir.key_list(&format!("{alias}.")),
     )
 }
+
+/// Marks the stored verify ranges holding a batch of keys as changed (incremental verify
+/// re-reads them). Parameters: `$1` the migration, `$2` the direction's shape, then one
+/// `text[]` per key column, as [`resync_keys`].
+///
+/// A range is `(lower, upper]`; range `i` (from 0) is bounded above by the `i`-th stored
+/// upper bound, so a key's range is the number of bounds below it: `width_bucket` counts the
+/// bounds at or below it (a binary search over the key type's order, bounds cast as the range
+/// reads cast them), less one when the key is a bound itself. Keys above the last bound fall
+/// in the last, open-ended range; with one range (no bounds) every key is in range 0.
+///
+/// `collations` holds, per key column, the `COLLATE` clause of its collation when it is not the
+/// database default (`COLLATE "pg_catalog"."C"`), else an empty string: ranges are read under
+/// the column's collation (the column's implicit collation wins over a literal's), so keys are
+/// placed under the same one.
+pub fn mark_verify_ranges(dir: &Direction, collations: &[String]) -> String {
+    let dir = Sql(dir);
+    let coll = |i: usize| {
+        collations
+            .get(i)
+            .filter(|c| !c.is_empty())
+            .map(|c| format!(" {c}"))
+            .unwrap_or_default()
+    };
+    let unnest_args = (1..=dir.key.len())
+        .map(|i| format!("${}::text[]", i + 2))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key_aliases = (0..dir.key.len())
+        .map(|i| format!("\"__k{i}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key = dir
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("k.\"__k{i}\"::{}{}", k.sql_type, coll(i)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let bound = dir
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("r.upper_key[{}]::{}{}", i + 1, k.sql_type, coll(i)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "WITH b AS (
+  SELECT array_agg(ROW({bound}) ORDER BY r.idx) AS bounds
+    FROM splice.verify_ranges r
+   WHERE r.migration = $1 AND r.shape = $2 AND r.upper_key IS NOT NULL
+), hit AS (
+  SELECT DISTINCT coalesce(
+           width_bucket(ROW({key}), b.bounds) - (ROW({key}) = ANY (b.bounds))::int, 0) AS idx
+    FROM unnest({unnest_args}) AS k({key_aliases}) CROSS JOIN b
+)
+UPDATE splice.verify_ranges r SET marks = r.marks + 1
+  FROM hit WHERE r.migration = $1 AND r.shape = $2 AND r.idx = hit.idx"
+    )
+}
+
+/// Marks every stored verify range of a migration as changed (a truncate). `$1` the
+/// migration, `$2` the direction's shape.
+pub const MARK_EVERY_VERIFY_RANGE: &str = "UPDATE splice.verify_ranges SET marks = marks + 1
+  WHERE migration = $1 AND shape = $2";
+
+/// Per key column of `dir.from`, in key order: `COLLATE "schema"."name"` when its collation is
+/// not the database default, else empty (for [`mark_verify_ranges`]). Parameters: `$1` the
+/// table as SQL, `$2` the key column names.
+pub const KEY_COLLATIONS: &str = "SELECT CASE WHEN a.attcollation IN (0, 100) THEN ''
+            ELSE 'COLLATE ' || quote_ident(n.nspname) || '.' || quote_ident(c.collname) END
+       FROM unnest($2::text[]) WITH ORDINALITY AS k(name, i)
+       JOIN pg_attribute a ON a.attrelid = $1::text::regclass AND a.attname = k.name
+       LEFT JOIN pg_collation c ON c.oid = a.attcollation
+       LEFT JOIN pg_namespace n ON n.oid = c.collnamespace
+      ORDER BY k.i";

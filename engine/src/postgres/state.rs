@@ -6,10 +6,10 @@
 use super::Postgres;
 use crate::adapter::StateStore;
 use crate::error::Refusal;
-use crate::seam::{RateLimit, VerifyReport};
+use crate::seam::{KeyRange, RangeResult, RateLimit, StoredPass, StoredRange, VerifyReport};
 use crate::state::{
-    actor, Checkpoint, Figure, LastVerify, MigrationRecord, Phase, PhaseChange, QuarantineEntry,
-    Transition,
+    actor, Checkpoint, Event, Figure, LastVerify, MigrationRecord, Phase, PhaseChange,
+    QuarantineEntry, Transition,
 };
 use crate::EngineError;
 use serde_json::Value as Json;
@@ -18,6 +18,8 @@ use tokio_postgres::{Client, GenericClient};
 /// The statements that create the state schema; idempotent, additive only.
 pub const SCHEMA_DDL: &[&str] = &[
     "CREATE SCHEMA IF NOT EXISTS splice",
+    // Which splice versions of this list were applied (see `schema_version`).
+    "CREATE TABLE IF NOT EXISTS splice.schema_versions (version text PRIMARY KEY)",
     "CREATE TABLE IF NOT EXISTS splice.migrations (
     name text PRIMARY KEY,
     spec text NOT NULL,
@@ -44,6 +46,19 @@ pub const SCHEMA_DDL: &[&str] = &[
     to_phase text NOT NULL,
     figures jsonb NOT NULL DEFAULT '{}'
 )",
+    // Requests made of a migration that are not steps (pause, resume, throttle, cutover and
+    // rollback asked of the daemon): kept apart from `history`, which the engine reads.
+    "CREATE TABLE IF NOT EXISTS splice.events (
+    id bigserial PRIMARY KEY,
+    migration text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    action text NOT NULL,
+    caller text NOT NULL,
+    actor text NOT NULL,
+    reason text,
+    outcome text
+)",
+    "CREATE INDEX IF NOT EXISTS events_migration ON splice.events (migration, id)",
     "CREATE TABLE IF NOT EXISTS splice.verify_results (
     id bigserial PRIMARY KEY,
     migration text NOT NULL,
@@ -60,6 +75,27 @@ pub const SCHEMA_DDL: &[&str] = &[
     "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS sync_rate integer",
     "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS sync_rate_source text",
     "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS sync_paused text",
+    // Before splice.verify_ranges: verify skips this list while that table holds ranges.
+    "ALTER TABLE splice.verify_results ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'full'",
+    "ALTER TABLE splice.verify_results ADD COLUMN IF NOT EXISTS ranges_total bigint",
+    // Incremental verify: the last pass's key ranges, what each one's last check found, and
+    // capture's marks (`marks` grows with every applied batch holding one of its keys; the
+    // range is vouched for while `passed` and `marks = checked_marks`).
+    "CREATE TABLE IF NOT EXISTS splice.verify_ranges (
+    migration text NOT NULL,
+    idx integer NOT NULL,
+    shape text NOT NULL,
+    lower_key text[],
+    upper_key text[],
+    source_digest bytea,
+    target_digest bytea,
+    rows bigint,
+    passed boolean NOT NULL DEFAULT false,
+    checked_at timestamptz,
+    marks bigint NOT NULL DEFAULT 0,
+    checked_marks bigint,
+    PRIMARY KEY (migration, idx)
+)",
     // Capture drains by writing a marker here and reading the stream until the marker arrives:
     // everything committed before it has then been applied.
     "CREATE TABLE IF NOT EXISTS splice.sync_marker (
@@ -67,6 +103,14 @@ pub const SCHEMA_DDL: &[&str] = &[
     id bigint NOT NULL,
     PRIMARY KEY (migration, id)
 )",
+    // The impact budget's heartbeat: one row per migration, updated every 100 ms while a sync
+    // runs (a durable commit, timed); removed with the migration's appliers.
+    "CREATE TABLE IF NOT EXISTS splice.heartbeat (
+    migration text PRIMARY KEY,
+    beats bigint NOT NULL DEFAULT 0
+)",
+    // What the running sync's impact budget measured and decided, for `splice status`.
+    "ALTER TABLE splice.migrations ADD COLUMN IF NOT EXISTS sync_impact jsonb",
 ];
 
 async fn schema_exists(db: &impl GenericClient) -> Result<bool, EngineError> {
@@ -77,12 +121,78 @@ async fn schema_exists(db: &impl GenericClient) -> Result<bool, EngineError> {
     Ok(row.get(0))
 }
 
+/// The state store's version: a digest of [`SCHEMA_DDL`]. A splice whose schema adds a table
+/// or a column finds a store an older splice made without it, and brings it up to date
+/// (additively) before reading it. Each version that did is listed, so processes of two
+/// versions side by side do not take turns re-running the DDL.
+fn schema_version() -> String {
+    let mut digest = blake3::Hasher::new();
+    for ddl in SCHEMA_DDL {
+        digest.update(ddl.as_bytes());
+        digest.update(b"\0");
+    }
+    digest.finalize().to_hex()[..16].to_string()
+}
+
+/// Whether this splice's version of the state schema was applied to the store.
+async fn has_this_version(db: &Client) -> Result<bool, EngineError> {
+    let row = db
+        .query_one(
+            "SELECT to_regclass('splice.schema_versions') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| EngineError::db("looking for the state schema's version", e))?;
+    if !row.get::<_, bool>(0) {
+        return Ok(false);
+    }
+    let row = db
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM splice.schema_versions WHERE version = $1)",
+            &[&schema_version()],
+        )
+        .await
+        .map_err(|e| EngineError::db("reading the state schema's version", e))?;
+    Ok(row.get(0))
+}
+
+/// Brings a store an older splice made up to date before it is read (nothing when it is
+/// current: one query).
+async fn upgrade_if_older(db: &Client) -> Result<(), EngineError> {
+    if has_this_version(db).await? {
+        return Ok(());
+    }
+    apply_schema(db).await
+}
+
+/// Creates the state store, or adds what an older splice's lacks (idempotent, additive only).
+async fn apply_schema(db: &Client) -> Result<(), EngineError> {
+    // Never adopt a `splice` schema another role controls: the state store's tables decide
+    // what splice drops.
+    super::catalog::ensure_own_schema(db, "splice").await?;
+    if has_this_version(db).await? {
+        return Ok(());
+    }
+    for ddl in SCHEMA_DDL {
+        db.batch_execute(ddl)
+            .await
+            .map_err(|e| EngineError::db("creating the splice state schema", e))?;
+    }
+    db.execute(
+        "INSERT INTO splice.schema_versions (version) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[&schema_version()],
+    )
+    .await
+    .map_err(|e| EngineError::db("recording the state schema's version", e))?;
+    Ok(())
+}
+
 /// The columns `record` reads, in its order.
 const MIGRATION_COLUMNS: &str = "SELECT name, spec, phase, fence, backfill_last_key, backfill_done,
         rows_copied, rows_total, backfill_rate, lock_ms, quarantined_as,
         to_char(quarantine_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
         coalesce(quarantine_until <= now(), false), rate_limit, sync_rate, sync_rate_source,
-        sync_paused
+        sync_paused, sync_impact
      FROM splice.migrations";
 
 fn record(r: &tokio_postgres::Row) -> Result<MigrationRecord, EngineError> {
@@ -117,6 +227,10 @@ fn record(r: &tokio_postgres::Row) -> Result<MigrationRecord, EngineError> {
         rate_limit: r
             .get::<_, Option<i32>>(13)
             .map(|r| RateLimit::from_rows_per_second(r.max(0) as u32)),
+        // Written only by `save_impact`; a value this version cannot read is left out.
+        sync_impact: r
+            .get::<_, Option<serde_json::Value>>(17)
+            .and_then(|v| serde_json::from_value(v).ok()),
     })
 }
 
@@ -170,7 +284,18 @@ impl RunnerLock {
                         r.get::<_, String>(2),
                     )
                 });
-            return Err(EngineError::Busy(busy_message(name, holder)));
+            // A daemon records the address of its API when it takes a migration.
+            let daemon_api = conn
+                .query_opt(
+                    "SELECT caller FROM splice.events WHERE migration = $1 AND action = $2
+                     ORDER BY id DESC LIMIT 1",
+                    &[&name, &crate::state::DAEMON_STARTED],
+                )
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.get::<_, String>(0));
+            return Err(EngineError::Busy(busy_message(name, holder, daemon_api)));
         }
         Ok(RunnerLock {
             conn,
@@ -217,7 +342,11 @@ impl RunnerLock {
 /// Who holds a migration (backend pid, application name, client host) and what to do: a
 /// `splice sync` without `--until-caught-up` follows changes until it is stopped, and a
 /// `splice daemon` never finishes, so waiting for either is no advice.
-fn busy_message(name: &str, holder: Option<(i32, String, String)>) -> String {
+fn busy_message(
+    name: &str,
+    holder: Option<(i32, String, String)>,
+    daemon_api: Option<String>,
+) -> String {
     let Some((pid, command, host)) = holder else {
         return format!(
             "migration {name} is being run by another splice process (it let go as this one \
@@ -230,9 +359,11 @@ fn busy_message(name: &str, holder: Option<(i32, String, String)>) -> String {
         format!("`{command}`")
     };
     let advice = if command.starts_with("`splice daemon") {
+        let api = daemon_api.unwrap_or_else(|| "the daemon's address".into());
         format!(
-            "a splice daemon drives this migration: pause it over the daemon's API (POST \
-             /api/v1/migrations/{name}/pause; it lets go of the migration) or stop the daemon \
+            "a splice daemon drives this migration, its API at {api}: ask it for the step \
+             (POST {api}/api/v1/migrations/{name}/cutover or …/rollback), or pause it (POST \
+             {api}/api/v1/migrations/{name}/pause; it lets go of the migration) or stop it \
              (SIGTERM; its work is checkpointed)"
         )
     } else if command.starts_with("`splice sync") {
@@ -318,15 +449,7 @@ impl StateStore for Postgres {
     type Lock = RunnerLock;
 
     async fn ensure_state(&self, db: &Client) -> Result<(), EngineError> {
-        // Never adopt a `splice` schema another role controls: the state store's tables
-        // decide what splice drops.
-        super::catalog::ensure_own_schema(db, "splice").await?;
-        for ddl in SCHEMA_DDL {
-            db.batch_execute(ddl)
-                .await
-                .map_err(|e| EngineError::db("creating the splice state schema", e))?;
-        }
-        Ok(())
+        apply_schema(db).await
     }
 
     async fn register(&self, db: &Client, name: &str, spec_text: &str) -> Result<(), EngineError> {
@@ -361,6 +484,7 @@ impl StateStore for Postgres {
         if !schema_exists(db).await? {
             return Ok(None);
         }
+        upgrade_if_older(db).await?;
         let row = db
             .query_opt(&format!("{MIGRATION_COLUMNS} WHERE name = $1"), &[&name])
             .await
@@ -372,6 +496,7 @@ impl StateStore for Postgres {
         if !schema_exists(db).await? {
             return Ok(Vec::new());
         }
+        upgrade_if_older(db).await?;
         let rows = db
             .query(&format!("{MIGRATION_COLUMNS} ORDER BY created_at"), &[])
             .await
@@ -397,6 +522,49 @@ impl StateStore for Postgres {
                 from: r.get(2),
                 to: r.get(3),
                 figures: r.get(4),
+            })
+            .collect())
+    }
+
+    async fn record_event(&self, db: &Client, name: &str, e: &Event) -> Result<bool, EngineError> {
+        let n = db
+            .execute(
+                "INSERT INTO splice.events (migration, action, caller, actor, reason, outcome)
+                 SELECT name, $2, $3, $4, $5, $6 FROM splice.migrations WHERE name = $1",
+                &[&name, &e.action, &e.caller, &e.actor, &e.reason, &e.outcome],
+            )
+            .await
+            .map_err(|err| EngineError::db(format!("recording a request of {name}"), err))?;
+        Ok(n == 1)
+    }
+
+    async fn events(
+        &self,
+        db: &Client,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<Event>, EngineError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = db
+            .query(
+                "SELECT * FROM (
+                    SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS at,
+                           action, caller, actor, reason, outcome
+                    FROM splice.events WHERE migration = $1 ORDER BY id DESC LIMIT $2
+                 ) last ORDER BY id",
+                &[&name, &limit],
+            )
+            .await
+            .map_err(|e| EngineError::db(format!("reading the requests of {name}"), e))?;
+        Ok(rows
+            .iter()
+            .map(|r| Event {
+                at: r.get(1),
+                action: r.get(2),
+                caller: r.get(3),
+                actor: r.get(4),
+                reason: r.get(5),
+                outcome: r.get(6),
             })
             .collect())
     }
@@ -518,6 +686,23 @@ impl StateStore for Postgres {
         }
     }
 
+    async fn save_impact(
+        &self,
+        lock: &RunnerLock,
+        impact: Option<&crate::state::Impact>,
+    ) -> Result<(), EngineError> {
+        let value = impact.and_then(|i| serde_json::to_value(i).ok());
+        let n = lock
+            .conn
+            .execute(
+                "UPDATE splice.migrations SET sync_impact = $2 WHERE name = $1 AND fence = $3",
+                &[&lock.name, &value, &lock.fence],
+            )
+            .await
+            .map_err(|e| EngineError::db("saving the impact budget's figures", e))?;
+        lock.check_fenced(n)
+    }
+
     async fn set_figure(
         &self,
         lock: &RunnerLock,
@@ -572,8 +757,9 @@ impl StateStore for Postgres {
             .conn
             .execute(
                 "INSERT INTO splice.verify_results
-                    (migration, passed, rows_checked, ranges, rechecked, diverged_keys, seconds)
-                 SELECT $1, $2, $3, $4, $5, $6, $7
+                    (migration, passed, rows_checked, ranges, rechecked, diverged_keys, seconds,
+                     kind, ranges_total)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $9, $10
                   WHERE EXISTS (SELECT 1 FROM splice.migrations WHERE name = $1 AND fence = $8)",
                 &[
                     &lock.name,
@@ -584,10 +770,202 @@ impl StateStore for Postgres {
                     &keys,
                     &result.seconds,
                     &lock.fence,
+                    &result.kind.to_string(),
+                    &(result.ranges_total as i64),
                 ],
             )
             .await
             .map_err(|e| EngineError::db("recording the verify result", e))?;
         lock.check_fenced(n)
+    }
+
+    async fn verify_ranges(
+        &self,
+        db: &Client,
+        name: &str,
+    ) -> Result<Option<StoredPass>, EngineError> {
+        let exists: bool = db
+            .query_one(
+                "SELECT to_regclass('splice.verify_ranges') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(|e| EngineError::db("looking for splice.verify_ranges", e))?
+            .get(0);
+        if !exists {
+            return Ok(None);
+        }
+        let rows = db
+            .query(
+                "SELECT idx, shape, lower_key, upper_key, passed, marks, checked_marks
+                   FROM splice.verify_ranges WHERE migration = $1 ORDER BY idx",
+                &[&name],
+            )
+            .await
+            .map_err(|e| EngineError::db("reading the stored verify ranges", e))?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let mut pass = StoredPass {
+            shape: first.get(1),
+            ranges: Vec::with_capacity(rows.len()),
+        };
+        for r in &rows {
+            let shape: String = r.get(1);
+            if shape != pass.shape {
+                // Ranges of two shapes: no pass wrote that; vouch for nothing.
+                pass.shape.clear();
+            }
+            pass.ranges.push(StoredRange {
+                idx: r.get(0),
+                range: KeyRange {
+                    lower: r.get(2),
+                    upper: r.get(3),
+                },
+                passed: r.get(4),
+                marks: r.get(5),
+                checked_marks: r.get(6),
+            });
+        }
+        Ok(Some(pass))
+    }
+
+    async fn start_verify_pass(
+        &self,
+        lock: &RunnerLock,
+        shape: &str,
+        ranges: &[KeyRange],
+    ) -> Result<(), EngineError> {
+        // One transaction: the old ranges go and the new ones come together, so the stored
+        // ranges always cover every key.
+        let uppers: Vec<String> = ranges
+            .iter()
+            .filter_map(|r| r.upper.clone())
+            .flatten()
+            .collect();
+        let key_len = ranges
+            .iter()
+            .find_map(|r| r.upper.as_ref().map(|u| u.len()))
+            .unwrap_or(1) as i32;
+        let n = ranges.len() as i32;
+        in_transaction(&lock.conn, "storing the verify ranges", async {
+            lock.conn
+                .execute(
+                    "DELETE FROM splice.verify_ranges WHERE migration = $1
+                       AND EXISTS (SELECT 1 FROM splice.migrations WHERE name = $1 AND fence = $2)",
+                    &[&lock.name, &lock.fence],
+                )
+                .await
+                .map_err(|e| EngineError::db("replacing the stored verify ranges", e))?;
+            // Range i is (upper of i - 1, upper of i]: the first open below, the last above.
+            let inserted = lock
+                .conn
+                .execute(
+                    "INSERT INTO splice.verify_ranges (migration, idx, shape, lower_key, upper_key)
+                     SELECT $1, g.i, $3,
+                            CASE WHEN g.i = 0 THEN NULL
+                                 ELSE ($4::text[])[(g.i - 1) * $5 + 1 : g.i * $5] END,
+                            CASE WHEN g.i = $6 - 1 THEN NULL
+                                 ELSE ($4::text[])[g.i * $5 + 1 : (g.i + 1) * $5] END
+                       FROM generate_series(0, $6 - 1) AS g(i)
+                      WHERE EXISTS (SELECT 1 FROM splice.migrations WHERE name = $1 AND fence = $2)",
+                    &[&lock.name, &lock.fence, &shape, &uppers, &key_len, &n],
+                )
+                .await
+                .map_err(|e| EngineError::db("storing the verify ranges", e))?;
+            lock.check_fenced(inserted)
+        })
+        .await
+    }
+
+    async fn record_verify_ranges(
+        &self,
+        lock: &RunnerLock,
+        results: &[RangeResult],
+    ) -> Result<(), EngineError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let idx: Vec<i32> = results.iter().map(|r| r.idx).collect();
+        let source: Vec<Vec<u8>> = results.iter().map(|r| r.source_digest.to_vec()).collect();
+        let target: Vec<Vec<u8>> = results.iter().map(|r| r.target_digest.to_vec()).collect();
+        let rows: Vec<i64> = results.iter().map(|r| r.rows as i64).collect();
+        let passed: Vec<bool> = results.iter().map(|r| r.passed).collect();
+        let marks: Vec<i64> = results.iter().map(|r| r.checked_marks).collect();
+        let n = lock
+            .conn
+            .execute(
+                "UPDATE splice.verify_ranges r
+                    SET source_digest = u.s, target_digest = u.t, rows = u.n, passed = u.p,
+                        checked_marks = u.m, checked_at = now()
+                   FROM unnest($3::int[], $4::bytea[], $5::bytea[], $6::bigint[], $7::bool[],
+                               $8::bigint[]) AS u(i, s, t, n, p, m)
+                  WHERE r.migration = $1 AND r.idx = u.i
+                    AND EXISTS (SELECT 1 FROM splice.migrations WHERE name = $1 AND fence = $2)",
+                &[
+                    &lock.name,
+                    &lock.fence,
+                    &idx,
+                    &source,
+                    &target,
+                    &rows,
+                    &passed,
+                    &marks,
+                ],
+            )
+            .await
+            .map_err(|e| EngineError::db("recording the verify ranges", e))?;
+        lock.check_fenced(n)
+    }
+
+    async fn forget_verify_ranges(&self, lock: &RunnerLock) -> Result<(), EngineError> {
+        let exists: bool = lock
+            .conn
+            .query_one(
+                "SELECT to_regclass('splice.verify_ranges') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(|e| EngineError::db("looking for splice.verify_ranges", e))?
+            .get(0);
+        if !exists {
+            return Ok(());
+        }
+        // Fenced: a runner that lost its lock deletes nothing (its fence no longer matches).
+        let fenced: i64 = lock
+            .conn
+            .query_one(
+                "WITH f AS (SELECT 1 FROM splice.migrations WHERE name = $1 AND fence = $2),
+                      d AS (DELETE FROM splice.verify_ranges
+                             WHERE migration = $1 AND EXISTS (SELECT 1 FROM f))
+                 SELECT count(*) FROM f",
+                &[&lock.name, &lock.fence],
+            )
+            .await
+            .map_err(|e| EngineError::db("forgetting the stored verify ranges", e))?
+            .get(0);
+        lock.check_fenced(fenced as u64)
+    }
+}
+
+/// Runs `body` inside `BEGIN … COMMIT` on `db` (a shared client: the runner lock's session),
+/// rolling back when it fails.
+async fn in_transaction(
+    db: &Client,
+    what: &str,
+    body: impl std::future::Future<Output = Result<(), EngineError>>,
+) -> Result<(), EngineError> {
+    db.batch_execute("BEGIN")
+        .await
+        .map_err(|e| EngineError::db(what.to_string(), e))?;
+    match body.await {
+        Ok(()) => db
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| EngineError::db(what.to_string(), e)),
+        Err(e) => {
+            let _ = db.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
     }
 }

@@ -11,6 +11,9 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio_postgres::Client;
 
+/// The most key ranges a table is split into.
+const MAX_RANGES: f64 = 4096.0;
+
 impl VerifySource for Postgres {
     /// Range boundaries from a sample of the source's keys (`TABLESAMPLE SYSTEM`, about 32 pages per
     /// range): ranges of roughly `range_rows` rows each, found without walking the key. The first
@@ -33,7 +36,9 @@ impl VerifySource for Postgres {
         } else {
             pages * 50.0
         };
-        let ranges = (rows / range_rows.max(1) as f64).ceil();
+        // Capped: capture's marks place each changed key among the stored bounds, and the
+        // state store keeps a row per range.
+        let ranges = (rows / range_rows.max(1) as f64).ceil().min(MAX_RANGES);
         if ranges <= 1.0 || pages <= 0.0 {
             return Ok(Vec::new());
         }

@@ -1,0 +1,568 @@
+//! The impact budget ([`ImpactBudget`]): a probe commits a tiny heartbeat write on the source
+//! every 100 ms, on the same durability path as the application's commits, and a controller
+//! compares its latency with the latency measured while splice stood still. While the latency
+//! is above the budget (`max_latency_increase`), the backfill and the applier slow down,
+//! multiplicatively; once it is comfortably within, they speed up again, additively (AIMD).
+//!
+//! The baseline comes from *quiet windows*: at the start and then once a minute the backfill
+//! and the applier stand still for eight quick heartbeats (tens of milliseconds). So a migration
+//! that starts while the application is already busy gets the application's own latency as its
+//! baseline, not an idle server's, and the baseline follows the application's load as it
+//! changes. Without quiet windows yet, a rolling low percentile of per-second medians stands in.
+
+use crate::adapter::CommitProbe;
+use crate::state::Impact;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often the probe commits its heartbeat.
+pub const BEAT_EVERY: Duration = Duration::from_millis(100);
+/// How often it beats during a quiet window: nearly back to back, so the window is short
+/// (8 commits, a few tens of milliseconds on a durable server).
+const QUIET_BEAT_EVERY: Duration = Duration::from_millis(2);
+/// Beats a quiet window collects.
+const QUIET_BEATS: usize = 8;
+/// A quiet window ends after this even with fewer beats (a slow probe).
+pub const QUIET_AT_MOST: Duration = Duration::from_secs(1);
+/// How often a quiet window is taken.
+const QUIET_EVERY: Duration = Duration::from_secs(60);
+/// Quiet windows older than this no longer count.
+const QUIET_KEPT: Duration = Duration::from_secs(300);
+/// The window of the current latency (its median).
+const CURRENT_WINDOW: Duration = Duration::from_secs(1);
+/// Beats the current window needs before it counts.
+const CURRENT_BEATS: usize = 5;
+/// The window of the rolling per-second medians (the fallback baseline).
+const ROLLING: Duration = Duration::from_secs(300);
+/// How often the pace is decided.
+const DECIDE_EVERY: Duration = Duration::from_millis(500);
+/// After a decrease, the next may come only this much later: the last one must show first.
+const COOLDOWN: Duration = Duration::from_secs(1);
+/// The slowest pace: the backfill copies 2% of the time.
+pub const MIN_PACE: f64 = 0.02;
+/// The pace a sync starts at: half speed until the probe says more is affordable.
+const START_PACE: f64 = 0.5;
+/// The additive increase per decision.
+const STEP_UP: f64 = 0.05;
+/// Latency differences below this are measurement jitter (timer, scheduler), milliseconds.
+const JITTER_MS: f64 = 0.2;
+
+/// The controller behind [`ImpactBudget`]: fed probe latencies, it keeps the baseline and the
+/// current figure and decides the pace. Pure (time is passed in), so it is tested without a
+/// server.
+#[derive(Debug)]
+pub struct Controller {
+    increase: f64,
+    /// Beats outside quiet windows within [`CURRENT_WINDOW`]: (when, ms).
+    recent: VecDeque<(Instant, f64)>,
+    /// Per-second medians of non-quiet beats within [`ROLLING`].
+    seconds: VecDeque<(Instant, f64)>,
+    bucket: Vec<f64>,
+    bucket_started: Option<Instant>,
+    /// Finished quiet windows: (when, beats in ms).
+    quiet: VecDeque<(Instant, Vec<f64>)>,
+    /// The quiet window being collected.
+    quiet_now: Option<(Instant, Vec<f64>)>,
+    last_quiet: Option<Instant>,
+    pace: f64,
+    over: bool,
+    last_decision: Option<Instant>,
+    last_decrease: Option<Instant>,
+    problem: Option<String>,
+}
+
+impl Controller {
+    /// A controller for a budget of `increase` (0.2: 20% over the baseline).
+    pub fn new(increase: f64) -> Controller {
+        Controller {
+            increase,
+            recent: VecDeque::new(),
+            seconds: VecDeque::new(),
+            bucket: Vec::new(),
+            bucket_started: None,
+            quiet: VecDeque::new(),
+            quiet_now: None,
+            last_quiet: None,
+            pace: START_PACE,
+            over: false,
+            last_decision: None,
+            last_decrease: None,
+            problem: None,
+        }
+    }
+
+    /// One heartbeat's commit latency, taken at `now`.
+    pub fn record(&mut self, ms: f64, now: Instant) {
+        if let Some((_, beats)) = &mut self.quiet_now {
+            beats.push(ms);
+            return;
+        }
+        self.recent.push_back((now, ms));
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > CURRENT_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        let started = *self.bucket_started.get_or_insert(now);
+        self.bucket.push(ms);
+        if now.duration_since(started) >= Duration::from_secs(1) {
+            if let Some(m) = median(&self.bucket) {
+                self.seconds.push_back((now, m));
+            }
+            self.bucket.clear();
+            self.bucket_started = Some(now);
+            while self
+                .seconds
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > ROLLING)
+            {
+                self.seconds.pop_front();
+            }
+        }
+    }
+
+    /// The probe failed: the budget cannot judge, and says why.
+    pub fn probe_failed(&mut self, why: String) {
+        self.problem = Some(why);
+    }
+
+    /// Whether a quiet window is due (none yet, or the last one a minute ago).
+    pub fn quiet_due(&self, now: Instant) -> bool {
+        self.problem.is_none()
+            && self
+                .last_quiet
+                .is_none_or(|t| now.duration_since(t) >= QUIET_EVERY)
+    }
+
+    /// Starts a quiet window: the caller stands still until [`Controller::quiet_done`].
+    pub fn begin_quiet(&mut self, now: Instant) {
+        self.last_quiet = Some(now);
+        self.quiet_now = Some((now, Vec::new()));
+    }
+
+    /// Whether the quiet window collected enough beats (or ran out of time); ends it if so.
+    pub fn quiet_done(&mut self, now: Instant) -> bool {
+        let Some((started, beats)) = &self.quiet_now else {
+            return true;
+        };
+        let enough = beats.len() >= QUIET_BEATS;
+        if !enough && now.duration_since(*started) < QUIET_AT_MOST && self.problem.is_none() {
+            return false;
+        }
+        if let Some((started, beats)) = self.quiet_now.take() {
+            if beats.len() >= QUIET_BEATS / 2 {
+                self.quiet.push_back((started, beats));
+            }
+        }
+        while self.quiet.len() > 2
+            || self
+                .quiet
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > QUIET_KEPT)
+        {
+            self.quiet.pop_front();
+        }
+        true
+    }
+
+    /// Whether a quiet window is being collected (the probe then beats faster).
+    pub fn in_quiet(&self) -> bool {
+        self.quiet_now.is_some()
+    }
+
+    /// The latency without splice's load, milliseconds: the median of the last two quiet
+    /// windows' beats, else the 10th percentile of the last five minutes' per-second medians.
+    pub fn baseline(&self) -> Option<f64> {
+        let quiet: Vec<f64> = self
+            .quiet
+            .iter()
+            .flat_map(|(_, b)| b.iter().copied())
+            .collect();
+        if quiet.len() >= QUIET_BEATS / 2 {
+            return median(&quiet);
+        }
+        if self.seconds.len() >= 10 {
+            let s: Vec<f64> = self.seconds.iter().map(|(_, m)| *m).collect();
+            return percentile(&s, 0.10);
+        }
+        None
+    }
+
+    /// The latency now, milliseconds: the median of the last second's beats.
+    pub fn current(&self) -> Option<f64> {
+        if self.recent.len() < CURRENT_BEATS {
+            return None;
+        }
+        let r: Vec<f64> = self.recent.iter().map(|(_, m)| *m).collect();
+        median(&r)
+    }
+
+    /// The budget, milliseconds: the baseline plus the allowed increase (at least the
+    /// measurement jitter).
+    pub fn budget(&self) -> Option<f64> {
+        self.baseline()
+            .map(|b| b + (b * self.increase).max(JITTER_MS))
+    }
+
+    /// Decides the pace at `now` (at most every 500 ms; in between it returns the last one):
+    /// halved while the latency is above the budget (at most once a second), raised by 0.05
+    /// while it is within half the allowed increase, held in between.
+    pub fn decide(&mut self, now: Instant) -> f64 {
+        if self
+            .last_decision
+            .is_some_and(|t| now.duration_since(t) < DECIDE_EVERY)
+        {
+            return self.pace;
+        }
+        self.last_decision = Some(now);
+        // A probe that failed, or whose last beat is old (stalled), gives nothing to judge by.
+        let fresh = self
+            .recent
+            .back()
+            .is_some_and(|(t, _)| now.duration_since(*t) <= 2 * CURRENT_WINDOW);
+        if self.problem.is_some() || !fresh {
+            return self.pace;
+        }
+        let (Some(base), Some(current)) = (self.baseline(), self.current()) else {
+            return self.pace;
+        };
+        let allowed = (base * self.increase).max(JITTER_MS);
+        if current > base + allowed {
+            self.over = true;
+            if self
+                .last_decrease
+                .is_none_or(|t| now.duration_since(t) >= COOLDOWN)
+            {
+                self.pace = (self.pace / 2.0).max(MIN_PACE);
+                self.last_decrease = Some(now);
+            }
+        } else {
+            self.over = false;
+            if current <= base + allowed / 2.0 {
+                self.pace = (self.pace + STEP_UP).min(1.0);
+            }
+        }
+        self.pace
+    }
+
+    /// The pace in force (1: full speed).
+    pub fn pace(&self) -> f64 {
+        self.pace
+    }
+
+    /// What status, the progress line and the metrics show; `None` before the probe has a
+    /// baseline and a current figure. It holds back while the latency is above the budget and
+    /// while the pace comes back up after that (the ramp-up from half pace at the start, with
+    /// the latency never above the budget, is not reported as holding back).
+    pub fn figures(&self) -> Option<Impact> {
+        let (baseline, current, budget) = (self.baseline()?, self.current()?, self.budget()?);
+        let holding_back = if current > budget {
+            Some(format!(
+                "commit latency {current:.1} ms > budget {budget:.1} ms (baseline {baseline:.1} \
+                 ms +{:.0}%)",
+                self.increase * 100.0
+            ))
+        } else if self.pace < 1.0 && self.last_decrease.is_some() {
+            Some(format!(
+                "speeding up: commit latency {current:.1} ms within budget {budget:.1} ms"
+            ))
+        } else {
+            None
+        };
+        Some(Impact {
+            baseline_ms: baseline,
+            current_ms: current,
+            budget_ms: budget,
+            pace: self.pace,
+            holding_back,
+        })
+    }
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    percentile(v, 0.5)
+}
+
+fn percentile(v: &[f64], q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let i = ((s.len() - 1) as f64 * q).round() as usize;
+    s.get(i).copied()
+}
+
+/// A running sync's impact budget: its probe (a task of its own, stopped when this is dropped)
+/// and the controller the backfill and the applier ask for their pace. [`ImpactBudget::off`]
+/// when the budget is off: full pace, no probe.
+pub struct ImpactBudget {
+    controller: Option<Arc<Mutex<Controller>>>,
+    probe: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for ImpactBudget {
+    fn drop(&mut self) {
+        if let Some(p) = &self.probe {
+            p.abort();
+        }
+    }
+}
+
+impl ImpactBudget {
+    /// No budget: full pace, no probe.
+    pub fn off() -> ImpactBudget {
+        ImpactBudget {
+            controller: None,
+            probe: None,
+        }
+    }
+
+    /// Starts the probe of `migration` (a task beating every 100 ms) under a budget of
+    /// `increase` (`None`: [`ImpactBudget::off`]). A probe that cannot start or fails later is
+    /// logged and leaves the pace where it was: the budget never fails a sync.
+    pub async fn start<A: CommitProbe>(
+        adapter: &A,
+        migration: &str,
+        increase: Option<f64>,
+    ) -> ImpactBudget {
+        let Some(increase) = increase else {
+            return ImpactBudget::off();
+        };
+        let controller = Arc::new(Mutex::new(Controller::new(increase)));
+        let mut probe = match adapter.open_probe(migration).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "the impact budget's probe cannot start; the sync runs at full pace");
+                return ImpactBudget::off();
+            }
+        };
+        let c = controller.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let t = Instant::now();
+                let beat = A::beat(&mut probe).await;
+                let took = t.elapsed();
+                let quiet = {
+                    let mut c = lock(&c);
+                    match beat {
+                        Ok(()) => c.record(took.as_secs_f64() * 1000.0, Instant::now()),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the impact budget's probe failed; the pace stays where it is");
+                            c.probe_failed(e.to_string());
+                            return;
+                        }
+                    }
+                    c.in_quiet()
+                };
+                let every = if quiet { QUIET_BEAT_EVERY } else { BEAT_EVERY };
+                tokio::time::sleep(every.saturating_sub(took)).await;
+            }
+        });
+        ImpactBudget {
+            controller: Some(controller),
+            probe: Some(task),
+        }
+    }
+
+    /// Whether a budget is in force.
+    pub fn is_on(&self) -> bool {
+        self.controller.is_some()
+    }
+
+    /// The pace to run at now (1 when off).
+    pub fn pace(&self) -> f64 {
+        self.controller
+            .as_ref()
+            .map_or(1.0, |c| lock(c).decide(Instant::now()))
+    }
+
+    /// What the budget measured and decided, when it has figures.
+    pub fn figures(&self) -> Option<Impact> {
+        self.controller.as_ref().and_then(|c| lock(c).figures())
+    }
+
+    /// Starts a quiet window when one is due; the caller then stands still (applying nothing,
+    /// copying nothing) until [`ImpactBudget::quiet_done`].
+    pub fn begin_quiet_if_due(&self) -> bool {
+        let Some(c) = &self.controller else {
+            return false;
+        };
+        let mut c = lock(c);
+        let now = Instant::now();
+        if c.quiet_due(now) {
+            c.begin_quiet(now);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the quiet window is over (it ends itself once it has its beats).
+    pub fn quiet_done(&self) -> bool {
+        self.controller
+            .as_ref()
+            .is_none_or(|c| lock(c).quiet_done(Instant::now()))
+    }
+
+    /// Stands still for a quiet window when one is due (eight heartbeats, at most a second).
+    pub async fn quiet_window_if_due(&self) {
+        if !self.begin_quiet_if_due() {
+            return;
+        }
+        while !self.quiet_done() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+fn lock(c: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
+    // The controller holds plain figures; a panic elsewhere cannot leave it half-written in a
+    // way that matters more than a lost beat.
+    c.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `secs` seconds of beats of `ms` every 100 ms from `*t`, deciding after each.
+    fn run(c: &mut Controller, t: &mut Instant, secs: u64, ms: f64) -> Vec<f64> {
+        let mut paces = Vec::new();
+        for _ in 0..secs * 10 {
+            *t += BEAT_EVERY;
+            c.record(ms, *t);
+            paces.push(c.decide(*t));
+        }
+        paces
+    }
+
+    fn quiet(c: &mut Controller, t: &mut Instant, ms: f64) {
+        c.begin_quiet(*t);
+        for _ in 0..QUIET_BEATS {
+            *t += QUIET_BEAT_EVERY;
+            c.record(ms, *t);
+        }
+        assert!(c.quiet_done(*t));
+    }
+
+    #[test]
+    fn latency_above_the_budget_halves_the_pace_and_within_it_raises_it_again() {
+        let mut c = Controller::new(0.2);
+        let mut t = Instant::now();
+        quiet(&mut c, &mut t, 2.0);
+        assert_eq!(c.baseline(), Some(2.0));
+        // Within the budget: from half speed up to full speed, step by step.
+        let paces = run(&mut c, &mut t, 10, 2.1);
+        assert_eq!(paces.last().copied(), Some(1.0));
+        assert!(c.figures().is_some_and(|f| f.holding_back.is_none()));
+        // 3 ms > 2.4 ms: halved, at most once a second, down to the floor.
+        let paces = run(&mut c, &mut t, 3, 3.0);
+        let lowest = paces.iter().copied().fold(1.0, f64::min);
+        assert!((0.125..=0.25).contains(&lowest), "{paces:?}");
+        let f = c.figures().expect("figures");
+        assert!(f.holding_back.is_some_and(|h| h.contains("> budget")));
+        run(&mut c, &mut t, 30, 3.0);
+        assert_eq!(c.pace(), MIN_PACE);
+        // Back within half the allowed increase: it recovers.
+        let paces = run(&mut c, &mut t, 15, 2.1);
+        assert_eq!(paces.last().copied(), Some(1.0));
+    }
+
+    #[test]
+    fn between_half_the_increase_and_the_budget_the_pace_holds_steady() {
+        let mut c = Controller::new(0.2);
+        let mut t = Instant::now();
+        quiet(&mut c, &mut t, 10.0);
+        run(&mut c, &mut t, 2, 13.0);
+        let held = c.pace();
+        assert!(held < START_PACE);
+        // 11.5 ms: within the 12 ms budget, above 11 ms: no change either way.
+        let paces = run(&mut c, &mut t, 20, 11.5);
+        assert!(paces.iter().all(|p| *p == held), "{paces:?}");
+    }
+
+    #[test]
+    fn a_probe_that_failed_or_stalled_leaves_the_pace_where_it_was() {
+        let mut c = Controller::new(0.2);
+        let mut t = Instant::now();
+        quiet(&mut c, &mut t, 2.0);
+        run(&mut c, &mut t, 2, 5.0);
+        let held = c.pace();
+        // No beat for 5 s: the last second's figures are stale.
+        t += Duration::from_secs(5);
+        assert_eq!(c.decide(t), held);
+        // Fresh beats above the budget, then the probe fails: no further cut on their account.
+        run(&mut c, &mut t, 1, 5.0);
+        let before = c.pace();
+        c.probe_failed("permission denied for table heartbeat".into());
+        t += Duration::from_millis(1500);
+        assert_eq!(c.decide(t), before);
+    }
+
+    #[test]
+    fn a_single_slow_beat_does_not_move_the_pace() {
+        let mut c = Controller::new(0.2);
+        let mut t = Instant::now();
+        quiet(&mut c, &mut t, 2.0);
+        run(&mut c, &mut t, 10, 2.0);
+        assert_eq!(c.pace(), 1.0);
+        for i in 0..50 {
+            t += BEAT_EVERY;
+            c.record(if i % 10 == 0 { 50.0 } else { 2.0 }, t);
+            assert_eq!(c.decide(t), 1.0);
+        }
+    }
+
+    #[test]
+    fn the_baseline_follows_the_latest_quiet_windows_not_the_loaded_beats() {
+        let mut c = Controller::new(0.2);
+        let mut t = Instant::now();
+        // The application is busy already when the migration starts: 5 ms without splice.
+        quiet(&mut c, &mut t, 5.0);
+        run(&mut c, &mut t, 5, 5.5);
+        assert_eq!(c.baseline(), Some(5.0));
+        assert_eq!(c.budget(), Some(6.0));
+        // Later the application is quieter; two new quiet windows replace the first.
+        t += QUIET_EVERY;
+        assert!(c.quiet_due(t));
+        quiet(&mut c, &mut t, 2.0);
+        t += QUIET_EVERY;
+        quiet(&mut c, &mut t, 2.0);
+        assert_eq!(c.baseline(), Some(2.0));
+    }
+
+    #[test]
+    fn without_quiet_windows_a_low_percentile_of_the_last_minutes_stands_in() {
+        let mut c = Controller::new(0.2);
+        let mut t = Instant::now();
+        assert_eq!(c.baseline(), None);
+        run(&mut c, &mut t, 5, 4.0);
+        run(&mut c, &mut t, 30, 8.0);
+        assert_eq!(c.baseline(), Some(4.0));
+    }
+
+    #[test]
+    fn under_a_steady_overload_the_pace_settles_instead_of_swinging() {
+        // A load whose latency grows with the pace: 2 ms plus 2 ms at full pace. The budget
+        // (2.4 ms) holds at pace 0.2; the pace must stay near it, not swing between the ends.
+        let mut c = Controller::new(0.2);
+        let mut t = Instant::now();
+        quiet(&mut c, &mut t, 2.0);
+        let mut paces = Vec::new();
+        for _ in 0..1200 {
+            t += BEAT_EVERY;
+            let ms = 2.0 + 2.0 * c.pace();
+            c.record(ms, t);
+            paces.push(c.decide(t));
+        }
+        let tail = &paces[600..];
+        let max = tail.iter().copied().fold(0.0, f64::max);
+        let mean = tail.iter().sum::<f64>() / tail.len() as f64;
+        assert!(max <= 0.35, "max pace {max}");
+        assert!(mean >= 0.08, "mean pace {mean}");
+    }
+}
