@@ -606,10 +606,13 @@ async fn sync_under_writes_leaves_the_new_table_equal_to_the_mapping() {
         let stop = stop.clone();
         tokio::spawn(write_load(db.url(), stop, 7, 5_000))
     };
-    // Small, rate-limited chunks so the backfill runs while the load writes.
+    // Small, rate-limited chunks so the backfill runs while the load writes. The impact budget
+    // is off: the load itself raises commit latency, and the budget would slow the backfill
+    // down to a crawl (its own test is the_impact_budget_times_a_heartbeat_…).
     let opts = SyncOptions {
         until_caught_up: true,
         chunk_target: Some(std::time::Duration::from_millis(5)),
+        max_latency_increase: Some(None),
         ..Default::default()
     };
     sync_until_caught_up(
@@ -804,6 +807,25 @@ async fn verify_passes_after_sync_and_names_a_tampered_row_by_its_column() {
         status[0].phase, "syncing",
         "a failed verify closes the gate again"
     );
+    // Incremental verify is not built for MySQL/MariaDB: asked for, it runs a full pass (so it
+    // still finds what was written behind capture's back) and says why.
+    let counters = engine::verify::VerifyCounters::default();
+    let report = engine
+        .verify_kind("orders_v2", engine::VerifyKind::Incremental, &counters)
+        .await
+        .expect("verify --incremental");
+    assert_eq!(report.kind, engine::VerifyKind::Full);
+    assert!(
+        report
+            .full_because
+            .as_deref()
+            .is_some_and(|why| why.contains("not built for MySQL/MariaDB")),
+        "{:?}",
+        report.full_because
+    );
+    assert_eq!(report.rows_checked, 3_000, "every row was read");
+    let keys: Vec<&str> = report.diverged.iter().map(|d| d.key[0].as_str()).collect();
+    assert_eq!(keys, vec!["6", "1234", "2000"], "{:?}", report.diverged);
 }
 
 /// Keys where the old table is not the reverse mapping of the live (new) one after cutover.
@@ -1112,4 +1134,152 @@ async fn backfill_pauses_while_threads_running_is_above_the_files_bound() {
         "0",
         "nothing was copied while paused"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_log_keeps_requests_in_order_and_refuses_an_unknown_migration() {
+    let (_db, engine) = expanded(10).await;
+    for action in ["throttle 500 rows/s", "throttle cleared"] {
+        engine
+            .record_event(
+                "orders_v2",
+                action,
+                "tester",
+                Some("a reason"),
+                Some("done"),
+            )
+            .await
+            .expect("record");
+    }
+    let err = engine
+        .record_event("nope", "throttle cleared", "tester", None, None)
+        .await
+        .expect_err("no such migration: nothing recorded");
+    assert!(matches!(err, EngineError::NoSuchMigration { .. }), "{err}");
+    let events = engine.events("orders_v2", 10).await.expect("events");
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, vec!["throttle 500 rows/s", "throttle cleared"]);
+    assert_eq!(events[0].caller, "tester");
+    assert_eq!(events[0].reason.as_deref(), Some("a reason"));
+    assert_eq!(events[0].outcome.as_deref(), Some("done"));
+    assert!(events[0].at.ends_with('Z'), "{}", events[0].at);
+    // The last `limit`, oldest first.
+    let last = engine.events("orders_v2", 1).await.expect("events");
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].action, "throttle cleared");
+    assert!(engine.events("nope", 10).await.expect("events").is_empty());
+}
+
+struct LastProgress(Arc<std::sync::Mutex<engine::backfill::SyncProgress>>);
+
+impl engine::backfill::ProgressSink for LastProgress {
+    fn update(&mut self, p: &engine::backfill::SyncProgress) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = p.clone();
+        }
+    }
+}
+
+fn heartbeat_row(db: &MariaDb) -> Option<i64> {
+    let beats = db
+        .sql("SELECT beats FROM splice.heartbeat WHERE migration = 'orders_v2'")
+        .expect("heartbeat row");
+    let beats = beats.trim();
+    (!beats.is_empty()).then(|| beats.parse().expect("a number of beats"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_impact_budget_times_a_heartbeat_on_the_source_holds_back_when_it_slows_and_says_so() {
+    let (db, engine) = expanded(200).await;
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    // Follow changes with the default budget, in the background.
+    let last = Arc::new(std::sync::Mutex::new(
+        engine::backfill::SyncProgress::default(),
+    ));
+    let control = Control::new(RateLimit::Unlimited);
+    let sync = {
+        let (url, control, last) = (db.url(), control.clone(), last.clone());
+        tokio::spawn(async move {
+            Engine::mysql(url)
+                .expect("url")
+                .sync(
+                    "orders_v2",
+                    &SyncOptions::default(),
+                    &control,
+                    &mut LastProgress(last),
+                )
+                .await
+        })
+    };
+    let figures = |last: &Arc<std::sync::Mutex<engine::backfill::SyncProgress>>| {
+        last.lock().ok().and_then(|p| p.impact.clone())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while figures(&last).is_none() {
+        assert!(std::time::Instant::now() < deadline, "no impact figures");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The probe commits its heartbeat on the source, and status shows what it measured.
+    let beats = heartbeat_row(&db).expect("a heartbeat row");
+    assert!(beats > 8, "{beats} heartbeats");
+    let status = engine.status(Some("orders_v2")).await.expect("status");
+    let impact = status[0]
+        .impact
+        .clone()
+        .expect("status shows the impact figures");
+    assert!(impact.baseline_ms > 0.0 && impact.budget_ms > impact.baseline_ms);
+    // The application's commits slow down: another session holds the heartbeat's row for
+    // 40 ms at a time, so each heartbeat commit waits for it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow = {
+        let (mut conn, stop) = (my_conn(&db).await, stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                conn.query_drop(
+                    "START TRANSACTION; \
+                     SELECT 1 FROM splice.heartbeat WHERE migration = 'orders_v2' FOR UPDATE; \
+                     DO SLEEP(0.04); COMMIT",
+                )
+                .await
+                .expect("hold the heartbeat row");
+            }
+        })
+    };
+    let holding = |last: &Arc<std::sync::Mutex<engine::backfill::SyncProgress>>| {
+        figures(last).and_then(|i| i.holding_back.filter(|h| h.contains("> budget")))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while holding(&last).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never held back: {:?}",
+            figures(&last)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(figures(&last).is_some_and(|i| i.pace < 1.0));
+    // `splice status` (another process) says so once the sync saved it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let s = engine.status(Some("orders_v2")).await.expect("status");
+        if s[0]
+            .impact
+            .as_ref()
+            .and_then(|i| i.holding_back.as_ref())
+            .is_some_and(|h| h.contains("> budget"))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "status never said so");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    slow.await.expect("slow");
+    control.stop();
+    sync.await.expect("join").expect("sync");
+    // No sync runs: status shows no stale figures; abandoning removes the heartbeat row.
+    let s = engine.status(Some("orders_v2")).await.expect("status");
+    assert!(s[0].impact.is_none(), "{:?}", s[0].impact);
+    engine.rollback("orders_v2").await.expect("rollback");
+    assert_eq!(heartbeat_row(&db), None);
 }
