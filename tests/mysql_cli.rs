@@ -135,6 +135,35 @@ fn a_mysql_migration_runs_through_cutover_and_back_under_writes() {
 
     let out = splice(&["verify", "orders_v2", "--database-url", url]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Incremental verify is not built for MySQL/MariaDB: the pass is full and says so.
+    let out = splice(&[
+        "verify",
+        "orders_v2",
+        "--incremental",
+        "--database-url",
+        url,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("ran a full pass: incremental verify is not built for MySQL/MariaDB"),
+        "{}",
+        text(&out)
+    );
+    // A throttle request is recorded in the migration's history.
+    let out = splice(&[
+        "throttle",
+        "orders_v2",
+        "--rows-per-second",
+        "5000",
+        "--database-url",
+        url,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = splice(&["status", "orders_v2", "--history", "--database-url", url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("throttle 5000"), "{}", text(&out));
+    let out = splice(&["throttle", "orders_v2", "--clear", "--database-url", url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let out = splice(&["status", "orders_v2", "--database-url", url]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("verified"), "{}", text(&out));
