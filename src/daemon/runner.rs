@@ -268,6 +268,13 @@ impl MigrationRun {
     /// Records a request in the state store's event log and in the view. A migration not
     /// registered yet (before expand) has no log: the request is kept in the view only.
     async fn record(&self, event: ControlEvent) {
+        self.store_event(&event).await;
+        push_event(&mut self.view(), event);
+    }
+
+    /// Records a request in the state store's event log (a migration not registered yet has
+    /// none; a failure is logged): the view is [`push_event`]'s.
+    async fn store_event(&self, event: &ControlEvent) {
         let stored = tokio::time::timeout(
             STATUS_TIMEOUT,
             self.engine.record_event(
@@ -295,10 +302,6 @@ impl MigrationRun {
                 STATUS_TIMEOUT.as_secs()
             ),
         }
-        let mut view = self.view();
-        view.events.push(event);
-        let excess = view.events.len().saturating_sub(KEPT_EVENTS);
-        view.events.drain(..excess);
     }
 
     /// Records that this daemon (its API at `api`) drives the migration; false while the
@@ -726,7 +729,18 @@ async fn carry_out(run: &MigrationRun, request: Request) -> bool {
     }
     let automatic = caller == super::automation::CALLER;
     let rolled_back = matches!(&result, Ok(Done::Rollback(r)) if !r.already_done);
+    let event = ControlEvent {
+        at: unix_now(),
+        action: action.as_str().into(),
+        caller,
+        reason: reason.clone(),
+        outcome: Some(outcome),
+    };
+    run.store_event(&event).await;
     {
+        // One lock: whoever reads the view sees the request in the control log together with
+        // what it changed (a reader that saw `automatic_rollbacks` go up, and no rollback in
+        // the log, was a race).
         let mut view = run.view();
         match &result {
             Ok(Done::Cutover(r)) if !r.already => {
@@ -746,19 +760,19 @@ async fn carry_out(run: &MigrationRun, request: Request) -> bool {
             }
             _ => {}
         }
+        push_event(&mut view, event);
     }
-    run.record(ControlEvent {
-        at: unix_now(),
-        action: action.as_str().into(),
-        caller,
-        reason,
-        outcome: Some(outcome),
-    })
-    .await;
     if let Some(reply) = reply {
         let _ = reply.send(result);
     }
     rolled_back
+}
+
+/// Adds a request to the view's control log, keeping the last [`KEPT_EVENTS`].
+fn push_event(view: &mut View, event: ControlEvent) {
+    view.events.push(event);
+    let excess = view.events.len().saturating_sub(KEPT_EVENTS);
+    view.events.drain(..excess);
 }
 
 /// One verify pass of `kind` (an incremental one runs full when no pass is stored); returns
