@@ -442,6 +442,12 @@ async fn check_ranges<A: VerifySource>(
 /// a key only survives every round if it differs each time capture has passed the moment it was
 /// read: a key the application keeps rewriting may differ once or twice, a row changed behind
 /// splice's back differs every time.
+///
+/// A key is confirmed sooner when two rounds in a row read the same source row and the same
+/// target row and they differ: the drain between the two reads applied every change committed
+/// before the second round started, and the source row did not change in between, so the
+/// target should have been its mapping at the second read; it was not, and capture owes it
+/// nothing more. Only keys the application keeps rewriting need all the rounds.
 const RECHECK_ROUNDS: usize = 5;
 
 async fn recheck<A: VerifySource + ChangeApplier>(
@@ -452,11 +458,21 @@ async fn recheck<A: VerifySource + ChangeApplier>(
     dir: &Direction,
     mut suspects: Vec<Vec<String>>,
 ) -> Result<Vec<DivergedKey>, EngineError> {
-    let mut diverged = Vec::new();
+    // Reported in the order the keys were found.
+    let order: HashMap<Vec<String>, usize> = suspects
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), i))
+        .collect();
+    let mut confirmed: Vec<DivergedKey> = Vec::new();
+    let mut diverged: Vec<DivergedKey> = Vec::new();
+    // What the previous round read of each key still differing: (expected, found).
+    let mut previous: HashMap<Vec<String>, (Option<String>, Option<String>)> = HashMap::new();
     for round in 0..RECHECK_ROUNDS {
         capture.drain().await?;
         diverged.clear();
         let mut still = Vec::new();
+        let mut read_now = HashMap::new();
         for batch in suspects.chunks(1000) {
             let keys = Selection::Keys(batch);
             let (src, tgt) = tokio::join!(
@@ -468,20 +484,35 @@ async fn recheck<A: VerifySource + ChangeApplier>(
             let (src_index, tgt_index) = (src_rows.by_key(), tgt_rows.by_key());
             for key in differing(&src_rows, &src_index, &tgt_rows, &tgt_index) {
                 let fields = key_fields(key)?;
-                diverged.push(DivergedKey {
+                let found = DivergedKey {
                     expected: src_rows.line(&src_index, key),
                     found: tgt_rows.line(&tgt_index, key),
                     key: fields.clone(),
-                });
-                still.push(fields);
+                };
+                let seen = (found.expected.clone(), found.found.clone());
+                if previous.get(&fields) == Some(&seen) {
+                    confirmed.push(found);
+                } else {
+                    read_now.insert(fields.clone(), seen);
+                    diverged.push(found);
+                    still.push(fields);
+                }
             }
         }
-        tracing::debug!(round, remaining = still.len(), "verify re-check");
-        if still.is_empty() {
+        tracing::debug!(
+            round,
+            remaining = still.len(),
+            confirmed = confirmed.len(),
+            "verify re-check"
+        );
+        if still.is_empty() || round + 1 == RECHECK_ROUNDS {
             break;
         }
         suspects = still;
+        previous = read_now;
         tokio::time::sleep(std::time::Duration::from_millis(50 * (round as u64 + 1))).await;
     }
-    Ok(diverged)
+    confirmed.append(&mut diverged);
+    confirmed.sort_by_key(|d| order.get(&d.key).copied().unwrap_or(usize::MAX));
+    Ok(confirmed)
 }
