@@ -210,9 +210,9 @@ mod tests {
     fn a_mysql_database_is_refused_plainly() {
         let mut c = cli(&["m.toml"]);
         c.database_url = Some("mysql://app@db/shop".into());
-        let err = Settings::resolve(c).expect_err("MySQL migrations are not built");
+        let err = Settings::resolve(c).expect_err("the daemon is not built for MySQL");
         assert!(
-            err.contains("MySQL/MariaDB migrations are not built yet"),
+            err.contains("`splice daemon` is not built for MySQL/MariaDB yet"),
             "{err}"
         );
     }
