@@ -42,11 +42,20 @@ async fn write_load(
             5..=6 => "INSERT INTO shop.orders (note) VALUES ('new order')".to_string(),
             7 => format!("DELETE FROM shop.orders WHERE id = {id}"),
             8 => format!("UPDATE shop.orders SET note = NULL WHERE id = {id}"),
-            _ => format!("UPDATE shop.orders SET id = id + 50000000 WHERE id = {id}"),
+            // A primary-key move to a key no insert can take (AUTO_INCREMENT only counts up
+            // from the highest positive key): moving up (`id + 50000000`) raised the counter
+            // into the moved keys' range, and a later move collided with an inserted row.
+            _ => format!("UPDATE shop.orders SET id = -id WHERE id = {id}"),
         };
         match db.query_drop(&sql).await {
             Ok(()) => c.0.fetch_add(1, Ordering::Relaxed),
-            Err(_) => c.1.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                eprintln!(
+                    "    an application write failed: {sql}: {}",
+                    cdc::describe_mysql_error(&e)
+                );
+                c.1.fetch_add(1, Ordering::Relaxed)
+            }
         };
     }
 }
