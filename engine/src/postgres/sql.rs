@@ -366,13 +366,22 @@ pub fn table_size() -> String {
 }
 
 /// Source keys from a sample of pages (`$1` = percent of the table), in key order, as text.
+/// Verify's range bounds from a page sample of the source's keys (`$1`: percent of pages):
+/// the sample is cut into `$2` buckets in key order on the server, which returns only the first
+/// key of each bucket after the first, so the client holds one key per range whatever the
+/// sample's size.
 pub fn sample_keys(dir: &Direction) -> String {
     let dir = Sql(dir);
     let key_text = dir.key_text("s.");
+    let order = dir.key_list("s.");
     format!(
-        "SELECT {key_text} FROM {from} s TABLESAMPLE SYSTEM ($1::float8) ORDER BY {order}",
+        "SELECT DISTINCT ON (splice__bucket) * FROM (
+            SELECT {key_text}, ntile($2::int) OVER (ORDER BY {order}) AS splice__bucket,
+                   row_number() OVER (ORDER BY {order}) AS splice__n
+            FROM {from} s TABLESAMPLE SYSTEM ($1::float8)) q
+         WHERE splice__bucket > 1
+         ORDER BY splice__bucket, splice__n",
         from = qualified(&dir.from),
-        order = dir.key_list("s."),
     )
 }
 

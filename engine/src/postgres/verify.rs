@@ -45,22 +45,19 @@ impl VerifySource for Postgres {
         let pages_wanted = (32.0 * ranges).min((4.0 * ranges).max(20_000.0));
         let percent = (100.0 * pages_wanted / pages).clamp(0.000_1, 100.0);
         let k = dir.key.len();
-        let sample: Vec<Vec<String>> = db
-            .query(&sql::sample_keys(dir), &[&percent])
+        let buckets = ranges as i32;
+        let firsts: Vec<Vec<String>> = db
+            .query(&sql::sample_keys(dir), &[&percent, &buckets])
             .await
             .map_err(|e| EngineError::db("sampling the keys to verify", e))?
             .iter()
             .map(|r| (0..k).map(|i| r.try_get::<_, String>(i)).collect())
             .collect::<Result<_, _>>()
             .map_err(|e| EngineError::db("reading the sampled keys as text", e))?;
-        let ranges = ranges as usize;
-        let mut bounds: Vec<Vec<String>> = Vec::with_capacity(ranges);
-        for i in 1..ranges {
-            let Some(key) = sample.get(i * sample.len() / ranges) else {
-                break;
-            };
-            if bounds.last() != Some(key) {
-                bounds.push(key.clone());
+        let mut bounds: Vec<Vec<String>> = Vec::with_capacity(firsts.len());
+        for key in firsts {
+            if bounds.last() != Some(&key) {
+                bounds.push(key);
             }
         }
         Ok(bounds)
