@@ -2,7 +2,9 @@
 //! server, start `mariadbd` on a free loopback port with a row-based binlog (full row images)
 //! and GTIDs, kill it and delete its directory on drop.
 
-use crate::process::{free_port, log_tail, scratch_root, stop_child, unique_dir, RunAs};
+use crate::process::{
+    client_output, free_port, log_tail, scratch_root, tear_down, unique_dir, RunAs,
+};
 use crate::tls::TestCa;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -165,13 +167,7 @@ impl MariaDb {
             .stdin(Stdio::null())
             .output()
             .context("running the mariadb client")?;
-        if !out.status.success() {
-            bail!(
-                "mariadb failed on {sql:?}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        client_output("mariadb", sql, out)
     }
 
     /// Kill the server now and delete its directory.
@@ -180,17 +176,13 @@ impl MariaDb {
     }
 
     fn shutdown(&mut self) {
-        if let Some(mut watchdog) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-        }
-        if let Some(mut child) = self.child.take() {
-            // Throwaway data: no clean shutdown needed.
-            stop_child(&mut child, libc::SIGKILL, Duration::from_secs(10));
-        }
-        if std::env::var_os("SPLICE_TESTKIT_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        // Throwaway data: no clean shutdown needed.
+        tear_down(
+            &mut self.watchdog,
+            &mut self.child,
+            libc::SIGKILL,
+            &self.dir,
+        );
     }
 }
 

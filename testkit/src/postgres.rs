@@ -3,7 +3,9 @@
 //! [`PostgresBuilder::tls_only`] gives it a throwaway CA and certificate and refuses every
 //! connection without TLS.
 
-use crate::process::{free_port, log_tail, scratch_root, stop_child, unique_dir, RunAs};
+use crate::process::{
+    client_output, free_port, log_tail, scratch_root, tear_down, unique_dir, RunAs,
+};
 use crate::tls::TestCa;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -190,13 +192,7 @@ impl Postgres {
             .stdin(Stdio::null())
             .output()
             .context("running psql")?;
-        if !out.status.success() {
-            bail!(
-                "psql failed on {sql:?}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        client_output("psql", sql, out)
     }
 
     /// Stop the server now (immediate shutdown) and delete its directory.
@@ -205,16 +201,12 @@ impl Postgres {
     }
 
     fn shutdown(&mut self) {
-        if let Some(mut watchdog) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-        }
-        if let Some(mut child) = self.child.take() {
-            stop_child(&mut child, libc::SIGQUIT, Duration::from_secs(10));
-        }
-        if std::env::var_os("SPLICE_TESTKIT_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        tear_down(
+            &mut self.watchdog,
+            &mut self.child,
+            libc::SIGQUIT,
+            &self.dir,
+        );
     }
 }
 

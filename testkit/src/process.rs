@@ -153,3 +153,34 @@ pub(crate) fn log_tail(path: &Path, n: usize) -> String {
         Err(_) => String::from("(no log)"),
     }
 }
+
+/// Tears a throwaway server down: its watchdog first (so it does not act on the kill), then the
+/// server with `signal`, then its directory unless `SPLICE_TESTKIT_KEEP` is set.
+pub(crate) fn tear_down(
+    watchdog: &mut Option<Child>,
+    server: &mut Option<Child>,
+    signal: i32,
+    dir: &Path,
+) {
+    if let Some(mut watchdog) = watchdog.take() {
+        let _ = watchdog.kill();
+        let _ = watchdog.wait();
+    }
+    if let Some(mut child) = server.take() {
+        stop_child(&mut child, signal, Duration::from_secs(10));
+    }
+    if std::env::var_os("SPLICE_TESTKIT_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// What a SQL client printed for `sql`, trimmed; its error output when it failed.
+pub(crate) fn client_output(tool: &str, sql: &str, out: std::process::Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "{tool} failed on {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
