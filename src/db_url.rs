@@ -30,26 +30,6 @@ pub fn is_mysql(url: &str) -> bool {
     url.starts_with("mysql://") || url.starts_with("mariadb://")
 }
 
-/// The migration commands built for MySQL/MariaDB (the engine's MySQL adapter).
-pub const MYSQL_COMMANDS: &[&str] = &[
-    "plan", "expand", "sync", "throttle", "verify", "cutover", "rollback", "abort", "contract",
-    "drop", "status",
-];
-
-/// A command not built for MySQL/MariaDB yet (the daemon) gets a plain refusal naming what does
-/// work there.
-pub fn refuse_mysql_migrations(url: &str, command: &str) -> Result<(), String> {
-    if !is_mysql(url) || MYSQL_COMMANDS.contains(&command) {
-        return Ok(());
-    }
-    Err(format!(
-        "`splice {command}` is not built for MySQL/MariaDB yet (it runs on PostgreSQL only). \
-         On MySQL/MariaDB the migration commands run one by one: plan, expand, sync, throttle, \
-         verify, cutover, rollback, abort, contract, drop, status (docs/migrations.md, \
-         \"MySQL/MariaDB\")"
-    ))
-}
-
 /// A libpq key=value string from the PG* variables, if `PGHOST` or `PGDATABASE` is set.
 fn from_pg_env(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     if env("PGHOST").is_none() && env("PGDATABASE").is_none() {
@@ -119,18 +99,11 @@ mod tests {
     }
 
     #[test]
-    fn mysql_urls_are_told_apart_and_refused_for_commands_not_built() {
+    fn mysql_urls_are_told_apart() {
         assert!(is_mysql("mysql://app@db/shop"));
         assert!(is_mysql("MariaDB://app@db/"));
         assert!(!is_mysql("postgres://app@db/app"));
         assert!(!is_mysql("host=db dbname=mysql"));
-        assert!(refuse_mysql_migrations("mysql://app@db/", "sync").is_ok());
-        let err = refuse_mysql_migrations("mysql://app@db/", "daemon").unwrap_err();
-        assert!(
-            err.contains("not built for MySQL/MariaDB yet") && err.contains("splice daemon"),
-            "{err}"
-        );
-        assert!(refuse_mysql_migrations("postgres://app@db/app", "daemon").is_ok());
     }
 
     #[test]

@@ -2,11 +2,10 @@
 //! after a cutover that rolls back on its own. It decides only when to ask: it submits the same
 //! requests as the HTTP API, and the runner takes the steps under the runner lock.
 
+use super::any_engine::{WatchError, WatchSession};
 use super::runner::{unix_now, Action, MigrationRun, Request, View, CUTOVER_MAX_LAG_BYTES};
-use engine::adapter::Sessions;
 use engine::spec::{Automation, CutoverMode};
 use engine::state::{PhaseChange, Transition};
-use engine::Postgres;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -19,8 +18,6 @@ const TICK: Duration = Duration::from_secs(1);
 /// A watch query that takes longer fails (and so rolls back).
 const WATCH_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Session = <Postgres as Sessions>::Conn;
-
 /// Runs the migration's automation until shutdown: nothing when the file has none.
 pub async fn automate(run: Arc<MigrationRun>, mut shutdown: watch::Receiver<bool>) {
     let automation = run.automation.clone();
@@ -30,7 +27,7 @@ pub async fn automate(run: Arc<MigrationRun>, mut shutdown: watch::Receiver<bool
     let span = info_span!("automation", migration = %run.name);
     async move {
         let mut gates = Gates::default();
-        let mut session: Option<Session> = None;
+        let mut session: Option<WatchSession> = None;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -87,7 +84,7 @@ pub async fn automate(run: Arc<MigrationRun>, mut shutdown: watch::Receiver<bool
 }
 
 /// One run of the watch query; a failure asks the runner to roll back from cutover.
-async fn watch_once(run: &MigrationRun, sql: &str, session: &mut Option<Session>) {
+async fn watch_once(run: &MigrationRun, sql: &str, session: &mut Option<WatchSession>) {
     match check(run, sql, session).await {
         Ok(()) => run.view().automation.watch_checks += 1,
         Err(why) => {
@@ -106,29 +103,19 @@ async fn watch_once(run: &MigrationRun, sql: &str, session: &mut Option<Session>
 
 /// Runs the watch: Ok when it returned true; otherwise why not. A failed session is dropped
 /// so the next check connects again.
-async fn check(run: &MigrationRun, sql: &str, session: &mut Option<Session>) -> Result<(), String> {
+async fn check(
+    run: &MigrationRun,
+    sql: &str,
+    session: &mut Option<WatchSession>,
+) -> Result<(), String> {
     if session.as_ref().is_none_or(|s| s.is_closed()) {
-        let s = engine::connect(&run.url)
-            .await
-            .map_err(|e| format!("the watch cannot connect: {e}"))?;
-        s.batch_execute(&format!(
-            "SET statement_timeout = {}",
-            WATCH_TIMEOUT.as_millis()
-        ))
-        .await
-        .map_err(|e| format!("the watch cannot connect: {}", engine::db_message(&e)))?;
-        *session = Some(s);
+        *session = Some(WatchSession::connect(&run.url, WATCH_TIMEOUT).await?);
     }
-    let Some(s) = session.as_ref() else {
+    let Some(s) = session.as_mut() else {
         return Err("the watch has no session".into());
     };
-    let answer = tokio::time::timeout(WATCH_TIMEOUT, s.query(sql, &[])).await;
-    let rows = match answer {
-        Ok(Ok(rows)) => rows,
-        Ok(Err(e)) => {
-            *session = None;
-            return Err(format!("the watch failed: {}", engine::db_message(&e)));
-        }
+    let answer = match tokio::time::timeout(WATCH_TIMEOUT, s.ask(sql)).await {
+        Ok(answer) => answer,
         Err(_) => {
             *session = None;
             return Err(format!(
@@ -137,16 +124,19 @@ async fn check(run: &MigrationRun, sql: &str, session: &mut Option<Session>) -> 
             ));
         }
     };
-    match rows.as_slice() {
-        [row] => match row.try_get::<_, Option<bool>>(0) {
-            Ok(Some(true)) => Ok(()),
-            Ok(Some(false)) => Err(format!("the watch returned false: {sql}")),
-            Ok(None) => Err(format!("the watch returned NULL: {sql}")),
-            Err(e) => Err(format!("the watch returned no boolean ({e}): {sql}")),
-        },
-        rows => Err(format!(
-            "the watch returned {} rows, not one boolean: {sql}",
-            rows.len()
+    match answer {
+        Ok(Some(true)) => Ok(()),
+        Ok(Some(false)) => Err(format!("the watch returned false: {sql}")),
+        Ok(None) => Err(format!("the watch returned NULL: {sql}")),
+        Err(WatchError::Failed(e)) => {
+            *session = None;
+            Err(format!("the watch failed: {e}"))
+        }
+        Err(WatchError::NotBoolean(e)) => {
+            Err(format!("the watch returned no boolean ({e}): {sql}"))
+        }
+        Err(WatchError::Rows(n)) => Err(format!(
+            "the watch returned {n} rows, not one boolean: {sql}"
         )),
     }
 }

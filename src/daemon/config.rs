@@ -126,7 +126,6 @@ impl Settings {
                 Some(url) => url,
                 None => default_url.clone()?,
             };
-            db_url::refuse_mysql_migrations(&database_url, "daemon")?;
             migrations.push(MigrationSource {
                 file: base.join(entry.file),
                 database_url,
@@ -134,7 +133,6 @@ impl Settings {
         }
         for file in cli.files {
             let database_url = default_url.clone()?;
-            db_url::refuse_mysql_migrations(&database_url, "daemon")?;
             migrations.push(MigrationSource { file, database_url });
         }
         if migrations.is_empty() {
@@ -204,17 +202,6 @@ mod tests {
         assert_eq!(s.migrations[0].file, dir.join("a.toml"));
         assert_eq!(s.migrations[0].database_url, "postgres://cli/db");
         assert_eq!(s.migrations[1].database_url, "postgres://other/db");
-    }
-
-    #[test]
-    fn a_mysql_database_is_refused_plainly() {
-        let mut c = cli(&["m.toml"]);
-        c.database_url = Some("mysql://app@db/shop".into());
-        let err = Settings::resolve(c).expect_err("the daemon is not built for MySQL");
-        assert!(
-            err.contains("`splice daemon` is not built for MySQL/MariaDB yet"),
-            "{err}"
-        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! asks for cutover and rollback when the file's `[automation]` gates say so, `http.rs`
 //! renders what they know.
 
+mod any_engine;
 mod automation;
 mod config;
 mod http;

@@ -13,10 +13,11 @@
 //! `automation.rs`): it stops its sync at a checkpoint, runs the engine's step under the same
 //! lock discipline, and carries on in the new phase. It never contracts or drops.
 
+use super::any_engine::DaemonEngine;
 use engine::backfill::{Control, ProgressSink, SyncProgress};
 use engine::phases::{CutoverReport, ReverseSync, RollbackReport, Status, SyncOptions};
 use engine::spec::Automation;
-use engine::{Engine, EngineError, MigrationSpec, Phase, Postgres, VerifyKind, VerifyReport};
+use engine::{EngineError, MigrationSpec, Phase, VerifyKind, VerifyReport};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{oneshot, watch};
@@ -190,7 +191,7 @@ pub struct MigrationRun {
     pub name: String,
     pub file: String,
     spec_text: String,
-    engine: Engine<Postgres>,
+    engine: DaemonEngine,
     /// The database URL (with the daemon's application name), for the watch's session.
     pub(super) url: String,
     pub automation: Automation,
@@ -210,18 +211,27 @@ impl MigrationRun {
         let spec_text = std::fs::read_to_string(file)
             .map_err(|e| format!("cannot read migration file {shown}: {e}"))?;
         let spec = MigrationSpec::parse(&spec_text, &shown).map_err(|e| e.to_string())?;
-        let database = cdc::PgTarget::from_url(database_url)
-            .map(|t| t.describe())
-            .map_err(|e| e.to_string())?;
-        let url = crate::session_name::with_application_name(
-            database_url,
-            &crate::session_name::of_command(&["daemon", &spec.name]),
-        );
+        let (database, url) = if crate::db_url::is_mysql(database_url) {
+            // MySQL has no application_name; the URL stays as it is.
+            let database = cdc::mysql::MySqlTarget::from_url(database_url)
+                .map(|t| t.describe())
+                .map_err(|e| e.to_string())?;
+            (database, database_url.to_string())
+        } else {
+            let database = cdc::PgTarget::from_url(database_url)
+                .map(|t| t.describe())
+                .map_err(|e| e.to_string())?;
+            let url = crate::session_name::with_application_name(
+                database_url,
+                &crate::session_name::of_command(&["daemon", &spec.name]),
+            );
+            (database, url)
+        };
         Ok(MigrationRun {
             name: spec.name.clone(),
             file: shown,
             spec_text,
-            engine: Engine::new(url.clone()),
+            engine: DaemonEngine::for_url(&url)?,
             url,
             automation: spec.automation.clone(),
             database,
@@ -383,7 +393,7 @@ impl MigrationRun {
         taken
     }
 
-    pub fn engine(&self) -> &Engine<Postgres> {
+    pub fn engine(&self) -> &DaemonEngine {
         &self.engine
     }
 

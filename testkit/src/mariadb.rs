@@ -182,6 +182,7 @@ impl MariaDb {
             &mut self.child,
             libc::SIGKILL,
             &self.dir,
+            &self.dir.join("mariadb.err"),
         );
     }
 }

@@ -206,6 +206,7 @@ impl Postgres {
             &mut self.child,
             libc::SIGQUIT,
             &self.dir,
+            &self.dir.join("postgres.log"),
         );
     }
 }

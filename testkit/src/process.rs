@@ -155,13 +155,23 @@ pub(crate) fn log_tail(path: &Path, n: usize) -> String {
 }
 
 /// Tears a throwaway server down: its watchdog first (so it does not act on the kill), then the
-/// server with `signal`, then its directory unless `SPLICE_TESTKIT_KEEP` is set.
+/// server with `signal`, then its directory unless `SPLICE_TESTKIT_KEEP` is set. When a test
+/// panicked, the server's own log goes to stderr first (the test's output keeps it): an
+/// intermittent failure then carries the server's account of what it did.
 pub(crate) fn tear_down(
     watchdog: &mut Option<Child>,
     server: &mut Option<Child>,
     signal: i32,
     dir: &Path,
+    log: &Path,
 ) {
+    if std::thread::panicking() && server.is_some() {
+        eprintln!(
+            "--- the last lines of the server log {} ---\n{}\n--- end of the server log ---",
+            log.display(),
+            log_tail(log, 60)
+        );
+    }
     if let Some(mut watchdog) = watchdog.take() {
         let _ = watchdog.kill();
         let _ = watchdog.wait();
