@@ -47,6 +47,9 @@ const START_PACE: f64 = 0.5;
 const STEP_UP: f64 = 0.05;
 /// Latency differences below this are measurement jitter (timer, scheduler), milliseconds.
 const JITTER_MS: f64 = 0.2;
+/// Once capture has applied no write to the migrated table for this long, the application is
+/// not writing it: nobody's commits wait behind the backfill, so it runs at full pace.
+pub const APPLICATION_IDLE: Duration = Duration::from_secs(2);
 
 /// The controller behind [`ImpactBudget`]: fed probe latencies, it keeps the baseline and the
 /// current figure and decides the pace. Pure (time is passed in), so it is tested without a
@@ -70,6 +73,11 @@ pub struct Controller {
     last_decision: Option<Instant>,
     last_decrease: Option<Instant>,
     problem: Option<String>,
+    /// The count of the migrated table's keys capture applied, and when it last moved; `None`
+    /// until the sync reports one (the application then counts as writing).
+    application: Option<(u64, Instant)>,
+    /// The last decision found the application idle (so nothing holds back).
+    idle: bool,
 }
 
 impl Controller {
@@ -89,7 +97,24 @@ impl Controller {
             last_decision: None,
             last_decrease: None,
             problem: None,
+            application: None,
+            idle: false,
         }
+    }
+
+    /// How many of the migrated table's keys capture has applied so far (a counter), at
+    /// `now`: while it stands still for [`APPLICATION_IDLE`] the pace is full.
+    pub fn application_writes(&mut self, applied: u64, now: Instant) {
+        match self.application {
+            Some((seen, _)) if seen == applied => {}
+            _ => self.application = Some((applied, now)),
+        }
+    }
+
+    /// Whether the application has not written the migrated table for [`APPLICATION_IDLE`].
+    fn application_idle(&self, now: Instant) -> bool {
+        self.application
+            .is_some_and(|(_, moved)| now.duration_since(moved) > APPLICATION_IDLE)
     }
 
     /// One heartbeat's commit latency, taken at `now`.
@@ -218,6 +243,14 @@ impl Controller {
             return self.pace;
         }
         self.last_decision = Some(now);
+        self.idle = self.application_idle(now);
+        if self.idle {
+            // The heartbeat's latency may rise with the backfill's own writes, but no
+            // application commit waits: full pace. Writes coming back meet the AIMD from here.
+            self.pace = 1.0;
+            self.over = false;
+            return self.pace;
+        }
         // A probe that failed, or whose last beat is old (stalled), gives nothing to judge by.
         let fresh = self
             .recent
@@ -259,7 +292,9 @@ impl Controller {
     /// the latency never above the budget, is not reported as holding back).
     pub fn figures(&self) -> Option<Impact> {
         let (baseline, current, budget) = (self.baseline()?, self.current()?, self.budget()?);
-        let holding_back = if current > budget {
+        let holding_back = if self.idle {
+            None
+        } else if current > budget {
             Some(format!(
                 "commit latency {current:.1} ms > budget {budget:.1} ms (baseline {baseline:.1} \
                  ms +{:.0}%)",
@@ -371,6 +406,15 @@ impl ImpactBudget {
     /// Whether a budget is in force.
     pub fn is_on(&self) -> bool {
         self.controller.is_some()
+    }
+
+    /// Tells the budget how many of the migrated table's keys capture has applied so far: the
+    /// application's writes. While they stand still the pace is full (see
+    /// [`Controller::application_writes`]).
+    pub fn application_writes(&self, applied: u64) {
+        if let Some(c) = &self.controller {
+            lock(c).application_writes(applied, Instant::now());
+        }
     }
 
     /// The pace to run at now (1 when off).
@@ -501,6 +545,31 @@ mod tests {
         c.probe_failed("permission denied for table heartbeat".into());
         t += Duration::from_millis(1500);
         assert_eq!(c.decide(t), before);
+    }
+
+    #[test]
+    fn without_application_writes_the_pace_is_full_and_with_them_the_budget_rules_again() {
+        let mut c = Controller::new(0.2);
+        let mut t = Instant::now();
+        quiet(&mut c, &mut t, 2.0);
+        // Latency far above the budget while the application writes: the pace falls.
+        for second in 0..3 {
+            c.application_writes(second, t);
+            run(&mut c, &mut t, 1, 10.0);
+        }
+        assert!(c.pace() < START_PACE, "{}", c.pace());
+        // The application stops writing the table (the count stands still): after
+        // APPLICATION_IDLE the backfill's own latency no longer holds it back.
+        for _ in 0..6 {
+            c.application_writes(2, t);
+            run(&mut c, &mut t, 1, 10.0);
+        }
+        assert_eq!(c.pace(), 1.0);
+        assert!(c.figures().is_none_or(|f| f.holding_back.is_none()));
+        // It writes again: the budget halves the pace at once.
+        c.application_writes(3, t);
+        run(&mut c, &mut t, 2, 10.0);
+        assert!(c.pace() <= 0.5, "{}", c.pace());
     }
 
     #[test]

@@ -1228,20 +1228,24 @@ async fn the_impact_budget_times_a_heartbeat_on_the_source_holds_back_when_it_sl
         .clone()
         .expect("status shows the impact figures");
     assert!(impact.baseline_ms > 0.0 && impact.budget_ms > impact.baseline_ms);
-    // The application's commits slow down: another session holds the heartbeat's row for
-    // 40 ms at a time, so each heartbeat commit waits for it.
+    // The application writes the table and its commits slow down: another session holds the
+    // heartbeat's row for 40 ms at a time, so each heartbeat commit waits for it. (Without
+    // writes to the table the budget counts the application as idle and does not hold back.)
     let stop = Arc::new(AtomicBool::new(false));
     let slow = {
         let (mut conn, stop) = (my_conn(&db).await, stop.clone());
         tokio::spawn(async move {
+            let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                conn.query_drop(
-                    "START TRANSACTION; \
+                n += 1;
+                conn.query_drop(format!(
+                    "UPDATE shop.orders SET note = 'w{n}' WHERE id = 1; \
+                     START TRANSACTION; \
                      SELECT 1 FROM splice.heartbeat WHERE migration = 'orders_v2' FOR UPDATE; \
-                     DO SLEEP(0.04); COMMIT",
-                )
+                     DO SLEEP(0.04); COMMIT"
+                ))
                 .await
-                .expect("hold the heartbeat row");
+                .expect("write, and hold the heartbeat row");
             }
         })
     };

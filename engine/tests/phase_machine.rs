@@ -1433,7 +1433,8 @@ async fn a_crash_at_any_step_between_capture_and_apply_cannot_lose_a_dirty_mark(
     }
 }
 
-/// Raises the commit latency once the backfill copies, records every reason it held back for,
+/// Raises the commit latency once the backfill copies (while the application writes the
+/// table: an idle application is not held back for), records every reason it held back for,
 /// and stops the sync once it held back for the latency (or after `give_up`).
 struct LatencyRises {
     db: Memory,
@@ -1442,13 +1443,26 @@ struct LatencyRises {
     reasons: Vec<String>,
     started: std::time::Instant,
     give_up: std::time::Duration,
+    writes: u64,
 }
 
 impl engine::backfill::ProgressSink for LatencyRises {
     fn update(&mut self, p: &engine::backfill::SyncProgress) {
         use engine::backfill::SyncState;
         match &p.state {
-            SyncState::Copying => self.db.set_commit_latency(self.raise_to),
+            SyncState::Copying => {
+                self.db.set_commit_latency(self.raise_to);
+                self.writes += 1;
+                let note = format!("w{}", self.writes);
+                self.db.upsert(
+                    "orders",
+                    &[
+                        ("id", Some("1")),
+                        ("amount", Some("3")),
+                        ("note", Some(note.as_str())),
+                    ],
+                );
+            }
             SyncState::HoldingBack { reason, pace } => {
                 assert!(*pace < 1.0 && *pace > 0.0, "pace {pace}");
                 if reason.contains("> budget") {
@@ -1480,6 +1494,7 @@ async fn backfill_under_latency(
         reasons: Vec::new(),
         started: std::time::Instant::now(),
         give_up: std::time::Duration::from_secs(3),
+        writes: 0,
     };
     engine
         .sync("orders_v2", &SyncOptions::default(), &control, &mut sink)

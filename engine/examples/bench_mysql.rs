@@ -1,0 +1,414 @@
+//! `scripts/bench mysql`: splice on MariaDB beside a plain `INSERT … SELECT` and beside
+//! pt-online-schema-change, side by side in one run on one durable server (InnoDB flushes at
+//! every commit, `sync_binlog = 1`). The table is sysbench's `sbtest1` (1,000,000 rows), the
+//! change widens `k` to BIGINT, and the application is sysbench `oltp_update_non_index` on
+//! 4 threads.
+//!
+//! (a) splice's backfill rows/s ÷ an `INSERT … SELECT` of the same mapping, both idle  ≥ 0.8×
+//! (b) application TPS while `splice sync` runs (backfill and catch-up) ÷ without      ≥ 0.9×
+//! (c) the same change by pt-online-schema-change under the same load: its time and the
+//!     application's TPS meanwhile, beside splice's                       splice faster, both
+//! (d) cutover lock p99 under load (several cutover → rollback rounds)                < 200 ms
+//! (e) rollback after cutover under load, the slowest round                             < 1 s
+//!
+//! Usage: cargo run --release -p splice-engine --example bench_mysql -- [--rows N]
+//!        [--secs S (baseline run)] [--rounds R (cutover rounds)]
+
+use engine::backfill::{Control, NoProgress};
+use engine::phases::{ReverseSync, SyncOptions};
+use engine::{Engine, MySql, RateLimit};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use testkit::MariaDb;
+
+const NAME: &str = "sbtest1_v2";
+const TARGET: &str = "CREATE TABLE sbtest.sbtest1 (
+    id INT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    k BIGINT NOT NULL DEFAULT 0,
+    c CHAR(120) NOT NULL DEFAULT '',
+    pad CHAR(60) NOT NULL DEFAULT '',
+    KEY k_1 (k)
+) ENGINE=InnoDB";
+
+struct Args {
+    rows: u64,
+    secs: u64,
+    rounds: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        rows: 1_000_000,
+        secs: 20,
+        rounds: 5,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let value = argv.get(i + 1).and_then(|v| v.parse::<u64>().ok());
+        match (argv[i].as_str(), value) {
+            ("--rows", Some(v)) if v > 0 => a.rows = v,
+            ("--secs", Some(v)) if v > 0 => a.secs = v,
+            ("--rounds", Some(v)) if v > 0 => a.rounds = v as usize,
+            (other, _) => {
+                eprintln!(
+                    "bench_mysql: unexpected `{other}`; usage: bench_mysql [--rows N] [--secs S] [--rounds R]"
+                );
+                std::process::exit(2);
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+/// sysbench runs in the background: `die` stops them (an exit runs no destructor).
+static LOADS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn die<T, E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> T + '_ {
+    move |e| {
+        eprintln!("bench_mysql: {what}: {e}");
+        for pid in LOADS.lock().map(|l| l.clone()).unwrap_or_default() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        std::process::exit(2)
+    }
+}
+
+fn spec() -> String {
+    format!(
+        "name = \"{NAME}\"\ntable = \"sbtest.sbtest1\"\ntarget = \"\"\"\n{TARGET}\n\"\"\"\n\
+         [throttle]\nlock_timeout = \"2s\"\n"
+    )
+}
+
+/// sysbench's common arguments for this server.
+fn sysbench(db: &MariaDb, rows: u64) -> Command {
+    let mut cmd = Command::new("sysbench");
+    cmd.arg("oltp_update_non_index")
+        .args([
+            "--db-driver=mysql",
+            "--mysql-host=127.0.0.1",
+            "--mysql-user=root",
+        ])
+        .arg(format!("--mysql-port={}", db.port()))
+        .args(["--mysql-db=sbtest", "--tables=1", "--threads=4"])
+        .arg(format!("--table-size={rows}"));
+    cmd
+}
+
+/// A sysbench run in the background: its per-second TPS lines, stamped when read.
+struct Load {
+    child: Child,
+    seconds: Arc<Mutex<Vec<(Instant, f64)>>>,
+}
+
+impl Load {
+    fn start(db: &MariaDb, rows: u64) -> Load {
+        let mut child = sysbench(db, rows)
+            .args([
+                "--time=0",
+                "--report-interval=1",
+                "--rand-type=uniform",
+                "run",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(die("starting sysbench (apt-get install sysbench)"));
+        if let Ok(mut l) = LOADS.lock() {
+            l.push(child.id());
+        }
+        let seconds = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap_or_else(|| {
+            eprintln!("bench_mysql: sysbench has no stdout");
+            std::process::exit(2)
+        });
+        let sink = seconds.clone();
+        std::thread::spawn(move || {
+            // "[ 3s ] thds: 4 tps: 1234.56 qps: …"
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let tps = line
+                    .split("tps: ")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|v| v.parse::<f64>().ok());
+                if let Some(tps) = tps {
+                    if let Ok(mut s) = sink.lock() {
+                        s.push((Instant::now(), tps));
+                    }
+                }
+            }
+        });
+        // Warm up: the first seconds of a run are not its rate.
+        std::thread::sleep(Duration::from_secs(3));
+        Load { child, seconds }
+    }
+
+    /// Mean TPS over the seconds reported inside `[from, to]`.
+    fn tps(&self, from: Instant, to: Instant) -> f64 {
+        let s = self.seconds.lock().map(|s| s.clone()).unwrap_or_default();
+        let inside: Vec<f64> = s
+            .iter()
+            .filter(|(at, _)| *at > from && *at <= to + Duration::from_millis(500))
+            .map(|(_, t)| *t)
+            .collect();
+        if inside.is_empty() {
+            return 0.0;
+        }
+        inside.iter().sum::<f64>() / inside.len() as f64
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Ok(mut l) = LOADS.lock() {
+            l.retain(|pid| *pid != self.child.id());
+        }
+    }
+}
+
+fn sql(db: &MariaDb, statement: &str) -> String {
+    db.sql(statement)
+        .unwrap_or_else(die(&format!("running {statement}")))
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+fn main() {
+    let a = args();
+    let db = MariaDb::builder()
+        .setting("innodb-buffer-pool-size", "1G")
+        .setting("innodb-log-file-size", "512M")
+        .setting("innodb-flush-log-at-trx-commit", "1")
+        .setting("sync-binlog", "1")
+        .setting("max-connections", "200")
+        .start()
+        .unwrap_or_else(die("starting MariaDB (apt-get install mariadb-server)"));
+    let version = sql(&db, "SELECT VERSION()");
+    println!(
+        "bench mysql: MariaDB {version}, {} rows of sysbench's sbtest1, oltp_update_non_index on 4 threads",
+        a.rows
+    );
+    sql(&db, "CREATE DATABASE sbtest");
+    let prepared = Instant::now();
+    let out = sysbench(&db, a.rows)
+        .arg("prepare")
+        .output()
+        .unwrap_or_else(die("running sysbench prepare"));
+    if !out.status.success() {
+        eprintln!(
+            "bench_mysql: sysbench prepare failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::process::exit(2);
+    }
+    println!("  prepared in {:.0} s", prepared.elapsed().as_secs_f64());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(die("starting a runtime"));
+    let engine = Engine::mysql(db.url()).unwrap_or_else(die("the engine"));
+    let rows = a.rows as f64;
+
+    // (a) idle: INSERT … SELECT of the mapping into the same shape, then splice's backfill.
+    sql(&db, &TARGET.replace("sbtest.sbtest1", "sbtest.plain_copy"));
+    let t = Instant::now();
+    sql(
+        &db,
+        "INSERT INTO sbtest.plain_copy (id, k, c, pad) SELECT id, k, c, pad FROM sbtest.sbtest1",
+    );
+    let insert_select = rows / t.elapsed().as_secs_f64();
+    sql(&db, "DROP TABLE sbtest.plain_copy");
+    let (backfill, _) = rt.block_on(async {
+        engine
+            .expand(&spec(), "bench")
+            .await
+            .unwrap_or_else(die("expand"));
+        let t = Instant::now();
+        let p = sync(&engine).await;
+        (rows / t.elapsed().as_secs_f64(), p)
+    });
+    rt.block_on(engine.rollback(NAME))
+        .unwrap_or_else(die("rollback before the runs under load"));
+    let ratio_a = backfill / insert_select;
+    println!(
+        "(a) backfill {backfill:.0} rows/s vs INSERT … SELECT {insert_select:.0} rows/s (idle): {ratio_a:.2}×   target ≥ 0.8×  {}",
+        verdict(ratio_a >= 0.8)
+    );
+
+    // Baseline: the application alone.
+    let load = Load::start(&db, a.rows);
+    let from = Instant::now();
+    std::thread::sleep(Duration::from_secs(a.secs));
+    let baseline = load.tps(from, Instant::now());
+    load.stop();
+    println!("    application alone: {baseline:.0} TPS over {} s", a.secs);
+
+    // (b) splice expand + sync until caught up, under the load.
+    let load = Load::start(&db, a.rows);
+    let from = Instant::now();
+    rt.block_on(async {
+        engine
+            .expand(&spec(), "bench")
+            .await
+            .unwrap_or_else(die("expand under load"));
+        sync(&engine).await;
+    });
+    let splice_secs = from.elapsed().as_secs_f64();
+    let splice_tps = load.tps(from, Instant::now());
+    let ratio_b = splice_tps / baseline;
+    println!(
+        "(b) application TPS while splice syncs: {splice_tps:.0} ({ratio_b:.2}× of alone)   target ≥ 0.9×  {}",
+        verdict(ratio_b >= 0.9)
+    );
+    println!(
+        "    splice expand + backfill + catch-up under load: {splice_secs:.1} s ({:.0} rows/s)",
+        rows / splice_secs
+    );
+
+    // (d), (e): cutover → rollback rounds under the same load.
+    let load_after = sync_lag(&rt, &engine, &load);
+    println!("    capture lag when that sync returned: {load_after}");
+    let mut locks = Vec::new();
+    let mut rollbacks = Vec::new();
+    let mut refused = Vec::new();
+    rt.block_on(async {
+        'rounds: for round in 0..a.rounds {
+            if round > 0 {
+                sync(&engine).await;
+            }
+            let report = engine.verify(NAME).await.unwrap_or_else(die("verify"));
+            if !report.passed() {
+                die::<(), _>("verify")(format!("{} rows differ", report.diverged.len()));
+            }
+            // Verify read the whole table while the application wrote: catch up first. Under
+            // a saturating load capture may stay behind the cutover's lag bound: say so.
+            let cut = loop {
+                sync(&engine).await;
+                match engine
+                    .cutover(NAME, 16 * 1024 * 1024, ReverseSync::Start)
+                    .await
+                {
+                    Ok(cut) => break cut,
+                    Err(engine::EngineError::Refused(r)) if refused.len() < 3 => {
+                        refused.push(r.to_string())
+                    }
+                    Err(e) => {
+                        refused.push(e.to_string());
+                        break 'rounds;
+                    }
+                }
+            };
+            locks.push(cut.lock_ms);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let back = engine.rollback(NAME).await.unwrap_or_else(die("rollback"));
+            rollbacks.push(back.seconds);
+        }
+        let _ = engine.rollback(NAME).await;
+    });
+    load.stop();
+    for r in &refused {
+        println!("    cutover refused: {r}");
+    }
+    if locks.is_empty() {
+        println!("(d) cutover lock under load: not measured, every cutover was refused   target < 200 ms  FAIL");
+        println!("(e) rollback after cutover under load: not measured   target < 1 s  FAIL");
+    } else {
+        locks.sort_by(f64::total_cmp);
+        rollbacks.sort_by(f64::total_cmp);
+        let p99 = |v: &[f64]| v[((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1];
+        let lock_p99 = p99(&locks);
+        let rollback_max = rollbacks.last().copied().unwrap_or(f64::NAN);
+        println!(
+            "(d) cutover lock under load, p99 of {} rounds: {lock_p99:.0} ms (median {:.0} ms)   target < 200 ms  {}",
+            locks.len(),
+            locks[locks.len() / 2],
+            verdict(lock_p99 < 200.0)
+        );
+        println!(
+            "(e) rollback after cutover under load, slowest of {}: {rollback_max:.2} s   target < 1 s  {}",
+            rollbacks.len(),
+            verdict(rollback_max < 1.0)
+        );
+    }
+
+    // (c) pt-online-schema-change, the same change under the same load.
+    let load = Load::start(&db, a.rows);
+    let from = Instant::now();
+    let out = Command::new("pt-online-schema-change")
+        .args(["--alter", "MODIFY k BIGINT NOT NULL DEFAULT 0"])
+        .arg(format!(
+            "h=127.0.0.1,P={},u=root,D=sbtest,t=sbtest1",
+            db.port()
+        ))
+        .args(["--execute", "--recursion-method=none", "--no-check-alter"])
+        .args([
+            "--max-load",
+            "Threads_running=100",
+            "--critical-load",
+            "Threads_running=1000",
+        ])
+        .output()
+        .unwrap_or_else(die(
+            "running pt-online-schema-change (apt-get install percona-toolkit)",
+        ));
+    let pt_secs = from.elapsed().as_secs_f64();
+    let pt_tps = load.tps(from, Instant::now());
+    load.stop();
+    if !out.status.success() {
+        eprintln!(
+            "bench_mysql: pt-online-schema-change failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::process::exit(2);
+    }
+    let faster = pt_secs / splice_secs;
+    let kinder = splice_tps / pt_tps.max(f64::MIN_POSITIVE);
+    println!(
+        "(c) pt-online-schema-change under the same load: {pt_secs:.1} s, application {pt_tps:.0} TPS ({:.2}× of alone)",
+        pt_tps / baseline
+    );
+    println!(
+        "    splice vs pt-osc: {faster:.2}× faster, {kinder:.2}× the application's TPS   target both > 1×  {}",
+        verdict(faster > 1.0 && kinder > 1.0)
+    );
+}
+
+/// The migration's capture lag now, as status shows it.
+fn sync_lag(rt: &tokio::runtime::Runtime, engine: &Engine<MySql>, _load: &Load) -> String {
+    match rt.block_on(engine.status(Some(NAME))) {
+        Ok(s) => s
+            .first()
+            .and_then(|s| s.capture_lag_bytes)
+            .map_or("unknown".into(), |b| format!("{:.1} MB", b as f64 / 1e6)),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+/// `splice sync --until-caught-up`, unthrottled by a rate (the defaults otherwise).
+async fn sync(engine: &Engine<MySql>) -> engine::backfill::SyncProgress {
+    let opts = SyncOptions {
+        until_caught_up: true,
+        max_latency_increase: std::env::var("BUDGET_OFF").ok().map(|_| None),
+        ..Default::default()
+    };
+    engine
+        .sync(
+            NAME,
+            &opts,
+            &Control::new(RateLimit::Unlimited),
+            &mut NoProgress,
+        )
+        .await
+        .unwrap_or_else(die("sync"))
+}
