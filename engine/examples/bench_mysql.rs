@@ -12,7 +12,7 @@
 //! (e) rollback after cutover under load, the slowest round                             < 1 s
 //!
 //! Usage: cargo run --release -p splice-engine --example bench_mysql -- [--rows N]
-//!        [--secs S (baseline run)] [--rounds R (cutover rounds)]
+//!        [--secs S (baseline run)] [--rounds R (cutover rounds)] [--max-latency-increase off]
 
 use engine::backfill::{Control, NoProgress};
 use engine::phases::{ReverseSync, SyncOptions};
@@ -36,6 +36,8 @@ struct Args {
     rows: u64,
     secs: u64,
     rounds: usize,
+    /// `--max-latency-increase off`: sync without the impact budget (the default has it).
+    budget_off: bool,
 }
 
 fn args() -> Args {
@@ -43,18 +45,25 @@ fn args() -> Args {
         rows: 1_000_000,
         secs: 20,
         rounds: 5,
+        budget_off: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
         let value = argv.get(i + 1).and_then(|v| v.parse::<u64>().ok());
+        if argv[i] == "--max-latency-increase" && argv.get(i + 1).map(String::as_str) == Some("off")
+        {
+            a.budget_off = true;
+            i += 2;
+            continue;
+        }
         match (argv[i].as_str(), value) {
             ("--rows", Some(v)) if v > 0 => a.rows = v,
             ("--secs", Some(v)) if v > 0 => a.secs = v,
             ("--rounds", Some(v)) if v > 0 => a.rounds = v as usize,
             (other, _) => {
                 eprintln!(
-                    "bench_mysql: unexpected `{other}`; usage: bench_mysql [--rows N] [--secs S] [--rounds R]"
+                    "bench_mysql: unexpected `{other}`; usage: bench_mysql [--rows N] [--secs S] [--rounds R] [--max-latency-increase off]"
                 );
                 std::process::exit(2);
             }
@@ -63,6 +72,9 @@ fn args() -> Args {
     }
     a
 }
+
+/// `--max-latency-increase off` was given.
+static BUDGET_OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 /// sysbench runs in the background: `die` stops them (an exit runs no destructor).
 static LOADS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -185,6 +197,7 @@ fn verdict(ok: bool) -> &'static str {
 
 fn main() {
     let a = args();
+    let _ = BUDGET_OFF.set(a.budget_off);
     let db = MariaDb::builder()
         .setting("innodb-buffer-pool-size", "1G")
         .setting("innodb-log-file-size", "512M")
@@ -195,8 +208,9 @@ fn main() {
         .unwrap_or_else(die("starting MariaDB (apt-get install mariadb-server)"));
     let version = sql(&db, "SELECT VERSION()");
     println!(
-        "bench mysql: MariaDB {version}, {} rows of sysbench's sbtest1, oltp_update_non_index on 4 threads",
-        a.rows
+        "bench mysql: MariaDB {version}, {} rows of sysbench's sbtest1, oltp_update_non_index on 4 threads, impact budget {}",
+        a.rows,
+        if a.budget_off { "off" } else { "on (the default)" }
     );
     sql(&db, "CREATE DATABASE sbtest");
     let prepared = Instant::now();
@@ -399,7 +413,7 @@ fn sync_lag(rt: &tokio::runtime::Runtime, engine: &Engine<MySql>, _load: &Load) 
 async fn sync(engine: &Engine<MySql>) -> engine::backfill::SyncProgress {
     let opts = SyncOptions {
         until_caught_up: true,
-        max_latency_increase: std::env::var("BUDGET_OFF").ok().map(|_| None),
+        max_latency_increase: BUDGET_OFF.get().copied().unwrap_or(false).then_some(None),
         ..Default::default()
     };
     engine
