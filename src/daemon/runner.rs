@@ -353,7 +353,11 @@ impl MigrationRun {
                         outcome: e.outcome,
                     })
                     .collect();
-                self.view().events = events;
+                let mut view = self.view();
+                // The API is up before the runner starts: a request taken while the log was
+                // read is in the view already, and maybe not in what was read.
+                let taken = std::mem::take(&mut view.events);
+                view.events = merge_events(events, taken);
             }
             Err(e) => debug!(error = %e, "no earlier requests read"),
         }
@@ -778,6 +782,25 @@ async fn carry_out(run: &MigrationRun, request: Request) -> bool {
     rolled_back
 }
 
+/// The requests read from the state store, with those taken meanwhile that it did not hold
+/// yet (the same action from the same caller within a second is the same request: the store
+/// keeps milliseconds), in time order, the last [`KEPT_EVENTS`].
+fn merge_events(stored: Vec<ControlEvent>, taken: Vec<ControlEvent>) -> Vec<ControlEvent> {
+    let mut events = stored;
+    for e in taken {
+        let known = events
+            .iter()
+            .any(|s| s.action == e.action && s.caller == e.caller && (s.at - e.at).abs() < 1.0);
+        if !known {
+            events.push(e);
+        }
+    }
+    events.sort_by(|a, b| a.at.total_cmp(&b.at));
+    let excess = events.len().saturating_sub(KEPT_EVENTS);
+    events.drain(..excess);
+    events
+}
+
 /// Adds a request to the view's control log, keeping the last [`KEPT_EVENTS`].
 fn push_event(view: &mut View, event: ControlEvent) {
     view.events.push(event);
@@ -851,4 +874,33 @@ pub fn unix_now() -> f64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(at: f64, action: &str) -> ControlEvent {
+        ControlEvent {
+            at,
+            action: action.into(),
+            caller: "127.0.0.1:5000".into(),
+            reason: None,
+            outcome: None,
+        }
+    }
+
+    #[test]
+    fn a_request_taken_while_the_log_was_read_is_kept_once() {
+        let stored = vec![
+            event(10.0, "daemon started"),
+            event(20.0004, "throttle 5 rows/s"),
+        ];
+        // The throttle was stored before the read (its time rounded to ms); the pause was
+        // taken after the read.
+        let taken = vec![event(20.000_412, "throttle 5 rows/s"), event(21.5, "pause")];
+        let merged = merge_events(stored, taken);
+        let actions: Vec<&str> = merged.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, ["daemon started", "throttle 5 rows/s", "pause"]);
+    }
 }
