@@ -263,16 +263,22 @@ fn ensure_template(bins: &Binaries, run_as: RunAs) -> Result<PathBuf> {
     }
     let building = unique_dir("mariadb-template-building")?;
     run_as.chown_tree(&building)?;
+    let building_tmp = unique_dir("mariadb-template-tmp")?;
+    run_as.chown_tree(&building_tmp)?;
     let mut cmd = Command::new(&bins.install_db);
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", building.display()))
+        // Passed on to the bootstrap server: like every server here, not the shared /tmp.
+        .arg(format!("--tmpdir={}", building_tmp.display()))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
         .args(STORAGE_ARGS)
         .stdin(Stdio::null());
     run_as.apply(&mut cmd);
     let out = cmd
         .output()
-        .with_context(|| format!("running {}", bins.install_db.display()))?;
+        .with_context(|| format!("running {}", bins.install_db.display()));
+    let _ = std::fs::remove_dir_all(&building_tmp);
+    let out = out?;
     if !out.status.success() {
         let _ = std::fs::remove_dir_all(&building);
         bail!(
@@ -328,6 +334,12 @@ fn start_once(
     } else {
         None
     };
+    // Its own tmpdir: a starting mariadbd deletes every `#sql*` file in its tmpdir (left-over
+    // temporary tables), which in a shared /tmp are the live temporary tables of the servers
+    // other tests run (seen as "Error on delete of '/tmp/#sql-temptable-….MAD'" and sessions
+    // closed mid-statement).
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     run_as.chown_tree(&dir)?;
     let port = free_port()?;
     let log_path = dir.join("mariadb.err");
@@ -339,6 +351,7 @@ fn start_once(
         .arg(format!("--socket={}", dir.join("mariadb.sock").display()))
         .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
         .arg(format!("--log-error={}", log_path.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .args(STORAGE_ARGS);
     if !builder.no_binlog {
         cmd.arg(format!("--log-bin={}", data.join("binlog").display()));
