@@ -30,6 +30,19 @@ pub fn is_mysql(url: &str) -> bool {
     url.starts_with("mysql://") || url.starts_with("mariadb://")
 }
 
+/// The server `url` names, as shown to people (host, port and database; never a password).
+pub fn describe(url: &str) -> Result<String, String> {
+    if is_mysql(url) {
+        cdc::mysql::MySqlTarget::from_url(url)
+            .map(|t| t.describe())
+            .map_err(|e| e.to_string())
+    } else {
+        cdc::PgTarget::from_url(url)
+            .map(|t| t.describe())
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// A libpq key=value string from the PG* variables, if `PGHOST` or `PGDATABASE` is set.
 fn from_pg_env(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     if env("PGHOST").is_none() && env("PGDATABASE").is_none() {

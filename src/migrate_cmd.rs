@@ -201,8 +201,6 @@ fn read_spec(file: &str) -> Result<(String, MigrationSpec), String> {
 
 pub fn run(cmd: MigrateCommand) -> u8 {
     let url = match db_url::resolve(cmd.db().database_url.clone()) {
-        // MySQL has no application_name; the URL stays as it is.
-        Ok(url) if db_url::is_mysql(&url) => url,
         Ok(url) => crate::session_name::with_application_name(&url, &cmd.session_name()),
         Err(e) => {
             eprintln!("error: {e}");

@@ -2,9 +2,10 @@
 //! DBA recognises splice in `pg_stat_activity` and a second runner can name the first.
 
 /// `url` with `application_name` set to `name`, unless the URL already sets one (the user's
-/// choice wins). Works for both URL forms libpq and tokio-postgres accept.
+/// choice wins). Works for both URL forms libpq and tokio-postgres accept. A MySQL/MariaDB URL
+/// stays as it is: MySQL has no application name.
 pub fn with_application_name(url: &str, name: &str) -> String {
-    if url.contains("application_name") {
+    if url.contains("application_name") || crate::db_url::is_mysql(url) {
         return url.to_string();
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -63,6 +64,10 @@ mod tests {
         assert_eq!(
             with_application_name("postgres://db/app?application_name=mine", "splice x"),
             "postgres://db/app?application_name=mine"
+        );
+        assert_eq!(
+            with_application_name("mysql://app@db/shop", "splice x"),
+            "mysql://app@db/shop"
         );
     }
 

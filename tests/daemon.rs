@@ -13,7 +13,7 @@ use testkit::Postgres;
 
 #[path = "common/daemon.rs"]
 mod harness;
-use harness::{control_actions, Daemon, Metrics};
+use harness::{control_actions, control_event, Daemon, Metrics};
 
 const MIGRATION: &str = include_str!("../migrations/orders_v2.toml");
 
@@ -803,13 +803,7 @@ fn automatic_cutover_happens_once_the_gates_held_for_the_hold() {
     });
     let json = daemon.migration();
     assert_eq!(json["automation"]["cutover"], "auto", "{json}");
-    let event = json["control"]
-        .as_array()
-        .expect("control")
-        .iter()
-        .find(|e| e["action"] == "cutover")
-        .cloned()
-        .unwrap_or_else(|| panic!("the cutover is in the control log: {json}"));
+    let event = control_event(&json, "cutover");
     assert_eq!(event["caller"], "automation", "{event}");
     assert!(
         event["reason"]
@@ -875,13 +869,7 @@ fn a_watch_that_turns_false_after_an_automatic_cutover_rolls_back_on_its_own() {
     let json = daemon.migration_until("the rollback in the control log", |j| {
         j["automation"]["automatic_rollbacks"] == 1
     });
-    let event = json["control"]
-        .as_array()
-        .expect("control")
-        .iter()
-        .find(|e| e["action"] == "rollback")
-        .cloned()
-        .unwrap_or_else(|| panic!("the rollback is in the control log: {json}"));
+    let event = control_event(&json, "rollback");
     assert_eq!(event["caller"], "automation", "{event}");
     assert!(
         event["reason"]

@@ -13,7 +13,7 @@ use testkit::MariaDb;
 
 #[path = "common/daemon.rs"]
 mod harness;
-use harness::{control_actions, Daemon};
+use harness::{control_actions, control_event, Daemon};
 
 const MIGRATION: &str = include_str!("../migrations/mysql/orders_v2.toml");
 const PASSES: &str = "splice_verify_passes{migration=\"orders_v2\"}";
@@ -350,13 +350,7 @@ fn an_automatic_cutover_once_the_gates_held_and_a_failing_watch_rolls_it_back() 
     let json = daemon.migration_until("an automatic cutover and a passing watch", |j| {
         j["phase"] == "cut_over" && j["automation"]["watch_checks"].as_u64() >= Some(1)
     });
-    let cutover = json["control"]
-        .as_array()
-        .expect("control")
-        .iter()
-        .find(|e| e["action"] == "cutover")
-        .cloned()
-        .unwrap_or_else(|| panic!("the cutover is in the control log: {json}"));
+    let cutover = control_event(&json, "cutover");
     assert_eq!(cutover["caller"], "automation", "{cutover}");
     assert!(!old_shape_live(&db));
 
@@ -380,13 +374,7 @@ fn an_automatic_cutover_once_the_gates_held_and_a_failing_watch_rolls_it_back() 
     let json = daemon.migration_until("the rollback in the control log", |j| {
         j["automation"]["automatic_rollbacks"] == 1
     });
-    let rollback = json["control"]
-        .as_array()
-        .expect("control")
-        .iter()
-        .find(|e| e["action"] == "rollback")
-        .cloned()
-        .unwrap_or_else(|| panic!("the rollback is in the control log: {json}"));
+    let rollback = control_event(&json, "rollback");
     assert_eq!(rollback["caller"], "automation", "{rollback}");
     assert!(
         rollback["reason"]

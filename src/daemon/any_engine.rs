@@ -3,6 +3,7 @@
 //! runner, the HTTP API and the automation call the same commands on either; only the watch's
 //! session (a query of the application's own) speaks each server's protocol.
 
+use cdc::mysql::Flavor;
 use engine::backfill::{Control, ProgressSink, SyncProgress};
 use engine::phases::{
     CutoverReport, ExpandReport, ReverseSync, RollbackReport, Status, SyncOptions,
@@ -130,11 +131,18 @@ impl WatchSession {
             let mut conn = engine::mysql::connect(&target)
                 .await
                 .map_err(|e| cannot(e.to_string()))?;
+            let version: Option<String> = conn
+                .query_first("SELECT VERSION()")
+                .await
+                .map_err(|e| cannot(cdc::describe_mysql_error(&e)))?;
             // MariaDB bounds every statement (seconds); MySQL only its SELECTs (milliseconds).
-            let bound = if conn.server_version() >= (10, 0, 0) {
-                format!("SET SESSION max_statement_time = {}", timeout.as_secs_f64())
-            } else {
-                format!("SET SESSION max_execution_time = {}", timeout.as_millis())
+            let bound = match Flavor::of_version(version.as_deref().unwrap_or_default()) {
+                Flavor::MariaDb => {
+                    format!("SET SESSION max_statement_time = {}", timeout.as_secs_f64())
+                }
+                Flavor::MySql => {
+                    format!("SET SESSION max_execution_time = {}", timeout.as_millis())
+                }
             };
             conn.query_drop(bound)
                 .await

@@ -211,22 +211,11 @@ impl MigrationRun {
         let spec_text = std::fs::read_to_string(file)
             .map_err(|e| format!("cannot read migration file {shown}: {e}"))?;
         let spec = MigrationSpec::parse(&spec_text, &shown).map_err(|e| e.to_string())?;
-        let (database, url) = if crate::db_url::is_mysql(database_url) {
-            // MySQL has no application_name; the URL stays as it is.
-            let database = cdc::mysql::MySqlTarget::from_url(database_url)
-                .map(|t| t.describe())
-                .map_err(|e| e.to_string())?;
-            (database, database_url.to_string())
-        } else {
-            let database = cdc::PgTarget::from_url(database_url)
-                .map(|t| t.describe())
-                .map_err(|e| e.to_string())?;
-            let url = crate::session_name::with_application_name(
-                database_url,
-                &crate::session_name::of_command(&["daemon", &spec.name]),
-            );
-            (database, url)
-        };
+        let database = crate::db_url::describe(database_url)?;
+        let url = crate::session_name::with_application_name(
+            database_url,
+            &crate::session_name::of_command(&["daemon", &spec.name]),
+        );
         Ok(MigrationRun {
             name: spec.name.clone(),
             file: shown,
@@ -796,16 +785,20 @@ fn merge_events(stored: Vec<ControlEvent>, taken: Vec<ControlEvent>) -> Vec<Cont
         }
     }
     events.sort_by(|a, b| a.at.total_cmp(&b.at));
-    let excess = events.len().saturating_sub(KEPT_EVENTS);
-    events.drain(..excess);
+    keep_last(&mut events);
     events
 }
 
 /// Adds a request to the view's control log, keeping the last [`KEPT_EVENTS`].
 fn push_event(view: &mut View, event: ControlEvent) {
     view.events.push(event);
-    let excess = view.events.len().saturating_sub(KEPT_EVENTS);
-    view.events.drain(..excess);
+    keep_last(&mut view.events);
+}
+
+/// Drops all but the last [`KEPT_EVENTS`] requests.
+fn keep_last(events: &mut Vec<ControlEvent>) {
+    let excess = events.len().saturating_sub(KEPT_EVENTS);
+    events.drain(..excess);
 }
 
 /// One verify pass of `kind` (an incremental one runs full when no pass is stored); returns

@@ -223,3 +223,14 @@ pub fn control_actions(json: &serde_json::Value) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// The first request `action` in a migration's control log (failing when there is none).
+pub fn control_event(json: &serde_json::Value, action: &str) -> serde_json::Value {
+    json["control"]
+        .as_array()
+        .expect("control log")
+        .iter()
+        .find(|e| e["action"] == action)
+        .cloned()
+        .unwrap_or_else(|| panic!("the {action} is in the control log: {json}"))
+}

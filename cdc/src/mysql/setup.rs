@@ -149,6 +149,17 @@ pub enum Flavor {
     MySql,
 }
 
+impl Flavor {
+    /// The server behind `SELECT VERSION()`'s answer (`10.11.14-MariaDB-…` or `8.0.36`).
+    pub fn of_version(version: &str) -> Flavor {
+        if version.to_ascii_lowercase().contains("mariadb") {
+            Flavor::MariaDb
+        } else {
+            Flavor::MySql
+        }
+    }
+}
+
 pub(crate) async fn query_opt_string(
     conn: &mut Conn,
     sql: &str,
@@ -190,11 +201,7 @@ pub(crate) async fn check_server(conn: &mut Conn) -> Result<ServerFacts, CdcErro
     let version = query_opt_string(conn, "SELECT VERSION()", "reading the server version")
         .await?
         .unwrap_or_default();
-    let flavor = if version.to_ascii_lowercase().contains("mariadb") {
-        Flavor::MariaDb
-    } else {
-        Flavor::MySql
-    };
+    let flavor = Flavor::of_version(&version);
     let user = query_opt_string(conn, "SELECT CURRENT_USER()", "reading the current user")
         .await?
         .unwrap_or_default();
