@@ -1287,3 +1287,25 @@ async fn the_impact_budget_times_a_heartbeat_on_the_source_holds_back_when_it_sl
     engine.rollback("orders_v2").await.expect("rollback");
     assert_eq!(heartbeat_row(&db), None);
 }
+
+/// The harness's servers must not share a tmpdir: a starting mariadbd deletes the `#sql*`
+/// files in its tmpdir, which would be the live temporary tables of the other servers (the
+/// cause of intermittent "Error on delete of '…#sql-temptable-….MAD'" failures).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_test_server_leaves_the_temporary_tables_of_running_ones_alone() {
+    use mysql_async::prelude::Queryable;
+    let first = server();
+    let mut conn = my_conn(&first).await;
+    conn.query_drop(
+        "CREATE DATABASE scratch; \
+         CREATE TEMPORARY TABLE scratch.t (a INT) ENGINE=Aria; \
+         INSERT INTO scratch.t VALUES (1)",
+    )
+    .await
+    .expect("a temporary table");
+    let second = server();
+    conn.query_drop("DROP TEMPORARY TABLE scratch.t")
+        .await
+        .expect("the temporary table's files are still there");
+    drop(second);
+}
