@@ -11,10 +11,10 @@ use crate::EngineError;
 use cdc::{CdcError, MySqlChangeStream, MySqlSourceConfig, TableName};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, TxOpts, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// The applier of one direction: its session, a session for drain markers, and the
-/// statements it runs, built once.
+/// statements it runs, built once (those of a batch once per batch size).
 pub struct ApplierSession {
     pub(super) db: Conn,
     pub(super) marker_db: Conn,
@@ -22,25 +22,25 @@ pub struct ApplierSession {
     /// transaction, without a transaction of their own (START TRANSACTION would unlock them).
     pub(super) in_swap: bool,
     origin_sql: String,
-    upsert_sql: String,
-    has_sql: String,
-    delete_sql: String,
     orphans_sql: String,
+    dir: Direction,
+    batches: HashMap<usize, sql::ResyncBatch>,
 }
 
-fn key_values(key: &[String]) -> Vec<Value> {
-    key.iter().map(|v| Value::from(v.as_str())).collect()
-}
+/// The most keys one set of re-sync statements takes; a batch is split into groups of at
+/// most this many, each padded to a power of two (by repeating its last key) so that a few
+/// prepared statements serve every size.
+const KEYS_PER_STATEMENT: usize = 128;
 
 /// The statements of one applied batch on `db` (a transaction, or the swap's session): the
-/// applier's marker, orphan removal after a TRUNCATE, then each key re-synced.
+/// applier's marker, orphan removal after a TRUNCATE, then the keys re-synced group by group
+/// (locked, upserted where the source has them, deleted where it does not).
 async fn resync<Q: Queryable + Send>(
     db: &mut Q,
     origin_sql: &str,
     orphans_sql: Option<&str>,
-    has_sql: &str,
-    upsert_sql: &str,
-    delete_sql: &str,
+    dir: &Direction,
+    batches: &mut HashMap<usize, sql::ResyncBatch>,
     keys: &[Vec<String>],
 ) -> Result<(), EngineError> {
     let ctx = "applying captured changes";
@@ -52,20 +52,22 @@ async fn resync<Q: Queryable + Send>(
             .await
             .map_err(|e| EngineError::my("applying a truncate", &e))?;
     }
-    for key in keys {
-        let params = key_values(key);
-        let has: Option<Row> = db
-            .exec_first(has_sql, params.clone())
-            .await
-            .map_err(|e| EngineError::my(ctx, &e))?;
-        let sql = if has.is_some() {
-            upsert_sql
-        } else {
-            delete_sql
-        };
-        db.exec_drop(sql, params)
-            .await
-            .map_err(|e| EngineError::my(ctx, &e))?;
+    for group in keys.chunks(KEYS_PER_STATEMENT) {
+        let Some(last) = group.last() else { continue };
+        let n = group.len().next_power_of_two();
+        let statements = batches
+            .entry(n)
+            .or_insert_with(|| sql::resync_batch(dir, n));
+        let params: Vec<Value> = group
+            .iter()
+            .chain(std::iter::repeat_n(last, n - group.len()))
+            .flat_map(|key| key.iter().map(|v| Value::from(v.as_str())))
+            .collect();
+        for statement in [&statements.lock, &statements.upsert, &statements.delete] {
+            db.exec_drop(statement.as_str(), params.clone())
+                .await
+                .map_err(|e| EngineError::my(ctx, &e))?;
+        }
     }
     Ok(())
 }
@@ -122,10 +124,9 @@ impl ChangeApplier for MySql {
                 db,
                 marker_db,
                 origin_sql: cdc::marker_sql(origin),
-                upsert_sql: sql::upsert_key(dir),
-                has_sql: sql::source_has_key(dir),
-                delete_sql: sql::delete_key(dir),
                 orphans_sql: truncate.sql,
+                dir: dir.clone(),
+                batches: HashMap::new(),
                 in_swap: false,
             },
         ))
@@ -170,10 +171,11 @@ impl ChangeApplier for MySql {
         Ok(id)
     }
 
-    /// Re-syncs `keys` in one transaction that first writes the applier's marker row: for
-    /// each key, a locking read of the source row (it sees the latest committed version and
-    /// waits for a transaction still committing it, so `txns` need no separate wait), then the
-    /// mapped row upserted, or the target row deleted when the source row is gone.
+    /// Re-syncs `keys` in one transaction that first writes the applier's marker row: in
+    /// groups of keys, a locking read of their source rows (it sees the latest committed
+    /// versions and waits for a transaction still committing one, so `txns` need no separate
+    /// wait), then the mapped rows upserted and the target rows whose source row is gone
+    /// deleted.
     async fn apply(
         &self,
         applier: &mut ApplierSession,
@@ -195,18 +197,16 @@ impl ChangeApplier for MySql {
                 db,
                 origin_sql,
                 orphans_sql,
-                has_sql,
-                upsert_sql,
-                delete_sql,
+                dir,
+                batches,
                 ..
             } = applier;
             return resync(
                 db,
                 origin_sql,
                 truncate.then_some(orphans_sql.as_str()),
-                has_sql,
-                upsert_sql,
-                delete_sql,
+                dir,
+                batches,
                 &keys,
             )
             .await;
@@ -220,9 +220,8 @@ impl ChangeApplier for MySql {
             &mut tx,
             &applier.origin_sql,
             truncate.then_some(applier.orphans_sql.as_str()),
-            &applier.has_sql,
-            &applier.upsert_sql,
-            &applier.delete_sql,
+            &applier.dir,
+            &mut applier.batches,
             &keys,
         )
         .await?;

@@ -549,9 +549,9 @@ impl Planner for MySql {
         let statements = [
             sql::backfill_range(dir, true, true, Fill::Missing).sql,
             sql::backfill_range(dir, true, true, Fill::Mirror).sql,
-            sql::upsert_key(dir),
-            sql::source_has_key(dir),
-            sql::delete_key(dir),
+            sql::resync_batch(dir, 2).lock,
+            sql::resync_batch(dir, 2).upsert,
+            sql::resync_batch(dir, 2).delete,
             super::verify::canonical_statement(
                 dir,
                 Side::Source,

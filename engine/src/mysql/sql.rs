@@ -230,33 +230,60 @@ pub fn delete_gone_in_range(dir: &Direction, lower: bool, upper: bool) -> Bound 
     }
 }
 
-/// The re-sync of one key that the source still has (parameters: the key, in key order).
-pub fn upsert_key(dir: &Direction) -> String {
-    format!(
-        "{} WHERE {} {}",
-        insert_select(dir),
-        key_equals(dir, "s."),
-        upsert_tail(dir)
-    )
+/// The key of `alias` equal to one of `n` keys given as parameters (key after key, each in
+/// key order): `k IN (?, …)` for a one-column key, `(k1 = ? AND k2 = ?) OR …` otherwise, both
+/// of which the range optimizer reads as `n` point lookups.
+pub fn key_in(dir: &Direction, alias: &str, n: usize) -> String {
+    if let [k] = dir.key.as_slice() {
+        return format!(
+            "{alias}{} IN ({})",
+            quote_ident(&k.name),
+            vec![key_param(k); n].join(", ")
+        );
+    }
+    let one = format!("({})", key_equals(dir, alias));
+    format!("({})", vec![one; n].join(" OR "))
 }
 
-/// Whether the source has a key, read with a shared lock (a locking read sees the latest
-/// committed row and waits for a transaction still committing it).
-pub fn source_has_key(dir: &Direction) -> String {
-    format!(
-        "SELECT 1 FROM {} AS s WHERE {} LOCK IN SHARE MODE",
-        quote_name(&dir.from),
-        key_equals(dir, "s.")
-    )
+/// The statements that re-sync a batch of `n` keys (each takes the `n` keys as parameters,
+/// see [`key_in`]), run in this order in one transaction.
+pub struct ResyncBatch {
+    /// Shared locks on the batch's source rows (and the gaps of those that are gone): a
+    /// locking read waits for a transaction still committing one of them, so what follows
+    /// reads the committed rows, and no write to them lands until the batch commits.
+    pub lock: String,
+    /// The mapped rows of the keys the source has, upserted.
+    pub upsert: String,
+    /// The target rows of the keys the source lost, deleted.
+    pub delete: String,
 }
 
-/// The delete of one key from the target (parameters: the key, in key order).
-pub fn delete_key(dir: &Direction) -> String {
-    format!(
-        "DELETE FROM {} WHERE {}",
-        quote_name(&dir.to),
-        key_equals(dir, "")
-    )
+/// See [`ResyncBatch`].
+pub fn resync_batch(dir: &Direction, n: usize) -> ResyncBatch {
+    let to = quote_name(&dir.to);
+    let from = quote_name(&dir.from);
+    let same_key: Vec<String> = dir
+        .key
+        .iter()
+        .map(|k| format!("s.{0} = {to}.{0}", quote_ident(&k.name)))
+        .collect();
+    ResyncBatch {
+        lock: format!(
+            "SELECT COUNT(*) FROM {from} AS s WHERE {} LOCK IN SHARE MODE",
+            key_in(dir, "s.", n)
+        ),
+        upsert: format!(
+            "{} WHERE {} {}",
+            insert_select(dir),
+            key_in(dir, "s.", n),
+            upsert_tail(dir)
+        ),
+        delete: format!(
+            "DELETE FROM {to} WHERE {} AND NOT EXISTS (SELECT 1 FROM {from} AS s WHERE {})",
+            key_in(dir, &format!("{to}."), n),
+            same_key.join(" AND ")
+        ),
+    }
 }
 
 /// The parameters of `bound` from the two key bounds.
@@ -343,5 +370,27 @@ mod tests {
              `shop`.`_splice_o_new`.`id`"
         );
         assert_eq!(b.params, vec![(BoundSide::Lower, 0), (BoundSide::Upper, 0)]);
+    }
+
+    #[test]
+    fn a_batch_of_keys_is_read_as_point_lookups() {
+        let one = dir(&[("id", "bigint(20)")]);
+        assert_eq!(
+            key_in(&one, "s.", 3),
+            "s.`id` IN (CAST(? AS SIGNED), CAST(? AS SIGNED), CAST(? AS SIGNED))"
+        );
+        let two = dir(&[("a", "int(11)"), ("b", "varchar(10)")]);
+        assert_eq!(
+            key_in(&two, "s.", 2),
+            "((s.`a` = CAST(? AS SIGNED) AND s.`b` = ?) OR (s.`a` = CAST(? AS SIGNED) AND s.`b` = ?))"
+        );
+        let b = resync_batch(&one, 1);
+        assert_eq!(
+            b.delete,
+            "DELETE FROM `shop`.`_splice_o_new` WHERE `shop`.`_splice_o_new`.`id` IN (CAST(? AS \
+             SIGNED)) AND NOT EXISTS (SELECT 1 FROM `shop`.`orders` AS s WHERE s.`id` = \
+             `shop`.`_splice_o_new`.`id`)"
+        );
+        assert!(b.lock.ends_with("LOCK IN SHARE MODE"), "{}", b.lock);
     }
 }
