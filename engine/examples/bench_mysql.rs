@@ -115,6 +115,7 @@ fn sysbench(db: &MariaDb, rows: u64) -> Command {
 struct Load {
     child: Child,
     seconds: Arc<Mutex<Vec<(Instant, f64)>>>,
+    errors: Arc<Mutex<Vec<String>>>,
 }
 
 impl Load {
@@ -131,7 +132,7 @@ impl Load {
                 "run",
             ])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(die("starting sysbench (apt-get install sysbench)"));
         if let Ok(mut l) = LOADS.lock() {
@@ -142,32 +143,60 @@ impl Load {
             eprintln!("bench_mysql: sysbench has no stdout");
             std::process::exit(2)
         });
+        // sysbench's errors, kept to say why it stopped.
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        if let Some(err) = child.stderr.take() {
+            let errors = errors.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    if let Ok(mut e) = errors.lock() {
+                        e.push(line);
+                    }
+                }
+            });
+        }
         let sink = seconds.clone();
+        let said = errors.clone();
         std::thread::spawn(move || {
-            // "[ 3s ] thds: 4 tps: 1234.56 qps: …"
+            // "[ 3s ] thds: 4 tps: 1234.56 qps: …"; sysbench prints its FATAL lines here too.
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let tps = line
                     .split("tps: ")
                     .nth(1)
                     .and_then(|r| r.split_whitespace().next())
                     .and_then(|v| v.parse::<f64>().ok());
-                if let Some(tps) = tps {
-                    if let Ok(mut s) = sink.lock() {
-                        s.push((Instant::now(), tps));
+                match tps {
+                    Some(tps) => {
+                        if let Ok(mut s) = sink.lock() {
+                            s.push((Instant::now(), tps));
+                        }
+                    }
+                    None => {
+                        if let Ok(mut e) = said.lock() {
+                            e.push(line);
+                        }
                     }
                 }
             }
         });
         // Warm up: the first seconds of a run are not its rate.
         std::thread::sleep(Duration::from_secs(3));
-        Load { child, seconds }
+        Load {
+            child,
+            seconds,
+            errors,
+        }
     }
 
     /// Mean TPS over the seconds reported inside `[from, to]`. Dies when sysbench stopped
     /// meanwhile: the seconds it did not run would not count, flattering what ran beside it.
     fn tps(&mut self, from: Instant, to: Instant) -> f64 {
         if let Ok(Some(status)) = self.child.try_wait() {
-            die::<(), _>("the application (sysbench)")(format!("stopped while measured ({status})"));
+            std::thread::sleep(Duration::from_millis(200));
+            let said = self.errors.lock().map(|e| e.join("\n")).unwrap_or_default();
+            die::<(), _>("the application (sysbench)")(format!(
+                "stopped while measured ({status}):\n{said}"
+            ));
         }
         let s = self.seconds.lock().map(|s| s.clone()).unwrap_or_default();
         let inside: Vec<f64> = s

@@ -807,23 +807,14 @@ async fn verify_passes_after_sync_and_names_a_tampered_row_by_its_column() {
         status[0].phase, "syncing",
         "a failed verify closes the gate again"
     );
-    // Incremental verify is not built for MySQL/MariaDB: asked for, it runs a full pass (so it
-    // still finds what was written behind capture's back) and says why.
+    // Incremental builds on that failed pass: the ranges whose last check did not match are
+    // re-read, so it names the same rows.
     let counters = engine::verify::VerifyCounters::default();
     let report = engine
         .verify_kind("orders_v2", engine::VerifyKind::Incremental, &counters)
         .await
         .expect("verify --incremental");
-    assert_eq!(report.kind, engine::VerifyKind::Full);
-    assert!(
-        report
-            .full_because
-            .as_deref()
-            .is_some_and(|why| why.contains("not built for MySQL/MariaDB")),
-        "{:?}",
-        report.full_because
-    );
-    assert_eq!(report.rows_checked, 3_000, "every row was read");
+    assert_eq!(report.kind, engine::VerifyKind::Incremental, "{report:?}");
     let keys: Vec<&str> = report.diverged.iter().map(|d| d.key[0].as_str()).collect();
     assert_eq!(keys, vec!["6", "1234", "2000"], "{:?}", report.diverged);
 }
@@ -1391,4 +1382,193 @@ async fn a_composite_key_of_text_and_binary_columns_is_applied_in_batches_row_fo
     assert_eq!(old, new);
     let report = engine.verify("parts_v2").await.expect("verify");
     assert!(report.passed(), "verify agrees: {:?}", report.diverged);
+}
+
+async fn incremental(engine: &Engine<MySql>, name: &str) -> VerifyReport {
+    engine
+        .verify_kind(
+            name,
+            engine::VerifyKind::Incremental,
+            &engine::verify::VerifyCounters::default(),
+        )
+        .await
+        .expect("incremental verify")
+}
+
+/// The stored ranges of orders_v2: (idx, upper bound) in key order, the last open.
+fn stored_ranges(db: &MariaDb) -> Vec<(i64, Option<i64>)> {
+    let text = db
+        .sql(
+            "SELECT GROUP_CONCAT(CONCAT(idx, ':', \
+               COALESCE(JSON_UNQUOTE(JSON_EXTRACT(upper_key, '$[0]')), '-')) ORDER BY idx) \
+             FROM splice.verify_ranges WHERE migration = 'orders_v2'",
+        )
+        .expect("ranges");
+    text.split(',')
+        .filter_map(|r| r.split_once(':'))
+        .map(|(i, u)| (i.parse().expect("idx"), u.parse().ok()))
+        .collect()
+}
+
+/// The indexes of the stored ranges holding any key in `lo..=hi`.
+fn covering(ranges: &[(i64, Option<i64>)], lo: i64, hi: i64) -> Vec<i64> {
+    let mut lower = None;
+    let mut out = Vec::new();
+    for (i, upper) in ranges {
+        if lower.is_none_or(|l| l < hi) && upper.is_none_or(|u| u >= lo) {
+            out.push(*i);
+        }
+        lower = *upper;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_verify_rereads_only_the_ranges_capture_changed() {
+    let (db, engine) = expanded(20_000).await;
+    let engine = engine.with_verify_range_rows(1_000);
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+
+    // The first request for incremental has nothing to build on: a full pass, said so.
+    let first = incremental(&engine, "orders_v2").await;
+    assert_eq!(first.kind, engine::VerifyKind::Full);
+    assert!(first.full_because.is_some(), "{first:?}");
+    assert!(first.passed(), "{first:?}");
+    let ranges = stored_ranges(&db);
+    assert!(ranges.len() >= 10, "{ranges:?}");
+    assert_eq!(first.ranges_total, ranges.len() as u64);
+
+    // 1% of the rows change through the application; one of them sits exactly on a stored
+    // bound (it belongs to the range below it). Key 5100, among the changed ones, and key
+    // 15000, far from them, are tampered with in the new table behind splice's back.
+    let (bound_idx, bound) = ranges[3];
+    let bound = bound.expect("a bounded range");
+    db.sql(&format!(
+        "UPDATE shop.orders SET note = 'changed' WHERE id BETWEEN 5001 AND 5199 OR id = {bound}"
+    ))
+    .expect("changes");
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    db.sql("UPDATE shop._splice_orders_v2_new SET note = 'tampered' WHERE id IN (5100, 15000)")
+        .expect("tamper");
+    let mut expected = covering(&ranges, 5001, 5199);
+    expected.push(bound_idx);
+    expected.sort();
+    expected.dedup();
+    assert!(!covering(&ranges, 15000, 15000)
+        .iter()
+        .any(|i| expected.contains(i)));
+
+    let report = incremental(&engine, "orders_v2").await;
+    assert_eq!(report.kind, engine::VerifyKind::Incremental);
+    assert_eq!(
+        report.ranges as usize,
+        expected.len(),
+        "{report:?} {expected:?}"
+    );
+    assert!(
+        report.rows_checked < 20_000 / 3,
+        "re-read {} of 20,000 rows",
+        report.rows_checked
+    );
+    let keys: Vec<&[String]> = report.diverged.iter().map(|d| &d.key[..]).collect();
+    assert_eq!(keys, vec![&["5100".to_string()][..]], "{report:?}");
+    let checked = db
+        .sql(
+            "SELECT GROUP_CONCAT(idx ORDER BY idx) FROM splice.verify_ranges \
+             WHERE migration = 'orders_v2' AND checked_marks > 0",
+        )
+        .expect("marked");
+    let expected_text: Vec<String> = expected.iter().map(i64::to_string).collect();
+    assert_eq!(
+        checked,
+        expected_text.join(","),
+        "the ranges capture marked are the ones re-read"
+    );
+
+    // The tampered row of an unchanged range is the limit: a full pass finds it.
+    let full = engine.verify("orders_v2").await.expect("full verify");
+    assert_eq!(full.kind, engine::VerifyKind::Full);
+    let mut keys: Vec<String> = full.diverged.iter().map(|d| d.key.join(",")).collect();
+    keys.sort();
+    assert_eq!(keys, vec!["15000".to_string(), "5100".to_string()]);
+
+    // Repaired through capture (the application rewrites both rows): incremental re-reads
+    // just their ranges, passes, and opens the gate.
+    db.sql(
+        "UPDATE shop.orders SET note = CONCAT(COALESCE(note, ''), '!') WHERE id IN (5100, 15000)",
+    )
+    .expect("rewrite");
+    let report = incremental(&engine, "orders_v2").await;
+    assert_eq!(report.kind, engine::VerifyKind::Incremental);
+    assert!(report.passed(), "{report:?}");
+    assert!(report.ranges <= 2, "{report:?}");
+    assert_eq!(
+        db.sql("SELECT phase FROM splice.migrations WHERE name = 'orders_v2'")
+            .expect("phase"),
+        "verified"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_verify_places_keys_of_a_collated_composite_key_in_their_ranges() {
+    let db = server();
+    // A composite key whose text part compares case-insensitively in latin1 (binary order
+    // would put 'B' and 'Z' before 'a'): capture marks ranges under the collation the range
+    // reads compare with.
+    db.sql(&format!(
+        "CREATE DATABASE shop; \
+         CREATE TABLE shop.codes (region VARCHAR(4) CHARACTER SET latin1 \
+           COLLATE latin1_general_ci NOT NULL, n INT NOT NULL, label VARCHAR(20) NULL, \
+           PRIMARY KEY (region, n)) ENGINE=InnoDB; \
+         INSERT INTO shop.codes SELECT r.r, q.n, CONCAT('l', q.n) \
+           FROM (SELECT 'B' r UNION ALL SELECT 'a' UNION ALL SELECT 'Z' UNION ALL SELECT 'm') r, \
+                (SELECT 1 + a.d + 10 * b.d + 100 * c.d AS n \
+                   FROM {DIGITS} a, {DIGITS} b, {DIGITS} c) q WHERE q.n <= 500"
+    ))
+    .expect("table");
+    let file = r#"
+name = "codes_v2"
+table = "shop.codes"
+target = """
+CREATE TABLE shop.codes (region VARCHAR(4) CHARACTER SET latin1 COLLATE latin1_general_ci NOT NULL,
+  n INT NOT NULL, label VARCHAR(20) NOT NULL, PRIMARY KEY (region, n)) ENGINE=InnoDB
+"""
+
+[up]
+label = "COALESCE(label, '')"
+"#;
+    let engine = Engine::mysql(db.url())
+        .expect("url")
+        .with_verify_range_rows(200);
+    engine.expand(file, "codes_v2.toml").await.expect("expand");
+    let control = Control::new(RateLimit::Unlimited);
+    engine
+        .sync("codes_v2", &caught_up(), &control, &mut NoProgress)
+        .await
+        .expect("sync");
+    let full = engine.verify("codes_v2").await.expect("full verify");
+    assert!(full.passed() && full.ranges_total >= 4, "{full:?}");
+    // One key of each region changes; then the new table's rows of two of them are tampered
+    // with.
+    db.sql("UPDATE shop.codes SET label = 'changed' WHERE n = 250")
+        .expect("change");
+    engine
+        .sync("codes_v2", &caught_up(), &control, &mut NoProgress)
+        .await
+        .expect("sync");
+    // ('B', 250) and ('m', 250): in binary order both would be placed in other ranges than the
+    // ones the reads use (ranges holding 'a' keys, say), whose re-reading would miss them.
+    db.sql(
+        "UPDATE shop._splice_codes_v2_new SET label = 'x' WHERE region IN ('B', 'm') AND n = 250",
+    )
+    .expect("tamper");
+    let report = incremental(&engine, "codes_v2").await;
+    assert_eq!(report.kind, engine::VerifyKind::Incremental);
+    assert!(report.ranges < report.ranges_total, "{report:?}");
+    let keys: Vec<String> = report.diverged.iter().map(|d| d.key.join(",")).collect();
+    assert_eq!(
+        keys,
+        vec!["B,250".to_string(), "m,250".to_string()],
+        "{report:?}"
+    );
 }

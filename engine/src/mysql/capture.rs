@@ -25,6 +25,40 @@ pub struct ApplierSession {
     orphans_sql: String,
     dir: Direction,
     batches: HashMap<usize, sql::ResyncBatch>,
+    /// Per key column of `dir.from`: its character set and collation when it is a string.
+    collations: Vec<Option<sql::Collation>>,
+    /// [`sql::verify_ranges_of_keys`] by number of keys.
+    range_lookups: HashMap<usize, String>,
+}
+
+/// Per key column of `table`, in key order: its character set and collation when it is a
+/// string column (verify ranges are read under them, so keys are placed under them too).
+async fn key_collations(
+    db: &mut Conn,
+    dir: &Direction,
+) -> Result<Vec<Option<sql::Collation>>, EngineError> {
+    let ctx = "reading the key columns' collations";
+    let mut out = Vec::with_capacity(dir.key.len());
+    for k in &dir.key {
+        let row: Option<Row> = db
+            .exec_first(
+                "SELECT CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+                (&dir.from.schema, &dir.from.name, &k.name),
+            )
+            .await
+            .map_err(|e| EngineError::my(ctx, &e))?;
+        let pair = match row {
+            Some(r) => {
+                let charset: Option<String> = col(&r, 0, ctx)?;
+                let collation: Option<String> = col(&r, 1, ctx)?;
+                charset.zip(collation)
+            }
+            None => None,
+        };
+        out.push(pair);
+    }
+    Ok(out)
 }
 
 /// The most keys one set of re-sync statements takes; a batch is split into groups of at
@@ -115,8 +149,9 @@ impl ChangeApplier for MySql {
             },
             other => other.into(),
         })?;
-        let db = super::connect(&self.target).await?;
+        let mut db = super::connect(&self.target).await?;
         let marker_db = super::connect(&self.target).await?;
+        let collations = key_collations(&mut db, dir).await?;
         let truncate = sql::delete_gone_in_range(dir, false, false);
         Ok((
             stream,
@@ -127,6 +162,8 @@ impl ChangeApplier for MySql {
                 orphans_sql: truncate.sql,
                 dir: dir.clone(),
                 batches: HashMap::new(),
+                collations,
+                range_lookups: HashMap::new(),
                 in_swap: false,
             },
         ))
@@ -230,17 +267,76 @@ impl ChangeApplier for MySql {
             .map_err(|e| EngineError::my("committing applied changes", &e))
     }
 
-    /// Incremental verify is not built for MySQL/MariaDB: the state store keeps no verify
-    /// ranges (see `StateStore::no_verify_ranges`), so there is nothing to mark.
+    /// Finds the stored ranges holding `keys` (groups of up to [`KEYS_PER_STATEMENT`], see
+    /// [`sql::verify_ranges_of_keys`]), then bumps their marks in one statement; autocommit,
+    /// before the apply's transaction. Under the swap's `LOCK TABLES` it marks nothing: the
+    /// state tables are not locked there, and no ranges are stored then (cutover and rollback
+    /// forget them before they swap).
     async fn mark_changed(
         &self,
-        _applier: &mut ApplierSession,
-        _migration: &str,
-        _shape: &str,
-        _keys: &HashSet<Vec<String>>,
-        _every: bool,
+        applier: &mut ApplierSession,
+        migration: &str,
+        shape: &str,
+        keys: &HashSet<Vec<String>>,
+        every: bool,
     ) -> Result<(), EngineError> {
-        Ok(())
+        let ctx = "marking the verify ranges changed";
+        if applier.in_swap || (!every && keys.is_empty()) {
+            return Ok(());
+        }
+        if every {
+            return applier
+                .db
+                .exec_drop(
+                    "UPDATE `splice`.`verify_ranges` SET marks = marks + 1 \
+                     WHERE migration = ? AND shape = ?",
+                    (migration, shape),
+                )
+                .await
+                .map_err(|e| EngineError::my(ctx, &e));
+        }
+        let mut sorted: Vec<&Vec<String>> = keys.iter().collect();
+        sorted.sort();
+        let mut hit = std::collections::BTreeSet::new();
+        for group in sorted.chunks(KEYS_PER_STATEMENT) {
+            let Some(last) = group.last() else { continue };
+            let n = group.len().next_power_of_two();
+            let statement = applier.range_lookups.entry(n).or_insert_with(|| {
+                sql::verify_ranges_of_keys(&applier.dir, &applier.collations, n)
+            });
+            let mut params: Vec<Value> = group
+                .iter()
+                .chain(std::iter::repeat_n(last, n - group.len()))
+                .flat_map(|key| key.iter().map(|v| Value::from(v.as_str())))
+                .collect();
+            params.push(Value::from(migration));
+            params.push(Value::from(shape));
+            let rows: Vec<Row> = applier
+                .db
+                .exec(statement.as_str(), params)
+                .await
+                .map_err(|e| EngineError::my(ctx, &e))?;
+            if rows.is_empty() {
+                // No stored ranges: nothing to mark for any group.
+                return Ok(());
+            }
+            for r in &rows {
+                hit.insert(col::<i64>(r, 0, ctx)?);
+            }
+        }
+        let list: Vec<String> = hit.iter().map(i64::to_string).collect();
+        applier
+            .db
+            .exec_drop(
+                format!(
+                    "UPDATE `splice`.`verify_ranges` SET marks = marks + 1 \
+                     WHERE migration = ? AND shape = ? AND idx IN ({})",
+                    list.join(", ")
+                ),
+                (migration, shape),
+            )
+            .await
+            .map_err(|e| EngineError::my(ctx, &e))
     }
 
     async fn drop_capture(&self, slot: &str) -> Result<(), EngineError> {

@@ -286,6 +286,72 @@ pub fn resync_batch(dir: &Direction, n: usize) -> ResyncBatch {
     }
 }
 
+/// The character set and collation a string key column compares under.
+pub type Collation = (String, String);
+
+/// A key field given as the text `text` (an SQL expression, `?` for a parameter) as a value
+/// that compares the way the key column does: in the column's type, and for a string column
+/// in its character set and collation (`collation`, from `information_schema.COLUMNS`).
+pub fn key_value(k: &KeyColumn, text: &str, collation: Option<&Collation>) -> String {
+    let plain =
+        |c: &str| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+    match collation {
+        Some((charset, coll)) if plain(charset) && plain(coll) && key_param(k) == "?" => {
+            format!("CONVERT({text} USING {charset}) COLLATE {coll}")
+        }
+        _ => key_param(k).replacen('?', text, 1),
+    }
+}
+
+/// The indexes of the stored verify ranges of a migration (`?` 1, 2: migration and shape)
+/// that hold any of `n` keys (the parameters after those, key after key): a key's range is
+/// the number of stored upper bounds below it (range `i` is `(upper of i - 1, upper of i]`),
+/// each bound (a JSON array of the key's text) compared in the key columns' types and
+/// collations, field after field. No row when the migration has no stored ranges.
+pub fn verify_ranges_of_keys(
+    dir: &Direction,
+    collations: &[Option<Collation>],
+    n: usize,
+) -> String {
+    let field = |i: usize, text: &str| {
+        key_value(
+            &dir.key[i],
+            text,
+            collations.get(i).and_then(Option::as_ref),
+        )
+    };
+    let key = |i: usize| field(i, &format!("k.`k{i}`"));
+    let bound = |i: usize| {
+        field(
+            i,
+            &format!("JSON_UNQUOTE(JSON_EXTRACT(b.upper_key, '$[{i}]'))"),
+        )
+    };
+    let mut above = Vec::new();
+    for i in 0..dir.key.len() {
+        let mut parts: Vec<String> = (0..i)
+            .map(|j| format!("{} = {}", key(j), bound(j)))
+            .collect();
+        parts.push(format!("{} > {}", key(i), bound(i)));
+        above.push(format!("({})", parts.join(" AND ")));
+    }
+    let one: Vec<String> = (0..dir.key.len()).map(|i| format!("? AS `k{i}`")).collect();
+    let rest = vec![vec!["?"; dir.key.len()].join(", "); n.saturating_sub(1)];
+    let mut keys = format!("SELECT {}", one.join(", "));
+    for r in rest {
+        keys.push_str(&format!(" UNION ALL SELECT {r}"));
+    }
+    format!(
+        "SELECT DISTINCT (SELECT COUNT(*) FROM `splice`.`verify_ranges` AS b \
+           WHERE b.migration = r.migration AND b.shape = r.shape AND b.upper_key IS NOT NULL \
+             AND ({})) AS idx \
+         FROM ({keys}) AS k \
+         JOIN (SELECT migration, shape FROM `splice`.`verify_ranges` \
+                WHERE migration = ? AND shape = ? LIMIT 1) AS r",
+        above.join(" OR ")
+    )
+}
+
 /// The parameters of `bound` from the two key bounds.
 pub fn bound_params(
     bound: &Bound,

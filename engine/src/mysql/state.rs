@@ -8,7 +8,7 @@
 use super::{col, connect, MySql, Session};
 use crate::adapter::StateStore;
 use crate::error::Refusal;
-use crate::seam::{KeyRange, RangeResult, RateLimit, StoredPass, VerifyReport};
+use crate::seam::{KeyRange, RangeResult, RateLimit, StoredPass, StoredRange, VerifyReport};
 use crate::state::{
     actor, Checkpoint, Event, Figure, Impact, LastVerify, MigrationRecord, Phase, PhaseChange,
     QuarantineEntry, Runner, SyncThrottle, Transition,
@@ -85,6 +85,25 @@ pub const SCHEMA_DDL: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS `splice`.`heartbeat` (
     migration VARCHAR(64) NOT NULL PRIMARY KEY,
     beats BIGINT NOT NULL DEFAULT 0
+) ENGINE=InnoDB",
+    // Incremental verify: the last pass's key ranges (bounds as JSON arrays of the key's text,
+    // NULL where open), what each one's last check found, and capture's marks (`marks` grows
+    // with every applied batch holding one of its keys; the range is vouched for while
+    // `passed` and `marks = checked_marks`).
+    "CREATE TABLE IF NOT EXISTS `splice`.`verify_ranges` (
+    migration VARCHAR(64) NOT NULL,
+    idx INT NOT NULL,
+    shape VARCHAR(64) NOT NULL,
+    lower_key LONGTEXT NULL,
+    upper_key LONGTEXT NULL,
+    source_digest VARBINARY(32) NULL,
+    target_digest VARBINARY(32) NULL,
+    `rows` BIGINT NULL,
+    passed BOOLEAN NOT NULL DEFAULT FALSE,
+    checked_at DATETIME(6) NULL,
+    marks BIGINT NOT NULL DEFAULT 0,
+    checked_marks BIGINT NULL,
+    PRIMARY KEY (migration, idx)
 ) ENGINE=InnoDB",
     // Capture drains by writing a marker here and reading the stream until it arrives.
     "CREATE TABLE IF NOT EXISTS `splice`.`sync_marker` (
@@ -798,45 +817,153 @@ impl StateStore for MySql {
         .await
     }
 
-    /// Incremental verify is not built for MySQL/MariaDB: no ranges are stored, so every
-    /// verify (`--incremental` too) is a full pass, and its report says why.
+    /// The stored ranges, bounds decoded from their JSON arrays; `None` when none are stored
+    /// (or the state database predates them).
     async fn verify_ranges(
         &self,
-        _db: &Session,
-        _name: &str,
+        db: &Session,
+        name: &str,
     ) -> Result<Option<StoredPass>, EngineError> {
-        Ok(None)
+        let ctx = "reading the stored verify ranges";
+        let rows: Vec<Row> = match db
+            .lock()
+            .await
+            .exec(
+                "SELECT idx, shape, lower_key, upper_key, passed, marks, checked_marks \
+                   FROM `splice`.`verify_ranges` WHERE migration = ? ORDER BY idx",
+                (name,),
+            )
+            .await
+        {
+            Ok(rows) => rows,
+            Err(mysql_async::Error::Server(e)) if e.code == 1146 => return Ok(None),
+            Err(e) => return Err(EngineError::my(ctx, &e)),
+        };
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let bound = |text: Option<String>| -> Result<Option<Vec<String>>, EngineError> {
+            text.map(|t| {
+                serde_json::from_str::<Vec<String>>(&t).map_err(|e| {
+                    EngineError::Missing(format!(
+                        "a stored verify bound of {name} is not a JSON array of strings ({e}); \
+                         `splice verify` (a full pass) stores new ones"
+                    ))
+                })
+            })
+            .transpose()
+        };
+        let mut pass = StoredPass {
+            shape: col(first, 1, ctx)?,
+            ranges: Vec::with_capacity(rows.len()),
+        };
+        for r in &rows {
+            let shape: String = col(r, 1, ctx)?;
+            if shape != pass.shape {
+                // Ranges of two shapes: no pass wrote that; vouch for nothing.
+                pass.shape.clear();
+            }
+            pass.ranges.push(StoredRange {
+                idx: col(r, 0, ctx)?,
+                range: KeyRange {
+                    lower: bound(col(r, 2, ctx)?)?,
+                    upper: bound(col(r, 3, ctx)?)?,
+                },
+                passed: col(r, 4, ctx)?,
+                marks: col(r, 5, ctx)?,
+                checked_marks: col(r, 6, ctx)?,
+            });
+        }
+        Ok(Some(pass))
     }
 
-    fn no_verify_ranges(&self) -> Option<&'static str> {
-        Some(
-            "incremental verify is not built for MySQL/MariaDB yet (no verify ranges are \
-             stored), so this pass is full",
-        )
-    }
-
-    /// Stores nothing (see [`StateStore::verify_ranges`] above).
+    /// One fenced transaction: the old ranges go and the new ones come together, so the
+    /// stored ranges always cover every key.
     async fn start_verify_pass(
         &self,
-        _lock: &RunnerLock,
-        _shape: &str,
-        _ranges: &[KeyRange],
+        lock: &RunnerLock,
+        shape: &str,
+        ranges: &[KeyRange],
     ) -> Result<(), EngineError> {
-        Ok(())
+        let ctx = "storing the verify ranges";
+        let json = |b: &Option<Vec<String>>| -> Value {
+            match b {
+                Some(k) => Value::from(serde_json::to_string(k).unwrap_or_default()),
+                None => Value::NULL,
+            }
+        };
+        let mut conn = lock.session().await;
+        let (mut tx, _) = fenced(&mut conn, lock, ctx).await?;
+        tx.exec_drop(
+            "DELETE FROM `splice`.`verify_ranges` WHERE migration = ?",
+            (&lock.name,),
+        )
+        .await
+        .map_err(|e| EngineError::my(ctx, &e))?;
+        // Multi-row inserts of up to 500 ranges each.
+        for (n, group) in ranges.chunks(500).enumerate() {
+            let values = vec!["(?, ?, ?, ?, ?)"; group.len()].join(", ");
+            let mut params = Vec::with_capacity(group.len() * 5);
+            for (i, r) in group.iter().enumerate() {
+                params.push(Value::from(lock.name.clone()));
+                params.push(Value::from((n * 500 + i) as i64));
+                params.push(Value::from(shape));
+                params.push(json(&r.lower));
+                params.push(json(&r.upper));
+            }
+            tx.exec_drop(
+                format!(
+                    "INSERT INTO `splice`.`verify_ranges` \
+                     (migration, idx, shape, lower_key, upper_key) VALUES {values}"
+                ),
+                params,
+            )
+            .await
+            .map_err(|e| EngineError::my(ctx, &e))?;
+        }
+        tx.commit().await.map_err(|e| EngineError::my(ctx, &e))
     }
 
-    /// Stores nothing (see [`StateStore::verify_ranges`] above).
     async fn record_verify_ranges(
         &self,
-        _lock: &RunnerLock,
-        _results: &[RangeResult],
+        lock: &RunnerLock,
+        results: &[RangeResult],
     ) -> Result<(), EngineError> {
-        Ok(())
+        if results.is_empty() {
+            return Ok(());
+        }
+        let ctx = "recording the verify ranges";
+        let mut conn = lock.session().await;
+        let (mut tx, _) = fenced(&mut conn, lock, ctx).await?;
+        tx.exec_batch(
+            "UPDATE `splice`.`verify_ranges` SET source_digest = ?, target_digest = ?, \
+               `rows` = ?, passed = ?, checked_marks = ?, checked_at = CURRENT_TIMESTAMP(6) \
+             WHERE migration = ? AND idx = ?",
+            results.iter().map(|r| {
+                (
+                    r.source_digest.to_vec(),
+                    r.target_digest.to_vec(),
+                    r.rows,
+                    r.passed,
+                    r.checked_marks,
+                    lock.name.as_str(),
+                    r.idx,
+                )
+            }),
+        )
+        .await
+        .map_err(|e| EngineError::my(ctx, &e))?;
+        tx.commit().await.map_err(|e| EngineError::my(ctx, &e))
     }
 
-    /// Nothing is stored, so nothing is forgotten.
-    async fn forget_verify_ranges(&self, _lock: &RunnerLock) -> Result<(), EngineError> {
-        Ok(())
+    async fn forget_verify_ranges(&self, lock: &RunnerLock) -> Result<(), EngineError> {
+        fenced_write(
+            lock,
+            "forgetting the stored verify ranges",
+            "DELETE FROM `splice`.`verify_ranges` WHERE migration = ?",
+            vec![Value::from(lock.name.clone())],
+        )
+        .await
     }
 }
 
