@@ -114,7 +114,8 @@ fn sysbench(db: &MariaDb, rows: u64) -> Command {
 /// A sysbench run in the background: its per-second TPS lines, stamped when read.
 struct Load {
     child: Child,
-    seconds: Arc<Mutex<Vec<(Instant, f64)>>>,
+    /// (when, tps, errors per second) of each reported second.
+    seconds: Arc<Mutex<Vec<(Instant, f64, f64)>>>,
     errors: Arc<Mutex<Vec<String>>>,
 }
 
@@ -128,7 +129,9 @@ impl Load {
                 // An application retries a deadlock or a lock wait timeout (pt-osc's triggers
                 // and chunks cause both); sysbench would otherwise stop at the first, and the
                 // seconds it no longer ran would not count.
-                "--mysql-ignore-errors=1213,1205",
+                // pt-osc's swap also fails the application's statements with 1146 (its
+                // triggers name a table the swap renamed): counted below (err/s), then retried.
+                "--mysql-ignore-errors=1213,1205,1146",
                 "run",
             ])
             .stdout(Stdio::piped())
@@ -160,15 +163,16 @@ impl Load {
         std::thread::spawn(move || {
             // "[ 3s ] thds: 4 tps: 1234.56 qps: …"; sysbench prints its FATAL lines here too.
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let tps = line
-                    .split("tps: ")
-                    .nth(1)
-                    .and_then(|r| r.split_whitespace().next())
-                    .and_then(|v| v.parse::<f64>().ok());
-                match tps {
+                let field = |name: &str| {
+                    line.split(name)
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next())
+                        .and_then(|v| v.parse::<f64>().ok())
+                };
+                match field("tps: ") {
                     Some(tps) => {
                         if let Ok(mut s) = sink.lock() {
-                            s.push((Instant::now(), tps));
+                            s.push((Instant::now(), tps, field("err/s: ").unwrap_or(0.0)));
                         }
                     }
                     None => {
@@ -201,13 +205,22 @@ impl Load {
         let s = self.seconds.lock().map(|s| s.clone()).unwrap_or_default();
         let inside: Vec<f64> = s
             .iter()
-            .filter(|(at, _)| *at > from && *at <= to + Duration::from_millis(500))
-            .map(|(_, t)| *t)
+            .filter(|(at, _, _)| *at > from && *at <= to + Duration::from_millis(500))
+            .map(|(_, t, _)| *t)
             .collect();
         if inside.is_empty() {
             return 0.0;
         }
         inside.iter().sum::<f64>() / inside.len() as f64
+    }
+
+    /// Statements that failed (and were retried) inside `[from, to]`.
+    fn errors(&self, from: Instant, to: Instant) -> f64 {
+        let s = self.seconds.lock().map(|s| s.clone()).unwrap_or_default();
+        s.iter()
+            .filter(|(at, _, _)| *at > from && *at <= to + Duration::from_millis(500))
+            .map(|(_, _, e)| *e)
+            .sum()
     }
 
     fn stop(mut self) {
@@ -316,13 +329,14 @@ fn main() {
     });
     let splice_secs = from.elapsed().as_secs_f64();
     let splice_tps = load.tps(from, Instant::now());
+    let splice_errors = load.errors(from, Instant::now());
     let ratio_b = splice_tps / baseline;
     println!(
         "(b) application TPS while splice syncs: {splice_tps:.0} ({ratio_b:.2}× of alone)   target ≥ 0.9×  {}",
         verdict(ratio_b >= 0.9)
     );
     println!(
-        "    splice expand + backfill + catch-up under load: {splice_secs:.1} s ({:.0} rows/s)",
+        "    splice expand + backfill + catch-up under load: {splice_secs:.1} s ({:.0} rows/s), {splice_errors:.0} failed application statements",
         rows / splice_secs
     );
 
@@ -332,6 +346,7 @@ fn main() {
     let mut locks = Vec::new();
     let mut rollbacks = Vec::new();
     let mut refused = Vec::new();
+    let rounds_from = Instant::now();
     rt.block_on(async {
         'rounds: for round in 0..a.rounds {
             if round > 0 {
@@ -366,7 +381,11 @@ fn main() {
         }
         let _ = engine.rollback(NAME).await;
     });
+    let rounds_errors = load.errors(rounds_from, Instant::now());
     load.stop();
+    println!(
+        "    failed application statements over the cutover → rollback rounds: {rounds_errors:.0}"
+    );
     for r in &refused {
         println!("    cutover refused: {r}");
     }
@@ -414,6 +433,7 @@ fn main() {
         ));
     let pt_secs = from.elapsed().as_secs_f64();
     let pt_tps = load.tps(from, Instant::now());
+    let pt_errors = load.errors(from, Instant::now());
     let k_type = sql(
         &db,
         "SELECT DATA_TYPE FROM information_schema.COLUMNS \
@@ -434,7 +454,7 @@ fn main() {
     let faster = pt_secs / splice_secs;
     let kinder = splice_tps / pt_tps.max(f64::MIN_POSITIVE);
     println!(
-        "(c) pt-online-schema-change under the same load: {pt_secs:.1} s, application {pt_tps:.0} TPS ({:.2}× of alone)",
+        "(c) pt-online-schema-change under the same load: {pt_secs:.1} s, application {pt_tps:.0} TPS ({:.2}× of alone), {pt_errors:.0} failed application statements",
         pt_tps / baseline
     );
     println!(

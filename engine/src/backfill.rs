@@ -284,14 +284,23 @@ async fn throttle_reason<A: BackfillSource>(
             spec.throttle.max_capture_lag_bytes / 1_000_000
         )));
     }
-    let load = adapter.server_load(db, source).await?;
+    let load = adapter
+        .server_load(db, source, &spec.throttle.replicas)
+        .await?;
     let replica_lag = load.replica_lag_s;
     let waiting = load.lock_waiters;
-    if replica_lag > spec.throttle.max_replica_lag.as_secs_f64() {
-        return Ok(Some(format!(
-            "replica lag {replica_lag:.1}s > {}s",
-            spec.throttle.max_replica_lag.as_secs_f64()
-        )));
+    let max = spec.throttle.max_replica_lag.as_secs_f64();
+    if replica_lag > max {
+        let which = load
+            .replica
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        return Ok(Some(if replica_lag >= 1e9 {
+            format!("replica lag unknown{which}: replication stopped, broken or unreachable")
+        } else {
+            format!("replica lag {replica_lag:.1}s > {max}s{which}")
+        }));
     }
     if waiting > 0 {
         return Ok(Some(format!(

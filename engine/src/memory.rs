@@ -1183,7 +1183,8 @@ impl BackfillSource for Memory {
         Ok(())
     }
 
-    async fn server_load(&self, _: &(), _: &Table) -> Result<Load, EngineError> {
+    /// No replicas: the in-memory database has none to ask.
+    async fn server_load(&self, _: &(), _: &Table, _: &[String]) -> Result<Load, EngineError> {
         Ok(Load::default())
     }
 

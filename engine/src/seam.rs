@@ -110,10 +110,14 @@ pub struct Swap {
 }
 
 /// What backfill's throttle reads from the server between chunks.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Load {
-    /// Seconds the slowest replica is behind.
+    /// Seconds the slowest replica is behind; 1e9 when one's lag is unknown (replication
+    /// stopped or broken, or the replica unreachable).
     pub replica_lag_s: f64,
+    /// Which replica that is, and why its lag is unknown when it is, where the database can
+    /// say (a replica listed in `[throttle] replicas`).
+    pub replica: Option<String>,
     /// Sessions waiting for a lock on the source table.
     pub lock_waiters: i64,
     /// Sessions running a statement right now (MySQL's `Threads_running`), where the database

@@ -161,6 +161,10 @@ pub struct Throttle {
     pub max_capture_lag_bytes: u64,
     /// Pause while a replica's replay lag exceeds this.
     pub max_replica_lag: Duration,
+    /// Replicas whose lag the backfill watches, as `host` or `host:port` (MySQL/MariaDB: a
+    /// primary cannot see its replicas' lag, so splice asks each one, with the database URL's
+    /// user, password and TLS settings). Empty: only what the server itself reports.
+    pub replicas: Vec<String>,
     /// Pause while more sessions than this run a statement (MySQL's `Threads_running`; not
     /// checked where the database does not report it, nor when absent).
     pub max_threads_running: Option<u32>,
@@ -174,6 +178,29 @@ pub struct Throttle {
 
 /// The default impact budget: 20% over the application's commit latency without splice.
 pub const DEFAULT_MAX_LATENCY_INCREASE: f64 = 0.2;
+
+/// Checks one `[throttle] replicas` entry: `host` or `host:port`, nothing else (credentials
+/// and TLS settings come from the database URL, never from the file).
+pub fn replica_address(entry: &str) -> Result<String, String> {
+    let e = entry.trim();
+    let (host, port) = match e.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.starts_with('[') => (h, Some(p)),
+        _ => (e, None),
+    };
+    let bad_host = host.is_empty()
+        || host.chars().any(|c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':'))
+        });
+    let bad_port = port.is_some_and(|p| p.parse::<u16>().map_or(true, |n| n == 0));
+    if bad_host || bad_port {
+        return Err(format!(
+            "throttle.replicas entry \"{entry}\" is not host or host:port; write e.g. \
+             replicas = [\"replica-1:3306\"] (splice connects with the database URL's user, \
+             password and TLS settings, so none of those belong here)"
+        ));
+    }
+    Ok(e.to_string())
+}
 
 /// Parses an impact budget as the file and the command line give it: `"20%"`, `"off"` or `0`
 /// (off). Returns the fraction (`Some(0.2)`), or `None` for off.
@@ -199,6 +226,7 @@ impl Default for Throttle {
             chunk_target: Duration::from_millis(200),
             max_capture_lag_bytes: 256 * 1024 * 1024,
             max_replica_lag: Duration::from_secs(10),
+            replicas: Vec::new(),
             max_threads_running: None,
             lock_timeout: Duration::from_secs(2),
             max_latency_increase: Some(DEFAULT_MAX_LATENCY_INCREASE),
@@ -405,6 +433,7 @@ struct RawThrottle {
     chunk_target: Option<String>,
     max_capture_lag_bytes: Option<u64>,
     max_replica_lag: Option<String>,
+    replicas: Option<Vec<String>>,
     max_threads_running: Option<u32>,
     lock_timeout: Option<String>,
     max_latency_increase: Option<RawPercent>,
@@ -499,6 +528,12 @@ impl MigrationSpec {
                 Some(s) => duration("throttle.max_replica_lag", &s)?,
                 None => defaults.max_replica_lag,
             },
+            replicas: t
+                .replicas
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| replica_address(&r).map_err(|e| SpecError(format!("{origin}: {e}"))))
+                .collect::<Result<_, _>>()?,
             max_threads_running: t.max_threads_running,
             lock_timeout: match t.lock_timeout {
                 Some(s) => duration("throttle.lock_timeout", &s)?,
@@ -598,6 +633,26 @@ amount_cents = "(amount * 100)::bigint"
 [down]
 amount = "amount_cents / 100.0"
 "#;
+
+    #[test]
+    fn replicas_are_host_or_host_and_port_and_never_carry_credentials() {
+        let file = format!("{ORDERS}\n[throttle]\nreplicas = [\"db-2\", \"10.0.0.7:3307\"]\n");
+        let spec = MigrationSpec::parse(&file, "orders.toml").expect("valid");
+        assert_eq!(spec.throttle.replicas, vec!["db-2", "10.0.0.7:3307"]);
+        for bad in [
+            "root:secret@db-2:3306",
+            "db-2:0",
+            "db-2:port",
+            "",
+            "mysql://db-2",
+        ] {
+            let file = format!("{ORDERS}\n[throttle]\nreplicas = [\"{bad}\"]\n");
+            let e = MigrationSpec::parse(&file, "orders.toml")
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("is not host or host:port"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn parses_the_documented_example() {

@@ -1572,3 +1572,109 @@ label = "COALESCE(label, '')"
         "{report:?}"
     );
 }
+
+/// A primary cannot see its replicas' lag: the backfill asks each replica listed in
+/// `[throttle] replicas` (with the database URL's credentials), pauses naming the one whose
+/// replication stopped (and one it cannot reach), and copies once replication runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_pauses_while_a_listed_replica_stops_replicating_and_goes_on_after() {
+    let primary = server();
+    let replica = MariaDb::builder()
+        .setting("server-id", "2")
+        .start()
+        .expect("start a replica");
+    // Both servers come from one template: the replica starts where the primary is now.
+    let position = primary.sql("SELECT @@gtid_binlog_pos").expect("position");
+    let position = if position == "NULL" {
+        String::new()
+    } else {
+        position
+    };
+    replica
+        .sql(&format!(
+            "SET GLOBAL gtid_slave_pos = '{position}'; \
+             CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, \
+               MASTER_USER = 'root', MASTER_USE_GTID = slave_pos; \
+             START SLAVE",
+            primary.port()
+        ))
+        .expect("replicate");
+    create_orders(&primary, 2_000);
+    let replicated = || replica.sql("SELECT COUNT(*) FROM shop.orders").ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while replicated().as_deref() != Some("2000") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica did not catch up: {:?}",
+            replica.sql("SHOW SLAVE STATUS\\G")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let address = format!("127.0.0.1:{}", replica.port());
+    let file = format!("{ORDERS_V2}\n[throttle]\nreplicas = [\"{address}\"]\n");
+    let engine = Engine::mysql(primary.url()).expect("url");
+    engine
+        .expand(&file, "orders_v2.toml")
+        .await
+        .expect("expand");
+
+    replica.sql("STOP SLAVE SQL_THREAD").expect("stop");
+    let control = Control::new(RateLimit::Unlimited);
+    let mut sink = StopWhenPaused {
+        control: control.clone(),
+        reason: None,
+    };
+    engine
+        .sync("orders_v2", &caught_up(), &control, &mut sink)
+        .await
+        .expect("sync stops when asked");
+    let reason = sink.reason.expect("the backfill paused");
+    assert!(
+        reason.contains(&address) && reason.contains("replication stopped"),
+        "{reason}"
+    );
+    assert_eq!(
+        primary
+            .sql("SELECT COUNT(*) FROM shop._splice_orders_v2_new")
+            .expect("count"),
+        "0",
+        "nothing was copied while the replica stood still"
+    );
+
+    replica.sql("START SLAVE SQL_THREAD").expect("start");
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    assert_eq!(mismatches(&primary), "NULL", "rows differ after the copy");
+
+    // A listed replica nobody answers at counts as unknown lag too: no copy, and it says why.
+    let unreachable = MigrationSpec::parse(
+        &format!("{ORDERS_V2}\n[throttle]\nreplicas = [\"127.0.0.1:1\"]\n"),
+        "orders_v2.toml",
+    )
+    .expect("spec");
+    let load = {
+        use engine::adapter::BackfillSource;
+        let adapter = MySql::new(primary.url()).expect("url");
+        let session = adapter.connect().await.expect("session");
+        let table = engine::catalog::Table {
+            name: engine::spec::QualifiedName {
+                schema: "shop".into(),
+                name: "orders".into(),
+            },
+            oid: 0,
+            columns: Vec::new(),
+            primary_key: vec!["id".into()],
+            approx_rows: 0,
+        };
+        adapter
+            .server_load(&session, &table, &unreachable.throttle.replicas)
+            .await
+            .expect("load")
+    };
+    assert!(load.replica_lag_s >= 1e9, "{load:?}");
+    assert!(
+        load.replica
+            .as_deref()
+            .is_some_and(|r| r.starts_with("127.0.0.1:1: unreachable")),
+        "{load:?}"
+    );
+}

@@ -44,11 +44,14 @@ pub trait BackfillSource: StateStore {
         conn: &Self::Conn,
         table: &QualifiedName,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
-    /// Replica lag and lock waiters on `table`, for backfill's throttle.
+    /// Replica lag and lock waiters on `table`, for backfill's throttle. `replicas` are the
+    /// file's `[throttle] replicas` (`host[:port]`), asked directly where the database's
+    /// primary cannot see its replicas' lag.
     fn server_load(
         &self,
         conn: &Self::Conn,
         table: &Table,
+        replicas: &[String],
     ) -> impl Future<Output = Result<Load, EngineError>> + Send;
     /// The server process id of `conn`'s session, where the database has one (default: none,
     /// and lock waits are then not watched).

@@ -370,31 +370,33 @@ impl BackfillSource for MySql {
             .map_err(|e| EngineError::my(format!("analyzing {table}"), &e))
     }
 
-    /// Replica lag of this server when it is itself a replica (`SHOW ALL SLAVES STATUS` on
-    /// MariaDB, `SHOW REPLICA STATUS` on MySQL; a primary cannot see its replicas' lag),
-    /// InnoDB lock waits on `table` (MariaDB's `INNODB_LOCKS`; 0 where the server lacks it),
-    /// and `Threads_running`.
-    async fn server_load(&self, db: &Session, table: &Table) -> Result<Load, EngineError> {
+    /// Replica lag: of this server when it is itself a replica, and of each replica listed
+    /// in `[throttle] replicas` (asked directly: a primary cannot see its replicas' lag); an
+    /// unreachable replica, or one not replicating, counts as unknown lag. Then InnoDB lock
+    /// waits on `table` (MariaDB's `INNODB_LOCKS`; 0 where the server lacks it), and
+    /// `Threads_running`.
+    async fn server_load(
+        &self,
+        db: &Session,
+        table: &Table,
+        replicas: &[String],
+    ) -> Result<Load, EngineError> {
+        let (mut lag, mut replica) = (0.0_f64, None);
+        for address in replicas {
+            let (behind, problem) = self.listed_replica_lag(address).await;
+            if behind > lag || (behind >= lag && replica.is_none()) {
+                lag = behind;
+                replica = Some(match problem {
+                    Some(p) => format!("{address}: {p}"),
+                    None => address.clone(),
+                });
+            }
+        }
         let mut conn = db.lock().await;
-        let mut lag = 0.0_f64;
-        let status = match conn.query::<Row, _>("SHOW ALL SLAVES STATUS").await {
-            Ok(rows) => Ok(rows),
-            Err(_) => conn.query::<Row, _>("SHOW REPLICA STATUS").await,
-        };
-        if let Ok(rows) = status {
-            for r in rows {
-                let behind = r
-                    .columns_ref()
-                    .iter()
-                    .position(|c| {
-                        c.name_str() == "Seconds_Behind_Master"
-                            || c.name_str() == "Seconds_Behind_Source"
-                    })
-                    .and_then(|i| r.get_opt::<Option<f64>, usize>(i))
-                    .and_then(Result::ok)
-                    .flatten();
-                // NULL: replication stopped or broken: as bad as it gets.
-                lag = lag.max(behind.unwrap_or(f64::INFINITY));
+        if let Some(own) = replication_lag(&mut conn).await {
+            if own > lag {
+                lag = own;
+                replica = None;
             }
         }
         let waits: Option<Row> = conn
@@ -423,6 +425,7 @@ impl BackfillSource for MySql {
         };
         Ok(Load {
             replica_lag_s: if lag.is_finite() { lag } else { 1e9 },
+            replica,
             lock_waiters,
             threads_running,
         })
@@ -441,5 +444,92 @@ impl BackfillSource for MySql {
             }
             None => None,
         })
+    }
+}
+
+/// How far behind this session's server replicates (the slowest of its replication
+/// connections: `SHOW ALL SLAVES STATUS` on MariaDB, `SHOW REPLICA STATUS` on MySQL), infinite
+/// when one is stopped or broken (`Seconds_Behind_Master` NULL); `None` when it replicates
+/// from nothing (or the statement is not allowed).
+async fn replication_lag(conn: &mut Conn) -> Option<f64> {
+    let status = match conn.query::<Row, _>("SHOW ALL SLAVES STATUS").await {
+        Ok(rows) => Ok(rows),
+        Err(_) => conn.query::<Row, _>("SHOW REPLICA STATUS").await,
+    };
+    let rows = status.ok()?;
+    let mut lag: Option<f64> = None;
+    for r in rows {
+        let behind = r
+            .columns_ref()
+            .iter()
+            .position(|c| {
+                c.name_str() == "Seconds_Behind_Master" || c.name_str() == "Seconds_Behind_Source"
+            })
+            .and_then(|i| r.get_opt::<Option<f64>, usize>(i))
+            .and_then(Result::ok)
+            .flatten();
+        // NULL: replication stopped or broken: as bad as it gets.
+        lag = Some(lag.unwrap_or(0.0).max(behind.unwrap_or(f64::INFINITY)));
+    }
+    lag
+}
+
+/// How long a listed replica may take to answer before its lag counts as unknown.
+const REPLICA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl MySql {
+    /// The lag of the replica at `address` (a session kept open between calls), and why it
+    /// is unknown when it is (then the lag is infinite).
+    async fn listed_replica_lag(&self, address: &str) -> (f64, Option<String>) {
+        let mut sessions = self.replica_sessions.lock().await;
+        if !sessions.contains_key(address) {
+            let url = super::url_at(self.url(), address);
+            let opened = match cdc::mysql::MySqlTarget::from_url(&url) {
+                Ok(target) => tokio::time::timeout(REPLICA_TIMEOUT, super::connect(&target))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(EngineError::Missing(format!(
+                            "no answer within {} s",
+                            REPLICA_TIMEOUT.as_secs()
+                        )))
+                    }),
+                Err(e) => Err(e.into()),
+            };
+            match opened {
+                Ok(conn) => {
+                    sessions.insert(address.to_string(), conn);
+                }
+                Err(e) => return (f64::INFINITY, Some(format!("unreachable: {e}"))),
+            }
+        }
+        let Some(conn) = sessions.get_mut(address) else {
+            return (f64::INFINITY, Some("unreachable".into()));
+        };
+        match tokio::time::timeout(REPLICA_TIMEOUT, replication_lag(conn)).await {
+            Ok(Some(lag)) if lag.is_finite() => (lag, None),
+            Ok(Some(_)) => (
+                f64::INFINITY,
+                Some("replication stopped or broken (Seconds_Behind_Master is NULL)".into()),
+            ),
+            Ok(None) => {
+                // Not a replica, or the session broke: open a new one next time.
+                sessions.remove(address);
+                (
+                    f64::INFINITY,
+                    Some(
+                        "reports no replication (is it a replica of this server? does the \
+                         user have REPLICATION CLIENT / BINLOG MONITOR there?)"
+                            .into(),
+                    ),
+                )
+            }
+            Err(_) => {
+                sessions.remove(address);
+                (
+                    f64::INFINITY,
+                    Some(format!("no answer within {} s", REPLICA_TIMEOUT.as_secs())),
+                )
+            }
+        }
     }
 }

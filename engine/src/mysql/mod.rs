@@ -86,6 +86,8 @@ impl Session {
 pub struct MySql {
     url: String,
     target: MySqlTarget,
+    /// Sessions on the replicas of `[throttle] replicas`, by address, opened when first asked.
+    replica_sessions: std::sync::Arc<Mutex<std::collections::HashMap<String, Conn>>>,
 }
 
 impl MySql {
@@ -93,11 +95,28 @@ impl MySql {
     pub fn new(url: impl Into<String>) -> Result<MySql, EngineError> {
         let url = url.into();
         let target = MySqlTarget::from_url(&url)?;
-        Ok(MySql { url, target })
+        Ok(MySql {
+            url,
+            target,
+            replica_sessions: Default::default(),
+        })
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+}
+
+/// `url` with its host and port replaced by `address` (`host` or `host:port`): the same
+/// user, password, database and settings (TLS too) on another server.
+pub fn url_at(url: &str, address: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("mysql", url));
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let user = authority.rsplit_once('@').map(|(u, _)| u);
+    match user {
+        Some(u) => format!("{scheme}://{u}@{address}{tail}"),
+        None => format!("{scheme}://{address}{tail}"),
     }
 }
 
@@ -144,5 +163,29 @@ pub(crate) fn col<T: FromValue>(row: &Row, i: usize, context: &str) -> Result<T,
             context: context.to_string(),
             message: format!("the server sent no column {i}"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_at;
+
+    #[test]
+    fn a_replica_url_keeps_everything_but_the_host_and_port() {
+        assert_eq!(
+            url_at(
+                "mysql://splice:pw@db-1:3306/shop?ssl-mode=VERIFY_IDENTITY",
+                "db-2:3307"
+            ),
+            "mysql://splice:pw@db-2:3307/shop?ssl-mode=VERIFY_IDENTITY"
+        );
+        assert_eq!(
+            url_at("mariadb://root@127.0.0.1:4000", "db-2"),
+            "mariadb://root@db-2"
+        );
+        assert_eq!(
+            url_at("mysql://db-1/?ssl-mode=REQUIRED", "db-2"),
+            "mysql://db-2/?ssl-mode=REQUIRED"
+        );
     }
 }

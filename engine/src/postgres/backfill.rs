@@ -168,8 +168,22 @@ impl BackfillSource for Postgres {
             .map_err(|e| EngineError::db(format!("analyzing {table}"), e))
     }
 
-    /// Replica lag (`pg_stat_replication`) and sessions waiting for a lock on `table`.
-    async fn server_load(&self, db: &Client, table: &Table) -> Result<Load, EngineError> {
+    /// Replica lag (`pg_stat_replication`) and sessions waiting for a lock on `table`. The
+    /// primary reports its standbys' lag itself, so `[throttle] replicas` is refused.
+    async fn server_load(
+        &self,
+        db: &Client,
+        table: &Table,
+        replicas: &[String],
+    ) -> Result<Load, EngineError> {
+        if !replicas.is_empty() {
+            return Err(EngineError::Plan(
+                "[throttle] replicas is for MySQL/MariaDB, whose primary cannot see its \
+                 replicas' lag; a PostgreSQL primary reports its standbys' replay lag \
+                 (pg_stat_replication), which splice reads: remove replicas from the file"
+                    .into(),
+            ));
+        }
         let row = db
             .query_one(
                 // Physical standbys only: logical walsenders (splice's own capture, other CDC
@@ -185,6 +199,7 @@ impl BackfillSource for Postgres {
             .map_err(|e| EngineError::db("reading replica lag and lock waits", e))?;
         Ok(Load {
             replica_lag_s: row.get(0),
+            replica: None,
             lock_waiters: row.get(1),
             threads_running: None,
         })
