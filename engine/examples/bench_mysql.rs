@@ -292,6 +292,34 @@ fn main() {
     );
     let insert_select = rows / t.elapsed().as_secs_f64();
     sql(&db, "DROP TABLE sbtest.plain_copy");
+    // The ceiling of any copy here: the same INSERT … SELECT split over 2 and 4 sessions at
+    // once (one statement each over its share of the keys), idle.
+    let mut fastest_copy = rows / insert_select;
+    for sessions in [2u64, 4] {
+        sql(&db, &TARGET.replace("sbtest.sbtest1", "sbtest.plain_copy"));
+        let t = Instant::now();
+        std::thread::scope(|scope| {
+            for i in 0..sessions {
+                let db = &db;
+                let share = a.rows.div_ceil(sessions);
+                scope.spawn(move || {
+                    sql(
+                        db,
+                        &format!(
+                            "INSERT INTO sbtest.plain_copy (id, k, c, pad) SELECT id, k, c, pad \
+                             FROM sbtest.sbtest1 WHERE id > {} AND id <= {}",
+                            i * share,
+                            (i + 1) * share
+                        ),
+                    )
+                });
+            }
+        });
+        let secs = t.elapsed().as_secs_f64();
+        fastest_copy = fastest_copy.min(secs);
+        println!("    the same INSERT … SELECT over {sessions} sessions at once: {secs:.1} s");
+        sql(&db, "DROP TABLE sbtest.plain_copy");
+    }
     let (backfill, _) = rt.block_on(async {
         engine
             .expand(&spec(), "bench")
@@ -461,11 +489,10 @@ fn main() {
         "    splice vs pt-osc: {faster:.2}× faster, {kinder:.2}× the application's TPS   target both > 1×  {}",
         verdict(faster > 1.0 && kinder > 1.0)
     );
-    // The ceiling of "faster": the same copy with nothing else running, in this run.
+    // The ceiling of "faster": the fastest copy with nothing else running, in this run.
     println!(
-        "    the idle INSERT … SELECT of (a) took {:.1} s: pt-osc's whole run under load took {:.2}× of it",
-        rows / insert_select,
-        pt_secs / (rows / insert_select)
+        "    the fastest idle copy of (a) (1, 2 or 4 sessions) took {fastest_copy:.1} s: pt-osc's whole run under load took {:.2}× of it",
+        pt_secs / fastest_copy
     );
 }
 
