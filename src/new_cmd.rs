@@ -43,11 +43,14 @@ pub fn run(args: NewArgs) -> u8 {
 fn write(args: &NewArgs) -> Result<PathBuf, String> {
     let table = match &args.table {
         Some(t) => t.clone(),
-        None => engine::postgres::alter::table_of(&args.alter).ok_or_else(|| {
-            "--alter has no ALTER TABLE statement to take the table from; give ALTER TABLE \
+        // PostgreSQL's grammar first; MySQL's ALTER (MODIFY, CHANGE, …) read by its name.
+        None => engine::postgres::alter::table_of(&args.alter)
+            .or_else(|| engine::mysql::alter::table_of(&args.alter))
+            .ok_or_else(|| {
+                "--alter has no ALTER TABLE statement to take the table from; give ALTER TABLE \
              SCHEMA.TABLE …, or --table"
-                .to_string()
-        })?,
+                    .to_string()
+            })?,
     };
     let table = if table.contains('.') {
         table

@@ -44,6 +44,11 @@ pub struct MySqlSourceConfig {
     pub resume_only: bool,
     /// How often an idle server sends a heartbeat.
     pub heartbeat: Duration,
+    /// Column counts a captured table's rows may also have besides the table's own when the
+    /// stream opens: another table that takes (or took) its name within the stream, as a
+    /// swap by `RENAME TABLE` does. Rows of any other count stop the stream
+    /// ([`CdcError::TableChanged`]). The key columns must sit at the same positions in both.
+    pub other_shapes: Vec<(TableName, usize)>,
 }
 
 impl MySqlSourceConfig {
@@ -59,7 +64,15 @@ impl MySqlSourceConfig {
             skip_origins: Vec::new(),
             resume_only: false,
             heartbeat: Duration::from_secs(1),
+            other_shapes: Vec::new(),
         }
+    }
+
+    /// Accept rows of `table` with `columns` columns too (see
+    /// [`MySqlSourceConfig::other_shapes`]).
+    pub fn other_shape(mut self, table: TableName, columns: usize) -> Self {
+        self.other_shapes.push((table, columns));
+        self
     }
 
     /// Refuse to create the slot: it must exist.
@@ -266,7 +279,13 @@ impl MySqlChangeStream {
         let facts = setup::check_server(sql).await?;
         let mut tables = HashMap::new();
         for table in &config.tables {
-            let captured = setup::check_table(sql, table).await?;
+            let mut captured = setup::check_table(sql, table).await?;
+            captured.also_columns = config
+                .other_shapes
+                .iter()
+                .filter(|(t, _)| t == table)
+                .map(|(_, n)| *n)
+                .collect();
             tables.insert((table.schema.clone(), table.name.clone()), captured);
         }
         setup::lock_slot(sql, &config.slot).await?;
@@ -606,7 +625,8 @@ impl MySqlChangeStream {
             return Ok(());
         };
         let position = BinlogPosition::new(file.clone(), log_pos, String::new());
-        if tme.columns_count() as usize != captured.columns {
+        let count = tme.columns_count() as usize;
+        if count != captured.columns && !captured.also_columns.contains(&count) {
             return Err(CdcError::TableChanged {
                 table: captured.table.clone(),
                 position: position.to_string(),

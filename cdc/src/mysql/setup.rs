@@ -330,6 +330,8 @@ pub(crate) struct CapturedTable {
     pub table: TableName,
     pub key: Vec<KeyColumn>,
     pub columns: usize,
+    /// Other column counts its rows may have (`MySqlSourceConfig::other_shapes`).
+    pub also_columns: Vec<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -422,6 +424,7 @@ pub(crate) async fn check_table(
         table: table.clone(),
         key,
         columns: columns.len(),
+        also_columns: Vec::new(),
     })
 }
 

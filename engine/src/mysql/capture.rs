@@ -6,7 +6,7 @@ use super::sql;
 use super::{col, MySql, Session};
 use crate::adapter::ChangeApplier;
 use crate::seam::{Continuity, Direction};
-use crate::spec::MigrationSpec;
+use crate::spec::{MigrationSpec, QualifiedName};
 use crate::EngineError;
 use cdc::{CdcError, MySqlChangeStream, MySqlSourceConfig, TableName};
 use mysql_async::prelude::Queryable;
@@ -29,6 +29,24 @@ pub struct ApplierSession {
     collations: Vec<Option<sql::Collation>>,
     /// [`sql::verify_ranges_of_keys`] by number of keys.
     range_lookups: HashMap<usize, String>,
+}
+
+/// How many columns `table` has; `None` when it does not exist.
+async fn column_count(db: &mut Conn, table: &QualifiedName) -> Result<Option<usize>, EngineError> {
+    let ctx = "counting a table's columns";
+    let row: Option<Row> = db
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (&table.schema, &table.name),
+        )
+        .await
+        .map_err(|e| EngineError::my(ctx, &e))?;
+    let n: i64 = match row {
+        Some(r) => col(&r, 0, ctx)?,
+        None => 0,
+    };
+    Ok((n > 0).then_some(n as usize))
 }
 
 /// Per key column of `table`, in key order: its character set and collation when it is a
@@ -129,6 +147,13 @@ impl ChangeApplier for MySql {
         )
         .skip_origin(spec.origin())
         .skip_origin(spec.reverse_origin());
+        // The stream follows the live name across a swap (from a position before it, the
+        // other table had the name): its rows, shaped as `dir.to` is, are accepted too (the
+        // key sits at the same position in both, plan checks).
+        let mut db = super::connect(&self.target).await?;
+        if let Some(n) = column_count(&mut db, &dir.to).await? {
+            config = config.other_shape(TableName::from(&dir.from), n);
+        }
         if continuity == Continuity::Resume {
             config = config.resume_only();
         }
@@ -149,7 +174,6 @@ impl ChangeApplier for MySql {
             },
             other => other.into(),
         })?;
-        let mut db = super::connect(&self.target).await?;
         let marker_db = super::connect(&self.target).await?;
         let collations = key_collations(&mut db, dir).await?;
         let truncate = sql::delete_gone_in_range(dir, false, false);

@@ -4,11 +4,13 @@
 //! planning and `splice plan`'s rendering ([`plan`]), expand and the fenced backfill
 //! ([`backfill`], with its statements in [`sql`]), the binlog stream and the applier
 //! ([`capture`]), verify's canonical rows ([`verify`]) and the sentry cut-over ([`cutover`]).
-//! `alter` mode is not built: it refuses with [`EngineError::NotBuilt`].
+//! `alter` mode starts the shadow as a copy of the live table and runs the ALTER on it
+//! ([`alter`]).
 //!
 //! Tested on MariaDB 10.11 only (the server the test harness starts); the SQL sticks to what
 //! MySQL 8 shares with it.
 
+pub mod alter;
 pub mod backfill;
 pub mod capture;
 pub mod cutover;

@@ -137,7 +137,7 @@ pub fn shadow_create_table(spec: &MigrationSpec, ddl: &str) -> Result<String, En
 
 /// `rest` after `word` (case-insensitive, followed by a non-word character), leading space
 /// removed.
-fn strip_word<'a>(rest: &'a str, word: &str) -> Option<&'a str> {
+pub(super) fn strip_word<'a>(rest: &'a str, word: &str) -> Option<&'a str> {
     let head = rest.get(..word.len())?;
     let next = rest[word.len()..].chars().next();
     if head.eq_ignore_ascii_case(word) && !next.is_some_and(|c| c.is_alphanumeric() || c == '_') {
@@ -149,7 +149,7 @@ fn strip_word<'a>(rest: &'a str, word: &str) -> Option<&'a str> {
 
 /// A possibly qualified identifier (`` `a`.b ``): its parts (bare parts lowercased, as the
 /// migration file's names are) and what follows.
-fn read_name(s: &str) -> Option<(Vec<String>, &str)> {
+pub(super) fn read_name(s: &str) -> Option<(Vec<String>, &str)> {
     let mut parts = Vec::new();
     let mut rest = s.trim_start();
     loop {
@@ -188,7 +188,7 @@ fn read_name(s: &str) -> Option<(Vec<String>, &str)> {
 }
 
 /// Splits on `;` outside quotes, backquotes and comments.
-fn split_statements(sql: &str) -> Vec<&str> {
+pub(super) fn split_statements(sql: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut quote: Option<char> = None;
@@ -219,7 +219,7 @@ fn split_statements(sql: &str) -> Vec<&str> {
 }
 
 /// `s` with quoted strings and backquoted names blanked, so a keyword search finds keywords.
-fn strip_quoted(s: &str) -> String {
+pub(super) fn strip_quoted(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut quote: Option<char> = None;
     let mut escaped = false;
@@ -290,6 +290,16 @@ fn is_missing_table(e: &mysql_async::Error) -> bool {
 }
 
 impl Planner for MySql {
+    fn implied_mappings(
+        &self,
+        spec: &MigrationSpec,
+    ) -> Result<crate::adapter::ImpliedMappings, EngineError> {
+        match &spec.shape {
+            Shape::Target(_) => Ok(Default::default()),
+            Shape::Alter(alter) => super::alter::implied_mappings(spec, alter),
+        }
+    }
+
     async fn shadow_ddl(
         &self,
         db: &Session,
@@ -316,10 +326,7 @@ impl Planner for MySql {
         }
         match &spec.shape {
             Shape::Target(ddl) => Ok(vec![shadow_create_table(spec, ddl)?]),
-            Shape::Alter(_) => Err(EngineError::NotBuilt {
-                what: "alter mode (`alter = \"ALTER TABLE …\"`)".into(),
-                database: "MySQL/MariaDB",
-            }),
+            Shape::Alter(alter) => super::alter::shadow_ddl(spec, alter),
         }
     }
 
@@ -382,6 +389,14 @@ impl Planner for MySql {
     async fn try_shadow_ddl(&self, db: &Session, ddl: &[String]) -> Result<(), EngineError> {
         let mut conn = db.lock().await;
         for stmt in ddl {
+            // Alter mode's ALTER TABLE runs as it is: the temporary table created before it
+            // hides the real name on this session.
+            if stmt.starts_with("ALTER TABLE ") {
+                conn.query_drop(stmt.as_str()).await.map_err(|e| {
+                    EngineError::Plan(format!("alter: {}", cdc::describe_mysql_error(&e)))
+                })?;
+                continue;
+            }
             let Some(rest) = stmt.strip_prefix("CREATE TABLE ") else {
                 return Err(EngineError::Plan(format!(
                     "target: cannot try `{stmt}` without running it"
