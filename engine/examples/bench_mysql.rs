@@ -12,7 +12,7 @@
 //! (e) rollback after cutover under load, the slowest round                             < 1 s
 //!
 //! Usage: cargo run --release -p splice-engine --example bench_mysql -- [--rows N]
-//!        [--secs S (baseline run)] [--rounds R (cutover rounds)] [--max-latency-increase off]
+//!        [--secs S (baseline run)] [--rounds R (cutover rounds)] [--max-latency-increase off|P%]
 
 use engine::backfill::{Control, NoProgress};
 use engine::phases::{ReverseSync, SyncOptions};
@@ -36,8 +36,9 @@ struct Args {
     rows: u64,
     secs: u64,
     rounds: usize,
-    /// `--max-latency-increase off`: sync without the impact budget (the default has it).
-    budget_off: bool,
+    /// `--max-latency-increase off|P%`: sync without the impact budget, or with another one
+    /// (`None`: the default budget).
+    budget: Option<Option<f64>>,
 }
 
 fn args() -> Args {
@@ -45,15 +46,21 @@ fn args() -> Args {
         rows: 1_000_000,
         secs: 20,
         rounds: 5,
-        budget_off: false,
+        budget: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
         let value = argv.get(i + 1).and_then(|v| v.parse::<u64>().ok());
-        if argv[i] == "--max-latency-increase" && argv.get(i + 1).map(String::as_str) == Some("off")
-        {
-            a.budget_off = true;
+        if argv[i] == "--max-latency-increase" {
+            let given = argv.get(i + 1).map(String::as_str).unwrap_or("");
+            match engine::spec::parse_latency_increase(given) {
+                Ok(b) => a.budget = Some(b),
+                Err(e) => {
+                    eprintln!("bench_mysql: {e}");
+                    std::process::exit(2);
+                }
+            }
             i += 2;
             continue;
         }
@@ -63,7 +70,7 @@ fn args() -> Args {
             ("--rounds", Some(v)) if v > 0 => a.rounds = v as usize,
             (other, _) => {
                 eprintln!(
-                    "bench_mysql: unexpected `{other}`; usage: bench_mysql [--rows N] [--secs S] [--rounds R] [--max-latency-increase off]"
+                    "bench_mysql: unexpected `{other}`; usage: bench_mysql [--rows N] [--secs S] [--rounds R] [--max-latency-increase off|P%]"
                 );
                 std::process::exit(2);
             }
@@ -73,8 +80,8 @@ fn args() -> Args {
     a
 }
 
-/// `--max-latency-increase off` was given.
-static BUDGET_OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// `--max-latency-increase`, when given (see [`Args::budget`]).
+static BUDGET: std::sync::OnceLock<Option<Option<f64>>> = std::sync::OnceLock::new();
 
 /// sysbench runs in the background: `die` stops them (an exit runs no destructor).
 static LOADS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -247,7 +254,7 @@ fn verdict(ok: bool) -> &'static str {
 
 fn main() {
     let a = args();
-    let _ = BUDGET_OFF.set(a.budget_off);
+    let _ = BUDGET.set(a.budget);
     let db = MariaDb::builder()
         .setting("innodb-buffer-pool-size", "1G")
         .setting("innodb-log-file-size", "512M")
@@ -260,7 +267,11 @@ fn main() {
     println!(
         "bench mysql: MariaDB {version}, {} rows of sysbench's sbtest1, oltp_update_non_index on 4 threads, impact budget {}",
         a.rows,
-        if a.budget_off { "off" } else { "on (the default)" }
+        match a.budget {
+            None => "on (the default)".to_string(),
+            Some(None) => "off".to_string(),
+            Some(Some(b)) => format!("{:.0}%", b * 100.0),
+        }
     );
     sql(&db, "CREATE DATABASE sbtest");
     let prepared = Instant::now();
@@ -511,7 +522,7 @@ fn sync_lag(rt: &tokio::runtime::Runtime, engine: &Engine<MySql>, _load: &Load) 
 async fn sync(engine: &Engine<MySql>) -> engine::backfill::SyncProgress {
     let opts = SyncOptions {
         until_caught_up: true,
-        max_latency_increase: BUDGET_OFF.get().copied().unwrap_or(false).then_some(None),
+        max_latency_increase: BUDGET.get().copied().flatten(),
         ..Default::default()
     };
     engine

@@ -304,10 +304,13 @@ pub fn key_value(k: &KeyColumn, text: &str, collation: Option<&Collation>) -> St
 }
 
 /// The indexes of the stored verify ranges of a migration (`?` 1, 2: migration and shape)
-/// that hold any of `n` keys (the parameters after those, key after key): a key's range is
-/// the number of stored upper bounds below it (range `i` is `(upper of i - 1, upper of i]`),
-/// each bound (a JSON array of the key's text) compared in the key columns' types and
-/// collations, field after field. No row when the migration has no stored ranges.
+/// that hold any of `n` keys (the parameters after those, key after key): range `i` is
+/// `(upper of i - 1, upper of i]`, so a key's range is the first whose upper bound is not below
+/// it (the last, open range when none). A one-column integer key finds it in one probe of
+/// `upper_num`'s index; other keys count the stored bounds below them (each bound, a JSON
+/// array of the key's text, compared in the key columns' types and collations, field after
+/// field), which reads every stored range per key. No row when the migration has no stored
+/// ranges.
 pub fn verify_ranges_of_keys(
     dir: &Direction,
     collations: &[Option<Collation>],
@@ -336,19 +339,32 @@ pub fn verify_ranges_of_keys(
         above.push(format!("({})", parts.join(" AND ")));
     }
     let one: Vec<String> = (0..dir.key.len()).map(|i| format!("? AS `k{i}`")).collect();
+    let integer = matches!(dir.key.as_slice(), [k] if key_param(k).starts_with("CAST(? AS SIGNED") || key_param(k).starts_with("CAST(? AS UNSIGNED"));
     let rest = vec![vec!["?"; dir.key.len()].join(", "); n.saturating_sub(1)];
     let mut keys = format!("SELECT {}", one.join(", "));
     for r in rest {
         keys.push_str(&format!(" UNION ALL SELECT {r}"));
     }
+    let idx = if integer {
+        "COALESCE((SELECT b.idx FROM `splice`.`verify_ranges` AS b \
+           WHERE b.migration = r.migration AND b.shape = r.shape \
+             AND b.upper_num >= CAST(k.`k0` AS DECIMAL(65,0)) ORDER BY b.upper_num LIMIT 1), \
+           (SELECT MAX(b.idx) FROM `splice`.`verify_ranges` AS b \
+             WHERE b.migration = r.migration AND b.shape = r.shape))"
+            .to_string()
+    } else {
+        format!(
+            "(SELECT COUNT(*) FROM `splice`.`verify_ranges` AS b \
+               WHERE b.migration = r.migration AND b.shape = r.shape \
+                 AND b.upper_key IS NOT NULL AND ({}))",
+            above.join(" OR ")
+        )
+    };
     format!(
-        "SELECT DISTINCT (SELECT COUNT(*) FROM `splice`.`verify_ranges` AS b \
-           WHERE b.migration = r.migration AND b.shape = r.shape AND b.upper_key IS NOT NULL \
-             AND ({})) AS idx \
+        "SELECT DISTINCT {idx} AS idx \
          FROM ({keys}) AS k \
          JOIN (SELECT migration, shape FROM `splice`.`verify_ranges` \
-                WHERE migration = ? AND shape = ? LIMIT 1) AS r",
-        above.join(" OR ")
+                WHERE migration = ? AND shape = ? LIMIT 1) AS r"
     )
 }
 
