@@ -513,6 +513,24 @@ async fn sync_until_caught_up(engine: &Engine<MySql>, opts: &SyncOptions, contro
         .expect("sync");
 }
 
+/// The backfill in small, rate-limited chunks, so it runs while a load writes. The impact
+/// budget is off: the load itself raises commit latency, and the budget would slow the
+/// backfill down to a crawl (its own test is the_impact_budget_times_a_heartbeat_…).
+async fn backfill_slowly(engine: &Engine<MySql>) {
+    let opts = SyncOptions {
+        until_caught_up: true,
+        chunk_target: Some(std::time::Duration::from_millis(5)),
+        max_latency_increase: Some(None),
+        ..Default::default()
+    };
+    sync_until_caught_up(
+        engine,
+        &opts,
+        &Control::new(RateLimit::from_rows_per_second(5_000)),
+    )
+    .await;
+}
+
 fn caught_up() -> SyncOptions {
     SyncOptions {
         until_caught_up: true,
@@ -613,21 +631,7 @@ async fn sync_under_writes_leaves_the_new_table_equal_to_the_mapping() {
         let stop = stop.clone();
         tokio::spawn(write_load(db.url(), stop, 7, 5_000))
     };
-    // Small, rate-limited chunks so the backfill runs while the load writes. The impact budget
-    // is off: the load itself raises commit latency, and the budget would slow the backfill
-    // down to a crawl (its own test is the_impact_budget_times_a_heartbeat_…).
-    let opts = SyncOptions {
-        until_caught_up: true,
-        chunk_target: Some(std::time::Duration::from_millis(5)),
-        max_latency_increase: Some(None),
-        ..Default::default()
-    };
-    sync_until_caught_up(
-        &engine,
-        &opts,
-        &Control::new(RateLimit::from_rows_per_second(5_000)),
-    )
-    .await;
+    backfill_slowly(&engine).await;
     // Keep writing while sync only applies changes.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -1750,18 +1754,7 @@ async fn an_alter_migration_copies_the_table_applies_the_alter_and_maps_a_rename
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(write_load(db.url(), stop.clone(), 11, 3_000));
-    let opts = SyncOptions {
-        until_caught_up: true,
-        chunk_target: Some(std::time::Duration::from_millis(5)),
-        max_latency_increase: Some(None),
-        ..Default::default()
-    };
-    sync_until_caught_up(
-        &engine,
-        &opts,
-        &Control::new(RateLimit::from_rows_per_second(5_000)),
-    )
-    .await;
+    backfill_slowly(&engine).await;
     stop.store(true, Ordering::Relaxed);
     assert!(load.await.expect("load") > 100, "the load ran");
     sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
