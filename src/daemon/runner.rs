@@ -264,11 +264,18 @@ impl MigrationRun {
         .await;
     }
 
-    /// Records a request in the state store's event log and in the view. A migration not
+    /// Records a request in the view, then in the state store's event log. A migration not
     /// registered yet (before expand) has no log: the request is kept in the view only.
+    ///
+    /// View first: [`MigrationRun::load_events`] (the runner's start, while the API already
+    /// takes requests) merges what it read from the store with what the view holds then. Were
+    /// the store written first, a read between the two writes would see the request stored,
+    /// not yet in the view, and the push after it would add it a second time (seen once in
+    /// `tests/daemon_mysql.rs`). View first, the request is in the view, the store, or both
+    /// when the log is read, and the merge keeps it once.
     async fn record(&self, event: ControlEvent) {
+        push_event(&mut self.view(), event.clone());
         self.store_event(&event).await;
-        push_event(&mut self.view(), event);
     }
 
     /// Records a request in the state store's event log (a migration not registered yet has
