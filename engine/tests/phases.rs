@@ -57,6 +57,15 @@ async fn plan_changes_nothing_and_names_what_is_wrong() {
         .expect("query")
         .get(0);
     assert_eq!(shadow, None, "plan created nothing");
+    // A MySQL-only throttle input is refused with its reason.
+    let with_replicas = ORDERS_V2.replace("[throttle]\n", "[throttle]\nreplicas = [\"db-2\"]\n");
+    assert_ne!(with_replicas, ORDERS_V2);
+    let e = engine
+        .plan(&MigrationSpec::parse(&with_replicas, "f.toml").expect("spec"))
+        .await
+        .expect_err("replicas on PostgreSQL")
+        .to_string();
+    assert!(e.contains("pg_stat_replication"), "{e}");
 
     let bad_expr = ORDERS_V2.replace("(amount * 100)::bigint", "(amount_typo * 100)::bigint");
     let err = engine

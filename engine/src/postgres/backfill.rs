@@ -177,12 +177,7 @@ impl BackfillSource for Postgres {
         replicas: &[String],
     ) -> Result<Load, EngineError> {
         if !replicas.is_empty() {
-            return Err(EngineError::Plan(
-                "[throttle] replicas is for MySQL/MariaDB, whose primary cannot see its \
-                 replicas' lag; a PostgreSQL primary reports its standbys' replay lag \
-                 (pg_stat_replication), which splice reads: remove replicas from the file"
-                    .into(),
-            ));
+            return Err(replicas_refused());
         }
         let row = db
             .query_one(
@@ -235,4 +230,14 @@ impl BackfillSource for Postgres {
             query: r.get(2),
         }))
     }
+}
+
+/// `[throttle] replicas` on PostgreSQL: refused, with why and the fix.
+pub(super) fn replicas_refused() -> EngineError {
+    EngineError::Plan(
+        "[throttle] replicas is for MySQL/MariaDB, whose primary cannot see its replicas' lag; \
+         a PostgreSQL primary reports its standbys' replay lag (pg_stat_replication), which \
+         splice reads: remove replicas from the file"
+            .into(),
+    )
 }

@@ -161,6 +161,10 @@ impl Planner for Postgres {
         db: &Client,
         spec: &MigrationSpec,
     ) -> Result<Vec<String>, EngineError> {
+        // Refused at plan, before anything is created (sync's throttle refuses it too).
+        if !spec.throttle.replicas.is_empty() {
+            return Err(super::backfill::replicas_refused());
+        }
         match &spec.shape {
             Shape::Target(ddl) => target_ddl(spec, ddl),
             Shape::Alter(alter) => super::alter::shadow_ddl(db, spec, alter).await,
