@@ -267,12 +267,11 @@ impl MigrationRun {
     /// Records a request in the view, then in the state store's event log. A migration not
     /// registered yet (before expand) has no log: the request is kept in the view only.
     ///
-    /// View first: [`MigrationRun::load_events`] (the runner's start, while the API already
-    /// takes requests) merges what it read from the store with what the view holds then. Were
-    /// the store written first, a read between the two writes would see the request stored,
-    /// not yet in the view, and the push after it would add it a second time (seen once in
-    /// `tests/daemon_mysql.rs`). View first, the request is in the view, the store, or both
-    /// when the log is read, and the merge keeps it once.
+    /// [`MigrationRun::load_events`] (the runner's start, while the API already takes requests)
+    /// merges what it read from the store with what the view holds then: the request may be in
+    /// the view, the store or both when the log is read, and both the merge and [`push_event`]
+    /// keep it once (a push after a read that found it stored listed it twice, seen once in
+    /// `tests/daemon_mysql.rs`).
     async fn record(&self, event: ControlEvent) {
         push_event(&mut self.view(), event.clone());
         self.store_event(&event).await;
@@ -784,22 +783,30 @@ async fn carry_out(run: &MigrationRun, request: Request) -> bool {
 fn merge_events(stored: Vec<ControlEvent>, taken: Vec<ControlEvent>) -> Vec<ControlEvent> {
     let mut events = stored;
     for e in taken {
-        let known = events
-            .iter()
-            .any(|s| s.action == e.action && s.caller == e.caller && (s.at - e.at).abs() < 1.0);
-        if !known {
-            events.push(e);
-        }
+        add_once(&mut events, e);
     }
     events.sort_by(|a, b| a.at.total_cmp(&b.at));
     keep_last(&mut events);
     events
 }
 
-/// Adds a request to the view's control log, keeping the last [`KEPT_EVENTS`].
+/// Adds a request to the view's control log unless it holds it already, keeping the last
+/// [`KEPT_EVENTS`].
 fn push_event(view: &mut View, event: ControlEvent) {
-    view.events.push(event);
+    add_once(&mut view.events, event);
     keep_last(&mut view.events);
+}
+
+/// Adds `e` to `events` unless they hold it already: the same action from the same caller
+/// within a second is the same request (the store keeps milliseconds, and stamps it with its
+/// own clock).
+fn add_once(events: &mut Vec<ControlEvent>, e: ControlEvent) {
+    let known = events
+        .iter()
+        .any(|s| s.action == e.action && s.caller == e.caller && (s.at - e.at).abs() < 1.0);
+    if !known {
+        events.push(e);
+    }
 }
 
 /// Drops all but the last [`KEPT_EVENTS`] requests.
@@ -888,6 +895,22 @@ mod tests {
             reason: None,
             outcome: None,
         }
+    }
+
+    #[test]
+    fn a_request_the_log_read_found_stored_is_listed_once_when_it_reaches_the_view() {
+        // The runner's start read the request from the store (its own clock, milliseconds)
+        // before the API handler pushed it to the view.
+        let mut view = View {
+            events: merge_events(vec![event(20.014, "pause")], Vec::new()),
+            ..View::default()
+        };
+        push_event(&mut view, event(20.000_113_6, "pause"));
+        let actions: Vec<&str> = view.events.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, ["pause"]);
+        // A pause a second later is another request.
+        push_event(&mut view, event(21.5, "pause"));
+        assert_eq!(view.events.len(), 2);
     }
 
     #[test]
