@@ -1108,6 +1108,20 @@ impl engine::backfill::ProgressSink for StopWhenPaused {
     }
 }
 
+/// Runs sync until the backfill pauses (then stops it); returns the pause's reason.
+async fn sync_until_paused(engine: &Engine<MySql>) -> String {
+    let control = Control::new(RateLimit::Unlimited);
+    let mut sink = StopWhenPaused {
+        control: control.clone(),
+        reason: None,
+    };
+    engine
+        .sync("orders_v2", &caught_up(), &control, &mut sink)
+        .await
+        .expect("sync stops when asked");
+    sink.reason.expect("the backfill paused")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_pauses_while_threads_running_is_above_the_files_bound() {
     let db = server();
@@ -1119,16 +1133,7 @@ async fn backfill_pauses_while_threads_running_is_above_the_files_bound() {
         .expand(&file, "orders_v2.toml")
         .await
         .expect("expand");
-    let control = Control::new(RateLimit::Unlimited);
-    let mut sink = StopWhenPaused {
-        control: control.clone(),
-        reason: None,
-    };
-    engine
-        .sync("orders_v2", &caught_up(), &control, &mut sink)
-        .await
-        .expect("sync stops when asked");
-    let reason = sink.reason.expect("the backfill paused");
+    let reason = sync_until_paused(&engine).await;
     assert!(reason.starts_with("Threads_running "), "{reason}");
     assert_eq!(
         db.sql("SELECT COUNT(*) FROM shop._splice_orders_v2_new")
@@ -1630,16 +1635,7 @@ async fn backfill_pauses_while_a_listed_replica_stops_replicating_and_goes_on_af
         .expect("expand");
 
     replica.sql("STOP SLAVE SQL_THREAD").expect("stop");
-    let control = Control::new(RateLimit::Unlimited);
-    let mut sink = StopWhenPaused {
-        control: control.clone(),
-        reason: None,
-    };
-    engine
-        .sync("orders_v2", &caught_up(), &control, &mut sink)
-        .await
-        .expect("sync stops when asked");
-    let reason = sink.reason.expect("the backfill paused");
+    let reason = sync_until_paused(&engine).await;
     assert!(
         reason.contains(&address) && reason.contains("replication stopped"),
         "{reason}"

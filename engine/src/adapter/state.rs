@@ -132,12 +132,6 @@ pub trait StateStore: Sessions {
         lock: &Self::Lock,
         report: &VerifyReport,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
-    /// Why this store keeps no verify ranges at all, if it keeps none (incremental verify needs
-    /// them; default: it keeps them). Such a store answers [`StateStore::verify_ranges`] with
-    /// `None` always, so every pass is full and its report says this.
-    fn no_verify_ranges(&self) -> Option<&'static str> {
-        None
-    }
     /// The ranges of the migration's last verify pass (incremental verify builds on them);
     /// `None` when none is stored.
     fn verify_ranges(

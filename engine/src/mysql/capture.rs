@@ -84,6 +84,23 @@ async fn key_collations(
 /// prepared statements serve every size.
 const KEYS_PER_STATEMENT: usize = 128;
 
+/// `keys` in groups of at most [`KEYS_PER_STATEMENT`], each padded to a power of two by
+/// repeating its last key: (the padded size, the group's key fields as parameters).
+fn key_groups<K: std::borrow::Borrow<Vec<String>>>(
+    keys: &[K],
+) -> impl Iterator<Item = (usize, Vec<Value>)> + '_ {
+    keys.chunks(KEYS_PER_STATEMENT).filter_map(|group| {
+        let last = group.last()?;
+        let n = group.len().next_power_of_two();
+        let params = group
+            .iter()
+            .chain(std::iter::repeat_n(last, n - group.len()))
+            .flat_map(|key| key.borrow().iter().map(|v| Value::from(v.as_str())))
+            .collect();
+        Some((n, params))
+    })
+}
+
 /// The statements of one applied batch on `db` (a transaction, or the swap's session): the
 /// applier's marker, orphan removal after a TRUNCATE, then the keys re-synced group by group
 /// (locked, upserted where the source has them, deleted where it does not).
@@ -104,17 +121,10 @@ async fn resync<Q: Queryable + Send>(
             .await
             .map_err(|e| EngineError::my("applying a truncate", &e))?;
     }
-    for group in keys.chunks(KEYS_PER_STATEMENT) {
-        let Some(last) = group.last() else { continue };
-        let n = group.len().next_power_of_two();
+    for (n, params) in key_groups(keys) {
         let statements = batches
             .entry(n)
             .or_insert_with(|| sql::resync_batch(dir, n));
-        let params: Vec<Value> = group
-            .iter()
-            .chain(std::iter::repeat_n(last, n - group.len()))
-            .flat_map(|key| key.iter().map(|v| Value::from(v.as_str())))
-            .collect();
         for statement in [&statements.lock, &statements.upsert, &statements.delete] {
             db.exec_drop(statement.as_str(), params.clone())
                 .await
@@ -319,20 +329,12 @@ impl ChangeApplier for MySql {
                 .await
                 .map_err(|e| EngineError::my(ctx, &e));
         }
-        let mut sorted: Vec<&Vec<String>> = keys.iter().collect();
-        sorted.sort();
+        let keys: Vec<&Vec<String>> = keys.iter().collect();
         let mut hit = std::collections::BTreeSet::new();
-        for group in sorted.chunks(KEYS_PER_STATEMENT) {
-            let Some(last) = group.last() else { continue };
-            let n = group.len().next_power_of_two();
+        for (n, mut params) in key_groups(&keys) {
             let statement = applier.range_lookups.entry(n).or_insert_with(|| {
                 sql::verify_ranges_of_keys(&applier.dir, &applier.collations, n)
             });
-            let mut params: Vec<Value> = group
-                .iter()
-                .chain(std::iter::repeat_n(last, n - group.len()))
-                .flat_map(|key| key.iter().map(|v| Value::from(v.as_str())))
-                .collect();
             params.push(Value::from(migration));
             params.push(Value::from(shape));
             let rows: Vec<Row> = applier

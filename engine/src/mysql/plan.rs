@@ -51,13 +51,13 @@ const KEY_TYPES: &[&str] = &[
 ];
 
 /// `bigint(20) unsigned` → `bigint`.
-fn base_type(sql_type: &str) -> String {
+pub(super) fn base_type(sql_type: &str) -> String {
     let t = sql_type.trim().to_ascii_lowercase();
     let end = t.find(['(', ' ']).unwrap_or(t.len());
     t[..end].to_string()
 }
 
-fn is_integer(base: &str) -> bool {
+pub(super) fn is_integer(base: &str) -> bool {
     matches!(
         base,
         "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint"

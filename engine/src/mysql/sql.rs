@@ -3,20 +3,20 @@
 //! with a `\x` prefix for binary keys) and turned into values by the expression
 //! [`key_param`] gives for the column's type.
 
+use super::plan::base_type as base;
 use super::{quote_ident, quote_name};
 use crate::seam::{Direction, Fill, KeyColumn};
 
-fn base(sql_type: &str) -> String {
-    let t = sql_type.trim().to_ascii_lowercase();
-    let end = t.find(['(', ' ']).unwrap_or(t.len());
-    t[..end].to_string()
+/// Whether the key column is of an integer type.
+fn is_integer(k: &KeyColumn) -> bool {
+    super::plan::is_integer(&base(&k.sql_type))
 }
 
 /// The value of a key parameter (`?`, text) in the column's type.
 pub fn key_param(k: &KeyColumn) -> String {
     let t = k.sql_type.to_ascii_lowercase();
     match base(&t).as_str() {
-        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" => {
+        _ if is_integer(k) => {
             if t.contains("unsigned") {
                 "CAST(? AS UNSIGNED)".into()
             } else {
@@ -213,21 +213,27 @@ pub fn backfill_range(dir: &Direction, lower: bool, upper: bool, fill: Fill) -> 
 pub fn delete_gone_in_range(dir: &Direction, lower: bool, upper: bool) -> Bound {
     let to = quote_name(&dir.to);
     let (cond, params) = range_condition(dir, &format!("{to}."), lower, upper);
+    let mut all = cond;
+    all.push(gone_from_source(dir));
+    Bound {
+        sql: format!("DELETE FROM {to} WHERE {}", all.join(" AND ")),
+        params,
+    }
+}
+
+/// A target row (named by the target's full name) whose key the source no longer has.
+fn gone_from_source(dir: &Direction) -> String {
+    let to = quote_name(&dir.to);
     let same_key: Vec<String> = dir
         .key
         .iter()
         .map(|k| format!("s.{0} = {to}.{0}", quote_ident(&k.name)))
         .collect();
-    let mut all = cond;
-    all.push(format!(
+    format!(
         "NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})",
         quote_name(&dir.from),
         same_key.join(" AND ")
-    ));
-    Bound {
-        sql: format!("DELETE FROM {to} WHERE {}", all.join(" AND ")),
-        params,
-    }
+    )
 }
 
 /// The key of `alias` equal to one of `n` keys given as parameters (key after key, each in
@@ -262,11 +268,6 @@ pub struct ResyncBatch {
 pub fn resync_batch(dir: &Direction, n: usize) -> ResyncBatch {
     let to = quote_name(&dir.to);
     let from = quote_name(&dir.from);
-    let same_key: Vec<String> = dir
-        .key
-        .iter()
-        .map(|k| format!("s.{0} = {to}.{0}", quote_ident(&k.name)))
-        .collect();
     ResyncBatch {
         lock: format!(
             "SELECT COUNT(*) FROM {from} AS s WHERE {} LOCK IN SHARE MODE",
@@ -279,9 +280,9 @@ pub fn resync_batch(dir: &Direction, n: usize) -> ResyncBatch {
             upsert_tail(dir)
         ),
         delete: format!(
-            "DELETE FROM {to} WHERE {} AND NOT EXISTS (SELECT 1 FROM {from} AS s WHERE {})",
+            "DELETE FROM {to} WHERE {} AND {}",
             key_in(dir, &format!("{to}."), n),
-            same_key.join(" AND ")
+            gone_from_source(dir)
         ),
     }
 }
@@ -330,22 +331,13 @@ pub fn verify_ranges_of_keys(
             &format!("JSON_UNQUOTE(JSON_EXTRACT(b.upper_key, '$[{i}]'))"),
         )
     };
-    let mut above = Vec::new();
-    for i in 0..dir.key.len() {
-        let mut parts: Vec<String> = (0..i)
-            .map(|j| format!("{} = {}", key(j), bound(j)))
-            .collect();
-        parts.push(format!("{} > {}", key(i), bound(i)));
-        above.push(format!("({})", parts.join(" AND ")));
-    }
     let one: Vec<String> = (0..dir.key.len()).map(|i| format!("? AS `k{i}`")).collect();
-    let integer = matches!(dir.key.as_slice(), [k] if key_param(k).starts_with("CAST(? AS SIGNED") || key_param(k).starts_with("CAST(? AS UNSIGNED"));
     let rest = vec![vec!["?"; dir.key.len()].join(", "); n.saturating_sub(1)];
     let mut keys = format!("SELECT {}", one.join(", "));
     for r in rest {
         keys.push_str(&format!(" UNION ALL SELECT {r}"));
     }
-    let idx = if integer {
+    let idx = if matches!(dir.key.as_slice(), [k] if is_integer(k)) {
         "COALESCE((SELECT b.idx FROM `splice`.`verify_ranges` AS b \
            WHERE b.migration = r.migration AND b.shape = r.shape \
              AND b.upper_num >= CAST(k.`k0` AS DECIMAL(65,0)) ORDER BY b.upper_num LIMIT 1), \
@@ -353,6 +345,14 @@ pub fn verify_ranges_of_keys(
              WHERE b.migration = r.migration AND b.shape = r.shape))"
             .to_string()
     } else {
+        let mut above = Vec::new();
+        for i in 0..dir.key.len() {
+            let mut parts: Vec<String> = (0..i)
+                .map(|j| format!("{} = {}", key(j), bound(j)))
+                .collect();
+            parts.push(format!("{} > {}", key(i), bound(i)));
+            above.push(format!("({})", parts.join(" AND ")));
+        }
         format!(
             "(SELECT COUNT(*) FROM `splice`.`verify_ranges` AS b \
                WHERE b.migration = r.migration AND b.shape = r.shape \

@@ -155,12 +155,6 @@ impl<A: Adapter> Engine<A> {
         let shape = verify::shape(dir);
         let (ran, full_because, to_check, total) = match kind {
             VerifyKind::Full => (VerifyKind::Full, None, None, 0),
-            VerifyKind::Incremental if self.adapter.no_verify_ranges().is_some() => (
-                VerifyKind::Full,
-                self.adapter.no_verify_ranges().map(String::from),
-                None,
-                0,
-            ),
             VerifyKind::Incremental => match self.adapter.verify_ranges(source_db, name).await? {
                 None => (
                     VerifyKind::Full,
