@@ -53,7 +53,7 @@ struct Batch {
 impl<'a, A: ChangeApplier> Applier<'a, A> {
     /// Opens the change stream `slot` capturing `dir.from` (creating it only under
     /// [`Continuity::Start`]), skipping the engine's own writes, and the applier writing under
-    /// `origin`.
+    /// `origin`, both at once.
     pub async fn open(
         adapter: &'a A,
         spec: &MigrationSpec,
@@ -62,10 +62,21 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
         origin: &str,
         continuity: Continuity,
     ) -> Result<Applier<'a, A>, EngineError> {
-        let (stream, session) = adapter
-            .open_capture(spec, &dir, slot, origin, continuity)
-            .await?;
-        Ok(Applier {
+        let (stream, session) = tokio::try_join!(
+            adapter.open_stream(spec, &dir.from, &dir.to, slot, continuity),
+            adapter.open_applier(&dir, origin)
+        )?;
+        Ok(Self::assemble(adapter, spec, dir, stream, session))
+    }
+
+    fn assemble(
+        adapter: &'a A,
+        spec: &MigrationSpec,
+        dir: Direction,
+        stream: A::Stream,
+        session: A::ApplierSession,
+    ) -> Applier<'a, A> {
+        Applier {
             adapter,
             stream,
             session,
@@ -77,7 +88,7 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
             txns_applied: 0,
             keys_applied: 0,
             linger: BATCH_LIMITS.linger,
-        })
+        }
     }
 
     /// The adapter this applier writes through.
@@ -102,11 +113,12 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
         Ok(self.stream.lag().await?)
     }
 
-    /// Collects what arrives within `wait` (then whatever is immediately available, up to a
-    /// batch limit), through `cdc`'s one batching loop, and coalesces it into keys.
-    async fn collect(&mut self, wait: Duration) -> Result<Batch, EngineError> {
+    /// Collects what arrives within `wait` (then what arrives within `linger` of the first
+    /// transaction, up to a batch limit), through `cdc`'s one batching loop, and coalesces it
+    /// into keys.
+    async fn collect(&mut self, wait: Duration, linger: Duration) -> Result<Batch, EngineError> {
         let limits = cdc::BatchLimits {
-            linger: self.linger,
+            linger,
             ..BATCH_LIMITS
         };
         let gathered = cdc::next_batch(&mut self.stream, wait, &limits)
@@ -235,7 +247,7 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
 
     /// Applies whatever arrives within `wait`. Returns the number of transactions applied.
     pub async fn apply_for(&mut self, wait: Duration) -> Result<u64, EngineError> {
-        let batch = self.collect(wait).await?;
+        let batch = self.collect(wait, self.linger).await?;
         let n = batch.txns;
         self.apply(batch, Acknowledge::Now).await?;
         Ok(n)
@@ -273,7 +285,11 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
                         .into());
                     }
                 }
-                let batch = self.collect(Duration::from_millis(200)).await?;
+                // No lingering: a drain waits for its marker, not for more to batch (what
+                // is already there is still taken, up to a batch limit).
+                let batch = self
+                    .collect(Duration::from_millis(200), Duration::ZERO)
+                    .await?;
                 let seen = batch.markers.iter().any(|m| *m >= id);
                 if batch.last_position.is_some() {
                     last = batch.last_position.clone();

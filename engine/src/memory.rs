@@ -1320,14 +1320,14 @@ impl ChangeApplier for Memory {
     type Stream = MemoryStream;
     type ApplierSession = MemorySession;
 
-    async fn open_capture(
+    async fn open_stream(
         &self,
         spec: &MigrationSpec,
-        dir: &Direction,
+        from: &QualifiedName,
+        _to: &QualifiedName,
         slot: &str,
-        origin: &str,
         continuity: Continuity,
-    ) -> Result<(MemoryStream, MemorySession), EngineError> {
+    ) -> Result<MemoryStream, EngineError> {
         let mut db = self.lock();
         db.step("open_capture")?;
         if continuity == Continuity::Resume && !db.slots.contains_key(slot) {
@@ -1342,25 +1342,30 @@ impl ChangeApplier for Memory {
             skip_origins: vec![spec.origin(), spec.reverse_origin()],
         });
         let marker = self.marker_table();
-        Ok((
-            MemoryStream {
-                db: self.db.clone(),
-                slot: slot.into(),
-                tables: vec![
-                    dir.from.clone(),
-                    QualifiedName {
-                        schema: marker.schema,
-                        name: marker.name,
-                    },
-                ],
-                delivered: 0,
-            },
-            MemorySession {
-                dir: dir.clone(),
-                origin: origin.into(),
-                in_swap: false,
-            },
-        ))
+        Ok(MemoryStream {
+            db: self.db.clone(),
+            slot: slot.into(),
+            tables: vec![
+                from.clone(),
+                QualifiedName {
+                    schema: marker.schema,
+                    name: marker.name,
+                },
+            ],
+            delivered: 0,
+        })
+    }
+
+    async fn open_applier(
+        &self,
+        dir: &Direction,
+        origin: &str,
+    ) -> Result<MemorySession, EngineError> {
+        Ok(MemorySession {
+            dir: dir.clone(),
+            origin: origin.into(),
+            in_swap: false,
+        })
     }
 
     fn marker_table(&self) -> TableName {

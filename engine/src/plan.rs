@@ -32,10 +32,54 @@ pub async fn build<A: Planner>(
     db: &A::Conn,
     spec: &MigrationSpec,
 ) -> Result<Plan, EngineError> {
+    planned(adapter, db, spec, Depth::Full).await
+}
+
+/// What the runners (sync, verify) need of a plan: the source table as it stands (for the
+/// drift check) and both directions.
+#[derive(Debug, Clone)]
+pub struct Directions {
+    pub source: Table,
+    pub forward: Direction,
+    pub reverse: Option<Direction>,
+}
+
+/// Everything [`build`] checks (the tables, the key, every expression and statement the
+/// runners build from the mappings) except what only expand and cutover use: the indexes and
+/// constraints carried over and the dependents. Reading those is most of the planning time of
+/// a verify command, which needs neither.
+pub async fn build_directions<A: Planner>(
+    adapter: &A,
+    db: &A::Conn,
+    spec: &MigrationSpec,
+) -> Result<Directions, EngineError> {
+    let plan = planned(adapter, db, spec, Depth::Directions).await?;
+    Ok(Directions {
+        source: plan.source,
+        forward: plan.forward,
+        reverse: plan.reverse,
+    })
+}
+
+/// How much of a plan to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Depth {
+    Full,
+    /// Without the structures carried over and the dependents (left empty: never returned
+    /// as a [`Plan`], see [`build_directions`]).
+    Directions,
+}
+
+async fn planned<A: Planner>(
+    adapter: &A,
+    db: &A::Conn,
+    spec: &MigrationSpec,
+    depth: Depth,
+) -> Result<Plan, EngineError> {
     let spec = &with_implied_mappings(adapter, spec)?;
     let expand_ddl = adapter.shadow_ddl(db, spec).await?;
     adapter.begin_planning(db).await?;
-    let built = build_planning(adapter, db, spec, expand_ddl).await;
+    let built = build_planning(adapter, db, spec, expand_ddl, depth).await;
     // Nothing planned is kept.
     let ended = adapter.end_planning(db).await;
     let plan = built?;
@@ -48,6 +92,7 @@ async fn build_planning<A: Planner>(
     db: &A::Conn,
     spec: &MigrationSpec,
     expand_ddl: Vec<String>,
+    depth: Depth,
 ) -> Result<Plan, EngineError> {
     let source = adapter
         .describe_table(db, &spec.table)
@@ -91,8 +136,13 @@ async fn build_planning<A: Planner>(
             .check_statements(db, &planned, "reverse sync (new → old, after cutover)")
             .await?;
     }
-    let (not_carried, dropped) = compare_structures(adapter, db, spec, &source, &target).await?;
-    let dependents = adapter.dependents(db, &source).await?;
+    let ((not_carried, dropped), dependents) = match depth {
+        Depth::Full => (
+            compare_structures(adapter, db, spec, &source, &target).await?,
+            adapter.dependents(db, &source).await?,
+        ),
+        Depth::Directions => Default::default(),
+    };
     Ok(Plan {
         spec: spec.clone(),
         source,

@@ -320,7 +320,9 @@ impl PgChangeStream {
                     ),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            // The status message goes out on the client's interval; a short poll costs a
+            // catalog read, a long one adds to every command that closes a stream.
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 

@@ -3,7 +3,7 @@
 
 use super::Sessions;
 use crate::seam::{Continuity, Direction, SlotRetention};
-use crate::spec::MigrationSpec;
+use crate::spec::{MigrationSpec, QualifiedName};
 use crate::EngineError;
 use std::collections::HashSet;
 use std::future::Future;
@@ -14,17 +14,25 @@ pub trait ChangeApplier: Sessions {
     /// The applier's session (its writes are skipped by capture) and its prepared statements.
     type ApplierSession: Send + 'static;
 
-    /// Opens the change stream `slot` of `dir.from` and the marker table, skipping the
-    /// engine's own writes, and the applier writing under `origin`; creates the stream only
-    /// under [`Continuity::Start`].
-    fn open_capture(
+    /// Opens the change stream `slot` of `from` and the marker table, skipping the engine's
+    /// own writes (both origins of `spec`); creates it only under [`Continuity::Start`]. `to`
+    /// is the direction's target (the table that takes `from`'s name at a swap). It needs
+    /// names only, no plan: a command opens it while it plans.
+    fn open_stream(
         &self,
         spec: &MigrationSpec,
-        dir: &Direction,
+        from: &QualifiedName,
+        to: &QualifiedName,
         slot: &str,
-        origin: &str,
         continuity: Continuity,
-    ) -> impl Future<Output = Result<(Self::Stream, Self::ApplierSession), EngineError>> + Send;
+    ) -> impl Future<Output = Result<Self::Stream, EngineError>> + Send;
+    /// Opens the applier's sessions for `dir`, writing under `origin` (so that capture skips
+    /// its writes).
+    fn open_applier(
+        &self,
+        dir: &Direction,
+        origin: &str,
+    ) -> impl Future<Output = Result<Self::ApplierSession, EngineError>> + Send;
     /// The table drain markers are written to (its rows have columns `migration` and `id`).
     fn marker_table(&self) -> cdc::TableName;
     /// Writes the next drain marker of `migration`; returns its id.

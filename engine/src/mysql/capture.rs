@@ -139,35 +139,38 @@ impl ChangeApplier for MySql {
     type ApplierSession = ApplierSession;
 
     /// Opens (creating only under [`Continuity::Start`]) the binlog slot `slot` capturing
-    /// `dir.from` and the marker table, skipping both of the migration's applier origins.
+    /// `from` and the marker table, skipping both of the migration's applier origins.
     /// A slot that must continue and is gone, or whose position the server purged, is
     /// [`EngineError::StreamLost`]: never re-created from now.
-    async fn open_capture(
+    async fn open_stream(
         &self,
         spec: &MigrationSpec,
-        dir: &Direction,
+        from: &QualifiedName,
+        to: &QualifiedName,
         slot: &str,
-        origin: &str,
         continuity: Continuity,
-    ) -> Result<(MySqlChangeStream, ApplierSession), EngineError> {
+    ) -> Result<MySqlChangeStream, EngineError> {
         let mut config = MySqlSourceConfig::new(
             self.url(),
             slot,
-            vec![TableName::from(&dir.from), self.marker_table()],
+            vec![TableName::from(from), self.marker_table()],
         )
         .skip_origin(spec.origin())
         .skip_origin(spec.reverse_origin());
         // The stream follows the live name across a swap (from a position before it, the
-        // other table had the name): its rows, shaped as `dir.to` is, are accepted too (the
+        // other table had the name): its rows, shaped as `to` is, are accepted too (the
         // key sits at the same position in both, plan checks).
-        let mut db = super::connect(&self.target).await?;
-        if let Some(n) = column_count(&mut db, &dir.to).await? {
-            config = config.other_shape(TableName::from(&dir.from), n);
+        let other_shape = {
+            let mut db = super::connect(&self.target).await?;
+            column_count(&mut db, to).await?
+        };
+        if let Some(n) = other_shape {
+            config = config.other_shape(TableName::from(from), n);
         }
         if continuity == Continuity::Resume {
             config = config.resume_only();
         }
-        let stream = MySqlChangeStream::open(config).await.map_err(|e| match e {
+        MySqlChangeStream::open(config).await.map_err(|e| match e {
             CdcError::SlotMissing { slot } => EngineError::StreamLost {
                 slot,
                 why: "does not exist any more (its row in splice.cdc_slots was deleted)".into(),
@@ -183,24 +186,31 @@ impl ChangeApplier for MySql {
                 ),
             },
             other => other.into(),
-        })?;
-        let marker_db = super::connect(&self.target).await?;
+        })
+    }
+
+    /// The applier's sessions for `dir`: one writing under `origin` (each of its transactions
+    /// carries the origin's marker), one for drain markers.
+    async fn open_applier(
+        &self,
+        dir: &Direction,
+        origin: &str,
+    ) -> Result<ApplierSession, EngineError> {
+        let (mut db, marker_db) =
+            tokio::try_join!(super::connect(&self.target), super::connect(&self.target))?;
         let collations = key_collations(&mut db, dir).await?;
         let truncate = sql::delete_gone_in_range(dir, false, false);
-        Ok((
-            stream,
-            ApplierSession {
-                db,
-                marker_db,
-                origin_sql: cdc::marker_sql(origin),
-                orphans_sql: truncate.sql,
-                dir: dir.clone(),
-                batches: HashMap::new(),
-                collations,
-                range_lookups: HashMap::new(),
-                in_swap: false,
-            },
-        ))
+        Ok(ApplierSession {
+            db,
+            marker_db,
+            origin_sql: cdc::marker_sql(origin),
+            orphans_sql: truncate.sql,
+            dir: dir.clone(),
+            batches: HashMap::new(),
+            collations,
+            range_lookups: HashMap::new(),
+            in_swap: false,
+        })
     }
 
     fn marker_table(&self) -> TableName {

@@ -137,7 +137,7 @@ impl<A: Adapter> Engine<A> {
             });
         }
         let plan = plan::build(&self.adapter, &db, &spec).await?;
-        self.check_source_drift(&db, name, &plan).await?;
+        self.check_source_drift(&db, name, &plan.source).await?;
         super::expand::refuse_not_carried(&plan)?;
         // A sync stopped between the backfill and the index builds left them to do.
         self.build_deferred_indexes(&db, &spec).await?;

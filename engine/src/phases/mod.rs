@@ -189,7 +189,7 @@ impl<A: Adapter> Engine<A> {
         &self,
         db: &A::Conn,
         name: &str,
-        plan: &crate::seam::Plan,
+        source: &crate::catalog::Table,
     ) -> Result<(), EngineError> {
         let Some(recorded) = self
             .expand_figure::<SourceShape>(db, name, "source_shape")
@@ -201,13 +201,13 @@ impl<A: Adapter> Engine<A> {
             );
             return Ok(());
         };
-        let changes = recorded.changes(&SourceShape::of(&plan.source));
+        let changes = recorded.changes(&SourceShape::of(source));
         if changes.is_empty() {
             return Ok(());
         }
         Err(Refusal::SourceDrift {
             name: name.into(),
-            table: plan.source.name.to_string(),
+            table: source.name.to_string(),
             changes: changes.join("; "),
         }
         .into())

@@ -86,8 +86,8 @@ impl<A: Adapter> Engine<A> {
         let result = async {
             match record.phase {
                 Phase::Expanded | Phase::Syncing | Phase::Verified => {
-                    let plan = plan::build(&self.adapter, &db, &spec).await?;
-                    self.check_source_drift(&db, name, &plan).await?;
+                    let plan = plan::build_directions(&self.adapter, &db, &spec).await?;
+                    self.check_source_drift(&db, name, &plan.source).await?;
                     // Capture starts (slot created, position recorded) before the first chunk.
                     // The first sync starts capture; every later one must continue it.
                     let continuity = if record.phase == Phase::Expanded {

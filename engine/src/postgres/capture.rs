@@ -6,7 +6,7 @@ use super::sql;
 use super::Postgres;
 use crate::adapter::ChangeApplier;
 use crate::seam::{Continuity, Direction, SlotRetention};
-use crate::spec::MigrationSpec;
+use crate::spec::{MigrationSpec, QualifiedName};
 use crate::EngineError;
 use cdc::{CaptureName, CdcError, PgChangeStream, PgSourceConfig, TableName};
 use std::collections::HashSet;
@@ -154,22 +154,21 @@ impl ChangeApplier for Postgres {
     type Stream = PgChangeStream;
     type ApplierSession = ApplierSession;
 
-    /// Opens (creating if needed) the slot `slot` capturing `dir.from` and the marker table,
-    /// skipping the engine's own writes (both origins of `spec`), and the applier writing under
-    /// `origin`.
-    async fn open_capture(
+    /// Opens (creating if needed) the slot `slot` capturing `from` and the marker table,
+    /// skipping the engine's own writes (both origins of `spec`).
+    async fn open_stream(
         &self,
         spec: &MigrationSpec,
-        dir: &Direction,
+        from: &QualifiedName,
+        _to: &QualifiedName,
         slot: &str,
-        origin: &str,
         continuity: Continuity,
-    ) -> Result<(PgChangeStream, ApplierSession), EngineError> {
+    ) -> Result<PgChangeStream, EngineError> {
         let name = CaptureName::exact(slot)?;
         let mut config = PgSourceConfig::new(
             self.url(),
             name,
-            vec![TableName::from(&dir.from), self.marker_table()],
+            vec![TableName::from(from), self.marker_table()],
         )
         .skip_origin(spec.origin())
         .skip_origin(spec.reverse_origin());
@@ -181,7 +180,7 @@ impl ChangeApplier for Postgres {
         // status message is a few bytes; the slot is written to disk only when its restart
         // point moves, not per message).
         config.status_interval = APPLIER_STATUS_INTERVAL;
-        let stream = PgChangeStream::open(config).await.map_err(|e| match e {
+        PgChangeStream::open(config).await.map_err(|e| match e {
             CdcError::SlotMissing { slot } => EngineError::StreamLost {
                 slot,
                 why: "does not exist any more (dropped by hand, or lost in a failover)".into(),
@@ -193,14 +192,23 @@ impl ChangeApplier for Postgres {
                     .into(),
             },
             other => other.into(),
-        })?;
-        let apply_db = super::connect(self.url()).await?;
+        })
+    }
+
+    /// The applier's sessions for `dir`: one writing under `origin` (with the verify-range
+    /// marks prepared when the state store has them), one for drain markers.
+    async fn open_applier(
+        &self,
+        dir: &Direction,
+        origin: &str,
+    ) -> Result<ApplierSession, EngineError> {
+        let (apply_db, marker_db) =
+            tokio::try_join!(super::connect(self.url()), super::connect(self.url()))?;
         ensure_origin(&apply_db, origin).await?;
         apply_db
             .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
             .await
             .map_err(|e| EngineError::db("marking the applier's session with its origin", e))?;
-        let marker_db = super::connect(self.url()).await?;
         let has_ranges: bool = apply_db
             .query_one(
                 "SELECT to_regclass('splice.verify_ranges') IS NOT NULL",
@@ -228,18 +236,15 @@ impl ChangeApplier for Postgres {
             }
             false => None,
         };
-        Ok((
-            stream,
-            ApplierSession {
-                db: apply_db,
-                marker_db,
-                resync_sql: sql::resync_keys(dir),
-                orphans_sql: sql::delete_orphans(dir),
-                key_len: dir.key.len(),
-                mark_sql,
-                in_swap: false,
-            },
-        ))
+        Ok(ApplierSession {
+            db: apply_db,
+            marker_db,
+            resync_sql: sql::resync_keys(dir),
+            orphans_sql: sql::delete_orphans(dir),
+            key_len: dir.key.len(),
+            mark_sql,
+            in_swap: false,
+        })
     }
 
     /// The table capture drains through (see `state::SCHEMA_DDL`).
