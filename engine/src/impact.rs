@@ -47,9 +47,11 @@ const START_PACE: f64 = 0.5;
 const STEP_UP: f64 = 0.05;
 /// Latency differences below this are measurement jitter (timer, scheduler), milliseconds.
 const JITTER_MS: f64 = 0.2;
-/// Once capture has applied no write to the migrated table for this long, the application is
-/// not writing it: nobody's commits wait behind the backfill, so it runs at full pace.
-pub const APPLICATION_IDLE: Duration = Duration::from_secs(2);
+/// Once capture has been seen to apply no write to the migrated table for this long, the
+/// application is not writing it: nobody's commits wait behind the backfill, so it runs at
+/// full pace. Short, so that a backfill of a table nobody writes runs at half pace for well
+/// under a second at its start; an application writing the table at all writes it more often.
+pub const APPLICATION_IDLE: Duration = Duration::from_millis(500);
 
 /// The controller behind [`ImpactBudget`]: fed probe latencies, it keeps the baseline and the
 /// current figure and decides the pace. Pure (time is passed in), so it is tested without a
@@ -73,11 +75,22 @@ pub struct Controller {
     last_decision: Option<Instant>,
     last_decrease: Option<Instant>,
     problem: Option<String>,
-    /// The count of the migrated table's keys capture applied, and when it last moved; `None`
-    /// until the sync reports one (the application then counts as writing).
-    application: Option<(u64, Instant)>,
+    /// The count of the migrated table's keys capture applied, when it last moved, and when
+    /// it was last reported unmoved; `None` until the sync reports one (the application then
+    /// counts as writing).
+    application: Option<Pulse>,
     /// The last decision found the application idle (so nothing holds back).
     idle: bool,
+}
+
+/// The application's pulse: capture's count of the migrated table's applied keys.
+#[derive(Debug, Clone, Copy)]
+struct Pulse {
+    applied: u64,
+    /// When the count was first reported at `applied`.
+    moved: Instant,
+    /// When it was last reported, still at `applied`.
+    still: Instant,
 }
 
 impl Controller {
@@ -103,18 +116,27 @@ impl Controller {
     }
 
     /// How many of the migrated table's keys capture has applied so far (a counter), at
-    /// `now`: while it stands still for [`APPLICATION_IDLE`] the pace is full.
+    /// `now`: while it is reported standing still for [`APPLICATION_IDLE`] the pace is full.
     pub fn application_writes(&mut self, applied: u64, now: Instant) {
-        match self.application {
-            Some((seen, _)) if seen == applied => {}
-            _ => self.application = Some((applied, now)),
+        match &mut self.application {
+            Some(pulse) if pulse.applied == applied => pulse.still = now,
+            _ => {
+                self.application = Some(Pulse {
+                    applied,
+                    moved: now,
+                    still: now,
+                })
+            }
         }
     }
 
-    /// Whether the application has not written the migrated table for [`APPLICATION_IDLE`].
-    fn application_idle(&self, now: Instant) -> bool {
+    /// Whether the application has not written the migrated table for [`APPLICATION_IDLE`],
+    /// as a report of the count has shown. Time passing alone proves nothing: capture applies
+    /// between backfill chunks, so during a long chunk the count cannot move, whoever writes.
+    fn application_idle(&self) -> bool {
         self.application
-            .is_some_and(|(_, moved)| now.duration_since(moved) > APPLICATION_IDLE)
+            .as_ref()
+            .is_some_and(|p| p.still.duration_since(p.moved) > APPLICATION_IDLE)
     }
 
     /// One heartbeat's commit latency, taken at `now`.
@@ -243,7 +265,7 @@ impl Controller {
             return self.pace;
         }
         self.last_decision = Some(now);
-        self.idle = self.application_idle(now);
+        self.idle = self.application_idle();
         if self.idle {
             // The heartbeat's latency may rise with the backfill's own writes, but no
             // application commit waits: full pace. Writes coming back meet the AIMD from here.
@@ -570,6 +592,35 @@ mod tests {
         c.application_writes(3, t);
         run(&mut c, &mut t, 2, 10.0);
         assert!(c.pace() <= 0.5, "{}", c.pace());
+    }
+
+    #[test]
+    fn only_a_report_of_the_count_standing_still_makes_the_application_idle() {
+        let mut c = Controller::new(0.2);
+        let mut t = Instant::now();
+        quiet(&mut c, &mut t, 2.0);
+        // Chunks of 3 s: the count is reported once per chunk and moved each time (capture
+        // applied the application's writes between chunks). Seconds pass between reports with
+        // latency over the budget; that alone never counts as idle.
+        for applied in 0..4 {
+            c.application_writes(applied, t);
+            run(&mut c, &mut t, 3, 10.0);
+            assert!(c.pace() < START_PACE, "{}", c.pace());
+        }
+        // It moves once more, then is reported unmoved 300 ms later: not idle yet.
+        c.application_writes(4, t);
+        let moved = t;
+        t += Duration::from_millis(300);
+        c.application_writes(4, t);
+        t += DECIDE_EVERY;
+        c.record(10.0, t);
+        assert!(c.decide(t) < START_PACE, "{}", c.pace());
+        // Reported unmoved again, more than APPLICATION_IDLE after it moved: full pace.
+        c.application_writes(4, t);
+        assert!(t.duration_since(moved) > APPLICATION_IDLE);
+        t += DECIDE_EVERY;
+        c.record(10.0, t);
+        assert_eq!(c.decide(t), 1.0);
     }
 
     #[test]
