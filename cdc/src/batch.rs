@@ -98,6 +98,17 @@ pub async fn next_batch<S: ChangeSource>(
     wait: Duration,
     limits: &BatchLimits,
 ) -> Result<Batch, BatchError> {
+    next_batch_until(source, wait, limits, |_| false).await
+}
+
+/// [`next_batch`], ending the batch at once after a transaction for which `last` is true (a
+/// consumer that waits for one — a drain's marker — does not linger after it arrived).
+pub async fn next_batch_until<S: ChangeSource>(
+    source: &mut S,
+    wait: Duration,
+    limits: &BatchLimits,
+    last: impl Fn(&Transaction) -> bool,
+) -> Result<Batch, BatchError> {
     let mut batch = Batch::default();
     let first = match tokio::time::timeout(wait, source.next_transaction()).await {
         Err(_idle) => return Ok(batch),
@@ -118,8 +129,9 @@ pub async fn next_batch<S: ChangeSource>(
     let mut txn = first;
     loop {
         changes += txn.changes.len();
+        let ends = last(&txn);
         batch.transactions.push(txn);
-        if batch.transactions.len() >= limits.max_txns || changes >= limits.max_changes {
+        if ends || batch.transactions.len() >= limits.max_txns || changes >= limits.max_changes {
             return Ok(batch);
         }
         // Take what is already here. Otherwise nap rather than wait on the stream: while nobody
@@ -362,6 +374,28 @@ mod tests {
         assert_eq!(t0.elapsed(), 15 * MS);
         let batch = next_batch(&mut source, 50 * MS, &linger).await.unwrap();
         assert_eq!(ids(&batch), [5]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_ends_at_once_after_the_transaction_it_waits_for() {
+        let mut source = Scripted::new(false)
+            .txn(10 * MS, 1, 1)
+            .txn(10 * MS, 2, 1)
+            .txn(11 * MS, 3, 1)
+            .txn(12 * MS, 4, 1);
+        let linger = limits(100, 100, 20 * MS);
+        let t0 = Instant::now();
+        let batch = next_batch_until(&mut source, 50 * MS, &linger, |t| t.source_id == 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&batch),
+            [1, 2],
+            "up to the one waited for, not lingering after it"
+        );
+        assert_eq!(t0.elapsed(), 10 * MS);
+        let batch = next_batch(&mut source, 50 * MS, &linger).await.unwrap();
+        assert_eq!(ids(&batch), [3, 4]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -71,7 +71,7 @@ pub mod pgoutput;
 pub mod postgres;
 pub mod source;
 
-pub use batch::{next_batch, Batch, BatchError, BatchLimits};
+pub use batch::{next_batch, next_batch_until, Batch, BatchError, BatchLimits};
 pub use change::{
     quote_ident, BinlogPosition, Change, Key, Op, Position, TableName, Timestamp, Transaction,
     Value,

@@ -113,15 +113,30 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
         Ok(self.stream.lag().await?)
     }
 
-    /// Collects what arrives within `wait` (then what arrives within `linger` of the first
-    /// transaction, up to a batch limit), through `cdc`'s one batching loop, and coalesces it
-    /// into keys.
-    async fn collect(&mut self, wait: Duration, linger: Duration) -> Result<Batch, EngineError> {
+    /// Collects what arrives within `wait` (then what arrives within the batch window of the
+    /// first transaction, up to a batch limit), through `cdc`'s one batching loop, and
+    /// coalesces it into keys. With `until_marker`, the batch ends as soon as that drain marker
+    /// (or a later one) arrived: a drain waits for its marker, not for more to batch.
+    async fn collect(
+        &mut self,
+        wait: Duration,
+        until_marker: Option<i64>,
+    ) -> Result<Batch, EngineError> {
         let limits = cdc::BatchLimits {
-            linger,
+            linger: self.linger,
             ..BATCH_LIMITS
         };
-        let gathered = cdc::next_batch(&mut self.stream, wait, &limits)
+        let (marker, migration) = (&self.marker, self.migration.as_str());
+        let ends = |txn: &cdc::Transaction| {
+            until_marker.is_some_and(|id| {
+                txn.changes.iter().any(|c| {
+                    c.table == *marker
+                        && c.op == Op::Insert
+                        && marker_id(&c.key, migration).is_some_and(|m| m >= id)
+                })
+            })
+        };
+        let gathered = cdc::next_batch_until(&mut self.stream, wait, &limits, ends)
             .await
             .map_err(cdc::CdcError::from)?;
         let mut batch = Batch::default();
@@ -129,7 +144,7 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
             for change in &txn.changes {
                 if change.table == self.marker {
                     if change.op == Op::Insert {
-                        if let Some(id) = self.marker_id(&change.key) {
+                        if let Some(id) = marker_id(&change.key, &self.migration) {
                             batch.markers.push(id);
                         }
                     }
@@ -155,22 +170,6 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
         }
         batch.last_position = gathered.last_position().cloned();
         Ok(batch)
-    }
-
-    fn marker_id(&self, key: &cdc::Key) -> Option<i64> {
-        let mut migration = None;
-        let mut id = None;
-        for (col, v) in key {
-            match (col.as_str(), v) {
-                ("migration", Value::Text(m)) => migration = Some(m.clone()),
-                ("id", Value::Int(i)) => id = Some(*i),
-                ("id", Value::Text(t)) => id = t.parse().ok(),
-                _ => {}
-            }
-        }
-        (migration.as_deref() == Some(self.migration.as_str()))
-            .then_some(id)
-            .flatten()
     }
 
     /// Our key columns, as text, from a captured key.
@@ -247,7 +246,7 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
 
     /// Applies whatever arrives within `wait`. Returns the number of transactions applied.
     pub async fn apply_for(&mut self, wait: Duration) -> Result<u64, EngineError> {
-        let batch = self.collect(wait, self.linger).await?;
+        let batch = self.collect(wait, None).await?;
         let n = batch.txns;
         self.apply(batch, Acknowledge::Now).await?;
         Ok(n)
@@ -285,11 +284,7 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
                         .into());
                     }
                 }
-                // No lingering: a drain waits for its marker, not for more to batch (what
-                // is already there is still taken, up to a batch limit).
-                let batch = self
-                    .collect(Duration::from_millis(200), Duration::ZERO)
-                    .await?;
+                let batch = self.collect(Duration::from_millis(200), Some(id)).await?;
                 let seen = batch.markers.iter().any(|m| *m >= id);
                 if batch.last_position.is_some() {
                     last = batch.last_position.clone();
@@ -322,6 +317,21 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
         }
         Ok(self.stream.close().await?)
     }
+}
+
+/// The id of a drain marker of `migration` (a captured insert into the marker table).
+fn marker_id(key: &cdc::Key, migration: &str) -> Option<i64> {
+    let mut ours = false;
+    let mut id = None;
+    for (col, v) in key {
+        match (col.as_str(), v) {
+            ("migration", Value::Text(m)) => ours = m == migration,
+            ("id", Value::Int(i)) => id = Some(*i),
+            ("id", Value::Text(t)) => id = t.parse().ok(),
+            _ => {}
+        }
+    }
+    id.filter(|_| ours)
 }
 
 /// One applied batch: up to 2,000 transactions or 5,000 changes, taking what arrives within
