@@ -114,6 +114,11 @@ impl MySqlTarget {
         self.ssl_mode
     }
 
+    /// The database the URL names, if any.
+    pub fn database(&self) -> Option<&str> {
+        self.opts.db_name()
+    }
+
     /// A new session.
     pub async fn connect(&self) -> Result<Conn, CdcError> {
         if self.ssl_mode != MySqlSslMode::Disabled {
