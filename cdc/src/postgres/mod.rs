@@ -210,14 +210,18 @@ impl PgChangeStream {
     ) -> Result<Started, (CdcError, Created)> {
         let name = &config.name;
         let mut created = Created::default();
-        let existing = setup::check_server(sql, name)
-            .await
-            .map_err(|e| (e, created.clone()))?;
+        // The checks only read: sent at once (one session pipelines them), the server's
+        // problems reported before the tables'.
+        let (existing, captured) = futures_util::join!(
+            setup::check_server(sql, name),
+            futures_util::future::join_all(
+                config.tables.iter().map(|t| setup::check_table(sql, t))
+            )
+        );
+        let existing = existing.map_err(|e| (e, created.clone()))?;
         let mut assembler = Assembler::default();
-        for table in &config.tables {
-            let captured = setup::check_table(sql, table)
-                .await
-                .map_err(|e| (e, created.clone()))?;
+        for captured in captured {
+            let captured = captured.map_err(|e| (e, created.clone()))?;
             assembler.set_key(captured.table, captured.key);
         }
         // The publication must exist before the slot: pgoutput looks it up as of each

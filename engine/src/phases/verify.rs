@@ -86,8 +86,13 @@ impl<A: Adapter> Engine<A> {
         let report = self
             .verify_pass(&lock, name, kind, db, &mut capture, &plan.forward, counters)
             .await;
-        capture.close().await?;
-        let mut report = report?;
+        let mut report = match report {
+            Ok(report) => report,
+            Err(e) => {
+                capture.close().await?;
+                return Err(e);
+            }
+        };
         // Names for the fields of `expected` and `found`, so a report can say which differ.
         report.key_columns = plan.forward.key.iter().map(|k| k.name.clone()).collect();
         report.columns = plan
@@ -96,7 +101,12 @@ impl<A: Adapter> Engine<A> {
             .iter()
             .map(|(c, _)| c.clone())
             .collect();
-        self.adapter.record_verify(&lock, &report).await?;
+        // The stream closes (waiting for the slot to confirm what was applied) while the
+        // result is recorded: neither needs the other. The phase moves only once both did.
+        let (closed, recorded) =
+            tokio::join!(capture.close(), self.adapter.record_verify(&lock, &report));
+        closed?;
+        recorded?;
         let figures = json!({
             "kind": report.kind,
             "rows_checked": report.rows_checked,
