@@ -66,17 +66,7 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
             adapter.open_stream(spec, &dir.from, &dir.to, slot, continuity),
             adapter.open_applier(&dir, origin)
         )?;
-        Ok(Self::assemble(adapter, spec, dir, stream, session))
-    }
-
-    fn assemble(
-        adapter: &'a A,
-        spec: &MigrationSpec,
-        dir: Direction,
-        stream: A::Stream,
-        session: A::ApplierSession,
-    ) -> Applier<'a, A> {
-        Applier {
+        Ok(Applier {
             adapter,
             stream,
             session,
@@ -88,7 +78,7 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
             txns_applied: 0,
             keys_applied: 0,
             linger: BATCH_LIMITS.linger,
-        }
+        })
     }
 
     /// The adapter this applier writes through.
@@ -129,11 +119,9 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
         let (marker, migration) = (&self.marker, self.migration.as_str());
         let ends = |txn: &cdc::Transaction| {
             until_marker.is_some_and(|id| {
-                txn.changes.iter().any(|c| {
-                    c.table == *marker
-                        && c.op == Op::Insert
-                        && marker_id(&c.key, migration).is_some_and(|m| m >= id)
-                })
+                txn.changes
+                    .iter()
+                    .any(|c| marker_id(c, marker, migration).is_some_and(|m| m >= id))
             })
         };
         let gathered = cdc::next_batch_until(&mut self.stream, wait, &limits, ends)
@@ -143,10 +131,8 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
         for txn in &gathered.transactions {
             for change in &txn.changes {
                 if change.table == self.marker {
-                    if change.op == Op::Insert {
-                        if let Some(id) = marker_id(&change.key, &self.migration) {
-                            batch.markers.push(id);
-                        }
+                    if let Some(id) = marker_id(change, &self.marker, &self.migration) {
+                        batch.markers.push(id);
                     }
                     continue;
                 }
@@ -319,11 +305,15 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
     }
 }
 
-/// The id of a drain marker of `migration` (a captured insert into the marker table).
-fn marker_id(key: &cdc::Key, migration: &str) -> Option<i64> {
+/// The id of the drain marker of `migration` that `change` inserts into the `marker` table;
+/// `None` for any other change.
+fn marker_id(change: &cdc::Change, marker: &TableName, migration: &str) -> Option<i64> {
+    if change.table != *marker || change.op != Op::Insert {
+        return None;
+    }
     let mut ours = false;
     let mut id = None;
-    for (col, v) in key {
+    for (col, v) in &change.key {
         match (col.as_str(), v) {
             ("migration", Value::Text(m)) => ours = m == migration,
             ("id", Value::Int(i)) => id = Some(*i),
