@@ -71,7 +71,10 @@ pub struct Controller {
     quiet_now: Option<(Instant, Vec<f64>)>,
     last_quiet: Option<Instant>,
     pace: f64,
-    over: bool,
+    /// The last decision found the latency above the budget: (the latency, the budget) it
+    /// judged by and its baseline. What status says is the decision's, never a figure taken between decisions
+    /// (which could claim holding back while the pace is still full).
+    over: Option<(f64, f64, f64)>,
     last_decision: Option<Instant>,
     last_decrease: Option<Instant>,
     problem: Option<String>,
@@ -106,7 +109,7 @@ impl Controller {
             quiet_now: None,
             last_quiet: None,
             pace: START_PACE,
-            over: false,
+            over: None,
             last_decision: None,
             last_decrease: None,
             problem: None,
@@ -270,7 +273,7 @@ impl Controller {
             // The heartbeat's latency may rise with the backfill's own writes, but no
             // application commit waits: full pace. Writes coming back meet the AIMD from here.
             self.pace = 1.0;
-            self.over = false;
+            self.over = None;
             return self.pace;
         }
         // A probe that failed, or whose last beat is old (stalled), gives nothing to judge by.
@@ -286,7 +289,7 @@ impl Controller {
         };
         let allowed = (base * self.increase).max(JITTER_MS);
         if current > base + allowed {
-            self.over = true;
+            self.over = Some((current, base + allowed, base));
             if self
                 .last_decrease
                 .is_none_or(|t| now.duration_since(t) >= COOLDOWN)
@@ -295,7 +298,7 @@ impl Controller {
                 self.last_decrease = Some(now);
             }
         } else {
-            self.over = false;
+            self.over = None;
             if current <= base + allowed / 2.0 {
                 self.pace = (self.pace + STEP_UP).min(1.0);
             }
@@ -309,16 +312,17 @@ impl Controller {
     }
 
     /// What status, the progress line and the metrics show; `None` before the probe has a
-    /// baseline and a current figure. It holds back while the latency is above the budget and
-    /// while the pace comes back up after that (the ramp-up from half pace at the start, with
-    /// the latency never above the budget, is not reported as holding back).
+    /// baseline and a current figure. It holds back while the last decision found the latency
+    /// above the budget and while the pace comes back up after that (the ramp-up from half
+    /// pace at the start, with the latency never above the budget, is not reported as holding
+    /// back).
     pub fn figures(&self) -> Option<Impact> {
         let (baseline, current, budget) = (self.baseline()?, self.current()?, self.budget()?);
         let holding_back = if self.idle {
             None
-        } else if current > budget {
+        } else if let Some((over, limit, base)) = self.over {
             Some(format!(
-                "commit latency {current:.1} ms > budget {budget:.1} ms (baseline {baseline:.1} \
+                "commit latency {over:.1} ms > budget {limit:.1} ms (baseline {base:.1} \
                  ms +{:.0}%)",
                 self.increase * 100.0
             ))
@@ -536,6 +540,29 @@ mod tests {
         // Back within half the allowed increase: it recovers.
         let paces = run(&mut c, &mut t, 15, 2.1);
         assert_eq!(paces.last().copied(), Some(1.0));
+    }
+
+    #[test]
+    fn holding_back_is_said_only_once_a_decision_has_cut_the_pace() {
+        let mut c = Controller::new(0.2);
+        let mut t = Instant::now();
+        quiet(&mut c, &mut t, 2.0);
+        run(&mut c, &mut t, 10, 2.1);
+        assert_eq!(c.pace(), 1.0);
+        // Beats above the budget, read before the next decision: the pace is still full, so
+        // nothing is held back yet, whatever the latest beats say.
+        for _ in 0..10 {
+            t += Duration::from_millis(40);
+            c.record(3.0, t);
+        }
+        let f = c.figures().expect("figures");
+        assert!(f.current_ms > f.budget_ms, "{f:?}");
+        assert!(f.holding_back.is_none(), "{f:?}");
+        // The decision cuts the pace, and from then on it says so.
+        t += DECIDE_EVERY;
+        assert!(c.decide(t) < 1.0);
+        let f = c.figures().expect("figures");
+        assert!(f.holding_back.is_some_and(|h| h.contains("> budget")));
     }
 
     #[test]

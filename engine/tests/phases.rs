@@ -896,19 +896,24 @@ async fn the_impact_budget_times_a_heartbeat_on_the_source_holds_back_when_it_sl
             }
         })
     };
-    let holding = |last: &Arc<std::sync::Mutex<engine::backfill::SyncProgress>>| {
-        figures(last).and_then(|i| i.holding_back.filter(|h| h.contains("> budget")))
-    };
+    // One report read once: the pace it shows is the one it says it holds back to.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while holding(&last).is_none() {
+    let held = loop {
+        let now = figures(&last);
+        if let Some(i) = now.as_ref().filter(|i| {
+            i.holding_back
+                .as_ref()
+                .is_some_and(|h| h.contains("> budget"))
+        }) {
+            break i.clone();
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "never held back: {:?}",
-            figures(&last)
+            "never held back: {now:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(figures(&last).is_some_and(|i| i.pace < 1.0));
+    };
+    assert!(held.pace < 1.0, "{held:?}");
     // `splice status` (another process) says so once the sync saved it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
