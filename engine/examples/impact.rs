@@ -9,8 +9,10 @@
 //!       following ÷ without                                                    target ≤ 1.2×
 //! (iv)  change lag, source commit → row in the new table, p99, while the application
 //!       saturates the server                                                    target < 100 ms
-//! and, as the ceiling of any log-based tool, application TPS beside a no-op logical decoding
-//! consumer (splice's own `cdc` stream, acknowledging everything, applying nothing) ÷ without.
+//! and, as the ceiling of any log-based tool, the same beside a no-op logical decoding consumer
+//! (splice's own `cdc` stream, acknowledging everything, applying nothing): TPS ÷ without
+//! (for (i) and (ii)), p99 at the fixed rate ÷ without (for (iii)), and its own lag, commit →
+//! received, under saturation (for (iv)).
 //!
 //! Runs with and without splice alternate (without, with, without, with, …, `--rounds` times)
 //! and each figure compares the medians, so a machine whose load drifts (other builds) drifts
@@ -24,7 +26,7 @@ use engine::backfill::{Control, SyncProgress};
 use engine::{Engine, Postgres, RateLimit};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
@@ -292,9 +294,15 @@ async fn until_following(s: &Running) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// A no-op logical decoding consumer of `orders`: splice's `cdc` stream, acknowledging every
-/// transaction, applying nothing. What decoding alone costs the application.
-fn start_noop_consumer(url: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+/// A no-op logical decoding consumer of `orders` (and of `lag_marks`, the ceiling's lag
+/// markers): splice's `cdc` stream, acknowledging every transaction, applying nothing. What
+/// decoding alone costs the application. `marks` is raised to each marker's number as its
+/// transaction arrives (the batch ends right there, so no batch window adds to its lag).
+fn start_noop_consumer(
+    url: &str,
+    stop: Arc<AtomicBool>,
+    marks: Arc<AtomicI64>,
+) -> tokio::task::JoinHandle<u64> {
     let url = url.to_string();
     tokio::task::spawn_blocking(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -303,24 +311,40 @@ fn start_noop_consumer(url: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHan
             .unwrap_or_else(die("starting a runtime"));
         rt.block_on(async move {
             let name = cdc::CaptureName::exact("impact_noop").unwrap_or_else(die("slot name"));
+            let marks_table = cdc::TableName::new("public", "lag_marks");
             let config = cdc::PgSourceConfig::new(
                 url.as_str(),
                 name,
-                vec![cdc::TableName::new("public", "orders")],
+                vec![cdc::TableName::new("public", "orders"), marks_table.clone()],
             );
             let mut stream = cdc::PgChangeStream::open(config)
                 .await
                 .unwrap_or_else(die("opening the no-op consumer"));
             let mut txns = 0;
+            let arrived = |txn: &cdc::Transaction| {
+                let mut any = false;
+                for change in txn.changes.iter().filter(|c| c.table == marks_table) {
+                    if let Some((_, cdc::Value::Int(n))) = change.key.first() {
+                        marks.fetch_max(*n, Ordering::Relaxed);
+                        any = true;
+                    }
+                }
+                any
+            };
             while !stop.load(Ordering::Relaxed) {
                 let limits = cdc::BatchLimits {
                     max_txns: 2000,
                     max_changes: 5000,
                     linger: Duration::from_millis(10),
                 };
-                let batch = cdc::next_batch(&mut stream, Duration::from_millis(100), &limits)
-                    .await
-                    .unwrap_or_else(|e| die("no-op consumer")(e.error));
+                let batch = cdc::next_batch_until(
+                    &mut stream,
+                    Duration::from_millis(100),
+                    &limits,
+                    arrived,
+                )
+                .await
+                .unwrap_or_else(|e| die("no-op consumer")(e.error));
                 txns += batch.transactions.len() as u64;
                 if let Some(p) = batch.last_position() {
                     stream.ack(p).unwrap_or_else(die("acknowledging"));
@@ -335,6 +359,39 @@ fn start_noop_consumer(url: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHan
             txns
         })
     })
+}
+
+/// The no-op consumer's lag while the application saturates the server: a marker row
+/// inserted into `lag_marks` and committed, then `marks` polled (every 1 ms, as
+/// [`measure_lag`] polls the new table) until the consumer has received it. What decoding
+/// and delivery alone take: no applier can show a change sooner.
+async fn measure_noop_lag(url: &str, secs: u64, marks: &AtomicI64) -> Vec<f64> {
+    let w = connect(url).await;
+    let write = w
+        .prepare("INSERT INTO lag_marks (n) VALUES ($1)")
+        .await
+        .unwrap_or_else(die("preparing the marker insert"));
+    let mut lags = Vec::new();
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut n: i64 = marks.load(Ordering::Relaxed);
+    while Instant::now() < until {
+        n += 1;
+        w.execute(&write, &[&n])
+            .await
+            .unwrap_or_else(die("writing a marker"));
+        let committed = Instant::now();
+        while marks.load(Ordering::Relaxed) < n {
+            if committed.elapsed() > Duration::from_secs(30) {
+                eprintln!("impact: a marker took over 30 s to reach the no-op consumer");
+                std::process::exit(2);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        lags.push(committed.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lags.sort_by(f64::total_cmp);
+    lags
 }
 
 /// Change lag samples while the application saturates the server: a marker write on keys
@@ -437,6 +494,7 @@ async fn main() {
         ),
     )
     .await;
+    exec(&db, "CREATE TABLE lag_marks (n bigint PRIMARY KEY)").await;
     exec(&db, "VACUUM ANALYZE orders").await;
     exec(&db, "CHECKPOINT").await;
     let bench = Arc::new(Pgbench::new(&pg, &work, a.rows, a.clients, a.secs));
@@ -483,9 +541,10 @@ async fn main() {
     eprintln!("impact: ceiling, a no-op logical decoding consumer");
     let mut noop_without = vec![without_2.tps];
     let mut noop_with = Vec::new();
+    let marks = Arc::new(AtomicI64::new(0));
     for _ in 0..a.rounds {
         let stop = Arc::new(AtomicBool::new(false));
-        let noop = start_noop_consumer(&url, stop.clone());
+        let noop = start_noop_consumer(&url, stop.clone(), marks.clone());
         tokio::time::sleep(Duration::from_secs(1)).await;
         noop_with.push(pgbench(&bench, None).await.tps);
         stop.store(true, Ordering::Relaxed);
@@ -521,24 +580,47 @@ async fn main() {
     let lags = measure_lag(&url, a.secs.saturating_sub(2).max(1), &target).await;
     let _ = load.await;
     sync.stop().await;
+    // Its ceiling: the no-op consumer's lag under the same load.
+    let stop = Arc::new(AtomicBool::new(false));
+    let noop = start_noop_consumer(&url, stop.clone(), marks.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let load = {
+        let b = bench.clone();
+        tokio::task::spawn_blocking(move || b.run(None))
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let noop_lags = measure_noop_lag(&url, a.secs.saturating_sub(2).max(1), &marks).await;
+    let _ = load.await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = noop.await;
 
-    // (iii) at half the saturated rate: p99 latency with sync following ÷ without,
-    // alternating.
+    // (iii) at half the saturated rate: p99 latency with sync following ÷ without, and
+    // beside the no-op consumer ÷ without (its ceiling), alternating: without, sync, without,
+    // no-op, without, …
     let saturated = median(&follow_without);
     let rate = saturated / 2.0;
     eprintln!("impact: (iii) p99 latency at {rate:.0} TPS");
     let mut fixed_without = vec![pgbench(&bench, Some(rate)).await];
     let mut fixed_with = Vec::new();
+    let mut fixed_noop = Vec::new();
     for _ in 0..a.rounds {
         let sync = start_sync(&url);
         until_following(&sync).await;
         fixed_with.push(pgbench(&bench, Some(rate)).await);
         sync.stop().await;
         fixed_without.push(pgbench(&bench, Some(rate)).await);
+        let stop = Arc::new(AtomicBool::new(false));
+        let noop = start_noop_consumer(&url, stop.clone(), marks.clone());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        fixed_noop.push(pgbench(&bench, Some(rate)).await);
+        stop.store(true, Ordering::Relaxed);
+        let _ = noop.await;
+        fixed_without.push(pgbench(&bench, Some(rate)).await);
     }
     let p99 = |runs: &[Bench]| median(&runs.iter().map(|b| b.p99_ms).collect::<Vec<_>>());
     let p50 = |runs: &[Bench]| median(&runs.iter().map(|b| b.p50_ms).collect::<Vec<_>>());
     let p99_ratio = p99(&fixed_with) / p99(&fixed_without);
+    let p99_noop_ratio = p99(&fixed_noop) / p99(&fixed_without);
 
     engine.rollback(NAME).await.unwrap_or_else(die("rollback"));
     drop(pg);
@@ -602,12 +684,26 @@ async fn main() {
         p50(&fixed_without)
     );
     println!(
+        "      ceiling: p99 beside a no-op logical decoding consumer ÷ without: median {:.2} ms ({}) / {:.2} ms = {:.2}×",
+        p99(&fixed_noop),
+        list(&fixed_noop.iter().map(|b| b.p99_ms).collect::<Vec<_>>()),
+        p99(&fixed_without),
+        p99_noop_ratio
+    );
+    println!(
         "(iv)  change lag under saturation: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)   target p99 < 100 ms  {}",
         lag_p50,
         lag_p99,
         lag_max,
         lags.len(),
         verdict(lag_p99 < 100.0)
+    );
+    println!(
+        "      ceiling: a no-op logical decoding consumer's lag under the same saturation: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)",
+        pct(&noop_lags, 0.5),
+        pct(&noop_lags, 0.99),
+        noop_lags.last().copied().unwrap_or(0.0),
+        noop_lags.len()
     );
     println!(
         "ceiling: TPS beside a no-op logical decoding consumer ÷ without: median {:.0} ({}) / median {:.0} ({}) = {:.2}×",

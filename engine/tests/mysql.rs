@@ -647,6 +647,93 @@ async fn sync_under_writes_leaves_the_new_table_equal_to_the_mapping() {
     assert!(report.passed(), "verify agrees: {:?}", report.diverged);
 }
 
+/// The last progress a sync reported.
+#[derive(Default)]
+struct Final(engine::backfill::SyncProgress);
+
+impl engine::backfill::ProgressSink for Final {
+    fn update(&mut self, p: &engine::backfill::SyncProgress) {
+        self.0 = p.clone();
+    }
+}
+
+/// The indexes of the new table, as `name: column(sub part),…` lines, `PRIMARY` first.
+fn shadow_indexes(db: &MariaDb) -> String {
+    db.sql(
+        "SELECT GROUP_CONCAT(d ORDER BY INDEX_NAME <> 'PRIMARY', INDEX_NAME SEPARATOR '; ') FROM ( \
+           SELECT INDEX_NAME, CONCAT(INDEX_NAME, ': ', GROUP_CONCAT( \
+             CONCAT(COLUMN_NAME, IFNULL(CONCAT('(', SUB_PART, ')'), '')) ORDER BY SEQ_IN_INDEX)) d \
+           FROM information_schema.STATISTICS \
+           WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME = '_splice_orders_v2_new' \
+           GROUP BY INDEX_NAME) i",
+    )
+    .expect("indexes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secondary_indexes_are_built_after_the_backfill_unless_the_file_says_at_expand() {
+    let indexed = ORDERS_V2.replace(
+        ") ENGINE=InnoDB",
+        ",\n  KEY amount_idx (amount_cents),\n  KEY note_idx (note(20), id)\n) ENGINE=InnoDB",
+    );
+    let all = "PRIMARY: id; amount_idx: amount_cents; note_idx: note(20),id";
+    let db = server();
+    create_orders(&db, 3_000);
+    let engine = Engine::mysql(db.url()).expect("url");
+    engine
+        .expand(&indexed, "orders_v2.toml")
+        .await
+        .expect("expand");
+    // The copy maintains only the primary key; the two secondary indexes wait for it.
+    assert_eq!(shadow_indexes(&db), "PRIMARY: id");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(write_load(db.url(), stop, 11, 3_000))
+    };
+    let mut last = Final::default();
+    engine
+        .sync(
+            "orders_v2",
+            &caught_up(),
+            &Control::new(RateLimit::Unlimited),
+            &mut last,
+        )
+        .await
+        .expect("sync");
+    assert_eq!(last.0.indexes_built, 2);
+    assert_eq!(shadow_indexes(&db), all);
+    stop.store(true, Ordering::Relaxed);
+    load.await.expect("load");
+    // Built once: a second sync finds them and builds nothing.
+    let mut again = Final::default();
+    engine
+        .sync(
+            "orders_v2",
+            &caught_up(),
+            &Control::new(RateLimit::Unlimited),
+            &mut again,
+        )
+        .await
+        .expect("sync again");
+    assert_eq!(again.0.indexes_built, 0);
+    assert_eq!(mismatches(&db), "NULL", "rows differ after catching up");
+    assert!(engine.verify("orders_v2").await.expect("verify").passed());
+
+    // build_indexes = "at_expand": the new table has them from the start.
+    engine.rollback("orders_v2").await.expect("rollback");
+    let at_expand = indexed.replace(
+        "table = \"shop.orders\"",
+        "table = \"shop.orders\"\nbuild_indexes = \"at_expand\"",
+    );
+    assert_ne!(at_expand, indexed);
+    engine
+        .expand(&at_expand, "orders_v2.toml")
+        .await
+        .expect("expand");
+    assert_eq!(shadow_indexes(&db), all);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_never_resurrects_a_deleted_row() {
     let (db, engine) = expanded(20_000).await;

@@ -7,20 +7,11 @@ use super::{col, quote_name, MySql, Session};
 use crate::adapter::{BackfillSource, SchemaChanges};
 use crate::catalog::Table;
 use crate::seam::{Direction, Fill, Load};
-use crate::spec::{MigrationSpec, QualifiedName, QUARANTINE_SCHEMA};
+use crate::spec::{IndexBuild, MigrationSpec, QualifiedName, QUARANTINE_SCHEMA};
 use crate::state::{DeferredIndex, PhaseChange, QuarantineEntry};
 use crate::EngineError;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, TxOpts};
-
-const DATABASE: &str = "MySQL/MariaDB";
-
-fn not_built<T>(what: &str) -> Result<T, EngineError> {
-    Err(EngineError::NotBuilt {
-        what: what.into(),
-        database: DATABASE,
-    })
-}
 
 /// Whether `name` is a base table (not a temporary one: information_schema does not list
 /// those).
@@ -54,7 +45,12 @@ impl SchemaChanges for MySql {
     /// MySQL's DDL commits on its own, so the table and the phase change are two commits: the
     /// table first (unless it exists), then the change. A crash between them leaves the table
     /// and the phase `planned`; expand run again finds the table and records the change.
-    /// Secondary indexes are built with the table (InnoDB maintains them during the copy).
+    ///
+    /// Under `build_indexes = "after_backfill"` the plain secondary indexes (`KEY`: not
+    /// unique, not full-text or spatial) are recorded with the change and only then dropped,
+    /// so no crash can lose one: before the record they are all still on the table (a re-run
+    /// reads them again), after it their definitions are stored. A drop that fails leaves them
+    /// to be maintained by the copy (slower, never wrong).
     async fn create_shadow(
         &self,
         db: &Session,
@@ -63,37 +59,95 @@ impl SchemaChanges for MySql {
         lock: &RunnerLock,
         change: &PhaseChange,
     ) -> Result<Vec<DeferredIndex>, EngineError> {
-        {
+        let shadow = spec.shadow_table();
+        let deferred = {
             let mut conn = db.lock().await;
             bound_locks(&mut conn, spec).await?;
-            if !table_exists(&mut conn, &spec.shadow_table()).await? {
+            if !table_exists(&mut conn, &shadow).await? {
                 for statement in ddl {
                     conn.query_drop(statement.as_str())
                         .await
                         .map_err(|e| EngineError::my("creating the shadow table", &e))?;
                 }
             }
-        }
+            if spec.build_indexes == IndexBuild::AfterBackfill {
+                plain_secondary_indexes(&mut conn, &shadow).await?
+            } else {
+                Vec::new()
+            }
+        };
         let mut change = change.clone();
         if let Some(figures) = change.figures.as_object_mut() {
-            figures.insert("deferred_indexes".into(), serde_json::json!([]));
+            figures.insert(
+                "deferred_indexes".into(),
+                serde_json::to_value(&deferred).unwrap_or_default(),
+            );
         }
         let ctx = "recording the expand";
-        let mut conn = lock.session().await;
-        let (mut tx, phase) = fenced(&mut conn, lock, ctx).await?;
-        record_change(&mut tx, lock, &phase, &change).await?;
-        tx.commit().await.map_err(|e| EngineError::my(ctx, &e))?;
-        Ok(Vec::new())
+        {
+            let mut conn = lock.session().await;
+            let (mut tx, phase) = fenced(&mut conn, lock, ctx).await?;
+            record_change(&mut tx, lock, &phase, &change).await?;
+            tx.commit().await.map_err(|e| EngineError::my(ctx, &e))?;
+        }
+        if !deferred.is_empty() {
+            let drops = deferred
+                .iter()
+                .map(|i| format!("DROP KEY {}", super::quote_ident(&i.name)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let dropped = db
+                .lock()
+                .await
+                .query_drop(format!("ALTER TABLE {} {drops}", quote_name(&shadow)))
+                .await;
+            if let Err(e) = dropped {
+                tracing::warn!(error = %e, "the new table's secondary indexes stay during the copy: dropping them failed");
+            }
+        }
+        Ok(deferred)
     }
 
+    /// `ALTER TABLE … ADD KEY …` on the shadow table (InnoDB builds it in place, sorted, and
+    /// lets the applier's writes go on), unless an index of that name exists. An interrupted
+    /// build leaves nothing behind (InnoDB drops a half-built index on recovery).
     async fn build_index(
         &self,
-        _db: &Session,
-        _spec: &MigrationSpec,
-        _index: &DeferredIndex,
+        db: &Session,
+        spec: &MigrationSpec,
+        index: &DeferredIndex,
     ) -> Result<bool, EngineError> {
-        // create_shadow defers none.
-        not_built("building a deferred index")
+        let shadow = spec.shadow_table();
+        let mut conn = db.lock().await;
+        let exists: Option<Row> = conn
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.STATISTICS \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = ?",
+                (&shadow.schema, &shadow.name, &index.name),
+            )
+            .await
+            .map_err(|e| EngineError::my("looking up a deferred index", &e))?;
+        if let Some(r) = exists {
+            if col::<i64>(&r, 0, "looking up a deferred index")? > 0 {
+                return Ok(false);
+            }
+        }
+        if !index.definition.starts_with("ALTER TABLE ") {
+            return Err(EngineError::Missing(format!(
+                "the recorded definition of index {} is not an ALTER TABLE … ADD KEY: {}",
+                index.name, index.definition
+            )));
+        }
+        bound_locks(&mut conn, spec).await?;
+        conn.query_drop(index.definition.as_str())
+            .await
+            .map_err(|e| {
+                EngineError::my(
+                    format!("building index {} on the new table", index.name),
+                    &e,
+                )
+            })?;
+        Ok(true)
     }
 
     async fn drop_shadow(&self, db: &Session, spec: &MigrationSpec) -> Result<(), EngineError> {
@@ -201,6 +255,58 @@ impl SchemaChanges for MySql {
         record_change(&mut tx, lock, &phase, change).await?;
         tx.commit().await.map_err(|e| EngineError::my(ctx, &e))
     }
+}
+
+/// The plain secondary indexes of `table` (`KEY …` in `SHOW CREATE TABLE`: neither unique nor
+/// full-text nor spatial), each with the statement that adds it back as the server wrote it
+/// (prefix lengths, order, comments and all).
+async fn plain_secondary_indexes(
+    conn: &mut Conn,
+    table: &QualifiedName,
+) -> Result<Vec<DeferredIndex>, EngineError> {
+    let ctx = "listing the new table's secondary indexes";
+    let row: Option<Row> = conn
+        .query_first(format!("SHOW CREATE TABLE {}", quote_name(table)))
+        .await
+        .map_err(|e| EngineError::my(ctx, &e))?;
+    let Some(row) = row else {
+        return Err(EngineError::Missing(format!(
+            "{table}: SHOW CREATE TABLE returned nothing"
+        )));
+    };
+    let create: String = col(&row, 1, ctx)?;
+    Ok(key_clauses(&create)
+        .into_iter()
+        .map(|(name, clause)| DeferredIndex {
+            name,
+            definition: format!("ALTER TABLE {} ADD {clause}", quote_name(table)),
+        })
+        .collect())
+}
+
+/// The `KEY `name` (…)…` clauses of a `SHOW CREATE TABLE` text: (name, clause).
+fn key_clauses(create: &str) -> Vec<(String, String)> {
+    create
+        .lines()
+        .filter_map(|line| {
+            let clause = line.trim().trim_end_matches(',');
+            let quoted = clause.strip_prefix("KEY `")?;
+            // The name ends at the first single backtick (a doubled one is part of it).
+            let mut name = String::new();
+            let mut chars = quoted.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '`' {
+                    if chars.peek() == Some(&'`') {
+                        chars.next();
+                    } else {
+                        return Some((name, clause.to_string()));
+                    }
+                }
+                name.push(c);
+            }
+            None
+        })
+        .collect()
 }
 
 /// The impact budget's probe: a session of its own and its prepared heartbeat.
@@ -531,5 +637,28 @@ impl MySql {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_clauses;
+
+    #[test]
+    fn only_plain_keys_are_deferred_each_with_its_whole_clause() {
+        let create = "CREATE TABLE `t` (\n  `id` bigint(20) NOT NULL,\n  `k` bigint(20) NOT NULL,\n  \
+                      `c` varchar(20) NOT NULL,\n  PRIMARY KEY (`id`),\n  UNIQUE KEY `u` (`c`),\n  \
+                      KEY `k_1` (`k`),\n  KEY `odd``name` (`c`(8) DESC,`k`) COMMENT 'x',\n  \
+                      FULLTEXT KEY `f` (`c`),\n  CONSTRAINT `chk` CHECK (`k` >= 0)\n) ENGINE=InnoDB";
+        assert_eq!(
+            key_clauses(create),
+            vec![
+                ("k_1".to_string(), "KEY `k_1` (`k`)".to_string()),
+                (
+                    "odd`name".to_string(),
+                    "KEY `odd``name` (`c`(8) DESC,`k`) COMMENT 'x'".to_string()
+                ),
+            ]
+        );
     }
 }
