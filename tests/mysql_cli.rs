@@ -517,7 +517,7 @@ fn the_mysql_demo_runs_the_whole_sequence_and_reports_no_difference() {
 }
 
 #[test]
-fn a_cutover_killed_before_the_rename_leaves_the_old_table_live_and_intact() {
+fn a_cutover_killed_before_the_rename_leaves_the_old_table_live_and_intact_and_after_it_swaps() {
     let db = MariaDb::start().expect("MariaDB");
     create_orders(&db);
     let url = db.url();
@@ -533,14 +533,12 @@ fn a_cutover_killed_before_the_rename_leaves_the_old_table_live_and_intact() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
     }
     let rows = db.sql("SELECT COUNT(*) FROM shop.orders").expect("count");
-    // Killed with the tables locked, after the drain, and with the rename queued behind the
-    // locks (the sentry still in place, so the rename fails once the locks are gone).
-    for point in ["swap.locked", "swap.drained", "swap.rename_queued"] {
+    // Killed with the table locked, and after the drain: nothing was renamed.
+    for point in ["swap.locked", "swap.drained"] {
         let out = splice_crashing_at(point, &["cutover", "orders_v2", "--database-url", url]);
         assert_ne!(out.status.code(), Some(0), "{point}: {}", text(&out));
         assert!(text(&out).contains(point), "{point}: {}", text(&out));
-        // Wait until the server has ended the dead sessions' statements (a queued rename
-        // fails on the sentry's name once the locks are gone).
+        // Wait until the server has ended the dead sessions' statements.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while db
             .sql(
@@ -567,8 +565,25 @@ fn a_cutover_killed_before_the_rename_leaves_the_old_table_live_and_intact() {
         db.sql("UPDATE shop.orders SET note = 'still live' WHERE id = 1")
             .expect("write to the live table");
     }
+    // Killed once the rename was issued (everything drained): the rename runs when the dead
+    // session's lock goes, and the next cutover records the swap it finds.
+    let out = splice_crashing_at(
+        "swap.rename_queued",
+        &["cutover", "orders_v2", "--database-url", url],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while live_columns(&db) != "id,amount_cents,note,created_at" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queued rename never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(phase(&db), "verified", "not recorded yet");
     let out = splice_retrying(&["cutover", "orders_v2", "--database-url", url]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(phase(&db), "cut_over");
     assert_eq!(live_columns(&db), "id,amount_cents,note,created_at");
     assert_eq!(
         db.sql("SELECT note FROM shop.orders WHERE id = 1")

@@ -42,12 +42,17 @@ pub struct Applier<'a, A: ChangeApplier> {
 #[derive(Default)]
 struct Batch {
     keys: HashSet<Vec<String>>,
+    /// Those of `keys` the source lost in the batch (deleted, or moved away by a key
+    /// update): only they can have a target row to delete.
+    gone: HashSet<Vec<String>>,
     /// The source transactions that named `keys`.
     txn_ids: Vec<u64>,
     truncate: bool,
     markers: Vec<i64>,
     last_position: Option<cdc::Position>,
     txns: u64,
+    /// How long ago its first transaction had committed when the batch was complete.
+    oldest: Duration,
 }
 
 impl<'a, A: ChangeApplier> Applier<'a, A> {
@@ -141,10 +146,16 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
                 }
                 match change.op {
                     Op::Truncate => batch.truncate = true,
-                    _ => {
-                        batch.keys.insert(self.key_of(&change.key)?);
+                    op => {
+                        let key = self.key_of(&change.key)?;
+                        if op == Op::Delete {
+                            batch.gone.insert(key.clone());
+                        }
+                        batch.keys.insert(key);
                         if let Some(old) = &change.old_key {
-                            batch.keys.insert(self.key_of(old)?);
+                            let old = self.key_of(old)?;
+                            batch.gone.insert(old.clone());
+                            batch.keys.insert(old);
                         }
                     }
                 }
@@ -155,6 +166,11 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
             batch.txns += 1;
         }
         batch.last_position = gathered.last_position().cloned();
+        batch.oldest = gathered
+            .transactions
+            .first()
+            .map(|t| t.committed_at.until(cdc::Timestamp::now()))
+            .unwrap_or_default();
         Ok(batch)
     }
 
@@ -184,12 +200,15 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
     async fn apply(&mut self, batch: Batch, ack: Acknowledge) -> Result<(), EngineError> {
         self.txns_applied += batch.txns;
         let n_keys = batch.keys.len();
+        let started = Instant::now();
+        let (txns, oldest) = (batch.txns, batch.oldest);
         if batch.truncate || n_keys > 0 {
             self.mark_for_verify(&batch).await?;
             self.adapter
                 .apply(
                     &mut self.session,
                     batch.keys,
+                    &batch.gone,
                     &batch.txn_ids,
                     batch.truncate,
                 )
@@ -200,6 +219,15 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
             if let Some(pos) = &batch.last_position {
                 self.stream.ack(pos)?;
             }
+        }
+        if txns > 0 {
+            tracing::debug!(
+                txns,
+                keys = n_keys,
+                oldest_ms = oldest.as_millis() as u64,
+                apply_ms = started.elapsed().as_millis() as u64,
+                "applied a batch"
+            );
         }
         Ok(())
     }
@@ -410,7 +438,7 @@ impl<A: Cutover> Applier<'_, A> {
             let so_far = locked_at.elapsed().as_secs_f64() * 1000.0;
             figures.insert("lock_ms".into(), serde_json::json!(so_far));
         }
-        let carried_over = self
+        let carried_over = match self
             .adapter
             .finish_swap(
                 &mut self.session,
@@ -420,7 +448,13 @@ impl<A: Cutover> Applier<'_, A> {
                 lock,
                 &change,
             )
-            .await?;
+            .await?
+        {
+            Ok(carried) => carried,
+            // Nothing swapped; what was drained is applied (MySQL commits it) and is
+            // acknowledged after a later attempt.
+            Err(holders) => return Ok(Err(holders)),
+        };
         let lock_ms = locked_at.elapsed().as_secs_f64() * 1000.0;
         crate::fault::point("swap.committed");
         if let Some(pos) = ack {

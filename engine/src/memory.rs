@@ -200,7 +200,12 @@ impl Database {
 
     /// Writes the mapped row of `key` into `dir.to` (or deletes it when the source has none);
     /// true when something changed.
-    fn resync(&mut self, dir: &Direction, key: &SortKey) -> Result<bool, EngineError> {
+    fn resync(
+        &mut self,
+        dir: &Direction,
+        key: &SortKey,
+        may_delete: bool,
+    ) -> Result<bool, EngineError> {
         let source = self.table(&dir.from)?.rows.get(key).cloned();
         let mapped = source.map(|r| self.mapped(dir, &r)).transpose()?;
         let target = self
@@ -219,7 +224,8 @@ impl Database {
                 };
                 target.rows.insert(key.clone(), merged.clone()) != Some(merged)
             }
-            None => target.rows.remove(key).is_some(),
+            None if may_delete => target.rows.remove(key).is_some(),
+            None => false,
         })
     }
 }
@@ -1149,7 +1155,7 @@ impl BackfillSource for Memory {
                     })
                     .unwrap_or_default();
                 for key in gone {
-                    if let Err(e) = db.resync(dir, &key) {
+                    if let Err(e) = db.resync(dir, &key, true) {
                         failed = Some(e);
                         return;
                     }
@@ -1163,7 +1169,7 @@ impl BackfillSource for Memory {
                 if fill == Fill::Missing && present {
                     continue;
                 }
-                match db.resync(dir, &key) {
+                match db.resync(dir, &key, true) {
                     Ok(true) => written += 1,
                     Ok(false) => {}
                     Err(e) => {
@@ -1404,6 +1410,7 @@ impl ChangeApplier for Memory {
         &self,
         applier: &mut MemorySession,
         keys: HashSet<Vec<String>>,
+        gone: &HashSet<Vec<String>>,
         _txns: &[u64],
         truncate: bool,
     ) -> Result<(), EngineError> {
@@ -1427,7 +1434,10 @@ impl ChangeApplier for Memory {
         }
         let mut changed = Vec::new();
         for key in keys {
-            if db.resync(&dir, &key)? {
+            // As the servers' re-sync: only a gone key (or an orphan of a truncate) is
+            // looked for a target row to delete.
+            let may_delete = truncate || gone.contains(&key.0);
+            if db.resync(&dir, &key, may_delete)? {
                 changed.push((dir.to.clone(), Op::Update, key.0));
             }
         }
@@ -1585,7 +1595,7 @@ impl Cutover for Memory {
         _incoming_columns: &[String],
         lock: &MemoryLock,
         change: &PhaseChange,
-    ) -> Result<Vec<String>, EngineError> {
+    ) -> Result<Result<Vec<String>, Vec<String>>, EngineError> {
         applier.in_swap = false;
         let mut db = self.lock();
         db.step("finish_swap")?;
@@ -1598,7 +1608,7 @@ impl Cutover for Memory {
         if let Some(t) = incoming {
             db.tables.insert(swap.live.clone(), t);
         }
-        Ok(Vec::new())
+        Ok(Ok(Vec::new()))
     }
 
     async fn validate_incoming(

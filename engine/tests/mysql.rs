@@ -578,7 +578,8 @@ async fn write_load(url: String, stop: Arc<AtomicBool>, seed: u64, max_id: i64) 
                  INSERT INTO shop.orders (amount) VALUES (1); COMMIT"
             )
         };
-        if conn.query_drop(&sql).await.is_err() {
+        let ok = conn.query_drop(&sql).await;
+        if ok.is_err() {
             let _ = conn.query_drop("ROLLBACK").await;
         }
         n += 1;
@@ -955,6 +956,20 @@ async fn cutover_under_writes_then_reverse_sync_and_rollback_keep_every_row() {
     assert!(cut.reverse_sync);
     stop.store(true, Ordering::Relaxed);
     let statements = load.await.expect("load");
+    // Every row the old table got before the swap is in the new one. After the swap the load
+    // can only delete or move keys below 3,000 there (its inserts name the old shape's
+    // `amount` and fail), so a key of 3,000 or more in the old table that the live one lacks
+    // is a write the swap lost (reverse sync would later make the old table agree).
+    let lost = db
+        .sql(
+            "SELECT GROUP_CONCAT(id) FROM shop._splice_orders_v2_old \
+             WHERE id >= 3000 AND id NOT IN (SELECT id FROM shop.orders)",
+        )
+        .expect("lost");
+    assert_eq!(
+        lost, "NULL",
+        "rows written before the swap, missing after it"
+    );
     assert!(statements > 100, "the load ran ({statements})");
     assert_eq!(columns_of(&db, "orders"), "id,amount_cents,note,created_at");
     assert_eq!(
@@ -1141,11 +1156,12 @@ async fn a_cutover_lock_that_times_out_is_retried_and_leaves_the_old_table_live_
         })
     };
     // Wait until a lock attempt has been seen waiting and then gave up; the old table is live
-    // all the while. Then let the next attempt through.
+    // all the while. Then let the next attempt through. (The swap's `LOCK TABLES … READ`
+    // shares the table with the reader; the rename is what waits for it.)
     let waiting = || {
         db.sql(
             "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
-             WHERE INFO LIKE 'LOCK TABLES%' AND STATE LIKE '%metadata lock%'",
+             WHERE INFO LIKE 'RENAME TABLE%' AND STATE LIKE '%metadata lock%'",
         )
         .expect("processlist")
             != "0"
@@ -1833,16 +1849,23 @@ async fn an_alter_migration_copies_the_table_applies_the_alter_and_maps_a_rename
     for carried in [
         "`total` decimal(14,2) NOT NULL",
         "`channel` varchar(10) NOT NULL DEFAULT 'web'",
-        "KEY `by_note` (`note`)",
-        "KEY `by_created` (`created_at`)",
         "COMMENT='the orders'",
     ] {
         assert!(shadow.contains(carried), "{carried} in {shadow}");
     }
+    // The secondary indexes wait for the copy to end.
+    let indexes = ["KEY `by_note` (`note`)", "KEY `by_created` (`created_at`)"];
+    assert!(indexes.iter().all(|i| !shadow.contains(i)), "{shadow}");
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(write_load(db.url(), stop.clone(), 11, 3_000));
     backfill_slowly(&engine).await;
+    let shadow = db
+        .sql("SHOW CREATE TABLE shop._splice_orders_v2_new")
+        .expect("shadow");
+    for index in indexes {
+        assert!(shadow.contains(index), "{index} in {shadow}");
+    }
     stop.store(true, Ordering::Relaxed);
     assert!(load.await.expect("load") > 100, "the load ran");
     sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;

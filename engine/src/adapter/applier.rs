@@ -43,6 +43,11 @@ pub trait ChangeApplier: Sessions {
     ) -> impl Future<Output = Result<i64, EngineError>> + Send;
     /// Re-syncs `keys` from the source of truth (after deleting orphans when `truncate`): in a
     /// transaction of its own that is committed, or inside the swap while one is locked.
+    /// Upserts the mapped source row of every key the source has; deletes the target row only
+    /// of those of `gone` (a subset of `keys`: deleted or moved away in the batch) the source
+    /// no longer has. Every row the source loses reaches the applier as a `gone` key (a
+    /// delete, or the old key of a key update) or as a truncate, so a key merely updated needs
+    /// no look for a row to delete.
     /// `txns` are the source transactions (their `cdc` `source_id`s) whose changes named the
     /// keys: the re-read must see them, and a commit can reach the change stream a moment
     /// before other sessions see it.
@@ -50,6 +55,7 @@ pub trait ChangeApplier: Sessions {
         &self,
         applier: &mut Self::ApplierSession,
         keys: HashSet<Vec<String>>,
+        gone: &HashSet<Vec<String>>,
         txns: &[u64],
         truncate: bool,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;

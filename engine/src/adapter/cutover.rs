@@ -28,7 +28,9 @@ pub trait Cutover: ChangeApplier + StateStore {
     /// Renames, carries `dependents` over to the incoming table (whose columns are
     /// `incoming_columns`), records `change` through `lock` (fenced, compare-and-set) in the
     /// same transaction, commits; returns what was carried over. On failure nothing was
-    /// swapped and nothing recorded.
+    /// swapped and nothing recorded; `Ok(Err(holders))` when the swap's last lock (MySQL: the
+    /// rename's, which a reader of the live table can hold up) timed out, and the caller
+    /// retries as after [`SwapLock::TimedOut`].
     fn finish_swap(
         &self,
         applier: &mut Self::ApplierSession,
@@ -37,7 +39,7 @@ pub trait Cutover: ChangeApplier + StateStore {
         incoming_columns: &[String],
         lock: &Self::Lock,
         change: &PhaseChange,
-    ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    ) -> impl Future<Output = Result<Result<Vec<String>, Vec<String>>, EngineError>> + Send;
     /// Before the first lock attempt, outside any transaction: validates the constraints the
     /// incoming table holds `NOT VALID` (alter mode's foreign keys) that the table it replaces
     /// holds valid; returns their names. Refuses with

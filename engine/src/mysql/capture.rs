@@ -18,9 +18,11 @@ use std::collections::{HashMap, HashSet};
 pub struct ApplierSession {
     pub(super) db: Conn,
     pub(super) marker_db: Conn,
-    /// The swap's tables are locked on `db` (cutover): applied changes run inside its
-    /// transaction, without a transaction of their own (START TRANSACTION would unlock them).
-    pub(super) in_swap: bool,
+    /// Cutover's locking session while it holds the live table (see `cutover.rs`): the
+    /// applier itself writes on `db` in transactions of its own, locked or not.
+    pub(super) swap_lock: Option<Conn>,
+    /// The file's `lock_timeout` (whole seconds) while a swap is locked: the rename's too.
+    pub(super) swap_lock_timeout: u64,
     origin_sql: String,
     orphans_sql: String,
     dir: Direction,
@@ -103,7 +105,8 @@ fn key_groups<K: std::borrow::Borrow<Vec<String>>>(
 
 /// The statements of one applied batch on `db` (a transaction, or the swap's session): the
 /// applier's marker, orphan removal after a TRUNCATE, then the keys re-synced group by group
-/// (locked, upserted where the source has them, deleted where it does not).
+/// (locked, upserted where the source has them), then the gone keys (a subset of `keys`)
+/// deleted where the source does not have them.
 async fn resync<Q: Queryable + Send>(
     db: &mut Q,
     origin_sql: &str,
@@ -111,6 +114,7 @@ async fn resync<Q: Queryable + Send>(
     dir: &Direction,
     batches: &mut HashMap<usize, sql::ResyncBatch>,
     keys: &[Vec<String>],
+    gone: &[Vec<String>],
 ) -> Result<(), EngineError> {
     let ctx = "applying captured changes";
     db.query_drop(origin_sql)
@@ -125,11 +129,19 @@ async fn resync<Q: Queryable + Send>(
         let statements = batches
             .entry(n)
             .or_insert_with(|| sql::resync_batch(dir, n));
-        for statement in [&statements.lock, &statements.upsert, &statements.delete] {
+        for statement in [&statements.lock, &statements.upsert] {
             db.exec_drop(statement.as_str(), params.clone())
                 .await
                 .map_err(|e| EngineError::my(ctx, &e))?;
         }
+    }
+    for (n, params) in key_groups(gone) {
+        let statements = batches
+            .entry(n)
+            .or_insert_with(|| sql::resync_batch(dir, n));
+        db.exec_drop(statements.delete.as_str(), params)
+            .await
+            .map_err(|e| EngineError::my(ctx, &e))?;
     }
     Ok(())
 }
@@ -209,7 +221,8 @@ impl ChangeApplier for MySql {
             batches: HashMap::new(),
             collations,
             range_lookups: HashMap::new(),
-            in_swap: false,
+            swap_lock: None,
+            swap_lock_timeout: 1,
         })
     }
 
@@ -261,6 +274,7 @@ impl ChangeApplier for MySql {
         &self,
         applier: &mut ApplierSession,
         keys: HashSet<Vec<String>>,
+        gone: &HashSet<Vec<String>>,
         _txns: &[u64],
         truncate: bool,
     ) -> Result<(), EngineError> {
@@ -272,26 +286,8 @@ impl ChangeApplier for MySql {
         // One order for every batch: two appliers never wait on each other's row locks in
         // opposite orders.
         keys.sort();
-        if applier.in_swap {
-            // autocommit is off under the swap's LOCK TABLES: these join its transaction.
-            let ApplierSession {
-                db,
-                origin_sql,
-                orphans_sql,
-                dir,
-                batches,
-                ..
-            } = applier;
-            return resync(
-                db,
-                origin_sql,
-                truncate.then_some(orphans_sql.as_str()),
-                dir,
-                batches,
-                &keys,
-            )
-            .await;
-        }
+        let mut gone: Vec<Vec<String>> = gone.iter().cloned().collect();
+        gone.sort();
         let mut tx = applier
             .db
             .start_transaction(TxOpts::default())
@@ -304,6 +300,7 @@ impl ChangeApplier for MySql {
             &applier.dir,
             &mut applier.batches,
             &keys,
+            &gone,
         )
         .await?;
         tx.commit()
@@ -313,9 +310,7 @@ impl ChangeApplier for MySql {
 
     /// Finds the stored ranges holding `keys` (groups of up to [`KEYS_PER_STATEMENT`], see
     /// [`sql::verify_ranges_of_keys`]), then bumps their marks in one statement; autocommit,
-    /// before the apply's transaction. Under the swap's `LOCK TABLES` it marks nothing: the
-    /// state tables are not locked there, and no ranges are stored then (cutover and rollback
-    /// forget them before they swap).
+    /// before the apply's transaction.
     async fn mark_changed(
         &self,
         applier: &mut ApplierSession,
@@ -325,7 +320,7 @@ impl ChangeApplier for MySql {
         every: bool,
     ) -> Result<(), EngineError> {
         let ctx = "marking the verify ranges changed";
-        if applier.in_swap || (!every && keys.is_empty()) {
+        if !every && keys.is_empty() {
             return Ok(());
         }
         if every {

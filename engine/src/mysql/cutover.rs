@@ -1,18 +1,27 @@
-//! MySQL's cut-over: gh-ost's sentry swap. `RENAME TABLE` is refused under `LOCK TABLES`
-//! (MariaDB 10.11: error 1192), so the session that locks is not the one that renames:
+//! MySQL's cut-over: a lock, the drain, and a rename queued ahead of the application.
+//! `RENAME TABLE` is refused under `LOCK TABLES` (MariaDB 10.11: error 1192), so the session
+//! that locks is not the one that renames:
 //!
-//! 1. the applier's session creates a sentry table under the retired name, then (autocommit
-//!    off) `LOCK TABLES` the live table, the incoming table (each also under the aliases the
-//!    applier's statements use), the sentry and `splice.cdc_marker`, under
-//!    `lock_wait_timeout`; the server ends the session (and its locks) if this process stops
-//!    answering for longer than the hold budget (`wait_timeout`);
-//! 2. the stream is drained inside the lock on that session (the engine's applier);
-//! 3. it commits (the locks stay), a second session issues `RENAME TABLE live TO retired,
-//!    incoming TO live`, which waits for the locks (and is served before the application's
-//!    queued statements); once it is seen waiting, the first session drops the sentry and
-//!    unlocks, and the rename runs. Both renames are one atomic statement: the live name is
-//!    never missing. If the first session dies before dropping the sentry, the rename fails on
-//!    the sentry's name and the old table stays live and intact.
+//! 1. a locking session of its own takes `LOCK TABLES live READ` under `lock_wait_timeout`
+//!    (the application's writes wait, its reads go on); the server ends the session (and its
+//!    lock) if this process stops answering for longer than the hold budget (`wait_timeout`);
+//! 2. the applier drains the stream on its own session, in transactions of its own (the live
+//!    table is only read, the incoming one is not locked);
+//! 3. a third session issues `RENAME TABLE live TO retired, incoming TO live`. It takes its
+//!    metadata locks in name order: the incoming and the retired names (free), then it queues
+//!    for the live table's lock, and the application's statements queue behind it. A probe
+//!    confirms it holds the retired name (a lock on that name cannot be had at once), and only
+//!    then the locking session unlocks: the rename runs before any of the application's
+//!    statements, so no write reaches the old table after the drain. Both renames are one
+//!    atomic statement: the live name is never missing.
+//!
+//! Why no sentry table (gh-ost's) under the retired name: dropping it under the lock, as
+//! gh-ost does, let a write queued behind the lock run on the old table before the rename
+//! (seen on MariaDB 10.11 in the binlog: the write committed between the sentry's drop and the
+//! rename), and so did unlocking while the rename still waited on an earlier name. The sentry
+//! only guarded against a rename issued before the drain was done; here it is issued after.
+//! A crash before the rename is issued leaves the old table live and intact; after it, the
+//! rename runs once the dead session's lock is gone, with everything drained.
 //!
 //! The phase change is recorded right after the rename (MySQL DDL cannot join a transaction);
 //! after a crash between the two, [`Cutover::swapped_unrecorded`] tells the engine to record it.
@@ -30,11 +39,14 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 use std::time::{Duration, Instant};
 
-/// The comment that marks a sentry table (the only table of the retired name splice drops).
+/// The comment that marked the sentry table earlier versions put under the retired name (the
+/// only table of that name splice drops).
 const SENTRY_COMMENT: &str = "splice cut-over sentry";
 
 /// How long the rename may take to show up waiting for the locks before the swap gives up.
 const RENAME_QUEUED_WITHIN: Duration = Duration::from_secs(5);
+/// How long the rename may take to queue for the live table's lock once seen waiting.
+const RENAME_AT_LIVE_WITHIN: Duration = Duration::from_secs(2);
 
 fn is_lock_timeout(e: &mysql_async::Error) -> bool {
     // ER_LOCK_WAIT_TIMEOUT
@@ -78,9 +90,9 @@ async fn lock_holders(conn: &mut Conn) -> Vec<String> {
         .collect()
 }
 
-/// Creates the sentry under the retired name, or finds one an earlier attempt left; refuses a
-/// real table of that name.
-async fn ensure_sentry(conn: &mut Conn, swap: &Swap) -> Result<(), EngineError> {
+/// Makes sure the retired name is free for the rename: drops a sentry an earlier version of
+/// splice left there, and refuses a real table of that name.
+async fn ensure_outgoing_free(conn: &mut Conn, swap: &Swap) -> Result<(), EngineError> {
     let name = &swap.outgoing_as;
     let existing: Option<Row> = conn
         .exec_first(
@@ -89,21 +101,23 @@ async fn ensure_sentry(conn: &mut Conn, swap: &Swap) -> Result<(), EngineError> 
             (&name.schema, &name.name),
         )
         .await
-        .map_err(|e| EngineError::my("looking for the cut-over sentry", &e))?;
+        .map_err(|e| EngineError::my("looking at the retired name", &e))?;
     match existing {
-        Some(r) if col::<String>(&r, 0, "reading the sentry's comment")? == SENTRY_COMMENT => Ok(()),
+        Some(r) if col::<String>(&r, 0, "reading a table's comment")? == SENTRY_COMMENT => {
+            drop_sentry(conn, swap).await;
+            Ok(())
+        }
         Some(_) => Err(EngineError::Missing(format!(
-            "{name} exists and is not splice's cut-over sentry; the swap would rename the live \
-             table to that name — rename or drop it, then cut over again"
+            "{name} exists; the swap would rename the live table to that name — rename or drop \
+             it, then cut over again"
         ))),
-        None => conn
-            .query_drop(format!(
-                "CREATE TABLE {} (sentry INT NOT NULL PRIMARY KEY) ENGINE=InnoDB COMMENT = '{SENTRY_COMMENT}'",
-                quote_name(name)
-            ))
-            .await
-            .map_err(|e| EngineError::my("creating the cut-over sentry", &e)),
+        None => Ok(()),
     }
+}
+
+/// Ends the statement of connection `id` (a queued rename that must not run).
+async fn kill_query(conn: &mut Conn, id: i64) {
+    let _ = conn.query_drop(format!("KILL QUERY {id}")).await;
 }
 
 /// Drops the sentry if it is one (never a real table of the retired name).
@@ -124,13 +138,12 @@ async fn drop_sentry(conn: &mut Conn, swap: &Swap) {
     }
 }
 
-/// Ends a locked swap on the applier's session: rolls back, unlocks, autocommit on again.
-async fn unlock(conn: &mut Conn) {
-    let _ = conn.query_drop("ROLLBACK").await;
-    let _ = conn.query_drop("UNLOCK TABLES").await;
-    let _ = conn
-        .query_drop("SET SESSION autocommit = 1, wait_timeout = @@GLOBAL.wait_timeout")
-        .await;
+/// Ends a locked swap: unlocks and closes the locking session.
+async fn unlock(applier: &mut ApplierSession) {
+    if let Some(mut conn) = applier.swap_lock.take() {
+        let _ = conn.query_drop("UNLOCK TABLES").await;
+        let _ = conn.disconnect().await;
+    }
 }
 
 impl Cutover for MySql {
@@ -141,14 +154,16 @@ impl Cutover for MySql {
         swap: &Swap,
         hold_budget: Duration,
     ) -> Result<SwapLock, EngineError> {
-        let db = &mut applier.db;
+        unlock(applier).await;
+        let mut db = connect(&self.target).await?;
         db.query_drop(format!(
-            "SET SESSION lock_wait_timeout = {}",
-            spec.throttle.lock_timeout.as_secs().max(1)
+            "SET SESSION lock_wait_timeout = {}, wait_timeout = {}",
+            spec.throttle.lock_timeout.as_secs().max(1),
+            hold_budget.as_secs().max(1)
         ))
         .await
-        .map_err(|e| EngineError::my("setting lock_wait_timeout", &e))?;
-        match ensure_sentry(db, swap).await {
+        .map_err(|e| EngineError::my("preparing the swap's locking session", &e))?;
+        match ensure_outgoing_free(&mut db, swap).await {
             Ok(()) => {}
             Err(EngineError::Database { ref message, .. }) if message.contains("1205") => {
                 return Ok(SwapLock::TimedOut {
@@ -157,41 +172,29 @@ impl Cutover for MySql {
             }
             Err(e) => return Err(e),
         }
-        let (live, incoming) = (quote_name(&swap.live), quote_name(&swap.incoming));
-        db.query_drop(format!(
-            "SET SESSION autocommit = 0, wait_timeout = {}",
-            hold_budget.as_secs().max(1)
-        ))
-        .await
-        .map_err(|e| EngineError::my("preparing the swap's session", &e))?;
         let locked = db
-            .query_drop(format!(
-                "LOCK TABLES {live} WRITE, {live} AS s WRITE, {incoming} WRITE, \
-                 {incoming} AS t WRITE, {} WRITE, `splice`.`cdc_marker` WRITE",
-                quote_name(&swap.outgoing_as)
-            ))
+            .query_drop(format!("LOCK TABLES {} READ", quote_name(&swap.live)))
             .await;
         match locked {
             Ok(()) => {
-                applier.in_swap = true;
+                applier.swap_lock = Some(db);
+                applier.swap_lock_timeout = spec.throttle.lock_timeout.as_secs().max(1);
                 Ok(SwapLock::Locked)
             }
-            Err(e) if is_lock_timeout(&e) => {
-                unlock(db).await;
-                let holders = lock_holders(&mut applier.marker_db).await;
-                drop_sentry(&mut applier.db, swap).await;
-                Ok(SwapLock::TimedOut { holders })
-            }
             Err(e) => {
-                unlock(db).await;
-                drop_sentry(&mut applier.db, swap).await;
-                Err(EngineError::my("locking the tables for the swap", &e))
+                let holders = lock_holders(&mut applier.marker_db).await;
+                let _ = db.disconnect().await;
+                if is_lock_timeout(&e) {
+                    Ok(SwapLock::TimedOut { holders })
+                } else {
+                    Err(EngineError::my("locking the tables for the swap", &e))
+                }
             }
         }
     }
 
-    /// Commits what was drained, queues the rename on a second session, drops the sentry and
-    /// unlocks, then records `change` once the rename has run. On failure the old table is
+    /// Queues the rename on a third session, unlocks once it waits for the live table, then
+    /// records `change` once the rename has run. On failure the old table is
     /// live, nothing was swapped and nothing recorded.
     async fn finish_swap(
         &self,
@@ -201,13 +204,17 @@ impl Cutover for MySql {
         _incoming_columns: &[String],
         lock: &RunnerLock,
         change: &PhaseChange,
-    ) -> Result<Vec<String>, EngineError> {
-        let result = self.rename_while_locked(applier, swap).await;
-        applier.in_swap = false;
-        if let Err(e) = result {
-            unlock(&mut applier.db).await;
-            drop_sentry(&mut applier.db, swap).await;
-            return Err(e);
+    ) -> Result<Result<Vec<String>, Vec<String>>, EngineError> {
+        match self.rename_while_locked(applier, swap).await {
+            Ok(Ok(())) => {}
+            Ok(Err(holders)) => {
+                unlock(applier).await;
+                return Ok(Err(holders));
+            }
+            Err(e) => {
+                unlock(applier).await;
+                return Err(e);
+            }
         }
         crate::fault::point("swap.renamed");
         let ctx = "recording the swap";
@@ -215,7 +222,7 @@ impl Cutover for MySql {
         let (mut tx, phase) = fenced(&mut conn, lock, ctx).await?;
         record_change(&mut tx, lock, &phase, change).await?;
         tx.commit().await.map_err(|e| EngineError::my(ctx, &e))?;
-        Ok(Vec::new())
+        Ok(Ok(Vec::new()))
     }
 
     /// Nothing is created NOT VALID on MySQL.
@@ -256,25 +263,23 @@ impl Cutover for MySql {
     }
 
     async fn abort_swap(&self, applier: &mut ApplierSession) {
-        applier.in_swap = false;
-        unlock(&mut applier.db).await;
+        unlock(applier).await;
     }
 
     async fn settle_carried_over(&self, _db: &Session, _dependents: &[Dependent]) {}
 }
 
 impl MySql {
-    /// Steps 3 of the module docs; returns once the rename ran (or failed).
+    /// Step 3 of the module docs; returns once the rename ran (or failed). On an error before
+    /// the rename ran, the rename was not left queued: the caller unlocks and the old table
+    /// stays live. `Ok(Err(holders))` when the rename waited longer than the file's
+    /// `lock_timeout` for the live table (a reader of it holds it up) and gave up: nothing was
+    /// swapped, and the engine retries.
     async fn rename_while_locked(
         &self,
         applier: &mut ApplierSession,
         swap: &Swap,
-    ) -> Result<(), EngineError> {
-        applier
-            .db
-            .query_drop("COMMIT")
-            .await
-            .map_err(|e| EngineError::my("committing what was drained under the lock", &e))?;
+    ) -> Result<Result<(), Vec<String>>, EngineError> {
         let mut renamer = connect(&self.target).await?;
         let id_row: Option<Row> = renamer
             .query_first("SELECT CONNECTION_ID()")
@@ -285,7 +290,10 @@ impl MySql {
             None => 0,
         };
         renamer
-            .query_drop("SET SESSION lock_wait_timeout = 30")
+            .query_drop(format!(
+                "SET SESSION lock_wait_timeout = {}",
+                applier.swap_lock_timeout
+            ))
             .await
             .map_err(|e| EngineError::my("opening the rename's session", &e))?;
         let rename = format!(
@@ -299,8 +307,6 @@ impl MySql {
             let _ = renamer.disconnect().await;
             result
         });
-        // Unlock only once the rename waits for the locks: it is then served before the
-        // application's statements queued behind them.
         let deadline = Instant::now() + RENAME_QUEUED_WITHIN;
         loop {
             if task.is_finished() {
@@ -320,23 +326,56 @@ impl MySql {
             }
             if Instant::now() > deadline {
                 task.abort();
+                kill_query(&mut applier.marker_db, renamer_id).await;
                 return Err(EngineError::Missing(format!(
                     "the rename did not queue for the locks within {}s; nothing was swapped — \
                      cut over again",
                     RENAME_QUEUED_WITHIN.as_secs()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         crate::fault::point("swap.rename_queued");
-        applier
-            .db
-            .query_drop(format!("DROP TABLE {}", quote_name(&swap.outgoing_as)))
-            .await
-            .map_err(|e| EngineError::my("dropping the cut-over sentry", &e))?;
-        unlock(&mut applier.db).await;
+        // Unlock only once the rename holds the retired name (so waits on the live table's
+        // lock alone): a lock on that name that cannot be had at once proves it.
+        let deadline = Instant::now() + RENAME_AT_LIVE_WITHIN;
+        loop {
+            if task.is_finished() {
+                break;
+            }
+            let probe = applier
+                .marker_db
+                .query_drop(format!(
+                    "LOCK TABLES {} READ NOWAIT",
+                    quote_name(&swap.outgoing_as)
+                ))
+                .await;
+            match probe {
+                Err(e) if is_lock_timeout(&e) => break,
+                Ok(()) => {
+                    let _ = applier.marker_db.query_drop("UNLOCK TABLES").await;
+                }
+                Err(_) => {}
+            }
+            if Instant::now() > deadline {
+                // Stop the rename itself before the lock goes.
+                task.abort();
+                kill_query(&mut applier.marker_db, renamer_id).await;
+                return Err(EngineError::Missing(format!(
+                    "the rename did not reach the live table's lock within {}s; nothing was \
+                     swapped — cut over again",
+                    RENAME_AT_LIVE_WITHIN.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        crate::fault::point("swap.rename_at_live");
+        unlock(applier).await;
         match task.await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => Ok(Ok(())),
+            Ok(Err(e)) if is_lock_timeout(&e) => {
+                Ok(Err(lock_holders(&mut applier.marker_db).await))
+            }
             Ok(Err(e)) => Err(EngineError::my(
                 "renaming the tables (nothing was swapped; the old table is live)",
                 &e,

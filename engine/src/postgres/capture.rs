@@ -287,13 +287,16 @@ impl ChangeApplier for Postgres {
         &self,
         applier: &mut ApplierSession,
         keys: HashSet<Vec<String>>,
+        gone: &HashSet<Vec<String>>,
         txns: &[u64],
         truncate: bool,
     ) -> Result<(), EngineError> {
         if !truncate && keys.is_empty() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         wait_visible(&applier.db, txns, VISIBLE_WITHIN).await?;
+        let visible = started.elapsed();
         let mut columns: Vec<Vec<String>> = vec![Vec::with_capacity(keys.len()); applier.key_len];
         let n_keys = keys.len();
         for key in keys {
@@ -301,9 +304,21 @@ impl ChangeApplier for Postgres {
                 column.push(value);
             }
         }
+        let mut gone_columns: Vec<Vec<&str>> =
+            vec![Vec::with_capacity(gone.len()); applier.key_len];
+        for key in gone {
+            for (column, value) in gone_columns.iter_mut().zip(key) {
+                column.push(value);
+            }
+        }
         let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
             .iter()
             .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
+            .chain(
+                gone_columns
+                    .iter()
+                    .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)),
+            )
             .collect();
         let statements = ApplyStatements {
             orphans: truncate.then_some(applier.orphans_sql.as_str()),
@@ -317,10 +332,21 @@ impl ChangeApplier for Postgres {
             .transaction()
             .await
             .map_err(|e| EngineError::db("starting an apply transaction", e))?;
+        let began = started.elapsed();
         statements.run(&own, &params).await?;
+        let ran = started.elapsed();
         own.commit()
             .await
-            .map_err(|e| EngineError::db("committing applied changes", e))
+            .map_err(|e| EngineError::db("committing applied changes", e))?;
+        tracing::debug!(
+            keys = n_keys,
+            visible_ms = visible.as_secs_f64() * 1000.0,
+            begin_ms = (began - visible).as_secs_f64() * 1000.0,
+            resync_ms = (ran - began).as_secs_f64() * 1000.0,
+            commit_ms = (started.elapsed() - ran).as_secs_f64() * 1000.0,
+            "applied the keys of a batch"
+        );
+        Ok(())
     }
 
     /// One statement on the applier's session: on its own (autocommit) before the apply's

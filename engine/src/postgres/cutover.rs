@@ -557,7 +557,7 @@ impl Cutover for Postgres {
         incoming_columns: &[String],
         lock: &RunnerLock,
         change: &PhaseChange,
-    ) -> Result<Vec<String>, EngineError> {
+    ) -> Result<Result<Vec<String>, Vec<String>>, EngineError> {
         applier.set_in_swap(false);
         let db = applier.db();
         let swapped = async {
@@ -576,7 +576,7 @@ impl Cutover for Postgres {
         db.batch_execute("COMMIT")
             .await
             .map_err(|e| EngineError::db("committing the swap", e))?;
-        Ok(carried)
+        Ok(Ok(carried))
     }
 
     async fn validate_incoming(

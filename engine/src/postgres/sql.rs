@@ -270,15 +270,20 @@ pub fn backfill_range(dir: &Direction, lower: bool, upper: bool, mode: Fill) -> 
 }
 
 /// Re-syncs a batch of keys from the source of truth: upserts the mapped row of every key that
-/// exists in the source, deletes the target row of every key that does not. Parameters: one
-/// `text[]` per key column, all the same length. Idempotent and order-insensitive.
+/// exists in the source, deletes the target row of every *gone* key (deleted or moved away in
+/// the batch) that does not. Parameters: one `text[]` per key column for the keys, all the
+/// same length, then one per key column for the gone keys. Idempotent and order-insensitive.
 /// Returns (rows written, rows deleted).
 pub fn resync_keys(dir: &Direction) -> String {
     let dir = Sql(dir);
-    let unnest_args = (1..=dir.key.len())
-        .map(|i| format!("${i}::text[]"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let n = dir.key.len();
+    let arrays = |from: usize| {
+        (from..from + n)
+            .map(|i| format!("${i}::text[]"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (unnest_args, gone_args) = (arrays(1), arrays(n + 1));
     let key_aliases = (0..dir.key.len())
         .map(|i| format!("\"__k{i}\""))
         .collect::<Vec<_>>()
@@ -292,7 +297,7 @@ pub fn resync_keys(dir: &Direction) -> String {
             .join(", ")
     };
     format!(
-        "WITH keys AS (\n  SELECT DISTINCT * FROM unnest({unnest_args}) AS k({key_aliases})\n), src AS (\n  SELECT {mapped}\n  FROM {from} s WHERE ({skey}) IN (SELECT {kcast} FROM keys)\n), ins AS (\n  INSERT INTO {to} AS t ({cols}) OVERRIDING SYSTEM VALUE\n  SELECT {cols} FROM src\n  {tail}\n  RETURNING 1\n), del AS (\n  DELETE FROM {to} t USING keys k\n  WHERE ({tkey}) = ({kcast_k})\n    AND NOT EXISTS (SELECT 1 FROM {from} s WHERE ({skey}) = ({tkey}))\n  RETURNING 1\n)\nSELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM del)",
+        "WITH keys AS (\n  SELECT DISTINCT * FROM unnest({unnest_args}) AS k({key_aliases})\n), src AS (\n  SELECT {mapped}\n  FROM {from} s WHERE ({skey}) IN (SELECT {kcast} FROM keys)\n), ins AS (\n  INSERT INTO {to} AS t ({cols}) OVERRIDING SYSTEM VALUE\n  SELECT {cols} FROM src\n  {tail}\n  RETURNING 1\n), del AS (\n  DELETE FROM {to} t USING (SELECT DISTINCT * FROM unnest({gone_args}) AS g({key_aliases})) k\n  WHERE ({tkey}) = ({kcast_k})\n    AND NOT EXISTS (SELECT 1 FROM {from} s WHERE ({skey}) = ({tkey}))\n  RETURNING 1\n)\nSELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM del)",
         mapped = dir.mapped_select(),
         from = qualified(&dir.from),
         skey = dir.key_list("s."),
