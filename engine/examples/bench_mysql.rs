@@ -419,11 +419,13 @@ fn main() {
             let back = engine.rollback(NAME).await.unwrap_or_else(die("rollback"));
             rollbacks.push(back.seconds);
         }
-        // Back to nothing: the last round's rollback left the migration syncing.
+        // Back to nothing: the last round's rollback left the migration syncing, and a second
+        // rollback would only report that one (rollback never takes a further step); abort
+        // abandons it.
         engine
-            .rollback(NAME)
+            .abort(NAME)
             .await
-            .unwrap_or_else(die("rollback after the rounds"));
+            .unwrap_or_else(die("abort after the rounds"));
     });
     let rounds_errors = load.errors(rounds_from, Instant::now());
     load.stop();
