@@ -1,8 +1,9 @@
 //! The MySQL/MariaDB adapter against a real throwaway MariaDB 10.11: the state store (phase
 //! changes as compare-and-set, the fenced runner lock), planning (the shadow created in a
 //! scope that leaves nothing behind, mappings compiled by the server, the refusals) and the
-//! phases end to end under a write load (backfill, the binlog applier, verify, the sentry
-//! cut-over, reverse sync, rollback, contract, drop), compared row by row in SQL written here.
+//! phases end to end under a write load (backfill, the binlog applier, verify, cut-over's
+//! locked rename, reverse sync, rollback, contract, drop), compared row by row in SQL written
+//! here.
 
 use engine::adapter::{Sessions, StateStore};
 use engine::seam::{DivergedKey, RateLimit, VerifyReport};
