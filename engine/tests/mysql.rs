@@ -1906,3 +1906,28 @@ async fn an_alter_migration_copies_the_table_applies_the_alter_and_maps_a_rename
         "0"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_table_whose_name_sorts_before_splices_names_cuts_over_too() {
+    // `Orders` sorts before `_splice_…` (on a server that keeps the case of names): the rename
+    // waits on the live table first, with nothing else held.
+    let db = server();
+    create_orders(&db, 200);
+    db.sql("RENAME TABLE shop.orders TO shop.Orders")
+        .expect("rename");
+    let spec = ORDERS_V2
+        .replace("table = \"shop.orders\"", "table = 'shop.\"Orders\"'")
+        .replace("CREATE TABLE shop.orders", "CREATE TABLE shop.`Orders`");
+    let engine = Engine::mysql(db.url()).expect("url");
+    engine
+        .expand(&spec, "orders_v2.toml")
+        .await
+        .expect("expand");
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    assert!(engine.verify("orders_v2").await.expect("verify").passed());
+    engine
+        .cutover("orders_v2", u64::MAX, engine::phases::ReverseSync::Start)
+        .await
+        .expect("cutover");
+    assert_eq!(columns_of(&db, "Orders"), "id,amount_cents,note,created_at");
+}

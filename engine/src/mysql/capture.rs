@@ -23,6 +23,9 @@ pub struct ApplierSession {
     pub(super) swap_lock: Option<Conn>,
     /// The file's `lock_timeout` (whole seconds) while a swap is locked: the rename's too.
     pub(super) swap_lock_timeout: u64,
+    /// The server folds table names to lower case (`lower_case_table_names` ≠ 0): metadata
+    /// locks are taken in the order of the folded names.
+    pub(super) swap_names_folded: bool,
     origin_sql: String,
     orphans_sql: String,
     dir: Direction,
@@ -223,6 +226,7 @@ impl ChangeApplier for MySql {
             range_lookups: HashMap::new(),
             swap_lock: None,
             swap_lock_timeout: 1,
+            swap_names_folded: false,
         })
     }
 

@@ -116,6 +116,17 @@ async fn ensure_outgoing_free(conn: &mut Conn, swap: &Swap) -> Result<(), Engine
     }
 }
 
+/// Whether a rename takes the metadata lock of table `a` before that of table `b` (same
+/// database): in the order of their names' bytes, lower-cased first when the server folds
+/// names (`folded`).
+fn sorts_first(a: &str, b: &str, folded: bool) -> bool {
+    if folded {
+        a.to_lowercase().as_bytes() < b.to_lowercase().as_bytes()
+    } else {
+        a.as_bytes() < b.as_bytes()
+    }
+}
+
 /// Ends the statement of connection `id` (a queued rename that must not run).
 async fn kill_query(conn: &mut Conn, id: i64) {
     let _ = conn.query_drop(format!("KILL QUERY {id}")).await;
@@ -178,6 +189,11 @@ impl Cutover for MySql {
             .await;
         match locked {
             Ok(()) => {
+                let folded: Option<i64> =
+                    db.query_first("SELECT @@lower_case_table_names")
+                        .await
+                        .map_err(|e| EngineError::my("reading lower_case_table_names", &e))?;
+                applier.swap_names_folded = folded.unwrap_or(0) != 0;
                 applier.swap_lock = Some(db);
                 applier.swap_lock_timeout = spec.throttle.lock_timeout.as_secs().max(1);
                 Ok(SwapLock::Locked)
@@ -351,38 +367,44 @@ impl MySql {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         crate::fault::point("swap.rename_queued");
-        // Unlock only once the rename holds the retired name (so waits on the live table's
-        // lock alone): a lock on that name that cannot be had at once proves it.
+        // Unlock only once the rename waits on the live table's lock alone. When the live name
+        // sorts first, its first wait is that one (seen above). Otherwise it holds the retired
+        // name by then: a lock on that name that cannot be had at once proves it.
         let deadline = Instant::now() + RENAME_AT_LIVE_WITHIN;
-        loop {
-            if task.is_finished() {
-                break;
-            }
-            let probe = applier
-                .marker_db
-                .query_drop(format!(
-                    "LOCK TABLES {} READ NOWAIT",
-                    quote_name(&swap.outgoing_as)
-                ))
-                .await;
-            match probe {
-                Err(e) if is_lock_timeout(&e) => break,
-                Ok(()) => {
-                    let _ = applier.marker_db.query_drop("UNLOCK TABLES").await;
+        let folded = applier.swap_names_folded;
+        let live_first = sorts_first(&swap.live.name, &swap.outgoing_as.name, folded)
+            && sorts_first(&swap.live.name, &swap.incoming.name, folded);
+        if !live_first {
+            loop {
+                if task.is_finished() {
+                    break;
                 }
-                Err(_) => {}
-            }
-            if Instant::now() > deadline {
-                // Stop the rename itself before the lock goes.
-                task.abort();
-                kill_query(&mut applier.marker_db, renamer_id).await;
-                return Err(EngineError::Missing(format!(
-                    "the rename did not reach the live table's lock within {}s; nothing was \
+                let probe = applier
+                    .marker_db
+                    .query_drop(format!(
+                        "LOCK TABLES {} READ NOWAIT",
+                        quote_name(&swap.outgoing_as)
+                    ))
+                    .await;
+                match probe {
+                    Err(e) if is_lock_timeout(&e) => break,
+                    Ok(()) => {
+                        let _ = applier.marker_db.query_drop("UNLOCK TABLES").await;
+                    }
+                    Err(_) => {}
+                }
+                if Instant::now() > deadline {
+                    // Stop the rename itself before the lock goes.
+                    task.abort();
+                    kill_query(&mut applier.marker_db, renamer_id).await;
+                    return Err(EngineError::Missing(format!(
+                        "the rename did not reach the live table's lock within {}s; nothing was \
                      swapped — cut over again",
-                    RENAME_AT_LIVE_WITHIN.as_secs()
-                )));
+                        RENAME_AT_LIVE_WITHIN.as_secs()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         crate::fault::point("swap.rename_at_live");
         unlock(applier).await;
@@ -399,5 +421,20 @@ impl MySql {
                 "the rename's task failed: {e}"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sorts_first;
+
+    #[test]
+    fn a_rename_takes_the_locks_in_the_servers_name_order() {
+        // Lower-case names sort after `_splice_…`: the rename takes splice's names first.
+        assert!(!sorts_first("orders", "_splice_orders_v2_old", false));
+        // An upper-case first letter sorts before `_` as given, after it folded.
+        assert!(sorts_first("Orders", "_splice_orders_v2_old", false));
+        assert!(!sorts_first("Orders", "_splice_orders_v2_old", true));
+        assert!(sorts_first("2024_orders", "_splice_x_old", true));
     }
 }
