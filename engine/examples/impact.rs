@@ -361,28 +361,28 @@ fn start_noop_consumer(
     })
 }
 
-/// The no-op consumer's lag while the application saturates the server: a marker row
-/// inserted into `lag_marks` and committed, then `marks` polled (every 1 ms, as
-/// [`measure_lag`] polls the new table) until the consumer has received it. What decoding
-/// and delivery alone take: no applier can show a change sooner.
-async fn measure_noop_lag(url: &str, secs: u64, marks: &AtomicI64) -> Vec<f64> {
-    let w = connect(url).await;
-    let write = w
-        .prepare("INSERT INTO lag_marks (n) VALUES ($1)")
-        .await
-        .unwrap_or_else(die("preparing the marker insert"));
+/// Lag samples for `secs`: `write(n)` commits marker `n` (from `first + 1` on), then
+/// `arrived(n)` is polled every 1 ms until the marker shows; 20 ms between markers. Sorted, ms.
+async fn sample_lag<W, A>(
+    secs: u64,
+    first: i64,
+    mut write: impl FnMut(i64) -> W,
+    mut arrived: impl FnMut(i64) -> A,
+) -> Vec<f64>
+where
+    W: std::future::Future<Output = ()>,
+    A: std::future::Future<Output = bool>,
+{
     let mut lags = Vec::new();
     let until = Instant::now() + Duration::from_secs(secs);
-    let mut n: i64 = marks.load(Ordering::Relaxed);
+    let mut n = first;
     while Instant::now() < until {
         n += 1;
-        w.execute(&write, &[&n])
-            .await
-            .unwrap_or_else(die("writing a marker"));
+        write(n).await;
         let committed = Instant::now();
-        while marks.load(Ordering::Relaxed) < n {
+        while !arrived(n).await {
             if committed.elapsed() > Duration::from_secs(30) {
-                eprintln!("impact: a marker took over 30 s to reach the no-op consumer");
+                eprintln!("impact: a lag marker took over 30 s to arrive");
                 std::process::exit(2);
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -392,6 +392,30 @@ async fn measure_noop_lag(url: &str, secs: u64, marks: &AtomicI64) -> Vec<f64> {
     }
     lags.sort_by(f64::total_cmp);
     lags
+}
+
+/// The no-op consumer's lag while the application saturates the server: a marker row
+/// inserted into `lag_marks` and committed, then `marks` polled (as [`measure_lag`] polls the
+/// new table) until the consumer has received it. What decoding and delivery alone take: no
+/// applier can show a change sooner.
+async fn measure_noop_lag(url: &str, secs: u64, marks: &AtomicI64) -> Vec<f64> {
+    let w = connect(url).await;
+    let insert = w
+        .prepare("INSERT INTO lag_marks (n) VALUES ($1)")
+        .await
+        .unwrap_or_else(die("preparing the marker insert"));
+    let (w, insert) = (&w, &insert);
+    sample_lag(
+        secs,
+        marks.load(Ordering::Relaxed),
+        |n| async move {
+            w.execute(insert, &[&n])
+                .await
+                .unwrap_or_else(die("writing a marker"));
+        },
+        |n| async move { marks.load(Ordering::Relaxed) >= n },
+    )
+    .await
 }
 
 /// Change lag samples while the application saturates the server: a marker write on keys
@@ -407,40 +431,29 @@ async fn measure_lag(url: &str, secs: u64, target: &str) -> Vec<f64> {
         .prepare(&format!("SELECT note FROM {target} WHERE id = $1"))
         .await
         .unwrap_or_else(die("preparing the marker read"));
-    let mut lags = Vec::new();
-    let until = Instant::now() + Duration::from_secs(secs);
-    let mut n: i64 = 0;
-    while Instant::now() < until {
-        n += 1;
-        let id = 1 + (n * 7919) % 1000;
-        let marker = format!("lag probe {n}");
-        w.execute(&write, &[&id, &marker])
-            .await
-            .unwrap_or_else(die("writing a marker"));
-        let committed = Instant::now();
-        loop {
+    let key = |n: i64| (1 + (n * 7919) % 1000, format!("lag probe {n}"));
+    let (w, r, write, read) = (&w, &r, &write, &read);
+    sample_lag(
+        secs,
+        0,
+        |n| async move {
+            let (id, marker) = key(n);
+            w.execute(write, &[&id, &marker])
+                .await
+                .unwrap_or_else(die("writing a marker"));
+        },
+        |n| async move {
+            let (id, marker) = key(n);
             let row = r
-                .query_opt(&read, &[&id])
+                .query_opt(read, &[&id])
                 .await
                 .unwrap_or_else(die("reading a marker"));
-            if row
-                .and_then(|row| row.get::<_, Option<String>>(0))
+            row.and_then(|row| row.get::<_, Option<String>>(0))
                 .as_deref()
                 == Some(&marker)
-            {
-                break;
-            }
-            if committed.elapsed() > Duration::from_secs(30) {
-                eprintln!("impact: a change took over 30 s to arrive");
-                std::process::exit(2);
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        lags.push(committed.elapsed().as_secs_f64() * 1000.0);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    lags.sort_by(f64::total_cmp);
-    lags
+        },
+    )
+    .await
 }
 
 fn median(v: &[f64]) -> f64 {
