@@ -10,9 +10,10 @@ pub trait SchemaChanges: StateStore {
     /// Creates the shadow table (unless it exists) under the spec's lock timeout and records
     /// `change` through `lock` in the same transaction. Under
     /// [`IndexBuild::AfterBackfill`](crate::spec::IndexBuild) the secondary indexes (those no
-    /// constraint backs and no upsert can use) are dropped again in that transaction, and
-    /// their definitions recorded with the change (`deferred_indexes`) for
-    /// [`build_index`](SchemaChanges::build_index) after the backfill.
+    /// constraint backs and no upsert can use) are dropped again and their definitions
+    /// recorded with the change (`deferred_indexes`) for
+    /// [`build_index`](SchemaChanges::build_index) after the backfill: in that transaction, or,
+    /// where DDL commits on its own (MySQL), dropped only once the record committed.
     fn create_shadow(
         &self,
         conn: &Self::Conn,
