@@ -155,6 +155,9 @@ pub struct SyncProgress {
     pub capture_lag_bytes: u64,
     pub capture_lag_ms: u64,
     pub txns_applied: u64,
+    /// Changed keys the applier left to the backfill because it had yet to copy them (see
+    /// [`crate::applier::Applier::backfill_copied_through`]).
+    pub keys_left_to_backfill: u64,
     /// Why the backfill is paused, when it is (the reason of [`SyncState::Paused`]).
     pub throttled: Option<String>,
     /// What the sync is doing right now.
@@ -435,6 +438,11 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
     // The backfill session's server process: a chunk that takes long is asked after by it.
     let session_pid = adapter.session_pid(db).await.ok().flatten();
     let mut report = ImpactReport::new();
+    // Changes to keys the backfill has yet to copy are left to it (see
+    // `Applier::backfill_copied_through`): from the checkpoint it resumes at.
+    if !done {
+        capture.backfill_copied_through(last_key.as_deref());
+    }
     while !done && !control.stopping() {
         // Stand still a moment now and then, so the probe measures the application's commit
         // latency without splice's load: the budget's baseline.
@@ -523,6 +531,12 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
             throttle: Some(sync_throttle(control, None)),
         };
         let overridden = adapter.checkpoint(runner, &saved).await?;
+        // Only now that a crash resumes the backfill after this chunk.
+        if done {
+            capture.backfill_finished();
+        } else {
+            capture.backfill_copied_through(last_key.as_deref());
+        }
         if let Some((rate, source)) = control.apply_override(overridden) {
             tracing::info!(%rate, ?source, "the rate limit changed while sync ran");
         }
@@ -582,6 +596,7 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         p.capture_lag_bytes = lag.bytes;
         p.capture_lag_ms = lag.behind.as_millis() as u64;
         p.txns_applied = capture.txns_applied;
+        p.keys_left_to_backfill = capture.keys_left_to_backfill;
         p.chunk_size = chunk as u64;
         p.backfill_done = done;
         p.rows_per_second = rate;

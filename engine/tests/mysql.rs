@@ -736,10 +736,36 @@ async fn secondary_indexes_are_built_after_the_backfill_unless_the_file_says_at_
     assert_eq!(shadow_indexes(&db), all);
 }
 
+/// The most keys a sync's progress said it had left to its backfill.
+#[derive(Default)]
+struct LeftToBackfill(u64);
+
+impl engine::backfill::ProgressSink for LeftToBackfill {
+    fn update(&mut self, p: &engine::backfill::SyncProgress) {
+        self.0 = self.0.max(p.keys_left_to_backfill);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backfill_never_resurrects_a_deleted_row() {
+async fn backfill_never_resurrects_a_deleted_row_nor_loses_an_update_left_to_it() {
     let (db, engine) = expanded(20_000).await;
     let stop = Arc::new(AtomicBool::new(false));
+    let updater = {
+        let mut conn = my_conn(&db).await;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut id = 11i64;
+            let mut updates = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                id = (id * 104_729 + 17) % 20_000 + 1;
+                let sql = "UPDATE shop.orders SET amount = amount + 1 WHERE id = ?";
+                if conn.exec_drop(sql, (id,)).await.is_ok() && conn.affected_rows() == 1 {
+                    updates += 1;
+                }
+            }
+            updates
+        })
+    };
     let deleter = {
         let mut conn = my_conn(&db).await;
         let stop = stop.clone();
@@ -763,21 +789,29 @@ async fn backfill_never_resurrects_a_deleted_row() {
     let opts = SyncOptions {
         until_caught_up: true,
         chunk_target: Some(std::time::Duration::from_millis(5)),
+        // Off: the writers raise commit latency, and the budget would slow the copy to a crawl.
+        max_latency_increase: Some(None),
         ..Default::default()
     };
-    sync_until_caught_up(
-        &engine,
-        &opts,
-        &Control::new(RateLimit::from_rows_per_second(10_000)),
-    )
-    .await;
+    let mut left = LeftToBackfill::default();
+    engine
+        .sync(
+            "orders_v2",
+            &opts,
+            &Control::new(RateLimit::from_rows_per_second(10_000)),
+            &mut left,
+        )
+        .await
+        .expect("sync");
     stop.store(true, Ordering::Relaxed);
     let deleted = deleter.await.expect("deleter");
+    let updates = updater.await.expect("updater");
     assert!(
-        deleted.len() > 20,
-        "deletes raced the backfill ({})",
+        deleted.len() > 20 && updates > 20,
+        "deletes ({}) and updates ({updates}) raced the backfill",
         deleted.len()
     );
+    assert!(left.0 > 0, "the applier left changed keys to the backfill");
     sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
     let ids: Vec<String> = deleted.iter().map(i64::to_string).collect();
     let resurrected = db

@@ -396,6 +396,96 @@ async fn a_crash_at_any_step_of_expand_and_sync_resumes_to_the_same_rows() {
     }
 }
 
+/// Writes to the source while the backfill runs: before its first chunk, and after its first
+/// chunk landed (before the applier runs): to the last key that chunk copied, to keys beyond
+/// it, and a delete beyond it.
+struct WritesDuringBackfill {
+    db: Memory,
+    before_first: bool,
+    after_first: bool,
+    last: Option<engine::backfill::SyncProgress>,
+}
+
+impl engine::backfill::ProgressSink for WritesDuringBackfill {
+    fn update(&mut self, p: &engine::backfill::SyncProgress) {
+        use engine::backfill::SyncState;
+        let write = |id: &str, amount: &str| {
+            self.db.upsert(
+                "orders",
+                &[
+                    ("id", Some(id)),
+                    ("amount", Some(amount)),
+                    ("note", Some("w")),
+                ],
+            )
+        };
+        if p.state == SyncState::Copying && !self.before_first {
+            self.before_first = true;
+            write("10", "7");
+        }
+        if p.state == SyncState::Applying && !self.after_first && !p.backfill_done {
+            self.after_first = true;
+            assert_eq!(p.rows_copied, 1000, "the first chunk is 1,000 rows");
+            write("1000", "8");
+            write("1001", "9");
+            write("5000", "4");
+            self.db.delete("orders", &["1500"]);
+        }
+        self.last = Some(p.clone());
+    }
+}
+
+#[tokio::test]
+async fn changes_ahead_of_the_backfill_are_left_to_it_and_every_row_still_arrives() {
+    let db = database(3000);
+    let e = engine(&db);
+    e.expand(SPEC, "spec.toml").await.expect("expand");
+    let mut sink = WritesDuringBackfill {
+        db: db.clone(),
+        before_first: false,
+        after_first: false,
+        last: None,
+    };
+    let opts = SyncOptions {
+        until_caught_up: true,
+        ..Default::default()
+    };
+    e.sync(
+        "orders_v2",
+        &opts,
+        &Control::new(RateLimit::Unlimited),
+        &mut sink,
+    )
+    .await
+    .expect("sync");
+    assert!(sink.after_first, "the backfill took more than one chunk");
+    let new = db.rows("_splice_orders_v2_new").expect("shadow");
+    let cents = |id: &str| {
+        new.iter()
+            .find(|r| r["id"].as_deref() == Some(id))
+            .and_then(|r| r["amount_cents"].clone())
+    };
+    // Key 1000 was copied by the first chunk, then changed: the applier re-synced it. So was
+    // key 10, changed while the first chunk was about to copy it: the applier runs after it.
+    assert_eq!(cents("1000").as_deref(), Some("800"));
+    assert_eq!(cents("10").as_deref(), Some("700"));
+    // The others were ahead of the copy when they changed: later chunks copied them.
+    assert_eq!(cents("1001").as_deref(), Some("900"));
+    assert_eq!(cents("5000").as_deref(), Some("400"));
+    assert_eq!(cents("1500"), None, "the deleted row never arrived");
+    assert_eq!(new.len(), 3000, "3,000 rows, one deleted and one added");
+    let left = sink.last.map(|p| p.keys_left_to_backfill).unwrap_or(0);
+    assert_eq!(
+        left, 3,
+        "keys 1001, 5000 and 1500 were left to the backfill"
+    );
+    assert!(e
+        .verify("orders_v2")
+        .await
+        .expect("verify")
+        .cutover_allowed());
+}
+
 #[tokio::test]
 async fn a_rate_limit_set_while_running_is_adopted_and_cleared_by_throttle() {
     let db = database(5);

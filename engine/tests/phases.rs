@@ -117,11 +117,37 @@ async fn plan_changes_nothing_and_names_what_is_wrong() {
     );
 }
 
+/// The most keys a sync's progress said it had left to its backfill.
+#[derive(Default)]
+struct LeftToBackfill(u64);
+
+impl engine::backfill::ProgressSink for LeftToBackfill {
+    fn update(&mut self, p: &engine::backfill::SyncProgress) {
+        self.0 = self.0.max(p.keys_left_to_backfill);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backfill_never_resurrects_a_deleted_row() {
+async fn backfill_never_resurrects_a_deleted_row_nor_loses_an_update_left_to_it() {
     let (db, client, engine) = expanded(20_000).await;
-    // Delete rows all over the key range while small, rate-limited chunks copy it.
+    // Delete and update rows all over the key range while small, rate-limited chunks copy it:
+    // the applier leaves changes beyond the last copied key to the chunks still to come.
     let stop = Arc::new(AtomicBool::new(false));
+    let updater = {
+        let url = db.url.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let c = connect(&url).await;
+            let mut id = 11i64;
+            let mut updates = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                id = (id * 104_729 + 17) % 20_000 + 1;
+                let sql = "UPDATE orders SET amount = amount + 1 WHERE id = $1";
+                updates += u32::from(c.execute(sql, &[&id]).await.unwrap_or(0) == 1);
+            }
+            updates
+        })
+    };
     let deleter = {
         let url = db.url.clone();
         let stop = stop.clone();
@@ -146,24 +172,24 @@ async fn backfill_never_resurrects_a_deleted_row() {
     let opts = engine::phases::SyncOptions {
         until_caught_up: true,
         chunk_target: Some(std::time::Duration::from_millis(5)),
+        // Off: the writers raise commit latency, and the budget would slow the copy to a crawl.
+        max_latency_increase: Some(None),
         ..Default::default()
     };
+    let mut left = LeftToBackfill::default();
     engine
-        .sync(
-            "orders_v2",
-            &opts,
-            &control,
-            &mut engine::backfill::NoProgress,
-        )
+        .sync("orders_v2", &opts, &control, &mut left)
         .await
         .expect("sync");
     stop.store(true, Ordering::Relaxed);
     let deleted = deleter.await.expect("deleter");
+    let updates = updater.await.expect("updater");
     assert!(
-        deleted.len() > 20,
-        "deletes raced the backfill ({})",
+        deleted.len() > 20 && updates > 20,
+        "deletes ({}) and updates ({updates}) raced the backfill",
         deleted.len()
     );
+    assert!(left.0 > 0, "the applier left changed keys to the backfill");
     sync_until_caught_up(&engine, "orders_v2").await;
     let resurrected: Vec<i64> = client
         .query(

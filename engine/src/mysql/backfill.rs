@@ -423,8 +423,13 @@ impl BackfillSource for MySql {
         let ctx = "copying a backfill chunk";
         let copy = sql::backfill_range(dir, lower.is_some(), upper.is_some(), fill);
         let mut conn = db.lock().await;
+        // REPEATABLE READ whatever the server's default: there `INSERT … SELECT` reads the
+        // source with shared locks, so it waits for a transaction still committing a change
+        // the applier left to this chunk (under READ COMMITTED it would read around it).
+        let mut opts = TxOpts::default();
+        opts.with_isolation_level(mysql_async::IsolationLevel::RepeatableRead);
         let mut tx = conn
-            .start_transaction(TxOpts::default())
+            .start_transaction(opts)
             .await
             .map_err(|e| EngineError::my(ctx, &e))?;
         let held: Option<Row> = tx

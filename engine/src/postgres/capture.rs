@@ -291,11 +291,12 @@ impl ChangeApplier for Postgres {
         txns: &[u64],
         truncate: bool,
     ) -> Result<(), EngineError> {
+        let started = std::time::Instant::now();
+        // Also when every key was left to the backfill: its next chunk must see `txns`.
+        wait_visible(&applier.db, txns, VISIBLE_WITHIN).await?;
         if !truncate && keys.is_empty() {
             return Ok(());
         }
-        let started = std::time::Instant::now();
-        wait_visible(&applier.db, txns, VISIBLE_WITHIN).await?;
         let visible = started.elapsed();
         let mut columns: Vec<Vec<String>> = vec![Vec::with_capacity(keys.len()); applier.key_len];
         let n_keys = keys.len();
