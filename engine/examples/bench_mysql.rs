@@ -254,6 +254,13 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 fn main() {
+    // `SPLICE_LOG=debug` puts the engine's log on stderr: where each phase's time goes.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("SPLICE_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let a = args();
     let _ = BUDGET.set(a.budget);
     let db = MariaDb::builder()

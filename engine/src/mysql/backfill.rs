@@ -11,7 +11,7 @@ use crate::spec::{IndexBuild, MigrationSpec, QualifiedName, QUARANTINE_SCHEMA};
 use crate::state::{DeferredIndex, PhaseChange, QuarantineEntry};
 use crate::EngineError;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Row, TxOpts};
+use mysql_async::{Conn, Row};
 
 /// Whether `name` is a base table (not a temporary one: information_schema does not list
 /// those).
@@ -426,10 +426,8 @@ impl BackfillSource for MySql {
         // REPEATABLE READ whatever the server's default: there `INSERT … SELECT` reads the
         // source with shared locks, so it waits for a transaction still committing a change
         // the applier left to this chunk (under READ COMMITTED it would read around it).
-        let mut opts = TxOpts::default();
-        opts.with_isolation_level(mysql_async::IsolationLevel::RepeatableRead);
         let mut tx = conn
-            .start_transaction(opts)
+            .start_transaction(super::capture::repeatable_read())
             .await
             .map_err(|e| EngineError::my(ctx, &e))?;
         let held: Option<Row> = tx

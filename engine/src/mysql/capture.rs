@@ -106,10 +106,22 @@ fn key_groups<K: std::borrow::Borrow<Vec<String>>>(
     })
 }
 
-/// The statements of one applied batch on `db` (a transaction, or the swap's session): the
+/// A transaction in REPEATABLE READ whatever the server's default: there InnoDB reads the
+/// source rows of an `INSERT … SELECT` (and of a `DELETE`'s subquery) with shared next-key
+/// locks, so the re-sync waits for a transaction still committing one of its keys (a commit can
+/// reach the binlog a moment before other sessions see it), reads the latest committed rows,
+/// and no write to them lands before the batch commits. Under READ COMMITTED it would read a
+/// snapshot around them.
+pub(super) fn repeatable_read() -> TxOpts {
+    let mut opts = TxOpts::default();
+    opts.with_isolation_level(mysql_async::IsolationLevel::RepeatableRead);
+    opts
+}
+
+/// The statements of one applied batch on `db` (a transaction in [`repeatable_read`]): the
 /// applier's marker, orphan removal after a TRUNCATE, then the keys re-synced group by group
-/// (locked, upserted where the source has them), then the gone keys (a subset of `keys`)
-/// deleted where the source does not have them.
+/// (upserted where the source has them, by a locking read of it), then the gone keys (a subset
+/// of `keys`) deleted where the source does not have them.
 async fn resync<Q: Queryable + Send>(
     db: &mut Q,
     origin_sql: &str,
@@ -132,11 +144,9 @@ async fn resync<Q: Queryable + Send>(
         let statements = batches
             .entry(n)
             .or_insert_with(|| sql::resync_batch(dir, n));
-        for statement in [&statements.lock, &statements.upsert] {
-            db.exec_drop(statement.as_str(), params.clone())
-                .await
-                .map_err(|e| EngineError::my(ctx, &e))?;
-        }
+        db.exec_drop(statements.upsert.as_str(), params)
+            .await
+            .map_err(|e| EngineError::my(ctx, &e))?;
     }
     for (n, params) in key_groups(gone) {
         let statements = batches
@@ -294,7 +304,7 @@ impl ChangeApplier for MySql {
         gone.sort();
         let mut tx = applier
             .db
-            .start_transaction(TxOpts::default())
+            .start_transaction(repeatable_read())
             .await
             .map_err(|e| EngineError::my(ctx, &e))?;
         resync(

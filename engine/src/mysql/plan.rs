@@ -564,7 +564,6 @@ impl Planner for MySql {
         let statements = [
             sql::backfill_range(dir, true, true, Fill::Missing).sql,
             sql::backfill_range(dir, true, true, Fill::Mirror).sql,
-            sql::resync_batch(dir, 2).lock,
             sql::resync_batch(dir, 2).upsert,
             sql::resync_batch(dir, 2).delete,
             super::verify::canonical_statement(

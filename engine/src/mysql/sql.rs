@@ -254,11 +254,10 @@ pub fn key_in(dir: &Direction, alias: &str, n: usize) -> String {
 /// The statements that re-sync a batch of `n` keys (each takes the `n` keys as parameters,
 /// see [`key_in`]), run in this order in one transaction.
 pub struct ResyncBatch {
-    /// Shared locks on the batch's source rows (and the gaps of those that are gone): a
-    /// locking read waits for a transaction still committing one of them, so what follows
-    /// reads the committed rows, and no write to them lands until the batch commits.
-    pub lock: String,
-    /// The mapped rows of the keys the source has, upserted.
+    /// The mapped rows of the keys the source has, upserted. Under REPEATABLE READ its
+    /// `INSERT … SELECT` is a locking read of the source rows (and of the gaps of keys that
+    /// are gone): it waits for a transaction still committing one of them, reads the
+    /// committed rows, and no write to them lands until the batch commits.
     pub upsert: String,
     /// The target rows of the keys the source lost, deleted.
     pub delete: String,
@@ -267,12 +266,7 @@ pub struct ResyncBatch {
 /// See [`ResyncBatch`].
 pub fn resync_batch(dir: &Direction, n: usize) -> ResyncBatch {
     let to = quote_name(&dir.to);
-    let from = quote_name(&dir.from);
     ResyncBatch {
-        lock: format!(
-            "SELECT COUNT(*) FROM {from} AS s WHERE {} LOCK IN SHARE MODE",
-            key_in(dir, "s.", n)
-        ),
         upsert: format!(
             "{} WHERE {} {}",
             insert_select(dir),
@@ -473,6 +467,6 @@ mod tests {
              SIGNED)) AND NOT EXISTS (SELECT 1 FROM `shop`.`orders` AS s WHERE s.`id` = \
              `shop`.`_splice_o_new`.`id`)"
         );
-        assert!(b.lock.ends_with("LOCK IN SHARE MODE"), "{}", b.lock);
+        assert!(b.upsert.contains("ON DUPLICATE KEY UPDATE"), "{}", b.upsert);
     }
 }

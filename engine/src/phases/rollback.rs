@@ -18,7 +18,7 @@ use crate::spec::MigrationSpec;
 use crate::state::{MigrationRecord, Phase, PhaseChange};
 use crate::EngineError;
 use serde_json::json;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What rollback (or abort) did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -138,14 +138,18 @@ impl<A: Adapter> Engine<A> {
                 // after it is missed. Until the swap the new table is live and complete, so a
                 // forward stream created now (after a restore from quarantine, or one lost
                 // while cut over) misses nothing.
+                let planned = started.elapsed();
                 self.forward_applier(&spec, plan.forward.clone(), Continuity::Start)
                     .await?
                     .close()
                     .await?;
+                let forward = started.elapsed();
                 let mut capture = self
                     .reverse_applier(&spec, reverse, Continuity::Resume)
                     .await?;
+                let opened = started.elapsed();
                 capture.drain().await?;
+                let drained = started.elapsed();
                 let swap = Swap {
                     live: spec.table.clone(),
                     incoming: spec.retired_table(),
@@ -167,12 +171,24 @@ impl<A: Adapter> Engine<A> {
                     progress,
                 )
                 .await;
+                let swapped_at = started.elapsed();
                 capture.close().await?;
                 let swapped = result?;
                 crate::fault::point("rollback.swapped");
                 // Reverse sync is over; a later cutover starts it afresh. A crash before this
                 // leaves a slot the next cutover adopts (Continuity::Start).
                 self.adapter.drop_capture(&spec.reverse_slot()).await?;
+                let ms = |d: Duration| d.as_millis() as u64;
+                tracing::debug!(
+                    planned_ms = ms(planned),
+                    forward_stream_ms = ms(forward - planned),
+                    reverse_opened_ms = ms(opened - forward),
+                    drained_ms = ms(drained - opened),
+                    swap_ms = ms(swapped_at - drained),
+                    closed_ms = ms(started.elapsed() - swapped_at),
+                    lock_ms = swapped.lock_ms,
+                    "rolled back a cutover"
+                );
                 Ok(report(Phase::Syncing, Some(swapped.lock_ms)))
             }
             Phase::Contracted => {
