@@ -37,17 +37,20 @@ pub struct Applier<'a, A: ChangeApplier> {
     /// [`Applier::set_pace`]).
     linger: Duration,
     /// While a backfill runs in this process: how far it has copied (see
-    /// [`Applier::backfill_copied_through`]).
+    /// [`Applier::backfill_started`]).
     horizon: Option<Horizon>,
     /// Keys left to the backfill since open: changed beyond what it had copied.
     pub keys_left_to_backfill: u64,
 }
 
 /// How far the running backfill has copied, for a key of integer columns only: the last key
-/// of its last chunk (`None`: no chunk yet). A change to a key beyond it needs no re-sync: the
-/// chunk that copies that key reads the source after the change committed.
+/// of its last checkpointed chunk (`None`: none yet), and the highest key the target held
+/// when this run's backfill started (`None`: none). A change to a key beyond both needs no
+/// re-sync: the target has no row for it, and the chunk that copies that key reads the source
+/// after the change committed.
 struct Horizon {
     copied_through: Option<Vec<i128>>,
+    held_at_start: Option<Vec<i128>>,
 }
 
 impl Horizon {
@@ -57,7 +60,8 @@ impl Horizon {
         let Some(key) = integer_key(key) else {
             return false;
         };
-        self.copied_through.as_ref().is_none_or(|h| key > *h)
+        let past = |bound: &Option<Vec<i128>>| bound.as_ref().is_none_or(|b| key > *b);
+        past(&self.copied_through) && past(&self.held_at_start)
     }
 }
 
@@ -170,32 +174,49 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
         self.linger = BATCH_LIMITS.linger + slower;
     }
 
-    /// Tells the applier how far the backfill running alongside it has copied: `last_key`, the
-    /// last key of its last chunk whose checkpoint is saved (`None`: none yet). Until
-    /// [`Applier::backfill_finished`], a change to a key beyond it is not re-synced: the
+    /// Tells the applier that a backfill runs alongside it from the checkpoint `last_key`
+    /// (the last key of its last chunk whose checkpoint is saved; `None`: none yet), while the
+    /// target's highest key is `target_last` (`None`: empty). Until
+    /// [`Applier::backfill_finished`], a change to a key beyond both is not re-synced: the
     /// backfill copies that key later, in a chunk that reads the source after the change
-    /// committed (the applier runs between chunks, never during one), and after a crash the
-    /// next run's backfill resumes from that same checkpoint. This halves the applier's work
-    /// during a backfill under uniformly spread writes.
+    /// committed (the applier runs between chunks, never during one), and the target has no
+    /// row of it that a chunk would keep. `target_last` covers a chunk that committed before a
+    /// crash kept its checkpoint from being saved: its rows are kept when the range is copied
+    /// again, so changes to them must still be re-synced. This halves the applier's work during
+    /// a backfill under uniformly spread writes.
     ///
     /// Only for keys of integer columns, whose order splice knows is the database's; for
     /// others every key is re-synced.
-    pub fn backfill_copied_through(&mut self, last_key: Option<&[String]>) {
+    pub fn backfill_started(
+        &mut self,
+        last_key: Option<&[String]>,
+        target_last: Option<&[String]>,
+    ) {
+        self.horizon = None;
         if !self.dir.key.iter().all(|k| integer_type(&k.sql_type)) {
             return;
         }
-        let copied_through = match last_key {
-            None => None,
-            Some(k) => match integer_key(k) {
-                Some(k) => Some(k),
-                // Not integers after all: re-sync everything.
-                None => {
-                    self.horizon = None;
-                    return;
-                }
-            },
+        // A key that does not parse after all: every key is re-synced.
+        let parsed = |k: Option<&[String]>| match k {
+            None => Some(None),
+            Some(k) => integer_key(k).map(Some),
         };
-        self.horizon = Some(Horizon { copied_through });
+        if let (Some(copied_through), Some(held_at_start)) = (parsed(last_key), parsed(target_last))
+        {
+            self.horizon = Some(Horizon {
+                copied_through,
+                held_at_start,
+            });
+        }
+    }
+
+    /// The backfill saved the checkpoint of a chunk that ends at `last_key`.
+    pub fn backfill_copied_through(&mut self, last_key: &[String]) {
+        let Some(h) = &mut self.horizon else { return };
+        match integer_key(last_key) {
+            Some(k) => h.copied_through = Some(k),
+            None => self.horizon = None,
+        }
     }
 
     /// The backfill is done (or stopped): every change is re-synced again.
@@ -586,6 +607,7 @@ mod tests {
     fn a_key_is_ahead_of_the_backfill_only_past_its_last_copied_key_in_column_order() {
         let h = Horizon {
             copied_through: integer_key(&key(&["5", "20"])),
+            held_at_start: None,
         };
         assert!(!h.ahead(&key(&["5", "20"])), "the last copied key itself");
         assert!(!h.ahead(&key(&["5", "3"])));
@@ -598,12 +620,21 @@ mod tests {
         );
         let none_yet = Horizon {
             copied_through: None,
+            held_at_start: None,
         };
         assert!(none_yet.ahead(&key(&["-1", "0"])));
         let unsigned = Horizon {
             copied_through: integer_key(&key(&["18446744073709551614"])),
+            held_at_start: None,
         };
         assert!(unsigned.ahead(&key(&["18446744073709551615"])));
+        // Rows a chunk left past its checkpoint (a crash before it was saved) are not ahead.
+        let resumed = Horizon {
+            copied_through: integer_key(&key(&["1000"])),
+            held_at_start: integer_key(&key(&["3000"])),
+        };
+        assert!(!resumed.ahead(&key(&["2500"])));
+        assert!(resumed.ahead(&key(&["3001"])));
     }
 
     #[test]

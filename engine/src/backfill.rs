@@ -156,7 +156,7 @@ pub struct SyncProgress {
     pub capture_lag_ms: u64,
     pub txns_applied: u64,
     /// Changed keys the applier left to the backfill because it had yet to copy them (see
-    /// [`crate::applier::Applier::backfill_copied_through`]).
+    /// [`crate::applier::Applier::backfill_started`]).
     pub keys_left_to_backfill: u64,
     /// Why the backfill is paused, when it is (the reason of [`SyncState::Paused`]).
     pub throttled: Option<String>,
@@ -439,9 +439,11 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
     let session_pid = adapter.session_pid(db).await.ok().flatten();
     let mut report = ImpactReport::new();
     // Changes to keys the backfill has yet to copy are left to it (see
-    // `Applier::backfill_copied_through`): from the checkpoint it resumes at.
+    // `Applier::backfill_started`): past the checkpoint it resumes at and past every row the
+    // target holds.
     if !done {
-        capture.backfill_copied_through(last_key.as_deref());
+        let target_last = adapter.target_last_key(db, &dir).await?;
+        capture.backfill_started(last_key.as_deref(), target_last.as_deref());
     }
     while !done && !control.stopping() {
         // Stand still a moment now and then, so the probe measures the application's commit
@@ -532,10 +534,9 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         };
         let overridden = adapter.checkpoint(runner, &saved).await?;
         // Only now that a crash resumes the backfill after this chunk.
-        if done {
-            capture.backfill_finished();
-        } else {
-            capture.backfill_copied_through(last_key.as_deref());
+        match &last_key {
+            Some(k) if !done => capture.backfill_copied_through(k),
+            _ => capture.backfill_finished(),
         }
         if let Some((rate, source)) = control.apply_override(overridden) {
             tracing::info!(%rate, ?source, "the rate limit changed while sync ran");

@@ -1114,6 +1114,20 @@ impl BackfillSource for Memory {
             .map(|k| k.0.clone()))
     }
 
+    async fn target_last_key(
+        &self,
+        _: &(),
+        dir: &Direction,
+    ) -> Result<Option<Vec<String>>, EngineError> {
+        let db = self.lock();
+        Ok(db
+            .table(&dir.to)?
+            .rows
+            .keys()
+            .next_back()
+            .map(|k| k.0.clone()))
+    }
+
     async fn copy_range(
         &self,
         _: &(),

@@ -51,7 +51,7 @@ pub trait ChangeApplier: Sessions {
     /// `txns` are the source transactions (their `cdc` `source_id`s) whose changes named the
     /// keys: the re-read must see them, and a commit can reach the change stream a moment
     /// before other sessions see it. `keys` may be empty while `txns` are not, when every key
-    /// was left to a running backfill ([`crate::applier::Applier::backfill_copied_through`]):
+    /// was left to a running backfill ([`crate::applier::Applier::backfill_started`]):
     /// the backfill's next chunk must see `txns` then, and its read must be one that does.
     fn apply(
         &self,

@@ -23,6 +23,14 @@ pub trait BackfillSource: StateStore {
         after: Option<&[String]>,
         offset: i64,
     ) -> impl Future<Output = Result<Option<Vec<String>>, EngineError>> + Send;
+    /// The highest key `dir.to` (the target) holds, in key order, as text; `None` when it is
+    /// empty. A resumed backfill asks it: a chunk that committed before a crash kept its
+    /// checkpoint from being saved leaves rows past the checkpoint.
+    fn target_last_key(
+        &self,
+        conn: &Self::Conn,
+        dir: &Direction,
+    ) -> impl Future<Output = Result<Option<Vec<String>>, EngineError>> + Send;
     /// Copies the mapped rows of the key range `(lower, upper]` (an absent bound is open) in
     /// one statement; returns the rows written. Fenced like a state write, and in a way that a
     /// runner taking over waits for a chunk in flight: once it holds the migration, a stale

@@ -405,6 +405,25 @@ impl BackfillSource for MySql {
             .map(Some)
     }
 
+    async fn target_last_key(
+        &self,
+        db: &Session,
+        dir: &Direction,
+    ) -> Result<Option<Vec<String>>, EngineError> {
+        let ctx = "finding the new table's highest key";
+        let row: Option<Row> = db
+            .lock()
+            .await
+            .query_first(sql::target_last_key(dir))
+            .await
+            .map_err(|e| EngineError::my(ctx, &e))?;
+        let Some(row) = row else { return Ok(None) };
+        (0..dir.key.len())
+            .map(|i| col::<String>(&row, i, ctx))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
     /// Copies the key range `(lower, upper]` in one `INSERT … SELECT`; returns the rows read.
     ///
     /// Fenced: the chunk's transaction first reads the migration's state row in share mode at

@@ -46,6 +46,22 @@ pub fn key_text(k: &KeyColumn, alias: &str) -> String {
     }
 }
 
+/// The target's highest key, as text.
+pub fn target_last_key(dir: &Direction) -> String {
+    let texts: Vec<String> = dir.key.iter().map(|k| key_text(k, "t.")).collect();
+    let order: Vec<String> = dir
+        .key
+        .iter()
+        .map(|k| format!("t.{} DESC", quote_ident(&k.name)))
+        .collect();
+    format!(
+        "SELECT {} FROM {} AS t ORDER BY {} LIMIT 1",
+        texts.join(", "),
+        quote_name(&dir.to),
+        order.join(", ")
+    )
+}
+
 /// `alias.k1, alias.k2`.
 pub fn key_list(dir: &Direction, alias: &str) -> String {
     dir.key

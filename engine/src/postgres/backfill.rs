@@ -100,6 +100,26 @@ impl BackfillSource for Postgres {
             .map_err(|e| EngineError::db("reading the end of a backfill chunk as text", e))
     }
 
+    async fn target_last_key(
+        &self,
+        db: &Client,
+        dir: &Direction,
+    ) -> Result<Option<Vec<String>>, EngineError> {
+        let ctx = "finding the new table's highest key";
+        let Some(row) = db
+            .query_opt(&sql::target_last_key(dir), &[])
+            .await
+            .map_err(|e| EngineError::db(ctx, e))?
+        else {
+            return Ok(None);
+        };
+        (0..dir.key.len())
+            .map(|i| row.try_get::<_, String>(i))
+            .collect::<Result<Vec<String>, _>>()
+            .map(Some)
+            .map_err(|e| EngineError::db(ctx, e))
+    }
+
     /// Copies the key range `(lower, upper]` in one `INSERT … SELECT`; returns the rows written.
     ///
     /// Fenced: the chunk's transaction first share-locks the migration's state row at `runner`'s

@@ -361,6 +361,22 @@ pub fn range_boundary(dir: &Direction, after_key: bool) -> String {
     )
 }
 
+/// The target's highest key, as text.
+pub fn target_last_key(dir: &Direction) -> String {
+    let dir = Sql(dir);
+    let order: Vec<String> = dir
+        .key
+        .iter()
+        .map(|k| format!("t.{} DESC", quote_ident(&k.name)))
+        .collect();
+    format!(
+        "SELECT {} FROM {} t ORDER BY {} LIMIT 1",
+        dir.key_text("t."),
+        qualified(&dir.to),
+        order.join(", ")
+    )
+}
+
 /// The planner's row and page counts of a table as of its last ANALYZE, and its pages now
 /// (parameter: its name as SQL).
 pub fn table_size() -> String {
