@@ -451,6 +451,7 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         impact.quiet_window_if_due().await;
         if let Some(reason) = throttle_reason(adapter, db, &lag, spec, source).await? {
             if p.throttled.as_deref() != Some(reason.as_str()) {
+                debug!(%reason, "backfill paused");
                 // Saved so `splice status` shows the pause and its reason.
                 let paused = Checkpoint {
                     last_key: None,
