@@ -403,7 +403,7 @@ fn main() {
     );
 
     // (d), (e): cutover → rollback rounds under the same load.
-    let mut load = Load::start(&db, a.rows);
+    let load = Load::start(&db, a.rows);
     let load_after = sync_lag(&rt, &engine, &load);
     println!("    capture lag when that sync returned: {load_after}");
     let mut locks = Vec::new();
