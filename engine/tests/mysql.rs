@@ -1967,3 +1967,68 @@ async fn a_live_table_whose_name_sorts_before_splices_names_cuts_over_too() {
         .expect("cutover");
     assert_eq!(columns_of(&db, "Orders"), "id,amount_cents,note,created_at");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_server_rolls_back_in_a_deadlock_with_the_application_is_applied_again() {
+    let (db, engine) = expanded(3_000).await;
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    // One committed change to keys 50 and 1000: the next batch re-syncs both, reading the
+    // source in key order under shared locks.
+    let mut writer = my_conn(&db).await;
+    writer
+        .query_drop("UPDATE shop.orders SET amount = amount + 1 WHERE id IN (50, 1000)")
+        .await
+        .expect("update");
+    // The application: a large transaction holding key 1000 (large, so InnoDB makes the
+    // applier's transaction the deadlock's victim).
+    let mut app = my_conn(&db).await;
+    app.query_drop("START TRANSACTION").await.expect("begin");
+    app.query_drop(
+        "UPDATE shop.orders SET note = 'held' WHERE id = 1000 OR id BETWEEN 2001 AND 2200",
+    )
+    .await
+    .expect("hold key 1000");
+    let (control, opts, mut quiet) = (Control::new(RateLimit::Unlimited), caught_up(), NoProgress);
+    let sync = engine.sync("orders_v2", &opts, &control, &mut quiet);
+    let application = async {
+        // Once the applier holds key 50 and waits for key 1000, the application asks for key 50.
+        let mut watch = my_conn(&db).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            // The re-sync statement still running after a second waits for key 1000.
+            let waits: Option<i64> = watch
+                .query_first(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                     WHERE INFO LIKE 'INSERT INTO `shop`.`_splice_orders_v2_new`%' AND TIME >= 1",
+                )
+                .await
+                .expect("processlist");
+            if waits.unwrap_or(0) > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the applier never waited for key 1000"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let took_50 = app
+            .query_drop("UPDATE shop.orders SET note = 'app' WHERE id = 50")
+            .await;
+        app.query_drop("COMMIT").await.expect("commit");
+        took_50
+    };
+    let (synced, took_50) = tokio::join!(sync, application);
+    // The application's statement won the deadlock: the applier's transaction was rolled back.
+    took_50.expect("the application's transaction survived the deadlock");
+    let status: Option<(String, String, String)> = writer
+        .query_first("SHOW ENGINE INNODB STATUS")
+        .await
+        .expect("innodb status");
+    let status = status.map(|s| s.2).unwrap_or_default();
+    assert!(status.contains("LATEST DETECTED DEADLOCK"), "{status}");
+    synced.expect("sync applied the batch again after the deadlock");
+    // The application's transaction committed after that sync's drain: one more catch-up.
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    assert_eq!(mismatches(&db), "NULL");
+}

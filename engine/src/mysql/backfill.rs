@@ -1,6 +1,7 @@
 //! MySQL's DDL (the shadow table, quarantine, drop; each under `lock_wait_timeout`) and
 //! backfill: the row estimate, a chunk's upper key, the fenced range copy, and the throttle's probes.
 
+use super::capture::{conflict_backoff, failed, repeatable_read, Failed, LOCK_CONFLICT_ATTEMPTS};
 use super::sql::{self, bound_params};
 use super::state::{fenced, record_change, record_quarantine, RunnerLock};
 use super::{col, quote_name, MySql, Session};
@@ -351,6 +352,55 @@ impl crate::adapter::CommitProbe for MySql {
     }
 }
 
+/// One chunk's statements inside its transaction: the fencing check (`None`: the token is
+/// stale, nothing copied), then the copy (and under [`Fill::Mirror`] the removal of rows the
+/// source lost); returns the rows read.
+async fn copy_in(
+    tx: &mut mysql_async::Transaction<'_>,
+    runner: &RunnerLock,
+    dir: &Direction,
+    copy: &sql::Bound,
+    lower: Option<&[String]>,
+    upper: Option<&[String]>,
+    fill: Fill,
+) -> Result<Option<u64>, Failed> {
+    let ctx = "copying a backfill chunk";
+    let held: Option<Row> = tx
+        .exec_first(
+            "SELECT 1 FROM `splice`.`migrations` WHERE name = ? AND fence = ? \
+             LOCK IN SHARE MODE",
+            (&runner.name, runner.fence),
+        )
+        .await
+        .map_err(failed("checking the fencing token"))?;
+    if held.is_none() {
+        return Ok(None);
+    }
+    tx.exec_drop(copy.sql.as_str(), bound_params(copy, lower, upper))
+        .await
+        .map_err(failed(ctx))?;
+    // ON DUPLICATE KEY UPDATE counts 2 for a changed row and 0 for an unchanged one: the rows
+    // read are what progress means.
+    let info = tx.info().to_string();
+    let mut written = tx.affected_rows();
+    if fill == Fill::Mirror {
+        let gone = sql::delete_gone_in_range(dir, lower.is_some(), upper.is_some());
+        tx.exec_drop(gone.sql.as_str(), bound_params(&gone, lower, upper))
+            .await
+            .map_err(failed(ctx))?;
+    }
+    // "Records: N  Duplicates: D  Warnings: W"
+    if let Some(records) = info
+        .split_whitespace()
+        .skip_while(|w| *w != "Records:")
+        .nth(1)
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        written = records;
+    }
+    Ok(Some(written))
+}
+
 impl BackfillSource for MySql {
     /// InnoDB's estimate; counted when it is small (InnoDB's estimate of a small or new table
     /// is often 0).
@@ -439,51 +489,46 @@ impl BackfillSource for MySql {
         upper: Option<&[String]>,
         fill: Fill,
     ) -> Result<u64, EngineError> {
-        let ctx = "copying a backfill chunk";
         let copy = sql::backfill_range(dir, lower.is_some(), upper.is_some(), fill);
         let mut conn = db.lock().await;
-        // REPEATABLE READ whatever the server's default: there `INSERT … SELECT` reads the
-        // source with shared locks, so it waits for a transaction still committing a change
-        // the applier left to this chunk (under READ COMMITTED it would read around it).
-        let mut tx = conn
-            .start_transaction(super::capture::repeatable_read())
-            .await
-            .map_err(|e| EngineError::my(ctx, &e))?;
-        let held: Option<Row> = tx
-            .exec_first(
-                "SELECT 1 FROM `splice`.`migrations` WHERE name = ? AND fence = ? \
-                 LOCK IN SHARE MODE",
-                (&runner.name, runner.fence),
-            )
-            .await
-            .map_err(|e| EngineError::my("checking the fencing token", &e))?;
-        if held.is_none() {
-            return Err(runner.stale());
-        }
-        tx.exec_drop(copy.sql.as_str(), bound_params(&copy, lower, upper))
-            .await
-            .map_err(|e| EngineError::my(ctx, &e))?;
-        // ON DUPLICATE KEY UPDATE counts 2 for a changed row and 0 for an unchanged one: the
-        // rows read are what progress means.
-        let info = tx.info().to_string();
-        let mut written = tx.affected_rows();
-        if fill == Fill::Mirror {
-            let gone = sql::delete_gone_in_range(dir, lower.is_some(), upper.is_some());
-            tx.exec_drop(gone.sql.as_str(), bound_params(&gone, lower, upper))
+        let mut attempt = 1;
+        loop {
+            // REPEATABLE READ whatever the server's default: there `INSERT … SELECT` reads the
+            // source with shared locks, so it waits for a transaction still committing a change
+            // the applier left to this chunk (under READ COMMITTED it would read around it).
+            let mut tx = conn
+                .start_transaction(repeatable_read())
                 .await
-                .map_err(|e| EngineError::my(ctx, &e))?;
+                .map_err(|e| EngineError::my("copying a backfill chunk", &e))?;
+            let copied = copy_in(&mut tx, runner, dir, &copy, lower, upper, fill).await;
+            let done = match copied {
+                Ok(Some(written)) => tx
+                    .commit()
+                    .await
+                    .map(|()| written)
+                    .map_err(failed("committing a backfill chunk")),
+                Ok(None) => return Err(runner.stale()),
+                Err(e) => {
+                    // Best effort, as for the applier: a deadlock already rolled back.
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            };
+            match done {
+                Ok(written) => return Ok(written),
+                // An application transaction locked rows in another order than the chunk's
+                // key order (or held them too long): the chunk is idempotent, copy it again.
+                Err(e) if e.lock_conflict() && attempt < LOCK_CONFLICT_ATTEMPTS => {
+                    tracing::warn!(
+                        attempt,
+                        "a backfill chunk met a lock conflict with another session; copying it again"
+                    );
+                    tokio::time::sleep(conflict_backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into_error()),
+            }
         }
-        tx.commit().await.map_err(|e| EngineError::my(ctx, &e))?;
-        // "Records: N  Duplicates: D  Warnings: W"
-        if let Some(records) = info
-            .split_whitespace()
-            .skip_while(|w| *w != "Records:")
-            .nth(1)
-            .and_then(|n| n.parse::<u64>().ok())
-        {
-            written = records;
-        }
-        Ok(written)
     }
 
     async fn refresh_statistics(

@@ -130,15 +130,15 @@ async fn resync<Q: Queryable + Send>(
     batches: &mut HashMap<usize, sql::ResyncBatch>,
     keys: &[Vec<String>],
     gone: &[Vec<String>],
-) -> Result<(), EngineError> {
+) -> Result<(), Failed> {
     let ctx = "applying captured changes";
     db.query_drop(origin_sql)
         .await
-        .map_err(|e| EngineError::my("marking the applier's transaction", &e))?;
+        .map_err(failed("marking the applier's transaction"))?;
     if let Some(sql) = orphans_sql {
         db.query_drop(sql)
             .await
-            .map_err(|e| EngineError::my("applying a truncate", &e))?;
+            .map_err(failed("applying a truncate"))?;
     }
     for (n, params) in key_groups(keys) {
         let statements = batches
@@ -146,7 +146,7 @@ async fn resync<Q: Queryable + Send>(
             .or_insert_with(|| sql::resync_batch(dir, n));
         db.exec_drop(statements.upsert.as_str(), params)
             .await
-            .map_err(|e| EngineError::my(ctx, &e))?;
+            .map_err(failed(ctx))?;
     }
     for (n, params) in key_groups(gone) {
         let statements = batches
@@ -154,9 +154,40 @@ async fn resync<Q: Queryable + Send>(
             .or_insert_with(|| sql::resync_batch(dir, n));
         db.exec_drop(statements.delete.as_str(), params)
             .await
-            .map_err(|e| EngineError::my(ctx, &e))?;
+            .map_err(failed(ctx))?;
     }
     Ok(())
+}
+
+/// A statement that failed, and what it was doing.
+pub(super) struct Failed(&'static str, mysql_async::Error);
+
+pub(super) fn failed(ctx: &'static str) -> impl Fn(mysql_async::Error) -> Failed {
+    move |e| Failed(ctx, e)
+}
+
+impl Failed {
+    /// A lock conflict with another session that ended the statement: a deadlock (1213, InnoDB
+    /// rolled the transaction back) or a lock wait timeout (1205). Running the whole
+    /// transaction again is safe wherever it is idempotent, as a re-sync or a chunk copy is.
+    pub(super) fn lock_conflict(&self) -> bool {
+        matches!(&self.1, mysql_async::Error::Server(s) if s.code == 1213 || s.code == 1205)
+    }
+
+    pub(super) fn into_error(self) -> EngineError {
+        EngineError::my(self.0, &self.1)
+    }
+}
+
+/// How often an idempotent transaction runs again after a lock conflict with the application
+/// (see [`Failed::lock_conflict`]) before the error stands.
+pub(super) const LOCK_CONFLICT_ATTEMPTS: u32 = 5;
+
+/// The wait before attempt `attempt + 1` after a lock conflict: 20, 40, 80… ms, with jitter
+/// so two sessions that deadlocked do not meet again in step.
+pub(super) fn conflict_backoff(attempt: u32) -> std::time::Duration {
+    let base = 20u64 << attempt.min(6);
+    std::time::Duration::from_millis(base + rand::random_range(0..=base))
 }
 
 impl ChangeApplier for MySql {
@@ -302,24 +333,51 @@ impl ChangeApplier for MySql {
         keys.sort();
         let mut gone: Vec<Vec<String>> = gone.iter().cloned().collect();
         gone.sort();
-        let mut tx = applier
-            .db
-            .start_transaction(repeatable_read())
-            .await
-            .map_err(|e| EngineError::my(ctx, &e))?;
-        resync(
-            &mut tx,
-            &applier.origin_sql,
-            truncate.then_some(applier.orphans_sql.as_str()),
-            &applier.dir,
-            &mut applier.batches,
-            &keys,
-            &gone,
-        )
-        .await?;
-        tx.commit()
-            .await
-            .map_err(|e| EngineError::my("committing applied changes", &e))
+        let mut attempt = 1;
+        loop {
+            let mut tx = applier
+                .db
+                .start_transaction(repeatable_read())
+                .await
+                .map_err(|e| EngineError::my(ctx, &e))?;
+            let applied = resync(
+                &mut tx,
+                &applier.origin_sql,
+                truncate.then_some(applier.orphans_sql.as_str()),
+                &applier.dir,
+                &mut applier.batches,
+                &keys,
+                &gone,
+            )
+            .await;
+            let done = match applied {
+                Ok(()) => tx
+                    .commit()
+                    .await
+                    .map_err(failed("committing applied changes")),
+                Err(e) => {
+                    // A deadlock already rolled back; a lock wait timeout ended only its
+                    // statement. Best effort: a session that cannot roll back fails next.
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            };
+            match done {
+                Ok(()) => return Ok(()),
+                // The application's transaction and this batch locked rows in opposite orders
+                // (or one waited too long): the re-sync is idempotent, run it again.
+                Err(e) if e.lock_conflict() && attempt < LOCK_CONFLICT_ATTEMPTS => {
+                    tracing::warn!(
+                        attempt,
+                        error = %e.1,
+                        "an applied batch met a lock conflict with another session; applying it again"
+                    );
+                    tokio::time::sleep(conflict_backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into_error()),
+            }
+        }
     }
 
     /// Finds the stored ranges holding `keys` (groups of up to [`KEYS_PER_STATEMENT`], see
