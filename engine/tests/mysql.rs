@@ -1283,6 +1283,63 @@ async fn backfill_pauses_while_threads_running_is_above_the_files_bound() {
     );
 }
 
+/// A session of the application waiting for a row lock on the table pauses the backfill
+/// (InnoDB's lock-wait tables), naming why; nothing is copied until the wait ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_pauses_while_a_session_waits_for_a_lock_on_the_table() {
+    let db = server();
+    create_orders(&db, 1_000);
+    let engine = Engine::mysql(db.url()).expect("url");
+    engine
+        .expand(ORDERS_V2, "orders_v2.toml")
+        .await
+        .expect("expand");
+    let url = db.url();
+    let holder = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let mut conn = mysql_async::Conn::from_url(url).await.expect("connect");
+            conn.query_drop("BEGIN").await.expect("begin");
+            conn.query_drop("UPDATE shop.orders SET note = 'held' WHERE id = 5")
+                .await
+                .expect("hold key 5");
+            tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+            conn.query_drop("COMMIT").await.expect("commit");
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let waiter = tokio::spawn(async move {
+        let mut conn = mysql_async::Conn::from_url(url).await.expect("connect");
+        conn.query_drop("UPDATE shop.orders SET note = 'waited' WHERE id = 5")
+            .await
+            .expect("the waiter's update");
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while db
+        .sql(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+             WHERE INFO LIKE 'UPDATE shop.orders SET note = ''waited''%'",
+        )
+        .expect("processlist")
+        == "0"
+    {
+        assert!(std::time::Instant::now() < deadline, "the waiter never ran");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let reason = sync_until_paused(&engine).await;
+    assert_eq!(reason, "1 session(s) waiting for a lock on the table");
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM shop._splice_orders_v2_new")
+            .expect("count"),
+        "0",
+        "nothing was copied while the application waited"
+    );
+    holder.await.expect("holder");
+    waiter.await.expect("waiter");
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    assert_eq!(mismatches(&db), "NULL", "rows differ after the copy");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_log_keeps_requests_in_order_and_refuses_an_unknown_migration() {
     let (_db, engine) = expanded(10).await;

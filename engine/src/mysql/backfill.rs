@@ -572,19 +572,7 @@ impl BackfillSource for MySql {
                 replica = None;
             }
         }
-        let waits: Option<Row> = conn
-            .exec_first(
-                "SELECT COUNT(*) FROM information_schema.INNODB_LOCK_WAITS w \
-                 JOIN information_schema.INNODB_LOCKS l ON l.lock_id = w.requested_lock_id \
-                 WHERE l.lock_table = ?",
-                (quote_name(&table.name),),
-            )
-            .await
-            .unwrap_or(None);
-        let lock_waiters = match waits {
-            Some(r) => col::<i64>(&r, 0, "reading lock waits").unwrap_or(0),
-            None => 0,
-        };
+        let lock_waiters = lock_waiters(&mut conn, &table.name).await;
         let running: Option<Row> = conn
             .query_first("SHOW GLOBAL STATUS LIKE 'Threads_running'")
             .await
@@ -728,4 +716,56 @@ mod tests {
             ]
         );
     }
+}
+
+/// How many sessions wait for a row lock on `table`: from InnoDB's lock-wait tables in
+/// `information_schema` (MariaDB, MySQL 5.7), else `performance_schema` (MySQL 8 dropped the
+/// former). 0, with a warning, when neither answers (a user without `PROCESS`, or
+/// `performance_schema` off on MySQL 8): that pause is then off, the others still work.
+async fn lock_waiters(conn: &mut mysql_async::Conn, table: &QualifiedName) -> i64 {
+    let innodb = conn
+        .exec_first::<Row, _, _>(
+            "SELECT COUNT(*) FROM information_schema.INNODB_LOCK_WAITS w \
+             JOIN information_schema.INNODB_LOCKS l ON l.lock_id = w.requested_lock_id \
+             WHERE l.lock_table = ?",
+            (quote_name(table),),
+        )
+        .await;
+    let counted = match innodb {
+        Ok(row) => Ok(row),
+        Err(_) => {
+            conn.exec_first::<Row, _, _>(
+                "SELECT COUNT(*) FROM performance_schema.data_lock_waits w \
+                 JOIN performance_schema.data_locks l \
+                   ON l.ENGINE_LOCK_ID = w.REQUESTING_ENGINE_LOCK_ID \
+                 WHERE l.OBJECT_SCHEMA = ? AND l.OBJECT_NAME = ?",
+                (&table.schema, &table.name),
+            )
+            .await
+        }
+    };
+    match counted.map(|row| row.map(|r| col::<i64>(&r, 0, "reading lock waits"))) {
+        Ok(Some(Ok(n))) => n,
+        Ok(None) => 0,
+        Ok(Some(Err(e))) => {
+            warn_once_lock_waits(&e.to_string());
+            0
+        }
+        Err(e) => {
+            warn_once_lock_waits(&e.to_string());
+            0
+        }
+    }
+}
+
+/// The lock-wait pause is off: said once per process, not at every throttle check.
+fn warn_once_lock_waits(why: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            "cannot count sessions waiting for locks ({why}); the backfill will not pause for \
+             them. Fix: GRANT PROCESS ON *.* to splice's user (and on MySQL 8, \
+             performance_schema = ON)"
+        );
+    });
 }
