@@ -210,6 +210,47 @@ async fn a_clean_stop_and_resume_by_slot_continues_exactly() -> Result<()> {
     Ok(())
 }
 
+/// A consumer that acknowledges every transaction of a busy application does not add a
+/// durable write of the slot's row for each: the writes are at least 200 ms apart, and a clean
+/// stop still stores the last acknowledged position exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledging_every_transaction_writes_the_slot_a_few_times_a_second() -> Result<()> {
+    let db = MariaDb::start()?;
+    shop(&db)?;
+    let updates = || -> Result<u64> {
+        let row = db.sql("SHOW GLOBAL STATUS LIKE 'Com_update'")?;
+        Ok(row.split_whitespace().last().unwrap_or("0").parse()?)
+    };
+    let mut stream = open(&db, "t_coalesce", &["shop.orders"]).await?;
+    let before = updates()?;
+    let started = std::time::Instant::now();
+    let inserts: Vec<String> = (1..=300)
+        .map(|id| format!("INSERT INTO shop.orders VALUES ({id}, 'x')"))
+        .collect();
+    db.sql(&inserts.join("; "))?;
+    let mut last = None;
+    for _ in 0..300 {
+        let txn = next(&mut stream).await?;
+        stream.ack(&txn.position)?;
+        last = Some(txn.position);
+    }
+    let elapsed = started.elapsed();
+    // The slot's writes are the only UPDATE statements here.
+    let writes = updates()? - before;
+    let bound = (elapsed.as_millis() / 200) as u64 + 2;
+    assert!(
+        writes <= bound,
+        "{writes} writes of the slot's row in {elapsed:?} for 300 acknowledgements (at most {bound})"
+    );
+    stream.close().await?;
+    let stored = db.sql(
+        "SELECT CONCAT(binlog_file, ':', binlog_offset) FROM splice.cdc_slots WHERE slot = 't_coalesce'",
+    )?;
+    let last = binlog(&last.ok_or_else(|| anyhow!("nothing arrived"))?);
+    assert_eq!(stored, format!("{}:{}", last.file, last.offset));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_marker_skips_the_appliers_transactions() -> Result<()> {
     let db = MariaDb::start()?;

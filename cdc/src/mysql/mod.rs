@@ -23,8 +23,9 @@ use mysql_common::binlog::value::BinlogValue;
 use setup::{CapturedTable, SPLICE_DATABASE};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, info_span, Instrument};
 
@@ -116,27 +117,46 @@ struct Written {
 }
 
 /// Keeps the slot's row up to date with the acknowledged position, on a session of its own,
-/// coalescing acknowledgements that arrive while a write is under way.
+/// coalescing acknowledgements that arrive while a write is under way or within
+/// [`PositionWriter::EVERY`] of the last one. Each write is a durable commit on the source: a
+/// consumer acknowledging every transaction of a busy application would otherwise add one
+/// commit for each of the application's group commits. A crash repeats at most that much
+/// (delivery is at least once); [`PositionWriter::flush`] writes at once.
 struct PositionWriter {
     tx: watch::Sender<Option<BinlogPosition>>,
     written: watch::Receiver<Written>,
+    /// Wakes the writer from its wait between writes: a flush waits for the position.
+    urgent: Arc<Notify>,
     task: JoinHandle<()>,
 }
 
 impl PositionWriter {
+    /// The least time between two writes of the slot's row, unless a flush asks.
+    const EVERY: Duration = Duration::from_millis(200);
+
     fn spawn(mut conn: Conn, slot: String) -> PositionWriter {
         let (tx, mut rx) = watch::channel::<Option<BinlogPosition>>(None);
         let (written_tx, written) = watch::channel(Written::default());
+        let urgent = Arc::new(Notify::new());
+        let woken = urgent.clone();
         let task = tokio::spawn(async move {
             let mut retry = false;
+            let mut last_write: Option<tokio::time::Instant> = None;
             loop {
                 if !retry && rx.changed().await.is_err() {
                     break;
+                }
+                if let Some(due) = last_write.map(|at| at + Self::EVERY) {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(due) => {}
+                        _ = woken.notified() => {}
+                    }
                 }
                 let Some(position) = rx.borrow_and_update().clone() else {
                     retry = false;
                     continue;
                 };
+                last_write = Some(tokio::time::Instant::now());
                 match setup::store_slot(&mut conn, &slot, &position).await {
                     Ok(()) => {
                         retry = false;
@@ -154,12 +174,18 @@ impl PositionWriter {
             }
             let _ = conn.disconnect().await;
         });
-        PositionWriter { tx, written, task }
+        PositionWriter {
+            tx,
+            written,
+            urgent,
+            task,
+        }
     }
 
     /// Store `position` and wait until it is stored.
     async fn flush(&mut self, position: &BinlogPosition, timeout: Duration) -> Result<(), String> {
         self.tx.send_replace(Some(position.clone()));
+        self.urgent.notify_one();
         let done = self
             .written
             .wait_for(|w| w.position.as_ref().is_some_and(|p| p >= position) || w.error.is_some());
