@@ -44,13 +44,16 @@ pub struct Applier<'a, A: ChangeApplier> {
 }
 
 /// How far the running backfill has copied, for a key of integer columns only: the last key
-/// of its last checkpointed chunk (`None`: none yet), and the highest key the target held
-/// when this run's backfill started (`None`: none). A change to a key beyond both needs no
-/// re-sync: the target has no row for it, and the chunk that copies that key reads the source
-/// after the change committed.
+/// of its last checkpointed chunk (`None`: none yet), the highest key the target held when
+/// this run's backfill started (`None`: none), and the backfill's end (the source's highest
+/// key when it started: it copies no further). A change to a key beyond the first two and up
+/// to the end needs no re-sync: the target has no row for it, and the chunk that copies that
+/// key reads the source after the change committed. Past the end, the applier writes every
+/// change itself.
 struct Horizon {
     copied_through: Option<Vec<i128>>,
     held_at_start: Option<Vec<i128>>,
+    end: Vec<i128>,
 }
 
 impl Horizon {
@@ -61,18 +64,18 @@ impl Horizon {
             return false;
         };
         let past = |bound: &Option<Vec<i128>>| bound.as_ref().is_none_or(|b| key > *b);
-        past(&self.copied_through) && past(&self.held_at_start)
+        past(&self.copied_through) && past(&self.held_at_start) && key <= self.end
     }
 }
 
 /// A key's fields as integers, `None` when one is not.
-fn integer_key(key: &[String]) -> Option<Vec<i128>> {
+pub(crate) fn integer_key(key: &[String]) -> Option<Vec<i128>> {
     key.iter().map(|f| f.parse::<i128>().ok()).collect()
 }
 
 /// Whether a key column's type (PostgreSQL's `format_type`, MySQL's column type) is an
 /// integer type, whose order is the order of its values.
-fn integer_type(sql_type: &str) -> bool {
+pub(crate) fn integer_type(sql_type: &str) -> bool {
     let t = sql_type.trim().to_ascii_lowercase();
     let base = &t[..t.find(['(', ' ']).unwrap_or(t.len())];
     matches!(
@@ -176,14 +179,17 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
 
     /// Tells the applier that a backfill runs alongside it from the checkpoint `last_key`
     /// (the last key of its last chunk whose checkpoint is saved; `None`: none yet), while the
-    /// target's highest key is `target_last` (`None`: empty). Until
-    /// [`Applier::backfill_finished`], a change to a key beyond both is not re-synced: the
-    /// backfill copies that key later, in a chunk that reads the source after the change
-    /// committed (the applier runs between chunks, never during one), and the target has no
-    /// row of it that a chunk would keep. `target_last` covers a chunk that committed before a
-    /// crash kept its checkpoint from being saved: its rows are kept when the range is copied
-    /// again, so changes to them must still be re-synced. This halves the applier's work during
-    /// a backfill under uniformly spread writes.
+    /// target's highest key is `target_last` (`None`: empty), up to `end`, the source's highest
+    /// key when the backfill started (`None`: the source was empty, or its key is not of
+    /// integer columns). Until [`Applier::backfill_finished`], a change to a key beyond the
+    /// first two and up to `end` is not re-synced: the backfill copies that key later, in a
+    /// chunk that reads the source after the change committed (the applier runs between
+    /// chunks, never during one), and the target has no row of it that a chunk would keep.
+    /// `target_last` covers a chunk that committed before a crash kept its checkpoint from
+    /// being saved: its rows are kept when the range is copied again, so changes to them must
+    /// still be re-synced. Keys past `end` are the applier's: the backfill stops there, so an
+    /// application appending faster than the backfill copies cannot keep it from ending. This
+    /// halves the applier's work during a backfill under uniformly spread writes.
     ///
     /// Only for keys of integer columns, whose order splice knows is the database's; for
     /// others every key is re-synced.
@@ -191,6 +197,7 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
         &mut self,
         last_key: Option<&[String]>,
         target_last: Option<&[String]>,
+        end: Option<&[String]>,
     ) {
         self.horizon = None;
         if !self.dir.key.iter().all(|k| integer_type(&k.sql_type)) {
@@ -201,11 +208,13 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
             None => Some(None),
             Some(k) => integer_key(k).map(Some),
         };
-        if let (Some(copied_through), Some(held_at_start)) = (parsed(last_key), parsed(target_last))
+        if let (Some(copied_through), Some(held_at_start), Some(Some(end))) =
+            (parsed(last_key), parsed(target_last), parsed(end))
         {
             self.horizon = Some(Horizon {
                 copied_through,
                 held_at_start,
+                end,
             });
         }
     }
@@ -608,6 +617,7 @@ mod tests {
         let h = Horizon {
             copied_through: integer_key(&key(&["5", "20"])),
             held_at_start: None,
+            end: vec![i128::MAX],
         };
         assert!(!h.ahead(&key(&["5", "20"])), "the last copied key itself");
         assert!(!h.ahead(&key(&["5", "3"])));
@@ -621,20 +631,26 @@ mod tests {
         let none_yet = Horizon {
             copied_through: None,
             held_at_start: None,
+            end: vec![i128::MAX],
         };
         assert!(none_yet.ahead(&key(&["-1", "0"])));
         let unsigned = Horizon {
             copied_through: integer_key(&key(&["18446744073709551614"])),
             held_at_start: None,
+            end: vec![i128::MAX],
         };
         assert!(unsigned.ahead(&key(&["18446744073709551615"])));
         // Rows a chunk left past its checkpoint (a crash before it was saved) are not ahead.
         let resumed = Horizon {
             copied_through: integer_key(&key(&["1000"])),
             held_at_start: integer_key(&key(&["3000"])),
+            end: vec![5000],
         };
         assert!(!resumed.ahead(&key(&["2500"])));
         assert!(resumed.ahead(&key(&["3001"])));
+        // Past the backfill's end the applier writes every change: the backfill stops there.
+        assert!(resumed.ahead(&key(&["5000"])));
+        assert!(!resumed.ahead(&key(&["5001"])));
     }
 
     #[test]

@@ -8,10 +8,10 @@
 //! above its budget) bound what it costs.
 
 use crate::adapter::{BackfillSource, ChangeApplier};
-use crate::applier::Applier;
+use crate::applier::{integer_key, integer_type, Applier};
 use crate::catalog::Table;
 use crate::impact::ImpactBudget;
-use crate::seam::{Fill, RateLimit};
+use crate::seam::{Direction, Fill, RateLimit};
 use crate::spec::MigrationSpec;
 use crate::state::Checkpoint;
 use crate::EngineError;
@@ -440,10 +440,30 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
     let mut report = ImpactReport::new();
     // Changes to keys the backfill has yet to copy are left to it (see
     // `Applier::backfill_started`): past the checkpoint it resumes at and past every row the
-    // target holds.
+    // target holds, up to the backfill's end.
+    // The end: for a key of integer columns, the source's highest key now. The backfill copies
+    // no further; what is written past it later reaches the target through capture (the stream
+    // is open already). Without an end, an application appending keys faster than a held-back
+    // backfill copies would keep the backfill from ever finishing. Other keys have no order
+    // splice knows, so their backfill copies to whatever end the table has when it gets there.
+    let mut end: Option<(Vec<String>, Vec<i128>)> = None;
     if !done {
         let target_last = adapter.target_last_key(db, &dir).await?;
-        capture.backfill_started(last_key.as_deref(), target_last.as_deref());
+        if dir.key.iter().all(|k| integer_type(&k.sql_type)) {
+            let source_side = Direction {
+                to: dir.from.clone(),
+                ..dir.clone()
+            };
+            end = adapter
+                .target_last_key(db, &source_side)
+                .await?
+                .and_then(|k| integer_key(&k).map(|n| (k, n)));
+        }
+        capture.backfill_started(
+            last_key.as_deref(),
+            target_last.as_deref(),
+            end.as_ref().map(|(k, _)| k.as_slice()),
+        );
     }
     while !done && !control.stopping() {
         // Stand still a moment now and then, so the probe measures the application's commit
@@ -492,6 +512,18 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         )
         .instrument(chunk_span.clone())
         .await?;
+        // A chunk reaching the end is the last: it copies up to the end.
+        let (upper, last_chunk) = match (upper, &end) {
+            (Some(key), Some((end_key, end_n)))
+                if integer_key(&key).is_some_and(|n| n >= *end_n) =>
+            {
+                (Some(end_key.clone()), true)
+            }
+            (upper, _) => {
+                let last = upper.is_none();
+                (upper, last)
+            }
+        };
         let copy = adapter.copy_range(
             db,
             runner,
@@ -506,13 +538,13 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         let took = t.elapsed();
         match upper {
             // A full chunk: `chunk` source rows, some of which capture may have written first.
-            Some(key) => {
+            Some(key) if !last_chunk => {
                 p.rows_copied += chunk as u64;
                 last_key = Some(key);
             }
-            // The rest of the table: done. The filled table gets its statistics now, before
+            // The rest of the table (up to the end): done. The filled table gets its statistics now, before
             // verify reads it and long before applications do.
-            None => {
+            _ => {
                 p.rows_copied += written;
                 // Best effort: statistics are an optimisation, never a reason to fail a copy
                 // that is complete (autovacuum analyzes the table later anyway).

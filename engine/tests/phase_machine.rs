@@ -469,21 +469,112 @@ async fn changes_ahead_of_the_backfill_are_left_to_it_and_every_row_still_arrive
     // key 10, changed while the first chunk was about to copy it: the applier runs after it.
     assert_eq!(cents("1000").as_deref(), Some("800"));
     assert_eq!(cents("10").as_deref(), Some("700"));
-    // The others were ahead of the copy when they changed: later chunks copied them.
+    // 1001 and 1500 were ahead of the copy when they changed: later chunks copied them (and
+    // not the deleted one). 5000 is past the backfill's end (the source's highest key, 3000,
+    // when it started): the applier wrote it.
     assert_eq!(cents("1001").as_deref(), Some("900"));
     assert_eq!(cents("5000").as_deref(), Some("400"));
     assert_eq!(cents("1500"), None, "the deleted row never arrived");
     assert_eq!(new.len(), 3000, "3,000 rows, one deleted and one added");
     let left = sink.last.map(|p| p.keys_left_to_backfill).unwrap_or(0);
-    assert_eq!(
-        left, 3,
-        "keys 1001, 5000 and 1500 were left to the backfill"
-    );
+    assert_eq!(left, 2, "keys 1001 and 1500 were left to the backfill");
     assert!(e
         .verify("orders_v2")
         .await
         .expect("verify")
         .cutover_allowed());
+}
+
+/// After each chunk, the application appends more rows past the end of the table than the
+/// chunk copied (a held-back backfill under an application inserting with an
+/// `AUTO_INCREMENT` key). The backfill stops at the source's highest key when it started, so
+/// it ends; capture writes the appended rows.
+struct AppendsFasterThanTheCopy {
+    db: Memory,
+    next_id: i64,
+    chunks: usize,
+}
+
+impl engine::backfill::ProgressSink for AppendsFasterThanTheCopy {
+    fn update(&mut self, p: &engine::backfill::SyncProgress) {
+        use engine::backfill::SyncState;
+        if p.state != SyncState::Applying || p.backfill_done {
+            return;
+        }
+        self.chunks += 1;
+        // Enough chunks to tell: a backfill chasing the end never catches up before this.
+        if self.chunks > 8 {
+            return;
+        }
+        for _ in 0..p.chunk_size + 500 {
+            let id = self.next_id.to_string();
+            self.next_id += 1;
+            self.db.upsert(
+                "orders",
+                &[
+                    ("id", Some(&id)),
+                    ("amount", Some("1")),
+                    ("note", Some("a")),
+                ],
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_backfill_ends_while_the_application_appends_faster_than_it_copies() {
+    let db = database(3000);
+    let e = engine(&db);
+    e.expand(SPEC, "spec.toml").await.expect("expand");
+    let mut sink = AppendsFasterThanTheCopy {
+        db: db.clone(),
+        next_id: 100_000,
+        chunks: 0,
+    };
+    let opts = SyncOptions {
+        until_caught_up: true,
+        ..Default::default()
+    };
+    e.sync(
+        "orders_v2",
+        &opts,
+        // A rate keeps chunks at 1,000 rows, as a held-back backfill's are small.
+        &Control::new(RateLimit::RowsPerSecond(
+            std::num::NonZeroU32::new(1000).expect("non-zero"),
+        )),
+        &mut sink,
+    )
+    .await
+    .expect("sync");
+    assert!(
+        sink.chunks <= 3,
+        "the backfill took {} chunks: it chased the rows appended after it started",
+        sink.chunks
+    );
+    // Row by row, independently of verify: the new table is the mapping of the old one.
+    let source = db.rows("orders").expect("source");
+    assert!(source.len() > 3000, "rows were appended");
+    let mapped = |rows: Vec<engine::memory::Row>, column: &str, times: i64| {
+        rows.iter()
+            .map(|r| {
+                let id = r["id"].clone().unwrap_or_default();
+                let v: i64 = r[column]
+                    .as_deref()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(-1);
+                (id, v * times)
+            })
+            .collect::<std::collections::BTreeMap<String, i64>>()
+    };
+    assert_eq!(
+        mapped(
+            db.rows("_splice_orders_v2_new").expect("shadow"),
+            "amount_cents",
+            1
+        ),
+        mapped(source, "amount", 100),
+        "capture wrote the rows appended past the backfill's end"
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! MySQL's DDL (the shadow table, quarantine, drop; each under `lock_wait_timeout`) and
 //! backfill: the row estimate, a chunk's upper key, the fenced range copy, and the throttle's probes.
 
-use super::capture::{conflict_backoff, failed, repeatable_read, Failed, LOCK_CONFLICT_ATTEMPTS};
+use super::capture::{again_after, failed, repeatable_read, Failed};
 use super::sql::{self, bound_params};
 use super::state::{fenced, record_change, record_quarantine, RunnerLock};
 use super::{col, quote_name, MySql, Session};
@@ -518,15 +518,12 @@ impl BackfillSource for MySql {
                 Ok(written) => return Ok(written),
                 // An application transaction locked rows in another order than the chunk's
                 // key order (or held them too long): the chunk is idempotent, copy it again.
-                Err(e) if e.lock_conflict() && attempt < LOCK_CONFLICT_ATTEMPTS => {
-                    tracing::warn!(
-                        attempt,
-                        "a backfill chunk met a lock conflict with another session; copying it again"
-                    );
-                    tokio::time::sleep(conflict_backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e.into_error()),
+                Err(e) => again_after(
+                    e,
+                    &mut attempt,
+                    "a backfill chunk met a lock conflict with another session; copying it again",
+                )
+                .await?,
             }
         }
     }
@@ -546,8 +543,7 @@ impl BackfillSource for MySql {
     /// Replica lag: of this server when it is itself a replica, and of each replica listed
     /// in `[throttle] replicas` (asked directly: a primary cannot see its replicas' lag); an
     /// unreachable replica, or one not replicating, counts as unknown lag. Then InnoDB lock
-    /// waits on `table` (MariaDB's `INNODB_LOCKS`; 0 where the server lacks it), and
-    /// `Threads_running`.
+    /// waits on `table` (see [`lock_waiters`]), and `Threads_running`.
     async fn server_load(
         &self,
         db: &Session,

@@ -185,9 +185,26 @@ pub(super) const LOCK_CONFLICT_ATTEMPTS: u32 = 5;
 
 /// The wait before attempt `attempt + 1` after a lock conflict: 20, 40, 80… ms, with jitter
 /// so two sessions that deadlocked do not meet again in step.
-pub(super) fn conflict_backoff(attempt: u32) -> std::time::Duration {
+fn conflict_backoff(attempt: u32) -> std::time::Duration {
     let base = 20u64 << attempt.min(6);
     std::time::Duration::from_millis(base + rand::random_range(0..=base))
+}
+
+/// After attempt `attempt` of an idempotent transaction failed with `e`: when it was a lock
+/// conflict and attempts are left, warns (`again` says what runs again), waits the backoff,
+/// counts the attempt and returns `Ok` (run it again); otherwise the error.
+pub(super) async fn again_after(
+    e: Failed,
+    attempt: &mut u32,
+    again: &'static str,
+) -> Result<(), EngineError> {
+    if !(e.lock_conflict() && *attempt < LOCK_CONFLICT_ATTEMPTS) {
+        return Err(e.into_error());
+    }
+    tracing::warn!(attempt = *attempt, error = %e.1, "{again}");
+    tokio::time::sleep(conflict_backoff(*attempt)).await;
+    *attempt += 1;
+    Ok(())
 }
 
 impl ChangeApplier for MySql {
@@ -366,16 +383,12 @@ impl ChangeApplier for MySql {
                 Ok(()) => return Ok(()),
                 // The application's transaction and this batch locked rows in opposite orders
                 // (or one waited too long): the re-sync is idempotent, run it again.
-                Err(e) if e.lock_conflict() && attempt < LOCK_CONFLICT_ATTEMPTS => {
-                    tracing::warn!(
-                        attempt,
-                        error = %e.1,
-                        "an applied batch met a lock conflict with another session; applying it again"
-                    );
-                    tokio::time::sleep(conflict_backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e.into_error()),
+                Err(e) => again_after(
+                    e,
+                    &mut attempt,
+                    "an applied batch met a lock conflict with another session; applying it again",
+                )
+                .await?,
             }
         }
     }
