@@ -13,8 +13,15 @@
 //! (d) cutover lock p99 under load (several cutover → rollback rounds)                < 200 ms
 //! (e) rollback after cutover under load, the slowest round                             < 1 s
 //!
+//! (b) floor: what following the binlog costs by itself, so that (b) can be read against what
+//!     this machine allows: short application runs alone, beside a binlog reader that does
+//!     nothing (`mariadb-binlog --raw`, a replica's IO thread), and beside splice following
+//!     changes once the backfill is done, alternated; each divided by the runs alone on either
+//!     side of it (the machine's speed drifts within a minute), medians printed
+//!
 //! Usage: cargo run --release -p splice-engine --example bench_mysql -- [--rows N]
-//!        [--secs S (baseline run)] [--rounds R (cutover rounds)] [--max-latency-increase off|P%]
+//!        [--secs S (baseline run)] [--rounds R (cutover rounds)]
+//!        [--floor-rounds F (alternations of the (b) floor, 0: none)] [--max-latency-increase off|P%]
 
 use engine::backfill::{Control, NoProgress};
 use engine::phases::{ReverseSync, SyncOptions};
@@ -38,6 +45,8 @@ struct Args {
     rows: u64,
     secs: u64,
     rounds: usize,
+    /// `--floor-rounds N`: alternations of the (b) floor (0: not measured).
+    floor_rounds: usize,
     /// `--max-latency-increase off|P%`: sync without the impact budget, or with another one
     /// (`None`: the default budget).
     budget: Option<Option<f64>>,
@@ -48,6 +57,7 @@ fn args() -> Args {
         rows: 1_000_000,
         secs: 20,
         rounds: 5,
+        floor_rounds: 6,
         budget: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -70,9 +80,10 @@ fn args() -> Args {
             ("--rows", Some(v)) if v > 0 => a.rows = v,
             ("--secs", Some(v)) if v > 0 => a.secs = v,
             ("--rounds", Some(v)) if v > 0 => a.rounds = v as usize,
+            ("--floor-rounds", Some(v)) => a.floor_rounds = v as usize,
             (other, _) => {
                 eprintln!(
-                    "bench_mysql: unexpected `{other}`; usage: bench_mysql [--rows N] [--secs S] [--rounds R] [--max-latency-increase off|P%]"
+                    "bench_mysql: unexpected `{other}`; usage: bench_mysql [--rows N] [--secs S] [--rounds R] [--floor-rounds F] [--max-latency-increase off|P%]"
                 );
                 std::process::exit(2);
             }
@@ -402,6 +413,10 @@ fn main() {
         rows / splice_secs
     );
 
+    if a.floor_rounds > 0 {
+        floor(&db, &rt, &engine, a.rows, a.floor_rounds);
+    }
+
     // (d), (e): cutover → rollback rounds under the same load.
     let load = Load::start(&db, a.rows);
     let load_after = sync_lag(&rt, &engine, &load);
@@ -612,4 +627,137 @@ async fn sync_with(
         )
         .await
         .unwrap_or_else(die("sync"))
+}
+
+/// Seconds of one window of the (b) floor.
+const FLOOR_WINDOW_SECS: u64 = 6;
+
+/// A sysbench run of `secs` seconds on its own: its mean TPS.
+fn window(db: &MariaDb, rows: u64, secs: u64) -> f64 {
+    let out = sysbench(db, rows)
+        .arg(format!("--time={secs}"))
+        .args([
+            "--rand-type=uniform",
+            "--mysql-ignore-errors=1213,1205",
+            "run",
+        ])
+        .output()
+        .unwrap_or_else(die("running sysbench"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "    transactions:                        76445  (5458.62 per sec.)"
+    text.lines()
+        .find(|l| l.trim_start().starts_with("transactions:"))
+        .and_then(|l| l.split('(').nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            die::<f64, _>("sysbench")(format!(
+                "no TPS in its output:\n{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        })
+}
+
+/// The (b) floor: alone, beside a raw binlog reader, alone, beside splice following changes,
+/// … `rounds` times, ending alone; each "beside" run divided by the mean of the alone runs on
+/// either side. splice catches up between runs with the application stopped, so each of its
+/// windows starts with no backlog.
+fn floor(
+    db: &MariaDb,
+    rt: &tokio::runtime::Runtime,
+    engine: &Engine<MySql>,
+    rows: u64,
+    rounds: usize,
+) {
+    let secs = FLOOR_WINDOW_SECS;
+    let dir = std::env::temp_dir().join(format!("bench-mysql-binlog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(die("creating a directory for mariadb-binlog"));
+    let mut raw = Vec::new();
+    let mut follow = Vec::new();
+    let mut alone = window(db, rows, secs);
+    for round in 0..rounds {
+        // A reader that stores the binlog it receives and decodes nothing, from now on.
+        let status = sql(db, "SHOW MASTER STATUS");
+        let mut fields = status.split_whitespace();
+        let (file, position) = (
+            fields.next().unwrap_or_default().to_string(),
+            fields.next().unwrap_or_default().to_string(),
+        );
+        let mut reader = Command::new("mariadb-binlog")
+            .args(["--raw", "--read-from-remote-server", "--stop-never"])
+            .args(["-h", "127.0.0.1", "-u", "root"])
+            .arg(format!("-P{}", db.port()))
+            .arg(format!("--stop-never-slave-server-id={}", 1000 + round))
+            .arg(format!("--start-position={position}"))
+            .arg(format!("--result-file={}/", dir.display()))
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(die(
+                "starting mariadb-binlog (apt-get install mariadb-client)",
+            ));
+        std::thread::sleep(Duration::from_millis(500));
+        let beside_raw = window(db, rows, secs);
+        let still_ran = matches!(reader.try_wait(), Ok(None));
+        let _ = reader.kill();
+        let _ = reader.wait();
+        if !still_ran {
+            die::<(), _>("mariadb-binlog")("it stopped during its window");
+        }
+        let after_raw = window(db, rows, secs);
+        raw.push(beside_raw / ((alone + after_raw) / 2.0));
+
+        // splice following changes: caught up first, with nothing writing.
+        rt.block_on(sync(engine));
+        let control = Control::new(RateLimit::Unlimited);
+        let beside_splice = std::thread::scope(|scope| {
+            let measured = scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(500));
+                let tps = window(db, rows, secs);
+                control.stop();
+                tps
+            });
+            let opts = SyncOptions {
+                max_latency_increase: BUDGET.get().copied().flatten(),
+                ..Default::default()
+            };
+            rt.block_on(engine.sync(NAME, &opts, &control, &mut NoProgress))
+                .unwrap_or_else(die("sync following changes"));
+            measured
+                .join()
+                .unwrap_or_else(|_| die::<f64, _>("the floor's window")("its thread panicked"))
+        });
+        let after_splice = window(db, rows, secs);
+        follow.push(beside_splice / ((after_raw + after_splice) / 2.0));
+        alone = after_splice;
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::create_dir_all(&dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    rt.block_on(sync(engine));
+    let describe = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        format!(
+            "{:.2}× (median of {}; {:.2}–{:.2}×)",
+            v[v.len() / 2],
+            v.len(),
+            v[0],
+            v[v.len() - 1]
+        )
+    };
+    let raw_median = {
+        let mut v = raw.clone();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "    (b) floor, {secs}-s runs alternated, each ÷ the runs alone on either side: a binlog reader that does nothing (mariadb-binlog --raw) {}; splice following changes (backfill done) {}",
+        describe(&mut raw),
+        describe(&mut follow)
+    );
+    println!(
+        "    (b) floor: reading the binlog alone leaves the application {raw_median:.2}× of its TPS here; (b)'s 0.9× is {} it",
+        if raw_median < 0.9 { "above" } else { "within" }
+    );
 }
