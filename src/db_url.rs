@@ -18,8 +18,9 @@ fn resolve_in(
         .or_else(|| env("DATABASE_URL"))
         .or_else(|| from_pg_env(env))
         .ok_or_else(|| {
-            "no database given: pass --database-url postgres://USER@HOST/DB, or set \
-             SPLICE_DATABASE_URL (or DATABASE_URL, or PGHOST/PGDATABASE)"
+            "no database given: pass --database-url postgres://USER@HOST/DB (or \
+             mysql://USER@HOST:3306/), or set SPLICE_DATABASE_URL (or DATABASE_URL, or \
+             PGHOST/PGDATABASE)"
                 .to_string()
         })
 }

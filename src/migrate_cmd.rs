@@ -14,7 +14,8 @@ use std::time::Duration;
 #[derive(Args, Clone)]
 pub struct DbArgs {
     /// PostgreSQL URL (libpq URL or key=value form; sslmode, sslrootcert, sslcert and sslkey
-    /// are honoured); defaults to $SPLICE_DATABASE_URL, then $DATABASE_URL, then
+    /// are honoured), or MySQL/MariaDB URL (mysql://user:password@host:port/, ssl-mode and
+    /// ssl-ca honoured); defaults to $SPLICE_DATABASE_URL, then $DATABASE_URL, then
     /// $PGHOST/$PGPORT/$PGUSER/$PGDATABASE. See docs/connecting.md.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
