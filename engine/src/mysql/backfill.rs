@@ -691,29 +691,6 @@ impl MySql {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::key_clauses;
-
-    #[test]
-    fn only_plain_keys_are_deferred_each_with_its_whole_clause() {
-        let create = "CREATE TABLE `t` (\n  `id` bigint(20) NOT NULL,\n  `k` bigint(20) NOT NULL,\n  \
-                      `c` varchar(20) NOT NULL,\n  PRIMARY KEY (`id`),\n  UNIQUE KEY `u` (`c`),\n  \
-                      KEY `k_1` (`k`),\n  KEY `odd``name` (`c`(8) DESC,`k`) COMMENT 'x',\n  \
-                      FULLTEXT KEY `f` (`c`),\n  CONSTRAINT `chk` CHECK (`k` >= 0)\n) ENGINE=InnoDB";
-        assert_eq!(
-            key_clauses(create),
-            vec![
-                ("k_1".to_string(), "KEY `k_1` (`k`)".to_string()),
-                (
-                    "odd`name".to_string(),
-                    "KEY `odd``name` (`c`(8) DESC,`k`) COMMENT 'x'".to_string()
-                ),
-            ]
-        );
-    }
-}
-
 /// How many sessions wait for a row lock on `table`: from InnoDB's lock-wait tables in
 /// `information_schema` (MariaDB, MySQL 5.7), else `performance_schema` (MySQL 8 dropped the
 /// former). 0, with a warning, when neither answers (a user without `PROCESS`, or
@@ -764,4 +741,27 @@ fn warn_once_lock_waits(why: &str) {
              performance_schema = ON)"
         );
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_clauses;
+
+    #[test]
+    fn only_plain_keys_are_deferred_each_with_its_whole_clause() {
+        let create = "CREATE TABLE `t` (\n  `id` bigint(20) NOT NULL,\n  `k` bigint(20) NOT NULL,\n  \
+                      `c` varchar(20) NOT NULL,\n  PRIMARY KEY (`id`),\n  UNIQUE KEY `u` (`c`),\n  \
+                      KEY `k_1` (`k`),\n  KEY `odd``name` (`c`(8) DESC,`k`) COMMENT 'x',\n  \
+                      FULLTEXT KEY `f` (`c`),\n  CONSTRAINT `chk` CHECK (`k` >= 0)\n) ENGINE=InnoDB";
+        assert_eq!(
+            key_clauses(create),
+            vec![
+                ("k_1".to_string(), "KEY `k_1` (`k`)".to_string()),
+                (
+                    "odd`name".to_string(),
+                    "KEY `odd``name` (`c`(8) DESC,`k`) COMMENT 'x'".to_string()
+                ),
+            ]
+        );
+    }
 }
