@@ -446,7 +446,7 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
     // is open already). Without an end, an application appending keys faster than a held-back
     // backfill copies would keep the backfill from ever finishing. Other keys have no order
     // splice knows, so their backfill copies to whatever end the table has when it gets there.
-    let mut end: Option<(Vec<String>, Vec<i128>)> = None;
+    let mut end: Option<Vec<i128>> = None;
     if !done {
         let target_last = adapter.target_last_key(db, &dir).await?;
         if dir.key.iter().all(|k| integer_type(&k.sql_type)) {
@@ -454,16 +454,16 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
                 to: dir.from.clone(),
                 ..dir.clone()
             };
-            end = adapter
-                .target_last_key(db, &source_side)
-                .await?
-                .and_then(|k| integer_key(&k).map(|n| (k, n)));
+            let end_key = adapter.target_last_key(db, &source_side).await?;
+            end = end_key.as_deref().and_then(integer_key);
+            capture.backfill_started(
+                last_key.as_deref(),
+                target_last.as_deref(),
+                end_key.as_deref(),
+            );
+        } else {
+            capture.backfill_started(last_key.as_deref(), target_last.as_deref(), None);
         }
-        capture.backfill_started(
-            last_key.as_deref(),
-            target_last.as_deref(),
-            end.as_ref().map(|(k, _)| k.as_slice()),
-        );
     }
     while !done && !control.stopping() {
         // Stand still a moment now and then, so the probe measures the application's commit
@@ -512,17 +512,13 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         )
         .instrument(chunk_span.clone())
         .await?;
-        // A chunk reaching the end is the last: it copies up to the end.
-        let (upper, last_chunk) = match (upper, &end) {
-            (Some(key), Some((end_key, end_n)))
-                if integer_key(&key).is_some_and(|n| n >= *end_n) =>
-            {
-                (Some(end_key.clone()), true)
-            }
-            (upper, _) => {
-                let last = upper.is_none();
-                (upper, last)
-            }
+        // A chunk reaching the end is the last. Like the last chunk of a table without an
+        // end, it copies everything after the checkpoint: rows past the end that it copies
+        // as well the applier re-syncs anyway, and a refill (`Fill::Mirror`) must delete every
+        // stale row of the target past the checkpoint, wherever its key lies.
+        let upper = match (upper, &end) {
+            (Some(key), Some(end_n)) if integer_key(&key).is_some_and(|n| n >= *end_n) => None,
+            (upper, _) => upper,
         };
         let copy = adapter.copy_range(
             db,
@@ -538,11 +534,11 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         let took = t.elapsed();
         match upper {
             // A full chunk: `chunk` source rows, some of which capture may have written first.
-            Some(key) if !last_chunk => {
+            Some(key) => {
                 p.rows_copied += chunk as u64;
                 last_key = Some(key);
             }
-            // The rest of the table (up to the end): done. The filled table gets its statistics now, before
+            // The rest of the table: done. The filled table gets its statistics now, before
             // verify reads it and long before applications do.
             _ => {
                 p.rows_copied += written;
