@@ -921,6 +921,29 @@ async fn a_crash_at_any_step_of_restore_from_quarantine_ends_in_a_table_equal_to
     }
 }
 
+/// The refill of a table restored from quarantine stops chunking at the live table's highest
+/// key, and its last chunk still removes the restored table's rows past that key: the live
+/// table lost them while the old one sat in quarantine.
+#[tokio::test]
+async fn a_refill_from_quarantine_removes_rows_deleted_past_the_live_tables_last_key() {
+    let db = contracted(3000).await;
+    // The live table keeps exactly one first chunk's worth of rows (1,000): that chunk reaches
+    // the end.
+    for id in 1001..=3000 {
+        db.delete("orders", &[id.to_string().as_str()]);
+    }
+    let e = engine(&db);
+    let restored = e.rollback("orders_v2").await.expect("restore");
+    assert_eq!(restored.to, "cut_over");
+    let old = db.rows("_splice_orders_v2_old").expect("restored");
+    assert_eq!(old.len(), 1000, "rows 1001 to 3000 were removed");
+    assert_eq!(
+        old,
+        mapped_down(&db),
+        "the restored table equals the live one"
+    );
+}
+
 #[tokio::test]
 async fn a_crash_at_any_step_of_drop_is_finished_by_a_rerun() {
     let drop = |db: Memory| async move {
