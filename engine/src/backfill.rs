@@ -11,7 +11,7 @@ use crate::adapter::{BackfillSource, ChangeApplier};
 use crate::applier::{integer_key, integer_type, Applier};
 use crate::catalog::Table;
 use crate::impact::ImpactBudget;
-use crate::seam::{Direction, Fill, RateLimit};
+use crate::seam::{Fill, RateLimit};
 use crate::spec::MigrationSpec;
 use crate::state::Checkpoint;
 use crate::EngineError;
@@ -448,22 +448,18 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
     // splice knows, so their backfill copies to whatever end the table has when it gets there.
     let mut end: Option<Vec<i128>> = None;
     if !done {
-        let target_last = adapter.target_last_key(db, &dir).await?;
-        if dir.key.iter().all(|k| integer_type(&k.sql_type)) {
-            let source_side = Direction {
-                to: dir.from.clone(),
-                ..dir.clone()
-            };
-            let end_key = adapter.target_last_key(db, &source_side).await?;
-            end = end_key.as_deref().and_then(integer_key);
-            capture.backfill_started(
-                last_key.as_deref(),
-                target_last.as_deref(),
-                end_key.as_deref(),
-            );
+        let target_last = adapter.last_key(db, &dir.to, &dir.key).await?;
+        let end_key = if dir.key.iter().all(|k| integer_type(&k.sql_type)) {
+            adapter.last_key(db, &dir.from, &dir.key).await?
         } else {
-            capture.backfill_started(last_key.as_deref(), target_last.as_deref(), None);
-        }
+            None
+        };
+        end = end_key.as_deref().and_then(integer_key);
+        capture.backfill_started(
+            last_key.as_deref(),
+            target_last.as_deref(),
+            end_key.as_deref(),
+        );
     }
     while !done && !control.stopping() {
         // Stand still a moment now and then, so the probe measures the application's commit

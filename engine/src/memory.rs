@@ -19,8 +19,8 @@ use crate::adapter::{
 use crate::catalog::{Column, Dependent, Table};
 use crate::error::Refusal;
 use crate::seam::{
-    Continuity, Direction, Fill, KeyRange, Load, Plan, RangeResult, RateLimit, Selection, Side,
-    StoredPass, StoredRange, Swap, SwapLock, VerifyReport,
+    Continuity, Direction, Fill, KeyColumn, KeyRange, Load, Plan, RangeResult, RateLimit,
+    Selection, Side, StoredPass, StoredRange, Swap, SwapLock, VerifyReport,
 };
 use crate::spec::{MigrationSpec, QualifiedName};
 use crate::state::{
@@ -1114,14 +1114,15 @@ impl BackfillSource for Memory {
             .map(|k| k.0.clone()))
     }
 
-    async fn target_last_key(
+    async fn last_key(
         &self,
         _: &(),
-        dir: &Direction,
+        table: &QualifiedName,
+        _: &[KeyColumn],
     ) -> Result<Option<Vec<String>>, EngineError> {
         let db = self.lock();
         Ok(db
-            .table(&dir.to)?
+            .table(table)?
             .rows
             .keys()
             .next_back()

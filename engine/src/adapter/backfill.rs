@@ -2,7 +2,7 @@
 
 use super::StateStore;
 use crate::catalog::Table;
-use crate::seam::{Direction, Fill, Load, LockHolder};
+use crate::seam::{Direction, Fill, KeyColumn, Load, LockHolder};
 use crate::spec::QualifiedName;
 use crate::EngineError;
 use std::future::Future;
@@ -23,13 +23,15 @@ pub trait BackfillSource: StateStore {
         after: Option<&[String]>,
         offset: i64,
     ) -> impl Future<Output = Result<Option<Vec<String>>, EngineError>> + Send;
-    /// The highest key `dir.to` (the target) holds, in key order, as text; `None` when it is
-    /// empty. A resumed backfill asks it: a chunk that committed before a crash kept its
-    /// checkpoint from being saved leaves rows past the checkpoint.
-    fn target_last_key(
+    /// The highest key `table` holds (its `key` columns, in key order), as text; `None` when
+    /// it is empty. A backfill asks it of the target (a chunk that committed before a crash
+    /// kept its checkpoint from being saved leaves rows past the checkpoint) and of the source
+    /// (its end).
+    fn last_key(
         &self,
         conn: &Self::Conn,
-        dir: &Direction,
+        table: &QualifiedName,
+        key: &[KeyColumn],
     ) -> impl Future<Output = Result<Option<Vec<String>>, EngineError>> + Send;
     /// Copies the mapped rows of the key range `(lower, upper]` (an absent bound is open) in
     /// one statement; returns the rows written. Fenced like a state write, and in a way that a

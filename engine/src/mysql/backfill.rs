@@ -7,7 +7,7 @@ use super::state::{fenced, record_change, record_quarantine, RunnerLock};
 use super::{col, quote_name, MySql, Session};
 use crate::adapter::{BackfillSource, SchemaChanges};
 use crate::catalog::Table;
-use crate::seam::{Direction, Fill, Load};
+use crate::seam::{Direction, Fill, KeyColumn, Load};
 use crate::spec::{IndexBuild, MigrationSpec, QualifiedName, QUARANTINE_SCHEMA};
 use crate::state::{DeferredIndex, PhaseChange, QuarantineEntry};
 use crate::EngineError;
@@ -401,6 +401,15 @@ async fn copy_in(
     Ok(Some(written))
 }
 
+/// The first `n` columns of `row` (a key as text), if there is a row.
+fn key_of(row: Option<Row>, n: usize, ctx: &str) -> Result<Option<Vec<String>>, EngineError> {
+    let Some(row) = row else { return Ok(None) };
+    (0..n)
+        .map(|i| col::<String>(&row, i, ctx))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 impl BackfillSource for MySql {
     /// InnoDB's estimate; counted when it is small (InnoDB's estimate of a small or new table
     /// is often 0).
@@ -448,30 +457,23 @@ impl BackfillSource for MySql {
             .exec_first(bound.sql, params)
             .await
             .map_err(|e| EngineError::my(ctx, &e))?;
-        let Some(row) = row else { return Ok(None) };
-        (0..dir.key.len())
-            .map(|i| col::<String>(&row, i, ctx))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        key_of(row, dir.key.len(), ctx)
     }
 
-    async fn target_last_key(
+    async fn last_key(
         &self,
         db: &Session,
-        dir: &Direction,
+        table: &QualifiedName,
+        key: &[KeyColumn],
     ) -> Result<Option<Vec<String>>, EngineError> {
-        let ctx = "finding the new table's highest key";
+        let ctx = "finding a table's highest key";
         let row: Option<Row> = db
             .lock()
             .await
-            .query_first(sql::target_last_key(dir))
+            .query_first(sql::last_key(table, key))
             .await
             .map_err(|e| EngineError::my(ctx, &e))?;
-        let Some(row) = row else { return Ok(None) };
-        (0..dir.key.len())
-            .map(|i| col::<String>(&row, i, ctx))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        key_of(row, key.len(), ctx)
     }
 
     /// Copies the key range `(lower, upper]` in one `INSERT … SELECT`; returns the rows read.
@@ -717,18 +719,16 @@ async fn lock_waiters(conn: &mut mysql_async::Conn, table: &QualifiedName) -> i6
             .await
         }
     };
-    match counted.map(|row| row.map(|r| col::<i64>(&r, 0, "reading lock waits"))) {
-        Ok(Some(Ok(n))) => n,
-        Ok(None) => 0,
-        Ok(Some(Err(e))) => {
-            warn_once_lock_waits(&e.to_string());
-            0
-        }
-        Err(e) => {
-            warn_once_lock_waits(&e.to_string());
-            0
-        }
-    }
+    let read = counted
+        .map_err(|e| e.to_string())
+        .and_then(|row| match row {
+            Some(r) => col::<i64>(&r, 0, "reading lock waits").map_err(|e| e.to_string()),
+            None => Ok(0),
+        });
+    read.unwrap_or_else(|why| {
+        warn_once_lock_waits(&why);
+        0
+    })
 }
 
 /// The lock-wait pause is off: said once per process, not at every throttle check.

@@ -6,6 +6,7 @@
 use super::plan::base_type as base;
 use super::{quote_ident, quote_name};
 use crate::seam::{Direction, Fill, KeyColumn};
+use crate::spec::QualifiedName;
 
 /// Whether the key column is of an integer type.
 fn is_integer(k: &KeyColumn) -> bool {
@@ -46,23 +47,22 @@ pub fn key_text(k: &KeyColumn, alias: &str) -> String {
     }
 }
 
-/// The target's highest key, as text (the backfill also asks it of the source, for its end).
+/// The highest key of `table`, as text.
 ///
 /// A locking read: an insert whose binlog event is already written, before a change stream
 /// opened, may not be committed in InnoDB yet; a plain read would miss its row while the
 /// stream never delivers it. The locking read waits for that commit (the new record is locked
 /// until then), as the backfill's chunks do.
-pub fn target_last_key(dir: &Direction) -> String {
-    let texts: Vec<String> = dir.key.iter().map(|k| key_text(k, "t.")).collect();
-    let order: Vec<String> = dir
-        .key
+pub fn last_key(table: &QualifiedName, key: &[KeyColumn]) -> String {
+    let texts: Vec<String> = key.iter().map(|k| key_text(k, "t.")).collect();
+    let order: Vec<String> = key
         .iter()
         .map(|k| format!("t.{} DESC", quote_ident(&k.name)))
         .collect();
     format!(
         "SELECT {} FROM {} AS t ORDER BY {} LIMIT 1 LOCK IN SHARE MODE",
         texts.join(", "),
-        quote_name(&dir.to),
+        quote_name(table),
         order.join(", ")
     )
 }

@@ -6,7 +6,7 @@ use super::state::RunnerLock;
 use super::Postgres;
 use crate::adapter::BackfillSource;
 use crate::catalog::Table;
-use crate::seam::{Direction, Fill, Load};
+use crate::seam::{Direction, Fill, KeyColumn, Load};
 use crate::spec::QualifiedName;
 use crate::EngineError;
 use tokio_postgres::types::ToSql;
@@ -53,6 +53,20 @@ impl crate::adapter::CommitProbe for Postgres {
     }
 }
 
+/// The first `n` columns of `row` (a key as text), if there is a row.
+fn key_of(
+    row: Option<tokio_postgres::Row>,
+    n: usize,
+    ctx: &'static str,
+) -> Result<Option<Vec<String>>, EngineError> {
+    let Some(row) = row else { return Ok(None) };
+    (0..n)
+        .map(|i| row.try_get::<_, String>(i))
+        .collect::<Result<Vec<String>, _>>()
+        .map(Some)
+        .map_err(|e| EngineError::db(ctx, e))
+}
+
 impl BackfillSource for Postgres {
     /// The planner's row estimate: counting would read the whole table once more. A table never
     /// analyzed (reltuples < 0) is counted.
@@ -86,38 +100,29 @@ impl BackfillSource for Postgres {
             .map(|v| v as &(dyn ToSql + Sync))
             .collect();
         params.push(&offset);
-        let Some(row) = db
+        let row = db
             .query_opt(&probe, &params)
             .await
-            .map_err(|e| EngineError::db("finding the end of a backfill chunk", e))?
-        else {
-            return Ok(None);
-        };
-        (0..dir.key.len())
-            .map(|i| row.try_get::<_, String>(i))
-            .collect::<Result<Vec<String>, _>>()
-            .map(Some)
-            .map_err(|e| EngineError::db("reading the end of a backfill chunk as text", e))
+            .map_err(|e| EngineError::db("finding the end of a backfill chunk", e))?;
+        key_of(
+            row,
+            dir.key.len(),
+            "reading the end of a backfill chunk as text",
+        )
     }
 
-    async fn target_last_key(
+    async fn last_key(
         &self,
         db: &Client,
-        dir: &Direction,
+        table: &QualifiedName,
+        key: &[KeyColumn],
     ) -> Result<Option<Vec<String>>, EngineError> {
-        let ctx = "finding the new table's highest key";
-        let Some(row) = db
-            .query_opt(&sql::target_last_key(dir), &[])
+        let ctx = "finding a table's highest key";
+        let row = db
+            .query_opt(&sql::last_key(table, key), &[])
             .await
-            .map_err(|e| EngineError::db(ctx, e))?
-        else {
-            return Ok(None);
-        };
-        (0..dir.key.len())
-            .map(|i| row.try_get::<_, String>(i))
-            .collect::<Result<Vec<String>, _>>()
-            .map(Some)
-            .map_err(|e| EngineError::db(ctx, e))
+            .map_err(|e| EngineError::db(ctx, e))?;
+        key_of(row, key.len(), ctx)
     }
 
     /// Copies the key range `(lower, upper]` in one `INSERT … SELECT`; returns the rows written.

@@ -4,7 +4,7 @@
 //! Key values travel as text and are cast in SQL (`$1::text::bigint`), so any key type works
 //! without client-side type knowledge.
 
-use crate::seam::{Direction, Fill, KeyRange, Side};
+use crate::seam::{Direction, Fill, KeyColumn, KeyRange, Side};
 use crate::spec::QualifiedName;
 
 pub use cdc::quote_ident;
@@ -361,18 +361,20 @@ pub fn range_boundary(dir: &Direction, after_key: bool) -> String {
     )
 }
 
-/// The target's highest key, as text.
-pub fn target_last_key(dir: &Direction) -> String {
-    let dir = Sql(dir);
-    let order: Vec<String> = dir
-        .key
+/// The highest key of `table`, as text.
+pub fn last_key(table: &QualifiedName, key: &[KeyColumn]) -> String {
+    let texts: Vec<String> = key
+        .iter()
+        .map(|k| format!("t.{}::text", quote_ident(&k.name)))
+        .collect();
+    let order: Vec<String> = key
         .iter()
         .map(|k| format!("t.{} DESC", quote_ident(&k.name)))
         .collect();
     format!(
         "SELECT {} FROM {} t ORDER BY {} LIMIT 1",
-        dir.key_text("t."),
-        qualified(&dir.to),
+        texts.join(", "),
+        qualified(table),
         order.join(", ")
     )
 }
