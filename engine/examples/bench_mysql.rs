@@ -736,8 +736,10 @@ fn floor(
     }
     let _ = std::fs::remove_dir_all(&dir);
     rt.block_on(sync(engine));
-    let describe = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
+    // Sorted once: the median and the range are read from it.
+    raw.sort_by(f64::total_cmp);
+    follow.sort_by(f64::total_cmp);
+    let describe = |v: &[f64]| {
         format!(
             "{:.2}× (median of {}; {:.2}–{:.2}×)",
             v[v.len() / 2],
@@ -746,15 +748,11 @@ fn floor(
             v[v.len() - 1]
         )
     };
-    let raw_median = {
-        let mut v = raw.clone();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let raw_median = raw[raw.len() / 2];
     println!(
         "    (b) floor, {secs}-s runs alternated, each ÷ the runs alone on either side: a binlog reader that does nothing (mariadb-binlog --raw) {}; splice following changes (backfill done) {}",
-        describe(&mut raw),
-        describe(&mut follow)
+        describe(&raw),
+        describe(&follow)
     );
     println!(
         "    (b) floor: reading the binlog alone leaves the application {raw_median:.2}× of its TPS here; (b)'s 0.9× is {} it",
