@@ -14,6 +14,11 @@
 //! (for (i) and (ii)), p99 at the fixed rate ÷ without (for (iii)), and its own lag, commit →
 //! received, under saturation (for (iv)).
 //!
+//! While (i) and the no-op ceiling run, the CPU time of the consumer's parts is read from
+//! `/proc` (the server's walsender, splice's sessions, this process): per 10,000 changes it
+//! does not drift with the machine's load the way a TPS ratio does, and it says which part
+//! costs the application what.
+//!
 //! Runs with and without splice alternate (without, with, without, with, …, `--rounds` times)
 //! and each figure compares the medians, so a machine whose load drifts (other builds) drifts
 //! both sides. (ii) is one pair around the one backfill.
@@ -456,6 +461,104 @@ async fn measure_lag(url: &str, secs: u64, target: &str) -> Vec<f64> {
     .await
 }
 
+/// CPU time (seconds) of a process from `/proc/PID/stat` (utime + stime, its own threads
+/// only), `None` once it is gone. Linux reports it in USER_HZ ticks, 100 a second.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it follow its `)`.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// Where the CPU of a consumer of changes goes while the application runs: the server's
+/// walsenders, the other sessions open before the application connected (splice's applier,
+/// drain-marker and heartbeat sessions; the bench's own idle one), and this process (splice's
+/// sync runs in it, as does the no-op consumer).
+struct CpuMeter {
+    walsenders: Vec<(String, f64)>,
+    sessions: Vec<(String, f64)>,
+    process: f64,
+}
+
+/// CPU seconds each part used during one run.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuUse {
+    walsender: f64,
+    sessions: f64,
+    process: f64,
+}
+
+impl CpuMeter {
+    async fn start(db: &Client) -> CpuMeter {
+        let rows = db
+            .query(
+                "SELECT pid::text, backend_type FROM pg_stat_activity
+                  WHERE backend_type IN ('walsender', 'client backend')",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| die("listing the server's sessions")(engine::db_message(&e)));
+        let (mut walsenders, mut sessions) = (Vec::new(), Vec::new());
+        for r in rows {
+            let (pid, kind): (String, String) = (r.get(0), r.get(1));
+            let Some(t) = cpu_seconds(&pid) else { continue };
+            match kind.as_str() {
+                "walsender" => walsenders.push((pid, t)),
+                _ => sessions.push((pid, t)),
+            }
+        }
+        CpuMeter {
+            walsenders,
+            sessions,
+            process: cpu_seconds("self").unwrap_or(0.0),
+        }
+    }
+
+    fn stop(&self) -> CpuUse {
+        let used = |procs: &[(String, f64)]| {
+            procs
+                .iter()
+                .filter_map(|(pid, t0)| cpu_seconds(pid).map(|t| t - t0))
+                .sum::<f64>()
+        };
+        CpuUse {
+            walsender: used(&self.walsenders),
+            sessions: used(&self.sessions),
+            process: cpu_seconds("self").unwrap_or(0.0) - self.process,
+        }
+    }
+}
+
+/// The medians of several runs' CPU use, as milliseconds per 10,000 changes (`changes` each).
+fn cost_line(uses: &[(CpuUse, f64)], secs: u64) -> String {
+    let per = |f: fn(&CpuUse) -> f64| {
+        median(
+            &uses
+                .iter()
+                .map(|(u, changes)| f(u) * 1000.0 * 10_000.0 / changes.max(1.0))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (w, s, p) = (
+        per(|u| u.walsender),
+        per(|u| u.sessions),
+        per(|u| u.process),
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let share = median(
+        &uses
+            .iter()
+            .map(|(u, _)| (u.walsender + u.sessions + u.process) / (secs as f64 * cores))
+            .collect::<Vec<_>>(),
+    );
+    format!(
+        "walsender {w:.0}, sessions {s:.0}, process {p:.0}: {:.0} ms of CPU per 10,000 changes, {:.0}% of the {cores:.0} cores at saturation",
+        w + s + p,
+        share * 100.0
+    )
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -554,12 +657,16 @@ async fn main() {
     eprintln!("impact: ceiling, a no-op logical decoding consumer");
     let mut noop_without = vec![without_2.tps];
     let mut noop_with = Vec::new();
+    let mut noop_cost = Vec::new();
     let marks = Arc::new(AtomicI64::new(0));
     for _ in 0..a.rounds {
         let stop = Arc::new(AtomicBool::new(false));
         let noop = start_noop_consumer(&url, stop.clone(), marks.clone());
         tokio::time::sleep(Duration::from_secs(1)).await;
-        noop_with.push(pgbench(&bench, None).await.tps);
+        let cpu = CpuMeter::start(&db).await;
+        let run = pgbench(&bench, None).await;
+        noop_cost.push((cpu.stop(), run.tps * a.secs as f64));
+        noop_with.push(run.tps);
         stop.store(true, Ordering::Relaxed);
         let _ = noop.await;
         noop_without.push(pgbench(&bench, None).await.tps);
@@ -570,11 +677,15 @@ async fn main() {
     eprintln!("impact: (i) application TPS while sync follows changes");
     let mut follow_without = vec![*noop_without.last().unwrap_or(&without_2.tps)];
     let mut follow_with = Vec::new();
+    let mut follow_cost = Vec::new();
     let mut impact_figures = None;
     for _ in 0..a.rounds {
         let sync = start_sync(&url);
         until_following(&sync).await;
-        follow_with.push(pgbench(&bench, None).await.tps);
+        let cpu = CpuMeter::start(&db).await;
+        let run = pgbench(&bench, None).await;
+        follow_cost.push((cpu.stop(), run.tps * a.secs as f64));
+        follow_with.push(run.tps);
         impact_figures = sync.progress().impact;
         sync.stop().await;
         follow_without.push(pgbench(&bench, None).await.tps);
@@ -725,6 +836,12 @@ async fn main() {
         median(&noop_without),
         list(&noop_without),
         noop_ratio
+    );
+    println!(
+        "CPU while following at saturation (medians): splice {}\n      \
+         beside the no-op consumer: {}",
+        cost_line(&follow_cost, a.secs),
+        cost_line(&noop_cost, a.secs)
     );
     if let Some(i) = impact_figures {
         println!(

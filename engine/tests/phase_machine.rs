@@ -493,14 +493,18 @@ struct AppendsFasterThanTheCopy {
     db: Memory,
     next_id: i64,
     chunks: usize,
+    /// Rows copied at the last chunk counted: a chunk can be reported more than once while
+    /// capture is applied after it (once before a hold, once after).
+    copied: u64,
 }
 
 impl engine::backfill::ProgressSink for AppendsFasterThanTheCopy {
     fn update(&mut self, p: &engine::backfill::SyncProgress) {
         use engine::backfill::SyncState;
-        if p.state != SyncState::Applying || p.backfill_done {
+        if p.state != SyncState::Applying || p.backfill_done || p.rows_copied == self.copied {
             return;
         }
+        self.copied = p.rows_copied;
         self.chunks += 1;
         // Enough chunks to tell: a backfill chasing the end never catches up before this.
         if self.chunks > 8 {
@@ -530,6 +534,7 @@ async fn a_backfill_ends_while_the_application_appends_faster_than_it_copies() {
         db: db.clone(),
         next_id: 100_000,
         chunks: 0,
+        copied: 0,
     };
     let opts = SyncOptions {
         until_caught_up: true,

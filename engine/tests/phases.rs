@@ -601,9 +601,10 @@ async fn cutover_carries_views_foreign_keys_sequences_triggers_and_grants_over()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_applier_waits_until_a_captured_transaction_is_visible() {
-    let db = server();
-    let client = connect(&db.url).await;
-    create_orders(&client, 10).await;
+    use engine::adapter::ChangeApplier;
+    let (db, client, engine) = expanded(10).await;
+    let spec = MigrationSpec::parse(ORDERS_V2, "orders_v2.toml").expect("spec");
+    let plan = engine.plan(&spec).await.expect("plan");
     // A transaction that is still running stands for one whose commit record was already
     // decoded while its backend had not yet left the running set: invisible to new snapshots.
     let writer = connect(&db.url).await;
@@ -616,20 +617,57 @@ async fn the_applier_waits_until_a_captured_transaction_is_visible() {
         .await
         .expect("xid")
         .get(0);
-    let waiter = connect(&db.url).await;
-    let xids = vec![xid as u64];
-    let wait = tokio::spawn(async move {
-        engine::postgres::capture::wait_visible(&waiter, &xids, std::time::Duration::from_secs(60))
+    let forward = plan.forward.clone();
+    let applying = tokio::spawn(async move {
+        let pg = engine.adapter();
+        let mut session = pg
+            .open_applier(&forward, "splice_test_visibility")
             .await
+            .expect("applier");
+        let keys = std::collections::HashSet::from([vec!["1".to_string()]]);
+        pg.apply(
+            &mut session,
+            keys,
+            &std::collections::HashSet::new(),
+            &[xid as u64],
+            false,
+        )
+        .await
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(!wait.is_finished(), "it waits while the transaction runs");
+    assert!(
+        !applying.is_finished(),
+        "it waits while the transaction runs"
+    );
+    let written: i64 = client
+        .query_one("SELECT count(*) FROM _splice_orders_v2_new", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        written, 0,
+        "nothing is written from a snapshot that misses it"
+    );
     writer.batch_execute("COMMIT").await.expect("commit");
-    wait.await.expect("join").expect("visible once committed");
+    applying
+        .await
+        .expect("join")
+        .expect("applied once committed");
+    let note: Option<String> = client
+        .query_one("SELECT note FROM _splice_orders_v2_new WHERE id = 1", &[])
+        .await
+        .expect("the re-synced row")
+        .get(0);
+    assert_eq!(note.as_deref(), Some("late"), "the committed version");
 
     // Already visible transactions (and none) do not wait; a transaction that never becomes
     // visible ends in an error naming the fix rather than a re-sync that reads old rows.
-    engine::postgres::capture::wait_visible(&client, &[xid as u64], std::time::Duration::ZERO)
+    let count = client
+        .prepare(&engine::postgres::sql::count_invisible_txns())
+        .await
+        .expect("prepare");
+    let within = std::time::Duration::from_millis(100);
+    engine::postgres::capture::until_visible(&client, &count, &[], &[xid as u64], within)
         .await
         .expect("visible");
     let stuck = connect(&db.url).await;
@@ -639,13 +677,10 @@ async fn the_applier_waits_until_a_captured_transaction_is_visible() {
         .await
         .expect("xid")
         .get(0);
-    let err = engine::postgres::capture::wait_visible(
-        &client,
-        &[running as u64],
-        std::time::Duration::from_millis(100),
-    )
-    .await
-    .expect_err("never visible");
+    let err =
+        engine::postgres::capture::until_visible(&client, &count, &[], &[running as u64], within)
+            .await
+            .expect_err("never visible");
     assert!(err.to_string().contains("stayed invisible"), "{err}");
 }
 

@@ -20,7 +20,13 @@ const APPLIER_STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_m
 pub struct ApplierSession {
     db: Client,
     marker_db: Client,
+    /// [`sql::resync_keys`] of the direction, and the statement prepared from it at the first
+    /// batch (the direction's target may not exist when the applier opens: the reverse
+    /// direction's appears at cutover).
     resync_sql: String,
+    resync: Option<tokio_postgres::Statement>,
+    /// [`sql::count_invisible_txns`], prepared once.
+    visible_sql: tokio_postgres::Statement,
     orphans_sql: String,
     key_len: usize,
     /// [`sql::mark_verify_ranges`] of the direction; `None` when the state store has no
@@ -74,39 +80,33 @@ pub async fn drop_origin(db: &impl GenericClient, origin: &str) -> Result<(), En
 /// gives up (a backend that wrote its commit record and then stalled).
 const VISIBLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Waits until every transaction in `txns` (32-bit ids, as logical decoding gives them) is
-/// visible to a new snapshot on `db`.
+/// Runs `statement` (the re-sync, or [`sql::count_invisible_txns`]) with `params` and, last,
+/// the batch's source transactions `txns` (32-bit ids, as logical decoding gives them), until
+/// its snapshot sees them all (an error naming the fix after `within`): it returns how many it does not see as its first column, and
+/// does nothing else unless none.
 ///
 /// A transaction's commit record is flushed, and can be decoded and delivered, a moment before
 /// its backend leaves the set of running transactions; a snapshot taken in between still sees
 /// the old rows. A re-sync that read them then would write the old version, acknowledge the
-/// change, and lose it. Once visible to one snapshot, a commit is visible to every later one,
-/// so the re-sync after this sees it.
-pub async fn wait_visible(
+/// change, and lose it. So the re-sync statement itself checks, in its own snapshot, that it
+/// sees them all, and writes only then ([`sql::resync_keys`]): one round trip per batch when
+/// they are visible, as they almost always are.
+pub async fn until_visible(
     db: &impl GenericClient,
+    statement: &tokio_postgres::Statement,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     txns: &[u64],
     within: std::time::Duration,
 ) -> Result<(), EngineError> {
-    if txns.is_empty() {
-        return Ok(());
-    }
     let ids: Vec<i64> = txns.iter().map(|x| (*x & 0xFFFF_FFFF) as i64).collect();
+    let mut all = params.to_vec();
+    all.push(&ids);
     let deadline = std::time::Instant::now() + within;
     loop {
-        // Each 32-bit id is widened to a full xid8 in the epoch of the snapshot's xmax (it
-        // was assigned before now, less than 2^31 transactions ago).
         let pending: i64 = db
-            .query_one(
-                "SELECT count(*) FROM unnest($1::bigint[]) AS x(id), pg_current_snapshot() AS s
-                 WHERE NOT pg_visible_in_snapshot(
-                     (pg_snapshot_xmax(s)::text::bigint
-                      - ((pg_snapshot_xmax(s)::text::bigint % 4294967296) - x.id + 4294967296)
-                        % 4294967296)::text::xid8,
-                     s)",
-                &[&ids],
-            )
+            .query_one(statement, &all)
             .await
-            .map_err(|e| EngineError::db("waiting for captured transactions to be visible", e))?
+            .map_err(|e| EngineError::db("applying captured changes", e))?
             .get(0);
         if pending == 0 {
             return Ok(());
@@ -123,31 +123,13 @@ pub async fn wait_visible(
     }
 }
 
-/// The statements of one applied batch: orphan removal after a TRUNCATE, then the re-sync of
-/// the changed keys.
-struct ApplyStatements<'a> {
-    orphans: Option<&'a str>,
-    resync: Option<&'a str>,
-}
-
-impl ApplyStatements<'_> {
-    async fn run(
-        &self,
-        tx: &impl GenericClient,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<(), EngineError> {
-        if let Some(sql) = self.orphans {
-            tx.execute(sql, &[])
-                .await
-                .map_err(|e| EngineError::db("applying a truncate", e))?;
-        }
-        if let Some(sql) = self.resync {
-            tx.query_one(sql, params)
-                .await
-                .map_err(|e| EngineError::db("applying captured changes", e))?;
-        }
-        Ok(())
-    }
+/// Removes every target row whose key the source lost, after a TRUNCATE of the source (in the
+/// transaction of the re-sync that follows).
+async fn apply_truncate(tx: &impl GenericClient, orphans_sql: &str) -> Result<(), EngineError> {
+    tx.execute(orphans_sql, &[])
+        .await
+        .map_err(|e| EngineError::db("applying a truncate", e))?;
+    Ok(())
 }
 
 impl ChangeApplier for Postgres {
@@ -236,10 +218,16 @@ impl ChangeApplier for Postgres {
             }
             false => None,
         };
+        let visible_sql = apply_db
+            .prepare(&sql::count_invisible_txns())
+            .await
+            .map_err(|e| EngineError::db("preparing the applier's statements", e))?;
         Ok(ApplierSession {
             db: apply_db,
             marker_db,
             resync_sql: sql::resync_keys(dir),
+            resync: None,
+            visible_sql,
             orphans_sql: sql::delete_orphans(dir),
             key_len: dir.key.len(),
             mark_sql,
@@ -281,8 +269,10 @@ impl ChangeApplier for Postgres {
     }
 
     /// Applies one batch: orphan removal after a TRUNCATE, then the re-sync of the changed keys
-    /// (one `text[]` parameter per key column). Inside the swap transaction while one is open,
-    /// otherwise in a transaction of the applier's session that is committed.
+    /// (one `text[]` parameter per key column), which checks in its own snapshot that it sees
+    /// the batch's transactions ([`until_visible`]). Inside the swap transaction while one is
+    /// open; otherwise the re-sync is one statement on its own (its implicit transaction is
+    /// the batch's), or, after a TRUNCATE, a transaction with the orphan removal.
     async fn apply(
         &self,
         applier: &mut ApplierSession,
@@ -292,12 +282,14 @@ impl ChangeApplier for Postgres {
         truncate: bool,
     ) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
-        // Also when every key was left to the backfill: its next chunk must see `txns`.
-        wait_visible(&applier.db, txns, VISIBLE_WITHIN).await?;
-        if !truncate && keys.is_empty() {
-            return Ok(());
+        if truncate || keys.is_empty() {
+            // Every key left to the backfill: its next chunk must see `txns`. After a
+            // TRUNCATE: the orphan removal's own snapshot must see it.
+            until_visible(&applier.db, &applier.visible_sql, &[], txns, VISIBLE_WITHIN).await?;
+            if !truncate {
+                return Ok(());
+            }
         }
-        let visible = started.elapsed();
         let mut columns: Vec<Vec<String>> = vec![Vec::with_capacity(keys.len()); applier.key_len];
         let n_keys = keys.len();
         for key in keys {
@@ -321,30 +313,41 @@ impl ChangeApplier for Postgres {
                     .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)),
             )
             .collect();
-        let statements = ApplyStatements {
-            orphans: truncate.then_some(applier.orphans_sql.as_str()),
-            resync: (n_keys > 0).then_some(applier.resync_sql.as_str()),
+        let resync = match &applier.resync {
+            Some(prepared) => prepared.clone(),
+            None => {
+                let prepared =
+                    applier.db.prepare(&applier.resync_sql).await.map_err(|e| {
+                        EngineError::db("preparing the re-sync of captured keys", e)
+                    })?;
+                applier.resync = Some(prepared.clone());
+                prepared
+            }
         };
+        let resync = &resync;
         if applier.in_swap {
-            return statements.run(&applier.db, &params).await;
+            if truncate {
+                apply_truncate(&applier.db, &applier.orphans_sql).await?;
+            }
+            return until_visible(&applier.db, resync, &params, txns, VISIBLE_WITHIN).await;
         }
-        let own = applier
-            .db
-            .transaction()
-            .await
-            .map_err(|e| EngineError::db("starting an apply transaction", e))?;
-        let began = started.elapsed();
-        statements.run(&own, &params).await?;
-        let ran = started.elapsed();
-        own.commit()
-            .await
-            .map_err(|e| EngineError::db("committing applied changes", e))?;
+        if truncate {
+            let own = applier
+                .db
+                .transaction()
+                .await
+                .map_err(|e| EngineError::db("starting an apply transaction", e))?;
+            apply_truncate(&own, &applier.orphans_sql).await?;
+            until_visible(&own, resync, &params, txns, VISIBLE_WITHIN).await?;
+            own.commit()
+                .await
+                .map_err(|e| EngineError::db("committing applied changes", e))?;
+        } else {
+            until_visible(&applier.db, resync, &params, txns, VISIBLE_WITHIN).await?;
+        }
         tracing::debug!(
             keys = n_keys,
-            visible_ms = visible.as_secs_f64() * 1000.0,
-            begin_ms = (began - visible).as_secs_f64() * 1000.0,
-            resync_ms = (ran - began).as_secs_f64() * 1000.0,
-            commit_ms = (started.elapsed() - ran).as_secs_f64() * 1000.0,
+            apply_ms = started.elapsed().as_secs_f64() * 1000.0,
             "applied the keys of a batch"
         );
         Ok(())

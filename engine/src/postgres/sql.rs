@@ -269,11 +269,37 @@ pub fn backfill_range(dir: &Direction, lower: bool, upper: bool, mode: Fill) -> 
     )
 }
 
+/// How many of the transaction ids in `$N::bigint[]` (32-bit, as logical decoding gives them)
+/// the statement's own snapshot does not see yet. Each id is widened to a full xid8 in the
+/// epoch of the snapshot's xmax (it was assigned before now, less than 2^31 transactions ago).
+fn invisible_txns(param: usize) -> String {
+    format!(
+        "SELECT count(*) AS n FROM unnest(${param}::bigint[]) AS x(id), pg_current_snapshot() AS s
+  WHERE NOT pg_visible_in_snapshot(
+      (pg_snapshot_xmax(s)::text::bigint
+       - ((pg_snapshot_xmax(s)::text::bigint % 4294967296) - x.id + 4294967296)
+         % 4294967296)::text::xid8,
+      s)"
+    )
+}
+
+/// [`invisible_txns`] on its own: the wait for transactions whose keys were all left to a
+/// running backfill (its next chunk must see them).
+pub fn count_invisible_txns() -> String {
+    invisible_txns(1)
+}
+
 /// Re-syncs a batch of keys from the source of truth: upserts the mapped row of every key that
 /// exists in the source, deletes the target row of every *gone* key (deleted or moved away in
 /// the batch) that does not. Parameters: one `text[]` per key column for the keys, all the
-/// same length, then one per key column for the gone keys. Idempotent and order-insensitive.
-/// Returns (rows written, rows deleted).
+/// same length, then one per key column for the gone keys, then the batch's source
+/// transactions (`bigint[]`, see [`invisible_txns`]). Idempotent and order-insensitive.
+///
+/// The statement writes only when its snapshot sees every one of those transactions (a commit
+/// reaches the change stream a moment before other sessions see it): it returns how many it
+/// does not see, and writes nothing unless none, so that the caller runs it again. One
+/// statement, one round trip and one implicit transaction per batch.
+/// Returns (transactions not visible yet, rows written, rows deleted).
 pub fn resync_keys(dir: &Direction) -> String {
     let dir = Sql(dir);
     let n = dir.key.len();
@@ -297,7 +323,8 @@ pub fn resync_keys(dir: &Direction) -> String {
             .join(", ")
     };
     format!(
-        "WITH keys AS (\n  SELECT DISTINCT * FROM unnest({unnest_args}) AS k({key_aliases})\n), src AS (\n  SELECT {mapped}\n  FROM {from} s WHERE ({skey}) IN (SELECT {kcast} FROM keys)\n), ins AS (\n  INSERT INTO {to} AS t ({cols}) OVERRIDING SYSTEM VALUE\n  SELECT {cols} FROM src\n  {tail}\n  RETURNING 1\n), del AS (\n  DELETE FROM {to} t USING (SELECT DISTINCT * FROM unnest({gone_args}) AS g({key_aliases})) k\n  WHERE ({tkey}) = ({kcast_k})\n    AND NOT EXISTS (SELECT 1 FROM {from} s WHERE ({skey}) = ({tkey}))\n  RETURNING 1\n)\nSELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM del)",
+        "WITH pending AS (\n  {pending}\n), keys AS (\n  SELECT DISTINCT * FROM unnest({unnest_args}) AS k({key_aliases})\n), src AS (\n  SELECT {mapped}\n  FROM {from} s WHERE ({skey}) IN (SELECT {kcast} FROM keys)\n    AND (SELECT n FROM pending) = 0\n), ins AS (\n  INSERT INTO {to} AS t ({cols}) OVERRIDING SYSTEM VALUE\n  SELECT {cols} FROM src\n  {tail}\n  RETURNING 1\n), del AS (\n  DELETE FROM {to} t USING (SELECT DISTINCT * FROM unnest({gone_args}) AS g({key_aliases})) k\n  WHERE ({tkey}) = ({kcast_k})\n    AND NOT EXISTS (SELECT 1 FROM {from} s WHERE ({skey}) = ({tkey}))\n    AND (SELECT n FROM pending) = 0\n  RETURNING 1\n)\nSELECT (SELECT n FROM pending), (SELECT count(*) FROM ins), (SELECT count(*) FROM del)",
+        pending = invisible_txns(2 * n + 1),
         mapped = dir.mapped_select(),
         from = qualified(&dir.from),
         skey = dir.key_list("s."),
