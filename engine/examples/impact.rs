@@ -286,17 +286,30 @@ impl Running {
     }
 }
 
-/// Waits until the running sync follows changes (its backfill done and applied).
+/// Waits until the running sync follows changes (its backfill done and applied) and has
+/// caught up: a sync started again resumes its change stream where it stopped, and the
+/// application's run without it left a backlog there (15 s of saturated updates are hundreds
+/// of thousands of changes). A run measured while splice still applied that backlog would
+/// charge splice for two runs' changes.
 async fn until_following(s: &Running) {
     let t = Instant::now();
-    while !matches!(s.progress().state, engine::backfill::SyncState::Following) {
+    let mut caught_up = 0;
+    while caught_up < 2 {
         if t.elapsed() > Duration::from_secs(900) {
-            eprintln!("impact: sync did not start following within 900 s");
+            eprintln!("impact: sync did not catch up and follow changes within 900 s");
             std::process::exit(2);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let p = s.progress();
+        let following = matches!(p.state, engine::backfill::SyncState::Following);
+        // With nothing to apply the stream confirms the server's keepalive positions, so its
+        // lag reads near zero (the impact budget's heartbeat writes a little WAL meanwhile).
+        if following && p.capture_lag_bytes < 1 << 20 && p.capture_lag_ms < 1000 {
+            caught_up += 1;
+        } else {
+            caught_up = 0;
+        }
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// A no-op logical decoding consumer of `orders` (and of `lag_marks`, the ceiling's lag
