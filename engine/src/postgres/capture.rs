@@ -82,8 +82,8 @@ const VISIBLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs `statement` (the re-sync, or [`sql::count_invisible_txns`]) with `params` and, last,
 /// the batch's source transactions `txns` (32-bit ids, as logical decoding gives them), until
-/// its snapshot sees them all (an error naming the fix after `within`): it returns how many it does not see as its first column, and
-/// does nothing else unless none.
+/// its snapshot sees them all; an error naming the fix after `within`. The statement returns
+/// how many it does not see as its first column, and does nothing else unless none.
 ///
 /// A transaction's commit record is flushed, and can be decoded and delivered, a moment before
 /// its backend leaves the set of running transactions; a snapshot taken in between still sees
@@ -285,7 +285,9 @@ impl ChangeApplier for Postgres {
         if truncate || keys.is_empty() {
             // Every key left to the backfill: its next chunk must see `txns`. After a
             // TRUNCATE: the orphan removal's own snapshot must see it.
-            until_visible(&applier.db, &applier.visible_sql, &[], txns, VISIBLE_WITHIN).await?;
+            if !txns.is_empty() {
+                until_visible(&applier.db, &applier.visible_sql, &[], txns, VISIBLE_WITHIN).await?;
+            }
             if !truncate {
                 return Ok(());
             }
