@@ -684,6 +684,76 @@ async fn the_applier_waits_until_a_captured_transaction_is_visible() {
     assert!(err.to_string().contains("stayed invisible"), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncate_applied_once_visible_leaves_only_the_rows_written_after_it() {
+    use engine::adapter::ChangeApplier;
+    let (db, client, engine) = expanded(10).await;
+    let spec = MigrationSpec::parse(ORDERS_V2, "orders_v2.toml").expect("spec");
+    let plan = engine.plan(&spec).await.expect("plan");
+    let pg = engine.adapter();
+    let mut session = pg
+        .open_applier(&plan.forward, "splice_test_truncate")
+        .await
+        .expect("applier");
+    let every: std::collections::HashSet<Vec<String>> =
+        (1..=10).map(|i| vec![i.to_string()]).collect();
+    let none = std::collections::HashSet::new();
+    pg.apply(&mut session, every, &none, &[], false)
+        .await
+        .expect("re-sync every key");
+    drop(session);
+    // The TRUNCATE and a row written after it, in a transaction still open when the batch is
+    // applied: the re-sync waits (for the table's lock, and until it sees the transaction),
+    // then the orphan removal sees the TRUNCATE.
+    let writer = connect(&db.url).await;
+    writer
+        .batch_execute(
+            "BEGIN; TRUNCATE orders;
+             INSERT INTO orders (id, customer_id, amount, currency, note)
+             VALUES (3, 7, 1.50, 'EUR', 'after')",
+        )
+        .await
+        .expect("truncate");
+    let xid: i64 = writer
+        .query_one("SELECT txid_current()", &[])
+        .await
+        .expect("xid")
+        .get(0);
+    let (url, forward) = (db.url.clone(), plan.forward.clone());
+    let applying = tokio::spawn(async move {
+        let engine = Engine::new(url);
+        let pg = engine.adapter();
+        let mut session = pg
+            .open_applier(&forward, "splice_test_truncate_after")
+            .await
+            .expect("applier");
+        let keys = std::collections::HashSet::from([vec!["3".to_string()]]);
+        pg.apply(
+            &mut session,
+            keys,
+            &std::collections::HashSet::new(),
+            &[xid as u64],
+            true,
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!applying.is_finished(), "it waits while the TRUNCATE runs");
+    writer.batch_execute("COMMIT").await.expect("commit");
+    applying.await.expect("join").expect("applied");
+    let rows: Vec<(i64, Option<String>)> = client
+        .query(
+            "SELECT id, note FROM _splice_orders_v2_new ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, vec![(3, Some("after".to_string()))]);
+}
+
 /// The stored verify ranges of orders_v2 as (idx, lower, upper) of a bigint key.
 async fn stored_ranges(client: &tokio_postgres::Client) -> Vec<(i32, Option<i64>, Option<i64>)> {
     client

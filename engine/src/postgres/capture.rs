@@ -124,7 +124,8 @@ pub async fn until_visible(
 }
 
 /// Removes every target row whose key the source lost, after a TRUNCATE of the source (in the
-/// transaction of the re-sync that follows).
+/// transaction of the batch's re-sync, after it: a statement of a later snapshot, which sees
+/// the TRUNCATE once the re-sync saw it).
 async fn apply_truncate(tx: &impl GenericClient, orphans_sql: &str) -> Result<(), EngineError> {
     tx.execute(orphans_sql, &[])
         .await
@@ -268,11 +269,12 @@ impl ChangeApplier for Postgres {
         Ok(id)
     }
 
-    /// Applies one batch: orphan removal after a TRUNCATE, then the re-sync of the changed keys
-    /// (one `text[]` parameter per key column), which checks in its own snapshot that it sees
-    /// the batch's transactions ([`until_visible`]). Inside the swap transaction while one is
-    /// open; otherwise the re-sync is one statement on its own (its implicit transaction is
-    /// the batch's), or, after a TRUNCATE, a transaction with the orphan removal.
+    /// Applies one batch: the re-sync of the changed keys (one `text[]` parameter per key
+    /// column), which checks in its own snapshot that it sees the batch's transactions
+    /// ([`until_visible`]), then orphan removal after a TRUNCATE (its later snapshot sees what
+    /// the re-sync saw). Inside the swap transaction while one is open; otherwise the re-sync
+    /// is one statement on its own (its implicit transaction is the batch's), or, after a
+    /// TRUNCATE, a transaction with the orphan removal.
     async fn apply(
         &self,
         applier: &mut ApplierSession,
@@ -282,15 +284,12 @@ impl ChangeApplier for Postgres {
         truncate: bool,
     ) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
-        if truncate || keys.is_empty() {
-            // Every key left to the backfill: its next chunk must see `txns`. After a
-            // TRUNCATE: the orphan removal's own snapshot must see it.
+        if !truncate && keys.is_empty() {
+            // Every key left to the backfill: its next chunk must see `txns`.
             if !txns.is_empty() {
                 until_visible(&applier.db, &applier.visible_sql, &[], txns, VISIBLE_WITHIN).await?;
             }
-            if !truncate {
-                return Ok(());
-            }
+            return Ok(());
         }
         let mut columns: Vec<Vec<String>> = vec![Vec::with_capacity(keys.len()); applier.key_len];
         let n_keys = keys.len();
@@ -328,10 +327,11 @@ impl ChangeApplier for Postgres {
         };
         let resync = &resync;
         if applier.in_swap {
+            until_visible(&applier.db, resync, &params, txns, VISIBLE_WITHIN).await?;
             if truncate {
                 apply_truncate(&applier.db, &applier.orphans_sql).await?;
             }
-            return until_visible(&applier.db, resync, &params, txns, VISIBLE_WITHIN).await;
+            return Ok(());
         }
         if truncate {
             let own = applier
@@ -339,8 +339,8 @@ impl ChangeApplier for Postgres {
                 .transaction()
                 .await
                 .map_err(|e| EngineError::db("starting an apply transaction", e))?;
-            apply_truncate(&own, &applier.orphans_sql).await?;
             until_visible(&own, resync, &params, txns, VISIBLE_WITHIN).await?;
+            apply_truncate(&own, &applier.orphans_sql).await?;
             own.commit()
                 .await
                 .map_err(|e| EngineError::db("committing applied changes", e))?;
