@@ -603,7 +603,7 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
                         i.current_ms, i.budget_ms
                     )
                 }),
-                None => "starting at half pace until the probe has figures".into(),
+                None => "starting at a tenth of full pace until the probe has figures".into(),
             };
             p.state = SyncState::HoldingBack { reason, pace };
             progress.update(&p);

@@ -4,7 +4,9 @@ use super::Sessions;
 use crate::EngineError;
 use std::future::Future;
 
-pub trait CommitProbe: Sessions {
+/// `Clone + Send + Sync + 'static`: the probe runs on a thread of its own (see
+/// [`crate::impact::ImpactBudget::start`]).
+pub trait CommitProbe: Sessions + Clone + Send + Sync + 'static {
     /// The probe's own session and its prepared heartbeat.
     type Probe: Send + 'static;
     /// Opens the probe of `migration`: a session of its own and the migration's heartbeat row
