@@ -611,6 +611,58 @@ async fn a_truncate_names_the_table_without_a_key() -> Result<()> {
     Ok(())
 }
 
+/// What a reopen decodes again runs to the WAL's end, not to the last acknowledgement: writes
+/// the stream does not carry (as the applier's re-sync follows the changes it applied) count
+/// toward a restart point. Measured to the acknowledgement, 10 MB of them after the last
+/// captured change wrote none, and the next open decoded them all again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_after_the_last_captured_change_count_toward_a_restart_point() -> Result<()> {
+    let pg = Postgres::start()?;
+    let admin = testkit::connect(&pg.url()).await?;
+    admin
+        .batch_execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL);
+             CREATE TABLE bulk (id bigint, pad text)",
+        )
+        .await?;
+    let mut stream = open(&pg, "splice_restart_end", &["public.items"]).await?;
+    admin
+        .execute("INSERT INTO items VALUES (1, 0)", &[])
+        .await?;
+    let txn = next(&mut stream).await?;
+    stream.ack(&txn.position)?;
+    admin
+        .batch_execute(
+            "INSERT INTO bulk SELECT g, repeat('x', 200) FROM generate_series(1, 40000) g",
+        )
+        .await?;
+    let after_load: String = admin
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    assert!(
+        stream.mark_restart_point().await?,
+        "a restart point was written"
+    );
+    // The drain the engine runs after it: one captured row, read and acknowledged.
+    admin
+        .execute("INSERT INTO items VALUES (2, 0)", &[])
+        .await?;
+    let txn = next(&mut stream).await?;
+    assert_eq!(ops(&txn), vec![(Op::Insert, 2)]);
+    stream.ack(&txn.position)?;
+    stream.close().await?;
+    let past: bool = admin
+        .query_one(
+            "SELECT restart_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
+            &[&"splice_restart_end", &after_load],
+        )
+        .await?
+        .get(0);
+    assert!(past, "the restart point moved past the load");
+    Ok(())
+}
+
 /// Bytes a reopened stream on `slot` would decode again: from its restart point to its
 /// confirmed position.
 async fn restart_lag(admin: &tokio_postgres::Client, slot: &str) -> Result<i64> {

@@ -463,16 +463,17 @@ pub(crate) async fn confirmed_flush(
     }
 }
 
-/// The slot's restart point and confirmed position as the server holds them now: a stream
-/// reopened on the slot decodes the WAL between the two again.
-pub(crate) async fn restart_and_confirmed(
+/// The slot's restart point and confirmed position as the server holds them now, and the
+/// WAL's end: a stream reopened on the slot decodes the WAL from the restart point on again,
+/// up to the end (the part before the confirmed position only to rebuild its state).
+pub(crate) async fn restart_confirmed_and_end(
     client: &Client,
     name: &CaptureName,
-) -> Result<Option<(Lsn, Lsn)>, CdcError> {
+) -> Result<Option<(Lsn, Lsn, Lsn)>, CdcError> {
     let row = client
         .query_opt(
-            "SELECT restart_lsn::text, confirmed_flush_lsn::text FROM pg_replication_slots \
-             WHERE slot_name = $1",
+            "SELECT restart_lsn::text, confirmed_flush_lsn::text, pg_current_wal_lsn()::text \
+             FROM pg_replication_slots WHERE slot_name = $1",
             &[&name.slot()],
         )
         .await
@@ -484,7 +485,10 @@ pub(crate) async fn restart_and_confirmed(
             .transpose()
             .map_err(|e| CdcError::Protocol(format!("slot {name}: {e}")))
     };
-    Ok(parse(0)?.zip(parse(1)?))
+    Ok(match (parse(0)?, parse(1)?, parse(2)?) {
+        (Some(restart), Some(confirmed), Some(end)) => Some((restart, confirmed, end)),
+        _ => None,
+    })
 }
 
 /// The temporary slot [`log_restart_record`] creates for `name`: never the slot's own name,
