@@ -428,7 +428,12 @@ impl ImpactBudget {
                     };
                     loop {
                         let t = Instant::now();
-                        let beat = A::beat(&mut probe).await;
+                        let beat = tokio::select! {
+                            beat = A::beat(&mut probe) => beat,
+                            // The budget was dropped (the sync is over): a beat still waiting
+                            // on the server is abandoned with its session.
+                            _ = stopped.changed() => return,
+                        };
                         let took = t.elapsed();
                         let quiet = {
                             let mut c = lock(&c);
