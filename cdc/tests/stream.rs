@@ -626,11 +626,7 @@ async fn writes_after_the_last_captured_change_count_toward_a_restart_point() ->
         )
         .await?;
     let mut stream = open(&pg, "splice_restart_end", &["public.items"]).await?;
-    admin
-        .execute("INSERT INTO items VALUES (1, 0)", &[])
-        .await?;
-    let txn = next(&mut stream).await?;
-    stream.ack(&txn.position)?;
+    one_captured_row(&admin, &mut stream, 1).await?;
     admin
         .batch_execute(
             "INSERT INTO bulk SELECT g, repeat('x', 200) FROM generate_series(1, 40000) g",
@@ -645,12 +641,7 @@ async fn writes_after_the_last_captured_change_count_toward_a_restart_point() ->
         "a restart point was written"
     );
     // The drain the engine runs after it: one captured row, read and acknowledged.
-    admin
-        .execute("INSERT INTO items VALUES (2, 0)", &[])
-        .await?;
-    let txn = next(&mut stream).await?;
-    assert_eq!(ops(&txn), vec![(Op::Insert, 2)]);
-    stream.ack(&txn.position)?;
+    one_captured_row(&admin, &mut stream, 2).await?;
     stream.close().await?;
     let past: bool = admin
         .query_one(
@@ -689,6 +680,15 @@ async fn bulk_load_then_one_captured_row(
              TRUNCATE bulk",
         )
         .await?;
+    one_captured_row(admin, stream, id).await
+}
+
+/// Inserts row `id` into `items` (captured), reads it from `stream` and acknowledges it.
+async fn one_captured_row(
+    admin: &tokio_postgres::Client,
+    stream: &mut cdc::PgChangeStream,
+    id: i64,
+) -> Result<()> {
     admin
         .execute("INSERT INTO items VALUES ($1, 0)", &[&id])
         .await?;
@@ -736,12 +736,7 @@ async fn a_restart_point_keeps_a_reopened_stream_from_decoding_a_bulk_load_again
     );
     // A second call before the drain writes nothing more.
     assert!(!stream.mark_restart_point().await?);
-    admin
-        .execute("INSERT INTO items VALUES (3, 0)", &[])
-        .await?;
-    let txn = next(&mut stream).await?;
-    assert_eq!(ops(&txn), vec![(Op::Insert, 3)]);
-    stream.ack(&txn.position)?;
+    one_captured_row(&admin, &mut stream, 3).await?;
     stream.close().await?;
     let after = restart_lag(&admin, "splice_restart").await?;
     assert!(

@@ -399,84 +399,13 @@ impl ImpactBudget {
             return ImpactBudget::off();
         };
         let controller = Arc::new(Mutex::new(Controller::new(increase)));
-        let (opened_tx, opened) = tokio::sync::oneshot::channel();
-        let (stop, mut stopped) = tokio::sync::watch::channel(());
-        let (adapter, migration, c) = (adapter.clone(), migration.to_string(), controller.clone());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-        let runtime = match runtime {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "the impact budget's probe cannot start; the sync runs at full pace");
-                return ImpactBudget::off();
-            }
-        };
-        let spawned = std::thread::Builder::new()
-            .name("splice-probe".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let mut probe = match adapter.open_probe(&migration).await {
-                        Ok(p) => {
-                            let _ = opened_tx.send(Ok(()));
-                            p
-                        }
-                        Err(e) => {
-                            let _ = opened_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    loop {
-                        let t = Instant::now();
-                        let beat = tokio::select! {
-                            beat = A::beat(&mut probe) => beat,
-                            // The budget was dropped (the sync is over): a beat still waiting
-                            // on the server is abandoned with its session.
-                            _ = stopped.changed() => return,
-                        };
-                        let took = t.elapsed();
-                        let quiet = {
-                            let mut c = lock(&c);
-                            match beat {
-                                Ok(()) => {
-                                    let ms = took.as_secs_f64() * 1000.0;
-                                    tracing::debug!(ms, quiet = c.in_quiet(), "heartbeat");
-                                    c.record(ms, Instant::now())
-                                }
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "the impact budget's probe failed; the pace stays where it is");
-                                    c.probe_failed(e.to_string());
-                                    return;
-                                }
-                            }
-                            c.in_quiet()
-                        };
-                        let every = if quiet { QUIET_BEAT_EVERY } else { BEAT_EVERY };
-                        tokio::select! {
-                            _ = tokio::time::sleep(every.saturating_sub(took)) => {}
-                            // The budget was dropped: the sync is over.
-                            _ = stopped.changed() => return,
-                        }
-                    }
-                })
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "the impact budget's probe cannot start; the sync runs at full pace");
-            return ImpactBudget::off();
-        }
-        match opened.await {
-            Ok(Ok(())) => ImpactBudget {
+        match spawn_probe(adapter, migration, controller.clone()).await {
+            Ok(stop) => ImpactBudget {
                 controller: Some(controller),
                 _stop: Some(stop),
             },
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "the impact budget's probe cannot start; the sync runs at full pace");
-                ImpactBudget::off()
-            }
-            Err(_) => {
-                tracing::warn!(
-                    "the impact budget's probe ended before it started; the sync runs at full pace"
-                );
+            Err(why) => {
+                tracing::warn!(error = %why, "the impact budget's probe cannot start; the sync runs at full pace");
                 ImpactBudget::off()
             }
         }
@@ -539,6 +468,75 @@ impl ImpactBudget {
         while !self.quiet_done() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+}
+
+/// Opens the probe of `migration` on a thread of its own (see [`ImpactBudget::start`]), which
+/// beats into `c` until the returned sender is dropped.
+async fn spawn_probe<A: CommitProbe>(
+    adapter: &A,
+    migration: &str,
+    c: Arc<Mutex<Controller>>,
+) -> Result<tokio::sync::watch::Sender<()>, String> {
+    let (opened_tx, opened) = tokio::sync::oneshot::channel();
+    let (stop, mut stopped) = tokio::sync::watch::channel(());
+    let (adapter, migration) = (adapter.clone(), migration.to_string());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("splice-probe".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let probe = match adapter.open_probe(&migration).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = opened_tx.send(Ok(()));
+                // The budget dropped (the sync is over) ends the beats wherever they are: a
+                // beat still waiting on the server is abandoned with its session.
+                tokio::select! {
+                    _ = beat::<A>(probe, &c) => {}
+                    _ = stopped.changed() => {}
+                }
+            })
+        })
+        .map_err(|e| e.to_string())?;
+    opened
+        .await
+        .unwrap_or_else(|_| Err("the probe's thread ended before it started".into()))?;
+    Ok(stop)
+}
+
+/// Commits a heartbeat every 100 ms (every 2 ms in a quiet window) and records its latency
+/// in `c`, until a beat fails.
+async fn beat<A: CommitProbe>(mut probe: A::Probe, c: &Mutex<Controller>) {
+    loop {
+        let t = Instant::now();
+        let beat = A::beat(&mut probe).await;
+        let took = t.elapsed();
+        let quiet = {
+            let mut c = lock(c);
+            match beat {
+                Ok(()) => {
+                    let ms = took.as_secs_f64() * 1000.0;
+                    tracing::debug!(ms, quiet = c.in_quiet(), "heartbeat");
+                    c.record(ms, Instant::now())
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the impact budget's probe failed; the pace stays where it is");
+                    c.probe_failed(e.to_string());
+                    return;
+                }
+            }
+            c.in_quiet()
+        };
+        let every = if quiet { QUIET_BEAT_EVERY } else { BEAT_EVERY };
+        tokio::time::sleep(every.saturating_sub(took)).await;
     }
 }
 
