@@ -592,3 +592,92 @@ fn a_cutover_killed_before_the_rename_leaves_the_old_table_live_and_intact_and_a
         "the writes made between the attempts reached the new table"
     );
 }
+
+/// The triggers on `shop.table`.
+fn triggers_on(db: &MariaDb, table: &str) -> String {
+    db.sql(&format!(
+        "SELECT GROUP_CONCAT(TRIGGER_NAME ORDER BY TRIGGER_NAME) FROM information_schema.TRIGGERS \
+         WHERE EVENT_OBJECT_SCHEMA = 'shop' AND EVENT_OBJECT_TABLE = '{table}'"
+    ))
+    .expect("triggers")
+}
+
+#[test]
+fn a_kill_inside_a_swap_that_carries_triggers_leaves_none_where_splice_writes() {
+    let db = MariaDb::start().expect("MariaDB");
+    create_orders(&db);
+    // A trigger whose second firing shows: each firing prefixes the note.
+    db.sql(
+        "CREATE TRIGGER shop.orders_bu BEFORE UPDATE ON shop.orders FOR EACH ROW \
+         SET NEW.note = CONCAT('u:', NEW.note)",
+    )
+    .expect("trigger");
+    let url = db.url();
+    let url = url.as_str();
+    let run = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.extend(["--database-url", url]);
+        let out = splice_retrying(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+    };
+    run(&["expand", SPEC]);
+    run(&["sync", "orders_v2", "--until-caught-up"]);
+    run(&["verify", "orders_v2"]);
+
+    // Killed with the triggers carried onto the new table, before the rename.
+    let out = splice_crashing_at(
+        "swap.triggers_carried",
+        &["cutover", "orders_v2", "--database-url", url],
+    );
+    assert!(
+        text(&out).contains("swap.triggers_carried"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(phase(&db), "verified");
+    assert_eq!(live_columns(&db), "id,amount,note,created_at");
+    assert_eq!(
+        triggers_on(&db, "_splice_orders_v2_new"),
+        "orders_bu_splice"
+    );
+    // Sync resumes: the applier drops them before writing, so its write fires nothing.
+    db.sql("UPDATE shop.orders SET note = 'k' WHERE id = 1")
+        .expect("write");
+    run(&["sync", "orders_v2", "--until-caught-up"]);
+    assert_eq!(
+        db.sql("SELECT note FROM shop._splice_orders_v2_new WHERE id = 1")
+            .expect("note"),
+        "u:k"
+    );
+    assert_eq!(triggers_on(&db, "_splice_orders_v2_new"), "NULL");
+    assert_eq!(mismatches(&db), "0");
+    run(&["verify", "orders_v2"]);
+    run(&["cutover", "orders_v2"]);
+    assert_eq!(triggers_on(&db, "orders"), "orders_bu_splice");
+
+    // Killed after the swap back, before the outgoing table's copies were dropped.
+    let out = splice_crashing_at(
+        "swap.renamed",
+        &["rollback", "orders_v2", "--database-url", url],
+    );
+    assert!(text(&out).contains("swap.renamed"), "{}", text(&out));
+    assert_eq!(live_columns(&db), "id,amount,note,created_at");
+    assert_eq!(triggers_on(&db, "orders"), "orders_bu");
+    assert_eq!(
+        triggers_on(&db, "_splice_orders_v2_new"),
+        "orders_bu_splice"
+    );
+    run(&["rollback", "orders_v2"]);
+    assert_eq!(phase(&db), "syncing");
+    db.sql("UPDATE shop.orders SET note = 'm' WHERE id = 2")
+        .expect("write");
+    run(&["sync", "orders_v2", "--until-caught-up"]);
+    assert_eq!(triggers_on(&db, "_splice_orders_v2_new"), "NULL");
+    assert_eq!(
+        db.sql("SELECT note FROM shop._splice_orders_v2_new WHERE id = 2")
+            .expect("note"),
+        "u:m"
+    );
+    assert_eq!(mismatches(&db), "0");
+    run(&["verify", "orders_v2"]);
+}

@@ -383,21 +383,10 @@ async fn plan_refuses_what_it_cannot_migrate_and_names_the_fix() {
         ))
         .await;
         assert!(
-            e.contains(says) && e.contains("re-create it"),
+            e.contains(says) && e.contains("re-create it") && e.contains("not carried over"),
             "{table}: {e}"
         );
     }
-
-    // A trigger.
-    db.sql("CREATE TRIGGER shop.orders_audit BEFORE UPDATE ON shop.orders FOR EACH ROW SET NEW.note = NEW.note")
-        .expect("trigger");
-    let e = refused(ORDERS_V2.into()).await;
-    assert!(
-        e.contains("trigger orders_audit") && e.contains("re-create it"),
-        "{e}"
-    );
-    db.sql("DROP TRIGGER shop.orders_audit")
-        .expect("drop trigger");
 
     // An unsupported column type.
     let e = refused(
@@ -2088,4 +2077,204 @@ async fn a_batch_the_server_rolls_back_in_a_deadlock_with_the_application_is_app
     // The application's transaction committed after that sync's drain: one more catch-up.
     sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
     assert_eq!(mismatches(&db), "NULL");
+}
+
+const AUDITED: &str = "CREATE TABLE shop.audit (n BIGINT AUTO_INCREMENT PRIMARY KEY, \
+      order_id BIGINT NOT NULL, what VARCHAR(20) NOT NULL) ENGINE=InnoDB; \
+    CREATE TRIGGER shop.orders_ai_first AFTER INSERT ON shop.orders FOR EACH ROW \
+      INSERT INTO shop.audit (order_id, what) VALUES (NEW.id, 'first'); \
+    CREATE TRIGGER shop.orders_ai_second AFTER INSERT ON shop.orders FOR EACH ROW \
+      PRECEDES orders_ai_first INSERT INTO shop.audit (order_id, what) VALUES (NEW.id, 'second'); \
+    CREATE TRIGGER shop.orders_bu BEFORE UPDATE ON shop.orders FOR EACH ROW \
+      SET NEW.note = CONCAT('u:', NEW.note)";
+
+/// The triggers on `table`, in firing order within each timing and event.
+fn triggers_of(db: &MariaDb, table: &str) -> String {
+    db.sql(&format!(
+        "SELECT GROUP_CONCAT(TRIGGER_NAME ORDER BY ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER) \
+         FROM information_schema.TRIGGERS \
+         WHERE EVENT_OBJECT_SCHEMA = 'shop' AND EVENT_OBJECT_TABLE = '{table}'"
+    ))
+    .expect("triggers")
+}
+
+/// The audit trail: what fired for each order, in order.
+fn audit(db: &MariaDb) -> String {
+    db.sql("SELECT GROUP_CONCAT(order_id, ':', what ORDER BY n) FROM shop.audit")
+        .expect("audit")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_follow_the_live_name_through_cutover_and_rollback_and_fire_once_per_write() {
+    let db = server();
+    create_orders(&db, 500);
+    db.sql(AUDITED).expect("audit triggers");
+    let engine = Engine::mysql(db.url()).expect("url");
+    let plan = engine.plan(&spec(ORDERS_V2)).await.expect("plan");
+    let listed: Vec<String> = plan.dependents.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        listed,
+        [
+            "trigger orders_ai_second",
+            "trigger orders_ai_first",
+            "trigger orders_bu"
+        ]
+    );
+    engine
+        .expand(ORDERS_V2, "orders_v2.toml")
+        .await
+        .expect("expand");
+    assert_eq!(triggers_of(&db, "_splice_orders_v2_new"), "NULL");
+    assert_eq!(
+        columns_of(&db, "_splice_orders_v2_try"),
+        "NULL",
+        "expand's trial copy is gone"
+    );
+
+    // Before cutover: the old table's triggers fire, once; the applier's writes fire none.
+    db.sql(
+        "INSERT INTO shop.orders (id, amount, note) VALUES (900001, 1.00, 'pre'); \
+         UPDATE shop.orders SET note = 'x' WHERE id = 5",
+    )
+    .expect("writes");
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    assert_eq!(mismatches(&db), "NULL");
+    assert_eq!(
+        db.sql("SELECT note FROM shop._splice_orders_v2_new WHERE id = 5")
+            .expect("note"),
+        "u:x"
+    );
+    assert_eq!(audit(&db), "900001:second,900001:first");
+    let report = engine.verify("orders_v2").await.expect("verify");
+    assert!(report.passed(), "{:?}", report.diverged);
+
+    let cut = engine
+        .cutover("orders_v2", u64::MAX, engine::phases::ReverseSync::Start)
+        .await
+        .expect("cutover");
+    assert_eq!(
+        cut.carried_over,
+        [
+            "trigger orders_ai_second (as orders_ai_second_splice)",
+            "trigger orders_ai_first (as orders_ai_first_splice)",
+            "trigger orders_bu (as orders_bu_splice)"
+        ]
+    );
+    assert_eq!(
+        triggers_of(&db, "orders"),
+        "orders_ai_second_splice,orders_ai_first_splice,orders_bu_splice"
+    );
+    assert_eq!(triggers_of(&db, "_splice_orders_v2_old"), "NULL");
+
+    // After cutover: the new table's copies fire, in the same order; reverse sync fires none.
+    db.sql(
+        "INSERT INTO shop.orders (id, amount_cents, note) VALUES (900002, 100, 'post'); \
+         UPDATE shop.orders SET note = 'y' WHERE id = 6",
+    )
+    .expect("writes on the new shape");
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    assert_eq!(reverse_mismatches(&db), "NULL");
+    assert_eq!(
+        db.sql("SELECT note FROM shop._splice_orders_v2_old WHERE id = 6")
+            .expect("note"),
+        "u:y"
+    );
+    assert_eq!(
+        audit(&db),
+        "900001:second,900001:first,900002:second,900002:first"
+    );
+
+    // Rollback carries them back under their own names.
+    engine.rollback("orders_v2").await.expect("rollback");
+    assert_eq!(
+        triggers_of(&db, "orders"),
+        "orders_ai_second,orders_ai_first,orders_bu"
+    );
+    assert_eq!(triggers_of(&db, "_splice_orders_v2_new"), "NULL");
+    db.sql("INSERT INTO shop.orders (id, amount, note) VALUES (900003, 1.00, 'back')")
+        .expect("write after the rollback");
+    sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
+    assert_eq!(mismatches(&db), "NULL");
+    assert_eq!(
+        audit(&db),
+        "900001:second,900001:first,900002:second,900002:first,900003:second,900003:first"
+    );
+
+    // Cut over again, and contract: the old table leaves for quarantine without its triggers.
+    let report = engine.verify("orders_v2").await.expect("verify");
+    assert!(report.passed(), "{:?}", report.diverged);
+    engine
+        .cutover("orders_v2", u64::MAX, engine::phases::ReverseSync::Start)
+        .await
+        .expect("cutover again");
+    engine.contract("orders_v2", None).await.expect("contract");
+    assert_eq!(
+        triggers_of(&db, "orders"),
+        "orders_ai_second_splice,orders_ai_first_splice,orders_bu_splice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_that_cannot_be_carried_is_refused_before_anything_is_copied() {
+    let db = server();
+    db.sql(ORDERS).expect("orders");
+    let engine = Engine::mysql(db.url()).expect("url");
+    // A body naming a column the new shape drops: refused at plan, by name.
+    db.sql(
+        "CREATE TRIGGER shop.orders_amount BEFORE INSERT ON shop.orders FOR EACH ROW \
+         SET NEW.amount = GREATEST(NEW.amount, 0)",
+    )
+    .expect("trigger");
+    let e = engine
+        .plan(&spec(ORDERS_V2))
+        .await
+        .expect_err("a trigger using a dropped column")
+        .to_string();
+    assert!(
+        e.contains("trigger orders_amount") && e.contains("column amount"),
+        "{e}"
+    );
+    db.sql("DROP TRIGGER shop.orders_amount").expect("drop");
+    // A carried name another trigger holds.
+    db.sql(
+        "CREATE TABLE shop.other (id INT PRIMARY KEY) ENGINE=InnoDB; \
+         CREATE TRIGGER shop.orders_t AFTER DELETE ON shop.orders FOR EACH ROW SET @x = OLD.id; \
+         CREATE TRIGGER shop.orders_t_splice AFTER DELETE ON shop.other FOR EACH ROW SET @x = 1",
+    )
+    .expect("triggers");
+    let e = engine
+        .plan(&spec(ORDERS_V2))
+        .await
+        .expect_err("a carried name taken")
+        .to_string();
+    assert!(
+        e.contains("trigger orders_t cannot be carried over")
+            && e.contains("taken by a trigger on other"),
+        "{e}"
+    );
+    db.sql("DROP TRIGGER shop.orders_t_splice").expect("drop");
+    // A definer splice's user cannot create triggers for: refused at expand, the new table
+    // left for rollback to remove.
+    db.sql(
+        "CREATE USER 'limited'@'%' IDENTIFIED BY 'pw'; \
+         GRANT ALL ON shop.* TO 'limited'@'%'; GRANT ALL ON splice.* TO 'limited'@'%'; \
+         GRANT ALL ON splice_quarantine.* TO 'limited'@'%'; \
+         GRANT REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR ON *.* TO 'limited'@'%'",
+    )
+    .expect("a user without SET USER");
+    let engine = Engine::mysql(db.url_as("limited", "pw")).expect("url");
+    let e = engine
+        .expand(ORDERS_V2, "orders_v2.toml")
+        .await
+        .expect_err("a definer splice may not act for")
+        .to_string();
+    assert!(
+        e.contains("trigger orders_t") && e.contains("SUPER") && e.contains("rollback"),
+        "{e}"
+    );
+    assert_eq!(
+        columns_of(&db, "_splice_orders_v2_try"),
+        "NULL",
+        "the trial copy is gone"
+    );
 }

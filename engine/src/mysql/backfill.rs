@@ -71,6 +71,18 @@ impl SchemaChanges for MySql {
                         .map_err(|e| EngineError::my("creating the shadow table", &e))?;
                 }
             }
+            // What cutover will do with the live table's triggers, tried now on a copy.
+            let scratch = spec.table.with_name(&format!("_splice_{}_try", spec.name));
+            super::triggers::try_on_copy(&mut conn, &spec.table, &shadow, &scratch)
+                .await
+                .map_err(|e| {
+                    EngineError::Plan(format!(
+                        "cutover could not carry the table's triggers over to the new table: \
+                         {e}\nFix the trigger (or its definer's privileges) and run expand \
+                         again; `splice rollback {}` removes the new table",
+                        spec.name
+                    ))
+                })?;
             if spec.build_indexes == IndexBuild::AfterBackfill {
                 plain_secondary_indexes(&mut conn, &shadow).await?
             } else {
@@ -186,6 +198,9 @@ impl SchemaChanges for MySql {
             let moved = !table_exists(&mut conn, &retired).await?
                 && table_exists(&mut conn, &quarantined).await?;
             if !moved {
+                // A trigger cannot leave its database; the old table's were carried over at
+                // cutover and dropped from it then, unless a crash came in between.
+                super::triggers::drop_all(&mut conn, &retired).await?;
                 conn.query_drop(format!(
                     "RENAME TABLE {} TO {}",
                     quote_name(&retired),

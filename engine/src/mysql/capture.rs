@@ -272,6 +272,17 @@ impl ChangeApplier for MySql {
         let (mut db, marker_db) =
             tokio::try_join!(super::connect(&self.target), super::connect(&self.target))?;
         let collations = key_collations(&mut db, dir).await?;
+        // The table the applier writes into carries no triggers (they would fire a second
+        // time for each of the application's writes); only a crash inside a swap, between
+        // carrying them over and the rename or between the rename and dropping the outgoing
+        // table's copies, leaves some on one of splice's tables. Never the live table's: a
+        // rollback opens an applier into it only to create its stream.
+        if dir.to.name.starts_with("_splice_") {
+            let dropped = super::triggers::drop_all(&mut db, &dir.to).await?;
+            if !dropped.is_empty() {
+                tracing::warn!(table = %dir.to, triggers = ?dropped, "dropped the triggers an interrupted swap left on the table splice writes into");
+            }
+        }
         let truncate = sql::delete_gone_in_range(dir, false, false);
         Ok(ApplierSession {
             db,

@@ -29,7 +29,7 @@
 
 use super::capture::ApplierSession;
 use super::state::{fenced, record_change, RunnerLock};
-use super::{col, connect, quote_name, MySql, Session};
+use super::{col, connect, quote_name, triggers, MySql, Session};
 use crate::adapter::Cutover;
 use crate::catalog::Dependent;
 use crate::seam::{Swap, SwapLock};
@@ -222,24 +222,43 @@ impl Cutover for MySql {
         lock: &RunnerLock,
         change: &PhaseChange,
     ) -> Result<Result<Vec<String>, Vec<String>>, EngineError> {
-        match self.rename_while_locked(applier, swap).await {
-            Ok(Ok(())) => {}
-            Ok(Err(holders)) => {
-                unlock(applier).await;
-                return Ok(Err(holders));
-            }
+        // The live table's triggers as they are now, onto the incoming table: the drain is
+        // done and the application's writes wait, so none of them fires on a write of splice's.
+        let carried = match self.carry_triggers(applier, swap).await {
+            Ok(carried) => carried,
             Err(e) => {
+                self.uncarry_triggers(applier, swap).await;
                 unlock(applier).await;
                 return Err(e);
             }
+        };
+        crate::fault::point("swap.triggers_carried");
+        let renamed = self.rename_while_locked(applier, swap).await;
+        if !matches!(renamed, Ok(Ok(()))) {
+            self.uncarry_triggers(applier, swap).await;
+            unlock(applier).await;
+        }
+        match renamed {
+            Ok(Ok(())) => {}
+            Ok(Err(holders)) => return Ok(Err(holders)),
+            Err(e) => return Err(e),
         }
         crate::fault::point("swap.renamed");
+        // The outgoing table's copies go before anything writes into it (reverse sync).
+        triggers::drop_all(&mut applier.marker_db, &swap.outgoing_as)
+            .await
+            .map_err(|e| {
+                EngineError::Missing(format!(
+                    "the tables were swapped, but the old table's triggers were not dropped \
+                     ({e}); run the command again: it records the swap and drops them"
+                ))
+            })?;
         let ctx = "recording the swap";
         let mut conn = lock.session().await;
         let (mut tx, phase) = fenced(&mut conn, lock, ctx).await?;
         record_change(&mut tx, lock, &phase, change).await?;
         tx.commit().await.map_err(|e| EngineError::my(ctx, &e))?;
-        Ok(Ok(Vec::new()))
+        Ok(Ok(carried))
     }
 
     /// Nothing is created NOT VALID on MySQL.
@@ -287,6 +306,35 @@ impl Cutover for MySql {
 }
 
 impl MySql {
+    /// Creates the live table's triggers on the incoming table under their carried names
+    /// (`triggers.rs`), on the marker session (the applier's own carries its origin marker).
+    async fn carry_triggers(
+        &self,
+        applier: &mut ApplierSession,
+        swap: &Swap,
+    ) -> Result<Vec<String>, EngineError> {
+        let conn = &mut applier.marker_db;
+        let live = triggers::on_table(conn, &swap.live).await?;
+        if live.is_empty() {
+            return Ok(Vec::new());
+        }
+        conn.query_drop(format!(
+            "SET SESSION lock_wait_timeout = {}",
+            applier.swap_lock_timeout
+        ))
+        .await
+        .map_err(|e| EngineError::my("bounding the triggers' locks", &e))?;
+        triggers::create_carried(conn, &live, &swap.incoming).await
+    }
+
+    /// Drops what [`carry_triggers`](Self::carry_triggers) created on a swap that did not
+    /// happen (best effort: an applier opened on the table drops what is left).
+    async fn uncarry_triggers(&self, applier: &mut ApplierSession, swap: &Swap) {
+        if let Err(e) = triggers::drop_all(&mut applier.marker_db, &swap.incoming).await {
+            tracing::warn!(error = %e, table = %swap.incoming, "the triggers carried over for a swap that did not happen stay until sync resumes");
+        }
+    }
+
     /// Step 3 of the module docs; returns once the rename ran (or failed). On an error before
     /// the rename ran, the rename was not left queued: the caller unlocks and the old table
     /// stays live. `Ok(Err(holders))` when the rename waited longer than the file's

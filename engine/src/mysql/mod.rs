@@ -3,7 +3,8 @@
 //! MySQL-specific in the engine lives here: the state store with its runner lock ([`state`]),
 //! planning and `splice plan`'s rendering ([`plan`]), expand and the fenced backfill
 //! ([`backfill`], with its statements in [`sql`]), the binlog stream and the applier
-//! ([`capture`]), verify's canonical rows ([`verify`]) and the sentry cut-over ([`cutover`]).
+//! ([`capture`]), verify's canonical rows ([`verify`]), the cut-over ([`cutover`]) and the triggers it carries
+//! over ([`triggers`]).
 //! `alter` mode starts the shadow as a copy of the live table and runs the ALTER on it
 //! ([`alter`]).
 //!
@@ -17,6 +18,7 @@ pub mod cutover;
 pub mod plan;
 pub mod sql;
 pub mod state;
+pub mod triggers;
 pub mod verify;
 
 pub use state::RunnerLock;

@@ -554,6 +554,25 @@ impl Planner for MySql {
                 )));
             }
         }
+        // The triggers the swap carries from `dir.from` onto `dir.to` must find their columns.
+        for t in super::triggers::on_table(&mut conn, &dir.from).await? {
+            let missing = t.missing_columns(&to_order);
+            if !missing.is_empty() {
+                return Err(EngineError::Plan(format!(
+                    "{purpose}: trigger {} of {} uses {} that {} does not have; cutover \
+                     carries the trigger over as it is, so drop it (or change it) before the \
+                     migration, or keep the column",
+                    t.name,
+                    dir.from,
+                    missing
+                        .iter()
+                        .map(|c| format!("column {c}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    dir.to
+                )));
+            }
+        }
         let types = super::verify::column_types(&mut conn, &dir.to).await?;
         super::verify::refuse_uncomparable(dir, &types)
             .map_err(|e| EngineError::Plan(format!("{purpose}: {e}")))?;
@@ -597,32 +616,30 @@ impl Planner for MySql {
         Ok(())
     }
 
-    /// Refuses what cannot follow the table through `RENAME TABLE`: triggers, foreign keys
-    /// (both directions: MySQL repoints a referencing key at the renamed, retired table) and
-    /// key columns the binlog source cannot name rows by. Views need nothing: MySQL resolves
-    /// a view's table by name when the view is used.
+    /// The table's triggers, carried over at each swap (`triggers.rs`); refuses what cannot
+    /// follow the table through `RENAME TABLE`: foreign keys (both directions: MySQL repoints
+    /// a referencing key at the renamed, retired table, and InnoDB's cascades are not in the
+    /// binlog), triggers whose carried names cannot be had, and key columns the binlog source
+    /// cannot name rows by. Views need nothing: MySQL resolves a view's table by name when
+    /// the view is used.
     async fn dependents(&self, db: &Session, table: &Table) -> Result<Vec<Dependent>, EngineError> {
         let ctx = format!("reading what depends on {}", table.name);
         let mut conn = db.lock().await;
-        let mut problems = Vec::new();
-        let triggers: Vec<Row> = conn
-            .exec(
-                "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS \
-                 WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? ORDER BY TRIGGER_NAME",
-                (&table.name.schema, &table.name.name),
-            )
-            .await
-            .map_err(|e| EngineError::my(ctx.clone(), &e))?;
-        for r in &triggers {
-            problems.push(format!(
-                "trigger {} (not carried over by the MySQL adapter yet: drop it before the \
-                 migration and re-create it on the new table after cutover)",
-                col::<String>(r, 0, &ctx)?
-            ));
-        }
+        let triggers = super::triggers::on_table(&mut conn, &table.name).await?;
+        let mut problems =
+            super::triggers::naming_problems(&mut conn, &table.name, &triggers).await?;
+        let carried: Vec<Dependent> = triggers
+            .iter()
+            .map(|t| Dependent::Trigger {
+                name: t.name.clone(),
+                definition: t.create_sql(&super::triggers::carried_name(&t.name), &table.name),
+                enabled: "O".into(),
+            })
+            .collect();
         let fks: Vec<Row> = conn
             .exec(
-                "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, REFERENCED_TABLE_NAME \
+                "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, REFERENCED_TABLE_NAME, \
+                        CONCAT(UPDATE_RULE, ' ', DELETE_RULE) \
                  FROM information_schema.REFERENTIAL_CONSTRAINTS \
                  WHERE (CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?) \
                     OR (UNIQUE_CONSTRAINT_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?) \
@@ -639,15 +656,27 @@ impl Planner for MySql {
         for r in &fks {
             let (schema, on, name): (String, String, String) =
                 (col(r, 0, &ctx)?, col(r, 1, &ctx)?, col(r, 2, &ctx)?);
-            let what = if on == table.name.name && schema == table.name.schema {
-                format!("foreign key {name} of {schema}.{on}")
+            let rules: String = col(r, 4, &ctx)?;
+            let why = if rules.contains("CASCADE") || rules.contains("SET") {
+                "the rows its cascade changes have no binlog events of their own, so capture \
+                 would miss them"
             } else {
-                format!("foreign key {name} on {schema}.{on}, which references this table")
+                "the new table would need it under another name, InnoDB's are unique per \
+                 database"
             };
-            problems.push(format!(
-                "{what} (RENAME TABLE would leave it on the retired table: drop it before the \
-                 migration and re-create it after contract)"
-            ));
+            problems.push(if on == table.name.name && schema == table.name.schema {
+                format!(
+                    "foreign key {name} of {schema}.{on} (not carried over: {why}; drop it \
+                     before the migration and re-create it on the new table after cutover)"
+                )
+            } else {
+                format!(
+                    "foreign key {name} on {schema}.{on}, which references this table (not \
+                     carried over: RENAME TABLE repoints it at the retired table, and pointing \
+                     it back means rebuilding {on} under a lock; drop it before the migration \
+                     and re-create it after cutover)"
+                )
+            });
         }
         for k in &table.primary_key {
             if let Some(c) = table.column(k) {
@@ -662,7 +691,7 @@ impl Planner for MySql {
             }
         }
         if problems.is_empty() {
-            return Ok(Vec::new());
+            return Ok(carried);
         }
         Err(EngineError::Plan(format!(
             "{} cannot be migrated by the MySQL adapter as it is:\n  - {}",
@@ -726,14 +755,35 @@ impl Planner for MySql {
              {live} by primary-key range (ON DUPLICATE KEY UPDATE), the applier re-syncing changed \
              keys between chunks\n\
              verify: canonical rows of both sides per key range, BLAKE3\n\
-             cutover: sentry table {retired}; LOCK TABLES {live}, {shadow} (lock_wait_timeout \
-             {lock}s, retried); the binlog drained under the lock; RENAME TABLE {live} TO \
-             {retired}, {shadow} TO {live} from a second session; reverse slot {} created before\n\
+             cutover: reverse slot {} created first; LOCK TABLES {live} READ on a session of its \
+             own (lock_wait_timeout {lock}s, retried); the binlog drained under the lock; the \
+             live table's triggers created on {shadow}; RENAME TABLE {live} TO {retired}, \
+             {shadow} TO {live} from a third session, queued before the unlock; the triggers \
+             dropped from {retired}\n\
              contract: RENAME TABLE {retired} TO {}\n",
             spec.forward_slot(),
             spec.reverse_slot(),
             quote_name(&spec.quarantined_table()),
         ));
+        let triggers: Vec<&str> = plan
+            .dependents
+            .iter()
+            .filter_map(|d| match d {
+                Dependent::Trigger { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        if !triggers.is_empty() {
+            s.push_str(
+                "\ntriggers carried over at cutover (a trigger's name is unique in its database):\n",
+            );
+            for t in triggers {
+                s.push_str(&format!(
+                    "  {t} → {} on the new table\n",
+                    super::triggers::carried_name(t)
+                ));
+            }
+        }
         s
     }
 }
