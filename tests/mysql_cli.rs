@@ -652,8 +652,17 @@ fn a_kill_inside_a_swap_that_carries_triggers_leaves_none_where_splice_writes() 
     assert_eq!(triggers_on(&db, "_splice_orders_v2_new"), "NULL");
     assert_eq!(mismatches(&db), "0");
     run(&["verify", "orders_v2"]);
+    // Killed after the rename, before the old table's copies were dropped: the next command
+    // records the swap, and the copies left on the old table do not stop a rollback.
+    let out = splice_crashing_at(
+        "swap.renamed",
+        &["cutover", "orders_v2", "--database-url", url],
+    );
+    assert!(text(&out).contains("swap.renamed"), "{}", text(&out));
     run(&["cutover", "orders_v2"]);
+    assert_eq!(phase(&db), "cut_over");
     assert_eq!(triggers_on(&db, "orders"), "orders_bu_splice");
+    assert_eq!(triggers_on(&db, "_splice_orders_v2_old"), "orders_bu");
 
     // Killed after the swap back, before the outgoing table's copies were dropped.
     let out = splice_crashing_at(
