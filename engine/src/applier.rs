@@ -319,6 +319,12 @@ impl<'a, A: ChangeApplier> Applier<'a, A> {
             .collect()
     }
 
+    /// Keys of the migrated table capture saw written since open: applied, or left to the
+    /// backfill (the impact budget's sign that the application writes the table).
+    pub fn keys_written(&self) -> u64 {
+        self.keys_applied + self.keys_left_to_backfill
+    }
+
     /// Applies a batch. Under [`Acknowledge::Now`] it runs in a transaction of the applier's
     /// own that is committed, then acknowledged; under [`Acknowledge::AfterSwap`] it writes
     /// inside the locked swap, and the caller acknowledges once the swap committed.

@@ -571,7 +571,7 @@ pub async fn backfill<A: BackfillSource + ChangeApplier>(
         // The impact budget's pace: below full pace, shorter chunks (down to a tenth of the
         // target) and holds between them, so the application sees small, spread-out bursts of
         // writes rather than one long one.
-        impact.application_writes(capture.keys_applied);
+        impact.application_writes(capture.keys_written());
         let pace = impact.pace();
         let target = chunk_target.mul_f64(pace.clamp(0.1, 1.0));
         // Size the next chunk to the target duration, smoothly.

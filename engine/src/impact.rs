@@ -51,7 +51,7 @@ const START_PACE: f64 = 0.1;
 const STEP_UP: f64 = 0.05;
 /// Latency differences below this are measurement jitter (timer, scheduler), milliseconds.
 const JITTER_MS: f64 = 0.2;
-/// Once capture has been seen to apply no write to the migrated table for this long, the
+/// Once capture has been seen to receive no write to the migrated table for this long, the
 /// application is not writing it: nobody's commits wait behind the backfill, so it runs at
 /// full pace. Short, so that a backfill of a table nobody writes runs at the starting pace for
 /// well under a second; an application writing the table at all writes it more often.
@@ -122,8 +122,10 @@ impl Controller {
         }
     }
 
-    /// How many of the migrated table's keys capture has applied so far (a counter), at
-    /// `now`: while it is reported standing still for [`APPLICATION_IDLE`] the pace is full.
+    /// How many of the migrated table's keys capture has seen written so far (a counter: keys
+    /// applied and keys left to the backfill, which a write ahead of it leaves uncounted
+    /// otherwise), at `now`: while it is reported standing still for [`APPLICATION_IDLE`] the
+    /// pace is full.
     pub fn application_writes(&mut self, applied: u64, now: Instant) {
         match &mut self.application {
             Some(pulse) if pulse.applied == applied => pulse.still = now,
@@ -416,12 +418,12 @@ impl ImpactBudget {
         self.controller.is_some()
     }
 
-    /// Tells the budget how many of the migrated table's keys capture has applied so far: the
-    /// application's writes. While they stand still the pace is full (see
+    /// Tells the budget how many of the migrated table's keys capture has seen written so far
+    /// (applied or left to the backfill): the application's writes. While they stand still the pace is full (see
     /// [`Controller::application_writes`]).
-    pub fn application_writes(&self, applied: u64) {
+    pub fn application_writes(&self, written: u64) {
         if let Some(c) = &self.controller {
-            lock(c).application_writes(applied, Instant::now());
+            lock(c).application_writes(written, Instant::now());
         }
     }
 

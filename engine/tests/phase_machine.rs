@@ -1711,6 +1711,8 @@ struct LatencyRises {
     started: std::time::Instant,
     give_up: std::time::Duration,
     writes: u64,
+    /// The key the application writes.
+    write_id: &'static str,
 }
 
 impl engine::backfill::ProgressSink for LatencyRises {
@@ -1724,7 +1726,7 @@ impl engine::backfill::ProgressSink for LatencyRises {
                 self.db.upsert(
                     "orders",
                     &[
-                        ("id", Some("1")),
+                        ("id", Some(self.write_id)),
                         ("amount", Some("3")),
                         ("note", Some(note.as_str())),
                     ],
@@ -1749,6 +1751,15 @@ async fn backfill_under_latency(
     baseline: std::time::Duration,
     during: std::time::Duration,
 ) -> (Vec<String>, Memory) {
+    backfill_under_latency_writing(baseline, during, "1").await
+}
+
+/// [`backfill_under_latency`], the application writing key `write_id` (of 1..=4000).
+async fn backfill_under_latency_writing(
+    baseline: std::time::Duration,
+    during: std::time::Duration,
+    write_id: &'static str,
+) -> (Vec<String>, Memory) {
     let db = database(4000);
     db.set_commit_latency(baseline);
     let engine = engine(&db);
@@ -1762,6 +1773,7 @@ async fn backfill_under_latency(
         started: std::time::Instant::now(),
         give_up: std::time::Duration::from_secs(3),
         writes: 0,
+        write_id,
     };
     engine
         .sync("orders_v2", &SyncOptions::default(), &control, &mut sink)
@@ -1788,6 +1800,22 @@ async fn the_backfill_holds_back_while_commit_latency_is_above_the_impact_budget
         .find(|r| r.contains("> budget"))
         .unwrap_or_else(|| panic!("never held back for the latency: {reasons:?}"));
     assert!(over.contains("+20%"), "{over}");
+}
+
+#[tokio::test]
+async fn writes_only_to_keys_the_backfill_has_yet_to_copy_still_hold_it_back() {
+    // The application writes only the last key: capture leaves each write to the backfill
+    // (the key is ahead of it) and applies none, yet the application is writing the table.
+    let (reasons, _) = backfill_under_latency_writing(
+        std::time::Duration::from_millis(1),
+        std::time::Duration::from_millis(10),
+        "4000",
+    )
+    .await;
+    assert!(
+        reasons.iter().any(|r| r.contains("> budget")),
+        "never held back for the latency: {reasons:?}"
+    );
 }
 
 #[tokio::test]

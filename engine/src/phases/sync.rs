@@ -247,7 +247,7 @@ async fn follow<A: Adapter>(
         let mut report = ImpactReport::new();
         while !control.stopping() {
             impact.quiet_window_if_due().await;
-            impact.application_writes(capture.keys_applied);
+            impact.application_writes(capture.keys_written());
             capture.set_pace(impact.pace());
             capture.apply_for(Duration::from_millis(250)).await?;
             report.update(capture.adapter(), runner, impact, p).await?;
