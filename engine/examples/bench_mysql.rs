@@ -17,7 +17,9 @@
 //!     this machine allows: short application runs alone, beside a binlog reader that does
 //!     nothing (`mariadb-binlog --raw`, a replica's IO thread), and beside splice following
 //!     changes once the backfill is done, alternated; each divided by the runs alone on either
-//!     side of it (the machine's speed drifts within a minute), medians printed
+//!     side of it (the machine's speed drifts within a minute), medians printed; with the CPU
+//!     the server, the reader and splice's process used per 10,000 application transactions
+//!     and how busy the cores were, so a loss can be read as CPU taken from the application
 //!
 //! Usage: cargo run --release -p splice-engine --example bench_mysql -- [--rows N]
 //!        [--secs S (baseline run)] [--rounds R (cutover rounds)]
@@ -658,6 +660,102 @@ fn window(db: &MariaDb, rows: u64, secs: u64) -> f64 {
         })
 }
 
+/// CPU time (seconds) of a process from `/proc/PID/stat` (utime + stime), `None` once it is
+/// gone. Linux reports it in USER_HZ ticks, 100 a second.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it follow its `)`.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// The machine's CPU ticks: (busy, all), from `/proc/stat`'s first line.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let all: u64 = fields.iter().take(8).sum();
+    // idle and iowait
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (all.saturating_sub(idle), all)
+}
+
+/// Where the CPU went during one window of the floor: the server, this process (splice's
+/// sync runs in it), the raw reader, and how busy the machine's cores were.
+#[derive(Default, Clone, Copy)]
+struct WindowCpu {
+    server: f64,
+    splice: f64,
+    reader: f64,
+    busy: f64,
+    transactions: f64,
+}
+
+/// A snapshot of the CPU counters [`WindowCpu`] is the difference of.
+struct CpuSnapshot {
+    server: f64,
+    own: f64,
+    reader: f64,
+    machine: (u64, u64),
+}
+
+impl CpuSnapshot {
+    fn now(server_pid: &str, reader_pid: Option<&str>) -> CpuSnapshot {
+        CpuSnapshot {
+            server: cpu_seconds(server_pid).unwrap_or(0.0),
+            own: cpu_seconds("self").unwrap_or(0.0),
+            reader: reader_pid.and_then(cpu_seconds).unwrap_or(0.0),
+            machine: machine_ticks(),
+        }
+    }
+
+    fn until(&self, later: &CpuSnapshot, transactions: f64) -> WindowCpu {
+        let (busy, all) = (
+            later.machine.0.saturating_sub(self.machine.0),
+            later.machine.1.saturating_sub(self.machine.1),
+        );
+        WindowCpu {
+            server: later.server - self.server,
+            splice: later.own - self.own,
+            reader: later.reader - self.reader,
+            busy: busy as f64 / all.max(1) as f64,
+            transactions,
+        }
+    }
+}
+
+/// The mean CPU seconds per 10,000 application transactions, and the machine's busy share, of
+/// `windows`.
+fn describe_cpu(windows: &[WindowCpu], with: &str) -> String {
+    let n = windows.len().max(1) as f64;
+    let per = |f: fn(&WindowCpu) -> f64| {
+        windows
+            .iter()
+            .map(|w| f(w) / w.transactions.max(1.0) * 10_000.0)
+            .sum::<f64>()
+            / n
+    };
+    let busy = windows.iter().map(|w| w.busy).sum::<f64>() / n;
+    let mut s = format!(
+        "server {:.2} s{}",
+        per(|w| w.server),
+        match with {
+            "reader" => format!(", reader {:.2} s", per(|w| w.reader)),
+            "splice" => format!(", splice's process {:.2} s", per(|w| w.splice)),
+            _ => String::new(),
+        }
+    );
+    s.push_str(&format!(", cores busy {:.0}%", busy * 100.0));
+    s
+}
+
 /// The (b) floor: alone, beside a raw binlog reader, alone, beside splice following changes,
 /// … `rounds` times, ending alone; each "beside" run divided by the mean of the alone runs on
 /// either side. splice catches up between runs with the application stopped, so each of its
@@ -674,7 +772,24 @@ fn floor(
     std::fs::create_dir_all(&dir).unwrap_or_else(die("creating a directory for mariadb-binlog"));
     let mut raw = Vec::new();
     let mut follow = Vec::new();
-    let mut alone = window(db, rows, secs);
+    let server_pid = std::fs::read_to_string(
+        db.data_dir()
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("mariadb.pid"),
+    )
+    .unwrap_or_default()
+    .trim()
+    .to_string();
+    let (mut cpu_alone, mut cpu_raw, mut cpu_follow) = (Vec::new(), Vec::new(), Vec::new());
+    let measured = |reader: Option<&str>, cpu: &mut Vec<WindowCpu>| {
+        let before = CpuSnapshot::now(&server_pid, reader);
+        let tps = window(db, rows, secs);
+        let after = CpuSnapshot::now(&server_pid, reader);
+        cpu.push(before.until(&after, tps * secs as f64));
+        tps
+    };
+    let mut alone = measured(None, &mut cpu_alone);
     for round in 0..rounds {
         // A reader that stores the binlog it receives and decodes nothing, from now on.
         let status = sql(db, "SHOW MASTER STATUS");
@@ -698,23 +813,25 @@ fn floor(
                 "starting mariadb-binlog (apt-get install mariadb-client)",
             ));
         std::thread::sleep(Duration::from_millis(500));
-        let beside_raw = window(db, rows, secs);
+        let reader_pid = reader.id().to_string();
+        let beside_raw = measured(Some(&reader_pid), &mut cpu_raw);
         let still_ran = matches!(reader.try_wait(), Ok(None));
         let _ = reader.kill();
         let _ = reader.wait();
         if !still_ran {
             die::<(), _>("mariadb-binlog")("it stopped during its window");
         }
-        let after_raw = window(db, rows, secs);
+        let after_raw = measured(None, &mut cpu_alone);
         raw.push(beside_raw / ((alone + after_raw) / 2.0));
 
         // splice following changes: caught up first, with nothing writing.
         rt.block_on(sync(engine));
         let control = Control::new(RateLimit::Unlimited);
         let beside_splice = std::thread::scope(|scope| {
-            let measured = scope.spawn(|| {
+            let cpu = &mut cpu_follow;
+            let meanwhile = scope.spawn(|| {
                 std::thread::sleep(Duration::from_millis(500));
-                let tps = window(db, rows, secs);
+                let tps = measured(None, cpu);
                 control.stop();
                 tps
             });
@@ -724,11 +841,11 @@ fn floor(
             };
             rt.block_on(engine.sync(NAME, &opts, &control, &mut NoProgress))
                 .unwrap_or_else(die("sync following changes"));
-            measured
+            meanwhile
                 .join()
                 .unwrap_or_else(|_| die::<f64, _>("the floor's window")("its thread panicked"))
         });
-        let after_splice = window(db, rows, secs);
+        let after_splice = measured(None, &mut cpu_alone);
         follow.push(beside_splice / ((after_raw + after_splice) / 2.0));
         alone = after_splice;
         let _ = std::fs::remove_dir_all(&dir);
@@ -753,6 +870,12 @@ fn floor(
         "    (b) floor, {secs}-s runs alternated, each ÷ the runs alone on either side: a binlog reader that does nothing (mariadb-binlog --raw) {}; splice following changes (backfill done) {}",
         describe(&raw),
         describe(&follow)
+    );
+    println!(
+        "    (b) floor, CPU per 10,000 application transactions (means): alone: {}; beside the reader: {}; beside splice following: {}",
+        describe_cpu(&cpu_alone, ""),
+        describe_cpu(&cpu_raw, "reader"),
+        describe_cpu(&cpu_follow, "splice"),
     );
     println!(
         "    (b) floor: reading the binlog alone leaves the application {raw_median:.2}× of its TPS here; (b)'s 0.9× is {} it",

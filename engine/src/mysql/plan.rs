@@ -661,8 +661,8 @@ impl Planner for MySql {
                 "the rows its cascade changes have no binlog events of their own, so capture \
                  would miss them"
             } else {
-                "the new table would need it under another name, InnoDB's are unique per \
-                 database"
+                "a copy on the new table would fail the application's deletes of a parent row \
+                 while the new table still holds a child row the old one no longer has"
             };
             problems.push(if on == table.name.name && schema == table.name.schema {
                 format!(
