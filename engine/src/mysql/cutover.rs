@@ -250,7 +250,8 @@ impl Cutover for MySql {
             .map_err(|e| {
                 EngineError::Missing(format!(
                     "the tables were swapped, but the old table's triggers were not dropped \
-                     ({e}); run the command again: it records the swap and drops them"
+                     ({e}); run the command again: it records the swap, and the triggers go \
+                     before splice next writes into the old table"
                 ))
             })?;
         let ctx = "recording the swap";
