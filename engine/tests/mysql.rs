@@ -2098,6 +2098,12 @@ fn triggers_of(db: &MariaDb, table: &str) -> String {
     .expect("triggers")
 }
 
+/// The note of row `id` of `shop.table`.
+fn note_of(db: &MariaDb, table: &str, id: i64) -> String {
+    db.sql(&format!("SELECT note FROM shop.{table} WHERE id = {id}"))
+        .expect("note")
+}
+
 /// The audit trail: what fired for each order, in order.
 fn audit(db: &MariaDb) -> String {
     db.sql("SELECT GROUP_CONCAT(order_id, ':', what ORDER BY n) FROM shop.audit")
@@ -2139,11 +2145,7 @@ async fn triggers_follow_the_live_name_through_cutover_and_rollback_and_fire_onc
     .expect("writes");
     sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
     assert_eq!(mismatches(&db), "NULL");
-    assert_eq!(
-        db.sql("SELECT note FROM shop._splice_orders_v2_new WHERE id = 5")
-            .expect("note"),
-        "u:x"
-    );
+    assert_eq!(note_of(&db, "_splice_orders_v2_new", 5), "u:x");
     assert_eq!(audit(&db), "900001:second,900001:first");
     let report = engine.verify("orders_v2").await.expect("verify");
     assert!(report.passed(), "{:?}", report.diverged);
@@ -2174,11 +2176,7 @@ async fn triggers_follow_the_live_name_through_cutover_and_rollback_and_fire_onc
     .expect("writes on the new shape");
     sync_until_caught_up(&engine, &caught_up(), &Control::new(RateLimit::Unlimited)).await;
     assert_eq!(reverse_mismatches(&db), "NULL");
-    assert_eq!(
-        db.sql("SELECT note FROM shop._splice_orders_v2_old WHERE id = 6")
-            .expect("note"),
-        "u:y"
-    );
+    assert_eq!(note_of(&db, "_splice_orders_v2_old", 6), "u:y");
     assert_eq!(
         audit(&db),
         "900001:second,900001:first,900002:second,900002:first"
