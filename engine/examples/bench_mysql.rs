@@ -32,7 +32,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use testkit::MariaDb;
+use testkit::{cpu_seconds, MariaDb};
 
 const NAME: &str = "sbtest1_v2";
 const TARGET: &str = "CREATE TABLE sbtest.sbtest1 (
@@ -660,16 +660,6 @@ fn window(db: &MariaDb, rows: u64, secs: u64) -> f64 {
         })
 }
 
-/// CPU time (seconds) of a process from `/proc/PID/stat` (utime + stime), `None` once it is
-/// gone. Linux reports it in USER_HZ ticks, 100 a second.
-fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after it follow its `)`.
-    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    Some((ticks(11)? + ticks(12)?) / 100.0)
-}
-
 /// The machine's CPU ticks: (busy, all), from `/proc/stat`'s first line.
 fn machine_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -772,15 +762,7 @@ fn floor(
     std::fs::create_dir_all(&dir).unwrap_or_else(die("creating a directory for mariadb-binlog"));
     let mut raw = Vec::new();
     let mut follow = Vec::new();
-    let server_pid = std::fs::read_to_string(
-        db.data_dir()
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join("mariadb.pid"),
-    )
-    .unwrap_or_default()
-    .trim()
-    .to_string();
+    let server_pid = db.pid().map(|p| p.to_string()).unwrap_or_default();
     let (mut cpu_alone, mut cpu_raw, mut cpu_follow) = (Vec::new(), Vec::new(), Vec::new());
     let measured = |reader: Option<&str>, cpu: &mut Vec<WindowCpu>| {
         let before = CpuSnapshot::now(&server_pid, reader);

@@ -34,6 +34,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::cpu_seconds;
 use tokio_postgres::Client;
 
 /// The example migration, under its own name.
@@ -472,16 +473,6 @@ async fn measure_lag(url: &str, secs: u64, target: &str) -> Vec<f64> {
         },
     )
     .await
-}
-
-/// CPU time (seconds) of a process from `/proc/PID/stat` (utime + stime, its own threads
-/// only), `None` once it is gone. Linux reports it in USER_HZ ticks, 100 a second.
-fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after it follow its `)`.
-    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// Where the CPU of a consumer of changes goes while the application runs: the server's

@@ -82,7 +82,7 @@ pub struct Controller {
     last_decision: Option<Instant>,
     last_decrease: Option<Instant>,
     problem: Option<String>,
-    /// The count of the migrated table's keys capture applied, when it last moved, and when
+    /// The count of the migrated table's keys capture saw written, when it last moved, and when
     /// it was last reported unmoved; `None` until the sync reports one (the application then
     /// counts as writing).
     application: Option<Pulse>,
@@ -90,13 +90,14 @@ pub struct Controller {
     idle: bool,
 }
 
-/// The application's pulse: capture's count of the migrated table's applied keys.
+/// The application's pulse: capture's count of the migrated table's written keys (applied,
+/// or left to the backfill).
 #[derive(Debug, Clone, Copy)]
 struct Pulse {
-    applied: u64,
-    /// When the count was first reported at `applied`.
+    written: u64,
+    /// When the count was first reported at `written`.
     moved: Instant,
-    /// When it was last reported, still at `applied`.
+    /// When it was last reported, still at `written`.
     still: Instant,
 }
 
@@ -126,12 +127,12 @@ impl Controller {
     /// applied and keys left to the backfill, which a write ahead of it leaves uncounted
     /// otherwise), at `now`: while it is reported standing still for [`APPLICATION_IDLE`] the
     /// pace is full.
-    pub fn application_writes(&mut self, applied: u64, now: Instant) {
+    pub fn application_writes(&mut self, written: u64, now: Instant) {
         match &mut self.application {
-            Some(pulse) if pulse.applied == applied => pulse.still = now,
+            Some(pulse) if pulse.written == written => pulse.still = now,
             _ => {
                 self.application = Some(Pulse {
-                    applied,
+                    written,
                     moved: now,
                     still: now,
                 })
@@ -419,8 +420,8 @@ impl ImpactBudget {
     }
 
     /// Tells the budget how many of the migrated table's keys capture has seen written so far
-    /// (applied or left to the backfill): the application's writes. While they stand still the pace is full (see
-    /// [`Controller::application_writes`]).
+    /// (applied or left to the backfill): the application's writes. While they stand still the
+    /// pace is full (see [`Controller::application_writes`]).
     pub fn application_writes(&self, written: u64) {
         if let Some(c) = &self.controller {
             lock(c).application_writes(written, Instant::now());

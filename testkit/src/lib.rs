@@ -11,14 +11,16 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
-//! Beside the servers: [`connect`], a SQL session on one, and [`orders_divergence_sql`], the
-//! example migration's row-by-row check written independently of splice.
+//! Beside the servers: [`connect`], a SQL session on one, [`orders_divergence_sql`], the
+//! example migration's row-by-row check written independently of splice, and [`cpu_seconds`],
+//! a process's CPU time for the benchmarks.
 //!
 //! [`MariaDb`] is the MariaDB one (Debian's `mariadb-server`, 10.11 here), with the same shape:
 //! `start()`, `url()` (`mysql://root@127.0.0.1:PORT/`), `port()`, settings, stop on drop; its
 //! binlog is row-based with full row images and GTIDs.
 
 mod client;
+mod cpu;
 mod mariadb;
 mod orders;
 mod postgres;
@@ -26,6 +28,7 @@ mod process;
 mod tls;
 
 pub use client::connect;
+pub use cpu::cpu_seconds;
 pub use mariadb::{MariaDb, MariaDbBuilder};
 pub use orders::orders_divergence_sql;
 pub use postgres::{Postgres, PostgresBuilder};

@@ -133,6 +133,11 @@ impl MariaDb {
         }
     }
 
+    /// The server process's id (`None` once stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The loopback TCP port.
     pub fn port(&self) -> u16 {
         self.port
