@@ -9,6 +9,10 @@ use std::time::Duration;
 /// The schema contract moves old tables into.
 pub const QUARANTINE_SCHEMA: &str = "splice_quarantine";
 
+/// How the names of splice's own tables beside the live one begin (the shadow, the retired
+/// table, expand's trial copy).
+pub const SPLICE_TABLE_PREFIX: &str = "_splice_";
+
 /// A parsed migration file.
 #[derive(Debug, Clone)]
 pub struct MigrationSpec {
@@ -583,12 +587,21 @@ impl MigrationSpec {
 
     /// The shadow table expand creates: the target shape under a name of its own.
     pub fn shadow_table(&self) -> QualifiedName {
-        self.table.with_name(&format!("_splice_{}_new", self.name))
+        self.table
+            .with_name(&format!("{SPLICE_TABLE_PREFIX}{}_new", self.name))
     }
 
     /// What the old table is renamed to at cutover.
     pub fn retired_table(&self) -> QualifiedName {
-        self.table.with_name(&format!("_splice_{}_old", self.name))
+        self.table
+            .with_name(&format!("{SPLICE_TABLE_PREFIX}{}_old", self.name))
+    }
+
+    /// A scratch copy of the new shape that expand creates and drops at once, to try on it
+    /// what cutover will create (MySQL: the table's triggers).
+    pub fn trial_table(&self) -> QualifiedName {
+        self.table
+            .with_name(&format!("{SPLICE_TABLE_PREFIX}{}_try", self.name))
     }
 
     /// Where contract keeps the old table until drop.

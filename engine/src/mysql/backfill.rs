@@ -72,8 +72,8 @@ impl SchemaChanges for MySql {
                 }
             }
             // What cutover will do with the live table's triggers, tried now on a copy.
-            let scratch = spec.table.with_name(&format!("_splice_{}_try", spec.name));
-            super::triggers::try_on_copy(&mut conn, &spec.table, &shadow, &scratch)
+            let trial = spec.trial_table();
+            super::triggers::try_on_copy(&mut conn, &spec.table, &shadow, &trial)
                 .await
                 .map_err(|e| {
                     EngineError::Plan(format!(

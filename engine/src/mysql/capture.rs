@@ -277,7 +277,7 @@ impl ChangeApplier for MySql {
         // carrying them over and the rename or between the rename and dropping the outgoing
         // table's copies, leaves some on one of splice's tables. Never the live table's: a
         // rollback opens an applier into it only to create its stream.
-        if dir.to.name.starts_with("_splice_") {
+        if dir.to.name.starts_with(crate::spec::SPLICE_TABLE_PREFIX) {
             let dropped = super::triggers::drop_all(&mut db, &dir.to).await?;
             if !dropped.is_empty() {
                 tracing::warn!(table = %dir.to, triggers = ?dropped, "dropped the triggers an interrupted swap left on the table splice writes into");

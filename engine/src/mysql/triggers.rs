@@ -241,7 +241,7 @@ pub async fn naming_problems(
             let (name, on): (String, String) = (col(r, 0, ctx)?, col(r, 1, ctx)?);
             // A copy on one of splice's tables is what a crash inside a swap left: the next
             // swap replaces it.
-            if on.starts_with("_splice_") {
+            if on.starts_with(crate::spec::SPLICE_TABLE_PREFIX) {
                 continue;
             }
             if name.eq_ignore_ascii_case(&carried) && on != table.name {
