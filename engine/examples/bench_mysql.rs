@@ -63,7 +63,7 @@ fn args() -> Args {
         rows: 1_000_000,
         secs: 20,
         rounds: 5,
-        floor_rounds: 6,
+        floor_rounds: 8,
         budget: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
