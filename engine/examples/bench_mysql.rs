@@ -698,11 +698,11 @@ fn machine_ticks() -> (u64, u64) {
 }
 
 /// Where the CPU went during one window of the floor: the server, this process (splice's
-/// sync runs in it), the raw reader, and how busy the machine's cores were.
+/// sync or the least copy runs in it), the raw reader, and how busy the machine's cores were.
 #[derive(Default, Clone, Copy)]
 struct WindowCpu {
     server: f64,
-    splice: f64,
+    own: f64,
     reader: f64,
     busy: f64,
     transactions: f64,
@@ -733,7 +733,7 @@ impl CpuSnapshot {
         );
         WindowCpu {
             server: later.server - self.server,
-            splice: later.own - self.own,
+            own: later.own - self.own,
             reader: later.reader - self.reader,
             busy: busy as f64 / all.max(1) as f64,
             transactions,
@@ -758,8 +758,8 @@ fn describe_cpu(windows: &[WindowCpu], with: &str) -> String {
         per(|w| w.server),
         match with {
             "reader" => format!(", reader {:.2} s", per(|w| w.reader)),
-            "splice" => format!(", splice's process {:.2} s", per(|w| w.splice)),
-            "least" => format!(", its process {:.2} s", per(|w| w.splice)),
+            "splice" => format!(", splice's process {:.2} s", per(|w| w.own)),
+            "least" => format!(", its process {:.2} s", per(|w| w.own)),
             _ => String::new(),
         }
     );
@@ -771,11 +771,10 @@ fn describe_cpu(windows: &[WindowCpu], with: &str) -> String {
 /// change stream (it receives and decodes the binlog as `splice sync` does) and each changed
 /// row of a copy of `sbtest1` written once, up to 128 keys per statement and one commit per
 /// batch of what arrived within 10 ms; no re-read of the source, no marker, no verify marks,
-/// no impact budget. Runs until `stop` is set; returns the rows it wrote.
-async fn least_follow(url: &str, stop: &std::sync::atomic::AtomicBool) -> u64 {
+/// no impact budget. Runs until `control` stops; returns the rows it wrote.
+async fn least_follow(url: &str, control: &Control) -> u64 {
     use cdc::ChangeSource;
     use mysql_async::prelude::Queryable;
-    use std::sync::atomic::Ordering;
     const SLOT: &str = "bench_least_copy";
     let config =
         cdc::MySqlSourceConfig::new(url, SLOT, vec![cdc::TableName::new("sbtest", "sbtest1")]);
@@ -792,7 +791,7 @@ async fn least_follow(url: &str, stop: &std::sync::atomic::AtomicBool) -> u64 {
         linger: Duration::from_millis(10),
     };
     let (mut written, mut batches) = (0u64, 0u64);
-    while !stop.load(Ordering::Relaxed) {
+    while !control.stopping() {
         let batch = cdc::next_batch(&mut stream, Duration::from_millis(100), &limits)
             .await
             .unwrap_or_else(die("the least copy's change stream"));
@@ -850,6 +849,30 @@ async fn least_follow(url: &str, stop: &std::sync::atomic::AtomicBool) -> u64 {
         .await
         .unwrap_or_else(die("closing the least copy's change stream"));
     written
+}
+
+/// An application window (`window`, on a thread of its own, half a second after `follow`
+/// starts) measured while `follow` runs on `rt`; `control` is stopped when the window ends, and
+/// `follow` must return then. The window's TPS and what `follow` returned.
+fn beside<T>(
+    rt: &tokio::runtime::Runtime,
+    control: &Control,
+    window: impl FnOnce() -> f64 + Send,
+    follow: impl std::future::Future<Output = T>,
+) -> (f64, T) {
+    std::thread::scope(|scope| {
+        let meanwhile = scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(500));
+            let tps = window();
+            control.stop();
+            tps
+        });
+        let out = rt.block_on(follow);
+        let tps = meanwhile
+            .join()
+            .unwrap_or_else(|_| die::<f64, _>("the floor's window")("its thread panicked"));
+        (tps, out)
+    })
 }
 
 /// The (b) floor's medians: the application's TPS beside each ÷ alone.
@@ -932,44 +955,28 @@ fn floor(
         // splice following changes: caught up first, with nothing writing.
         rt.block_on(sync(engine));
         let control = Control::new(RateLimit::Unlimited);
-        let beside_splice = std::thread::scope(|scope| {
-            let cpu = &mut cpu_follow;
-            let meanwhile = scope.spawn(|| {
-                std::thread::sleep(Duration::from_millis(500));
-                let tps = measured(None, cpu);
-                control.stop();
-                tps
-            });
-            let opts = SyncOptions {
-                max_latency_increase: BUDGET.get().copied().flatten(),
-                ..Default::default()
-            };
-            rt.block_on(engine.sync(NAME, &opts, &control, &mut NoProgress))
-                .unwrap_or_else(die("sync following changes"));
-            meanwhile
-                .join()
-                .unwrap_or_else(|_| die::<f64, _>("the floor's window")("its thread panicked"))
-        });
+        let opts = SyncOptions {
+            max_latency_increase: BUDGET.get().copied().flatten(),
+            ..Default::default()
+        };
+        let (beside_splice, synced) = beside(
+            rt,
+            &control,
+            || measured(None, &mut cpu_follow),
+            engine.sync(NAME, &opts, &control, &mut NoProgress),
+        );
+        synced.unwrap_or_else(die("sync following changes"));
         let after_splice = measured(None, &mut cpu_alone);
         follow.push(beside_splice / ((after_raw + after_splice) / 2.0));
 
         // The least copy fed by the binlog, from now on.
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let (beside_least, rows_written) = std::thread::scope(|scope| {
-            let cpu = &mut cpu_least;
-            let stop = &stop;
-            let meanwhile = scope.spawn(move || {
-                std::thread::sleep(Duration::from_millis(500));
-                let tps = measured(None, cpu);
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                tps
-            });
-            let written = rt.block_on(least_follow(&db.url(), stop));
-            let tps = meanwhile
-                .join()
-                .unwrap_or_else(|_| die::<f64, _>("the floor's window")("its thread panicked"));
-            (tps, written)
-        });
+        let control = Control::new(RateLimit::Unlimited);
+        let (beside_least, rows_written) = beside(
+            rt,
+            &control,
+            || measured(None, &mut cpu_least),
+            least_follow(&db.url(), &control),
+        );
         least_rows += rows_written;
         least_transactions += beside_least * secs as f64;
         let after_least = measured(None, &mut cpu_alone);
